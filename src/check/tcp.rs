@@ -1,0 +1,31 @@
+//! `tcp`: open a connection within the timeout, then close it at once; no
+//! bytes are sent or read (kubelet-semantics §2.1).
+
+use std::time::Duration;
+
+use super::{Outcome, dial};
+use crate::config::TcpSpec;
+
+/// A prepared TCP check.
+#[derive(Debug)]
+pub struct TcpCheck {
+    spec: TcpSpec,
+}
+
+impl TcpCheck {
+    /// Prepares a TCP check.
+    pub fn new(spec: TcpSpec) -> Self {
+        TcpCheck { spec }
+    }
+
+    /// Connects once.
+    pub async fn run(&self, timeout: Duration) -> Outcome {
+        match dial(&self.spec.host, self.spec.port, timeout).await {
+            Ok(_stream) => Outcome::success(format!(
+                "connected to {}",
+                self.spec.host.authority(self.spec.port)
+            )),
+            Err(message) => Outcome::failure(message),
+        }
+    }
+}

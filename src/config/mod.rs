@@ -1,0 +1,449 @@
+//! Configuration: the TOML file as written (`raw`), validated into the
+//! types the rest of the crate uses (this module), and the lints that
+//! `check-config` prints without failing (`lint`).
+//!
+//! Only validated types leave this module. Every error names the file,
+//! line, column and key; all errors are gathered before any is reported.
+
+mod lint;
+mod raw;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use lint::{Lint, lints};
+
+/// Kubelet default for `initialDelaySeconds` (kubelet-semantics §3.1).
+pub const DEFAULT_INITIAL_DELAY: Duration = Duration::ZERO;
+/// Kubelet default for `periodSeconds`.
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(10);
+/// Kubelet default for `timeoutSeconds`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Kubelet default for `successThreshold`.
+pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 1;
+/// Kubelet default for `failureThreshold`.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+/// The shortest period accepted. The kubelet's minimum is one second; the
+/// sidecar allows sub-second periods but not busier than this.
+pub const MIN_PERIOD: Duration = Duration::from_millis(100);
+/// The shortest timeout accepted.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// Where the sidecar listens unless `listen` says otherwise: every address,
+/// IPv4 and IPv6.
+pub const DEFAULT_LISTEN: &str = "[::]:9775";
+/// Default time readiness stays failed before a drain looks at connections.
+pub const DEFAULT_DRAIN_MIN: Duration = Duration::from_secs(5);
+/// Default upper bound of a drain; keep it below the pod's grace period.
+pub const DEFAULT_DRAIN_MAX: Duration = Duration::from_secs(25);
+/// The host every network check dials unless told otherwise.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address of the probe, lifecycle and metrics endpoints.
+    pub listen: SocketAddr,
+    /// Graceful drain settings.
+    pub drain: DrainConfig,
+    /// The checks, in file order.
+    pub checks: Vec<CheckConfig>,
+}
+
+/// Graceful drain settings (`[drain]`).
+#[derive(Debug, Clone)]
+pub struct DrainConfig {
+    /// Readiness fails at once; the drain waits at least this long.
+    pub min: Duration,
+    /// The drain never lasts longer than this.
+    pub max: Duration,
+    /// The app's ports whose established connections the drain waits on.
+    pub ports: Vec<u16>,
+    /// A file holding the bearer token that guards lifecycle endpoints.
+    pub token_file: Option<PathBuf>,
+    /// Exit by itself once the app has listened on `ports` and stopped.
+    pub exit_when_app_exits: bool,
+}
+
+/// One named check.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    /// Unique name, `[a-z0-9-]+`.
+    pub name: String,
+    /// The probe kinds this check belongs to.
+    pub probes: ProbeSet,
+    /// A non-critical check is reported but cannot fail its probes.
+    pub critical: bool,
+    /// The app container this check belongs to, for per-container endpoints.
+    pub container: Option<String>,
+    /// Timers and thresholds.
+    pub timing: Timing,
+    /// What the check does.
+    pub kind: CheckKind,
+    /// The line of the check's table in the file, for lint messages.
+    pub line: usize,
+}
+
+/// The kubelet's timing knobs for one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// Wait this long after the sidecar starts before the first run.
+    pub initial_delay: Duration,
+    /// Time between the starts of two runs.
+    pub period: Duration,
+    /// A run that takes longer is a failure.
+    pub timeout: Duration,
+    /// Consecutive successes that make a failed check healthy.
+    pub success_threshold: u32,
+    /// Consecutive failures that make a healthy check failed.
+    pub failure_threshold: u32,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            initial_delay: DEFAULT_INITIAL_DELAY,
+            period: DEFAULT_PERIOD,
+            timeout: DEFAULT_TIMEOUT,
+            success_threshold: DEFAULT_SUCCESS_THRESHOLD,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+        }
+    }
+}
+
+/// A probe kind, as the kubelet names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProbeKind {
+    /// `startupProbe`: latches once every startup check has succeeded.
+    Startup,
+    /// `livenessProbe`: a failure restarts the app container.
+    Liveness,
+    /// `readinessProbe`: a failure takes the pod out of rotation.
+    Readiness,
+}
+
+impl ProbeKind {
+    /// All kinds, in the order the kubelet starts them.
+    pub const ALL: [ProbeKind; 3] = [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness];
+
+    /// The kubelet's capitalised name, used in its event messages.
+    pub fn title(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "Startup",
+            ProbeKind::Liveness => "Liveness",
+            ProbeKind::Readiness => "Readiness",
+        }
+    }
+
+    /// The lower-case name used in config, JSON and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "startup",
+            ProbeKind::Liveness => "liveness",
+            ProbeKind::Readiness => "readiness",
+        }
+    }
+
+    /// The endpoint path segment: `startupz`, `livez`, `readyz`.
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "startupz",
+            ProbeKind::Liveness => "livez",
+            ProbeKind::Readiness => "readyz",
+        }
+    }
+}
+
+impl fmt::Display for ProbeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The set of probe kinds a check belongs to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeSet {
+    /// Member of the startup probe.
+    pub startup: bool,
+    /// Member of the liveness probe.
+    pub liveness: bool,
+    /// Member of the readiness probe.
+    pub readiness: bool,
+}
+
+impl ProbeSet {
+    /// Whether `kind` is in the set.
+    pub fn contains(self, kind: ProbeKind) -> bool {
+        match kind {
+            ProbeKind::Startup => self.startup,
+            ProbeKind::Liveness => self.liveness,
+            ProbeKind::Readiness => self.readiness,
+        }
+    }
+
+    fn insert(&mut self, kind: ProbeKind) {
+        match kind {
+            ProbeKind::Startup => self.startup = true,
+            ProbeKind::Liveness => self.liveness = true,
+            ProbeKind::Readiness => self.readiness = true,
+        }
+    }
+}
+
+/// What a check does: exactly one handler, as a Kubernetes probe.
+#[derive(Debug, Clone)]
+pub enum CheckKind {
+    /// An HTTP or HTTPS request.
+    Http(HttpSpec),
+    /// A TCP connect.
+    Tcp(TcpSpec),
+    /// A command, run without a shell.
+    Exec(ExecSpec),
+    /// `grpc.health.v1.Health/Check`.
+    Grpc(GrpcSpec),
+    /// A heartbeat file's age.
+    File(FileSpec),
+}
+
+impl CheckKind {
+    /// The handler's name as written in the config.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            CheckKind::Http(_) => "http",
+            CheckKind::Tcp(_) => "tcp",
+            CheckKind::Exec(_) => "exec",
+            CheckKind::Grpc(_) => "grpc",
+            CheckKind::File(_) => "file",
+        }
+    }
+
+    /// The host a network check dials, if it is one.
+    pub fn host(&self) -> Option<&Host> {
+        match self {
+            CheckKind::Http(h) => Some(&h.host),
+            CheckKind::Tcp(t) => Some(&t.host),
+            CheckKind::Grpc(g) => Some(&g.host),
+            CheckKind::Exec(_) | CheckKind::File(_) => None,
+        }
+    }
+}
+
+/// The host of a network check, after `${VAR}` expansion.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// The host to dial: an IP literal or a name.
+    pub name: String,
+    /// The environment variable it came from (`${POD_IP}`), if any.
+    pub from_env: Option<String>,
+}
+
+impl Host {
+    /// The host for `host:port`, with brackets around an IPv6 literal.
+    pub fn authority(&self, port: u16) -> String {
+        if self.name.contains(':') {
+            format!("[{}]:{port}", self.name)
+        } else {
+            format!("{}:{port}", self.name)
+        }
+    }
+
+    /// Whether the host is the loopback interface.
+    pub fn is_loopback(&self) -> bool {
+        match self.name.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.is_loopback(),
+            Err(_) => self.name.eq_ignore_ascii_case("localhost"),
+        }
+    }
+}
+
+/// URL scheme of an HTTP check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheme {
+    /// Plain HTTP.
+    Http,
+    /// HTTP over TLS.
+    Https,
+}
+
+/// Request method of an HTTP check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum HttpMethod {
+    /// GET, as the kubelet.
+    Get,
+    /// HEAD: no body is read.
+    Head,
+}
+
+/// An `http = { ... }` handler.
+#[derive(Debug, Clone)]
+pub struct HttpSpec {
+    /// `http` or `https`.
+    pub scheme: Scheme,
+    /// Host to connect to.
+    pub host: Host,
+    /// Port to connect to.
+    pub port: u16,
+    /// Path and optional query, starting with `/`.
+    pub path: String,
+    /// GET (default) or HEAD.
+    pub method: HttpMethod,
+    /// Request headers in file order. A `Host` entry replaces the Host
+    /// header; an entry with an empty value removes a default header
+    /// (`User-Agent`, `Accept`), as the kubelet.
+    pub headers: Vec<(String, String)>,
+    /// Reuse one connection between runs instead of a fresh one per run.
+    pub keep_alive: bool,
+    /// The (first 10 KiB of the) body must contain this text.
+    pub body_contains: Option<String>,
+    /// Verify the server certificate against this CA bundle (PEM). Without
+    /// it HTTPS skips verification, as the kubelet.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl HttpSpec {
+    /// The URL of the first request.
+    pub fn url(&self) -> String {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        format!("{scheme}://{}{}", self.host.authority(self.port), self.path)
+    }
+}
+
+/// A `tcp = { ... }` handler.
+#[derive(Debug, Clone)]
+pub struct TcpSpec {
+    /// Host to connect to.
+    pub host: Host,
+    /// Port to connect to.
+    pub port: u16,
+}
+
+/// An `exec = { ... }` handler.
+#[derive(Debug, Clone)]
+pub struct ExecSpec {
+    /// argv; the first element is the program, looked up in `PATH`.
+    pub command: Vec<String>,
+    /// Extra environment variables for the command.
+    pub env: Vec<(String, String)>,
+    /// Working directory; the sidecar's own when absent.
+    pub workdir: Option<PathBuf>,
+}
+
+/// A `grpc = { ... }` handler.
+#[derive(Debug, Clone)]
+pub struct GrpcSpec {
+    /// Host to connect to.
+    pub host: Host,
+    /// Port to connect to.
+    pub port: u16,
+    /// The service name sent in `HealthCheckRequest`; empty means the server.
+    pub service: String,
+}
+
+/// A `file = { ... }` handler.
+#[derive(Debug, Clone)]
+pub struct FileSpec {
+    /// The heartbeat file.
+    pub path: PathBuf,
+    /// The file's modification time must be younger than this.
+    pub max_age: Duration,
+}
+
+/// One configuration error, located in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The key path, such as `check[2].period`.
+    pub key: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every error found in one file, and the file's name.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors {
+    /// The file (or other origin) the text came from.
+    pub origin: String,
+    /// The errors, in file order.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}:{}:{}: {}: {}", self.origin, e.line, e.column, e.key, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where `${VAR}` references in hosts are looked up. Tests pass a map; the
+/// binary passes the process environment.
+pub trait Env {
+    /// The value of `name`, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> Env for F {
+    fn var(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
+        let origin = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::from_toml_str(&text, &origin, env),
+            Err(e) => Err(ConfigErrors {
+                origin,
+                errors: vec![ConfigError {
+                    key: "file".into(),
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read: {e}"),
+                }],
+            }),
+        }
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
+        raw::parse(text, env).map_err(|errors| ConfigErrors {
+            origin: origin.to_string(),
+            errors,
+        })
+    }
+
+    /// The names of the app containers that have checks, sorted.
+    pub fn containers(&self) -> BTreeSet<&str> {
+        self.checks.iter().filter_map(|c| c.container.as_deref()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,510 @@
+//! The TOML file as written, and its validation into [`super::Config`].
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    drain: RawDrain,
+    #[serde(default)]
+    check: Vec<Spanned<RawCheck>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrain {
+    min: Option<Spanned<Dur>>,
+    max: Option<Spanned<Dur>>,
+    #[serde(default)]
+    ports: Vec<Spanned<u16>>,
+    token_file: Option<PathBuf>,
+    #[serde(default)]
+    exit_when_app_exits: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCheck {
+    name: Option<Spanned<String>>,
+    probes: Option<Spanned<Vec<ProbeKind>>>,
+    #[serde(default = "yes")]
+    critical: bool,
+    container: Option<Spanned<String>>,
+    initial_delay: Option<Spanned<Dur>>,
+    period: Option<Spanned<Dur>>,
+    timeout: Option<Spanned<Dur>>,
+    success_threshold: Option<Spanned<u32>>,
+    failure_threshold: Option<Spanned<u32>>,
+    http: Option<Spanned<RawHttp>>,
+    tcp: Option<Spanned<RawTcp>>,
+    exec: Option<Spanned<RawExec>>,
+    grpc: Option<Spanned<RawGrpc>>,
+    file: Option<Spanned<RawFile>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    scheme: Option<Scheme>,
+    host: Option<Spanned<String>>,
+    port: Spanned<u16>,
+    path: Option<Spanned<String>>,
+    method: Option<HttpMethod>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    #[serde(default)]
+    keep_alive: bool,
+    body_contains: Option<String>,
+    ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTcp {
+    host: Option<Spanned<String>>,
+    port: Spanned<u16>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExec {
+    command: Spanned<Vec<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    workdir: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrpc {
+    host: Option<Spanned<String>>,
+    port: Spanned<u16>,
+    #[serde(default)]
+    service: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    path: PathBuf,
+    max_age: Spanned<Dur>,
+}
+
+/// A duration written as text: `"500ms"`, `"2s"`, `"1m30s"`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Dur(pub(super) Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text).map(Dur).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `"500ms"`, `"2s"`, `"1m30s"`: digits followed by a unit, no
+/// spaces, no bare numbers.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("invalid duration {text:?}: write a number with a unit, such as \"500ms\" or \"2s\"");
+    if text.is_empty() || text.contains(char::is_whitespace) || text.starts_with(|c: char| !c.is_ascii_digit()) {
+        return Err(bad());
+    }
+    if text.chars().all(|c| c.is_ascii_digit()) {
+        return Err(bad());
+    }
+    humantime::parse_duration(text).map_err(|_| bad())
+}
+
+/// Collects errors with their locations while validating.
+struct Errors<'a> {
+    text: &'a str,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    fn push(&mut self, key: impl Into<String>, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_col(self.text, span.start);
+        self.list.push(ConfigError {
+            key: key.into(),
+            line,
+            column,
+            message: message.into(),
+        });
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// The key a serde error points at, read off the text at its span.
+fn key_at(text: &str, span: &Range<usize>) -> String {
+    let found = text.get(span.clone()).unwrap_or("").trim();
+    let key: String = found
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']'))
+        .collect();
+    if key.is_empty() { "value".into() } else { key }
+}
+
+pub(super) fn parse(text: &str, env: &dyn Env) -> Result<Config, Vec<ConfigError>> {
+    let raw: RawConfig = match toml::from_str(text) {
+        Ok(raw) => raw,
+        Err(e) => {
+            let span = e.span().unwrap_or(0..0);
+            let (line, column) = line_col(text, span.start);
+            let message = e.message().trim().to_string();
+            return Err(vec![ConfigError {
+                key: key_at(text, &span),
+                line,
+                column,
+                message,
+            }]);
+        }
+    };
+    let mut errors = Errors { text, list: Vec::new() };
+    let config = validate(raw, env, &mut errors);
+    if errors.list.is_empty() {
+        Ok(config)
+    } else {
+        errors.list.sort_by_key(|e| (e.line, e.column));
+        Err(errors.list)
+    }
+}
+
+fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
+    let listen = match raw.listen {
+        None => DEFAULT_LISTEN.parse().expect("default listen address parses"),
+        Some(l) => match l.get_ref().parse::<SocketAddr>() {
+            Ok(addr) => addr,
+            Err(_) => {
+                errors.push(
+                    "listen",
+                    l.span(),
+                    format!("{:?} is not an address and port such as \"[::]:9775\" or \"0.0.0.0:9775\"", l.get_ref()),
+                );
+                DEFAULT_LISTEN.parse().expect("default listen address parses")
+            }
+        },
+    };
+    let drain = validate_drain(raw.drain, errors);
+    let mut names = HashSet::new();
+    let checks = raw
+        .check
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, c)| validate_check(i, c, env, &mut names, errors))
+        .collect();
+    Config { listen, drain, checks }
+}
+
+fn validate_drain(raw: RawDrain, errors: &mut Errors<'_>) -> DrainConfig {
+    let min = raw.min.as_ref().map_or(DEFAULT_DRAIN_MIN, |d| d.get_ref().0);
+    let max = raw.max.as_ref().map_or(DEFAULT_DRAIN_MAX, |d| d.get_ref().0);
+    if min > max {
+        let span = raw.max.as_ref().or(raw.min.as_ref()).map_or(0..0, |d| d.span());
+        errors.push(
+            "drain.max",
+            span,
+            format!("must not be shorter than drain.min ({})", humantime::format_duration(min)),
+        );
+    }
+    for p in &raw.ports {
+        if *p.get_ref() == 0 {
+            errors.push("drain.ports", p.span(), "port 0 is not a port");
+        }
+    }
+    DrainConfig {
+        min,
+        max,
+        ports: raw.ports.into_iter().map(Spanned::into_inner).collect(),
+        token_file: raw.token_file,
+        exit_when_app_exits: raw.exit_when_app_exits,
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn validate_check(
+    index: usize,
+    check: Spanned<RawCheck>,
+    env: &dyn Env,
+    names: &mut HashSet<String>,
+    errors: &mut Errors<'_>,
+) -> Option<CheckConfig> {
+    let span = check.span();
+    let (line, _) = line_col(errors.text, span.start);
+    let c = check.into_inner();
+    let at = |field: &str| format!("check[{index}].{field}");
+
+    let name = match &c.name {
+        None => {
+            errors.push(at("name"), span.clone(), "missing: every check needs a name");
+            None
+        }
+        Some(n) => {
+            let value = n.get_ref().clone();
+            if !valid_name(&value) {
+                errors.push(at("name"), n.span(), format!("{value:?} must be made of a-z, 0-9 and '-'"));
+                None
+            } else if !names.insert(value.clone()) {
+                errors.push(at("name"), n.span(), format!("{value:?} is already the name of another check"));
+                None
+            } else {
+                Some(value)
+            }
+        }
+    };
+
+    let mut probes = ProbeSet::default();
+    match &c.probes {
+        None => errors.push(
+            at("probes"),
+            span.clone(),
+            "missing: list the probe kinds, such as [\"liveness\", \"readiness\"]",
+        ),
+        Some(p) if p.get_ref().is_empty() => errors.push(
+            at("probes"),
+            p.span(),
+            "must name at least one of \"startup\", \"liveness\", \"readiness\"",
+        ),
+        Some(p) => p.get_ref().iter().for_each(|k| probes.insert(*k)),
+    }
+
+    if let Some(container) = &c.container
+        && !valid_name(container.get_ref())
+    {
+        errors.push(
+            at("container"),
+            container.span(),
+            format!("{:?} must be made of a-z, 0-9 and '-'", container.get_ref()),
+        );
+    }
+
+    let timing = validate_timing(&c, probes, &at, errors);
+    let kind = validate_kind(&c, span, env, &at, errors);
+
+    Some(CheckConfig {
+        name: name?,
+        probes,
+        critical: c.critical,
+        container: c.container.as_ref().map(|c| c.get_ref().clone()),
+        timing,
+        kind: kind?,
+        line,
+    })
+}
+
+fn validate_timing(
+    c: &RawCheck,
+    probes: ProbeSet,
+    at: &dyn Fn(&str) -> String,
+    errors: &mut Errors<'_>,
+) -> Timing {
+    let mut timing = Timing::default();
+    if let Some(d) = &c.initial_delay {
+        timing.initial_delay = d.get_ref().0;
+    }
+    if let Some(d) = &c.period {
+        timing.period = d.get_ref().0;
+        if timing.period < MIN_PERIOD {
+            errors.push(at("period"), d.span(), "must be at least 100ms");
+        }
+    }
+    if let Some(d) = &c.timeout {
+        timing.timeout = d.get_ref().0;
+        if timing.timeout < MIN_TIMEOUT {
+            errors.push(at("timeout"), d.span(), "must be at least 100ms");
+        }
+    }
+    if let Some(n) = &c.success_threshold {
+        timing.success_threshold = *n.get_ref();
+        if timing.success_threshold == 0 {
+            errors.push(at("success_threshold"), n.span(), "must be at least 1");
+        } else if timing.success_threshold != 1 && (probes.liveness || probes.startup) {
+            // kubelet validation: "must be 1" for liveness and startup probes.
+            errors.push(
+                at("success_threshold"),
+                n.span(),
+                "must be 1 for a liveness or startup check, as in Kubernetes",
+            );
+        }
+    }
+    if let Some(n) = &c.failure_threshold {
+        timing.failure_threshold = *n.get_ref();
+        if timing.failure_threshold == 0 {
+            errors.push(at("failure_threshold"), n.span(), "must be at least 1");
+        }
+    }
+    timing
+}
+
+fn validate_kind(
+    c: &RawCheck,
+    span: Range<usize>,
+    env: &dyn Env,
+    at: &dyn Fn(&str) -> String,
+    errors: &mut Errors<'_>,
+) -> Option<CheckKind> {
+    let handlers = [
+        c.http.as_ref().map(|h| ("http", h.span())),
+        c.tcp.as_ref().map(|h| ("tcp", h.span())),
+        c.exec.as_ref().map(|h| ("exec", h.span())),
+        c.grpc.as_ref().map(|h| ("grpc", h.span())),
+        c.file.as_ref().map(|h| ("file", h.span())),
+    ];
+    let given: Vec<_> = handlers.into_iter().flatten().collect();
+    match given.as_slice() {
+        [] => {
+            errors.push(
+                at("handler"),
+                span.clone(),
+                "must specify a handler type: one of http, tcp, exec, grpc, file",
+            );
+            return None;
+        }
+        [_] => {}
+        [_, (second, span), ..] => {
+            errors.push(
+                at(second),
+                span.clone(),
+                "may not specify more than 1 handler type: choose one of http, tcp, exec, grpc, file",
+            );
+            return None;
+        }
+    }
+    let host = |field: &str, h: &Option<Spanned<String>>, errors: &mut Errors<'_>| -> Option<Host> {
+        match h {
+            None => Some(Host {
+                name: DEFAULT_HOST.into(),
+                from_env: None,
+            }),
+            Some(h) => match expand_host(h.get_ref(), env) {
+                Ok(host) => Some(host),
+                Err(message) => {
+                    errors.push(at(field), h.span(), message);
+                    None
+                }
+            },
+        }
+    };
+    if let Some(h) = &c.http {
+        let h = h.get_ref();
+        let host = host("http.host", &h.host, errors);
+        let path = h.path.as_ref().map_or_else(|| "/".to_string(), |p| p.get_ref().clone());
+        if !path.starts_with('/') {
+            let span = h.path.as_ref().map_or(0..0, |p| p.span());
+            errors.push(at("http.path"), span, format!("{path:?} must start with '/'"));
+            return None;
+        }
+        if h.scheme == Some(Scheme::Http) && h.ca_file.is_some() {
+            errors.push(at("http.ca_file"), span.clone(), "only applies to scheme = \"https\"");
+        }
+        check_port(&h.port, &at("http.port"), errors);
+        for name in h.headers.keys() {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
+                errors.push(at("http.headers"), span.clone(), format!("{name:?} is not a valid header name"));
+            }
+        }
+        return Some(CheckKind::Http(HttpSpec {
+            scheme: h.scheme.unwrap_or(Scheme::Http),
+            host: host?,
+            port: *h.port.get_ref(),
+            path,
+            method: h.method.unwrap_or(HttpMethod::Get),
+            headers: h.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            keep_alive: h.keep_alive,
+            body_contains: h.body_contains.clone(),
+            ca_file: h.ca_file.clone(),
+        }));
+    }
+    if let Some(t) = &c.tcp {
+        let t = t.get_ref();
+        check_port(&t.port, &at("tcp.port"), errors);
+        return Some(CheckKind::Tcp(TcpSpec {
+            host: host("tcp.host", &t.host, errors)?,
+            port: *t.port.get_ref(),
+        }));
+    }
+    if let Some(g) = &c.grpc {
+        let g = g.get_ref();
+        check_port(&g.port, &at("grpc.port"), errors);
+        return Some(CheckKind::Grpc(GrpcSpec {
+            host: host("grpc.host", &g.host, errors)?,
+            port: *g.port.get_ref(),
+            service: g.service.clone(),
+        }));
+    }
+    if let Some(e) = &c.exec {
+        let e = e.get_ref();
+        if e.command.get_ref().is_empty() || e.command.get_ref()[0].is_empty() {
+            errors.push(at("exec.command"), e.command.span(), "must name a program to run");
+            return None;
+        }
+        return Some(CheckKind::Exec(ExecSpec {
+            command: e.command.get_ref().clone(),
+            env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            workdir: e.workdir.clone(),
+        }));
+    }
+    if let Some(f) = &c.file {
+        let f = f.get_ref();
+        if f.max_age.get_ref().0.is_zero() {
+            errors.push(at("file.max_age"), f.max_age.span(), "must be longer than 0s");
+        }
+        return Some(CheckKind::File(FileSpec {
+            path: f.path.clone(),
+            max_age: f.max_age.get_ref().0,
+        }));
+    }
+    None
+}
+
+fn check_port(port: &Spanned<u16>, key: &str, errors: &mut Errors<'_>) {
+    if *port.get_ref() == 0 {
+        errors.push(key, port.span(), "invalid port number: 0");
+    }
+}
+
+/// Expands a host written as `${VAR}` from the environment.
+fn expand_host(text: &str, env: &dyn Env) -> Result<Host, String> {
+    if let Some(var) = text.strip_prefix("${").and_then(|t| t.strip_suffix('}')) {
+        return match env.var(var) {
+            Some(value) if !value.trim().is_empty() => Ok(Host {
+                name: value.trim().to_string(),
+                from_env: Some(var.to_string()),
+            }),
+            _ => Err(format!(
+                "{text} names the environment variable {var}, which is not set (set it from the downward API: fieldRef status.podIP)"
+            )),
+        };
+    }
+    if text.is_empty() || text.contains(['$', '/', ' ', '[', ']']) {
+        return Err(format!("{text:?} is not a host: write an IP address, a name, or ${{VAR}}"));
+    }
+    Ok(Host {
+        name: text.to_string(),
+        from_env: None,
+    })
+}
