@@ -1,3 +1,5 @@
-fn main() {
-    println!("Hello, world!");
+//! The `healthproxy` binary: everything is in the library.
+
+fn main() -> std::process::ExitCode {
+    healthproxy::cli::main()
 }

@@ -1,0 +1,70 @@
+//! The command line: `run` (the default), `check-config`.
+
+mod check_config;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit status for a configuration error.
+pub const EXIT_CONFIG: u8 = 2;
+
+/// healthproxy: runs an app's health checks with the kubelet's semantics and
+/// serves /livez, /readyz and /startupz for the kubelet's probes.
+#[derive(Debug, Parser)]
+#[command(version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the probe endpoints and run the checks (the default).
+    Run(RunArgs),
+    /// Validate a config file: exit 0 when valid, 2 with every error.
+    CheckConfig {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+/// Options of `healthproxy run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The config file.
+    #[arg(long, env = "HEALTHPROXY_CONFIG", default_value = "/etc/healthproxy/config.toml")]
+    pub config: PathBuf,
+    /// Overrides `listen` from the config file.
+    #[arg(long, env = "HEALTHPROXY_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Log line format.
+    #[arg(long, env = "HEALTHPROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter: a level (`info`, `debug`) or a tracing directive.
+    #[arg(long, env = "HEALTHPROXY_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Parses the command line and runs it; returns the process exit status.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        None => run::run(cli.run),
+        Some(Command::Run(args)) => run::run(args),
+        Some(Command::CheckConfig { file }) => check_config::check_config(&file),
+    }
+}

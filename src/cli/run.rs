@@ -1,0 +1,61 @@
+//! `healthproxy run`: load the config before anything else, then serve.
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use tracing_subscriber::EnvFilter;
+
+use super::{EXIT_CONFIG, LogFormat, RunArgs};
+use crate::config::{Config, ProcessEnv};
+use crate::engine::Engine;
+
+pub(super) fn run(args: RunArgs) -> ExitCode {
+    init_logging(args.log_format, &args.log_level);
+    let mut config = match Config::load(&args.config, &ProcessEnv) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    let engine = match Engine::new(&config.checks) {
+        Ok(engine) => engine,
+        Err(e) => {
+            eprintln!("{}: {e}", args.config.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::run(config, engine, crate::signals::shutdown())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}

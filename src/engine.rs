@@ -1,0 +1,338 @@
+//! The engine: one task per check, on its own timer, publishing each run to
+//! the shared [`State`]. The schedule mirrors the kubelet's prober worker
+//! (kubelet-semantics §3.2–3.4): an initial delay from start, a first run
+//! at once and then one per period, never two runs of a check at a time,
+//! liveness and readiness checks held until startup has completed, and a
+//! startup-only check stopping once it has succeeded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::check::{Check, Outcome, PrepareError, Verdict};
+use crate::config::{CheckConfig, ProbeKind};
+use crate::state::{Health, State};
+
+/// Extra time a run gets past its own timeout before the engine gives up on
+/// it. Every check bounds itself; this only guards against a check that
+/// does not.
+const TIMEOUT_GRACE: Duration = Duration::from_millis(500);
+
+/// Something the engine can run on a timer: a [`Check`], or in tests a
+/// scripted stand-in driven by the paused clock.
+pub trait Runnable: Send + Sync + 'static {
+    /// Runs once, bounded by `timeout`.
+    fn run(&self, timeout: Duration) -> impl Future<Output = Outcome> + Send;
+}
+
+impl Runnable for Check {
+    fn run(&self, timeout: Duration) -> impl Future<Output = Outcome> + Send {
+        Check::run(self, timeout)
+    }
+}
+
+/// The checks, prepared and ready to be scheduled.
+#[derive(Debug)]
+pub struct Engine<C = Check> {
+    checks: Vec<(CheckConfig, Arc<C>)>,
+}
+
+impl Engine {
+    /// Prepares every check (loads CA files and the like).
+    pub fn new(configs: &[CheckConfig]) -> Result<Engine, PrepareError> {
+        let checks = configs
+            .iter()
+            .map(|c| Ok((c.clone(), Arc::new(Check::new(&c.name, &c.kind)?))))
+            .collect::<Result<_, PrepareError>>()?;
+        Ok(Engine { checks })
+    }
+}
+
+impl<C: Runnable> Engine<C> {
+    /// An engine over already prepared checks.
+    pub fn from_checks(checks: Vec<(CheckConfig, Arc<C>)>) -> Self {
+        Engine { checks }
+    }
+
+    /// Starts one task per check on `tracker`; they stop when `cancel` fires.
+    pub fn spawn(self, state: &State, tracker: &TaskTracker, cancel: &CancellationToken) {
+        for (index, (config, check)) in self.checks.into_iter().enumerate() {
+            let worker = Worker {
+                index,
+                config,
+                check,
+                state: state.clone(),
+            };
+            let cancel = cancel.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    () = worker.run() => {}
+                    () = cancel.cancelled() => {}
+                }
+            });
+        }
+    }
+}
+
+/// The task of one check.
+struct Worker<C> {
+    index: usize,
+    config: CheckConfig,
+    check: Arc<C>,
+    state: State,
+}
+
+impl<C: Runnable> Worker<C> {
+    async fn run(self) {
+        let timing = self.config.timing;
+        tokio::time::sleep(timing.initial_delay).await;
+        let probes = self.config.probes;
+        if !probes.startup {
+            // "Disable other probes until container has started."
+            self.state.started().await;
+        }
+        let mut ticks = tokio::time::interval(timing.period);
+        // A run longer than the period delays the next one rather than
+        // bunching runs together.
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let startup_only = !probes.liveness && !probes.readiness;
+            if startup_only && self.state.borrow().checks[self.index].ever_healthy {
+                // The startup worker stops probing once started.
+                return;
+            }
+            let started = Instant::now();
+            let check = Arc::clone(&self.check);
+            let timeout = timing.timeout;
+            let outcome = run_guarded(async move { check.run(timeout).await }, timeout).await;
+            self.publish(outcome, started.elapsed());
+        }
+    }
+
+    fn publish(&self, outcome: Outcome, duration: Duration) {
+        let name = &self.config.name;
+        let previous = self.state.borrow().checks[self.index].last.as_ref().map(|l| l.outcome.verdict);
+        let verdict = outcome.verdict;
+        let message = outcome.message.clone();
+        let recorded = self.state.record(self.index, outcome, duration);
+        let kinds = kinds_title(&self.config);
+        match recorded.transition {
+            Some(Health::Failed) => tracing::warn!(check = %name, "{kinds} probe failed: {message}"),
+            Some(Health::Healthy) => tracing::info!(check = %name, "{kinds} probe succeeded"),
+            _ => {}
+        }
+        if previous != Some(verdict) {
+            match verdict {
+                Verdict::Warning => tracing::warn!(check = %name, "{kinds} probe warning: {message}"),
+                Verdict::Unknown => tracing::warn!(check = %name, "{kinds} probe errored: {message}"),
+                _ => {}
+            }
+        }
+        if recorded.started {
+            tracing::info!("startup complete: every startup check has succeeded");
+        }
+    }
+}
+
+/// Runs one check run in its own task, so that a panic becomes an Unknown
+/// result and the worker goes on, bounded by the timeout plus a grace.
+pub async fn run_guarded<F>(run: F, timeout: Duration) -> Outcome
+where
+    F: Future<Output = Outcome> + Send + 'static,
+{
+    let mut task = tokio::spawn(run);
+    match tokio::time::timeout(timeout + TIMEOUT_GRACE, &mut task).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(e)) if e.is_panic() => {
+            let payload = e.into_panic();
+            let text = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Outcome::unknown(format!("check panicked: {text}"))
+        }
+        Ok(Err(e)) => Outcome::unknown(format!("check task failed: {e}")),
+        Err(_) => {
+            task.abort();
+            Outcome::failure(format!(
+                "check did not finish within its timeout of {}",
+                humantime::format_duration(timeout)
+            ))
+        }
+    }
+}
+
+/// The kubelet's probe-type names for a check's kinds: `Readiness`, or
+/// `Liveness/Readiness` for a check in both.
+fn kinds_title(config: &CheckConfig) -> String {
+    ProbeKind::ALL
+        .iter()
+        .filter(|k| config.probes.contains(**k))
+        .map(|k| k.title())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::config::Config;
+
+    /// What a scripted run does.
+    #[derive(Clone, Copy)]
+    enum Step {
+        Pass,
+        Fail,
+        Panic,
+        Hang,
+    }
+
+    /// A stand-in check that plays a script, one step per run, then
+    /// repeats the last step; it records when each run started.
+    struct Script {
+        steps: Mutex<VecDeque<Step>>,
+        last: Mutex<Step>,
+        starts: Mutex<Vec<Duration>>,
+        origin: Instant,
+        runs: AtomicUsize,
+    }
+
+    impl Script {
+        fn new(steps: &[Step]) -> Arc<Self> {
+            Arc::new(Script {
+                steps: Mutex::new(steps.iter().copied().collect()),
+                last: Mutex::new(*steps.last().unwrap()),
+                starts: Mutex::new(Vec::new()),
+                origin: Instant::now(),
+                runs: AtomicUsize::new(0),
+            })
+        }
+
+        fn starts(&self) -> Vec<u64> {
+            self.starts.lock().unwrap().iter().map(|d| d.as_millis() as u64).collect()
+        }
+    }
+
+    impl Runnable for Script {
+        fn run(&self, timeout: Duration) -> impl Future<Output = Outcome> + Send {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            self.starts.lock().unwrap().push(self.origin.elapsed());
+            let step = {
+                let mut steps = self.steps.lock().unwrap();
+                let mut last = self.last.lock().unwrap();
+                if let Some(s) = steps.pop_front() {
+                    *last = s;
+                }
+                *last
+            };
+            async move {
+                match step {
+                    Step::Pass => Outcome::success("ok"),
+                    Step::Fail => Outcome::failure("HTTP probe failed with statuscode: 500"),
+                    Step::Panic => panic!("boom"),
+                    Step::Hang => {
+                        tokio::time::sleep(timeout * 100).await;
+                        Outcome::success("too late")
+                    }
+                }
+            }
+        }
+    }
+
+    fn configs(toml: &str) -> Vec<CheckConfig> {
+        Config::from_toml_str(toml, "t", &|_: &str| None).unwrap().checks
+    }
+
+    fn start(toml: &str, scripts: &[Arc<Script>]) -> (State, CancellationToken) {
+        let configs = configs(toml);
+        let state = State::new(&configs);
+        let checks = configs.into_iter().zip(scripts.iter().cloned()).collect();
+        let cancel = CancellationToken::new();
+        Engine::from_checks(checks).spawn(&state, &TaskTracker::new(), &cancel);
+        (state, cancel)
+    }
+
+    async fn until(state: &State, what: impl Fn(&crate::state::Snapshot) -> bool) {
+        let mut rx = state.subscribe();
+        tokio::time::timeout(Duration::from_secs(3600), rx.wait_for(|s| what(s)))
+            .await
+            .expect("condition within an hour of paused time")
+            .unwrap();
+    }
+
+    const READY: &str = "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\nperiod = \"2s\"\n";
+
+    #[tokio::test(start_paused = true)]
+    async fn readiness_fails_on_the_third_consecutive_failure_one_period_apart() {
+        let script = Script::new(&[Step::Pass, Step::Fail]);
+        let (state, _cancel) = start(READY, &[script.clone()]);
+        until(&state, |s| s.checks[0].health == Health::Healthy).await;
+        until(&state, |s| s.checks[0].health == Health::Failed).await;
+        assert_eq!(script.starts(), [0, 2000, 4000, 6000]);
+        assert_eq!(state.borrow().checks[0].consecutive_failures, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn initial_delay_postpones_the_first_run() {
+        let script = Script::new(&[Step::Pass]);
+        let toml = format!("{READY}initial_delay = \"5s\"\n");
+        let (state, _cancel) = start(&toml, &[script.clone()]);
+        until(&state, |s| s.checks[0].health == Health::Healthy).await;
+        assert_eq!(script.starts(), [5000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn liveness_and_readiness_wait_for_startup_and_startup_stops_once_reached() {
+        let toml = "[[check]]\nname = \"boot\"\nprobes = [\"startup\"]\ntcp = { port = 1 }\nperiod = \"1s\"\n\
+                    [[check]]\nname = \"live\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\nperiod = \"1s\"\n";
+        let boot = Script::new(&[Step::Fail, Step::Fail, Step::Pass]);
+        let live = Script::new(&[Step::Pass]);
+        let (state, _cancel) = start(toml, &[boot.clone(), live.clone()]);
+        until(&state, |s| s.started).await;
+        until(&state, |s| s.checks[1].last.is_some()).await;
+        assert_eq!(boot.starts(), [0, 1000, 2000]);
+        assert_eq!(live.starts(), [2000], "liveness starts only once startup is done");
+        until(&state, |s| s.checks[1].consecutive_successes == 4).await;
+        assert_eq!(boot.runs.load(Ordering::SeqCst), 3, "a succeeded startup check stops running");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_check_reports_unknown_and_keeps_being_scheduled() {
+        let script = Script::new(&[Step::Panic, Step::Panic, Step::Pass]);
+        let (state, _cancel) = start(READY, &[script.clone()]);
+        until(&state, |s| s.checks[0].last.as_ref().is_some_and(|l| l.outcome.verdict == Verdict::Unknown)).await;
+        assert!(state.borrow().checks[0].last.as_ref().unwrap().outcome.message.contains("boom"));
+        until(&state, |s| s.checks[0].health == Health::Healthy).await;
+        assert_eq!(script.starts(), [0, 2000, 4000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_that_ignores_its_timeout_is_failed_by_the_engine() {
+        let script = Script::new(&[Step::Hang]);
+        let (state, _cancel) = start(READY, &[script.clone()]);
+        until(&state, |s| s.checks[0].last.is_some()).await;
+        let snapshot = state.borrow();
+        let last = snapshot.checks[0].last.as_ref().unwrap();
+        assert_eq!(last.outcome.verdict, Verdict::Failure);
+        assert_eq!(last.duration, Duration::from_millis(1500));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelling_stops_every_worker() {
+        let script = Script::new(&[Step::Pass]);
+        let (state, cancel) = start(READY, &[script.clone()]);
+        until(&state, |s| s.checks[0].last.is_some()).await;
+        cancel.cancel();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(script.runs.load(Ordering::SeqCst), 1);
+    }
+}

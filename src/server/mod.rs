@@ -1,0 +1,160 @@
+//! The HTTP endpoints. Every probe is answered from the cached snapshot; a
+//! request never runs a check.
+//!
+//! | method    | path                                  | status     |
+//! |-----------|---------------------------------------|------------|
+//! | GET, HEAD | `/healthz`                            | 200: the sidecar itself answers |
+//! | GET, HEAD | `/startupz`, `/livez`, `/readyz`      | 200 or 503 |
+//! | GET, HEAD | `/startupz/NAME`, `/livez/NAME`, `/readyz/NAME` | 200 or 503; 404 for an unknown check |
+//! | GET, HEAD | `/containers/CONTAINER/livez` (and `readyz`, `startupz`) | 200 or 503; 404 for an unknown container |
+//!
+//! Probes take `?verbose`, `?exclude=NAME` (repeatable) and `?format=json`,
+//! and honour `Accept: application/json` and `application/health+json`.
+//! Other methods get 405, other paths 404.
+
+mod listen;
+mod render;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+pub use listen::{bind, serve};
+pub use render::{Format, Options, Probe, Scope};
+
+use crate::config::ProbeKind;
+use crate::state::State;
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    state: State,
+    containers: Arc<[String]>,
+}
+
+/// The router over `state`. `containers` are the app containers that get
+/// their own endpoints.
+pub fn router(state: State) -> Router {
+    let mut containers: Vec<String> = state
+        .borrow()
+        .checks
+        .iter()
+        .filter_map(|c| c.container.clone())
+        .collect();
+    containers.sort();
+    containers.dedup();
+    let app = AppState {
+        state,
+        containers: containers.into(),
+    };
+    let mut router = Router::new().route("/healthz", get(healthz));
+    for kind in ProbeKind::ALL {
+        router = router
+            .route(
+                &format!("/{}", kind.endpoint()),
+                get(move |s, q, h| probe(s, kind, None, q, h)),
+            )
+            .route(
+                &format!("/{}/{{name}}", kind.endpoint()),
+                get(move |s, Path(name): Path<String>, q, h| probe(s, kind, Some(Named::Check(name)), q, h)),
+            );
+    }
+    router
+        .route("/containers/{container}/{probe}", get(container_probe))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+enum Named {
+    Check(String),
+    Container(String),
+}
+
+async fn container_probe(
+    s: AxumState<AppState>,
+    Path((container, probe_name)): Path<(String, String)>,
+    q: RawQuery,
+    h: HeaderMap,
+) -> Response {
+    match ProbeKind::ALL.into_iter().find(|k| k.endpoint() == probe_name) {
+        Some(kind) => probe(s, kind, Some(Named::Container(container)), q, h).await,
+        None => not_found().await,
+    }
+}
+
+async fn probe(
+    AxumState(app): AxumState<AppState>,
+    kind: ProbeKind,
+    named: Option<Named>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    let options = Options::parse(query.as_deref());
+    let format = format(&headers, &options);
+    let snapshot = app.state.borrow();
+    let scope = match &named {
+        None => Scope::All,
+        Some(Named::Check(name)) => {
+            if !snapshot.checks.iter().any(|c| &c.name == name && c.probes.contains(kind)) {
+                return (StatusCode::NOT_FOUND, format!("no {kind} check named {name:?}\n")).into_response();
+            }
+            Scope::Check(name)
+        }
+        Some(Named::Container(name)) => {
+            if !app.containers.iter().any(|c| c == name) {
+                return (StatusCode::NOT_FOUND, format!("no container named {name:?}\n")).into_response();
+            }
+            Scope::Container(name)
+        }
+    };
+    let probe = Probe::evaluate(&snapshot, kind, scope, &options);
+    let status = if probe.ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let (content_type, body) = match format {
+        Format::Text => ("text/plain; charset=utf-8", probe.text(options.verbose)),
+        Format::Json => ("application/json", probe.json().to_string()),
+        Format::HealthJson => ("application/health+json", probe.health_json().to_string()),
+    };
+    drop(snapshot);
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn format(headers: &HeaderMap, options: &Options<'_>) -> Format {
+    let accept = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
+    if accept.contains("application/health+json") {
+        Format::HealthJson
+    } else if options.json || accept.contains("application/json") {
+        Format::Json
+    } else {
+        Format::Text
+    }
+}

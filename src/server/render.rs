@@ -1,0 +1,262 @@
+//! Rendering a probe from the snapshot: the verdict, and the body in
+//! kube-apiserver's text format, our JSON, or the IETF health+json draft.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use serde_json::{Map, Value, json};
+
+use crate::config::ProbeKind;
+use crate::state::{CheckStatus, Snapshot};
+
+/// Which checks a request asks about.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// Every check of the kind (`/livez`).
+    All,
+    /// The checks of one app container (`/containers/NAME/livez`).
+    Container(&'a str),
+    /// One check (`/livez/NAME`).
+    Check(&'a str),
+}
+
+impl Scope<'_> {
+    fn includes(&self, c: &CheckStatus) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Container(name) => c.container.as_deref() == Some(*name),
+            Scope::Check(name) => c.name == *name,
+        }
+    }
+}
+
+/// The body format a request asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// kube-apiserver's plain text.
+    Text,
+    /// Our JSON document with every check's state.
+    Json,
+    /// `application/health+json` (draft-inadarei-api-health-check).
+    HealthJson,
+}
+
+/// A request's options, from its query string and `Accept` header.
+#[derive(Debug, Default)]
+pub struct Options<'a> {
+    /// `?verbose`: list every check even on success.
+    pub verbose: bool,
+    /// `?exclude=NAME`, repeatable.
+    pub exclude: Vec<&'a str>,
+    /// `?format=json`.
+    pub json: bool,
+}
+
+impl<'a> Options<'a> {
+    /// Parses a raw query string. Unknown keys are ignored, as
+    /// kube-apiserver does.
+    pub fn parse(query: Option<&'a str>) -> Self {
+        let mut options = Options::default();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "verbose" => options.verbose = true,
+                "exclude" if !value.is_empty() => options.exclude.push(value),
+                "format" if value == "json" => options.json = true,
+                _ => {}
+            }
+        }
+        options
+    }
+}
+
+/// One check's line in a probe.
+struct Line<'s> {
+    check: &'s CheckStatus,
+    excluded: bool,
+    passes: bool,
+}
+
+/// The verdict of a probe and what it is made of.
+pub struct Probe<'s> {
+    kind: ProbeKind,
+    lines: Vec<Line<'s>>,
+    /// Extra failing reasons that are not checks: startup, drain.
+    gates: Vec<(&'static str, &'static str)>,
+    unmatched: Vec<String>,
+    snapshot: &'s Snapshot,
+}
+
+impl<'s> Probe<'s> {
+    /// Evaluates probe `kind` for the checks in `scope`.
+    pub fn evaluate(snapshot: &'s Snapshot, kind: ProbeKind, scope: Scope<'_>, options: &Options<'_>) -> Self {
+        let lines: Vec<Line<'s>> = snapshot
+            .checks
+            .iter()
+            .filter(|c| c.probes.contains(kind) && scope.includes(c))
+            .map(|c| Line {
+                check: c,
+                excluded: options.exclude.contains(&c.name.as_str()),
+                passes: c.passes(kind),
+            })
+            .collect();
+        let unmatched = options
+            .exclude
+            .iter()
+            .filter(|name| !lines.iter().any(|l| l.check.name == **name))
+            .map(|name| name.to_string())
+            .collect();
+        let mut gates = Vec::new();
+        if kind == ProbeKind::Readiness {
+            if !snapshot.started {
+                gates.push(("startup", "startup checks have not all succeeded yet"));
+            }
+            if snapshot.draining {
+                gates.push(("drain", "draining: the pod is shutting down"));
+            }
+        }
+        Probe {
+            kind,
+            lines,
+            gates,
+            unmatched,
+            snapshot,
+        }
+    }
+
+    /// Whether the probe passes: no gate closed and every counted critical
+    /// check passing.
+    pub fn ok(&self) -> bool {
+        self.gates.is_empty() && self.lines.iter().all(|l| l.excluded || !l.check.critical || l.passes)
+    }
+
+    fn degraded(&self) -> bool {
+        self.lines.iter().any(|l| !l.excluded && !l.passes)
+    }
+
+    /// kube-apiserver's text: `ok`, or the lines and `livez check passed`
+    /// when verbose; always the lines on failure.
+    pub fn text(&self, verbose: bool) -> String {
+        let ok = self.ok();
+        if ok && !verbose {
+            return "ok".into();
+        }
+        let mut out = String::new();
+        for (name, reason) in &self.gates {
+            let _ = writeln!(out, "[-]{name} failed: {reason}");
+        }
+        if self.lines.is_empty() && self.gates.is_empty() {
+            out.push_str("[+]ping ok\n");
+        }
+        for line in &self.lines {
+            let name = &line.check.name;
+            if line.excluded {
+                let _ = writeln!(out, "[+]{name} excluded: ok");
+            } else if line.passes {
+                let _ = writeln!(out, "[+]{name} ok");
+            } else {
+                let reason = line.check.reason();
+                let _ = if line.check.critical {
+                    writeln!(out, "[-]{name} failed: {reason}")
+                } else {
+                    writeln!(out, "[-]{name} failed (non-critical): {reason}")
+                };
+            }
+        }
+        if !self.unmatched.is_empty() {
+            let names: Vec<String> = self.unmatched.iter().map(|n| format!("{n:?}")).collect();
+            let _ = writeln!(
+                out,
+                "warn: some health checks cannot be excluded: no matches for {}",
+                names.join(",")
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{} check {}",
+            self.kind.endpoint(),
+            if ok { "passed" } else { "failed" }
+        );
+        out
+    }
+
+    /// Our JSON: the verdict and every check's full state.
+    pub fn json(&self) -> Value {
+        let checks: Vec<Value> = self
+            .lines
+            .iter()
+            .map(|l| {
+                let c = l.check;
+                let last = c.last.as_ref();
+                json!({
+                    "name": c.name,
+                    "kind": c.kind,
+                    "container": c.container,
+                    "critical": c.critical,
+                    "excluded": l.excluded,
+                    "ok": l.passes,
+                    "state": c.health.as_str(),
+                    "last_result": last.map(|r| r.outcome.verdict.as_str()),
+                    "message": last.map(|r| r.outcome.message.as_str()),
+                    "consecutive_successes": c.consecutive_successes,
+                    "consecutive_failures": c.consecutive_failures,
+                    "last_run": last.map(|r| rfc3339(r.at)),
+                    "last_transition": c.last_transition.map(rfc3339),
+                    "duration_seconds": last.map(|r| r.duration.as_secs_f64()),
+                })
+            })
+            .collect();
+        json!({
+            "probe": self.kind.as_str(),
+            "status": if self.ok() { "pass" } else { "fail" },
+            "started": self.snapshot.started,
+            "draining": self.snapshot.draining,
+            "checks": checks,
+        })
+    }
+
+    /// The IETF draft's health+json: `pass`, `warn` (a non-critical or
+    /// excluded check failing) or `fail`, and a `checks` map.
+    pub fn health_json(&self) -> Value {
+        let status = if !self.ok() {
+            "fail"
+        } else if self.degraded() {
+            "warn"
+        } else {
+            "pass"
+        };
+        let mut checks = Map::new();
+        for (name, reason) in &self.gates {
+            checks.insert((*name).into(), json!([{ "status": "fail", "output": reason }]));
+        }
+        for l in &self.lines {
+            let c = l.check;
+            let status = match (l.passes, c.critical && !l.excluded) {
+                (true, _) => "pass",
+                (false, true) => "fail",
+                (false, false) => "warn",
+            };
+            let mut entry = Map::new();
+            entry.insert("componentType".into(), json!(c.kind));
+            entry.insert("status".into(), json!(status));
+            if let Some(last) = &c.last {
+                entry.insert("observedValue".into(), json!(last.duration.as_secs_f64() * 1000.0));
+                entry.insert("observedUnit".into(), json!("ms"));
+                entry.insert("time".into(), json!(rfc3339(last.at)));
+            }
+            if !l.passes {
+                entry.insert("output".into(), json!(c.reason()));
+            }
+            checks.insert(c.name.clone(), Value::Array(vec![Value::Object(entry)]));
+        }
+        json!({
+            "status": status,
+            "description": format!("{} probe", self.kind.as_str()),
+            "checks": checks,
+        })
+    }
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}

@@ -1,0 +1,311 @@
+//! The shared snapshot of every check's state, written by the engine and
+//! read by the endpoints. Readers never wait on a check: they borrow the
+//! latest snapshot from a `watch` channel for as long as it takes to render.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::check::{Outcome, Verdict};
+use crate::config::{CheckConfig, ProbeKind, ProbeSet, Timing};
+
+/// The state of one check, after thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// No threshold reached yet. Liveness reads this as healthy, readiness
+    /// and startup as not yet (kubelet-semantics §3.3).
+    Initial,
+    /// `success_threshold` consecutive successes.
+    Healthy,
+    /// `failure_threshold` consecutive failures.
+    Failed,
+}
+
+impl Health {
+    /// Lower-case name for JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Initial => "initial",
+            Health::Healthy => "healthy",
+            Health::Failed => "failed",
+        }
+    }
+}
+
+/// The most recent run of a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastRun {
+    /// What the run yielded.
+    pub outcome: Outcome,
+    /// How long it took.
+    pub duration: Duration,
+    /// When it finished.
+    pub at: SystemTime,
+}
+
+/// One check's state, as the endpoints see it.
+#[derive(Debug, Clone)]
+pub struct CheckStatus {
+    /// The check's name.
+    pub name: String,
+    /// The handler kind (`http`, `tcp`, ...).
+    pub kind: &'static str,
+    /// The probe kinds it belongs to.
+    pub probes: ProbeSet,
+    /// Whether it can fail its probes.
+    pub critical: bool,
+    /// The app container it belongs to, if any.
+    pub container: Option<String>,
+    /// Thresholds it applies.
+    pub timing: Timing,
+    /// State after thresholds.
+    pub health: Health,
+    /// Whether it has ever been healthy (the startup latch of one check).
+    pub ever_healthy: bool,
+    /// The last run, if any.
+    pub last: Option<LastRun>,
+    /// Consecutive successes ending with the last counted run.
+    pub consecutive_successes: u32,
+    /// Consecutive failures ending with the last counted run.
+    pub consecutive_failures: u32,
+    /// When `health` last changed.
+    pub last_transition: Option<SystemTime>,
+}
+
+impl CheckStatus {
+    /// The state of a check that has not run yet.
+    pub fn new(config: &CheckConfig) -> Self {
+        CheckStatus {
+            name: config.name.clone(),
+            kind: config.kind.as_str(),
+            probes: config.probes,
+            critical: config.critical,
+            container: config.container.clone(),
+            timing: config.timing,
+            health: Health::Initial,
+            ever_healthy: false,
+            last: None,
+            consecutive_successes: 0,
+            consecutive_failures: 0,
+            last_transition: None,
+        }
+    }
+
+    /// Records one run and applies the kubelet worker's hysteresis: the
+    /// state changes only after `success_threshold` consecutive successes
+    /// or `failure_threshold` consecutive failures. An Unknown run is kept
+    /// as the last run but not counted, as the kubelet throws errored
+    /// results away (kubelet-semantics §3.6). Returns the new health when
+    /// it changed.
+    pub fn observe(&mut self, outcome: Outcome, duration: Duration, at: SystemTime) -> Option<Health> {
+        let verdict = outcome.verdict;
+        self.last = Some(LastRun { outcome, duration, at });
+        let next = match verdict {
+            Verdict::Unknown => return None,
+            v if v.is_success() => {
+                self.consecutive_failures = 0;
+                self.consecutive_successes = self.consecutive_successes.saturating_add(1);
+                (self.consecutive_successes >= self.timing.success_threshold).then_some(Health::Healthy)
+            }
+            _ => {
+                self.consecutive_successes = 0;
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                (self.consecutive_failures >= self.timing.failure_threshold).then_some(Health::Failed)
+            }
+        }?;
+        if next == self.health {
+            return None;
+        }
+        self.health = next;
+        self.last_transition = Some(at);
+        if next == Health::Healthy {
+            self.ever_healthy = true;
+        }
+        Some(next)
+    }
+
+    /// Whether this check passes `kind`, ignoring criticality.
+    pub fn passes(&self, kind: ProbeKind) -> bool {
+        match kind {
+            ProbeKind::Liveness => self.health != Health::Failed,
+            ProbeKind::Readiness => self.health == Health::Healthy,
+            ProbeKind::Startup => self.ever_healthy,
+        }
+    }
+
+    /// Why this check does not pass `kind`, in one line.
+    pub fn reason(&self) -> &str {
+        match (&self.last, self.health) {
+            (Some(last), _) if !last.outcome.verdict.is_success() => &last.outcome.message,
+            (None, _) => "not run yet",
+            (Some(_), Health::Failed) => "recovering: success threshold not reached yet",
+            (Some(_), _) => "success threshold not reached yet",
+        }
+    }
+}
+
+/// Everything the endpoints read.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    /// Every check, in file order.
+    pub checks: Vec<CheckStatus>,
+    /// Every startup check has succeeded once (latched).
+    pub started: bool,
+    /// A drain has begun: readiness fails from its first moment.
+    pub draining: bool,
+}
+
+/// A cheap, cloneable handle to the shared snapshot.
+#[derive(Debug, Clone)]
+pub struct State {
+    tx: Arc<watch::Sender<Snapshot>>,
+}
+
+impl State {
+    /// The state of `checks` before any has run.
+    pub fn new(checks: &[CheckConfig]) -> Self {
+        let checks: Vec<CheckStatus> = checks.iter().map(CheckStatus::new).collect();
+        let started = !checks.iter().any(|c| c.probes.startup);
+        let (tx, _) = watch::channel(Snapshot {
+            checks,
+            started,
+            draining: false,
+        });
+        State { tx: Arc::new(tx) }
+    }
+
+    /// The latest snapshot; hold the guard only while rendering.
+    pub fn borrow(&self) -> watch::Ref<'_, Snapshot> {
+        self.tx.borrow()
+    }
+
+    /// A receiver that sees every change.
+    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+        self.tx.subscribe()
+    }
+
+    /// Records a run of check `index`; returns the transition, if any, and
+    /// whether this run completed startup.
+    pub fn record(&self, index: usize, outcome: Outcome, duration: Duration) -> Recorded {
+        let mut recorded = Recorded::default();
+        self.tx.send_modify(|s| {
+            let at = SystemTime::now();
+            recorded.transition = s.checks[index].observe(outcome, duration, at);
+            if !s.started && s.checks.iter().filter(|c| c.probes.startup).all(|c| c.ever_healthy) {
+                s.started = true;
+                recorded.started = true;
+            }
+        });
+        recorded
+    }
+
+    /// Marks the pod as draining: `/readyz` fails from now on.
+    pub fn set_draining(&self) {
+        self.tx.send_if_modified(|s| !std::mem::replace(&mut s.draining, true));
+    }
+
+    /// Waits until startup has completed.
+    pub async fn started(&self) {
+        let mut rx = self.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = rx.wait_for(|s| s.started).await;
+    }
+}
+
+/// What one recorded run changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    /// The check's new health, when it changed.
+    pub transition: Option<Health>,
+    /// This run completed startup.
+    pub started: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(success_threshold: u32, failure_threshold: u32) -> CheckStatus {
+        let config = crate::config::Config::from_toml_str(
+            &format!(
+                "[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\ntcp = {{ port = 1 }}\nsuccess_threshold = {success_threshold}\nfailure_threshold = {failure_threshold}\n"
+            ),
+            "t",
+            &|_: &str| None,
+        )
+        .unwrap();
+        CheckStatus::new(&config.checks[0])
+    }
+
+    fn run(s: &mut CheckStatus, verdict: Verdict) -> Option<Health> {
+        let outcome = Outcome {
+            verdict,
+            message: verdict.as_str().into(),
+        };
+        s.observe(outcome, Duration::ZERO, SystemTime::now())
+    }
+
+    #[test]
+    fn state_changes_only_at_the_failure_threshold() {
+        let mut s = status(1, 3);
+        assert_eq!(run(&mut s, Verdict::Success), Some(Health::Healthy));
+        assert_eq!(run(&mut s, Verdict::Failure), None);
+        assert_eq!(run(&mut s, Verdict::Failure), None);
+        assert_eq!(s.health, Health::Healthy);
+        assert_eq!(run(&mut s, Verdict::Failure), Some(Health::Failed));
+        assert_eq!(run(&mut s, Verdict::Failure), None, "a transition is reported once");
+    }
+
+    #[test]
+    fn a_success_resets_the_failure_run() {
+        let mut s = status(1, 2);
+        run(&mut s, Verdict::Success);
+        run(&mut s, Verdict::Failure);
+        run(&mut s, Verdict::Success);
+        assert_eq!(run(&mut s, Verdict::Failure), None);
+        assert_eq!(s.health, Health::Healthy);
+    }
+
+    #[test]
+    fn recovery_needs_the_success_threshold() {
+        let mut s = status(2, 1);
+        assert_eq!(run(&mut s, Verdict::Failure), Some(Health::Failed));
+        assert_eq!(run(&mut s, Verdict::Success), None);
+        assert_eq!(run(&mut s, Verdict::Failure), None);
+        assert_eq!(run(&mut s, Verdict::Success), None);
+        assert_eq!(run(&mut s, Verdict::Success), Some(Health::Healthy));
+    }
+
+    #[test]
+    fn unknown_is_kept_but_not_counted() {
+        let mut s = status(1, 2);
+        run(&mut s, Verdict::Failure);
+        assert_eq!(run(&mut s, Verdict::Unknown), None);
+        assert_eq!(s.consecutive_failures, 1);
+        assert_eq!(s.last.as_ref().unwrap().outcome.verdict, Verdict::Unknown);
+        assert_eq!(run(&mut s, Verdict::Failure), Some(Health::Failed));
+    }
+
+    #[test]
+    fn warning_counts_as_success() {
+        let mut s = status(1, 1);
+        assert_eq!(run(&mut s, Verdict::Warning), Some(Health::Healthy));
+    }
+
+    #[test]
+    fn initial_state_reads_as_the_kubelet_does() {
+        let s = status(1, 3);
+        assert!(s.passes(ProbeKind::Liveness), "liveness starts healthy");
+        assert!(!s.passes(ProbeKind::Readiness), "readiness starts not ready");
+        assert!(!s.passes(ProbeKind::Startup), "startup starts unknown");
+    }
+
+    #[test]
+    fn startup_latches_after_a_later_failure() {
+        let mut s = status(1, 1);
+        run(&mut s, Verdict::Success);
+        run(&mut s, Verdict::Failure);
+        assert!(s.passes(ProbeKind::Startup));
+    }
+}
