@@ -4,13 +4,192 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::from_toml_str(text, "t.toml", &no_env)
+}
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    parse(text).expect_err("config should be rejected").errors
+}
+
+const WEB: &str = "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 8080 }\n";
+
 #[test]
 fn minimal_check_gets_kubelet_defaults() {
+    let c = parse(WEB).unwrap();
+    assert_eq!(c.checks[0].timing, Timing::default());
+    assert_eq!(c.checks[0].timing.period, Duration::from_secs(10));
+    assert_eq!(c.checks[0].timing.timeout, Duration::from_secs(1));
+    assert_eq!(c.checks[0].timing.failure_threshold, 3);
+    assert!(c.checks[0].critical);
+    assert_eq!(c.listen, "[::]:9775".parse().unwrap());
+    assert_eq!(c.drain.min, Duration::from_secs(5));
+    match &c.checks[0].kind {
+        CheckKind::Tcp(t) => assert_eq!(t.host.name, "127.0.0.1"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn durations_take_units() {
+    let c = parse(&format!("{WEB}period = \"500ms\"\ntimeout = \"200ms\"\ninitial_delay = \"1m30s\"\n")).unwrap();
+    let t = c.checks[0].timing;
+    assert_eq!(t.period, Duration::from_millis(500));
+    assert_eq!(t.timeout, Duration::from_millis(200));
+    assert_eq!(t.initial_delay, Duration::from_secs(90));
+}
+
+#[test]
+fn parse_duration_without_unit_or_with_space_is_invalid() {
+    for bad in ["5", "", "1 s", "-1s", "fast"] {
+        let e = errors(&format!("{WEB}period = \"{bad}\"\n"));
+        assert!(e[0].message.contains("invalid duration"), "{bad}: {e:?}");
+        assert_eq!(e[0].line, 5, "{bad}");
+    }
+}
+
+#[test]
+fn unknown_key_is_named_with_line_and_column() {
+    let e = errors(&format!("{WEB}perod = \"2s\"\n"));
+    assert_eq!(e.len(), 1);
+    assert_eq!((e[0].line, e[0].column), (5, 1));
+    assert_eq!(e[0].key, "perod");
+    assert!(e[0].message.contains("unknown field `perod`"), "{e:?}");
+}
+
+#[test]
+fn unknown_key_inside_a_handler_is_rejected() {
+    let e = errors("[[check]]\nname = \"a\"\nprobes = [\"liveness\"]\nhttp = { port = 1, pth = \"/\" }\n");
+    assert_eq!(e[0].line, 4);
+    assert!(e[0].message.contains("pth"), "{e:?}");
+}
+
+#[test]
+fn period_below_100ms_is_rejected_at_its_line() {
+    let e = errors(&format!("{WEB}period = \"50ms\"\n"));
+    assert_eq!(e[0].key, "check[0].period");
+    assert_eq!((e[0].line, e[0].column), (5, 10));
+    assert!(e[0].message.contains("100ms"));
+}
+
+#[test]
+fn exactly_one_handler() {
+    let none = errors("[[check]]\nname = \"a\"\nprobes = [\"liveness\"]\n");
+    assert!(none[0].message.contains("must specify a handler type"), "{none:?}");
+    let two = errors(&format!("{WEB}file = {{ path = \"/x\", max_age = \"1s\" }}\n"));
+    assert_eq!(two[0].key, "check[0].file");
+    assert!(two[0].message.contains("may not specify more than 1 handler type"));
+}
+
+#[test]
+fn names_must_be_unique_and_lowercase() {
+    let dup = errors(&format!("{WEB}{WEB}"));
+    assert_eq!(dup[0].key, "check[1].name");
+    assert_eq!(dup[0].line, 6);
+    assert!(dup[0].message.contains("already"));
+    let bad = errors("[[check]]\nname = \"Web_1\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\n");
+    assert!(bad[0].message.contains("a-z, 0-9"));
+}
+
+#[test]
+fn success_threshold_must_be_1_for_liveness_and_startup() {
+    let e = errors("[[check]]\nname = \"a\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\nsuccess_threshold = 2\n");
+    assert!(e[0].message.contains("must be 1"));
+    let ok = parse(&format!("{WEB}success_threshold = 2\n")).unwrap();
+    assert_eq!(ok.checks[0].timing.success_threshold, 2);
+}
+
+#[test]
+fn zero_thresholds_and_ports_are_rejected() {
+    let e = errors(&format!("{WEB}failure_threshold = 0\n"));
+    assert!(e[0].message.contains("at least 1"));
+    let e = errors("[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\ntcp = { port = 0 }\n");
+    assert!(e[0].message.contains("invalid port number: 0"));
+    let e = errors("[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\ntcp = { port = 70000 }\n");
+    assert_eq!(e[0].line, 4);
+}
+
+#[test]
+fn every_error_is_reported_at_once_in_file_order() {
+    let text = format!("{WEB}period = \"1ms\"\n[[check]]\nname = \"BAD\"\nprobes = []\ntcp = {{ port = 1 }}\n");
+    let e = errors(&text);
+    let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["check[0].period", "check[1].name", "check[1].probes"]);
+}
+
+#[test]
+fn errors_display_as_file_line_column_key() {
+    let shown = parse(&format!("{WEB}period = \"1ms\"\n")).unwrap_err().to_string();
+    assert_eq!(shown, "t.toml:5:10: check[0].period: must be at least 100ms");
+}
+
+#[test]
+fn host_from_the_environment() {
+    let env = |name: &str| (name == "POD_IP").then(|| "10.1.2.3".to_string());
     let c = Config::from_toml_str(
-        "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 8080 }\n",
-        "t.toml",
-        &no_env,
+        "[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\nhttp = { host = \"${POD_IP}\", port = 80 }\n",
+        "t",
+        &env,
     )
     .unwrap();
-    assert_eq!(c.checks[0].timing, Timing::default());
+    let CheckKind::Http(h) = &c.checks[0].kind else { panic!() };
+    assert_eq!(h.host.name, "10.1.2.3");
+    assert_eq!(h.host.from_env.as_deref(), Some("POD_IP"));
+    assert_eq!(h.url(), "http://10.1.2.3:80/");
+    let e = errors("[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\ntcp = { host = \"${POD_IP}\", port = 80 }\n");
+    assert!(e[0].message.contains("POD_IP"), "{e:?}");
+}
+
+#[test]
+fn ipv6_hosts_get_brackets_in_urls() {
+    let c = parse("[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\nhttp = { host = \"::1\", port = 80, path = \"/h?x=1\" }\n")
+        .unwrap();
+    let CheckKind::Http(h) = &c.checks[0].kind else { panic!() };
+    assert_eq!(h.url(), "http://[::1]:80/h?x=1");
+}
+
+#[test]
+fn drain_min_may_not_exceed_max() {
+    let e = errors("[drain]\nmin = \"30s\"\nmax = \"10s\"\n");
+    assert_eq!(e[0].key, "drain.max");
+    assert_eq!(e[0].line, 3);
+}
+
+#[test]
+fn bad_listen_address_is_named() {
+    let e = errors("listen = \"9775\"\n");
+    assert_eq!(e[0].key, "listen");
+    assert_eq!(e[0].line, 1);
+}
+
+#[test]
+fn broken_toml_names_the_line() {
+    let e = errors("[[check]]\nname = \"a\nprobes = []\n");
+    assert_eq!(e[0].line, 2);
+}
+
+#[test]
+fn lints_warn_about_traps_without_failing() {
+    let text = "[[check]]\nname = \"remote\"\nprobes = [\"liveness\"]\ntcp = { host = \"db.example\", port = 5432 }\n\
+                [[check]]\nname = \"slow\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\nperiod = \"30s\"\ntimeout = \"30s\"\n\
+                [[check]]\nname = \"local\"\nprobes = [\"liveness\"]\ntcp = { host = \"::1\", port = 1 }\n";
+    let config = parse(text).unwrap();
+    let found = lints(&config);
+    let named: Vec<(&str, usize)> = found.iter().map(|l| (l.check.as_str(), l.line)).collect();
+    assert_eq!(named, [("remote", 1), ("slow", 5), ("slow", 5)], "{found:?}");
+    assert!(found[0].message.contains("not this pod"));
+    assert!(found[1].message.contains("not shorter than period"));
+    assert!(found[2].message.contains("in rotation"));
+}
+
+#[test]
+fn pod_ip_liveness_is_not_remote() {
+    let env = |_: &str| Some("10.0.0.7".to_string());
+    let config = Config::from_toml_str(
+        "[[check]]\nname = \"a\"\nprobes = [\"liveness\"]\ntcp = { host = \"${POD_IP}\", port = 80 }\n",
+        "t",
+        &env,
+    )
+    .unwrap();
+    assert!(lints(&config).is_empty());
 }
