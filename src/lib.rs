@@ -20,23 +20,35 @@ pub mod engine;
 pub mod state;
 pub mod server;
 pub mod cli;
+pub mod lifecycle;
 pub mod signals;
 
-use std::future::Future;
-
 use anyhow::Context as _;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::lifecycle::{Drain, Exit, Lifecycle, Token};
 use crate::state::State;
 
-/// Binds the listener, starts every check and serves until `shutdown`
-/// completes, then stops the checks.
-pub async fn run(config: Config, engine: Engine, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// Binds the listener, starts every check and serves until the lifecycle
+/// says to stop (see [`lifecycle::supervise`]), then stops the checks.
+/// `signals` delivers SIGTERM and SIGINT; tests feed it themselves.
+pub async fn run(
+    config: Config,
+    engine: Engine,
+    token: Option<Token>,
+    signals: mpsc::UnboundedReceiver<i32>,
+) -> anyhow::Result<Exit> {
     let listener = server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let state = State::new(&config.checks);
+    let lifecycle = Lifecycle {
+        drain: Drain::new(config.drain.clone(), state.clone()),
+        token,
+        exit: CancellationToken::new(),
+    };
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     engine.spawn(&state, &tracker, &cancel);
@@ -46,10 +58,23 @@ pub async fn run(config: Config, engine: Engine, shutdown: impl Future<Output = 
         version = env!("CARGO_PKG_VERSION"),
         "healthproxy serving"
     );
-    server::serve(listener, server::router(state), shutdown).await;
+    let router = server::router(state, lifecycle.clone());
+    let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
+    let supervisor = async move {
+        let exit = lifecycle::supervise(&lifecycle, signals).await;
+        let _ = exit_tx.send(exit);
+    };
+    let stop = CancellationToken::new();
+    let stopper = stop.clone();
+    tokio::spawn(async move {
+        supervisor.await;
+        stopper.cancel();
+    });
+    server::serve(listener, router, stop.cancelled_owned()).await;
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
-    tracing::info!("stopped");
-    Ok(())
+    let exit = exit_rx.await.unwrap_or(Exit::Clean);
+    tracing::info!(?exit, "stopped");
+    Ok(exit)
 }

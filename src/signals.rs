@@ -5,12 +5,6 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tokio::sync::mpsc;
 
-/// A future that completes on the first SIGTERM or SIGINT.
-pub async fn shutdown() {
-    let mut rx = listen();
-    rx.recv().await;
-}
-
 /// Every SIGTERM and SIGINT from now on, as a stream of signal numbers.
 pub fn listen() -> mpsc::UnboundedReceiver<i32> {
     let (tx, rx) = mpsc::unbounded_channel();

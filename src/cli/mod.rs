@@ -1,7 +1,9 @@
-//! The command line: `run` (the default), `check-config`.
+//! The command line: `run` (the default), `check-config`, `probe`, `wait`.
 
 mod check_config;
+mod probe;
 mod run;
+mod wait;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +33,21 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// One HTTP GET with the kubelet's semantics: exit 0 for 200–399, 1
+    /// otherwise (for Docker HEALTHCHECK and exec probes).
+    Probe {
+        /// http:// or https:// URL.
+        url: String,
+        /// Bound on the whole request.
+        #[arg(long, default_value = "1s", value_parser = wait::duration)]
+        timeout: std::time::Duration,
+        /// An extra request header, "Name: value" (repeatable).
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+    },
+    /// Wait until dependencies answer (for init containers): exit 0 when
+    /// all have, 1 at the deadline.
+    Wait(wait::WaitArgs),
 }
 
 /// Options of `healthproxy run`.
@@ -66,5 +83,7 @@ pub fn main() -> ExitCode {
         None => run::run(cli.run),
         Some(Command::Run(args)) => run::run(args),
         Some(Command::CheckConfig { file }) => check_config::check_config(&file),
+        Some(Command::Probe { url, timeout, headers }) => probe::probe(&url, timeout, &headers),
+        Some(Command::Wait(args)) => wait::wait(args),
     }
 }

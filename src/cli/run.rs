@@ -8,6 +8,7 @@ use tracing_subscriber::EnvFilter;
 use super::{EXIT_CONFIG, LogFormat, RunArgs};
 use crate::config::{Config, ProcessEnv};
 use crate::engine::Engine;
+use crate::lifecycle::{Exit, Token};
 
 pub(super) fn run(args: RunArgs) -> ExitCode {
     init_logging(args.log_format, &args.log_level);
@@ -28,6 +29,13 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let token = match config.drain.token_file.as_deref().map(Token::load).transpose() {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("{}: {e}", args.config.display());
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -39,8 +47,11 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::run(config, engine, crate::signals::shutdown())) {
-        Ok(()) => ExitCode::SUCCESS,
+    // Listen for signals before anything else can take long.
+    let signals = crate::signals::listen();
+    match runtime.block_on(crate::run(config, engine, token, signals)) {
+        Ok(Exit::Clean) => ExitCode::SUCCESS,
+        Ok(Exit::Forced(signal)) => ExitCode::from(128u8.saturating_add(signal as u8)),
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE

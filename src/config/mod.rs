@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use lint::{Lint, lints};
+pub use raw::parse_duration;
 
 /// Kubelet default for `initialDelaySeconds` (kubelet-semantics §3.1).
 pub const DEFAULT_INITIAL_DELAY: Duration = Duration::ZERO;
@@ -306,6 +307,38 @@ pub struct HttpSpec {
 }
 
 impl HttpSpec {
+    /// A GET of `url` (`http://` or `https://`) with no extra headers, for
+    /// the one-shot `probe` and `wait` commands.
+    pub fn from_url(url: &str) -> Result<HttpSpec, String> {
+        let bad = |why: &str| format!("{url:?} is not a usable URL: {why}");
+        let uri: hyper::Uri = url.parse().map_err(|e| bad(&format!("{e}")))?;
+        let scheme = match uri.scheme_str() {
+            Some("http") => Scheme::Http,
+            Some("https") => Scheme::Https,
+            _ => return Err(bad("write it as http://HOST:PORT/PATH or https://...")),
+        };
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| bad("no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = uri.port_u16().unwrap_or(match scheme {
+            Scheme::Http => 80,
+            Scheme::Https => 443,
+        });
+        Ok(HttpSpec {
+            scheme,
+            host: Host {
+                name: host,
+                from_env: None,
+            },
+            port,
+            path: uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            method: HttpMethod::Get,
+            headers: Vec::new(),
+            keep_alive: false,
+            body_contains: None,
+            ca_file: None,
+        })
+    }
+
     /// The URL of the first request.
     pub fn url(&self) -> String {
         let scheme = match self.scheme {

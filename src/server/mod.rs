@@ -7,6 +7,9 @@
 //! | GET, HEAD | `/startupz`, `/livez`, `/readyz`      | 200 or 503 |
 //! | GET, HEAD | `/startupz/NAME`, `/livez/NAME`, `/readyz/NAME` | 200 or 503; 404 for an unknown check |
 //! | GET, HEAD | `/containers/CONTAINER/livez` (and `readyz`, `startupz`) | 200 or 503; 404 for an unknown container |
+//! | GET, POST | `/prestop`                            | 200 once the drain is done; 401 without the token |
+//! | POST      | `/drain`                              | 202: the drain has started; 401 without the token |
+//! | POST      | `/exit`                               | 200, then the process exits 0; 401 without the token |
 //!
 //! Probes take `?verbose`, `?exclude=NAME` (repeatable) and `?format=json`,
 //! and honour `Accept: application/json` and `application/health+json`.
@@ -21,12 +24,13 @@ use axum::Router;
 use axum::extract::{Path, RawQuery, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 
 pub use listen::{bind, serve};
 pub use render::{Format, Options, Probe, Scope};
 
 use crate::config::ProbeKind;
+use crate::lifecycle::Lifecycle;
 use crate::state::State;
 
 /// What the handlers share.
@@ -34,11 +38,11 @@ use crate::state::State;
 pub struct AppState {
     state: State,
     containers: Arc<[String]>,
+    lifecycle: Lifecycle,
 }
 
-/// The router over `state`. `containers` are the app containers that get
-/// their own endpoints.
-pub fn router(state: State) -> Router {
+/// The router over `state` and `lifecycle`.
+pub fn router(state: State, lifecycle: Lifecycle) -> Router {
     let mut containers: Vec<String> = state
         .borrow()
         .checks
@@ -50,6 +54,7 @@ pub fn router(state: State) -> Router {
     let app = AppState {
         state,
         containers: containers.into(),
+        lifecycle,
     };
     let mut router = Router::new().route("/healthz", get(healthz));
     for kind in ProbeKind::ALL {
@@ -65,6 +70,9 @@ pub fn router(state: State) -> Router {
     }
     router
         .route("/containers/{container}/{probe}", get(container_probe))
+        .route("/prestop", get(prestop).post(prestop))
+        .route("/drain", post(drain))
+        .route("/exit", post(exit))
         .fallback(not_found)
         .with_state(app)
 }
@@ -75,6 +83,59 @@ async fn healthz() -> &'static str {
 
 async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+/// Answers 401 unless the request carries the lifecycle token, if one is
+/// configured.
+fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+    match &app.lifecycle.token {
+        Some(token) if !token.accepts(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())) => Err((
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "a valid Authorization: Bearer token is required\n",
+        )
+            .into_response()),
+        _ => Ok(()),
+    }
+}
+
+/// The kubelet's preStop `httpGet`: drain, and answer once done. The
+/// kubelet ignores the status and waits, so the time taken is the point.
+async fn prestop(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    let drain = &app.lifecycle.drain;
+    drain.start("/prestop");
+    let report = drain.drained().await;
+    let body = format!(
+        "drained in {} (min wait {}, connections {}{})\n",
+        humantime::format_duration(ms(report.total())),
+        humantime::format_duration(ms(report.min_wait)),
+        humantime::format_duration(ms(report.connection_wait)),
+        if report.timed_out { ", stopped at drain.max" } else { "" }
+    );
+    (StatusCode::OK, body).into_response()
+}
+
+async fn drain(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    app.lifecycle.drain.start("/drain");
+    (StatusCode::ACCEPTED, "draining\n").into_response()
+}
+
+async fn exit(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Response {
+    if let Err(denied) = authorize(&app, &headers) {
+        return denied;
+    }
+    app.lifecycle.exit.cancel();
+    (StatusCode::OK, "exiting\n").into_response()
+}
+
+fn ms(d: std::time::Duration) -> std::time::Duration {
+    std::time::Duration::from_millis(d.as_millis() as u64)
 }
 
 enum Named {

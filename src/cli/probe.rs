@@ -1,0 +1,49 @@
+//! `healthproxy probe URL`: one HTTP GET with the kubelet's semantics, for
+//! Docker `HEALTHCHECK` and exec probes in images without curl. Exit 0 for
+//! 200–399, 1 otherwise, with a one-line reason on stderr.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::check::HttpCheck;
+use crate::config::HttpSpec;
+
+pub(super) fn probe(url: &str, timeout: Duration, headers: &[String]) -> ExitCode {
+    let mut spec = match HttpSpec::from_url(url) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(super::EXIT_CONFIG);
+        }
+    };
+    for h in headers {
+        match h.split_once(':') {
+            Some((name, value)) => spec.headers.push((name.trim().to_string(), value.trim().to_string())),
+            None => {
+                eprintln!("--header {h:?}: write it as \"Name: value\"");
+                return ExitCode::from(super::EXIT_CONFIG);
+            }
+        }
+    }
+    let check = match HttpCheck::new(spec) {
+        Ok(check) => check,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(super::EXIT_CONFIG);
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let outcome = match runtime {
+        Ok(rt) => rt.block_on(check.run(timeout)),
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if outcome.verdict.is_success() {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("{}", outcome.message);
+        ExitCode::FAILURE
+    }
+}
