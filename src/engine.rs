@@ -115,7 +115,10 @@ impl<C: Runnable> Worker<C> {
 
     fn publish(&self, outcome: Outcome, duration: Duration) {
         let name = &self.config.name;
-        let previous = self.state.borrow().checks[self.index].last.as_ref().map(|l| l.outcome.verdict);
+        let previous = self.state.borrow().checks[self.index]
+            .last
+            .as_ref()
+            .map(|l| l.outcome.verdict);
         let verdict = outcome.verdict;
         let message = outcome.message.clone();
         let recorded = self.state.record(self.index, outcome, duration);
@@ -218,7 +221,12 @@ mod tests {
         }
 
         fn starts(&self) -> Vec<u64> {
-            self.starts.lock().unwrap().iter().map(|d| d.as_millis() as u64).collect()
+            self.starts
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_millis() as u64)
+                .collect()
         }
     }
 
@@ -252,10 +260,10 @@ mod tests {
         Config::from_toml_str(toml, "t", &|_: &str| None).unwrap().checks
     }
 
-    fn start(toml: &str, scripts: &[Arc<Script>]) -> (State, CancellationToken) {
+    fn start(toml: &str, scripts: Vec<Arc<Script>>) -> (State, CancellationToken) {
         let configs = configs(toml);
         let state = State::new(&configs);
-        let checks = configs.into_iter().zip(scripts.iter().cloned()).collect();
+        let checks = configs.into_iter().zip(scripts).collect();
         let cancel = CancellationToken::new();
         Engine::from_checks(checks).spawn(&state, &TaskTracker::new(), &cancel);
         (state, cancel)
@@ -269,12 +277,13 @@ mod tests {
             .unwrap();
     }
 
-    const READY: &str = "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\nperiod = \"2s\"\n";
+    const READY: &str =
+        "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\nperiod = \"2s\"\n";
 
     #[tokio::test(start_paused = true)]
     async fn readiness_fails_on_the_third_consecutive_failure_one_period_apart() {
         let script = Script::new(&[Step::Pass, Step::Fail]);
-        let (state, _cancel) = start(READY, &[script.clone()]);
+        let (state, _cancel) = start(READY, vec![script.clone()]);
         until(&state, |s| s.checks[0].health == Health::Healthy).await;
         until(&state, |s| s.checks[0].health == Health::Failed).await;
         assert_eq!(script.starts(), [0, 2000, 4000, 6000]);
@@ -285,7 +294,7 @@ mod tests {
     async fn initial_delay_postpones_the_first_run() {
         let script = Script::new(&[Step::Pass]);
         let toml = format!("{READY}initial_delay = \"5s\"\n");
-        let (state, _cancel) = start(&toml, &[script.clone()]);
+        let (state, _cancel) = start(&toml, vec![script.clone()]);
         until(&state, |s| s.checks[0].health == Health::Healthy).await;
         assert_eq!(script.starts(), [5000]);
     }
@@ -296,21 +305,39 @@ mod tests {
                     [[check]]\nname = \"live\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\nperiod = \"1s\"\n";
         let boot = Script::new(&[Step::Fail, Step::Fail, Step::Pass]);
         let live = Script::new(&[Step::Pass]);
-        let (state, _cancel) = start(toml, &[boot.clone(), live.clone()]);
+        let (state, _cancel) = start(toml, vec![boot.clone(), live.clone()]);
         until(&state, |s| s.started).await;
         until(&state, |s| s.checks[1].last.is_some()).await;
         assert_eq!(boot.starts(), [0, 1000, 2000]);
         assert_eq!(live.starts(), [2000], "liveness starts only once startup is done");
         until(&state, |s| s.checks[1].consecutive_successes == 4).await;
-        assert_eq!(boot.runs.load(Ordering::SeqCst), 3, "a succeeded startup check stops running");
+        assert_eq!(
+            boot.runs.load(Ordering::SeqCst),
+            3,
+            "a succeeded startup check stops running"
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_panicking_check_reports_unknown_and_keeps_being_scheduled() {
         let script = Script::new(&[Step::Panic, Step::Panic, Step::Pass]);
-        let (state, _cancel) = start(READY, &[script.clone()]);
-        until(&state, |s| s.checks[0].last.as_ref().is_some_and(|l| l.outcome.verdict == Verdict::Unknown)).await;
-        assert!(state.borrow().checks[0].last.as_ref().unwrap().outcome.message.contains("boom"));
+        let (state, _cancel) = start(READY, vec![script.clone()]);
+        until(&state, |s| {
+            s.checks[0]
+                .last
+                .as_ref()
+                .is_some_and(|l| l.outcome.verdict == Verdict::Unknown)
+        })
+        .await;
+        assert!(
+            state.borrow().checks[0]
+                .last
+                .as_ref()
+                .unwrap()
+                .outcome
+                .message
+                .contains("boom")
+        );
         until(&state, |s| s.checks[0].health == Health::Healthy).await;
         assert_eq!(script.starts(), [0, 2000, 4000]);
     }
@@ -318,7 +345,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_check_that_ignores_its_timeout_is_failed_by_the_engine() {
         let script = Script::new(&[Step::Hang]);
-        let (state, _cancel) = start(READY, &[script.clone()]);
+        let (state, _cancel) = start(READY, vec![script.clone()]);
         until(&state, |s| s.checks[0].last.is_some()).await;
         let snapshot = state.borrow();
         let last = snapshot.checks[0].last.as_ref().unwrap();
@@ -329,7 +356,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn cancelling_stops_every_worker() {
         let script = Script::new(&[Step::Pass]);
-        let (state, cancel) = start(READY, &[script.clone()]);
+        let (state, cancel) = start(READY, vec![script.clone()]);
         until(&state, |s| s.checks[0].last.is_some()).await;
         cancel.cancel();
         tokio::time::sleep(Duration::from_secs(60)).await;

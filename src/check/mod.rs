@@ -130,7 +130,7 @@ pub const MAX_MESSAGE: usize = 1024;
 #[derive(Debug)]
 pub enum Check {
     /// An HTTP or HTTPS request.
-    Http(HttpCheck),
+    Http(Box<HttpCheck>),
     /// A TCP connect.
     Tcp(TcpCheck),
     /// A command.
@@ -159,7 +159,7 @@ impl Check {
             message,
         };
         Ok(match kind {
-            CheckKind::Http(spec) => Check::Http(HttpCheck::new(spec.clone()).map_err(err)?),
+            CheckKind::Http(spec) => Check::Http(Box::new(HttpCheck::new(spec.clone()).map_err(err)?)),
             CheckKind::Tcp(spec) => Check::Tcp(TcpCheck::new(spec.clone())),
             CheckKind::Exec(spec) => Check::Exec(ExecCheck::new(spec.clone())),
             CheckKind::Grpc(spec) => Check::Grpc(GrpcCheck::new(spec.clone())),

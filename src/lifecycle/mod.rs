@@ -31,7 +31,10 @@ impl Token {
     /// Secret often ends with) is not part of it.
     pub fn load(path: &Path) -> Result<Token, String> {
         let text = std::fs::read(path).map_err(|e| format!("drain.token_file {}: {e}", path.display()))?;
-        let end = text.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(0, |i| i + 1);
+        let end = text
+            .iter()
+            .rposition(|b| !b.is_ascii_whitespace())
+            .map_or(0, |i| i + 1);
         if end == 0 {
             return Err(format!("drain.token_file {}: the file is empty", path.display()));
         }
@@ -41,8 +44,10 @@ impl Token {
     /// Whether an `Authorization` header value carries this token,
     /// compared in constant time.
     pub fn accepts(&self, authorization: Option<&[u8]>) -> bool {
-        let Some(given) = authorization.and_then(|v| v.strip_prefix(b"Bearer ")) else {
-            return false;
+        // The scheme is case-insensitive (RFC 9110 §11.1).
+        let given = match authorization {
+            Some(v) if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") => &v[7..],
+            _ => return false,
         };
         bool::from(given.ct_eq(&self.0))
     }
@@ -93,7 +98,10 @@ pub async fn supervise(lifecycle: &Lifecycle, mut signals: mpsc::UnboundedReceiv
         }
     };
     let name = signal_name(first);
-    tracing::info!(signal = name, "signal received: draining, then exiting once the app has stopped listening");
+    tracing::info!(
+        signal = name,
+        "signal received: draining, then exiting once the app has stopped listening"
+    );
     drain.start(name);
     let deadline = Instant::now() + drain.config().max;
     let done = async {
@@ -177,6 +185,8 @@ mod tests {
         assert!(!token.accepts(Some(b"Bearer s3cret\n")));
         assert!(!token.accepts(Some(b"Bearer s3cre")));
         assert!(!token.accepts(Some(b"s3cret")));
+        assert!(token.accepts(Some(b"bearer s3cret")));
+        assert!(!token.accepts(Some(b"Bearer ")));
         assert!(!token.accepts(None));
         std::fs::write(&path, "\n").unwrap();
         assert!(Token::load(&path).unwrap_err().contains("empty"));

@@ -85,25 +85,28 @@ async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
-/// Answers 401 unless the request carries the lifecycle token, if one is
-/// configured.
-fn authorize(app: &AppState, headers: &HeaderMap) -> Result<(), Response> {
+/// Whether the request carries the lifecycle token, when one is configured.
+fn authorized(app: &AppState, headers: &HeaderMap) -> bool {
     match &app.lifecycle.token {
-        Some(token) if !token.accepts(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())) => Err((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a valid Authorization: Bearer token is required\n",
-        )
-            .into_response()),
-        _ => Ok(()),
+        Some(token) => token.accepts(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())),
+        None => true,
     }
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a valid Authorization: Bearer token is required\n",
+    )
+        .into_response()
 }
 
 /// The kubelet's preStop `httpGet`: drain, and answer once done. The
 /// kubelet ignores the status and waits, so the time taken is the point.
 async fn prestop(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return denied;
+    if !authorized(&app, &headers) {
+        return unauthorized();
     }
     let drain = &app.lifecycle.drain;
     drain.start("/prestop");
@@ -113,22 +116,26 @@ async fn prestop(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Res
         humantime::format_duration(ms(report.total())),
         humantime::format_duration(ms(report.min_wait)),
         humantime::format_duration(ms(report.connection_wait)),
-        if report.timed_out { ", stopped at drain.max" } else { "" }
+        if report.timed_out {
+            ", stopped at drain.max"
+        } else {
+            ""
+        }
     );
     (StatusCode::OK, body).into_response()
 }
 
 async fn drain(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return denied;
+    if !authorized(&app, &headers) {
+        return unauthorized();
     }
     app.lifecycle.drain.start("/drain");
     (StatusCode::ACCEPTED, "draining\n").into_response()
 }
 
 async fn exit(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Response {
-    if let Err(denied) = authorize(&app, &headers) {
-        return denied;
+    if !authorized(&app, &headers) {
+        return unauthorized();
     }
     app.lifecycle.exit.cancel();
     (StatusCode::OK, "exiting\n").into_response()
@@ -168,7 +175,11 @@ async fn probe(
     let scope = match &named {
         None => Scope::All,
         Some(Named::Check(name)) => {
-            if !snapshot.checks.iter().any(|c| &c.name == name && c.probes.contains(kind)) {
+            if !snapshot
+                .checks
+                .iter()
+                .any(|c| &c.name == name && c.probes.contains(kind))
+            {
                 return (StatusCode::NOT_FOUND, format!("no {kind} check named {name:?}\n")).into_response();
             }
             Scope::Check(name)
@@ -197,7 +208,10 @@ async fn probe(
         [
             (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
         ],
         body,
     )
