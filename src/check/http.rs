@@ -1,25 +1,715 @@
-//! `http`: TODO.
+//! `http`: one GET (or HEAD) request, judged as the kubelet's HTTP prober
+//! judges it (kubelet-semantics §1): 200–399 passes, a redirect to another
+//! host is a warning, same-host redirects are followed up to ten times, at
+//! most 10 KiB of the body is read, and the whole run is bounded by the
+//! timeout.
+//!
+//! Each run dials a fresh connection and sends `Connection: close`, as the
+//! kubelet's `DisableKeepAlives` transport; with `keep_alive` one idle
+//! connection to the configured target is kept between runs. HTTPS skips
+//! certificate verification unless a CA file is configured, as the kubelet.
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::Outcome;
-use crate::config::HttpSpec;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::{Body, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, Uri};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use tokio_rustls::rustls::crypto::{self, CryptoProvider};
+use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-/// A prepared http check.
+use super::{MAX_OUTPUT, Outcome, dial};
+use crate::config::{Host, HttpMethod, HttpSpec, Scheme};
+
+/// The kubelet's redirect limit: the tenth redirect is refused
+/// (kubelet-semantics §1.4).
+const MAX_REDIRECTS: usize = 10;
+
+/// Extra time given to `dial`'s own bound, so that the run's deadline fires
+/// first and the message is the HTTP client's.
+const DIAL_SLACK: Duration = Duration::from_secs(1);
+
+/// A prepared HTTP check: the parsed target, the request headers and the
+/// TLS configuration, all built once.
 #[derive(Debug)]
 pub struct HttpCheck {
-    spec: HttpSpec,
+    /// The target of the first request (boxed: it is most of the size of
+    /// a `Check`).
+    start: Box<Target>,
+    /// `GET` or `HEAD`.
+    method: HttpMethod,
+    /// Request headers in order, defaults applied, `Host` taken out.
+    headers: Vec<(HeaderName, HeaderValue)>,
+    /// The `Host` header sent on every hop, when configured.
+    host_override: Option<HeaderValue>,
+    /// Whether to keep one idle connection between runs.
+    keep_alive: bool,
+    /// The text the body must contain.
+    body_contains: Option<String>,
+    /// TLS client settings, used for every `https` hop (a redirect may
+    /// switch scheme, so it exists for `http` checks too).
+    tls: Arc<ClientConfig>,
+    /// With `keep_alive`: the connection left idle by the previous run. A
+    /// Tokio mutex because it is taken and given back around awaits; runs
+    /// of one check never overlap, so it is never contended.
+    idle: tokio::sync::Mutex<Option<Connection>>,
 }
 
 impl HttpCheck {
-    /// Prepares the check.
+    /// Prepares the check: validates the headers and path, and loads the CA
+    /// file if one is given.
     pub fn new(spec: HttpSpec) -> Result<Self, String> {
-        Ok(HttpCheck { spec })
+        let start = Target {
+            scheme: match spec.scheme {
+                Scheme::Http => "http".into(),
+                Scheme::Https => "https".into(),
+            },
+            host: spec.host.name.clone(),
+            port: spec.port,
+            authority: spec.host.authority(spec.port),
+            path: if spec.path.is_empty() {
+                "/".into()
+            } else {
+                spec.path.clone()
+            },
+        };
+        start
+            .origin_form()
+            .map_err(|e| format!("path {:?}: {e}", spec.path))?;
+
+        let mut headers = Vec::with_capacity(spec.headers.len() + 2);
+        let mut host_override = None;
+        for (name, value) in &spec.headers {
+            let name = HeaderName::from_bytes(name.trim().as_bytes())
+                .map_err(|_| format!("header {name:?}: invalid header name"))?;
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| format!("header {name}: invalid value {value:?}"))?;
+            if name == header::HOST {
+                // Go's `headers.Get("Host")`: the first entry wins; an empty
+                // one leaves the URL's host.
+                if host_override.is_none() && !value.is_empty() {
+                    host_override = Some(value);
+                }
+            } else if value.is_empty() && (name == header::USER_AGENT || name == header::ACCEPT) {
+                // An empty value removes the default (kubelet-semantics §1.1).
+            } else {
+                headers.push((name, value));
+            }
+        }
+        let present = |key: &str| {
+            spec.headers
+                .iter()
+                .any(|(n, _)| n.trim().eq_ignore_ascii_case(key))
+        };
+        if !present("user-agent") {
+            let agent = concat!("healthproxy/", env!("CARGO_PKG_VERSION"));
+            headers.push((header::USER_AGENT, HeaderValue::from_static(agent)));
+        }
+        if !present("accept") {
+            headers.push((header::ACCEPT, HeaderValue::from_static("*/*")));
+        }
+
+        let tls = tls_config(spec.ca_file.as_deref())?;
+        Ok(HttpCheck {
+            start: Box::new(start),
+            method: spec.method,
+            headers,
+            host_override,
+            keep_alive: spec.keep_alive,
+            body_contains: spec.body_contains,
+            tls: Arc::new(tls),
+            idle: tokio::sync::Mutex::new(None),
+        })
     }
 
-    /// Runs the check once, bounded by `timeout`.
+    /// Sends the request, follows same-host redirects, and judges the last
+    /// response; everything within `timeout`.
     pub async fn run(&self, timeout: Duration) -> Outcome {
-        let _ = (&self.spec, timeout);
-        Outcome::unknown("not implemented")
+        let deadline = Instant::now() + timeout;
+        let mut target = Target::clone(&self.start);
+        let mut sent = 0;
+        loop {
+            sent += 1;
+            let first = sent == 1;
+            let request = match self.request(&target) {
+                Ok(request) => request,
+                Err(e) => return Outcome::unknown(format!("{}: {e}", self.op(&target))),
+            };
+            let reuse = if first && self.keep_alive {
+                self.idle.lock().await.take()
+            } else {
+                None
+            };
+            let (response, connection) = match self.send(&target, request, reuse, deadline).await {
+                Ok(pair) => pair,
+                Err(outcome) => return outcome,
+            };
+            let status = response.status().as_u16();
+            if is_followed(status)
+                && let Some(location) = response.headers().get(header::LOCATION)
+            {
+                let next = match location
+                    .to_str()
+                    .map_err(|e| e.to_string())
+                    .and_then(|l| target.join(l))
+                {
+                    Ok(next) => next,
+                    Err(e) => {
+                        return Outcome::unknown(format!(
+                            "{}: failed to parse Location header {location:?}: {e}",
+                            self.op(&target)
+                        ));
+                    }
+                };
+                // kubelet-semantics §1.4: another hostname ends the chain with
+                // the redirect itself (a warning); the same one is followed.
+                if next.host.eq_ignore_ascii_case(&self.start.host) {
+                    if sent >= MAX_REDIRECTS {
+                        return Outcome::failure(format!(
+                            "{}: stopped after {MAX_REDIRECTS} redirects",
+                            self.op(&target)
+                        ));
+                    }
+                    target = next;
+                    continue;
+                }
+            }
+            return self
+                .judge(&target, status, response, connection, first, deadline)
+                .await;
+        }
+    }
+
+    /// Judges the final response of a run, reading its body if needed, and
+    /// keeps the connection for the next run when it may.
+    async fn judge(
+        &self,
+        target: &Target,
+        status: u16,
+        response: Response<Incoming>,
+        connection: Connection,
+        first: bool,
+        deadline: Instant,
+    ) -> Outcome {
+        if !(200..400).contains(&status) {
+            // No body in the message (kubelet-semantics §1.3, issue 99425).
+            return Outcome::failure(format!("HTTP probe failed with statuscode: {status}"));
+        }
+        let body = if self.method == HttpMethod::Head {
+            Vec::new()
+        } else {
+            match read_at_most(response.into_body(), deadline).await {
+                Ok(Read::Complete(body) | Read::Truncated(body)) => body,
+                Err(BodyError::Timeout) => {
+                    return Outcome::failure(format!(
+                        "{}: context deadline exceeded \
+                         (Client.Timeout or context cancellation while reading body)",
+                        self.op(target)
+                    ));
+                }
+                Err(BodyError::Read(e)) => {
+                    return Outcome::unknown(format!(
+                        "{}: error reading response body: {}",
+                        self.op(target),
+                        describe_hyper(&e)
+                    ));
+                }
+            }
+        };
+        // A truncated body leaves unread bytes on the wire: hyper closes that
+        // connection, and `send` then dials anew.
+        if first && self.keep_alive {
+            *self.idle.lock().await = Some(connection);
+        }
+        if let Some(needle) = &self.body_contains
+            && !contains(&body, needle.as_bytes())
+        {
+            return Outcome::failure(format!(
+                "HTTP probe failed: response body does not contain {needle:?}"
+            ));
+        }
+        if status >= 300 {
+            let body = String::from_utf8_lossy(&body);
+            Outcome::warning(format!("Probe terminated redirects, Response body: {body}"))
+        } else {
+            Outcome::success(format!("HTTP probe succeeded with statuscode: {status}"))
+        }
+    }
+
+    /// Builds the request for one hop.
+    fn request(&self, target: &Target) -> Result<Request<Empty<Bytes>>, String> {
+        let mut builder = Request::builder()
+            .method(match self.method {
+                HttpMethod::Get => Method::GET,
+                HttpMethod::Head => Method::HEAD,
+            })
+            .uri(target.origin_form()?);
+        let host = match &self.host_override {
+            Some(host) => host.clone(),
+            None => HeaderValue::from_str(&target.authority).map_err(|e| e.to_string())?,
+        };
+        builder = builder.header(header::HOST, host);
+        for (name, value) in &self.headers {
+            builder = builder.header(name, value);
+        }
+        if !self.keep_alive {
+            builder = builder.header(header::CONNECTION, "close");
+        }
+        builder.body(Empty::new()).map_err(|e| e.to_string())
+    }
+
+    /// Sends `request` to `target`, on `reuse` if that connection is still
+    /// usable, else on a new one; returns the response head.
+    async fn send(
+        &self,
+        target: &Target,
+        request: Request<Empty<Bytes>>,
+        reuse: Option<Connection>,
+        deadline: Instant,
+    ) -> Result<(Response<Incoming>, Connection), Outcome> {
+        let deadline_exceeded = || {
+            Outcome::failure(format!(
+                "{}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
+                self.op(target)
+            ))
+        };
+        let transport_error =
+            |e: &hyper::Error| Outcome::failure(format!("{}: {}", self.op(target), describe_hyper(e)));
+
+        let mut request = request;
+        if let Some(mut connection) = reuse {
+            if !connection.send.is_closed()
+                && timeout_at(deadline, connection.send.ready())
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            {
+                match timeout_at(deadline, connection.send.send_request(request)).await {
+                    Err(_) => return Err(deadline_exceeded()),
+                    Ok(Ok(response)) => return Ok((response, connection)),
+                    // The idle connection had gone stale (the server closed
+                    // it): a GET or HEAD is retried on a new one, as Go's
+                    // transport does.
+                    Ok(Err(_)) => {}
+                }
+            }
+            request = match self.request(target) {
+                Ok(request) => request,
+                Err(e) => return Err(Outcome::unknown(format!("{}: {e}", self.op(target)))),
+            };
+        }
+
+        let mut connection = match timeout_at(deadline, self.connect(target, deadline)).await {
+            Err(_) => return Err(deadline_exceeded()),
+            Ok(Err(message)) => return Err(Outcome::failure(format!("{}: {message}", self.op(target)))),
+            Ok(Ok(connection)) => connection,
+        };
+        match timeout_at(deadline, connection.send.send_request(request)).await {
+            Err(_) => Err(deadline_exceeded()),
+            Ok(Err(e)) => Err(transport_error(&e)),
+            Ok(Ok(response)) => Ok((response, connection)),
+        }
+    }
+
+    /// Dials `target`, with TLS for `https`, and hands the connection to a
+    /// task that drives it.
+    async fn connect(&self, target: &Target, deadline: Instant) -> Result<Connection, String> {
+        let https = match target.scheme.as_str() {
+            "http" => false,
+            "https" => true,
+            other => return Err(format!("unsupported protocol scheme {other:?}")),
+        };
+        let host = Host {
+            name: target.host.clone(),
+            from_env: None,
+        };
+        let budget = deadline.saturating_duration_since(Instant::now()) + DIAL_SLACK;
+        let tcp = dial(&host, target.port, budget).await?;
+        if !https {
+            return Connection::handshake(tcp).await;
+        }
+        let name = ServerName::try_from(target.host.clone())
+            .map_err(|e| format!("tls: invalid server name {:?}: {e}", target.host))?;
+        let tls = TlsConnector::from(Arc::clone(&self.tls))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("tls: {}", super::describe_io(&e)))?;
+        Connection::handshake(tls).await
+    }
+
+    /// `Get "URL"`: the prefix Go's client puts on its errors.
+    fn op(&self, target: &Target) -> String {
+        let verb = if self.method == HttpMethod::Head {
+            "Head"
+        } else {
+            "Get"
+        };
+        format!("{verb} \"{target}\"")
+    }
+}
+
+/// An HTTP/1.1 connection: the handle requests go through, and the task
+/// that drives the socket (aborted when this is dropped).
+#[derive(Debug)]
+struct Connection {
+    send: SendRequest<Empty<Bytes>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Connection {
+    /// Runs the HTTP/1.1 handshake over `io` and spawns the driver task.
+    async fn handshake<T>(io: T) -> Result<Connection, String>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| describe_hyper(&e))?;
+        let task = tokio::spawn(async move {
+            // Errors surface through `SendRequest` and the body.
+            let _ = conn.await;
+        });
+        Ok(Connection { send, task })
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Where one request goes: an `http`/`https` URL taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    /// Lower-case scheme; anything but `http`/`https` fails to connect.
+    scheme: String,
+    /// Host without brackets, as Go's `URL.Hostname()`.
+    host: String,
+    /// Port to dial (the scheme's default when the URL has none).
+    port: u16,
+    /// Host and port as written in the URL: the `Host` header.
+    authority: String,
+    /// Path and query, starting with `/`.
+    path: String,
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.path)
+    }
+}
+
+impl Target {
+    /// The request target, checked.
+    fn origin_form(&self) -> Result<Uri, String> {
+        self.path.parse::<Uri>().map_err(|e| e.to_string())
+    }
+
+    /// Resolves a `Location` value against this URL (RFC 3986 §5.2):
+    /// absolute, scheme-relative, absolute-path and relative references.
+    fn join(&self, location: &str) -> Result<Target, String> {
+        let location = location.trim();
+        let location = location.split_once('#').map_or(location, |(l, _)| l);
+        if let Some((scheme, rest)) = split_scheme(location) {
+            let rest = rest.strip_prefix("//").ok_or("missing host")?;
+            return Target::parse(&scheme.to_ascii_lowercase(), rest);
+        }
+        if let Some(rest) = location.strip_prefix("//") {
+            return Target::parse(&self.scheme, rest);
+        }
+        let (base_path, base_query) = split_query(&self.path);
+        let (path, query) = split_query(location);
+        let path = if path.is_empty() {
+            base_path.to_string()
+        } else if path.starts_with('/') {
+            remove_dot_segments(path)
+        } else {
+            let dir = &base_path[..=base_path.rfind('/').unwrap_or(0)];
+            remove_dot_segments(&format!("{dir}{path}"))
+        };
+        let query = match query {
+            Some(q) => Some(q),
+            None if location.is_empty() => base_query,
+            None => None,
+        };
+        let path = match query {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        Ok(Target { path, ..self.clone() })
+    }
+
+    /// Parses `authority[/path][?query]` of a URL with `scheme`.
+    fn parse(scheme: &str, rest: &str) -> Result<Target, String> {
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or("unterminated IPv6 literal")?;
+            (host, after.strip_prefix(':'))
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err("missing host".into());
+        }
+        let port = match port {
+            Some(p) if !p.is_empty() => p.parse::<u16>().map_err(|_| format!("invalid port {p:?}"))?,
+            _ if scheme == "https" => 443,
+            _ => 80,
+        };
+        let path = if path.starts_with('/') {
+            remove_dot_segments(path)
+        } else {
+            format!("/{path}")
+        };
+        Ok(Target {
+            scheme: scheme.to_string(),
+            host: host.to_string(),
+            port,
+            authority: authority.to_string(),
+            path,
+        })
+    }
+}
+
+/// Splits `scheme:rest` when `reference` starts with a URI scheme.
+fn split_scheme(reference: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = reference.split_once(':')?;
+    let mut chars = scheme.chars();
+    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    valid.then_some((scheme, rest))
+}
+
+/// Splits a path at its `?`.
+fn split_query(path: &str) -> (&str, Option<&str>) {
+    match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    }
+}
+
+/// RFC 3986 §5.2.4 on an absolute path (and its query, left untouched).
+fn remove_dot_segments(path: &str) -> String {
+    let (path, query) = split_query(path);
+    let mut out: Vec<&str> = Vec::new();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, segment) in segments.iter().enumerate() {
+        let last = i + 1 == segments.len();
+        match *segment {
+            "." | ".." => {
+                if *segment == ".." {
+                    out.pop();
+                }
+                if last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    let mut result = format!("/{}", out.join("/"));
+    if let Some(q) = query {
+        result.push('?');
+        result.push_str(q);
+    }
+    result
+}
+
+/// The redirect statuses Go's client follows; other 3xx are final.
+fn is_followed(status: u16) -> bool {
+    matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// A body read within the cap.
+enum Read {
+    /// The whole body.
+    Complete(Vec<u8>),
+    /// The first `MAX_OUTPUT` bytes; reading stopped there.
+    Truncated(Vec<u8>),
+}
+
+/// Why a body read stopped short.
+enum BodyError {
+    /// The run's deadline passed.
+    Timeout,
+    /// The connection failed mid-body.
+    Read(hyper::Error),
+}
+
+/// Reads at most [`MAX_OUTPUT`] bytes of `body`, as Go's `ReadAtMost`:
+/// reaching the cap is not an error (kubelet-semantics §1.3).
+async fn read_at_most(mut body: Incoming, deadline: Instant) -> Result<Read, BodyError> {
+    let mut buf = Vec::new();
+    while !body.is_end_stream() {
+        let frame = match timeout_at(deadline, body.frame()).await {
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(None) => break,
+            Ok(Some(frame)) => frame.map_err(BodyError::Read)?,
+        };
+        if let Ok(data) = frame.into_data() {
+            let room = MAX_OUTPUT - buf.len();
+            if data.len() > room {
+                buf.extend_from_slice(&data[..room]);
+                return Ok(Read::Truncated(buf));
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Read::Complete(buf))
+}
+
+/// Whether `haystack` contains `needle` (an empty needle always matches).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A hyper error with its causes on one line.
+fn describe_hyper(e: &hyper::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        let cause_text = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => super::describe_io(io),
+            None => cause.to_string(),
+        };
+        text.push_str(": ");
+        text.push_str(&cause_text);
+        source = cause.source();
+    }
+    text
+}
+
+/// The rustls client settings: HTTP/1.1 only, the ring provider, and
+/// either the CA bundle in `ca_file` or no verification at all.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<ClientConfig, String> {
+    let provider = Arc::new(crypto::ring::default_provider());
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("tls: {e}"))?;
+    let mut config = match ca_file {
+        Some(path) => {
+            let shown = path.display();
+            let mut roots = RootCertStore::empty();
+            let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_file {shown}: {e}"))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| format!("ca_file {shown}: {e}"))?;
+                roots.add(cert).map_err(|e| format!("ca_file {shown}: {e}"))?;
+            }
+            if roots.is_empty() {
+                return Err(format!("ca_file {shown}: no certificate found"));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SkipVerification { provider }))
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// The kubelet's `InsecureSkipVerify`: any certificate is accepted, but the
+/// handshake signatures are still checked, so the peer holds the key of the
+/// certificate it sent.
+#[derive(Debug)]
+struct SkipVerification {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for SkipVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, tokio_rustls::rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
+        crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> Target {
+        Target::parse("http", "127.0.0.1:8080/a/b/c?x=1").unwrap()
+    }
+
+    #[test]
+    fn join_resolves_every_reference_form() {
+        let b = base();
+        assert_eq!(
+            b.join("http://example.com/p").unwrap().to_string(),
+            "http://example.com/p"
+        );
+        assert_eq!(b.join("HTTPS://h:9/").unwrap().port, 9);
+        assert_eq!(b.join("//other/p?q").unwrap().to_string(), "http://other/p?q");
+        assert_eq!(b.join("//other").unwrap().port, 80);
+        assert_eq!(b.join("/z").unwrap().to_string(), "http://127.0.0.1:8080/z");
+        assert_eq!(b.join("d").unwrap().path, "/a/b/d");
+        assert_eq!(b.join("../d?y").unwrap().path, "/a/d?y");
+        assert_eq!(b.join("./").unwrap().path, "/a/b/");
+        assert_eq!(b.join("?y=2").unwrap().path, "/a/b/c?y=2");
+        assert_eq!(b.join("#frag").unwrap().path, "/a/b/c?x=1");
+        let v6 = b.join("http://[::1]:81/x").unwrap();
+        assert_eq!(
+            (v6.host.as_str(), v6.port, v6.authority.as_str()),
+            ("::1", 81, "[::1]:81")
+        );
+        assert!(b.join("http://:80/").is_err());
+        assert!(b.join("http://h:99999/").is_err());
     }
 }

@@ -1,6 +1,13 @@
 //! Behaviour tests against real things: sockets on 127.0.0.1, child
 //! processes, an HTTPS server, a gRPC health server, and the built binary.
 
+mod cli;
+mod commands;
+mod drain;
+mod endpoints;
+mod example_config;
 mod exec_check;
 mod grpc_check;
+mod haproxy;
 mod http_check;
+mod support;

@@ -1,0 +1,83 @@
+//! The command line of the real binary: `check-config` and config errors.
+
+use std::process::Command;
+
+use crate::support::binary;
+
+fn check_config(text: &str) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hp.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(binary())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let shown = |b: &[u8]| String::from_utf8_lossy(b).replace(&path.display().to_string(), "FILE");
+    (out.status.code().unwrap(), shown(&out.stdout), shown(&out.stderr))
+}
+
+#[test]
+fn check_config_accepts_a_valid_file() {
+    let (code, stdout, stderr) = check_config(
+        "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = { port = 8080, path = \"/healthz\" }\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout, "FILE: ok (1 checks)\n");
+    assert_eq!(stderr, "");
+}
+
+#[test]
+fn check_config_names_file_line_column_and_key_and_exits_2() {
+    let (code, _, stderr) = check_config(
+        "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\nperiod = \"10ms\"\ntimeot = \"1s\"\n",
+    );
+    assert_eq!(code, 2);
+    assert!(
+        stderr.starts_with("FILE:6:1: timeot: unknown field `timeot`"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = check_config(
+        "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\nperiod = \"10ms\"\n",
+    );
+    assert_eq!(code, 2);
+    assert_eq!(stderr, "FILE:5:10: check[0].period: must be at least 100ms\n");
+}
+
+#[test]
+fn check_config_prints_lints_without_failing() {
+    let (code, _, stderr) = check_config(
+        "[[check]]\nname = \"db\"\nprobes = [\"liveness\"]\ntcp = { host = \"10.0.0.9\", port = 5432 }\n",
+    );
+    assert_eq!(code, 0);
+    assert!(
+        stderr.starts_with("FILE:line 1: warning: check \"db\": a liveness check aimed at \"10.0.0.9\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_config_rejects_a_missing_file() {
+    let out = Command::new(binary())
+        .args(["check-config", "/nonexistent/hp.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/hp.toml"));
+}
+
+#[test]
+fn run_with_a_bad_config_exits_2_without_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hp.toml");
+    std::fs::write(&path, "listen = \"127.0.0.1:0\"\nbogus = 1\n").unwrap();
+    let out = Command::new(binary())
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(":2:1: bogus: unknown field `bogus`"), "{stderr}");
+    assert!(!stderr.contains("serving"));
+}

@@ -1,0 +1,192 @@
+//! The drain and the lifecycle endpoints of the real binary: real signals,
+//! real sockets counted from /proc/net/tcp.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::{Proxy, eventually};
+
+/// An "app" listening on an ephemeral port, and a sidecar draining it.
+async fn app_and_proxy(drain: &str) -> (TcpListener, Proxy) {
+    let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = app.local_addr().unwrap().port();
+    let proxy = Proxy::start(&format!("[drain]\nports = [{port}]\n{drain}\n"));
+    (app, proxy)
+}
+
+#[tokio::test]
+async fn drain_endpoint_fails_readiness_at_once_and_keeps_liveness() {
+    let (_app, proxy) = app_and_proxy("min = \"30s\"\nmax = \"60s\"").await;
+    assert_eq!(proxy.get("/readyz").await.status, 200);
+    let started = proxy.send("POST", "/drain", &[]).await;
+    assert_eq!(started.status, 202);
+    let readyz = proxy.get("/readyz?verbose").await;
+    assert_eq!(readyz.status, 503, "readiness fails from the first moment");
+    assert!(
+        readyz.body.contains("[-]drain failed: draining"),
+        "{}",
+        readyz.body
+    );
+    assert_eq!(
+        proxy.get("/livez").await.status,
+        200,
+        "a drain must never trigger a restart"
+    );
+    assert_eq!(proxy.get("/healthz").await.status, 200);
+    assert_eq!(proxy.send("GET", "/drain", &[]).await.status, 405);
+    assert_eq!(proxy.log_lines("drain started").len(), 1);
+}
+
+#[tokio::test]
+async fn prestop_answers_once_min_has_passed_and_connections_are_gone() {
+    let (app, proxy) = app_and_proxy("min = \"500ms\"\nmax = \"30s\"").await;
+    let client = TcpStream::connect(app.local_addr().unwrap()).await.unwrap();
+    let (server_side, _) = app.accept().await.unwrap();
+    let began = Instant::now();
+    let addr = proxy.addr;
+    let first = tokio::spawn(async move { crate::support::request(addr, "GET", "/prestop", &[]).await });
+    let second = tokio::spawn(async move { crate::support::request(addr, "POST", "/prestop", &[]).await });
+    eventually(
+        Duration::from_secs(10),
+        "the drain waits on the open connection",
+        || async { !proxy.log_lines("\"established\":1").is_empty() },
+    )
+    .await;
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "prestop waits while a connection is open"
+    );
+    drop(client);
+    drop(server_side);
+    let (a, b) = (first.await.unwrap(), second.await.unwrap());
+    let took = began.elapsed();
+    assert_eq!((a.status, b.status), (200, 200));
+    assert!(a.body.starts_with("drained in "), "{}", a.body);
+    assert_eq!(a.body, b.body, "concurrent calls join the same drain");
+    assert!(took >= Duration::from_millis(500), "{took:?}");
+    assert_eq!(proxy.log_lines("drain complete").len(), 1);
+    // A repeated call answers at once with the same drain.
+    assert_eq!(proxy.get("/prestop").await.body, a.body);
+}
+
+#[tokio::test]
+async fn prestop_gives_up_at_drain_max() {
+    let (app, proxy) = app_and_proxy("min = \"100ms\"\nmax = \"1s\"").await;
+    let _client = TcpStream::connect(app.local_addr().unwrap()).await.unwrap();
+    let _server_side = app.accept().await.unwrap();
+    let began = Instant::now();
+    let reply = proxy.get("/prestop").await;
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains("stopped at drain.max"), "{}", reply.body);
+    assert!(began.elapsed() < Duration::from_secs(5));
+    assert_eq!(proxy.log_lines("drain ended at drain.max").len(), 1);
+}
+
+#[tokio::test]
+async fn the_token_guards_lifecycle_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let (_app, proxy) = app_and_proxy(&format!("min = \"0s\"\ntoken_file = \"{}\"", token.display())).await;
+    for (method, path) in [
+        ("GET", "/prestop"),
+        ("POST", "/prestop"),
+        ("POST", "/drain"),
+        ("POST", "/exit"),
+    ] {
+        for auth in [
+            None,
+            Some("Bearer wrong"),
+            Some("t0ken"),
+            Some("Bearer t0ken0"),
+            Some("Basic t0ken"),
+        ] {
+            let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", *a)).collect();
+            let reply = proxy.send(method, path, &headers).await;
+            assert_eq!(reply.status, 401, "{method} {path} with {auth:?}");
+        }
+    }
+    assert_eq!(
+        proxy.get("/readyz").await.status,
+        200,
+        "a refused request starts nothing"
+    );
+    let ok = proxy
+        .send("POST", "/drain", &[("authorization", "Bearer t0ken")])
+        .await;
+    assert_eq!(ok.status, 202);
+    assert_eq!(proxy.get("/readyz").await.status, 503);
+}
+
+#[tokio::test]
+async fn sigterm_drains_then_waits_for_the_app_to_stop_listening_and_exits_0() {
+    let (app, mut proxy) = app_and_proxy("min = \"200ms\"\nmax = \"30s\"").await;
+    proxy.signal(Signal::SIGTERM);
+    proxy.wait_status("/readyz", 503).await;
+    assert_eq!(proxy.get("/livez").await.status, 200);
+    eventually(Duration::from_secs(10), "drain complete", || async {
+        !proxy.log_lines("drain complete").is_empty()
+    })
+    .await;
+    eventually(Duration::from_secs(10), "waiting for the app", || async {
+        !proxy
+            .log_lines("waiting for the app to stop listening")
+            .is_empty()
+    })
+    .await;
+    assert!(proxy.exited().is_none(), "the sidecar outlives the app");
+    assert_eq!(
+        proxy.get("/healthz").await.status,
+        200,
+        "and keeps serving meanwhile"
+    );
+    drop(app);
+    let status = proxy.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once_non_zero() {
+    let (_app, mut proxy) = app_and_proxy("min = \"60s\"\nmax = \"120s\"").await;
+    proxy.signal(Signal::SIGTERM);
+    proxy.wait_status("/readyz", 503).await;
+    proxy.signal(Signal::SIGINT);
+    let status = proxy.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(128 + 2));
+}
+
+#[tokio::test]
+async fn sigterm_never_waits_past_drain_max() {
+    let (_app, mut proxy) = app_and_proxy("min = \"100ms\"\nmax = \"1s\"").await;
+    let began = Instant::now();
+    proxy.signal(Signal::SIGTERM);
+    let status = proxy.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        began.elapsed() >= Duration::from_secs(1),
+        "the app still listens, so it waits drain.max"
+    );
+    assert_eq!(proxy.log_lines("drain.max reached").len(), 1);
+}
+
+#[tokio::test]
+async fn exit_endpoint_ends_the_process_with_0() {
+    let (_app, mut proxy) = app_and_proxy("").await;
+    let reply = proxy.send("POST", "/exit", &[]).await;
+    assert_eq!(reply.status, 200);
+    assert_eq!(proxy.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
+}
+
+#[tokio::test]
+async fn exit_when_app_exits_for_jobs() {
+    let (app, mut proxy) = app_and_proxy("exit_when_app_exits = true").await;
+    eventually(Duration::from_secs(10), "the app is seen listening", || async {
+        !proxy.log_lines("the app is listening").is_empty()
+    })
+    .await;
+    assert!(proxy.exited().is_none());
+    drop(app);
+    assert_eq!(proxy.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
+}

@@ -1,0 +1,237 @@
+//! The probe endpoints of the real binary, against a real app.
+
+use std::time::Duration;
+
+use crate::support::{App, Proxy, eventually, request};
+
+fn web_config(app: &App, extra: &str) -> String {
+    format!(
+        "[[check]]\nname = \"web\"\nprobes = [\"liveness\", \"readiness\"]\nperiod = \"100ms\"\nfailure_threshold = 2\n\
+         http = {{ port = {}, path = \"/healthz\" }}\n{extra}",
+        app.addr.port()
+    )
+}
+
+#[tokio::test]
+async fn readyz_follows_the_app_through_failure_and_recovery() {
+    let app = App::start().await;
+    app.set_status(500);
+    let proxy = Proxy::start(&web_config(&app, ""));
+    // Readiness starts not ready; liveness starts healthy.
+    let first = proxy.get("/readyz").await;
+    assert_eq!(first.status, 503, "{first:?}");
+    proxy.wait_status("/livez", 503).await;
+    let failed = proxy.get("/readyz?verbose").await;
+    assert_eq!(
+        failed.body,
+        "[-]web failed: HTTP probe failed with statuscode: 500\nreadyz check failed\n"
+    );
+    assert_eq!(
+        proxy
+            .log_lines("Liveness/Readiness probe failed: HTTP probe failed with statuscode: 500")
+            .len(),
+        1,
+        "the transition is logged once"
+    );
+
+    app.set_status(200);
+    proxy.wait_status("/readyz", 200).await;
+    let ok = proxy.get("/readyz").await;
+    assert_eq!(ok.body, "ok");
+    assert_eq!(ok.headers["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(
+        proxy.get("/readyz?verbose").await.body,
+        "[+]web ok\nreadyz check passed\n"
+    );
+    assert_eq!(proxy.get("/livez").await.status, 200);
+}
+
+#[tokio::test]
+async fn a_failing_non_critical_check_is_reported_but_does_not_fail_the_probe() {
+    let app = App::start().await;
+    let extra = "[[check]]\nname = \"extra\"\nprobes = [\"readiness\"]\ncritical = false\nperiod = \"100ms\"\ntcp = { port = 1 }\n";
+    let proxy = Proxy::start(&web_config(&app, extra));
+    proxy.wait_status("/readyz", 200).await;
+    eventually(Duration::from_secs(10), "extra has run", || async {
+        proxy
+            .get("/readyz?verbose")
+            .await
+            .body
+            .contains("[-]extra failed (non-critical): dial tcp 127.0.0.1:1")
+    })
+    .await;
+    let health = request(
+        proxy.addr,
+        "GET",
+        "/readyz",
+        &[("accept", "application/health+json")],
+    )
+    .await;
+    assert_eq!(health.headers["content-type"], "application/health+json");
+    let v: serde_json::Value = serde_json::from_str(&health.body).unwrap();
+    assert_eq!(v["status"], "warn");
+    assert_eq!(v["checks"]["web"][0]["status"], "pass");
+    assert_eq!(v["checks"]["extra"][0]["status"], "warn");
+}
+
+#[tokio::test]
+async fn exclude_leaves_a_failing_check_out() {
+    let app = App::start().await;
+    app.set_status(503);
+    let proxy = Proxy::start(&web_config(&app, ""));
+    proxy.wait_status("/livez", 503).await;
+    let excluded = proxy.get("/livez?verbose&exclude=web&exclude=nope").await;
+    assert_eq!(excluded.status, 200);
+    assert_eq!(
+        excluded.body,
+        "[+]web excluded: ok\nwarn: some health checks cannot be excluded: no matches for \"nope\"\nlivez check passed\n"
+    );
+}
+
+#[tokio::test]
+async fn per_check_and_per_container_endpoints() {
+    let app = App::start().await;
+    let config = format!(
+        "[[check]]\nname = \"a\"\ncontainer = \"front\"\nprobes = [\"readiness\"]\nperiod = \"100ms\"\nhttp = {{ port = {}, path = \"/healthz\" }}\n\
+         [[check]]\nname = \"b\"\ncontainer = \"back\"\nprobes = [\"readiness\"]\nperiod = \"100ms\"\ntcp = {{ port = 1 }}\n",
+        app.addr.port()
+    );
+    let proxy = Proxy::start(&config);
+    proxy.wait_status("/readyz/a", 200).await;
+    proxy.wait_status("/containers/front/readyz", 200).await;
+    assert_eq!(proxy.get("/containers/back/readyz").await.status, 503);
+    assert_eq!(
+        proxy.get("/readyz").await.status,
+        503,
+        "the pod-wide probe covers every container"
+    );
+    assert_eq!(proxy.get("/readyz/b").await.status, 503);
+    assert_eq!(proxy.get("/readyz/nope").await.status, 404);
+    assert_eq!(
+        proxy.get("/livez/a").await.status,
+        404,
+        "a is not a liveness check"
+    );
+    assert_eq!(proxy.get("/containers/nope/readyz").await.status, 404);
+    assert_eq!(proxy.get("/containers/front/metrics").await.status, 404);
+    assert_eq!(
+        proxy.get("/containers/front/livez").await.body,
+        "ok",
+        "no liveness checks: ping"
+    );
+}
+
+#[tokio::test]
+async fn json_lists_every_check_state() {
+    let app = App::start().await;
+    let proxy = Proxy::start(&web_config(&app, ""));
+    proxy.wait_status("/readyz", 200).await;
+    for reply in [
+        proxy.get("/readyz?format=json").await,
+        request(proxy.addr, "GET", "/readyz", &[("accept", "application/json")]).await,
+    ] {
+        assert_eq!(reply.headers["content-type"], "application/json");
+        let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+        assert_eq!(v["status"], "pass");
+        assert_eq!(v["probe"], "readiness");
+        let web = &v["checks"][0];
+        assert_eq!(web["name"], "web");
+        assert_eq!(web["kind"], "http");
+        assert_eq!(web["state"], "healthy");
+        assert_eq!(web["last_result"], "success");
+        assert!(web["consecutive_successes"].as_u64().unwrap() >= 1);
+        assert!(web["last_transition"].as_str().unwrap().ends_with('Z'));
+        assert!(web["duration_seconds"].as_f64().unwrap() > 0.0);
+        assert!(web["message"].as_str().unwrap().contains("200"));
+    }
+}
+
+#[tokio::test]
+async fn startup_gates_readiness_and_latches() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("migrated");
+    let app = App::start().await;
+    let config = format!(
+        "[[check]]\nname = \"migrations\"\nprobes = [\"startup\"]\nperiod = \"100ms\"\nfailure_threshold = 1\n\
+         file = {{ path = \"{}\", max_age = \"1h\" }}\n{}",
+        marker.display(),
+        web_config(&app, "")
+    );
+    let proxy = Proxy::start(&config);
+    eventually(Duration::from_secs(10), "startup check failed", || async {
+        proxy.get("/startupz?verbose").await.body.contains("no such file")
+    })
+    .await;
+    assert_eq!(proxy.get("/startupz").await.status, 503);
+    assert_eq!(
+        proxy.get("/livez").await.status,
+        200,
+        "liveness is healthy while starting"
+    );
+    let readyz = proxy.get("/readyz?verbose").await;
+    assert_eq!(readyz.status, 503);
+    assert!(readyz.body.contains("[-]startup failed"), "{}", readyz.body);
+    assert!(
+        readyz.body.contains("[-]web failed: not run yet"),
+        "web must not run before startup: {}",
+        readyz.body
+    );
+
+    std::fs::write(&marker, "").unwrap();
+    proxy.wait_status("/startupz", 200).await;
+    proxy.wait_status("/readyz", 200).await;
+    std::fs::remove_file(&marker).unwrap();
+    app.set_status(500);
+    proxy.wait_status("/readyz", 503).await;
+    assert_eq!(proxy.get("/startupz").await.status, 200, "startup stays latched");
+}
+
+#[tokio::test]
+async fn healthz_head_and_wrong_methods() {
+    let proxy = Proxy::start("");
+    let healthz = proxy.get("/healthz").await;
+    assert_eq!((healthz.status, healthz.body.as_str()), (200, "ok"));
+    let head = request(proxy.addr, "HEAD", "/readyz", &[]).await;
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert_eq!(request(proxy.addr, "POST", "/livez", &[]).await.status, 405);
+    assert_eq!(proxy.get("/nope").await.status, 404);
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431_and_the_sidecar_keeps_serving() {
+    let proxy = Proxy::start("");
+    let big = "x".repeat(64 * 1024);
+    let reply = tokio::task::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let head = format!("GET /livez HTTP/1.1\r\nhost: x\r\nx-big: {big}\r\n\r\n");
+        let _ = s.write_all(head.as_bytes()).await;
+        let mut buf = vec![0; 256];
+        let n = s.read(&mut buf).await.unwrap_or(0);
+        (String::from_utf8_lossy(&buf[..n]).into_owned(), proxy)
+    })
+    .await
+    .unwrap();
+    assert!(reply.0.starts_with("HTTP/1.1 431"), "{:?}", reply.0);
+    assert_eq!(reply.1.get("/healthz").await.status, 200);
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_sidecar_cleanly() {
+    let mut proxy = Proxy::start("");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(proxy.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = proxy.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "did not exit after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+}
