@@ -15,13 +15,13 @@
 #![deny(rust_2018_idioms)]
 
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod engine;
-pub mod state;
-pub mod server;
-pub mod cli;
 pub mod lifecycle;
+pub mod server;
 pub mod signals;
+pub mod state;
 
 use anyhow::Context as _;
 use tokio::sync::mpsc;
@@ -42,7 +42,11 @@ pub async fn run(
     token: Option<Token>,
     signals: mpsc::UnboundedReceiver<i32>,
 ) -> anyhow::Result<Exit> {
-    let listener = server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let listener =
+        server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    if let Err(e) = check::become_subreaper() {
+        tracing::warn!("cannot become a child subreaper, orphaned check processes may linger: {e}");
+    }
     let state = State::new(&config.checks);
     let lifecycle = Lifecycle {
         drain: Drain::new(config.drain.clone(), state.clone()),

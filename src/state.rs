@@ -100,7 +100,11 @@ impl CheckStatus {
     /// it changed.
     pub fn observe(&mut self, outcome: Outcome, duration: Duration, at: SystemTime) -> Option<Health> {
         let verdict = outcome.verdict;
-        self.last = Some(LastRun { outcome, duration, at });
+        self.last = Some(LastRun {
+            outcome,
+            duration,
+            at,
+        });
         let next = match verdict {
             Verdict::Unknown => return None,
             v if v.is_success() => {
@@ -192,7 +196,12 @@ impl State {
         self.tx.send_modify(|s| {
             let at = SystemTime::now();
             recorded.transition = s.checks[index].observe(outcome, duration, at);
-            if !s.started && s.checks.iter().filter(|c| c.probes.startup).all(|c| c.ever_healthy) {
+            if !s.started
+                && s.checks
+                    .iter()
+                    .filter(|c| c.probes.startup)
+                    .all(|c| c.ever_healthy)
+            {
                 s.started = true;
                 recorded.started = true;
             }
@@ -202,7 +211,8 @@ impl State {
 
     /// Marks the pod as draining: `/readyz` fails from now on.
     pub fn set_draining(&self) {
-        self.tx.send_if_modified(|s| !std::mem::replace(&mut s.draining, true));
+        self.tx
+            .send_if_modified(|s| !std::mem::replace(&mut s.draining, true));
     }
 
     /// Waits until startup has completed.
@@ -254,7 +264,11 @@ mod tests {
         assert_eq!(run(&mut s, Verdict::Failure), None);
         assert_eq!(s.health, Health::Healthy);
         assert_eq!(run(&mut s, Verdict::Failure), Some(Health::Failed));
-        assert_eq!(run(&mut s, Verdict::Failure), None, "a transition is reported once");
+        assert_eq!(
+            run(&mut s, Verdict::Failure),
+            None,
+            "a transition is reported once"
+        );
     }
 
     #[test]

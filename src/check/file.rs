@@ -32,7 +32,9 @@ impl FileCheck {
             },
         };
         // A modification time in the future (clock skew, touch -d) is fresh.
-        let age = SystemTime::now().duration_since(modified).unwrap_or(Duration::ZERO);
+        let age = SystemTime::now()
+            .duration_since(modified)
+            .unwrap_or(Duration::ZERO);
         let max_age = humantime::format_duration(self.spec.max_age);
         if age < self.spec.max_age {
             Outcome::success(format!("heartbeat file {shown} is {} old", whole_ms(age)))

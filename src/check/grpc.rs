@@ -1,14 +1,40 @@
-//! `grpc`: TODO.
+//! `grpc`: call `grpc.health.v1.Health/Check` over plaintext HTTP/2 on a
+//! fresh connection; only `SERVING` is healthy. Every other outcome is a
+//! failure in the kubelet's words (kubelet-semantics §2.3).
 
+use std::error::Error as _;
+use std::future::{Ready, ready};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::Outcome;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use super::{Outcome, dial};
 use crate::config::GrpcSpec;
+
+/// The `User-Agent` of the calls; the kubelet's is `kube-probe/<version>`.
+/// (tonic appends its own `tonic/<version>`.)
+const USER_AGENT: &str = concat!("healthproxy/", env!("CARGO_PKG_VERSION"));
 
 /// A prepared grpc check.
 #[derive(Debug)]
 pub struct GrpcCheck {
     spec: GrpcSpec,
+}
+
+/// Why no channel could be opened.
+enum ConnectError {
+    /// The deadline passed first.
+    Timeout(String),
+    /// Anything else (refused, unreachable, not HTTP/2).
+    Failed(String),
 }
 
 impl GrpcCheck {
@@ -17,9 +43,138 @@ impl GrpcCheck {
         GrpcCheck { spec }
     }
 
-    /// Runs the check once, bounded by `timeout`.
+    /// Connects and calls `Check` once; one deadline, `timeout` from now,
+    /// covers the dial, the HTTP/2 handshake and the call, as the kubelet's
+    /// single context does.
     pub async fn run(&self, timeout: Duration) -> Outcome {
-        let _ = (&self.spec, timeout);
-        Outcome::unknown("not implemented")
+        let deadline = Instant::now() + timeout;
+        let within = humantime::format_duration(timeout);
+        let authority = self.spec.host.authority(self.spec.port);
+
+        let channel = match self.connect(&authority, deadline).await {
+            Ok(channel) => channel,
+            Err(ConnectError::Timeout(e)) => {
+                return Outcome::failure(format!(
+                    "timeout: failed to connect service {authority:?} within {within}: {e}"
+                ));
+            }
+            Err(ConnectError::Failed(e)) => {
+                return Outcome::failure(format!("error: failed to connect service at {authority:?}: {e}"));
+            }
+        };
+
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: self.spec.service.clone(),
+        });
+        // Tell the server too, as grpc-go does from the context deadline.
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let call = async { HealthClient::new(channel).check(request).await };
+        let rpc_timeout = || format!("timeout: health rpc did not complete within {within}");
+        match tokio::time::timeout_at(deadline, call).await {
+            Err(_) => Outcome::failure(rpc_timeout()),
+            Ok(Ok(response)) => {
+                let status = response.into_inner().status;
+                match ServingStatus::try_from(status) {
+                    Ok(ServingStatus::Serving) => Outcome::success("service healthy"),
+                    Ok(other) => Outcome::failure(format!(
+                        "service unhealthy (responded with {:?})",
+                        other.as_str_name()
+                    )),
+                    // Go prints an unknown enum value as its number.
+                    Err(_) => Outcome::failure(format!(
+                        "service unhealthy (responded with {:?})",
+                        status.to_string()
+                    )),
+                }
+            }
+            Ok(Err(status)) => match status.code() {
+                Code::Unimplemented => Outcome::failure(format!(
+                    "error: this server does not implement the grpc health protocol \
+                     (grpc.health.v1.Health): {}",
+                    status.message()
+                )),
+                Code::DeadlineExceeded => Outcome::failure(rpc_timeout()),
+                // tonic enforces the request's grpc-timeout on the client
+                // side too and reports it as Cancelled: our own deadline.
+                Code::Cancelled if Instant::now() >= deadline => Outcome::failure(rpc_timeout()),
+                _ => Outcome::failure(format!(
+                    "error: health rpc probe failed: rpc error: code = {:?} desc = {}",
+                    status.code(),
+                    status_text(&status)
+                )),
+            },
+        }
+    }
+
+    /// Dials `host:port` and completes the HTTP/2 handshake by `deadline`.
+    async fn connect(&self, authority: &str, deadline: Instant) -> Result<Channel, ConnectError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let stream = match dial(&self.spec.host, self.spec.port, left).await {
+            Ok(stream) => stream,
+            Err(e) if Instant::now() >= deadline => return Err(ConnectError::Timeout(e)),
+            Err(e) => return Err(ConnectError::Failed(e)),
+        };
+        let endpoint = Endpoint::from_shared(format!("http://{authority}"))
+            .and_then(|e| e.user_agent(USER_AGENT))
+            .map_err(|e| ConnectError::Failed(error_chain(&e)))?;
+        match tokio::time::timeout_at(deadline, endpoint.connect_with_connector(Dialed(Some(stream)))).await {
+            Ok(Ok(channel)) => Ok(channel),
+            Ok(Err(e)) => Err(ConnectError::Failed(error_chain(&e))),
+            Err(_) => Err(ConnectError::Timeout(
+                "the HTTP/2 handshake did not complete".into(),
+            )),
+        }
+    }
+}
+
+/// A status's message, or its transport cause when the message is empty
+/// (a connection that broke during the call).
+fn status_text(status: &tonic::Status) -> String {
+    match (status.message(), status.source()) {
+        ("", Some(source)) => error_chain(source),
+        (message, _) => message.to_string(),
+    }
+}
+
+/// An error and its causes on one line, `a: b: c`, without repeats and
+/// without the "(os error N)" suffixes.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = e.to_string();
+        let text = match text.find(" (os error") {
+            Some(i) => text[..i].to_string(),
+            None => text,
+        };
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
+/// A connector that hands tonic the stream [`dial`] opened, so the dial
+/// has the same bounds and messages as every other network check. A
+/// second connection attempt (tonic reconnecting) fails.
+struct Dialed(Option<TcpStream>);
+
+impl tower::Service<Uri> for Dialed {
+    type Response = TokioIo<TcpStream>;
+    type Error = std::io::Error;
+    type Future = Ready<Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        ready(
+            self.0
+                .take()
+                .map(TokioIo::new)
+                .ok_or_else(|| std::io::Error::other("connection closed")),
+        )
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use crate::config::CheckKind;
 
-pub use exec::ExecCheck;
+pub use exec::{ExecCheck, become_subreaper};
 pub use file::FileCheck;
 pub use grpc::GrpcCheck;
 pub use http::HttpCheck;

@@ -54,7 +54,11 @@ enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The config file.
-    #[arg(long, env = "HEALTHPROXY_CONFIG", default_value = "/etc/healthproxy/config.toml")]
+    #[arg(
+        long,
+        env = "HEALTHPROXY_CONFIG",
+        default_value = "/etc/healthproxy/config.toml"
+    )]
     pub config: PathBuf,
     /// Overrides `listen` from the config file.
     #[arg(long, env = "HEALTHPROXY_LISTEN")]
@@ -83,7 +87,11 @@ pub fn main() -> ExitCode {
         None => run::run(cli.run),
         Some(Command::Run(args)) => run::run(args),
         Some(Command::CheckConfig { file }) => check_config::check_config(&file),
-        Some(Command::Probe { url, timeout, headers }) => probe::probe(&url, timeout, &headers),
+        Some(Command::Probe {
+            url,
+            timeout,
+            headers,
+        }) => probe::probe(&url, timeout, &headers),
         Some(Command::Wait(args)) => wait::wait(args),
     }
 }

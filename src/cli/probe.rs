@@ -18,7 +18,9 @@ pub(super) fn probe(url: &str, timeout: Duration, headers: &[String]) -> ExitCod
     };
     for h in headers {
         match h.split_once(':') {
-            Some((name, value)) => spec.headers.push((name.trim().to_string(), value.trim().to_string())),
+            Some((name, value)) => spec
+                .headers
+                .push((name.trim().to_string(), value.trim().to_string())),
             None => {
                 eprintln!("--header {h:?}: write it as \"Name: value\"");
                 return ExitCode::from(super::EXIT_CONFIG);

@@ -71,7 +71,10 @@ pub(super) fn wait(args: WaitArgs) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         for (label, last) in &failed {
-            eprintln!("wait: {label} did not come up within {}: {last}", humantime::format_duration(args.timeout));
+            eprintln!(
+                "wait: {label} did not come up within {}: {last}",
+                humantime::format_duration(args.timeout)
+            );
         }
         ExitCode::FAILURE
     }
@@ -93,7 +96,11 @@ async fn wait_all(targets: Vec<Target>, args: &WaitArgs) -> Vec<(String, String)
                 let last = crate::engine::run_guarded(async move { run.run(budget).await }, budget).await;
                 if last.verdict.is_success() {
                     let took = Duration::from_millis(began.elapsed().as_millis() as u64);
-                    eprintln!("wait: {} is up after {}", t.label, humantime::format_duration(took));
+                    eprintln!(
+                        "wait: {} is up after {}",
+                        t.label,
+                        humantime::format_duration(took)
+                    );
                     return (index, None);
                 }
                 let next = Instant::now() + interval;
@@ -118,7 +125,9 @@ fn host_port(text: &str) -> Result<(Host, u16), String> {
     let (host, port) = text
         .rsplit_once(':')
         .ok_or_else(|| format!("{text:?}: write HOST:PORT"))?;
-    let port: u16 = port.parse().map_err(|_| format!("{text:?}: {port:?} is not a port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{text:?}: {port:?} is not a port"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() || port == 0 {
         return Err(format!("{text:?}: write HOST:PORT"));

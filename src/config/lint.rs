@@ -22,7 +22,11 @@ pub struct Lint {
 
 impl fmt::Display for Lint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: warning: check {:?}: {}", self.line, self.check, self.message)
+        write!(
+            f,
+            "line {}: warning: check {:?}: {}",
+            self.line, self.check, self.message
+        )
     }
 }
 

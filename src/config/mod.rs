@@ -317,7 +317,10 @@ impl HttpSpec {
             Some("https") => Scheme::Https,
             _ => return Err(bad("write it as http://HOST:PORT/PATH or https://...")),
         };
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| bad("no host"))?;
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| bad("no host"))?;
         let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
         let port = uri.port_u16().unwrap_or(match scheme {
             Scheme::Http => 80,
@@ -330,7 +333,9 @@ impl HttpSpec {
                 from_env: None,
             },
             port,
-            path: uri.path_and_query().map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+            path: uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
             method: HttpMethod::Get,
             headers: Vec::new(),
             keep_alive: false,
@@ -417,7 +422,11 @@ impl fmt::Display for ConfigErrors {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}:{}:{}: {}: {}", self.origin, e.line, e.column, e.key, e.message)?;
+            write!(
+                f,
+                "{}:{}:{}: {}: {}",
+                self.origin, e.line, e.column, e.key, e.message
+            )?;
         }
         Ok(())
     }
@@ -474,7 +483,10 @@ impl Config {
 
     /// The names of the app containers that have checks, sorted.
     pub fn containers(&self) -> BTreeSet<&str> {
-        self.checks.iter().filter_map(|c| c.container.as_deref()).collect()
+        self.checks
+            .iter()
+            .filter_map(|c| c.container.as_deref())
+            .collect()
     }
 }
 

@@ -119,8 +119,12 @@ impl<'de> Deserialize<'de> for Dur {
 /// Parses `"500ms"`, `"2s"`, `"1m30s"`: digits followed by a unit, no
 /// spaces, no bare numbers.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let bad = || format!("invalid duration {text:?}: write a number with a unit, such as \"500ms\" or \"2s\"");
-    if text.is_empty() || text.contains(char::is_whitespace) || text.starts_with(|c: char| !c.is_ascii_digit()) {
+    let bad =
+        || format!("invalid duration {text:?}: write a number with a unit, such as \"500ms\" or \"2s\"");
+    if text.is_empty()
+        || text.contains(char::is_whitespace)
+        || text.starts_with(|c: char| !c.is_ascii_digit())
+    {
         return Err(bad());
     }
     if text.chars().all(|c| c.is_ascii_digit()) {
@@ -181,7 +185,10 @@ pub(super) fn parse(text: &str, env: &dyn Env) -> Result<Config, Vec<ConfigError
             }]);
         }
     };
-    let mut errors = Errors { text, list: Vec::new() };
+    let mut errors = Errors {
+        text,
+        list: Vec::new(),
+    };
     let config = validate(raw, env, &mut errors);
     if errors.list.is_empty() {
         Ok(config)
@@ -200,7 +207,10 @@ fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
                 errors.push(
                     "listen",
                     l.span(),
-                    format!("{:?} is not an address and port such as \"[::]:9775\" or \"0.0.0.0:9775\"", l.get_ref()),
+                    format!(
+                        "{:?} is not an address and port such as \"[::]:9775\" or \"0.0.0.0:9775\"",
+                        l.get_ref()
+                    ),
                 );
                 DEFAULT_LISTEN.parse().expect("default listen address parses")
             }
@@ -214,7 +224,11 @@ fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
         .enumerate()
         .filter_map(|(i, c)| validate_check(i, c, env, &mut names, errors))
         .collect();
-    Config { listen, drain, checks }
+    Config {
+        listen,
+        drain,
+        checks,
+    }
 }
 
 fn validate_drain(raw: RawDrain, errors: &mut Errors<'_>) -> DrainConfig {
@@ -225,7 +239,10 @@ fn validate_drain(raw: RawDrain, errors: &mut Errors<'_>) -> DrainConfig {
         errors.push(
             "drain.max",
             span,
-            format!("must not be shorter than drain.min ({})", humantime::format_duration(min)),
+            format!(
+                "must not be shorter than drain.min ({})",
+                humantime::format_duration(min)
+            ),
         );
     }
     for p in &raw.ports {
@@ -243,7 +260,10 @@ fn validate_drain(raw: RawDrain, errors: &mut Errors<'_>) -> DrainConfig {
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn validate_check(
@@ -266,10 +286,18 @@ fn validate_check(
         Some(n) => {
             let value = n.get_ref().clone();
             if !valid_name(&value) {
-                errors.push(at("name"), n.span(), format!("{value:?} must be made of a-z, 0-9 and '-'"));
+                errors.push(
+                    at("name"),
+                    n.span(),
+                    format!("{value:?} must be made of a-z, 0-9 and '-'"),
+                );
                 None
             } else if !names.insert(value.clone()) {
-                errors.push(at("name"), n.span(), format!("{value:?} is already the name of another check"));
+                errors.push(
+                    at("name"),
+                    n.span(),
+                    format!("{value:?} is already the name of another check"),
+                );
                 None
             } else {
                 Some(value)
@@ -412,19 +440,34 @@ fn validate_kind(
     if let Some(h) = &c.http {
         let h = h.get_ref();
         let host = host("http.host", &h.host, errors);
-        let path = h.path.as_ref().map_or_else(|| "/".to_string(), |p| p.get_ref().clone());
+        let path = h
+            .path
+            .as_ref()
+            .map_or_else(|| "/".to_string(), |p| p.get_ref().clone());
         if !path.starts_with('/') {
             let span = h.path.as_ref().map_or(0..0, |p| p.span());
             errors.push(at("http.path"), span, format!("{path:?} must start with '/'"));
             return None;
         }
         if h.scheme == Some(Scheme::Http) && h.ca_file.is_some() {
-            errors.push(at("http.ca_file"), span.clone(), "only applies to scheme = \"https\"");
+            errors.push(
+                at("http.ca_file"),
+                span.clone(),
+                "only applies to scheme = \"https\"",
+            );
         }
         check_port(&h.port, &at("http.port"), errors);
         for name in h.headers.keys() {
-            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)) {
-                errors.push(at("http.headers"), span.clone(), format!("{name:?} is not a valid header name"));
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+            {
+                errors.push(
+                    at("http.headers"),
+                    span.clone(),
+                    format!("{name:?} is not a valid header name"),
+                );
             }
         }
         return Some(CheckKind::Http(HttpSpec {
@@ -501,7 +544,9 @@ fn expand_host(text: &str, env: &dyn Env) -> Result<Host, String> {
         };
     }
     if text.is_empty() || text.contains(['$', '/', ' ', '[', ']']) {
-        return Err(format!("{text:?} is not a host: write an IP address, a name, or ${{VAR}}"));
+        return Err(format!(
+            "{text:?} is not a host: write an IP address, a name, or ${{VAR}}"
+        ));
     }
     Ok(Host {
         name: text.to_string(),

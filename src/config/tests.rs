@@ -32,7 +32,10 @@ fn minimal_check_gets_kubelet_defaults() {
 
 #[test]
 fn durations_take_units() {
-    let c = parse(&format!("{WEB}period = \"500ms\"\ntimeout = \"200ms\"\ninitial_delay = \"1m30s\"\n")).unwrap();
+    let c = parse(&format!(
+        "{WEB}period = \"500ms\"\ntimeout = \"200ms\"\ninitial_delay = \"1m30s\"\n"
+    ))
+    .unwrap();
     let t = c.checks[0].timing;
     assert_eq!(t.period, Duration::from_millis(500));
     assert_eq!(t.timeout, Duration::from_millis(200));
@@ -75,10 +78,17 @@ fn period_below_100ms_is_rejected_at_its_line() {
 #[test]
 fn exactly_one_handler() {
     let none = errors("[[check]]\nname = \"a\"\nprobes = [\"liveness\"]\n");
-    assert!(none[0].message.contains("must specify a handler type"), "{none:?}");
+    assert!(
+        none[0].message.contains("must specify a handler type"),
+        "{none:?}"
+    );
     let two = errors(&format!("{WEB}file = {{ path = \"/x\", max_age = \"1s\" }}\n"));
     assert_eq!(two[0].key, "check[0].file");
-    assert!(two[0].message.contains("may not specify more than 1 handler type"));
+    assert!(
+        two[0]
+            .message
+            .contains("may not specify more than 1 handler type")
+    );
 }
 
 #[test]
@@ -93,7 +103,9 @@ fn names_must_be_unique_and_lowercase() {
 
 #[test]
 fn success_threshold_must_be_1_for_liveness_and_startup() {
-    let e = errors("[[check]]\nname = \"a\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\nsuccess_threshold = 2\n");
+    let e = errors(
+        "[[check]]\nname = \"a\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\nsuccess_threshold = 2\n",
+    );
     assert!(e[0].message.contains("must be 1"));
     let ok = parse(&format!("{WEB}success_threshold = 2\n")).unwrap();
     assert_eq!(ok.checks[0].timing.success_threshold, 2);
@@ -111,7 +123,8 @@ fn zero_thresholds_and_ports_are_rejected() {
 
 #[test]
 fn every_error_is_reported_at_once_in_file_order() {
-    let text = format!("{WEB}period = \"1ms\"\n[[check]]\nname = \"BAD\"\nprobes = []\ntcp = {{ port = 1 }}\n");
+    let text =
+        format!("{WEB}period = \"1ms\"\n[[check]]\nname = \"BAD\"\nprobes = []\ntcp = {{ port = 1 }}\n");
     let e = errors(&text);
     let keys: Vec<&str> = e.iter().map(|e| e.key.as_str()).collect();
     assert_eq!(keys, ["check[0].period", "check[1].name", "check[1].probes"]);
@@ -119,7 +132,9 @@ fn every_error_is_reported_at_once_in_file_order() {
 
 #[test]
 fn errors_display_as_file_line_column_key() {
-    let shown = parse(&format!("{WEB}period = \"1ms\"\n")).unwrap_err().to_string();
+    let shown = parse(&format!("{WEB}period = \"1ms\"\n"))
+        .unwrap_err()
+        .to_string();
     assert_eq!(shown, "t.toml:5:10: check[0].period: must be at least 100ms");
 }
 
@@ -132,11 +147,15 @@ fn host_from_the_environment() {
         &env,
     )
     .unwrap();
-    let CheckKind::Http(h) = &c.checks[0].kind else { panic!() };
+    let CheckKind::Http(h) = &c.checks[0].kind else {
+        panic!()
+    };
     assert_eq!(h.host.name, "10.1.2.3");
     assert_eq!(h.host.from_env.as_deref(), Some("POD_IP"));
     assert_eq!(h.url(), "http://10.1.2.3:80/");
-    let e = errors("[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\ntcp = { host = \"${POD_IP}\", port = 80 }\n");
+    let e = errors(
+        "[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\ntcp = { host = \"${POD_IP}\", port = 80 }\n",
+    );
     assert!(e[0].message.contains("POD_IP"), "{e:?}");
 }
 
@@ -144,7 +163,9 @@ fn host_from_the_environment() {
 fn ipv6_hosts_get_brackets_in_urls() {
     let c = parse("[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\nhttp = { host = \"::1\", port = 80, path = \"/h?x=1\" }\n")
         .unwrap();
-    let CheckKind::Http(h) = &c.checks[0].kind else { panic!() };
+    let CheckKind::Http(h) = &c.checks[0].kind else {
+        panic!()
+    };
     assert_eq!(h.url(), "http://[::1]:80/h?x=1");
 }
 

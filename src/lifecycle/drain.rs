@@ -69,7 +69,9 @@ struct Inner {
 
 impl std::fmt::Debug for Drain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Drain").field("phase", &*self.inner.phase.borrow()).finish()
+        f.debug_struct("Drain")
+            .field("phase", &*self.inner.phase.borrow())
+            .finish()
     }
 }
 
@@ -197,7 +199,11 @@ impl Inner {
                 }
             };
             if last != Some(established) {
-                tracing::info!(established, ?ports, "drain waiting for established connections to close");
+                tracing::info!(
+                    established,
+                    ?ports,
+                    "drain waiting for established connections to close"
+                );
                 last = Some(established);
             }
             if established == 0 {
@@ -255,7 +261,10 @@ mod tests {
         assert_eq!(report.min_wait, Duration::from_secs(5));
         assert!(!report.timed_out);
         let total = began.elapsed();
-        assert!(total >= Duration::from_secs(8) && total <= Duration::from_secs(8) + POLL, "{total:?}");
+        assert!(
+            total >= Duration::from_secs(8) && total <= Duration::from_secs(8) + POLL,
+            "{total:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -279,7 +288,11 @@ mod tests {
         let (a, b) = tokio::join!(drain.drained(), drain.drained());
         assert_eq!(a, b);
         assert_eq!(a.trigger, "/prestop");
-        assert_eq!(began.elapsed(), Duration::from_secs(3), "the joined drain ends with the first");
+        assert_eq!(
+            began.elapsed(),
+            Duration::from_secs(3),
+            "the joined drain ends with the first"
+        );
         assert!(!drain.start("/drain"), "a finished drain is not restarted");
         assert_eq!(drain.drained().await, a);
     }

@@ -70,7 +70,10 @@ pub fn count(table: &str, ports: &[u16]) -> Sockets {
         else {
             continue;
         };
-        let Some(port) = local.rsplit_once(':').and_then(|(_, p)| u16::from_str_radix(p, 16).ok()) else {
+        let Some(port) = local
+            .rsplit_once(':')
+            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+        else {
             continue;
         };
         if !ports.contains(&port) {
@@ -89,7 +92,8 @@ pub fn count(table: &str, ports: &[u16]) -> Sockets {
 mod tests {
     use super::*;
 
-    const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+    const TCP: &str =
+        "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0
    1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0 20 4 30 10 -1
    2: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 3 1 0 20 4 30 10 -1
@@ -141,6 +145,9 @@ mod tests {
 
     #[test]
     fn garbage_lines_are_skipped() {
-        assert_eq!(count("header\nnot a line\n 1: zz:zz 0:0 01\n", &[8080]), Sockets::default());
+        assert_eq!(
+            count("header\nnot a line\n 1: zz:zz 0:0 01\n", &[8080]),
+            Sockets::default()
+        );
     }
 }

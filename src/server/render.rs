@@ -89,7 +89,12 @@ pub struct Probe<'s> {
 
 impl<'s> Probe<'s> {
     /// Evaluates probe `kind` for the checks in `scope`.
-    pub fn evaluate(snapshot: &'s Snapshot, kind: ProbeKind, scope: Scope<'_>, options: &Options<'_>) -> Self {
+    pub fn evaluate(
+        snapshot: &'s Snapshot,
+        kind: ProbeKind,
+        scope: Scope<'_>,
+        options: &Options<'_>,
+    ) -> Self {
         let lines: Vec<Line<'s>> = snapshot
             .checks
             .iter()
@@ -127,7 +132,11 @@ impl<'s> Probe<'s> {
     /// Whether the probe passes: no gate closed and every counted critical
     /// check passing.
     pub fn ok(&self) -> bool {
-        self.gates.is_empty() && self.lines.iter().all(|l| l.excluded || !l.check.critical || l.passes)
+        self.gates.is_empty()
+            && self
+                .lines
+                .iter()
+                .all(|l| l.excluded || !l.check.critical || l.passes)
     }
 
     fn degraded(&self) -> bool {
@@ -240,7 +249,10 @@ impl<'s> Probe<'s> {
             entry.insert("componentType".into(), json!(c.kind));
             entry.insert("status".into(), json!(status));
             if let Some(last) = &c.last {
-                entry.insert("observedValue".into(), json!(last.duration.as_secs_f64() * 1000.0));
+                entry.insert(
+                    "observedValue".into(),
+                    json!(last.duration.as_secs_f64() * 1000.0),
+                );
                 entry.insert("observedUnit".into(), json!("ms"));
                 entry.insert("time".into(), json!(rfc3339(last.at)));
             }

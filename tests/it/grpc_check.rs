@@ -1,1 +1,247 @@
-//! Tests for the grpc check.
+//! Tests for the grpc check, against a real tonic-health server and bare
+//! TCP servers on 127.0.0.1 (kubelet-semantics §2.3).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use healthproxy::check::{GrpcCheck, Outcome, Verdict};
+use healthproxy::config::{GrpcSpec, Host};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tonic::service::Routes;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+fn spec(addr: SocketAddr, service: &str) -> GrpcSpec {
+    GrpcSpec {
+        host: Host {
+            name: addr.ip().to_string(),
+            from_env: None,
+        },
+        port: addr.port(),
+        service: service.into(),
+    }
+}
+
+async fn check(addr: SocketAddr, service: &str) -> Outcome {
+    GrpcCheck::new(spec(addr, service)).run(TIMEOUT).await
+}
+
+/// A tonic-health server on an ephemeral port, listening on return. The
+/// `User-Agent` of every call is recorded in `agents`.
+struct HealthServer {
+    addr: SocketAddr,
+    reporter: HealthReporter,
+    agents: Arc<Mutex<Vec<String>>>,
+}
+
+async fn health_server() -> HealthServer {
+    let (reporter, service) = tonic_health::server::health_reporter();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let agents = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&agents);
+    let record = move |request: tonic::Request<()>| {
+        let agent = request
+            .metadata()
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        seen.lock().unwrap().push(agent);
+        Ok(request)
+    };
+    tokio::spawn(
+        Server::builder()
+            .layer(tonic::service::InterceptorLayer::new(record))
+            .add_service(service)
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    HealthServer {
+        addr,
+        reporter,
+        agents,
+    }
+}
+
+#[tokio::test]
+async fn serving_then_not_serving() {
+    let server = health_server().await;
+    let service = "shop.Checkout";
+
+    server
+        .reporter
+        .set_service_status(service, ServingStatus::Serving)
+        .await;
+    assert_eq!(
+        check(server.addr, service).await,
+        Outcome::success("service healthy")
+    );
+
+    server
+        .reporter
+        .set_service_status(service, ServingStatus::NotServing)
+        .await;
+    assert_eq!(
+        check(server.addr, service).await,
+        Outcome::failure("service unhealthy (responded with \"NOT_SERVING\")")
+    );
+
+    server
+        .reporter
+        .set_service_status(service, ServingStatus::Serving)
+        .await;
+    assert_eq!(
+        check(server.addr, service).await,
+        Outcome::success("service healthy")
+    );
+}
+
+#[tokio::test]
+async fn unknown_serving_status_is_a_failure() {
+    let server = health_server().await;
+    server
+        .reporter
+        .set_service_status("svc", ServingStatus::Unknown)
+        .await;
+    assert_eq!(
+        check(server.addr, "svc").await,
+        Outcome::failure("service unhealthy (responded with \"UNKNOWN\")")
+    );
+}
+
+#[tokio::test]
+async fn empty_service_name_asks_about_the_server() {
+    let server = health_server().await;
+    // health_reporter() registers "" as SERVING.
+    assert_eq!(check(server.addr, "").await, Outcome::success("service healthy"));
+    server
+        .reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    assert_eq!(
+        check(server.addr, "").await,
+        Outcome::failure("service unhealthy (responded with \"NOT_SERVING\")")
+    );
+}
+
+#[tokio::test]
+async fn unknown_service_is_a_failure() {
+    let server = health_server().await;
+    let outcome = check(server.addr, "no.Such").await;
+    assert_eq!(
+        outcome,
+        Outcome::failure(
+            "error: health rpc probe failed: rpc error: code = NotFound \
+             desc = service not registered"
+        )
+    );
+}
+
+#[tokio::test]
+async fn user_agent_names_healthproxy() {
+    let server = health_server().await;
+    assert_eq!(check(server.addr, "").await.verdict, Verdict::Success);
+    let agents = server.agents.lock().unwrap().clone();
+    let want = format!("healthproxy/{}", env!("CARGO_PKG_VERSION"));
+    assert!(agents.len() == 1 && agents[0].starts_with(&want), "{agents:?}");
+}
+
+#[tokio::test]
+async fn each_run_opens_a_fresh_connection() {
+    let server = health_server().await;
+    let check = GrpcCheck::new(spec(server.addr, ""));
+    for _ in 0..3 {
+        assert_eq!(check.run(TIMEOUT).await.verdict, Verdict::Success);
+    }
+    assert_eq!(server.agents.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn server_without_the_health_service_is_unimplemented() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        Server::builder()
+            .add_routes(Routes::default())
+            .serve_with_incoming(TcpIncoming::from(listener)),
+    );
+    let outcome = check(addr, "").await;
+    assert_eq!(outcome.verdict, Verdict::Failure, "{outcome:?}");
+    assert!(
+        outcome.message.starts_with(
+            "error: this server does not implement the grpc health protocol \
+             (grpc.health.v1.Health)"
+        ),
+        "{outcome:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_grpc_is_an_error() {
+    // Answers anything with an HTTP/1.1 error and hangs up.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream
+                .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                .await;
+        }
+    });
+    let started = Instant::now();
+    let outcome = check(addr, "").await;
+    assert_eq!(outcome.verdict, Verdict::Failure, "{outcome:?}");
+    assert!(outcome.message.starts_with("error: "), "{outcome:?}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[tokio::test]
+async fn connection_refused_fails_to_connect() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let outcome = check(addr, "").await;
+    assert_eq!(
+        outcome,
+        Outcome::failure(format!(
+            "error: failed to connect service at \"{addr}\": \
+             dial tcp {addr}: connect: connection refused"
+        ))
+    );
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out_within_the_deadline() {
+    // Accepts and keeps every connection, never writing a byte.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let started = Instant::now();
+    let outcome = GrpcCheck::new(spec(addr, ""))
+        .run(Duration::from_millis(300))
+        .await;
+    let elapsed = started.elapsed();
+    assert!(
+        outcome == Outcome::failure("timeout: health rpc did not complete within 300ms")
+            || outcome.message.starts_with(&format!(
+                "timeout: failed to connect service \"{addr}\" within 300ms: "
+            )),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.verdict, Verdict::Failure);
+    assert!(
+        elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
+        "{elapsed:?}"
+    );
+}
