@@ -90,8 +90,12 @@ async fn wait_all(targets: Vec<Target>, args: &WaitArgs) -> Vec<(String, String)
     for (index, t) in targets.into_iter().enumerate() {
         set.spawn(async move {
             let check = Arc::new(t.check);
+            // The last failure of an attempt that had its full time; a
+            // final attempt cut short by the deadline says less.
+            let mut reason: Option<String> = None;
             loop {
-                let budget = attempt.min(deadline.saturating_duration_since(Instant::now()));
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let budget = attempt.min(Duration::from_millis(remaining.as_millis() as u64));
                 let run = Arc::clone(&check);
                 let last = crate::engine::run_guarded(async move { run.run(budget).await }, budget).await;
                 if last.verdict.is_success() {
@@ -103,9 +107,12 @@ async fn wait_all(targets: Vec<Target>, args: &WaitArgs) -> Vec<(String, String)
                     );
                     return (index, None);
                 }
+                if budget == attempt || reason.is_none() {
+                    reason = Some(last.message);
+                }
                 let next = Instant::now() + interval;
                 if next >= deadline {
-                    return (index, Some((t.label, last.message)));
+                    return (index, Some((t.label, reason.unwrap_or_default())));
                 }
                 tokio::time::sleep_until(next).await;
             }

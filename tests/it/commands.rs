@@ -114,3 +114,38 @@ async fn wait_names_what_never_came_up() {
     let (code, _) = run_binary(&["wait"], WITHIN).await;
     assert_eq!(code, 2, "nothing to wait for is a usage error");
 }
+
+#[tokio::test]
+async fn wait_for_a_grpc_service_to_be_serving() {
+    use tonic_health::ServingStatus;
+    let server = crate::grpc_check::health_server().await;
+    server
+        .reporter
+        .set_service_status("db", ServingStatus::NotServing)
+        .await;
+    let target = format!("{}/db", server.addr);
+    let (code, stderr) = run_binary(
+        &[
+            "wait",
+            "--grpc",
+            &target,
+            "--timeout",
+            "500ms",
+            "--interval",
+            "100ms",
+        ],
+        WITHIN,
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!("wait: grpc {target} did not come up within 500ms: service unhealthy (responded with \"NOT_SERVING\")")),
+        "{stderr}"
+    );
+    server
+        .reporter
+        .set_service_status("db", ServingStatus::Serving)
+        .await;
+    let (code, stderr) = run_binary(&["wait", "--grpc", &target, "--timeout", "10s"], WITHIN).await;
+    assert_eq!(code, 0, "{stderr}");
+}

@@ -235,3 +235,35 @@ async fn sigterm_stops_the_sidecar_cleanly() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn the_default_listen_address_takes_ipv4_and_ipv6() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hp.toml");
+    std::fs::write(&path, "").unwrap();
+    // Not the test's usual 127.0.0.1:0: the wildcard of the default listen address.
+    let mut child = std::process::Command::new(crate::support::binary())
+        .args(["run", "--log-format", "json", "--listen", "[::]:0", "--config"])
+        .arg(&path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let line = std::io::BufRead::lines(stderr)
+        .map_while(Result::ok)
+        .find(|l| l.contains("healthproxy serving"))
+        .expect("serving line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let port = v["listen"]
+        .as_str()
+        .unwrap()
+        .parse::<std::net::SocketAddr>()
+        .unwrap()
+        .port();
+    for host in ["127.0.0.1", "[::1]"] {
+        let addr = format!("{host}:{port}").parse().unwrap();
+        assert_eq!(request(addr, "GET", "/healthz", &[]).await.status, 200, "{host}");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -34,13 +34,13 @@ async fn check(addr: SocketAddr, service: &str) -> Outcome {
 
 /// A tonic-health server on an ephemeral port, listening on return. The
 /// `User-Agent` of every call is recorded in `agents`.
-struct HealthServer {
-    addr: SocketAddr,
-    reporter: HealthReporter,
+pub(crate) struct HealthServer {
+    pub(crate) addr: SocketAddr,
+    pub(crate) reporter: HealthReporter,
     agents: Arc<Mutex<Vec<String>>>,
 }
 
-async fn health_server() -> HealthServer {
+pub(crate) async fn health_server() -> HealthServer {
     let (reporter, service) = tonic_health::server::health_reporter();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -209,11 +209,18 @@ async fn rolling_drain_behind_haproxy_loses_no_request() {
         sent.load(Ordering::SeqCst).min(MAX_REQUESTS),
         failed.load(Ordering::SeqCst),
     );
-    println!(
+    let figures = format!(
         "haproxy rolling drain: {sent} requests sent, {failed} failed; /prestop took {hook:?} ({}); \
-         sidecar exited {sidecar_exit:?} after SIGTERM with {status:?}; app exited with {app_status:?}",
+         sidecar exited {sidecar_exit:?} after SIGTERM with {status:?}; app exited with {app_status:?}\n",
         prestop.body.trim()
     );
+    print!("{figures}");
+    // .ci/run prints this file, so the figures reach CI's log.
+    std::fs::write(
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("haproxy-drain.txt"),
+        &figures,
+    )
+    .unwrap();
     assert_eq!(
         failed, 0,
         "no request may fail during a rolling drain ({sent} sent)"
