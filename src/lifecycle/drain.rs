@@ -198,7 +198,7 @@ impl Inner {
                     return (0, false);
                 }
             };
-            if last != Some(established) {
+            if established > 0 && last != Some(established) {
                 tracing::info!(
                     established,
                     ?ports,
