@@ -29,8 +29,7 @@ struct RawDrain {
     #[serde(default)]
     ports: Vec<Spanned<u16>>,
     token_file: Option<PathBuf>,
-    #[serde(default)]
-    exit_when_app_exits: bool,
+    exit_when_app_exits: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,12 +249,23 @@ fn validate_drain(raw: RawDrain, errors: &mut Errors<'_>) -> DrainConfig {
             errors.push("drain.ports", p.span(), "port 0 is not a port");
         }
     }
+    let exit_when_app_exits = raw.exit_when_app_exits.as_ref().is_some_and(|e| *e.get_ref());
+    if let Some(e) = &raw.exit_when_app_exits
+        && *e.get_ref()
+        && raw.ports.is_empty()
+    {
+        errors.push(
+            "drain.exit_when_app_exits",
+            e.span(),
+            "needs drain.ports: the app's ports tell when it has stopped",
+        );
+    }
     DrainConfig {
         min,
         max,
         ports: raw.ports.into_iter().map(Spanned::into_inner).collect(),
         token_file: raw.token_file,
-        exit_when_app_exits: raw.exit_when_app_exits,
+        exit_when_app_exits,
     }
 }
 

@@ -214,3 +214,18 @@ fn pod_ip_liveness_is_not_remote() {
     .unwrap();
     assert!(lints(&config).is_empty());
 }
+
+#[test]
+fn exit_when_app_exits_needs_ports() {
+    let e = errors("[drain]\nmin = \"1s\"\nexit_when_app_exits = true\n");
+    assert_eq!(
+        (e[0].key.as_str(), e[0].line, e[0].column),
+        ("drain.exit_when_app_exits", 3, 23)
+    );
+    assert!(
+        parse("[drain]\nports = [80]\nexit_when_app_exits = true\n")
+            .unwrap()
+            .drain
+            .exit_when_app_exits
+    );
+}

@@ -219,15 +219,15 @@ async fn probe(
 }
 
 fn format(headers: &HeaderMap, options: &Options<'_>) -> Format {
-    let accept = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",");
-    if accept.contains("application/health+json") {
+    let accepts = |media: &str| {
+        headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(|v| v.contains(media)))
+    };
+    if accepts("application/health+json") {
         Format::HealthJson
-    } else if options.json || accept.contains("application/json") {
+    } else if options.json || accepts("application/json") {
         Format::Json
     } else {
         Format::Text

@@ -190,3 +190,15 @@ async fn exit_when_app_exits_for_jobs() {
     drop(app);
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
 }
+
+#[tokio::test]
+async fn sigterm_after_the_app_is_gone_exits_at_once() {
+    // A native sidecar gets SIGTERM only after the app containers exited.
+    let (app, mut proxy) = app_and_proxy("min = \"30s\"\nmax = \"60s\"").await;
+    drop(app);
+    let began = Instant::now();
+    proxy.signal(Signal::SIGTERM);
+    assert_eq!(proxy.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
+    assert!(began.elapsed() < Duration::from_secs(10), "no drain.min wait");
+    assert_eq!(proxy.log_lines("nothing to drain").len(), 1);
+}
