@@ -98,6 +98,16 @@ pub async fn supervise(lifecycle: &Lifecycle, mut signals: mpsc::UnboundedReceiv
         }
     };
     let name = signal_name(first);
+    if !drain.config().ports.is_empty()
+        && drain
+            .sockets()
+            .is_ok_and(|s| s.listening == 0 && s.established == 0)
+    {
+        // A native sidecar is signalled only after every app container has
+        // exited: with the app gone there is nothing left to drain.
+        tracing::info!(signal = name, ports = ?drain.config().ports, "signal received and the app is not listening: nothing to drain, exiting");
+        return Exit::Clean;
+    }
     tracing::info!(
         signal = name,
         "signal received: draining, then exiting once the app has stopped listening"
