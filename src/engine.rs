@@ -19,7 +19,7 @@ use crate::state::{Health, State};
 /// Extra time a run gets past its own timeout before the engine gives up on
 /// it. Every check bounds itself; this only guards against a check that
 /// does not.
-const TIMEOUT_GRACE: Duration = Duration::from_millis(500);
+const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
 
 /// Something the engine can run on a timer: a [`Check`], or in tests a
 /// scripted stand-in driven by the paused clock.
@@ -350,7 +350,7 @@ mod tests {
         let snapshot = state.borrow();
         let last = snapshot.checks[0].last.as_ref().unwrap();
         assert_eq!(last.outcome.verdict, Verdict::Failure);
-        assert_eq!(last.duration, Duration::from_millis(1500));
+        assert_eq!(last.duration, Duration::from_millis(2000));
     }
 
     #[tokio::test(start_paused = true)]

@@ -38,7 +38,6 @@ const REAP_GRACE: Duration = Duration::from_millis(200);
 /// reparented to the sidecar, and the exec check reaps those of its own
 /// process group after killing it. When the sidecar is PID 1 it reaps them
 /// already; the call is then harmless.
-// Not yet re-exported from `check`; drop the allow with the `pub use`.
 pub fn become_subreaper() -> std::io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
 }
