@@ -20,11 +20,12 @@ pub struct Lint {
     pub message: String,
 }
 
+/// Shown after the file name: `FILE:LINE: warning: check "NAME": ...`.
 impl fmt::Display for Lint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "line {}: warning: check {:?}: {}",
+            "{}: warning: check {:?}: {}",
             self.line, self.check, self.message
         )
     }

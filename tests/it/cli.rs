@@ -51,7 +51,7 @@ fn check_config_prints_lints_without_failing() {
     );
     assert_eq!(code, 0);
     assert!(
-        stderr.starts_with("FILE:line 1: warning: check \"db\": a liveness check aimed at \"10.0.0.9\""),
+        stderr.starts_with("FILE:1: warning: check \"db\": a liveness check aimed at \"10.0.0.9\""),
         "{stderr}"
     );
 }
