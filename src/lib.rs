@@ -23,6 +23,8 @@ pub mod server;
 pub mod signals;
 pub mod state;
 
+use std::time::Duration;
+
 use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -63,22 +65,19 @@ pub async fn run(
         "healthproxy serving"
     );
     let router = server::router(state, lifecycle.clone());
-    let (exit_tx, exit_rx) = tokio::sync::oneshot::channel();
-    let supervisor = async move {
+    let shutdown = async {
         let exit = lifecycle::supervise(&lifecycle, signals).await;
-        let _ = exit_tx.send(exit);
+        // A second signal means now: open connections get no grace.
+        let grace = match exit {
+            Exit::Clean => server::SHUTDOWN_GRACE,
+            Exit::Forced(_) => Duration::ZERO,
+        };
+        (exit, grace)
     };
-    let stop = CancellationToken::new();
-    let stopper = stop.clone();
-    tokio::spawn(async move {
-        supervisor.await;
-        stopper.cancel();
-    });
-    server::serve(listener, router, stop.cancelled_owned()).await;
+    let exit = server::serve(listener, router, shutdown).await;
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
-    let exit = exit_rx.await.unwrap_or(Exit::Clean);
     tracing::info!(?exit, "stopped");
     Ok(exit)
 }

@@ -20,8 +20,8 @@ pub const MAX_CONNECTIONS: usize = 1024;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head accepted; a larger one gets 431.
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-/// How long open connections get to finish once serving stops.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long open connections get to finish after a clean stop.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Binds `addr`. An IPv6 unspecified address (`[::]`) also accepts IPv4,
 /// whatever the host's `bindv6only` says.
@@ -38,9 +38,14 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets
-/// open connections finish for a short grace.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
+/// Serves `router` on `listener` until `shutdown` completes with a value
+/// and a grace, then lets open connections finish for that grace and
+/// returns the value.
+pub async fn serve<T>(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = (T, Duration)>,
+) -> T {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let graceful = GracefulShutdown::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -49,10 +54,10 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_buf_size(MAX_HEADER_BYTES);
     tokio::pin!(shutdown);
-    loop {
+    let (value, grace) = loop {
         let permit = tokio::select! {
             p = Arc::clone(&permits).acquire_owned() => p.expect("semaphore is never closed"),
-            () = &mut shutdown => break,
+            stop = &mut shutdown => break stop,
         };
         let (stream, _peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -64,7 +69,7 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            stop = &mut shutdown => break stop,
         };
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
@@ -74,7 +79,8 @@ pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<
             let _ = conn.await;
             drop(permit);
         });
-    }
+    };
     drop(listener);
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    value
 }

@@ -26,7 +26,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
-pub use listen::{bind, serve};
+pub use listen::{SHUTDOWN_GRACE, bind, serve};
 pub use render::{Format, Options, Probe, Scope};
 
 use crate::config::ProbeKind;

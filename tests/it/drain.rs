@@ -152,9 +152,18 @@ async fn a_second_signal_exits_at_once_non_zero() {
     let (_app, mut proxy) = app_and_proxy("min = \"60s\"\nmax = \"120s\"").await;
     proxy.signal(Signal::SIGTERM);
     proxy.wait_status("/readyz", 503).await;
+    // A preStop hook still waiting must not hold the exit up.
+    let addr = proxy.addr;
+    let _hook = tokio::spawn(async move { crate::support::request(addr, "GET", "/prestop", &[]).await });
+    eventually(Duration::from_secs(10), "the hook joined the drain", || async {
+        !proxy.log_lines("joining it").is_empty()
+    })
+    .await;
+    let began = Instant::now();
     proxy.signal(Signal::SIGINT);
     let status = proxy.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(128 + 2));
+    assert!(began.elapsed() < Duration::from_secs(1), "{:?}", began.elapsed());
 }
 
 #[tokio::test]
