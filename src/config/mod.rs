@@ -8,7 +8,6 @@
 mod lint;
 mod raw;
 
-use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -479,14 +478,6 @@ impl Config {
             origin: origin.to_string(),
             errors,
         })
-    }
-
-    /// The names of the app containers that have checks, sorted.
-    pub fn containers(&self) -> BTreeSet<&str> {
-        self.checks
-            .iter()
-            .filter_map(|c| c.container.as_deref())
-            .collect()
     }
 }
 

@@ -129,11 +129,6 @@ impl Drain {
         }
     }
 
-    /// Where the drain is now.
-    pub fn phase(&self) -> Phase {
-        *self.inner.phase.borrow()
-    }
-
     /// The sockets on the drain's ports now.
     pub fn sockets(&self) -> io::Result<Sockets> {
         (self.inner.sockets)(&self.inner.config.ports)
