@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::check::{Check, Outcome, PrepareError, Verdict};
 use crate::config::{CheckConfig, ProbeKind};
+use crate::metrics::Metrics;
 use crate::state::{Health, State};
 
 /// Extra time a run gets past its own timeout before the engine gives up on
@@ -57,14 +58,16 @@ impl<C: Runnable> Engine<C> {
         Engine { checks }
     }
 
-    /// Starts one task per check on `tracker`; they stop when `cancel` fires.
-    pub fn spawn(self, state: &State, tracker: &TaskTracker, cancel: &CancellationToken) {
+    /// Starts one task per check on `tracker`, publishing to `state` and
+    /// `metrics`; they stop when `cancel` fires.
+    pub fn spawn(self, state: &State, metrics: &Metrics, tracker: &TaskTracker, cancel: &CancellationToken) {
         for (index, (config, check)) in self.checks.into_iter().enumerate() {
             let worker = Worker {
                 index,
                 config,
                 check,
                 state: state.clone(),
+                metrics: metrics.clone(),
             };
             let cancel = cancel.clone();
             tracker.spawn(async move {
@@ -83,6 +86,7 @@ struct Worker<C> {
     config: CheckConfig,
     check: Arc<C>,
     state: State,
+    metrics: Metrics,
 }
 
 impl<C: Runnable> Worker<C> {
@@ -121,7 +125,12 @@ impl<C: Runnable> Worker<C> {
             .map(|l| l.outcome.verdict);
         let verdict = outcome.verdict;
         let message = outcome.message.clone();
-        let recorded = self.state.record(self.index, outcome, duration);
+        let recorded = self.state.record(self.index, outcome, duration, |status| {
+            self.metrics.record_run(self.index, status)
+        });
+        if let Some(to) = recorded.transition {
+            self.metrics.record_transition(self.index, to);
+        }
         let kinds = kinds_title(&self.config);
         match recorded.transition {
             Some(Health::Failed) => tracing::warn!(check = %name, "{kinds} probe failed: {message}"),
@@ -263,9 +272,10 @@ mod tests {
     fn start(toml: &str, scripts: Vec<Arc<Script>>) -> (State, CancellationToken) {
         let configs = configs(toml);
         let state = State::new(&configs);
+        let metrics = Metrics::new(&configs);
         let checks = configs.into_iter().zip(scripts).collect();
         let cancel = CancellationToken::new();
-        Engine::from_checks(checks).spawn(&state, &TaskTracker::new(), &cancel);
+        Engine::from_checks(checks).spawn(&state, &metrics, &TaskTracker::new(), &cancel);
         (state, cancel)
     }
 

@@ -19,6 +19,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod lifecycle;
+pub mod metrics;
 pub mod server;
 pub mod signals;
 pub mod state;
@@ -55,16 +56,17 @@ pub async fn run(
         token,
         exit: CancellationToken::new(),
     };
+    let metrics = metrics::Metrics::new(&config.checks);
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
-    engine.spawn(&state, &tracker, &cancel);
+    engine.spawn(&state, &metrics, &tracker, &cancel);
     tracing::info!(
         listen = %listener.local_addr()?,
         checks = config.checks.len(),
         version = env!("CARGO_PKG_VERSION"),
         "healthproxy serving"
     );
-    let router = server::router(state, lifecycle.clone());
+    let router = server::router(state, lifecycle.clone(), metrics);
     let shutdown = async {
         let exit = lifecycle::supervise(&lifecycle, signals).await;
         // A second signal means now: open connections get no grace.

@@ -189,13 +189,21 @@ impl State {
         self.tx.subscribe()
     }
 
-    /// Records a run of check `index`; returns the transition, if any, and
-    /// whether this run completed startup.
-    pub fn record(&self, index: usize, outcome: Outcome, duration: Duration) -> Recorded {
+    /// Records a run of check `index` and shows the check's new state to
+    /// `observer` (metrics) while it is current; returns the transition, if
+    /// any, and whether this run completed startup.
+    pub fn record(
+        &self,
+        index: usize,
+        outcome: Outcome,
+        duration: Duration,
+        observer: impl FnOnce(&CheckStatus),
+    ) -> Recorded {
         let mut recorded = Recorded::default();
         self.tx.send_modify(|s| {
             let at = SystemTime::now();
             recorded.transition = s.checks[index].observe(outcome, duration, at);
+            observer(&s.checks[index]);
             if !s.started
                 && s.checks
                     .iter()

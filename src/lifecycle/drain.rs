@@ -129,6 +129,14 @@ impl Drain {
         }
     }
 
+    /// How the drain went, once it is done.
+    pub fn report(&self) -> Option<Report> {
+        match *self.inner.phase.borrow() {
+            Phase::Drained(report) => Some(report),
+            _ => None,
+        }
+    }
+
     /// The sockets on the drain's ports now.
     pub fn sockets(&self) -> io::Result<Sockets> {
         (self.inner.sockets)(&self.inner.config.ports)

@@ -10,6 +10,7 @@
 //! | GET, POST | `/prestop`                            | 200 once the drain is done; 401 without the token |
 //! | POST      | `/drain`                              | 202: the drain has started; 401 without the token |
 //! | POST      | `/exit`                               | 200, then the process exits 0; 401 without the token |
+//! | GET, HEAD | `/metrics`                            | 200: Prometheus text format |
 //!
 //! Probes take `?verbose`, `?exclude=NAME` (repeatable) and `?format=json`,
 //! and honour `Accept: application/json` and `application/health+json`.
@@ -21,8 +22,9 @@ mod render;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, RawQuery, State as AxumState};
+use axum::extract::{MatchedPath, Path, RawQuery, Request, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
@@ -31,6 +33,7 @@ pub use render::{Format, Options, Probe, Scope};
 
 use crate::config::ProbeKind;
 use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
 use crate::state::State;
 
 /// What the handlers share.
@@ -39,10 +42,14 @@ pub struct AppState {
     state: State,
     containers: Arc<[String]>,
     lifecycle: Lifecycle,
+    metrics: Metrics,
 }
 
-/// The router over `state` and `lifecycle`.
-pub fn router(state: State, lifecycle: Lifecycle) -> Router {
+/// The route label of requests that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// The router over `state`, `lifecycle` and `metrics`.
+pub fn router(state: State, lifecycle: Lifecycle, metrics: Metrics) -> Router {
     let mut containers: Vec<String> = state
         .borrow()
         .checks
@@ -55,6 +62,7 @@ pub fn router(state: State, lifecycle: Lifecycle) -> Router {
         state,
         containers: containers.into(),
         lifecycle,
+        metrics,
     };
     let mut router = Router::new().route("/healthz", get(healthz));
     for kind in ProbeKind::ALL {
@@ -73,8 +81,57 @@ pub fn router(state: State, lifecycle: Lifecycle) -> Router {
         .route("/prestop", get(prestop).post(prestop))
         .route("/drain", post(drain))
         .route("/exit", post(exit))
+        .route("/metrics", get(scrape))
+        .route_layer(middleware::from_fn(keep_matched_path))
         .fallback(not_found)
+        .layer(middleware::from_fn_with_state(app.clone(), count_request))
         .with_state(app)
+}
+
+/// Copies the matched route pattern onto the response, for
+/// [`count_request`], which runs outside the routing.
+async fn keep_matched_path(request: Request, next: Next) -> Response {
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(matched) = matched {
+        response.extensions_mut().insert(matched);
+    }
+    response
+}
+
+/// Counts every request by route pattern and status code; a path that
+/// matched no route counts as `unmatched`, never as itself.
+async fn count_request(AxumState(app): AxumState<AppState>, request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let route = response
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, |m| m.as_str());
+    app.metrics.record_request(route, response.status());
+    response
+}
+
+/// `/metrics`: the probes' verdicts are evaluated from the snapshot as the
+/// endpoints would answer them, then everything is encoded.
+async fn scrape(AxumState(app): AxumState<AppState>) -> Response {
+    let (probe_ok, draining) = {
+        let snapshot = app.state.borrow();
+        let options = Options::default();
+        let ok =
+            ProbeKind::ALL.map(|kind| (kind, Probe::evaluate(&snapshot, kind, Scope::All, &options).ok()));
+        (ok, snapshot.draining)
+    };
+    let body = app
+        .metrics
+        .render(probe_ok, draining, app.lifecycle.drain.report());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(prometheus::TEXT_FORMAT),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 async fn healthz() -> &'static str {

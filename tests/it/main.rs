@@ -10,4 +10,5 @@ mod exec_check;
 mod grpc_check;
 mod haproxy;
 mod http_check;
+mod metrics;
 mod support;

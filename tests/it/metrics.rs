@@ -1,0 +1,324 @@
+//! `/metrics` of the real binary: values, bounded labels, `promtool check
+//! metrics`, a real Prometheus scraping it, and the alerting rules.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::{App, Proxy, eventually, request};
+
+/// The value of the series `name{labels}` (labels as written in the text
+/// format, in Prometheus's sorted order), if present.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+fn tool(name: &str) -> PathBuf {
+    ["/usr/bin", "/usr/local/bin", "/usr/sbin"]
+        .iter()
+        .map(|d| PathBuf::from(d).join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed: .ci/run installs Debian's prometheus package"))
+}
+
+fn config(app: &App) -> String {
+    format!(
+        "[[check]]\nname = \"web\"\nprobes = [\"liveness\", \"readiness\"]\nperiod = \"100ms\"\n\
+         http = {{ port = {}, path = \"/healthz\" }}\n\
+         [[check]]\nname = \"db\"\nprobes = [\"readiness\"]\ncritical = false\nperiod = \"100ms\"\nfailure_threshold = 1\n\
+         tcp = {{ port = 1 }}\n",
+        app.addr.port()
+    )
+}
+
+#[tokio::test]
+async fn metrics_show_runs_states_reasons_and_probes() {
+    let app = App::start().await;
+    let proxy = Proxy::start(&config(&app));
+    proxy.wait_status("/readyz", 200).await;
+    eventually(Duration::from_secs(10), "db has failed", || async {
+        value(
+            &proxy.get("/metrics").await.body,
+            "healthproxy_check_transitions_total{check=\"db\",to=\"failed\"}",
+        ) == Some(1.0)
+    })
+    .await;
+    let reply = proxy.get("/metrics").await;
+    assert_eq!(reply.headers["content-type"], "text/plain; version=0.0.4");
+    let m = reply.body;
+    assert!(
+        value(
+            &m,
+            "healthproxy_check_runs_total{check=\"web\",kind=\"http\",result=\"success\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(
+        value(
+            &m,
+            "healthproxy_check_failures_total{check=\"db\",reason=\"refused\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "healthproxy_check_failures_total{check=\"db\",reason=\"timeout\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&m, "healthproxy_check_healthy{check=\"web\",probe=\"liveness\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "healthproxy_check_healthy{check=\"web\",probe=\"readiness\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&m, "healthproxy_check_healthy{check=\"db\",probe=\"readiness\"}"),
+        Some(0.0)
+    );
+    assert!(value(&m, "healthproxy_check_consecutive_failures{check=\"db\"}").unwrap() >= 1.0);
+    assert_eq!(
+        value(&m, "healthproxy_check_consecutive_failures{check=\"web\"}"),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&m, "healthproxy_probe_ok{probe=\"readiness\"}"),
+        Some(1.0),
+        "db is non-critical"
+    );
+    assert_eq!(value(&m, "healthproxy_probe_ok{probe=\"startup\"}"), Some(1.0));
+    assert_eq!(value(&m, "healthproxy_draining"), Some(0.0));
+    assert_eq!(value(&m, "healthproxy_build_info{version=\"0.1.0\"}"), Some(1.0));
+    assert!(
+        value(
+            &m,
+            "healthproxy_check_duration_seconds_count{check=\"web\",kind=\"http\"}"
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(value(&m, "process_resident_memory_bytes").unwrap() > 0.0);
+
+    app.set_status(500);
+    proxy.wait_status("/livez", 503).await;
+    let m = proxy.get("/metrics").await.body;
+    assert_eq!(value(&m, "healthproxy_probe_ok{probe=\"liveness\"}"), Some(0.0));
+    assert!(
+        value(
+            &m,
+            "healthproxy_check_failures_total{check=\"web\",reason=\"status\"}"
+        )
+        .unwrap()
+            >= 3.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "healthproxy_check_transitions_total{check=\"web\",to=\"failed\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[tokio::test]
+async fn request_labels_stay_bounded_whatever_the_paths() {
+    let proxy = Proxy::start("[[check]]\nname = \"a\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\n");
+    for i in 0..50 {
+        proxy.get(&format!("/random/{i}")).await;
+        proxy.get(&format!("/livez/nope-{i}")).await;
+    }
+    request(proxy.addr, "DELETE", "/livez", &[]).await;
+    let m = proxy.get("/metrics").await.body;
+    let series: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("healthproxy_http_requests_total"))
+        .collect();
+    assert_eq!(
+        series,
+        [
+            "healthproxy_http_requests_total{code=\"404\",route=\"/livez/{name}\"} 50",
+            "healthproxy_http_requests_total{code=\"404\",route=\"unmatched\"} 50",
+            "healthproxy_http_requests_total{code=\"405\",route=\"/livez\"} 1",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn drain_metrics_after_a_drain() {
+    let proxy = Proxy::start("[drain]\nmin = \"200ms\"\n");
+    assert_eq!(proxy.get("/prestop").await.status, 200);
+    let m = proxy.get("/metrics").await.body;
+    assert_eq!(value(&m, "healthproxy_draining"), Some(1.0));
+    assert_eq!(value(&m, "healthproxy_probe_ok{probe=\"readiness\"}"), Some(0.0));
+    assert_eq!(value(&m, "healthproxy_probe_ok{probe=\"liveness\"}"), Some(1.0));
+    let min_wait = value(&m, "healthproxy_drain_duration_seconds{phase=\"min_wait\"}").unwrap();
+    assert!((0.2..1.0).contains(&min_wait), "{min_wait}");
+    assert!(value(&m, "healthproxy_drain_duration_seconds{phase=\"total\"}").unwrap() >= min_wait);
+    assert_eq!(value(&m, "healthproxy_drain_timed_out"), Some(0.0));
+}
+
+#[tokio::test]
+async fn promtool_accepts_the_metrics() {
+    let app = App::start().await;
+    let proxy = Proxy::start(&config(&app));
+    proxy.wait_status("/readyz", 200).await;
+    proxy.get("/nope").await;
+    let text = proxy.get("/metrics").await.body;
+    let mut child = Command::new(tool("promtool"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn promtool_accepts_the_alerting_rules() {
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml");
+    let out = Command::new(tool("promtool"))
+        .args(["check", "rules"])
+        .arg(&rules)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("SUCCESS: 3 rules found"), "{said}");
+}
+
+/// A child process killed on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Percent-encodes a PromQL query for a URL.
+fn encode(query: &str) -> String {
+    query
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Runs an instant query; returns the values of the result vector.
+async fn query(prometheus: std::net::SocketAddr, promql: &str) -> Vec<f64> {
+    let reply = request(
+        prometheus,
+        "GET",
+        &format!("/api/v1/query?query={}", encode(promql)),
+        &[],
+    )
+    .await;
+    let v: serde_json::Value = serde_json::from_str(&reply.body).unwrap_or_default();
+    v["data"]["result"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|s| s["value"][1].as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_real_prometheus_scrapes_the_sidecar() {
+    let app = App::start().await;
+    let proxy = Proxy::start(&config(&app));
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: healthproxy\n    static_configs:\n      - targets: ['{}']\n",
+            proxy.addr
+        ),
+    )
+    .unwrap();
+    let _prometheus = Process(
+        Command::new(tool("prometheus"))
+            .arg(format!("--config.file={}", cfg.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let api: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "prometheus has scraped healthproxy",
+        || async {
+            tokio::net::TcpStream::connect(api).await.is_ok()
+                && query(api, "up{job=\"healthproxy\"}").await == [1.0]
+                && query(
+                    api,
+                    "healthproxy_check_failures_total{check=\"db\",reason=\"refused\"}",
+                )
+                .await
+                .first()
+                    > Some(&0.0)
+        },
+    )
+    .await;
+    assert_eq!(
+        query(
+            api,
+            "healthproxy_check_healthy{check=\"web\",probe=\"readiness\"}"
+        )
+        .await,
+        [1.0]
+    );
+    assert_eq!(
+        query(api, "healthproxy_check_healthy{check=\"db\",probe=\"readiness\"}").await,
+        [0.0]
+    );
+    assert_eq!(
+        query(api, "count(healthproxy_check_runs_total)").await,
+        [6.0],
+        "2 checks x 3 results"
+    );
+    println!(
+        "prometheus: up=1; healthproxy_check_failures_total{{check=\"db\",reason=\"refused\"}} = {:?}",
+        query(
+            api,
+            "healthproxy_check_failures_total{check=\"db\",reason=\"refused\"}"
+        )
+        .await
+    );
+}
