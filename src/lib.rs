@@ -66,7 +66,7 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "healthproxy serving"
     );
-    let router = server::router(state, lifecycle.clone(), metrics);
+    let router = server::router(state, lifecycle.clone(), metrics, config.server.request_timeout);
     let shutdown = async {
         let exit = lifecycle::supervise(&lifecycle, signals).await;
         // A second signal means now: open connections get no grace.
@@ -76,7 +76,7 @@ pub async fn run(
         };
         (exit, grace)
     };
-    let exit = server::serve(listener, router, shutdown).await;
+    let exit = server::serve(listener, router, config.server, shutdown).await;
     cancel.cancel();
     tracker.close();
     tracker.wait().await;

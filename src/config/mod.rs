@@ -38,6 +38,18 @@ pub const DEFAULT_LISTEN: &str = "[::]:9775";
 pub const DEFAULT_DRAIN_MIN: Duration = Duration::from_secs(5);
 /// Default upper bound of a drain; keep it below the pod's grace period.
 pub const DEFAULT_DRAIN_MAX: Duration = Duration::from_secs(25);
+/// A client must send a request's headers within this time; it also bounds
+/// the wait for the next request on a kept-alive connection.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request not answered within this time gets 408 (`/prestop`, which
+/// lasts as long as the drain, is exempt).
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// A kept-alive connection with no request for this long is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Open connections beyond which the oldest is closed to make room.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Largest request head accepted; a larger one gets 431.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The host every network check dials unless told otherwise.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
 
@@ -48,6 +60,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Graceful drain settings.
     pub drain: DrainConfig,
+    /// Limits of the HTTP server.
+    pub server: ServerConfig,
     /// The checks, in file order.
     pub checks: Vec<CheckConfig>,
 }
@@ -65,6 +79,34 @@ pub struct DrainConfig {
     pub token_file: Option<PathBuf>,
     /// Exit by itself once the app has listened on `ports` and stopped.
     pub exit_when_app_exits: bool,
+}
+
+/// Limits of the HTTP server (`[server]`), so that hostile or broken
+/// clients cannot starve the kubelet's probes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Time allowed to send request headers (slowloris).
+    pub header_read_timeout: Duration,
+    /// Time allowed to answer one request.
+    pub request_timeout: Duration,
+    /// A kept-alive connection idle this long is closed.
+    pub idle_timeout: Duration,
+    /// Open connections beyond which the oldest is closed.
+    pub max_connections: usize,
+    /// Largest request head accepted.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+        }
+    }
 }
 
 /// One named check.

@@ -18,7 +18,19 @@ struct RawConfig {
     #[serde(default)]
     drain: RawDrain,
     #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
     check: Vec<Spanned<RawCheck>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    header_read_timeout: Option<Spanned<Dur>>,
+    request_timeout: Option<Spanned<Dur>>,
+    idle_timeout: Option<Spanned<Dur>>,
+    max_connections: Option<Spanned<usize>>,
+    max_header_bytes: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -216,6 +228,7 @@ fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
         },
     };
     let drain = validate_drain(raw.drain, errors);
+    let server = validate_server(raw.server, errors);
     let mut names = HashSet::new();
     let checks = raw
         .check
@@ -226,8 +239,52 @@ fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
     Config {
         listen,
         drain,
+        server,
         checks,
     }
+}
+
+fn validate_server(raw: RawServer, errors: &mut Errors<'_>) -> ServerConfig {
+    let mut server = ServerConfig::default();
+    let durations = [
+        (
+            "header_read_timeout",
+            &raw.header_read_timeout,
+            &mut server.header_read_timeout,
+        ),
+        (
+            "request_timeout",
+            &raw.request_timeout,
+            &mut server.request_timeout,
+        ),
+        ("idle_timeout", &raw.idle_timeout, &mut server.idle_timeout),
+    ];
+    for (key, given, field) in durations {
+        if let Some(d) = given {
+            *field = d.get_ref().0;
+            if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(field) {
+                errors.push(format!("server.{key}"), d.span(), "must be between 100ms and 5m");
+            }
+        }
+    }
+    if let Some(n) = &raw.max_connections {
+        server.max_connections = *n.get_ref();
+        if server.max_connections < 16 {
+            errors.push("server.max_connections", n.span(), "must be at least 16");
+        }
+    }
+    if let Some(n) = &raw.max_header_bytes {
+        server.max_header_bytes = *n.get_ref();
+        // hyper's smallest read buffer is 8 KiB.
+        if !(8192..=65536).contains(&server.max_header_bytes) {
+            errors.push(
+                "server.max_header_bytes",
+                n.span(),
+                "must be between 8192 and 65536",
+            );
+        }
+    }
+    server
 }
 
 fn validate_drain(raw: RawDrain, errors: &mut Errors<'_>) -> DrainConfig {

@@ -229,3 +229,24 @@ fn exit_when_app_exits_needs_ports() {
             .exit_when_app_exits
     );
 }
+
+#[test]
+fn server_limits_have_defaults_and_bounds() {
+    assert_eq!(parse("").unwrap().server, ServerConfig::default());
+    let c = parse("[server]\nheader_read_timeout = \"2s\"\nmax_connections = 64\n").unwrap();
+    assert_eq!(c.server.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(c.server.max_connections, 64);
+    let e =
+        errors("[server]\nidle_timeout = \"10m\"\nmax_connections = 1\nmax_header_bytes = 1024\nbogus = 1\n");
+    assert_eq!(e[0].key, "bogus");
+    let e = errors("[server]\nidle_timeout = \"10m\"\nmax_connections = 1\nmax_header_bytes = 1024\n");
+    let keys: Vec<(&str, usize)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("server.idle_timeout", 2),
+            ("server.max_connections", 3),
+            ("server.max_header_bytes", 4)
+        ]
+    );
+}

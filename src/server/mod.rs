@@ -31,6 +31,10 @@ use axum::routing::{get, post};
 pub use listen::{SHUTDOWN_GRACE, bind, serve};
 pub use render::{Format, Options, Probe, Scope};
 
+use std::time::Duration;
+
+use tower_http::timeout::TimeoutLayer;
+
 use crate::config::ProbeKind;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
@@ -48,8 +52,13 @@ pub struct AppState {
 /// The route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
 
-/// The router over `state`, `lifecycle` and `metrics`.
-pub fn router(state: State, lifecycle: Lifecycle, metrics: Metrics) -> Router {
+/// The longest query string accepted; a longer one gets 414.
+pub const MAX_QUERY_BYTES: usize = 2048;
+
+/// The router over `state`, `lifecycle` and `metrics`. Requests other than
+/// `/prestop` (which lasts as long as the drain) get 408 after
+/// `request_timeout`.
+pub fn router(state: State, lifecycle: Lifecycle, metrics: Metrics, request_timeout: Duration) -> Router {
     let mut containers: Vec<String> = state
         .borrow()
         .checks
@@ -78,14 +87,27 @@ pub fn router(state: State, lifecycle: Lifecycle, metrics: Metrics) -> Router {
     }
     router
         .route("/containers/{container}/{probe}", get(container_probe))
-        .route("/prestop", get(prestop).post(prestop))
         .route("/drain", post(drain))
         .route("/exit", post(exit))
         .route("/metrics", get(scrape))
+        .route_layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .route("/prestop", get(prestop).post(prestop))
         .route_layer(middleware::from_fn(keep_matched_path))
         .fallback(not_found)
+        .layer(middleware::from_fn(limit_query))
         .layer(middleware::from_fn_with_state(app.clone(), count_request))
         .with_state(app)
+}
+
+/// Answers 414 to a query string longer than [`MAX_QUERY_BYTES`].
+async fn limit_query(request: Request, next: Next) -> Response {
+    if request.uri().query().is_some_and(|q| q.len() > MAX_QUERY_BYTES) {
+        return (StatusCode::URI_TOO_LONG, "query string too long\n").into_response();
+    }
+    next.run(request).await
 }
 
 /// Copies the matched route pattern onto the response, for

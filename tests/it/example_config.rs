@@ -19,6 +19,11 @@ const EXAMPLE: &str = include_str!("../../config.example.toml");
 /// Every key the config accepts; handler keys in their dotted form.
 const ALL_KEYS: &[&str] = &[
     "listen",
+    "header_read_timeout",
+    "request_timeout",
+    "idle_timeout",
+    "max_connections",
+    "max_header_bytes",
     "min",
     "max",
     "ports",
@@ -57,6 +62,11 @@ const ALL_KEYS: &[&str] = &[
 /// The keys whose default the file must state.
 const KEYS_WITH_DEFAULTS: &[&str] = &[
     "listen",
+    "header_read_timeout",
+    "request_timeout",
+    "idle_timeout",
+    "max_connections",
+    "max_header_bytes",
     "min",
     "max",
     "exit_when_app_exits",
@@ -258,6 +268,50 @@ fn example_config_defaults_are_the_code_defaults() {
                 assert_eq!(bare.drain.max, DEFAULT_DRAIN_MAX, "{at}");
             }
             "exit_when_app_exits" => assert_eq!(bool_value(), bare.drain.exit_when_app_exits, "{at}"),
+            "header_read_timeout" => {
+                assert_eq!(
+                    duration(*line, key, value),
+                    config::DEFAULT_HEADER_READ_TIMEOUT,
+                    "{at}"
+                );
+                assert_eq!(
+                    bare.server.header_read_timeout,
+                    config::DEFAULT_HEADER_READ_TIMEOUT,
+                    "{at}"
+                );
+            }
+            "request_timeout" => {
+                assert_eq!(
+                    duration(*line, key, value),
+                    config::DEFAULT_REQUEST_TIMEOUT,
+                    "{at}"
+                );
+                assert_eq!(
+                    bare.server.request_timeout,
+                    config::DEFAULT_REQUEST_TIMEOUT,
+                    "{at}"
+                );
+            }
+            "idle_timeout" => {
+                assert_eq!(duration(*line, key, value), config::DEFAULT_IDLE_TIMEOUT, "{at}");
+                assert_eq!(bare.server.idle_timeout, config::DEFAULT_IDLE_TIMEOUT, "{at}");
+            }
+            "max_connections" => {
+                assert_eq!(int_value(), config::DEFAULT_MAX_CONNECTIONS as i64, "{at}");
+                assert_eq!(
+                    bare.server.max_connections,
+                    config::DEFAULT_MAX_CONNECTIONS,
+                    "{at}"
+                );
+            }
+            "max_header_bytes" => {
+                assert_eq!(int_value(), config::DEFAULT_MAX_HEADER_BYTES as i64, "{at}");
+                assert_eq!(
+                    bare.server.max_header_bytes,
+                    config::DEFAULT_MAX_HEADER_BYTES,
+                    "{at}"
+                );
+            }
             "critical" => assert_eq!(bool_value(), bare.checks[0].critical, "{at}"),
             "initial_delay" => {
                 assert_eq!(duration(*line, key, value), DEFAULT_INITIAL_DELAY, "{at}");

@@ -9,6 +9,7 @@ mod example_config;
 mod exec_check;
 mod grpc_check;
 mod haproxy;
+mod hostile;
 mod http_check;
 mod metrics;
 mod support;
