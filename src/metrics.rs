@@ -83,7 +83,9 @@ impl Reason {
     /// so any exec failure that is not a timeout is an exit code.
     pub fn of(kind: &str, message: &str) -> Reason {
         let has = |s: &str| message.contains(s);
-        if has("timed out")
+        if has(": lookup ") {
+            Reason::Dns
+        } else if has("timed out")
             || has("deadline exceeded")
             || has("i/o timeout")
             || message.starts_with("timeout:")
@@ -455,6 +457,11 @@ mod tests {
                 "file",
                 "heartbeat file /tmp/hb is 40s old, older than max_age 30s",
                 Reason::Stale,
+            ),
+            (
+                "tcp",
+                "dial tcp no-such-host.invalid:80: lookup no-such-host.invalid: failed to lookup address information",
+                Reason::Dns,
             ),
         ];
         for (kind, message, reason) in cases {

@@ -16,7 +16,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::{Outcome, dial};
+use super::{Outcome, Resolver, dial};
 use crate::config::GrpcSpec;
 
 /// The `User-Agent` of the calls; the kubelet's is `kube-probe/<version>`.
@@ -27,6 +27,7 @@ const USER_AGENT: &str = concat!("healthproxy/", env!("CARGO_PKG_VERSION"));
 #[derive(Debug)]
 pub struct GrpcCheck {
     spec: GrpcSpec,
+    resolver: Resolver,
 }
 
 /// Why no channel could be opened.
@@ -40,7 +41,10 @@ enum ConnectError {
 impl GrpcCheck {
     /// Prepares the check.
     pub fn new(spec: GrpcSpec) -> Self {
-        GrpcCheck { spec }
+        GrpcCheck {
+            spec,
+            resolver: Resolver::default(),
+        }
     }
 
     /// Connects and calls `Check` once; one deadline, `timeout` from now,
@@ -109,7 +113,7 @@ impl GrpcCheck {
     /// Dials `host:port` and completes the HTTP/2 handshake by `deadline`.
     async fn connect(&self, authority: &str, deadline: Instant) -> Result<Channel, ConnectError> {
         let left = deadline.saturating_duration_since(Instant::now());
-        let stream = match dial(&self.spec.host, self.spec.port, left).await {
+        let stream = match dial(&self.resolver, &self.spec.host, self.spec.port, left).await {
             Ok(stream) => stream,
             Err(e) if Instant::now() >= deadline => return Err(ConnectError::Timeout(e)),
             Err(e) => return Err(ConnectError::Failed(e)),

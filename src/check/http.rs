@@ -29,7 +29,7 @@ use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVe
 use tokio_rustls::rustls::crypto::{self, CryptoProvider};
 use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::{MAX_OUTPUT, Outcome, dial};
+use super::{MAX_OUTPUT, Outcome, Resolver, dial};
 use crate::config::{Host, HttpMethod, HttpSpec, Scheme};
 
 /// The kubelet's redirect limit: the tenth redirect is refused
@@ -64,6 +64,8 @@ pub struct HttpCheck {
     /// Tokio mutex because it is taken and given back around awaits; runs
     /// of one check never overlap, so it is never contended.
     idle: tokio::sync::Mutex<Option<Connection>>,
+    /// Looks up the host name, one lookup at a time.
+    resolver: Resolver,
 }
 
 impl HttpCheck {
@@ -130,6 +132,7 @@ impl HttpCheck {
             body_contains: spec.body_contains,
             tls: Arc::new(tls),
             idle: tokio::sync::Mutex::new(None),
+            resolver: Resolver::default(),
         })
     }
 
@@ -334,7 +337,7 @@ impl HttpCheck {
             from_env: None,
         };
         let budget = deadline.saturating_duration_since(Instant::now()) + DIAL_SLACK;
-        let tcp = dial(&host, target.port, budget).await?;
+        let tcp = dial(&self.resolver, &host, target.port, budget).await?;
         if !https {
             return Connection::handshake(tcp).await;
         }

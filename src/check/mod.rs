@@ -101,14 +101,15 @@ impl Outcome {
 }
 
 /// Folds text onto one line: newlines become spaces, runs of whitespace
-/// shrink, and the result is cut at [`MAX_MESSAGE`] characters.
+/// shrink, other control characters (binary output) become U+FFFD, and the
+/// result is cut at [`MAX_MESSAGE`] bytes.
 pub fn one_line(text: &str) -> String {
     let mut out = String::with_capacity(text.len().min(MAX_MESSAGE));
     for word in text.split_whitespace() {
         if !out.is_empty() {
             out.push(' ');
         }
-        out.push_str(word);
+        out.extend(word.chars().map(|c| if c.is_control() { '\u{FFFD}' } else { c }));
         if out.len() > MAX_MESSAGE {
             let mut cut = MAX_MESSAGE;
             while !out.is_char_boundary(cut) {
@@ -194,23 +195,86 @@ pub(crate) fn describe_io(e: &std::io::Error) -> String {
     }
 }
 
-/// Connects to `host:port` within `timeout`, as the kubelet's dialer:
-/// failures read `dial tcp ADDR: connect: connection refused` or
-/// `dial tcp ADDR: i/o timeout`.
+/// The result of one name lookup, shared by everyone waiting on it.
+type Lookup = Option<Result<Vec<std::net::IpAddr>, String>>;
+
+/// Resolves a check's host names, one lookup at a time.
+///
+/// Name lookups run on blocking threads (getaddrinfo) and cannot be
+/// cancelled: a run that times out leaves its lookup running. Without
+/// this, a check with a slow or unreachable DNS server would start a new
+/// lookup every period and pile them up; with it, a run joins the lookup
+/// already under way. IP literals, the usual case, need no lookup.
+#[derive(Debug, Default)]
+pub(crate) struct Resolver {
+    in_flight: std::sync::Mutex<Option<tokio::sync::watch::Receiver<Lookup>>>,
+}
+
+impl Resolver {
+    /// The addresses of `name`, from the lookup under way or a new one.
+    pub(crate) async fn lookup(&self, name: &str) -> Result<Vec<std::net::IpAddr>, String> {
+        if let Ok(ip) = name.parse::<std::net::IpAddr>() {
+            return Ok(vec![ip]);
+        }
+        let mut rx = {
+            let mut in_flight = self.in_flight.lock().expect("not poisoned");
+            match in_flight.as_ref() {
+                Some(rx) if rx.borrow().is_none() => rx.clone(),
+                _ => {
+                    let (tx, rx) = tokio::sync::watch::channel(None);
+                    let owned = name.to_string();
+                    tokio::task::spawn_blocking(move || {
+                        use std::net::ToSocketAddrs as _;
+                        let found = (owned.as_str(), 0)
+                            .to_socket_addrs()
+                            .map(|addrs| addrs.map(|a| a.ip()).collect::<Vec<_>>())
+                            .map_err(|e| describe_io(&e));
+                        let _ = tx.send(Some(found));
+                    });
+                    *in_flight = Some(rx.clone());
+                    rx
+                }
+            }
+        };
+        let done = rx.wait_for(Option::is_some).await;
+        match done.as_deref() {
+            Ok(Some(found)) => found.clone(),
+            _ => Err("the lookup was abandoned".into()),
+        }
+    }
+}
+
+/// Connects to `host:port` within `timeout`, as the kubelet's dialer, one
+/// address after the other: failures read
+/// `dial tcp ADDR: connect: connection refused`, `dial tcp ADDR: i/o
+/// timeout` or `dial tcp ADDR: lookup NAME: ...`.
 pub(crate) async fn dial(
+    resolver: &Resolver,
     host: &crate::config::Host,
     port: u16,
     timeout: Duration,
 ) -> Result<tokio::net::TcpStream, String> {
     let authority = host.authority(port);
     let connect = async {
-        let stream = tokio::net::TcpStream::connect((host.name.as_str(), port)).await?;
-        let _ = stream.set_nodelay(true);
-        Ok::<_, std::io::Error>(stream)
+        let addrs = resolver
+            .lookup(&host.name)
+            .await
+            .map_err(|e| format!("lookup {}: {e}", host.name))?;
+        let mut last = format!("lookup {}: no addresses", host.name);
+        for ip in addrs {
+            match tokio::net::TcpStream::connect((ip, port)).await {
+                Ok(stream) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Err(e) => last = format!("connect: {}", describe_io(&e)),
+            }
+        }
+        Err(last)
     };
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(e)) => Err(format!("dial tcp {authority}: connect: {}", describe_io(&e))),
+        Ok(Err(why)) => Err(format!("dial tcp {authority}: {why}")),
         Err(_) => Err(format!("dial tcp {authority}: i/o timeout")),
     }
 }

@@ -3,24 +3,28 @@
 
 use std::time::Duration;
 
-use super::{Outcome, dial};
+use super::{Outcome, Resolver, dial};
 use crate::config::TcpSpec;
 
 /// A prepared TCP check.
 #[derive(Debug)]
 pub struct TcpCheck {
     spec: TcpSpec,
+    resolver: Resolver,
 }
 
 impl TcpCheck {
     /// Prepares a TCP check.
     pub fn new(spec: TcpSpec) -> Self {
-        TcpCheck { spec }
+        TcpCheck {
+            spec,
+            resolver: Resolver::default(),
+        }
     }
 
     /// Connects once.
     pub async fn run(&self, timeout: Duration) -> Outcome {
-        match dial(&self.spec.host, self.spec.port, timeout).await {
+        match dial(&self.resolver, &self.spec.host, self.spec.port, timeout).await {
             Ok(_stream) => Outcome::success(format!(
                 "connected to {}",
                 self.spec.host.authority(self.spec.port)
