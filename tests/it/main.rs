@@ -12,4 +12,6 @@ mod haproxy;
 mod hostile;
 mod http_check;
 mod metrics;
+mod soak;
 mod support;
+mod thresholds;
