@@ -14,4 +14,3 @@ mod http_check;
 mod metrics;
 mod soak;
 mod support;
-mod thresholds;
