@@ -10,6 +10,9 @@ use crate::config::{Config, ProcessEnv};
 use crate::engine::Engine;
 use crate::lifecycle::{Exit, Token};
 
+/// Bound on the runtime's blocking threads (file checks, name lookups).
+const MAX_BLOCKING_THREADS: usize = 8;
+
 pub(super) fn run(args: RunArgs) -> ExitCode {
     init_logging(args.log_format, &args.log_level);
     let mut config = match Config::load(&args.config, &ProcessEnv) {
@@ -36,8 +39,13 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs everything: a sidecar usually has a CPU limit of about
+    // 100m, where a second worker buys nothing and costs memory and tail
+    // latency (BENCHMARKS.md, "Runtime flavour"). File checks and name
+    // lookups use blocking threads, bounded so that hung lookups cannot grow
+    // the process.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
     {

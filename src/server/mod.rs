@@ -40,9 +40,13 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::state::State;
 
-/// What the handlers share.
-#[derive(Debug, Clone)]
-pub struct AppState {
+/// What the handlers share, behind one `Arc`: extracting it for a request
+/// is one reference count, not one per field.
+pub type AppState = Arc<Shared>;
+
+/// The fields of [`AppState`].
+#[derive(Debug)]
+pub struct Shared {
     state: State,
     containers: Arc<[String]>,
     lifecycle: Lifecycle,
@@ -67,12 +71,12 @@ pub fn router(state: State, lifecycle: Lifecycle, metrics: Metrics, request_time
         .collect();
     containers.sort();
     containers.dedup();
-    let app = AppState {
+    let app = Arc::new(Shared {
         state,
         containers: containers.into(),
         lifecycle,
         metrics,
-    };
+    });
     let mut router = Router::new().route("/healthz", get(healthz));
     for kind in ProbeKind::ALL {
         router = router

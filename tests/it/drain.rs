@@ -36,7 +36,7 @@ async fn drain_endpoint_fails_readiness_at_once_and_keeps_liveness() {
     );
     assert_eq!(proxy.get("/healthz").await.status, 200);
     assert_eq!(proxy.send("GET", "/drain", &[]).await.status, 405);
-    assert_eq!(proxy.log_lines("drain started").len(), 1);
+    assert_eq!(proxy.wait_log("drain started").await, 1);
 }
 
 #[tokio::test]
@@ -66,7 +66,7 @@ async fn prestop_answers_once_min_has_passed_and_connections_are_gone() {
     assert!(a.body.starts_with("drained in "), "{}", a.body);
     assert_eq!(a.body, b.body, "concurrent calls join the same drain");
     assert!(took >= Duration::from_millis(500), "{took:?}");
-    assert_eq!(proxy.log_lines("drain complete").len(), 1);
+    assert_eq!(proxy.wait_log("drain complete").await, 1);
     // A repeated call answers at once with the same drain.
     assert_eq!(proxy.get("/prestop").await.body, a.body);
 }
@@ -81,7 +81,7 @@ async fn prestop_gives_up_at_drain_max() {
     assert_eq!(reply.status, 200);
     assert!(reply.body.contains("stopped at drain.max"), "{}", reply.body);
     assert!(began.elapsed() < Duration::from_secs(5));
-    assert_eq!(proxy.log_lines("drain ended at drain.max").len(), 1);
+    assert_eq!(proxy.wait_log("drain ended at drain.max").await, 1);
 }
 
 #[tokio::test]
@@ -177,7 +177,7 @@ async fn sigterm_never_waits_past_drain_max() {
         began.elapsed() >= Duration::from_secs(1),
         "the app still listens, so it waits drain.max"
     );
-    assert_eq!(proxy.log_lines("drain.max reached").len(), 1);
+    assert_eq!(proxy.wait_log("drain.max reached").await, 1);
 }
 
 #[tokio::test]
@@ -209,5 +209,5 @@ async fn sigterm_after_the_app_is_gone_exits_at_once() {
     proxy.signal(Signal::SIGTERM);
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
     assert!(began.elapsed() < Duration::from_secs(10), "no drain.min wait");
-    assert_eq!(proxy.log_lines("nothing to drain").len(), 1);
+    assert_eq!(proxy.wait_log("nothing to drain").await, 1);
 }

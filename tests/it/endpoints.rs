@@ -28,8 +28,8 @@ async fn readyz_follows_the_app_through_failure_and_recovery() {
     );
     assert_eq!(
         proxy
-            .log_lines("Liveness/Readiness probe failed: HTTP probe failed with statuscode: 500")
-            .len(),
+            .wait_log("Liveness/Readiness probe failed: HTTP probe failed with statuscode: 500")
+            .await,
         1,
         "the transition is logged once"
     );

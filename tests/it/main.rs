@@ -14,3 +14,4 @@ mod http_check;
 mod metrics;
 mod soak;
 mod support;
+mod thresholds;

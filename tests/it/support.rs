@@ -104,6 +104,18 @@ impl Proxy {
             .collect()
     }
 
+    /// Waits until a log line contains `needle` (the log arrives through a
+    /// pipe, after the behaviour it reports); returns how many do.
+    pub async fn wait_log(&self, needle: &str) -> usize {
+        eventually(
+            Duration::from_secs(10),
+            &format!("a log line with {needle:?}"),
+            || async { !self.log_lines(needle).is_empty() },
+        )
+        .await;
+        self.log_lines(needle).len()
+    }
+
     /// Waits for `path` to answer `status`.
     pub async fn wait_status(&self, path: &str, status: u16) {
         eventually(
