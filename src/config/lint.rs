@@ -64,7 +64,11 @@ fn check_lints(c: &CheckConfig) -> Vec<Lint> {
         ));
     }
     if c.probes.readiness {
-        let in_rotation = t.period * t.failure_threshold + t.timeout;
+        // Saturating: absurd values are valid config and must not panic here.
+        let in_rotation = t
+            .period
+            .saturating_mul(t.failure_threshold)
+            .saturating_add(t.timeout);
         if in_rotation > MAX_IN_ROTATION {
             warn(format!(
                 "a failed app stays in rotation for up to {} (failure_threshold {} x period {} + timeout): lower one of them",

@@ -127,8 +127,11 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// The longest duration accepted anywhere in the config.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+
 /// Parses `"500ms"`, `"2s"`, `"1m30s"`: digits followed by a unit, no
-/// spaces, no bare numbers.
+/// spaces, no bare numbers, at most a day.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad =
         || format!("invalid duration {text:?}: write a number with a unit, such as \"500ms\" or \"2s\"");
@@ -141,7 +144,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if text.chars().all(|c| c.is_ascii_digit()) {
         return Err(bad());
     }
-    humantime::parse_duration(text).map_err(|_| bad())
+    let d = humantime::parse_duration(text).map_err(|_| bad())?;
+    if d > MAX_DURATION {
+        return Err(format!("duration {text:?} is longer than a day"));
+    }
+    Ok(d)
 }
 
 /// Collects errors with their locations while validating.
@@ -173,10 +180,26 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
 
 /// The key a serde error points at, read off the text at its span.
 fn key_at(text: &str, span: &Range<usize>) -> String {
+    let is_key = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
+    // A bad value (or an item of an array value): the key is what stands
+    // before the last `=` in front of it on its line, after the last `{` or
+    // `,` of an inline table.
+    let start = span.start.min(text.len());
+    let end = span.end.clamp(start, text.len());
+    let names_a_key = text[end..].trim_start().starts_with('=');
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    if !names_a_key && let Some(eq) = text[line_start..start].rfind('=') {
+        let before = &text[line_start..line_start + eq];
+        let key = before.rsplit(['{', ',']).next().unwrap_or("").trim();
+        if !key.is_empty() && key.chars().all(is_key) {
+            return key.to_string();
+        }
+    }
+    // An unknown key: the span is the key itself.
     let found = text.get(span.clone()).unwrap_or("").trim();
     let key: String = found
         .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '[' | ']'))
+        .take_while(|c| is_key(*c) || matches!(c, '[' | ']'))
         .collect();
     if key.is_empty() { "value".into() } else { key }
 }

@@ -47,7 +47,7 @@ fn parse_duration_without_unit_or_with_space_is_invalid() {
     for bad in ["5", "", "1 s", "-1s", "fast"] {
         let e = errors(&format!("{WEB}period = \"{bad}\"\n"));
         assert!(e[0].message.contains("invalid duration"), "{bad}: {e:?}");
-        assert_eq!(e[0].line, 5, "{bad}");
+        assert_eq!((e[0].key.as_str(), e[0].line), ("period", 5), "{bad}");
     }
 }
 
@@ -63,7 +63,7 @@ fn unknown_key_is_named_with_line_and_column() {
 #[test]
 fn unknown_key_inside_a_handler_is_rejected() {
     let e = errors("[[check]]\nname = \"a\"\nprobes = [\"liveness\"]\nhttp = { port = 1, pth = \"/\" }\n");
-    assert_eq!(e[0].line, 4);
+    assert_eq!((e[0].key.as_str(), e[0].line), ("pth", 4));
     assert!(e[0].message.contains("pth"), "{e:?}");
 }
 
@@ -249,4 +249,22 @@ fn server_limits_have_defaults_and_bounds() {
             ("server.max_header_bytes", 4)
         ]
     );
+}
+
+#[test]
+fn durations_longer_than_a_day_are_rejected() {
+    let e = errors(&format!("{WEB}period = \"5000000000000000000s\"\n"));
+    assert_eq!((e[0].key.as_str(), e[0].line), ("period", 5));
+    assert!(e[0].message.contains("longer than a day"), "{e:?}");
+    assert!(parse(&format!("{WEB}period = \"24h\"\n")).is_ok());
+}
+
+#[test]
+fn a_bad_value_inside_an_inline_table_names_its_key() {
+    let e = errors(
+        "[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\nfile = { path = \"/x\", max_age = \"soon\" }\n",
+    );
+    assert_eq!((e[0].key.as_str(), e[0].line), ("max_age", 4), "{e:?}");
+    let e = errors("[[check]]\nname = \"a\"\nprobes = [\"sometimes\"]\ntcp = { port = 1 }\n");
+    assert_eq!((e[0].key.as_str(), e[0].line), ("probes", 3), "{e:?}");
 }

@@ -3,10 +3,12 @@
 
 mod cli;
 mod commands;
+mod deploy;
 mod drain;
 mod endpoints;
 mod example_config;
 mod exec_check;
+mod fuzz_regressions;
 mod grpc_check;
 mod haproxy;
 mod hostile;
