@@ -3,7 +3,6 @@
 
 mod cli;
 mod commands;
-mod deploy;
 mod drain;
 mod endpoints;
 mod example_config;
