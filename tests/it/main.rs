@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod deploy;
 mod drain;
 mod endpoints;
 mod example_config;

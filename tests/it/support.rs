@@ -3,7 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,7 +39,7 @@ pub struct Proxy {
     pub child: Child,
     pub addr: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Proxy {
@@ -49,7 +49,15 @@ impl Proxy {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config).unwrap();
-        let mut child = Command::new(binary())
+        let mut proxy = Proxy::spawn(&binary(), &path);
+        proxy._dir = Some(dir);
+        proxy
+    }
+
+    /// Starts `binary` on the config file at `config`, listening on
+    /// 127.0.0.1:0, and returns once it is listening.
+    pub fn spawn(binary: &Path, config: &Path) -> Proxy {
+        let mut child = Command::new(binary)
             .args([
                 "run",
                 "--log-format",
@@ -58,7 +66,7 @@ impl Proxy {
                 "127.0.0.1:0",
                 "--config",
             ])
-            .arg(&path)
+            .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -84,7 +92,7 @@ impl Proxy {
             child,
             addr,
             logs,
-            _dir: dir,
+            _dir: None,
         }
     }
 
