@@ -26,7 +26,7 @@ fn state(n: usize) -> State {
     let config = Config::from_toml_str(&toml, "bench", &|_: &str| None).expect("a valid config");
     let state = State::new(&config.checks);
     for i in 0..n {
-        state.record(i, Outcome::success("ok"), Duration::from_micros(60), |_| {});
+        state.record(i, 0, Outcome::success("ok"), Duration::from_micros(60), |_| {});
     }
     state
 }
@@ -90,6 +90,7 @@ fn record(c: &mut Criterion) {
             b.iter(|| {
                 state.record(
                     black_box(0),
+                    0,
                     Outcome::success("ok"),
                     Duration::from_micros(60),
                     |status| {

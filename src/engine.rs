@@ -90,7 +90,21 @@ struct Worker<C> {
 }
 
 impl<C: Runnable> Worker<C> {
+    /// Runs the check for each app container in turn: a new container
+    /// drops the run under way and begins again from the initial delay, as
+    /// the kubelet's worker does for a new container ID.
     async fn run(self) {
+        loop {
+            let generation = self.state.borrow().generation;
+            tokio::select! {
+                () = self.run_container(generation) => {}
+                () = self.state.new_generation(generation) => {}
+            }
+        }
+    }
+
+    /// The schedule for one app container; never returns.
+    async fn run_container(&self, generation: u64) {
         let timing = self.config.timing;
         tokio::time::sleep(timing.initial_delay).await;
         let probes = self.config.probes;
@@ -106,18 +120,19 @@ impl<C: Runnable> Worker<C> {
             ticks.tick().await;
             let startup_only = !probes.liveness && !probes.readiness;
             if startup_only && self.state.borrow().checks[self.index].ever_healthy {
-                // The startup worker stops probing once started.
-                return;
+                // The startup worker stops probing once started, until a
+                // new container.
+                std::future::pending::<()>().await;
             }
             let started = Instant::now();
             let check = Arc::clone(&self.check);
             let timeout = timing.timeout;
             let outcome = run_guarded(async move { check.run(timeout).await }, timeout).await;
-            self.publish(outcome, started.elapsed());
+            self.publish(generation, outcome, started.elapsed());
         }
     }
 
-    fn publish(&self, outcome: Outcome, duration: Duration) {
+    fn publish(&self, generation: u64, outcome: Outcome, duration: Duration) {
         let name = &self.config.name;
         let previous = self.state.borrow().checks[self.index]
             .last
@@ -125,9 +140,11 @@ impl<C: Runnable> Worker<C> {
             .map(|l| l.outcome.verdict);
         let verdict = outcome.verdict;
         let message = outcome.message.clone();
-        let recorded = self.state.record(self.index, outcome, duration, |status| {
-            self.metrics.record_run(self.index, status)
-        });
+        let recorded = self
+            .state
+            .record(self.index, generation, outcome, duration, |status| {
+                self.metrics.record_run(self.index, status)
+            });
         if let Some(to) = recorded.transition {
             self.metrics.record_transition(self.index, to);
         }
@@ -325,6 +342,41 @@ mod tests {
             boot.runs.load(Ordering::SeqCst),
             3,
             "a succeeded startup check stops running"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_container_starts_every_check_again_from_its_initial_state() {
+        let toml = "[[check]]\nname = \"boot\"\nprobes = [\"startup\"]\ntcp = { port = 1 }\nperiod = \"1s\"\n\
+                    [[check]]\nname = \"live\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\nperiod = \"1s\"\n";
+        let boot = Script::new(&[Step::Pass, Step::Fail, Step::Pass]);
+        let live = Script::new(&[Step::Fail]);
+        let (state, _cancel) = start(toml, vec![boot.clone(), live.clone()]);
+        until(&state, |s| s.checks[1].health == Health::Failed).await;
+        assert_eq!(live.starts(), [0, 1000, 2000]);
+        tokio::time::sleep_until(boot.origin + Duration::from_millis(2500)).await;
+        state.new_container(|_, _| {});
+        {
+            let s = state.borrow();
+            assert!(!s.started, "startup is not done for the new container");
+            assert_eq!(
+                s.checks[1].health,
+                Health::Initial,
+                "liveness starts healthy again"
+            );
+            assert!(s.checks[1].last.is_none());
+        }
+        until(&state, |s| s.started).await;
+        until(&state, |s| s.checks[1].last.is_some()).await;
+        assert_eq!(
+            boot.starts(),
+            [0, 2500, 3500],
+            "the startup check runs again at once"
+        );
+        assert_eq!(
+            live.starts(),
+            [0, 1000, 2000, 3500],
+            "liveness waits for the new container's startup"
         );
     }
 

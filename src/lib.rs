@@ -51,15 +51,29 @@ pub async fn run(
         tracing::warn!("cannot become a child subreaper, orphaned check processes may linger: {e}");
     }
     let state = State::new(&config.checks);
-    let lifecycle = Lifecycle {
-        drain: Drain::new(config.drain.clone(), state.clone()),
-        token,
-        exit: CancellationToken::new(),
-    };
+    let lifecycle = Lifecycle::new(Drain::new(config.drain.clone(), state.clone()), token);
     let metrics = metrics::Metrics::new(&config.checks);
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     engine.spawn(&state, &metrics, &tracker, &cancel);
+    // With drain.ports the app's sockets tell when it stops and when a new
+    // container of it starts.
+    let presence = (!config.drain.ports.is_empty()).then(|| lifecycle::app::watch(&lifecycle.drain));
+    if let Some(presence) = &presence {
+        let follow = lifecycle::follow_app_restarts(
+            lifecycle.clone(),
+            state.clone(),
+            metrics.clone(),
+            presence.clone(),
+        );
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                () = follow => {}
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
     tracing::info!(
         listen = %listener.local_addr()?,
         checks = config.checks.len(),
@@ -68,7 +82,7 @@ pub async fn run(
     );
     let router = server::router(state, lifecycle.clone(), metrics, config.server.request_timeout);
     let shutdown = async {
-        let exit = lifecycle::supervise(&lifecycle, signals).await;
+        let exit = lifecycle::supervise(&lifecycle, presence, signals).await;
         // A second signal means now: open connections get no grace.
         let grace = match exit {
             Exit::Clean => server::SHUTDOWN_GRACE,

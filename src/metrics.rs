@@ -350,6 +350,12 @@ impl Metrics {
                 .expect("every reason is listed");
             h.failures[at].inc();
         }
+        self.record_state(index, status);
+    }
+
+    /// Sets the gauges of check `index` to its state after thresholds.
+    pub fn record_state(&self, index: usize, status: &CheckStatus) {
+        let h = &self.inner.checks[index];
         h.consecutive_failures.set(i64::from(status.consecutive_failures));
         for (kind, gauge) in &h.healthy {
             gauge.set(i64::from(status.passes(*kind)));

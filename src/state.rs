@@ -92,6 +92,15 @@ impl CheckStatus {
         }
     }
 
+    /// Forgets everything observed: the state before any run.
+    fn reset(&mut self) {
+        self.health = Health::Initial;
+        self.ever_healthy = false;
+        self.last = None;
+        (self.consecutive_successes, self.consecutive_failures) = (0, 0);
+        self.last_transition = None;
+    }
+
     /// Records one run and applies the kubelet worker's hysteresis: the
     /// state changes only after `success_threshold` consecutive successes
     /// or `failure_threshold` consecutive failures. An Unknown run is kept
@@ -158,6 +167,9 @@ pub struct Snapshot {
     pub started: bool,
     /// A drain has begun: readiness fails from its first moment.
     pub draining: bool,
+    /// Counts the app containers seen: raised when a new one starts, so
+    /// that the checks begin again from their initial state.
+    pub generation: u64,
 }
 
 /// A cheap, cloneable handle to the shared snapshot.
@@ -175,6 +187,7 @@ impl State {
             checks,
             started,
             draining: false,
+            generation: 0,
         });
         State { tx: Arc::new(tx) }
     }
@@ -191,16 +204,21 @@ impl State {
 
     /// Records a run of check `index` and shows the check's new state to
     /// `observer` (metrics) while it is current; returns the transition, if
-    /// any, and whether this run completed startup.
+    /// any, and whether this run completed startup. A run that began before
+    /// a new app container (an older `generation`) is dropped.
     pub fn record(
         &self,
         index: usize,
+        generation: u64,
         outcome: Outcome,
         duration: Duration,
         observer: impl FnOnce(&CheckStatus),
     ) -> Recorded {
         let mut recorded = Recorded::default();
-        self.tx.send_modify(|s| {
+        self.tx.send_if_modified(|s| {
+            if s.generation != generation {
+                return false;
+            }
             let at = SystemTime::now();
             recorded.transition = s.checks[index].observe(outcome, duration, at);
             observer(&s.checks[index]);
@@ -213,14 +231,47 @@ impl State {
                 s.started = true;
                 recorded.started = true;
             }
+            true
         });
         recorded
     }
 
+    /// A new app container: every check goes back to its initial state
+    /// (readiness not ready, liveness healthy, startup not yet), as the
+    /// kubelet's workers do for a new container ID (kubelet-semantics
+    /// §3.5), and the workers begin again with the initial delay. Each
+    /// check's reset state is shown to `observer` (metrics).
+    pub fn new_container(&self, mut observer: impl FnMut(usize, &CheckStatus)) {
+        self.tx.send_modify(|s| {
+            s.generation += 1;
+            for (index, check) in s.checks.iter_mut().enumerate() {
+                check.reset();
+                observer(index, check);
+            }
+            s.started = !s.checks.iter().any(|c| c.probes.startup);
+        });
+    }
+
     /// Marks the pod as draining: `/readyz` fails from now on.
     pub fn set_draining(&self) {
+        self.set_draining_to(true);
+    }
+
+    /// Ends draining: `/readyz` follows the checks again.
+    pub fn clear_draining(&self) {
+        self.set_draining_to(false);
+    }
+
+    fn set_draining_to(&self, draining: bool) {
         self.tx
-            .send_if_modified(|s| !std::mem::replace(&mut s.draining, true));
+            .send_if_modified(|s| std::mem::replace(&mut s.draining, draining) != draining);
+    }
+
+    /// Waits until a new app container replaces `generation`.
+    pub async fn new_generation(&self, generation: u64) {
+        let mut rx = self.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = rx.wait_for(|s| s.generation != generation).await;
     }
 
     /// Waits until startup has completed.

@@ -5,7 +5,7 @@
 //! kubelet-semantics §3.7 and §5).
 
 use std::io;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -65,6 +65,8 @@ struct Inner {
     state: State,
     sockets: SocketCounter,
     phase: watch::Sender<Phase>,
+    /// The last finished drain, kept past a reset for its waiters.
+    last: Mutex<Option<Report>>,
 }
 
 impl std::fmt::Debug for Drain {
@@ -91,6 +93,7 @@ impl Drain {
                 state,
                 sockets,
                 phase,
+                last: Mutex::new(None),
             }),
         }
     }
@@ -119,14 +122,46 @@ impl Drain {
     /// Waits until the drain is done; starts nothing.
     pub async fn drained(&self) -> Report {
         let mut rx = self.inner.phase.subscribe();
+        let mut saw_draining = false;
         let phase = *rx
-            .wait_for(|p| matches!(p, Phase::Drained(_)))
+            .wait_for(|p| match p {
+                Phase::Draining => {
+                    saw_draining = true;
+                    false
+                }
+                Phase::Drained(_) => true,
+                // Drained and already reset for a new app container.
+                Phase::Serving => saw_draining,
+            })
             .await
             .expect("the drain owns its sender");
         match phase {
             Phase::Drained(report) => report,
-            _ => unreachable!("waited for Drained"),
+            _ => self.inner.last.lock().unwrap().expect("a drain has finished"),
         }
+    }
+
+    /// Ends a finished drain because the app came back in a new container
+    /// (the kubelet runs the preStop hook before a liveness or startup
+    /// restart too): the pod serves again, and the next trigger starts a
+    /// new drain. Returns whether a finished drain was reset.
+    pub fn reset(&self) -> bool {
+        let reset = self.inner.phase.send_if_modified(|p| {
+            let drained = matches!(p, Phase::Drained(_));
+            if drained {
+                *p = Phase::Serving;
+            }
+            drained
+        });
+        if reset {
+            self.inner.state.clear_draining();
+        }
+        reset
+    }
+
+    /// Whether a drain is under way now.
+    pub fn is_draining(&self) -> bool {
+        *self.inner.phase.borrow() == Phase::Draining
     }
 
     /// How the drain went, once it is done.
@@ -180,6 +215,7 @@ impl Inner {
         } else {
             tracing::info!(trigger, %total, %min_wait, %connection_wait, "drain complete: no connections left");
         }
+        *self.last.lock().unwrap() = Some(report);
         self.phase.send_replace(Phase::Drained(report));
     }
 
@@ -226,8 +262,6 @@ fn round_ms(d: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
-
     use super::*;
 
     fn drain(min: u64, max: u64, ports: &[u16], established: Arc<Mutex<usize>>) -> (Drain, State) {
@@ -298,5 +332,26 @@ mod tests {
         );
         assert!(!drain.start("/drain"), "a finished drain is not restarted");
         assert_eq!(drain.drained().await, a);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reset_drain_serves_again_and_the_next_trigger_drains_anew() {
+        let (drain, state) = drain(1, 5, &[], Arc::new(Mutex::new(0)));
+        assert!(!drain.reset(), "nothing to reset before a drain");
+        drain.start("/prestop");
+        let waiter = tokio::spawn({
+            let drain = drain.clone();
+            async move { drain.drained().await }
+        });
+        assert!(!drain.reset(), "a drain under way is not reset");
+        let first = drain.drained().await;
+        assert!(drain.reset());
+        assert!(!state.borrow().draining, "readiness follows the checks again");
+        assert_eq!(waiter.await.unwrap(), first, "a waiter still gets its report");
+        let began = Instant::now();
+        assert!(drain.start("/prestop"), "the next trigger starts a new drain");
+        assert!(state.borrow().draining);
+        drain.drained().await;
+        assert_eq!(began.elapsed(), Duration::from_secs(1));
     }
 }

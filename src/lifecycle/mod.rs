@@ -2,19 +2,23 @@
 //! the decision of when the process exits (signals, `/exit`, the app going
 //! away).
 
+pub mod app;
 mod drain;
 pub mod procnet;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use subtle::ConstantTimeEq as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+pub use app::Presence;
 pub use drain::{Drain, POLL, Phase, Report, SocketCounter};
+
+use crate::metrics::Metrics;
+use crate::state::State;
 
 /// The bearer token that guards `/prestop`, `/drain` and `/exit`.
 #[derive(Clone)]
@@ -62,6 +66,20 @@ pub struct Lifecycle {
     pub token: Option<Token>,
     /// Cancelled by `POST /exit`: exit 0 at once.
     pub exit: CancellationToken,
+    /// Cancelled by the first signal: the sidecar itself is stopping.
+    pub terminating: CancellationToken,
+}
+
+impl Lifecycle {
+    /// The lifecycle around `drain`, guarded by `token`.
+    pub fn new(drain: Drain, token: Option<Token>) -> Self {
+        Lifecycle {
+            drain,
+            token,
+            exit: CancellationToken::new(),
+            terminating: CancellationToken::new(),
+        }
+    }
 }
 
 /// How the process ends.
@@ -76,14 +94,23 @@ pub enum Exit {
 /// Decides when the process ends: the first signal starts (or joins) the
 /// drain and waits until it is done and the app no longer listens on
 /// `drain.ports`, never past `drain.max`; a second signal ends it at once.
-/// `/exit` and, when asked for, the app going away end it too.
-pub async fn supervise(lifecycle: &Lifecycle, mut signals: mpsc::UnboundedReceiver<i32>) -> Exit {
+/// `/exit` and, when asked for, the app going away (seen in `presence`)
+/// end it too.
+pub async fn supervise(
+    lifecycle: &Lifecycle,
+    presence: Option<watch::Receiver<Presence>>,
+    mut signals: mpsc::UnboundedReceiver<i32>,
+) -> Exit {
     let drain = &lifecycle.drain;
     let app_gone = async {
-        if drain.config().exit_when_app_exits && !drain.config().ports.is_empty() {
-            wait_app_started_then_gone(drain).await;
-        } else {
-            std::future::pending::<()>().await;
+        match presence {
+            Some(mut presence) if drain.config().exit_when_app_exits => {
+                // Started, then stopped; a closed channel waits forever.
+                if presence.wait_for(|p| p.starts > 0 && !p.listening).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+            _ => std::future::pending::<()>().await,
         }
     };
     let first = tokio::select! {
@@ -97,6 +124,7 @@ pub async fn supervise(lifecycle: &Lifecycle, mut signals: mpsc::UnboundedReceiv
             return Exit::Clean;
         }
     };
+    lifecycle.terminating.cancel();
     let name = signal_name(first);
     if !drain.config().ports.is_empty()
         && drain
@@ -154,22 +182,46 @@ async fn wait_app_gone(drain: &Drain) {
     }
 }
 
-/// Waits until the app has listened on the drain's ports and then stopped.
-async fn wait_app_started_then_gone(drain: &Drain) {
-    const EVERY: Duration = Duration::from_millis(500);
-    let mut seen = false;
+/// Follows the app across container restarts. When the app stops
+/// listening, every check goes back to its initial state, as the kubelet's
+/// probes do for the next container (so `/startupz` fails until the new
+/// container has started, and liveness starts healthy rather than failed).
+/// When it listens again, a finished drain ends: the kubelet runs the
+/// preStop hook before a liveness or startup restart too. Nothing is reset
+/// once the sidecar itself is stopping.
+pub async fn follow_app_restarts(
+    lifecycle: Lifecycle,
+    state: State,
+    metrics: Metrics,
+    mut presence: watch::Receiver<Presence>,
+) {
+    let drain = &lifecycle.drain;
+    let mut starts = 0;
     loop {
-        if let Ok(s) = drain.sockets() {
-            if s.listening > 0 && !seen {
-                tracing::info!(ports = ?drain.config().ports, "the app is listening");
-            }
-            if s.listening > 0 {
-                seen = true;
-            } else if seen {
-                return;
-            }
+        // Up, then gone: the checks begin again for the next container.
+        if presence.wait_for(|p| p.starts > starts).await.is_err() {
+            return;
         }
-        tokio::time::sleep(EVERY).await;
+        starts = presence.borrow().starts;
+        if presence.wait_for(|p| !p.listening).await.is_err() {
+            return;
+        }
+        if lifecycle.terminating.is_cancelled() {
+            return;
+        }
+        tracing::info!("every check starts again from its initial state for the next app container");
+        state.new_container(|index, status| metrics.record_state(index, status));
+        // Back: a drain the old container's preStop hook began ends.
+        if presence.wait_for(|p| p.listening).await.is_err() {
+            return;
+        }
+        if drain.is_draining() {
+            tracing::info!("the new app container serves once the drain under way has ended");
+            drain.drained().await;
+        }
+        if !lifecycle.terminating.is_cancelled() && drain.reset() {
+            tracing::info!("drain reset for the new app container: /readyz follows the checks again");
+        }
     }
 }
 

@@ -1,6 +1,8 @@
 //! The drain and the lifecycle endpoints of the real binary: real signals,
 //! real sockets counted from /proc/net/tcp.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -210,4 +212,74 @@ async fn sigterm_after_the_app_is_gone_exits_at_once() {
     assert_eq!(proxy.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
     assert!(began.elapsed() < Duration::from_secs(10), "no drain.min wait");
     assert_eq!(proxy.wait_log("nothing to drain").await, 1);
+}
+
+/// An app on `port` (0: any) whose `/started` and `/healthz` answer the
+/// statuses they are set to; aborting the task closes its listener, as a
+/// killed container's sockets close.
+async fn app_on(
+    port: u16,
+    started: u16,
+    healthz: u16,
+) -> (u16, Arc<[AtomicU16; 2]>, tokio::task::JoinHandle<()>) {
+    let codes = Arc::new([AtomicU16::new(started), AtomicU16::new(healthz)]);
+    let answer = |codes: Arc<[AtomicU16; 2]>, i: usize| {
+        move || {
+            let code = codes[i].load(Ordering::SeqCst);
+            async move { axum::http::StatusCode::from_u16(code).unwrap() }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/started", axum::routing::get(answer(codes.clone(), 0)))
+        .route("/healthz", axum::routing::get(answer(codes.clone(), 1)));
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (port, codes, task)
+}
+
+#[tokio::test]
+async fn a_liveness_restart_resets_the_drain_and_starts_the_checks_again() {
+    let (port, codes, app) = app_on(0, 200, 200).await;
+    let proxy = Proxy::start(&format!(
+        "[drain]\nports = [{port}]\nmin = \"200ms\"\nmax = \"10s\"\n\
+         [[check]]\nname = \"boot\"\nprobes = [\"startup\"]\nhttp = {{ port = {port}, path = \"/started\" }}\nperiod = \"100ms\"\n\
+         [[check]]\nname = \"web\"\nprobes = [\"liveness\", \"readiness\"]\nhttp = {{ port = {port}, path = \"/healthz\" }}\nperiod = \"100ms\"\nfailure_threshold = 1\n"
+    ));
+    proxy.wait_status("/readyz", 200).await;
+    proxy.wait_log("the app is listening").await;
+
+    // Liveness fails; the kubelet runs the preStop hook, then kills the app.
+    codes[1].store(500, Ordering::SeqCst);
+    proxy.wait_status("/livez", 503).await;
+    assert_eq!(proxy.get("/prestop").await.status, 200);
+    assert_eq!(proxy.get("/readyz").await.status, 503, "drained");
+    app.abort();
+
+    // Between containers, and while the new one starts slowly, startup is
+    // not done and liveness starts again from healthy rather than failed.
+    proxy
+        .wait_log("every check starts again from its initial state")
+        .await;
+    assert_eq!(proxy.get("/startupz").await.status, 503, "startup begins again");
+    assert_eq!(proxy.get("/livez").await.status, 200, "liveness starts healthy");
+    let (_, codes, _app) = app_on(port, 503, 200).await;
+    proxy.wait_log("the app is listening again").await;
+    assert_eq!(proxy.get("/startupz").await.status, 503, "not started yet");
+    assert_eq!(proxy.get("/livez").await.status, 200);
+    assert_eq!(proxy.get("/readyz").await.status, 503);
+
+    codes[0].store(200, Ordering::SeqCst);
+    proxy.wait_status("/startupz", 200).await;
+    proxy.wait_status("/readyz", 200).await;
+    assert_eq!(proxy.wait_log("drain reset for the new app container").await, 1);
+    let metrics = proxy.get("/metrics").await.body;
+    assert!(metrics.contains("\nhealthproxy_draining 0\n"), "{metrics}");
+
+    // The next kill drains again.
+    assert_eq!(proxy.get("/prestop").await.status, 200);
+    assert_eq!(proxy.get("/readyz").await.status, 503);
+    assert_eq!(proxy.wait_log("drain started").await, 2);
 }
