@@ -3,11 +3,12 @@
 //! listening and listens again is a new app container: the kubelet
 //! restarted it after a failed liveness or startup probe, or it crashed.
 
+use std::io;
 use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::Drain;
+use super::{Drain, diag};
 
 /// How often the socket tables are read.
 pub const EVERY: Duration = Duration::from_millis(500);
@@ -27,12 +28,12 @@ pub fn watch(drain: &Drain) -> watch::Receiver<Presence> {
     let (tx, rx) = watch::channel(Presence::default());
     let drain = drain.clone();
     tokio::spawn(async move {
+        let mut source = Source::Diag;
         let mut unreadable = false;
         while !tx.is_closed() {
-            match drain.sockets() {
-                Ok(sockets) => {
+            match source.listening(&drain) {
+                Ok(listening) => {
                     unreadable = false;
-                    let listening = sockets.listening > 0;
                     tx.send_if_modified(|p| {
                         if p.listening == listening {
                             return false;
@@ -55,6 +56,31 @@ pub fn watch(drain: &Drain) -> watch::Receiver<Presence> {
         }
     });
     rx
+}
+
+/// Where the listening sockets are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The kernel's `sock_diag`: cheap whatever the connection count.
+    Diag,
+    /// `/proc/net/tcp{,6}`, the drain's tables: where `sock_diag` is not
+    /// available.
+    ProcNet,
+}
+
+impl Source {
+    fn listening(&mut self, drain: &Drain) -> io::Result<bool> {
+        if *self == Source::Diag {
+            match diag::listening(&drain.config().ports) {
+                Ok(n) => return Ok(n > 0),
+                Err(e) => {
+                    tracing::info!("sock_diag is not available ({e}): following the app through /proc/net");
+                    *self = Source::ProcNet;
+                }
+            }
+        }
+        drain.sockets().map(|s| s.listening > 0)
+    }
 }
 
 fn log(ports: &[u16], p: Presence) {

@@ -3,6 +3,7 @@
 //! away).
 
 pub mod app;
+mod diag;
 mod drain;
 pub mod procnet;
 
