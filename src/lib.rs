@@ -80,7 +80,7 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "healthproxy serving"
     );
-    let router = server::router(state, lifecycle.clone(), metrics, config.server.request_timeout);
+    let endpoints = server::endpoints(state, lifecycle.clone(), metrics, config.server.request_timeout);
     let shutdown = async {
         let exit = lifecycle::supervise(&lifecycle, presence, signals).await;
         // A second signal means now: open connections get no grace.
@@ -90,7 +90,7 @@ pub async fn run(
         };
         (exit, grace)
     };
-    let exit = server::serve(listener, router, config.server, shutdown).await;
+    let exit = server::serve(listener, endpoints, config.server, shutdown).await;
     cancel.cancel();
     tracker.close();
     tracker.wait().await;

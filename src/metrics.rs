@@ -4,7 +4,7 @@
 //! fixed set (`result`, `probe`, `reason`, `to`, `route`, `code`), so label
 //! sets stay bounded whatever the traffic. See docs/metrics.md.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use prometheus::{
     Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -373,12 +373,22 @@ impl Metrics {
     }
 
     /// Counts a served request. `route` is the router's pattern, never the
-    /// request's path.
+    /// request's path. Looks the series up by its labels: for a route
+    /// counted on every request, use [`Metrics::route_requests`].
     pub fn record_request(&self, route: &str, code: axum::http::StatusCode) {
         self.inner
             .requests
             .with_label_values(&[route, code.as_str()])
             .inc();
+    }
+
+    /// The request counters of one `route` pattern.
+    pub fn route_requests(&self, route: &str) -> RouteRequests {
+        RouteRequests {
+            family: self.inner.requests.clone(),
+            route: route.into(),
+            by_code: Default::default(),
+        }
     }
 
     /// The text exposition, after setting the gauges read at scrape time:
@@ -408,9 +418,83 @@ impl Metrics {
     }
 }
 
+/// The status codes the endpoints answer, whose series a [`RouteRequests`]
+/// keeps once resolved. Hyper answers 400 and 431 itself, uncounted.
+const CODES: [u16; 8] = [200, 202, 401, 404, 405, 408, 414, 503];
+
+/// `healthproxy_http_requests_total` of one route: each code's series is
+/// looked up on the first request answered with it and kept, so that
+/// counting a request is an atomic add rather than hashing its labels and
+/// taking the family's lock. Series appear on their first request, as they
+/// did when every request looked its series up.
+pub struct RouteRequests {
+    family: IntCounterVec,
+    route: Box<str>,
+    by_code: [OnceLock<IntCounter>; CODES.len()],
+}
+
+impl RouteRequests {
+    /// Counts a request to this route answered with `code`.
+    pub fn record(&self, code: axum::http::StatusCode) {
+        let labels = [&*self.route, code.as_str()];
+        match CODES.iter().position(|c| *c == code.as_u16()) {
+            Some(at) => self.by_code[at]
+                .get_or_init(|| self.family.with_label_values(&labels))
+                .inc(),
+            None => self.family.with_label_values(&labels).inc(),
+        }
+    }
+
+    /// The route pattern counted.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+}
+
+impl std::fmt::Debug for RouteRequests {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RouteRequests").field(&self.route).finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The `healthproxy_http_requests_total` lines of a scrape.
+    fn request_series(metrics: &Metrics) -> Vec<String> {
+        metrics
+            .render(ProbeKind::ALL.map(|k| (k, true)), false, None)
+            .lines()
+            .filter(|l| l.starts_with("healthproxy_http_requests_total"))
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn route_requests_count_the_series_record_request_counts() {
+        use axum::http::StatusCode;
+        let metrics = Metrics::new(&[]);
+        let readyz = metrics.route_requests("/readyz");
+        assert_eq!(
+            request_series(&metrics),
+            Vec::<String>::new(),
+            "no series before a request"
+        );
+        readyz.record(StatusCode::OK);
+        readyz.record(StatusCode::OK);
+        readyz.record(StatusCode::SERVICE_UNAVAILABLE);
+        readyz.record(StatusCode::IM_A_TEAPOT);
+        metrics.record_request("/readyz", StatusCode::OK);
+        assert_eq!(
+            request_series(&metrics),
+            [
+                "healthproxy_http_requests_total{code=\"200\",route=\"/readyz\"} 3",
+                "healthproxy_http_requests_total{code=\"418\",route=\"/readyz\"} 1",
+                "healthproxy_http_requests_total{code=\"503\",route=\"/readyz\"} 1",
+            ]
+        );
+    }
 
     #[test]
     fn failure_reasons_from_the_checks_messages() {

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,8 +19,8 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt as _;
 
+use super::Endpoints;
 use crate::config::ServerConfig;
 
 /// How long open connections get to finish after a clean stop.
@@ -49,12 +48,12 @@ struct Open {
     by_age: BTreeMap<u64, Arc<Notify>>,
 }
 
-/// Serves `router` on `listener` within `limits` until `shutdown` completes
-/// with a value and a grace, then lets open connections finish for that
-/// grace and returns the value.
+/// Serves `endpoints` on `listener` within `limits` until `shutdown`
+/// completes with a value and a grace, then lets open connections finish
+/// for that grace and returns the value.
 pub async fn serve<T>(
     listener: TcpListener,
-    router: Router,
+    endpoints: Endpoints,
     limits: ServerConfig,
     shutdown: impl Future<Output = (T, Duration)>,
 ) -> T {
@@ -97,7 +96,7 @@ pub async fn serve<T>(
         };
         let connection = Connection {
             stream,
-            router: router.clone(),
+            endpoints: endpoints.clone(),
             idle_timeout: limits.idle_timeout,
             close,
             stop: stop.clone(),
@@ -119,7 +118,7 @@ pub async fn serve<T>(
 /// One accepted connection and what may end it.
 struct Connection {
     stream: TcpStream,
-    router: Router,
+    endpoints: Endpoints,
     idle_timeout: Duration,
     close: Arc<Notify>,
     stop: CancellationToken,
@@ -153,11 +152,11 @@ impl Connection {
             last_done_ms: AtomicU64::new(0),
         });
         let tracked = Arc::clone(&activity);
-        let router = self.router;
+        let endpoints = self.endpoints;
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let activity = Arc::clone(&tracked);
             activity.in_flight.fetch_add(1, Ordering::AcqRel);
-            let response = router.clone().oneshot(request.map(axum::body::Body::new));
+            let response = endpoints.call(request);
             async move {
                 let response = response.await;
                 let now = activity.origin.elapsed().as_millis() as u64;

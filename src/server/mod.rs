@@ -15,7 +15,12 @@
 //! Probes take `?verbose`, `?exclude=NAME` (repeatable) and `?format=json`,
 //! and honour `Accept: application/json` and `application/health+json`.
 //! Other methods get 405, other paths 404.
+//!
+//! The kubelet's probes (`GET` or `HEAD` of `/healthz`, `/startupz`,
+//! `/livez` or `/readyz`, no query, no JSON asked for) are answered by a
+//! fast path in front of the router (`fast`), with the router's answers.
 
+mod fast;
 mod listen;
 mod render;
 
@@ -23,11 +28,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{MatchedPath, Path, RawQuery, Request, State as AxumState};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
+pub use fast::Endpoints;
 pub use listen::{SHUTDOWN_GRACE, bind, serve};
 pub use render::{Format, Options, Probe, Scope};
 
@@ -37,7 +43,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::config::ProbeKind;
 use crate::lifecycle::Lifecycle;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteRequests};
 use crate::state::State;
 
 /// What the handlers share, behind one `Arc`: extracting it for a request
@@ -51,18 +57,73 @@ pub struct Shared {
     containers: Arc<[String]>,
     lifecycle: Lifecycle,
     metrics: Metrics,
+    requests: Requests,
 }
 
 /// The route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
 
+/// The request counters of every route pattern, resolved once, so that a
+/// request is counted without looking its series up by label.
+#[derive(Debug)]
+struct Requests {
+    /// The routes of [`fast::PATHS`] first, in its order, then the others.
+    routes: Vec<RouteRequests>,
+    unmatched: RouteRequests,
+}
+
+impl Requests {
+    fn new(metrics: &Metrics) -> Requests {
+        let mut patterns: Vec<String> = fast::PATHS.iter().map(|(path, _)| (*path).into()).collect();
+        patterns.extend(ProbeKind::ALL.map(|kind| format!("/{}/{{name}}", kind.endpoint())));
+        patterns.extend(
+            [
+                "/containers/{container}/{probe}",
+                "/drain",
+                "/exit",
+                "/metrics",
+                "/prestop",
+            ]
+            .map(String::from),
+        );
+        Requests {
+            routes: patterns.iter().map(|p| metrics.route_requests(p)).collect(),
+            unmatched: metrics.route_requests(UNMATCHED),
+        }
+    }
+
+    /// Counts a request by the route pattern it matched, if any.
+    fn record(&self, metrics: &Metrics, route: Option<&str>, code: StatusCode) {
+        let Some(route) = route else {
+            return self.unmatched.record(code);
+        };
+        match self.routes.iter().find(|r| r.route() == route) {
+            Some(requests) => requests.record(code),
+            // Every route is listed in `new`; this keeps a forgotten one
+            // counted all the same.
+            None => metrics.record_request(route, code),
+        }
+    }
+}
+
 /// The longest query string accepted; a longer one gets 414.
 pub const MAX_QUERY_BYTES: usize = 2048;
 
-/// The router over `state`, `lifecycle` and `metrics`. Requests other than
-/// `/prestop` (which lasts as long as the drain) get 408 after
+/// The endpoints over `state`, `lifecycle` and `metrics`. Requests other
+/// than `/prestop` (which lasts as long as the drain) get 408 after
 /// `request_timeout`.
-pub fn router(state: State, lifecycle: Lifecycle, metrics: Metrics, request_timeout: Duration) -> Router {
+pub fn endpoints(
+    state: State,
+    lifecycle: Lifecycle,
+    metrics: Metrics,
+    request_timeout: Duration,
+) -> Endpoints {
+    let app = shared(state, lifecycle, metrics);
+    Endpoints::new(Arc::clone(&app), router(app, request_timeout))
+}
+
+/// What the handlers share.
+fn shared(state: State, lifecycle: Lifecycle, metrics: Metrics) -> AppState {
     let mut containers: Vec<String> = state
         .borrow()
         .checks
@@ -71,12 +132,17 @@ pub fn router(state: State, lifecycle: Lifecycle, metrics: Metrics, request_time
         .collect();
     containers.sort();
     containers.dedup();
-    let app = Arc::new(Shared {
+    Arc::new(Shared {
         state,
         containers: containers.into(),
         lifecycle,
+        requests: Requests::new(&metrics),
         metrics,
-    });
+    })
+}
+
+/// The router: every request the fast path leaves to it.
+fn router(app: AppState, request_timeout: Duration) -> Router {
     let mut router = Router::new().route("/healthz", get(healthz));
     for kind in ProbeKind::ALL {
         router = router
@@ -129,11 +195,8 @@ async fn keep_matched_path(request: Request, next: Next) -> Response {
 /// matched no route counts as `unmatched`, never as itself.
 async fn count_request(AxumState(app): AxumState<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    let route = response
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, |m| m.as_str());
-    app.metrics.record_request(route, response.status());
+    let route = response.extensions().get::<MatchedPath>().map(|m| m.as_str());
+    app.requests.record(&app.metrics, route, response.status());
     response
 }
 
@@ -281,24 +344,28 @@ async fn probe(
         StatusCode::SERVICE_UNAVAILABLE
     };
     let (content_type, body) = match format {
-        Format::Text => ("text/plain; charset=utf-8", probe.text(options.verbose)),
+        Format::Text => (TEXT, probe.text(options.verbose)),
         Format::Json => ("application/json", probe.json().to_string()),
         Format::HealthJson => ("application/health+json", probe.health_json().to_string()),
     };
     drop(snapshot);
-    (
-        status,
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-        ],
-        body,
-    )
-        .into_response()
+    (status, probe_headers(content_type), body).into_response()
+}
+
+/// The content type of the probes' text answers (and of `/healthz`'s).
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The headers of a probe's answer, but its length: `content_type`, and
+/// never cached nor sniffed.
+fn probe_headers(content_type: &'static str) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+    ]
 }
 
 fn format(headers: &HeaderMap, options: &Options<'_>) -> Format {

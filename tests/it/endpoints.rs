@@ -248,3 +248,83 @@ async fn the_default_listen_address_takes_ipv4_and_ipv6() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Sends `method path` as the kubelet does, on a fresh connection that the
+/// proxy closes after answering; returns the raw response without its
+/// `date` line.
+async fn raw(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap();
+    String::from_utf8(response)
+        .unwrap()
+        .split_inclusive("\r\n")
+        .filter(|line| !line.to_ascii_lowercase().starts_with("date:"))
+        .collect()
+}
+
+#[tokio::test]
+async fn plain_probes_get_the_bytes_the_router_sends() {
+    // A query, even one ignored, takes a probe past the fast path to the
+    // router: both must send the same bytes, passing or failing.
+    let passing = Proxy::start("");
+    let failing = Proxy::start(
+        "[[check]]\nname = \"down\"\nprobes = [\"startup\", \"liveness\", \"readiness\"]\n\
+         tcp = { port = 1 }\nperiod = \"1h\"\nfailure_threshold = 1\n",
+    );
+    failing.wait_status("/livez", 503).await;
+    for (proxy, probes) in [(&passing, "200 OK"), (&failing, "503 Service Unavailable")] {
+        for method in ["GET", "HEAD"] {
+            for path in ["/healthz", "/startupz", "/livez", "/readyz"] {
+                let plain = raw(proxy.addr, method, path).await;
+                let routed = raw(proxy.addr, method, &format!("{path}?ignored")).await;
+                assert_eq!(plain, routed, "{method} {path}");
+                let status = if path == "/healthz" { "200 OK" } else { probes };
+                assert!(
+                    plain.starts_with(&format!("HTTP/1.1 {status}\r\n")),
+                    "{method} {path}: {plain}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        raw(passing.addr, "GET", "/readyz").await,
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain; charset=utf-8\r\ncache-control: no-store\r\n\
+         x-content-type-options: nosniff\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"
+    );
+}
+
+#[tokio::test]
+async fn plain_probes_are_counted_by_route_and_code() {
+    let proxy = Proxy::start(
+        "[[check]]\nname = \"down\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\nperiod = \"1h\"\n",
+    );
+    for _ in 0..3 {
+        assert_eq!(proxy.get("/readyz").await.status, 503);
+    }
+    assert_eq!(request(proxy.addr, "HEAD", "/livez", &[]).await.status, 200);
+    assert_eq!(proxy.get("/healthz").await.status, 200);
+    assert_eq!(proxy.get("/readyz?verbose").await.status, 503);
+    let m = proxy.get("/metrics").await.body;
+    let series: Vec<&str> = m
+        .lines()
+        .filter(|l| l.starts_with("healthproxy_http_requests_total"))
+        .collect();
+    assert_eq!(
+        series,
+        [
+            "healthproxy_http_requests_total{code=\"200\",route=\"/healthz\"} 1",
+            "healthproxy_http_requests_total{code=\"200\",route=\"/livez\"} 1",
+            "healthproxy_http_requests_total{code=\"503\",route=\"/readyz\"} 4",
+        ]
+    );
+}
