@@ -169,11 +169,19 @@ impl<C: Runnable> Worker<C> {
 
 /// Runs one check run in its own task, so that a panic becomes an Unknown
 /// result and the worker goes on, bounded by the timeout plus a grace.
-pub async fn run_guarded<F>(run: F, timeout: Duration) -> Outcome
+///
+/// The task is spawned at the call, so that the returned future holds only
+/// its handle: a worker keeps that future for its whole life, and holding
+/// `run` itself would size every worker like a run.
+pub fn run_guarded<F>(run: F, timeout: Duration) -> impl Future<Output = Outcome> + Send
 where
     F: Future<Output = Outcome> + Send + 'static,
 {
-    let mut task = tokio::spawn(run);
+    let task = tokio::spawn(run);
+    guard(task, timeout)
+}
+
+async fn guard(mut task: tokio::task::JoinHandle<Outcome>, timeout: Duration) -> Outcome {
     match tokio::time::timeout(timeout + TIMEOUT_GRACE, &mut task).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(e)) if e.is_panic() => {

@@ -1,14 +1,23 @@
 //! Prometheus metrics: an owned registry, families with fixed label sets,
-//! and per-check handles resolved once at startup so that recording a run
-//! is a few atomic adds. Every label value comes from the config or from a
+//! and per-check series held as plain atomics so that recording a run is a
+//! few atomic adds. Every label value comes from the config or from a
 //! fixed set (`result`, `probe`, `reason`, `to`, `route`, `code`), so label
 //! sets stay bounded whatever the traffic. See docs/metrics.md.
+//!
+//! The check families are not `prometheus` metric vectors: a vector's child
+//! carries its own copy of the family's description and label pairs, about
+//! 0.7 KiB per series and 12.7 KiB per check (BENCHMARKS.md, "Idle RSS").
+//! Here a check's series are ~0.3 KiB of counters, turned into metric
+//! families only while a scrape is encoded.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 use prometheus::{
-    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::check::Verdict;
@@ -48,6 +57,7 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in declaration order: `reason as usize` indexes it.
     const ALL: [Reason; 10] = [
         Reason::Timeout,
         Reason::Refused,
@@ -127,7 +137,7 @@ impl std::fmt::Debug for Metrics {
 
 struct Inner {
     registry: Registry,
-    checks: Vec<CheckHandles>,
+    checks: Arc<CheckFamilies>,
     probe_ok: IntGaugeVec,
     draining: IntGauge,
     drain_seconds: GaugeVec,
@@ -135,15 +145,214 @@ struct Inner {
     requests: IntCounterVec,
 }
 
-/// One check's series, resolved at startup.
-struct CheckHandles {
-    runs: [IntCounter; 3],
-    duration: Histogram,
-    healthy: Vec<(ProbeKind, IntGauge)>,
-    failures: Vec<IntCounter>,
-    consecutive_failures: IntGauge,
-    to_healthy: IntCounter,
-    to_failed: IntCounter,
+/// The `result` label of `healthproxy_check_runs_total`, by index.
+const RESULTS: [&str; 3] = ["success", "failure", "unknown"];
+
+/// One check's series.
+struct CheckSeries {
+    name: String,
+    kind: &'static str,
+    probes: crate::config::ProbeSet,
+    /// Indexed like [`RESULTS`].
+    runs: [AtomicU64; 3],
+    /// Runs per bucket, not cumulative: `buckets[i]` counts durations in
+    /// (`DURATION_BUCKETS[i-1]`, `DURATION_BUCKETS[i]`], the last one those
+    /// above every bound. The histogram's count is their sum, so that it
+    /// always equals the `+Inf` bucket.
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    /// Sum of the durations, in nanoseconds.
+    sum_nanos: AtomicU64,
+    /// Indexed by `ProbeKind as usize` (the order of `ProbeKind::ALL`).
+    healthy: [AtomicBool; 3],
+    /// Indexed by `Reason as usize`.
+    failures: [AtomicU64; Reason::ALL.len()],
+    consecutive_failures: AtomicU32,
+    to_healthy: AtomicU64,
+    to_failed: AtomicU64,
+}
+
+impl CheckSeries {
+    fn new(c: &CheckConfig) -> Self {
+        let series = CheckSeries {
+            name: c.name.clone(),
+            kind: c.kind.as_str(),
+            probes: c.probes,
+            runs: Default::default(),
+            buckets: Default::default(),
+            sum_nanos: AtomicU64::new(0),
+            healthy: Default::default(),
+            failures: Default::default(),
+            consecutive_failures: AtomicU32::new(0),
+            to_healthy: AtomicU64::new(0),
+            to_failed: AtomicU64::new(0),
+        };
+        // Before the first run the gauges show the initial state.
+        series.set_state(&CheckStatus::new(c));
+        series
+    }
+
+    fn set_state(&self, status: &CheckStatus) {
+        self.consecutive_failures
+            .store(status.consecutive_failures, Relaxed);
+        for kind in ProbeKind::ALL {
+            self.healthy[kind as usize].store(status.passes(kind), Relaxed);
+        }
+    }
+}
+
+/// The per-check families, collected from the atomics at scrape time.
+/// Reading them takes no lock a check run could hold.
+struct CheckFamilies {
+    runs: Desc,
+    duration: Desc,
+    healthy: Desc,
+    failures: Desc,
+    consecutive: Desc,
+    transitions: Desc,
+    checks: Vec<CheckSeries>,
+}
+
+/// The per-check families as a registry collector.
+struct CheckCollector(Arc<CheckFamilies>);
+
+fn desc(name: &str, help: &str, labels: &[&str]) -> Desc {
+    Desc::new(
+        name.into(),
+        help.into(),
+        labels.iter().map(|l| l.to_string()).collect(),
+        HashMap::new(),
+    )
+    .expect("valid metric and label names")
+}
+
+/// A metric with `labels`, which must be sorted by name (as the registry
+/// writes its own).
+fn metric(labels: &[(&str, &str)]) -> proto::Metric {
+    let pairs = labels
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name(name.to_string());
+            pair.set_value(value.to_string());
+            pair
+        })
+        .collect();
+    proto::Metric::from_label(pairs)
+}
+
+fn counter(labels: &[(&str, &str)], value: u64) -> proto::Metric {
+    let mut m = metric(labels);
+    let mut c = proto::Counter::default();
+    c.set_value(value as f64);
+    m.set_counter(c);
+    m
+}
+
+fn gauge(labels: &[(&str, &str)], value: i64) -> proto::Metric {
+    let mut g = proto::Gauge::default();
+    g.set_value(value as f64);
+    let mut m = proto::Metric::from_gauge(g);
+    m.set_label(metric(labels).take_label());
+    m
+}
+
+fn family(desc: &Desc, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(desc.fq_name.clone());
+    f.set_help(desc.help.clone());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+impl Collector for CheckCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let f = &self.0;
+        vec![
+            &f.runs,
+            &f.duration,
+            &f.healthy,
+            &f.failures,
+            &f.consecutive,
+            &f.transitions,
+        ]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let f = &self.0;
+        let n = f.checks.len();
+        let (mut runs, mut duration, mut healthy) = (
+            Vec::with_capacity(3 * n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(2 * n),
+        );
+        let (mut failures, mut consecutive, mut transitions) =
+            (Vec::new(), Vec::with_capacity(n), Vec::with_capacity(2 * n));
+        for s in &f.checks {
+            let name = s.name.as_str();
+            for (result, count) in RESULTS.iter().zip(&s.runs) {
+                runs.push(counter(
+                    &[("check", name), ("kind", s.kind), ("result", result)],
+                    count.load(Relaxed),
+                ));
+            }
+
+            let mut h = proto::Histogram::default();
+            let mut cumulative = 0;
+            let buckets = DURATION_BUCKETS
+                .iter()
+                .zip(&s.buckets)
+                .map(|(bound, count)| {
+                    cumulative += count.load(Relaxed);
+                    let mut b = proto::Bucket::default();
+                    b.set_upper_bound(*bound);
+                    b.set_cumulative_count(cumulative);
+                    b
+                })
+                .collect();
+            h.set_bucket(buckets);
+            h.set_sample_count(cumulative + s.buckets[DURATION_BUCKETS.len()].load(Relaxed));
+            h.set_sample_sum(s.sum_nanos.load(Relaxed) as f64 / 1e9);
+            let mut m = metric(&[("check", name), ("kind", s.kind)]);
+            m.set_histogram(h);
+            duration.push(m);
+
+            for kind in ProbeKind::ALL.into_iter().filter(|k| s.probes.contains(*k)) {
+                healthy.push(gauge(
+                    &[("check", name), ("probe", kind.as_str())],
+                    i64::from(s.healthy[kind as usize].load(Relaxed)),
+                ));
+            }
+            // A reason's series appears with its first failure: most of
+            // them stay zero for a check's life (docs/metrics.md).
+            for (reason, count) in Reason::ALL.iter().zip(&s.failures) {
+                let count = count.load(Relaxed);
+                if count > 0 {
+                    failures.push(counter(&[("check", name), ("reason", reason.as_str())], count));
+                }
+            }
+            consecutive.push(gauge(
+                &[("check", name)],
+                i64::from(s.consecutive_failures.load(Relaxed)),
+            ));
+            transitions.push(counter(
+                &[("check", name), ("to", "failed")],
+                s.to_failed.load(Relaxed),
+            ));
+            transitions.push(counter(
+                &[("check", name), ("to", "healthy")],
+                s.to_healthy.load(Relaxed),
+            ));
+        }
+        vec![
+            family(&f.runs, MetricType::COUNTER, runs),
+            family(&f.duration, MetricType::HISTOGRAM, duration),
+            family(&f.healthy, MetricType::GAUGE, healthy),
+            family(&f.failures, MetricType::COUNTER, failures),
+            family(&f.consecutive, MetricType::GAUGE, consecutive),
+            family(&f.transitions, MetricType::COUNTER, transitions),
+        ]
+    }
 }
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
@@ -154,70 +363,44 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 }
 
 impl Metrics {
-    /// A registry with every family, and handles for `checks`.
+    /// A registry with every family, and series for `checks`.
     pub fn new(checks: &[CheckConfig]) -> Metrics {
         let r = Registry::new();
-        let runs = register(
-            &r,
-            IntCounterVec::new(
-                Opts::new("healthproxy_check_runs_total", "Check runs, by result."),
+        let checks = Arc::new(CheckFamilies {
+            runs: desc(
+                "healthproxy_check_runs_total",
+                "Check runs, by result.",
                 &["check", "kind", "result"],
-            )
-            .unwrap(),
-        );
-        let duration = register(
-            &r,
-            HistogramVec::new(
-                HistogramOpts::new("healthproxy_check_duration_seconds", "Duration of check runs.")
-                    .buckets(DURATION_BUCKETS.to_vec()),
+            ),
+            duration: desc(
+                "healthproxy_check_duration_seconds",
+                "Duration of check runs.",
                 &["check", "kind"],
-            )
-            .unwrap(),
-        );
-        let healthy = register(
-            &r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "healthproxy_check_healthy",
-                    "Whether the check passes the probe kind, after thresholds (1) or not (0).",
-                ),
+            ),
+            healthy: desc(
+                "healthproxy_check_healthy",
+                "Whether the check passes the probe kind, after thresholds (1) or not (0).",
                 &["check", "probe"],
-            )
-            .unwrap(),
-        );
-        let failures = register(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "healthproxy_check_failures_total",
-                    "Failed check runs, by reason.",
-                ),
+            ),
+            failures: desc(
+                "healthproxy_check_failures_total",
+                "Failed check runs, by reason.",
                 &["check", "reason"],
-            )
-            .unwrap(),
-        );
-        let consecutive = register(
-            &r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "healthproxy_check_consecutive_failures",
-                    "Failed runs in a row, ending with the last counted run.",
-                ),
+            ),
+            consecutive: desc(
+                "healthproxy_check_consecutive_failures",
+                "Failed runs in a row, ending with the last counted run.",
                 &["check"],
-            )
-            .unwrap(),
-        );
-        let transitions = register(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "healthproxy_check_transitions_total",
-                    "Changes of a check's state after thresholds, by the state changed to.",
-                ),
+            ),
+            transitions: desc(
+                "healthproxy_check_transitions_total",
+                "Changes of a check's state after thresholds, by the state changed to.",
                 &["check", "to"],
-            )
-            .unwrap(),
-        );
+            ),
+            checks: checks.iter().map(CheckSeries::new).collect(),
+        });
+        r.register(Box::new(CheckCollector(Arc::clone(&checks))))
+            .expect("metric names are unique");
         let probe_ok = register(
             &r,
             IntGaugeVec::new(
@@ -281,34 +464,6 @@ impl Metrics {
         ))
         .expect("metric names are unique");
 
-        let checks = checks
-            .iter()
-            .map(|c| {
-                let (name, kind) = (c.name.as_str(), c.kind.as_str());
-                let handles = CheckHandles {
-                    runs: ["success", "failure", "unknown"].map(|r| runs.with_label_values(&[name, kind, r])),
-                    duration: duration.with_label_values(&[name, kind]),
-                    healthy: ProbeKind::ALL
-                        .into_iter()
-                        .filter(|k| c.probes.contains(*k))
-                        .map(|k| (k, healthy.with_label_values(&[name, k.as_str()])))
-                        .collect(),
-                    failures: Reason::ALL
-                        .iter()
-                        .map(|r| failures.with_label_values(&[name, r.as_str()]))
-                        .collect(),
-                    consecutive_failures: consecutive.with_label_values(&[name]),
-                    to_healthy: transitions.with_label_values(&[name, "healthy"]),
-                    to_failed: transitions.with_label_values(&[name, "failed"]),
-                };
-                // Before the first run the gauges show the initial state.
-                let initial = CheckStatus::new(c);
-                for (kind, gauge) in &handles.healthy {
-                    gauge.set(i64::from(initial.passes(*kind)));
-                }
-                handles
-            })
-            .collect();
         for kind in ProbeKind::ALL {
             probe_ok.with_label_values(&[kind.as_str()]);
         }
@@ -328,7 +483,7 @@ impl Metrics {
 
     /// Records the last run of check `index` and the state it led to.
     pub fn record_run(&self, index: usize, status: &CheckStatus) {
-        let h = &self.inner.checks[index];
+        let s = &self.inner.checks.checks[index];
         let Some(LastRun {
             outcome, duration, ..
         }) = &status.last
@@ -340,36 +495,35 @@ impl Metrics {
             Verdict::Failure => 1,
             Verdict::Unknown => 2,
         };
-        h.runs[result].inc();
-        h.duration.observe(duration.as_secs_f64());
+        s.runs[result].fetch_add(1, Relaxed);
+        let seconds = duration.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        s.buckets[bucket].fetch_add(1, Relaxed);
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        s.sum_nanos.fetch_add(nanos, Relaxed);
         if outcome.verdict == Verdict::Failure {
             let reason = Reason::of(status.kind, &outcome.message);
-            let at = Reason::ALL
-                .iter()
-                .position(|r| *r == reason)
-                .expect("every reason is listed");
-            h.failures[at].inc();
+            s.failures[reason as usize].fetch_add(1, Relaxed);
         }
-        self.record_state(index, status);
+        s.set_state(status);
     }
 
     /// Sets the gauges of check `index` to its state after thresholds.
     pub fn record_state(&self, index: usize, status: &CheckStatus) {
-        let h = &self.inner.checks[index];
-        h.consecutive_failures.set(i64::from(status.consecutive_failures));
-        for (kind, gauge) in &h.healthy {
-            gauge.set(i64::from(status.passes(*kind)));
-        }
+        self.inner.checks.checks[index].set_state(status);
     }
 
     /// Counts a state transition of check `index`.
     pub fn record_transition(&self, index: usize, to: Health) {
-        let h = &self.inner.checks[index];
+        let s = &self.inner.checks.checks[index];
         match to {
-            Health::Healthy => h.to_healthy.inc(),
-            Health::Failed => h.to_failed.inc(),
-            Health::Initial => {}
-        }
+            Health::Healthy => s.to_healthy.fetch_add(1, Relaxed),
+            Health::Failed => s.to_failed.fetch_add(1, Relaxed),
+            Health::Initial => 0,
+        };
     }
 
     /// Counts a served request. `route` is the router's pattern, never the
@@ -493,6 +647,75 @@ mod tests {
                 "healthproxy_http_requests_total{code=\"418\",route=\"/readyz\"} 1",
                 "healthproxy_http_requests_total{code=\"503\",route=\"/readyz\"} 1",
             ]
+        );
+    }
+
+    #[test]
+    fn reasons_index_their_own_list() {
+        for (i, reason) in Reason::ALL.iter().enumerate() {
+            assert_eq!(*reason as usize, i, "{reason:?}");
+        }
+        for (i, kind) in ProbeKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "{kind:?}");
+        }
+    }
+
+    fn status(config: &CheckConfig, outcome: crate::check::Outcome, ms: u64) -> CheckStatus {
+        let mut status = CheckStatus::new(config);
+        status.observe(
+            outcome,
+            std::time::Duration::from_millis(ms),
+            std::time::SystemTime::now(),
+        );
+        status
+    }
+
+    #[test]
+    fn the_exposition_of_a_check_counts_its_runs_and_shows_a_reason_from_its_first_failure() {
+        use crate::check::Outcome;
+        let configs = crate::config::Config::from_toml_str(
+            "[[check]]\nname = \"db\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\n",
+            "t",
+            &|_: &str| None,
+        )
+        .unwrap()
+        .checks;
+        let metrics = Metrics::new(&configs);
+        let render = || metrics.render([(ProbeKind::Readiness, false); 3], false, None);
+        let text = render();
+        assert!(
+            text.contains("healthproxy_check_runs_total{check=\"db\",kind=\"tcp\",result=\"unknown\"} 0\n")
+        );
+        assert!(text.contains("healthproxy_check_healthy{check=\"db\",probe=\"readiness\"} 0\n"));
+        assert!(!text.contains("healthproxy_check_failures_total"), "{text}");
+
+        metrics.record_run(0, &status(&configs[0], Outcome::success("ok"), 3));
+        let refused = "dial tcp 127.0.0.1:1: connect: connection refused";
+        let failed = status(&configs[0], Outcome::failure(refused), 20_000);
+        metrics.record_run(0, &failed);
+        metrics.record_run(0, &failed);
+        metrics.record_transition(0, Health::Failed);
+        let text = render();
+        for line in [
+            "healthproxy_check_runs_total{check=\"db\",kind=\"tcp\",result=\"success\"} 1",
+            "healthproxy_check_runs_total{check=\"db\",kind=\"tcp\",result=\"failure\"} 2",
+            "healthproxy_check_failures_total{check=\"db\",reason=\"refused\"} 2",
+            "healthproxy_check_consecutive_failures{check=\"db\"} 1",
+            "healthproxy_check_transitions_total{check=\"db\",to=\"failed\"} 1",
+            "healthproxy_check_transitions_total{check=\"db\",to=\"healthy\"} 0",
+            "healthproxy_check_duration_seconds_bucket{check=\"db\",kind=\"tcp\",le=\"0.0025\"} 0",
+            "healthproxy_check_duration_seconds_bucket{check=\"db\",kind=\"tcp\",le=\"0.005\"} 1",
+            "healthproxy_check_duration_seconds_bucket{check=\"db\",kind=\"tcp\",le=\"10\"} 1",
+            "healthproxy_check_duration_seconds_bucket{check=\"db\",kind=\"tcp\",le=\"+Inf\"} 3",
+            "healthproxy_check_duration_seconds_sum{check=\"db\",kind=\"tcp\"} 40.003",
+            "healthproxy_check_duration_seconds_count{check=\"db\",kind=\"tcp\"} 3",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} in\n{text}");
+        }
+        assert_eq!(
+            text.matches("healthproxy_check_failures_total{").count(),
+            1,
+            "{text}"
         );
     }
 

@@ -171,10 +171,13 @@ impl Check {
     /// Runs the check once, bounded by `timeout`.
     pub async fn run(&self, timeout: Duration) -> Outcome {
         match self {
-            Check::Http(c) => c.run(timeout).await,
+            // An HTTP run's state is 4.5 KiB and a gRPC run's 3 KiB, against
+            // 0.5 KiB for TCP: boxed, so that a run of the other kinds is not
+            // sized like the largest one.
+            Check::Http(c) => Box::pin(c.run(timeout)).await,
             Check::Tcp(c) => c.run(timeout).await,
             Check::Exec(c) => c.run(timeout).await,
-            Check::Grpc(c) => c.run(timeout).await,
+            Check::Grpc(c) => Box::pin(c.run(timeout)).await,
             Check::File(c) => c.run(timeout).await,
         }
     }

@@ -107,7 +107,7 @@ async fn rolling_drain_behind_haproxy_loses_no_request() {
     let (front, stats) = (free_port(), free_port());
     let config = format!(
         "global\n  maxconn 2000\n\
-         defaults\n  mode http\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n  retries 3\n  option redispatch\n  option http-server-close\n\
+         defaults\n  mode http\n  timeout connect 1s\n  timeout client 10s\n  timeout server 10s\n  timeout check 3s\n  retries 3\n  option redispatch\n  option http-server-close\n\
          listen app\n  bind 127.0.0.1:{front}\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n\
          \x20 default-server inter 200ms fall 1 rise 1\n\
          \x20 server a 127.0.0.1:{} check port {}\n\

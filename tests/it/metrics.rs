@@ -69,7 +69,16 @@ async fn metrics_show_runs_states_reasons_and_probes() {
             &m,
             "healthproxy_check_failures_total{check=\"db\",reason=\"timeout\"}"
         ),
-        Some(0.0)
+        None,
+        "a reason's series appears with its first failure (docs/metrics.md)"
+    );
+    assert_eq!(
+        value(
+            &m,
+            "healthproxy_check_runs_total{check=\"web\",kind=\"http\",result=\"failure\"}"
+        ),
+        Some(0.0),
+        "the runs series are there from the start"
     );
     assert_eq!(
         value(&m, "healthproxy_check_healthy{check=\"web\",probe=\"liveness\"}"),
