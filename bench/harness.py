@@ -37,6 +37,9 @@ BASELINE = os.path.join(RELEASE, "examples", "bench-baseline")
 FLAVOUR = os.path.join(RELEASE, "examples", "bench-flavour")
 MEMORY = os.path.join(RELEASE, "examples", "bench-memory")
 DEMO_APP = os.path.join(RELEASE, "examples", "demo-app")
+# The binary the image ships: glibc linked statically (bench/run builds it,
+# as the Dockerfile does). Measured for size and idle RSS when present.
+STATIC = os.path.join(ROOT, "target", "static", f"{platform.machine()}-unknown-linux-gnu", "release", "healthproxy")
 BLACKBOX = shutil.which("prometheus-blackbox-exporter") or "/usr/bin/prometheus-blackbox-exporter"
 
 # The runtime flavour of `healthproxy run` (src/cli/run.rs). The headline
@@ -271,7 +274,10 @@ class Bench:
     def sizes(self):
         self.say("## Binary size")
         out = {}
-        for name, path in (("healthproxy", HEALTHPROXY), ("bare hyper baseline", BASELINE)):
+        binaries = [("healthproxy", HEALTHPROXY), ("bare hyper baseline", BASELINE)]
+        if os.path.exists(STATIC):
+            binaries.append(("healthproxy, static (the image's)", STATIC))
+        for name, path in binaries:
             stripped = os.path.join(self.work.path, os.path.basename(path) + ".stripped")
             shutil.copy(path, stripped)
             subprocess.run(["strip", stripped], check=True)
@@ -320,6 +326,13 @@ class Bench:
             out[n] = rss_mib(p.pid)
             self.say(f"- {n} checks: {out[n]:.1f} MiB ({threads(p.pid)} threads)")
             self.procs.stop(p)
+        if os.path.exists(STATIC):
+            for n in (10, 1000):
+                p, _ = self.start_healthproxy(f"rss-static-{n}", [("tcp", n, "10s")], binary=STATIC)
+                time.sleep(2)
+                out[f"static {n}"] = rss_mib(p.pid)
+                self.say(f"- {n} checks, static build (the image's): {out[f'static {n}']:.1f} MiB")
+                self.procs.stop(p)
         self.results["idle_rss_mib"] = out
         steps = subprocess.run([MEMORY, "1000"], capture_output=True, text=True, check=True).stdout
         parts = dict((k, int(v)) for k, v in (line.split("\t") for line in steps.splitlines()))
@@ -476,8 +489,8 @@ class Bench:
         rows = [
             ("/readyz rate vs bare hyper, c32", "≥ 0.90×", f"{t['ratio']:.2f}×", t["ratio"] >= 0.9),
             ("/readyz p99 at c32", "< 2 ms", f"{t['hp']['p99_ms']:.2f} ms", t["hp"]["p99_ms"] < 2),
-            ("idle RSS, 10 checks", "≤ 5 MiB", f"{r['idle_rss_mib'][10]:.1f} MiB", r["idle_rss_mib"][10] <= 5),
-            ("idle RSS, 1000 checks", "≤ 12 MiB", f"{r['idle_rss_mib'][1000]:.1f} MiB", r["idle_rss_mib"][1000] <= 12),
+            rss_goal(r["idle_rss_mib"], 10, 5),
+            rss_goal(r["idle_rss_mib"], 1000, 12),
             ("CPU per tcp check", "≤ 60 µs", f"{cpu_['tcp']['own_us']:.1f} µs", cpu_["tcp"]["own_us"] <= 60),
             ("CPU per http check (new connection)", "≤ 150 µs", f"{cpu_['http']['own_us']:.1f} µs",
              cpu_["http"]["own_us"] <= 150),
@@ -497,6 +510,19 @@ class Bench:
         rss_ratio = bb["idle_rss_mib"] / r["idle_rss_mib"][10]
         self.say(f"\nblackbox_exporter idle RSS / healthproxy idle RSS (10 checks): {rss_ratio:.1f}×")
         self.results["goals"] = [{"goal": n, "target": tg, "measured": g, "met": ok} for n, tg, g, ok in rows]
+
+
+def rss_goal(rss, checks, limit):
+    """A goal row for idle RSS: the release build, and the image's static
+    build when measured, which is what a pod runs and what the goal is
+    judged on."""
+    measured = f"{rss[checks]:.1f} MiB"
+    ok = rss[checks] <= limit
+    static = rss.get(f"static {checks}")
+    if static is not None:
+        measured += f" (static, as in the image: {static:.1f} MiB)"
+        ok = static <= limit
+    return (f"idle RSS, {checks} checks", f"≤ {limit} MiB", measured, ok)
 
 
 def machine():
