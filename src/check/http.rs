@@ -7,7 +7,9 @@
 //! Each run dials a fresh connection and sends `Connection: close`, as the
 //! kubelet's `DisableKeepAlives` transport; with `keep_alive` one idle
 //! connection to the configured target is kept between runs. HTTPS skips
-//! certificate verification unless a CA file is configured, as the kubelet.
+//! certificate verification unless a CA file is configured, and offers
+//! HTTP/2 through ALPN before HTTP/1.1, as the kubelet's transport does
+//! (kubelet-semantics §1.1).
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,10 +18,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::{Body, Incoming};
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::{http1, http2};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -297,6 +299,7 @@ impl HttpCheck {
                     .await
                     .is_ok_and(|r| r.is_ok())
             {
+                let request = connection.send.adapt(request, target);
                 match timeout_at(deadline, connection.send.send_request(request)).await {
                     Err(_) => return Err(deadline_exceeded()),
                     Ok(Ok(response)) => return Ok((response, connection)),
@@ -317,6 +320,7 @@ impl HttpCheck {
             Ok(Err(message)) => return Err(Outcome::failure(format!("{}: {message}", self.op(target)))),
             Ok(Ok(connection)) => connection,
         };
+        let request = connection.send.adapt(request, target);
         match timeout_at(deadline, connection.send.send_request(request)).await {
             Err(_) => Err(deadline_exceeded()),
             Ok(Err(e)) => Err(transport_error(&e)),
@@ -339,7 +343,7 @@ impl HttpCheck {
         let budget = deadline.saturating_duration_since(Instant::now()) + DIAL_SLACK;
         let tcp = dial(&self.resolver, &host, target.port, budget).await?;
         if !https {
-            return Connection::handshake(tcp).await;
+            return Connection::handshake(tcp, false).await;
         }
         let name = ServerName::try_from(target.host.clone())
             .map_err(|e| format!("tls: invalid server name {:?}: {e}", target.host))?;
@@ -347,7 +351,8 @@ impl HttpCheck {
             .connect(name, tcp)
             .await
             .map_err(|e| format!("tls: {}", super::describe_io(&e)))?;
-        Connection::handshake(tls).await
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
+        Connection::handshake(tls, h2).await
     }
 
     /// `Get "URL"`: the prefix Go's client puts on its errors.
@@ -361,27 +366,96 @@ impl HttpCheck {
     }
 }
 
-/// An HTTP/1.1 connection: the handle requests go through, and the task
-/// that drives the socket (aborted when this is dropped).
+/// An HTTP/1.1 or HTTP/2 connection: the handle requests go through, and
+/// the task that drives the socket (aborted when this is dropped).
 #[derive(Debug)]
 struct Connection {
-    send: SendRequest<Empty<Bytes>>,
+    send: Sender,
     task: tokio::task::JoinHandle<()>,
 }
 
+/// Where a connection's requests go in, by protocol.
+#[derive(Debug)]
+enum Sender {
+    Http1(http1::SendRequest<Empty<Bytes>>),
+    Http2(http2::SendRequest<Empty<Bytes>>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(s) => s.is_closed(),
+            Sender::Http2(s) => s.is_closed(),
+        }
+    }
+
+    async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::Http1(s) => s.ready().await,
+            Sender::Http2(s) => s.ready().await,
+        }
+    }
+
+    async fn send_request(
+        &mut self,
+        request: Request<Empty<Bytes>>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
+        match self {
+            Sender::Http1(s) => s.send_request(request).await,
+            Sender::Http2(s) => s.send_request(request).await,
+        }
+    }
+
+    /// Makes an HTTP/1.1 request fit the connection. HTTP/2 has no
+    /// `Connection` header, and carries the host as `:authority` with the
+    /// scheme in an absolute URI, as Go's transport sends `req.Host`.
+    fn adapt(&self, mut request: Request<Empty<Bytes>>, target: &Target) -> Request<Empty<Bytes>> {
+        if let Sender::Http2(_) = self {
+            let headers = request.headers_mut();
+            headers.remove(header::CONNECTION);
+            let authority = headers
+                .remove(header::HOST)
+                .and_then(|h| h.to_str().ok().map(str::to_owned))
+                .unwrap_or_else(|| target.authority.clone());
+            let path = request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned();
+            if let Ok(uri) = Uri::builder()
+                .scheme(target.scheme.as_str())
+                .authority(authority)
+                .path_and_query(path)
+                .build()
+            {
+                *request.uri_mut() = uri;
+            }
+        }
+        request
+    }
+}
+
+/// The ALPN name of HTTP/2.
+const ALPN_H2: &[u8] = b"h2";
+
 impl Connection {
-    /// Runs the HTTP/1.1 handshake over `io` and spawns the driver task.
-    async fn handshake<T>(io: T) -> Result<Connection, String>
+    /// Runs the HTTP/1.1 or (with `h2`) HTTP/2 handshake over `io` and
+    /// spawns the driver task.
+    async fn handshake<T>(io: T, h2: bool) -> Result<Connection, String>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| describe_hyper(&e))?;
-        let task = tokio::spawn(async move {
-            // Errors surface through `SendRequest` and the body.
-            let _ = conn.await;
-        });
+        let io = TokioIo::new(io);
+        // Errors surface through the sender and the body.
+        let (send, task) = if h2 {
+            let (send, conn) = http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| describe_hyper(&e))?;
+            (Sender::Http2(send), tokio::spawn(async move { drop(conn.await) }))
+        } else {
+            let (send, conn) = http1::handshake(io).await.map_err(|e| describe_hyper(&e))?;
+            (Sender::Http1(send), tokio::spawn(async move { drop(conn.await) }))
+        };
         Ok(Connection { send, task })
     }
 }
@@ -598,7 +672,8 @@ fn describe_hyper(e: &hyper::Error) -> String {
     text
 }
 
-/// The rustls client settings: HTTP/1.1 only, the ring provider, and
+/// The rustls client settings: HTTP/2 offered before HTTP/1.1, the ring
+/// provider, and
 /// either the CA bundle in `ca_file` or no verification at all.
 fn tls_config(ca_file: Option<&std::path::Path>) -> Result<ClientConfig, String> {
     let provider = Arc::new(crypto::ring::default_provider());
@@ -624,7 +699,7 @@ fn tls_config(ca_file: Option<&std::path::Path>) -> Result<ClientConfig, String>
             .with_custom_certificate_verifier(Arc::new(SkipVerification { provider }))
             .with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![ALPN_H2.to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 

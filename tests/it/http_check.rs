@@ -12,8 +12,8 @@ use healthproxy::check::{HttpCheck, Outcome, Verdict};
 use healthproxy::config::{Host, HttpMethod, HttpSpec, Scheme};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::{HeaderMap, Method, Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::{HeaderMap, Method, Request, Response, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::rustls;
@@ -55,6 +55,7 @@ struct Seen {
     method: Method,
     path: String,
     headers: HeaderMap,
+    version: Version,
 }
 
 type Handler = Arc<dyn Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync>;
@@ -96,10 +97,11 @@ impl Server {
                     match tls {
                         Some(acceptor) => {
                             if let Ok(stream) = acceptor.accept(stream).await {
-                                serve(stream, handler, log).await;
+                                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                serve(stream, h2, handler, log).await;
                             }
                         }
-                        None => serve(stream, handler, log).await,
+                        None => serve(stream, false, handler, log).await,
                     }
                 });
             }
@@ -125,7 +127,7 @@ impl Server {
     }
 }
 
-async fn serve<S>(stream: S, handler: Handler, log: Arc<Mutex<Vec<Seen>>>)
+async fn serve<S>(stream: S, h2: bool, handler: Handler, log: Arc<Mutex<Vec<Seen>>>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -134,14 +136,21 @@ where
             method: req.method().clone(),
             path: req.uri().to_string(),
             headers: req.headers().clone(),
+            version: req.version(),
         };
         log.lock().unwrap().push(seen.clone());
         let response = handler(&seen);
         async move { Ok::<_, std::convert::Infallible>(response) }
     });
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+    if h2 {
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    } else {
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    }
 }
 
 fn reply(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -650,8 +659,13 @@ struct Tls {
 }
 
 /// A self-signed certificate for 127.0.0.1 and localhost, named `name`, and
-/// an acceptor presenting it.
+/// an acceptor presenting it that speaks HTTP/1.1 only.
 fn self_signed(name: &str) -> Tls {
+    self_signed_speaking(name, &[b"http/1.1"])
+}
+
+/// The same, with the ALPN protocols `alpn`.
+fn self_signed_speaking(name: &str, alpn: &[&[u8]]) -> Tls {
     let mut params =
         rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
     params.distinguished_name.push(rcgen::DnType::CommonName, name);
@@ -668,7 +682,7 @@ fn self_signed(name: &str) -> Tls {
         .with_no_client_auth()
         .with_single_cert(vec![cert_der], key_der)
         .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Tls {
         cert_pem: cert.pem(),
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
@@ -702,6 +716,47 @@ async fn https_without_ca_file_skips_verification() {
         "HTTP probe succeeded with statuscode: 200",
     );
     assert_eq!(server.seen()[0].path, "/secure");
+}
+
+#[tokio::test]
+async fn https_negotiates_http2_as_the_kubelet_does_and_sends_the_host_as_authority() {
+    // An HTTP/2-only server: a client offering only HTTP/1.1 fails the
+    // handshake with it.
+    let tls = self_signed_speaking("server", &[b"h2"]);
+    let server = https_server(&tls).await;
+    let outcome = run(https_spec(server.port(), None)).await;
+    assert_eq!(outcome.verdict, Verdict::Success, "{}", outcome.message);
+    let overridden = run(HttpSpec {
+        headers: headers(&[("Host", "example.test")]),
+        keep_alive: true,
+        ..https_spec(server.port(), None)
+    })
+    .await;
+    assert_eq!(overridden.verdict, Verdict::Success, "{}", overridden.message);
+    let seen = server.seen();
+    assert_eq!(seen[0].version, Version::HTTP_2);
+    assert_eq!(
+        seen[0].path,
+        format!("https://127.0.0.1:{}/secure", server.port())
+    );
+    assert!(
+        !seen[0].headers.contains_key("connection"),
+        "{:?}",
+        seen[0].headers
+    );
+    assert_eq!(
+        seen[1].path, "https://example.test/secure",
+        "the Host header is the authority"
+    );
+
+    // A server that speaks both gets HTTP/2; one that speaks HTTP/1.1 only
+    // gets HTTP/1.1.
+    let both = https_server(&self_signed_speaking("server", &[b"h2", b"http/1.1"])).await;
+    run(https_spec(both.port(), None)).await;
+    assert_eq!(both.seen()[0].version, Version::HTTP_2);
+    let http1 = https_server(&self_signed("server")).await;
+    run(https_spec(http1.port(), None)).await;
+    assert_eq!(http1.seen()[0].version, Version::HTTP_11);
 }
 
 #[tokio::test]
