@@ -527,8 +527,9 @@ impl Metrics {
     }
 
     /// Counts a served request. `route` is the router's pattern, never the
-    /// request's path. Looks the series up by its labels: for a route
-    /// counted on every request, use [`Metrics::route_requests`].
+    /// request's path. Looks the series up by its labels: for the routes
+    /// the kubelet probes many times a second, use
+    /// [`Metrics::route_requests`].
     pub fn record_request(&self, route: &str, code: axum::http::StatusCode) {
         self.inner
             .requests
@@ -597,11 +598,6 @@ impl RouteRequests {
                 .inc(),
             None => self.family.with_label_values(&labels).inc(),
         }
-    }
-
-    /// The route pattern counted.
-    pub fn route(&self) -> &str {
-        &self.route
     }
 }
 

@@ -43,7 +43,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::config::ProbeKind;
 use crate::lifecycle::Lifecycle;
-use crate::metrics::{Metrics, RouteRequests};
+use crate::metrics::Metrics;
 use crate::state::State;
 
 /// What the handlers share, behind one `Arc`: extracting it for a request
@@ -57,54 +57,10 @@ pub struct Shared {
     containers: Arc<[String]>,
     lifecycle: Lifecycle,
     metrics: Metrics,
-    requests: Requests,
 }
 
 /// The route label of requests that matched no route.
 const UNMATCHED: &str = "unmatched";
-
-/// The request counters of every route pattern, resolved once, so that a
-/// request is counted without looking its series up by label.
-#[derive(Debug)]
-struct Requests {
-    /// The routes of [`fast::PATHS`] first, in its order, then the others.
-    routes: Vec<RouteRequests>,
-    unmatched: RouteRequests,
-}
-
-impl Requests {
-    fn new(metrics: &Metrics) -> Requests {
-        let mut patterns: Vec<String> = fast::PATHS.iter().map(|(path, _)| (*path).into()).collect();
-        patterns.extend(ProbeKind::ALL.map(|kind| format!("/{}/{{name}}", kind.endpoint())));
-        patterns.extend(
-            [
-                "/containers/{container}/{probe}",
-                "/drain",
-                "/exit",
-                "/metrics",
-                "/prestop",
-            ]
-            .map(String::from),
-        );
-        Requests {
-            routes: patterns.iter().map(|p| metrics.route_requests(p)).collect(),
-            unmatched: metrics.route_requests(UNMATCHED),
-        }
-    }
-
-    /// Counts a request by the route pattern it matched, if any.
-    fn record(&self, metrics: &Metrics, route: Option<&str>, code: StatusCode) {
-        let Some(route) = route else {
-            return self.unmatched.record(code);
-        };
-        match self.routes.iter().find(|r| r.route() == route) {
-            Some(requests) => requests.record(code),
-            // Every route is listed in `new`; this keeps a forgotten one
-            // counted all the same.
-            None => metrics.record_request(route, code),
-        }
-    }
-}
 
 /// The longest query string accepted; a longer one gets 414.
 pub const MAX_QUERY_BYTES: usize = 2048;
@@ -136,7 +92,6 @@ fn shared(state: State, lifecycle: Lifecycle, metrics: Metrics) -> AppState {
         state,
         containers: containers.into(),
         lifecycle,
-        requests: Requests::new(&metrics),
         metrics,
     })
 }
@@ -195,8 +150,11 @@ async fn keep_matched_path(request: Request, next: Next) -> Response {
 /// matched no route counts as `unmatched`, never as itself.
 async fn count_request(AxumState(app): AxumState<AppState>, request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    let route = response.extensions().get::<MatchedPath>().map(|m| m.as_str());
-    app.requests.record(&app.metrics, route, response.status());
+    let route = response
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, |m| m.as_str());
+    app.metrics.record_request(route, response.status());
     response
 }
 
