@@ -5,7 +5,7 @@
 //! kubelet-semantics §3.7 and §5).
 
 use std::io;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -24,8 +24,9 @@ pub type SocketCounter = Arc<dyn Fn(&[u16]) -> io::Result<Sockets> + Send + Sync
 /// Where a drain is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
-    /// No drain yet.
-    Serving,
+    /// No drain under way; the last finished one, once a new app
+    /// container has ended it ([`Drain::reset`]).
+    Serving(Option<Report>),
     /// Readiness fails; waiting for `min`, then for connections.
     Draining,
     /// Done; how it went.
@@ -65,8 +66,6 @@ struct Inner {
     state: State,
     sockets: SocketCounter,
     phase: watch::Sender<Phase>,
-    /// The last finished drain, kept past a reset for its waiters.
-    last: Mutex<Option<Report>>,
 }
 
 impl std::fmt::Debug for Drain {
@@ -86,14 +85,13 @@ impl Drain {
 
     /// A drain that counts sockets with `sockets`.
     pub fn with_counter(config: DrainConfig, state: State, sockets: SocketCounter) -> Self {
-        let (phase, _) = watch::channel(Phase::Serving);
+        let (phase, _) = watch::channel(Phase::Serving(None));
         Drain {
             inner: Arc::new(Inner {
                 config,
                 state,
                 sockets,
                 phase,
-                last: Mutex::new(None),
             }),
         }
     }
@@ -102,7 +100,7 @@ impl Drain {
     /// true when this call started it.
     pub fn start(&self, trigger: &'static str) -> bool {
         let started = self.inner.phase.send_if_modified(|p| {
-            if *p == Phase::Serving {
+            if matches!(p, Phase::Serving(_)) {
                 *p = Phase::Draining;
                 true
             } else {
@@ -119,25 +117,16 @@ impl Drain {
         started
     }
 
-    /// Waits until the drain is done; starts nothing.
+    /// Waits until the drain is done (or, once reset, was); starts nothing.
     pub async fn drained(&self) -> Report {
         let mut rx = self.inner.phase.subscribe();
-        let mut saw_draining = false;
         let phase = *rx
-            .wait_for(|p| match p {
-                Phase::Draining => {
-                    saw_draining = true;
-                    false
-                }
-                Phase::Drained(_) => true,
-                // Drained and already reset for a new app container.
-                Phase::Serving => saw_draining,
-            })
+            .wait_for(|p| matches!(p, Phase::Drained(_) | Phase::Serving(Some(_))))
             .await
             .expect("the drain owns its sender");
         match phase {
-            Phase::Drained(report) => report,
-            _ => self.inner.last.lock().unwrap().expect("a drain has finished"),
+            Phase::Drained(report) | Phase::Serving(Some(report)) => report,
+            _ => unreachable!("waited for a finished drain"),
         }
     }
 
@@ -146,12 +135,12 @@ impl Drain {
     /// restart too): the pod serves again, and the next trigger starts a
     /// new drain. Returns whether a finished drain was reset.
     pub fn reset(&self) -> bool {
-        let reset = self.inner.phase.send_if_modified(|p| {
-            let drained = matches!(p, Phase::Drained(_));
-            if drained {
-                *p = Phase::Serving;
+        let reset = self.inner.phase.send_if_modified(|p| match *p {
+            Phase::Drained(report) => {
+                *p = Phase::Serving(Some(report));
+                true
             }
-            drained
+            _ => false,
         });
         if reset {
             self.inner.state.clear_draining();
@@ -164,10 +153,10 @@ impl Drain {
         *self.inner.phase.borrow() == Phase::Draining
     }
 
-    /// How the drain went, once it is done.
+    /// How the last finished drain went.
     pub fn report(&self) -> Option<Report> {
         match *self.inner.phase.borrow() {
-            Phase::Drained(report) => Some(report),
+            Phase::Drained(report) | Phase::Serving(Some(report)) => Some(report),
             _ => None,
         }
     }
@@ -215,7 +204,6 @@ impl Inner {
         } else {
             tracing::info!(trigger, %total, %min_wait, %connection_wait, "drain complete: no connections left");
         }
-        *self.last.lock().unwrap() = Some(report);
         self.phase.send_replace(Phase::Drained(report));
     }
 
@@ -262,6 +250,8 @@ fn round_ms(d: Duration) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
 
     fn drain(min: u64, max: u64, ports: &[u16], established: Arc<Mutex<usize>>) -> (Drain, State) {
