@@ -22,40 +22,63 @@ pub struct Presence {
     pub starts: u64,
 }
 
-/// Starts reading the socket tables every [`EVERY`] on the drain's ports;
-/// the task ends when every receiver is gone. Needs a runtime.
+/// Reads the listening sockets on the drain's ports now, then every
+/// [`EVERY`] in a task that ends when every receiver is gone. Needs a
+/// runtime.
 pub fn watch(drain: &Drain) -> watch::Receiver<Presence> {
     let (tx, rx) = watch::channel(Presence::default());
-    let drain = drain.clone();
+    let mut watcher = Watcher {
+        drain: drain.clone(),
+        source: Source::Diag,
+        unreadable: false,
+        tx,
+    };
+    // The first reading before anyone looks: a signal at start-up must
+    // not take "not read yet" for "not listening".
+    watcher.read();
     tokio::spawn(async move {
-        let mut source = Source::Diag;
-        let mut unreadable = false;
-        while !tx.is_closed() {
-            match source.listening(&drain) {
-                Ok(listening) => {
-                    unreadable = false;
-                    tx.send_if_modified(|p| {
-                        if p.listening == listening {
-                            return false;
-                        }
-                        p.listening = listening;
-                        if listening {
-                            p.starts += 1;
-                        }
-                        log(drain.config().ports.as_slice(), *p);
-                        true
-                    });
-                }
-                Err(e) if !unreadable => {
-                    unreadable = true;
-                    tracing::warn!("cannot read the socket tables to follow the app: {e}");
-                }
-                Err(_) => {}
-            }
+        while !watcher.tx.is_closed() {
             tokio::time::sleep(EVERY).await;
+            watcher.read();
         }
     });
     rx
+}
+
+/// What the watch task keeps between readings.
+struct Watcher {
+    drain: Drain,
+    source: Source,
+    /// The last reading failed (logged once).
+    unreadable: bool,
+    tx: watch::Sender<Presence>,
+}
+
+impl Watcher {
+    fn read(&mut self) {
+        match self.source.listening(&self.drain) {
+            Ok(listening) => {
+                self.unreadable = false;
+                let ports = self.drain.config().ports.as_slice();
+                self.tx.send_if_modified(|p| {
+                    if p.listening == listening {
+                        return false;
+                    }
+                    p.listening = listening;
+                    if listening {
+                        p.starts += 1;
+                    }
+                    log(ports, *p);
+                    true
+                });
+            }
+            Err(e) if !self.unreadable => {
+                self.unreadable = true;
+                tracing::warn!("cannot read the socket tables to follow the app: {e}");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Where the listening sockets are read.

@@ -104,7 +104,7 @@ pub async fn supervise(
 ) -> Exit {
     let drain = &lifecycle.drain;
     let app_gone = async {
-        match presence {
+        match presence.clone() {
             Some(mut presence) if drain.config().exit_when_app_exits => {
                 // Started, then stopped; a closed channel waits forever.
                 if presence.wait_for(|p| p.starts > 0 && !p.listening).await.is_err() {
@@ -145,7 +145,7 @@ pub async fn supervise(
     let deadline = Instant::now() + drain.config().max;
     let done = async {
         drain.drained().await;
-        wait_app_gone(drain).await;
+        wait_app_gone(drain, presence).await;
     };
     tokio::select! {
         () = done => tracing::info!("drained and the app has stopped listening: exiting"),
@@ -159,28 +159,16 @@ pub async fn supervise(
     Exit::Clean
 }
 
-/// Waits until nothing listens on the drain's ports.
-async fn wait_app_gone(drain: &Drain) {
-    if drain.config().ports.is_empty() {
+/// Waits until the app watcher sees nothing listening on the drain's ports
+/// (at once without `drain.ports`, or when the watcher has stopped).
+async fn wait_app_gone(drain: &Drain, presence: Option<watch::Receiver<Presence>>) {
+    let Some(mut presence) = presence else {
         return;
+    };
+    if presence.borrow().listening {
+        tracing::info!(ports = ?drain.config().ports, "waiting for the app to stop listening");
     }
-    let mut last_logged = false;
-    loop {
-        match drain.sockets() {
-            Ok(s) if s.listening == 0 => return,
-            Ok(_) => {
-                if !last_logged {
-                    tracing::info!(ports = ?drain.config().ports, "waiting for the app to stop listening");
-                    last_logged = true;
-                }
-            }
-            Err(e) => {
-                tracing::warn!("cannot read the socket tables, not waiting for the app: {e}");
-                return;
-            }
-        }
-        tokio::time::sleep(POLL).await;
-    }
+    let _ = presence.wait_for(|p| !p.listening).await;
 }
 
 /// Follows the app across container restarts. When the app stops
