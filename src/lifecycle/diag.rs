@@ -37,11 +37,12 @@ pub fn listening(ports: &[u16]) -> io::Result<usize> {
         Some(Protocol::from(NETLINK_SOCK_DIAG)),
     )?;
     socket.set_read_timeout(Some(TIMEOUT))?;
+    let mut buf = vec![0u8; 32 * 1024];
     let mut count = 0;
     for family in [AF_INET, AF_INET6] {
         // Unbound and unconnected: a netlink message goes to the kernel.
         socket.send(&request(family))?;
-        count += read_dump(&socket, ports)?;
+        count += read_dump(&socket, &mut buf, ports)?;
     }
     Ok(count)
 }
@@ -67,12 +68,11 @@ fn request(family: u8) -> Vec<u8> {
     msg
 }
 
-/// Reads one dump to its end, counting sockets on `ports`.
-fn read_dump(socket: &Socket, ports: &[u16]) -> io::Result<usize> {
-    let mut buf = vec![0u8; 32 * 1024];
+/// Reads one dump to its end through `buf`, counting sockets on `ports`.
+fn read_dump(socket: &Socket, buf: &mut [u8], ports: &[u16]) -> io::Result<usize> {
     let mut count = 0;
     loop {
-        let n = (&*socket).read(&mut buf)?;
+        let n = (&*socket).read(buf)?;
         match count_messages(&buf[..n], ports)? {
             (c, true) => return Ok(count + c),
             (c, false) => count += c,
