@@ -163,13 +163,19 @@ impl CheckStatus {
 pub struct Snapshot {
     /// Every check, in file order.
     pub checks: Vec<CheckStatus>,
-    /// Every startup check has succeeded once (latched).
+    /// Every startup check has succeeded once (latched): [`startup_done`]
+    /// of `checks`, kept so that a probe reads it without a scan.
     pub started: bool,
     /// A drain has begun: readiness fails from its first moment.
     pub draining: bool,
     /// Counts the app containers seen: raised when a new one starts, so
     /// that the checks begin again from their initial state.
     pub generation: u64,
+}
+
+/// Whether every startup check has succeeded once (true without any).
+fn startup_done(checks: &[CheckStatus]) -> bool {
+    checks.iter().filter(|c| c.probes.startup).all(|c| c.ever_healthy)
 }
 
 /// A cheap, cloneable handle to the shared snapshot.
@@ -182,7 +188,7 @@ impl State {
     /// The state of `checks` before any has run.
     pub fn new(checks: &[CheckConfig]) -> Self {
         let checks: Vec<CheckStatus> = checks.iter().map(CheckStatus::new).collect();
-        let started = !checks.iter().any(|c| c.probes.startup);
+        let started = startup_done(&checks);
         let (tx, _) = watch::channel(Snapshot {
             checks,
             started,
@@ -222,12 +228,7 @@ impl State {
             let at = SystemTime::now();
             recorded.transition = s.checks[index].observe(outcome, duration, at);
             observer(&s.checks[index]);
-            if !s.started
-                && s.checks
-                    .iter()
-                    .filter(|c| c.probes.startup)
-                    .all(|c| c.ever_healthy)
-            {
+            if !s.started && startup_done(&s.checks) {
                 s.started = true;
                 recorded.started = true;
             }
@@ -248,7 +249,7 @@ impl State {
                 check.reset();
                 observer(index, check);
             }
-            s.started = !s.checks.iter().any(|c| c.probes.startup);
+            s.started = startup_done(&s.checks);
         });
     }
 
