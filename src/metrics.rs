@@ -249,10 +249,10 @@ fn counter(labels: &[(&str, &str)], value: u64) -> proto::Metric {
 }
 
 fn gauge(labels: &[(&str, &str)], value: i64) -> proto::Metric {
+    let mut m = metric(labels);
     let mut g = proto::Gauge::default();
     g.set_value(value as f64);
-    let mut m = proto::Metric::from_gauge(g);
-    m.set_label(metric(labels).take_label());
+    m.set_gauge(g);
     m
 }
 
