@@ -32,7 +32,7 @@ use serde_json::Value;
 
 use healthproxy::config::{Config, ProcessEnv};
 
-use crate::support::{Proxy, eventually, request, run_binary};
+use crate::support::{Proxy, eventually, metric, request, run_binary, tool};
 
 /// The two ways to run the sidecar; each is a kustomization in `deploy/`.
 const VARIANTS: [&str; 2] = ["classic", "native"];
@@ -47,17 +47,6 @@ const KUBELET_MIN_GRACE_SECONDS: u64 = 2;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `name` on the PATH (or in the usual places), or a failure that says who
-/// installs it.
-fn tool(name: &str) -> PathBuf {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(["/usr/local/bin", "/usr/bin", "/usr/sbin"].map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed: .ci/run installs it (.ci/install.d/)"))
 }
 
 /// Runs `command` to completion within `within` and returns its output;
@@ -402,29 +391,20 @@ impl Pod {
             .to_string()
     }
 
-    fn labels(&self) -> BTreeMap<String, String> {
+    /// The pod template's metadata.
+    fn template_meta(&self) -> &ObjectMeta {
         let template = &self.deployment.spec.as_ref().unwrap().template;
-        template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .labels
-            .clone()
-            .unwrap_or_default()
+        template.metadata.as_ref().unwrap()
+    }
+
+    fn labels(&self) -> BTreeMap<String, String> {
+        self.template_meta().labels.clone().unwrap_or_default()
     }
 
     fn annotations(&self) -> BTreeMap<String, String> {
-        let template = &self.deployment.spec.as_ref().unwrap().template;
-        template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .clone()
-            .unwrap_or_default()
+        self.template_meta().annotations.clone().unwrap_or_default()
     }
 
-    /// Every httpGet the kubelet sends to the pod, with what sends it.
     fn http_gets(&self) -> Vec<(String, HTTPGetAction)> {
         let mut all = Vec::new();
         for c in [&self.app, &self.sidecar] {
@@ -685,11 +665,6 @@ fn with_token_file(config: &str, token: &str, dir: &Path) -> String {
 }
 
 /// The value of an unlabelled series in a Prometheus text scrape.
-fn metric(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
 #[tokio::test]
 async fn the_sidecar_running_the_configmap_serves_every_path_the_pod_asks_for() {
     for variant in VARIANTS {

@@ -1,14 +1,12 @@
 //! The drain and the lifecycle endpoints of the real binary: real signals,
 //! real sockets counted from /proc/net/tcp.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{Proxy, eventually};
+use crate::support::{App, Proxy, eventually};
 
 /// An "app" listening on an ephemeral port, and a sidecar draining it.
 async fn app_and_proxy(drain: &str) -> (TcpListener, Proxy) {
@@ -214,35 +212,10 @@ async fn sigterm_after_the_app_is_gone_exits_at_once() {
     assert_eq!(proxy.wait_log("nothing to drain").await, 1);
 }
 
-/// An app on `port` (0: any) whose `/started` and `/healthz` answer the
-/// statuses they are set to; aborting the task closes its listener, as a
-/// killed container's sockets close.
-async fn app_on(
-    port: u16,
-    started: u16,
-    healthz: u16,
-) -> (u16, Arc<[AtomicU16; 2]>, tokio::task::JoinHandle<()>) {
-    let codes = Arc::new([AtomicU16::new(started), AtomicU16::new(healthz)]);
-    let answer = |codes: Arc<[AtomicU16; 2]>, i: usize| {
-        move || {
-            let code = codes[i].load(Ordering::SeqCst);
-            async move { axum::http::StatusCode::from_u16(code).unwrap() }
-        }
-    };
-    let app = axum::Router::new()
-        .route("/started", axum::routing::get(answer(codes.clone(), 0)))
-        .route("/healthz", axum::routing::get(answer(codes.clone(), 1)));
-    let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    });
-    (port, codes, task)
-}
-
 #[tokio::test]
 async fn a_liveness_restart_resets_the_drain_and_starts_the_checks_again() {
-    let (port, codes, app) = app_on(0, 200, 200).await;
+    let app = App::start().await;
+    let port = app.addr.port();
     let proxy = Proxy::start(&format!(
         "[drain]\nports = [{port}]\nmin = \"200ms\"\nmax = \"10s\"\n\
          [[check]]\nname = \"boot\"\nprobes = [\"startup\"]\nhttp = {{ port = {port}, path = \"/started\" }}\nperiod = \"100ms\"\n\
@@ -252,11 +225,11 @@ async fn a_liveness_restart_resets_the_drain_and_starts_the_checks_again() {
     proxy.wait_log("the app is listening").await;
 
     // Liveness fails; the kubelet runs the preStop hook, then kills the app.
-    codes[1].store(500, Ordering::SeqCst);
+    app.set_status(500);
     proxy.wait_status("/livez", 503).await;
     assert_eq!(proxy.get("/prestop").await.status, 200);
     assert_eq!(proxy.get("/readyz").await.status, 503, "drained");
-    app.abort();
+    drop(app);
 
     // Between containers, and while the new one starts slowly, startup is
     // not done and liveness starts again from healthy rather than failed.
@@ -265,13 +238,13 @@ async fn a_liveness_restart_resets_the_drain_and_starts_the_checks_again() {
         .await;
     assert_eq!(proxy.get("/startupz").await.status, 503, "startup begins again");
     assert_eq!(proxy.get("/livez").await.status, 200, "liveness starts healthy");
-    let (_, codes, _app) = app_on(port, 503, 200).await;
+    let app = App::start_on(port, 200, 503).await;
     proxy.wait_log("the app is listening again").await;
     assert_eq!(proxy.get("/startupz").await.status, 503, "not started yet");
     assert_eq!(proxy.get("/livez").await.status, 200);
     assert_eq!(proxy.get("/readyz").await.status, 503);
 
-    codes[0].store(200, Ordering::SeqCst);
+    app.set_started(200);
     proxy.wait_status("/startupz", 200).await;
     proxy.wait_status("/readyz", 200).await;
     assert_eq!(proxy.wait_log("drain reset for the new app container").await, 1);

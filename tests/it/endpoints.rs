@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{App, Proxy, eventually, request};
+use crate::support::{App, Proxy, eventually, request, series};
 
 fn web_config(app: &App, extra: &str) -> String {
     format!(
@@ -315,12 +315,8 @@ async fn plain_probes_are_counted_by_route_and_code() {
     assert_eq!(proxy.get("/healthz").await.status, 200);
     assert_eq!(proxy.get("/readyz?verbose").await.status, 503);
     let m = proxy.get("/metrics").await.body;
-    let series: Vec<&str> = m
-        .lines()
-        .filter(|l| l.starts_with("healthproxy_http_requests_total"))
-        .collect();
     assert_eq!(
-        series,
+        series(&m, "healthproxy_http_requests_total"),
         [
             "healthproxy_http_requests_total{code=\"200\",route=\"/healthz\"} 1",
             "healthproxy_http_requests_total{code=\"200\",route=\"/livez\"} 1",

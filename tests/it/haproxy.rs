@@ -5,29 +5,19 @@
 //! load runs through HAProxy. No request may fail.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Proxy, eventually, request};
+use crate::support::{Process, Proxy, eventually, request, tool};
 
 /// Load-generating clients running at once.
 const CLIENTS: usize = 8;
 /// Hard cap on requests, whatever happens.
 const MAX_REQUESTS: usize = 50_000;
-
-/// A child process killed on drop.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -95,8 +85,7 @@ async fn servers_up(stats: std::net::SocketAddr) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_drain_behind_haproxy_loses_no_request() {
-    let haproxy =
-        which("haproxy").expect("haproxy is not installed: .ci/run installs it (apt-get install haproxy)");
+    let haproxy = tool("haproxy");
     let dir = tempfile::tempdir().unwrap();
     let a = start_pair(dir.path(), "a");
     let mut b = start_pair(dir.path(), "b");
@@ -254,13 +243,4 @@ async fn get_ok(addr: std::net::SocketAddr) -> bool {
         tokio::time::timeout(Duration::from_secs(10), attempt).await,
         Ok(Some(true))
     )
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .map(|d| PathBuf::from(d).join(name))
-        .find(|p| p.is_file())
 }

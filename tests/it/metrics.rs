@@ -2,26 +2,10 @@
 //! metrics`, a real Prometheus scraping it, and the alerting rules.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::support::{App, Proxy, eventually, request};
-
-/// The value of the series `name{labels}` (labels as written in the text
-/// format, in Prometheus's sorted order), if present.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .map(|v| v.trim().parse().unwrap())
-}
-
-fn tool(name: &str) -> PathBuf {
-    ["/usr/bin", "/usr/local/bin", "/usr/sbin"]
-        .iter()
-        .map(|d| PathBuf::from(d).join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("{name} is not installed: .ci/run installs Debian's prometheus package"))
-}
+use crate::support::{App, Process, Proxy, eventually, metric, request, series, tool};
 
 fn config(app: &App) -> String {
     format!(
@@ -39,7 +23,7 @@ async fn metrics_show_runs_states_reasons_and_probes() {
     let proxy = Proxy::start(&config(&app));
     proxy.wait_status("/readyz", 200).await;
     eventually(Duration::from_secs(10), "db has failed", || async {
-        value(
+        metric(
             &proxy.get("/metrics").await.body,
             "healthproxy_check_transitions_total{check=\"db\",to=\"failed\"}",
         ) == Some(1.0)
@@ -49,7 +33,7 @@ async fn metrics_show_runs_states_reasons_and_probes() {
     assert_eq!(reply.headers["content-type"], "text/plain; version=0.0.4");
     let m = reply.body;
     assert!(
-        value(
+        metric(
             &m,
             "healthproxy_check_runs_total{check=\"web\",kind=\"http\",result=\"success\"}"
         )
@@ -57,7 +41,7 @@ async fn metrics_show_runs_states_reasons_and_probes() {
             >= 1.0
     );
     assert!(
-        value(
+        metric(
             &m,
             "healthproxy_check_failures_total{check=\"db\",reason=\"refused\"}"
         )
@@ -65,7 +49,7 @@ async fn metrics_show_runs_states_reasons_and_probes() {
             >= 1.0
     );
     assert_eq!(
-        value(
+        metric(
             &m,
             "healthproxy_check_failures_total{check=\"db\",reason=\"timeout\"}"
         ),
@@ -73,7 +57,7 @@ async fn metrics_show_runs_states_reasons_and_probes() {
         "a reason's series appears with its first failure (docs/metrics.md)"
     );
     assert_eq!(
-        value(
+        metric(
             &m,
             "healthproxy_check_runs_total{check=\"web\",kind=\"http\",result=\"failure\"}"
         ),
@@ -81,46 +65,46 @@ async fn metrics_show_runs_states_reasons_and_probes() {
         "the runs series are there from the start"
     );
     assert_eq!(
-        value(&m, "healthproxy_check_healthy{check=\"web\",probe=\"liveness\"}"),
+        metric(&m, "healthproxy_check_healthy{check=\"web\",probe=\"liveness\"}"),
         Some(1.0)
     );
     assert_eq!(
-        value(&m, "healthproxy_check_healthy{check=\"web\",probe=\"readiness\"}"),
+        metric(&m, "healthproxy_check_healthy{check=\"web\",probe=\"readiness\"}"),
         Some(1.0)
     );
     assert_eq!(
-        value(&m, "healthproxy_check_healthy{check=\"db\",probe=\"readiness\"}"),
+        metric(&m, "healthproxy_check_healthy{check=\"db\",probe=\"readiness\"}"),
         Some(0.0)
     );
-    assert!(value(&m, "healthproxy_check_consecutive_failures{check=\"db\"}").unwrap() >= 1.0);
+    assert!(metric(&m, "healthproxy_check_consecutive_failures{check=\"db\"}").unwrap() >= 1.0);
     assert_eq!(
-        value(&m, "healthproxy_check_consecutive_failures{check=\"web\"}"),
+        metric(&m, "healthproxy_check_consecutive_failures{check=\"web\"}"),
         Some(0.0)
     );
     assert_eq!(
-        value(&m, "healthproxy_probe_ok{probe=\"readiness\"}"),
+        metric(&m, "healthproxy_probe_ok{probe=\"readiness\"}"),
         Some(1.0),
         "db is non-critical"
     );
-    assert_eq!(value(&m, "healthproxy_probe_ok{probe=\"startup\"}"), Some(1.0));
-    assert_eq!(value(&m, "healthproxy_draining"), Some(0.0));
-    assert_eq!(value(&m, "healthproxy_build_info{version=\"0.1.0\"}"), Some(1.0));
+    assert_eq!(metric(&m, "healthproxy_probe_ok{probe=\"startup\"}"), Some(1.0));
+    assert_eq!(metric(&m, "healthproxy_draining"), Some(0.0));
+    assert_eq!(metric(&m, "healthproxy_build_info{version=\"0.1.0\"}"), Some(1.0));
     assert!(
-        value(
+        metric(
             &m,
             "healthproxy_check_duration_seconds_count{check=\"web\",kind=\"http\"}"
         )
         .unwrap()
             >= 1.0
     );
-    assert!(value(&m, "process_resident_memory_bytes").unwrap() > 0.0);
+    assert!(metric(&m, "process_resident_memory_bytes").unwrap() > 0.0);
 
     app.set_status(500);
     proxy.wait_status("/livez", 503).await;
     let m = proxy.get("/metrics").await.body;
-    assert_eq!(value(&m, "healthproxy_probe_ok{probe=\"liveness\"}"), Some(0.0));
+    assert_eq!(metric(&m, "healthproxy_probe_ok{probe=\"liveness\"}"), Some(0.0));
     assert!(
-        value(
+        metric(
             &m,
             "healthproxy_check_failures_total{check=\"web\",reason=\"status\"}"
         )
@@ -128,7 +112,7 @@ async fn metrics_show_runs_states_reasons_and_probes() {
             >= 3.0
     );
     assert_eq!(
-        value(
+        metric(
             &m,
             "healthproxy_check_transitions_total{check=\"web\",to=\"failed\"}"
         ),
@@ -145,12 +129,8 @@ async fn request_labels_stay_bounded_whatever_the_paths() {
     }
     request(proxy.addr, "DELETE", "/livez", &[]).await;
     let m = proxy.get("/metrics").await.body;
-    let series: Vec<&str> = m
-        .lines()
-        .filter(|l| l.starts_with("healthproxy_http_requests_total"))
-        .collect();
     assert_eq!(
-        series,
+        series(&m, "healthproxy_http_requests_total"),
         [
             "healthproxy_http_requests_total{code=\"404\",route=\"/livez/{name}\"} 50",
             "healthproxy_http_requests_total{code=\"404\",route=\"unmatched\"} 50",
@@ -164,13 +144,13 @@ async fn drain_metrics_after_a_drain() {
     let proxy = Proxy::start("[drain]\nmin = \"200ms\"\n");
     assert_eq!(proxy.get("/prestop").await.status, 200);
     let m = proxy.get("/metrics").await.body;
-    assert_eq!(value(&m, "healthproxy_draining"), Some(1.0));
-    assert_eq!(value(&m, "healthproxy_probe_ok{probe=\"readiness\"}"), Some(0.0));
-    assert_eq!(value(&m, "healthproxy_probe_ok{probe=\"liveness\"}"), Some(1.0));
-    let min_wait = value(&m, "healthproxy_drain_duration_seconds{phase=\"min_wait\"}").unwrap();
+    assert_eq!(metric(&m, "healthproxy_draining"), Some(1.0));
+    assert_eq!(metric(&m, "healthproxy_probe_ok{probe=\"readiness\"}"), Some(0.0));
+    assert_eq!(metric(&m, "healthproxy_probe_ok{probe=\"liveness\"}"), Some(1.0));
+    let min_wait = metric(&m, "healthproxy_drain_duration_seconds{phase=\"min_wait\"}").unwrap();
     assert!((0.2..1.0).contains(&min_wait), "{min_wait}");
-    assert!(value(&m, "healthproxy_drain_duration_seconds{phase=\"total\"}").unwrap() >= min_wait);
-    assert_eq!(value(&m, "healthproxy_drain_timed_out"), Some(0.0));
+    assert!(metric(&m, "healthproxy_drain_duration_seconds{phase=\"total\"}").unwrap() >= min_wait);
+    assert_eq!(metric(&m, "healthproxy_drain_timed_out"), Some(0.0));
 }
 
 #[tokio::test]
@@ -212,16 +192,6 @@ fn promtool_accepts_the_alerting_rules() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.contains("SUCCESS: 3 rules found"), "{said}");
-}
-
-/// A child process killed on drop.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Percent-encodes a PromQL query for a URL.

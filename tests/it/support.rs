@@ -1,5 +1,6 @@
 //! Shared test support: the real binary on an ephemeral port, a small app
-//! whose health can be switched, an HTTP client, and bounded waiting.
+//! whose health can be switched, an HTTP client, bounded waiting, the
+//! installed tools the tests drive, and reading the metrics text.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -178,32 +179,65 @@ pub async fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&st
     }
 }
 
-/// A small app on 127.0.0.1 whose `/healthz` answers the status it is set
-/// to, counting requests.
+/// A small app on 127.0.0.1 whose `/healthz` and `/started` answer the
+/// statuses they are set to (200 unless started otherwise); dropping it closes its
+/// listener, as a killed container's closes.
 pub struct App {
     pub addr: SocketAddr,
     status: Arc<AtomicU16>,
+    started: Arc<AtomicU16>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl App {
     pub async fn start() -> App {
-        let status = Arc::new(AtomicU16::new(200));
-        let shared = Arc::clone(&status);
-        let app = axum::Router::new().route(
-            "/healthz",
-            axum::routing::get(move || {
-                let code = shared.load(Ordering::SeqCst);
-                async move { (axum::http::StatusCode::from_u16(code).unwrap(), "health") }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        App { addr, status }
+        App::start_on(0, 200, 200).await
     }
 
+    /// The app on `port` (0: any free one), `/healthz` answering `healthz`
+    /// and `/started` answering `started` from its first request.
+    pub async fn start_on(port: u16, healthz: u16, started: u16) -> App {
+        let (status, started) = (
+            Arc::new(AtomicU16::new(healthz)),
+            Arc::new(AtomicU16::new(started)),
+        );
+        let answer = |code: &Arc<AtomicU16>| {
+            let code = Arc::clone(code);
+            axum::routing::get(move || {
+                let code = code.load(Ordering::SeqCst);
+                async move { (axum::http::StatusCode::from_u16(code).unwrap(), "health") }
+            })
+        };
+        let app = axum::Router::new()
+            .route("/healthz", answer(&status))
+            .route("/started", answer(&started));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        App {
+            addr,
+            status,
+            started,
+            task,
+        }
+    }
+
+    /// The status of `/healthz`.
     pub fn set_status(&self, code: u16) {
         self.status.store(code, Ordering::SeqCst);
+    }
+
+    /// The status of `/started`.
+    pub fn set_started(&self, code: u16) {
+        self.started.store(code, Ordering::SeqCst);
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
@@ -254,4 +288,38 @@ pub async fn run_binary(args: &[&str], within: Duration) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// An installed tool, from `PATH` or the usual system directories; panics
+/// naming it when it is missing (`.ci/run` installs every tool the tests
+/// use).
+pub fn tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/bin", "/usr/bin", "/usr/sbin", "/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed: .ci/run installs it (.ci/run, .ci/install.d/)"))
+}
+
+/// A child process killed and reaped on drop.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The value of the series `name{labels}` in a metrics text (labels as the
+/// text format writes them, sorted by name), if present.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The lines of a metrics text that belong to `family`.
+pub fn series<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.starts_with(family)).collect()
 }
