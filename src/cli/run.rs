@@ -80,9 +80,8 @@ fn init_logging(format: LogFormat, level: &str) {
     let parsed = (!level.contains(['[', ']', '{', '}']))
         .then(|| level.parse::<Targets>().ok())
         .flatten();
-    let filter = parsed
-        .clone()
-        .unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
+    let understood = parsed.is_some();
+    let filter = parsed.unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
     let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
@@ -91,7 +90,7 @@ fn init_logging(format: LogFormat, level: &str) {
         LogFormat::Text => registry.with(layer).init(),
         LogFormat::Json => registry.with(layer.json().flatten_event(true)).init(),
     }
-    if parsed.is_none() {
+    if !understood {
         tracing::warn!("--log-level {level:?} is not a level or a list of target=level; logging at info");
     }
 }
