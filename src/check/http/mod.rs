@@ -11,7 +11,9 @@
 //! HTTP/2 through ALPN before HTTP/1.1, as the kubelet's transport does
 //! (kubelet-semantics §1.1).
 
-use std::fmt;
+mod tls;
+mod url;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,15 +24,14 @@ use hyper::client::conn::{http1, http2};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use tokio_rustls::rustls::crypto::{self, CryptoProvider};
-use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio_rustls::rustls::ClientConfig;
 
+use self::tls::{ALPN_H2, tls_config};
+use self::url::Target;
 use super::{MAX_OUTPUT, Outcome, Resolver, dial};
 use crate::config::{Host, HttpMethod, HttpSpec, Scheme};
 
@@ -435,9 +436,6 @@ impl Sender {
     }
 }
 
-/// The ALPN name of HTTP/2.
-const ALPN_H2: &[u8] = b"h2";
-
 impl Connection {
     /// Runs the HTTP/1.1 or (with `h2`) HTTP/2 handshake over `io` and
     /// spawns the driver task.
@@ -464,148 +462,6 @@ impl Drop for Connection {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// Where one request goes: an `http`/`https` URL taken apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Target {
-    /// Lower-case scheme; anything but `http`/`https` fails to connect.
-    scheme: String,
-    /// Host without brackets, as Go's `URL.Hostname()`.
-    host: String,
-    /// Port to dial (the scheme's default when the URL has none).
-    port: u16,
-    /// Host and port as written in the URL: the `Host` header.
-    authority: String,
-    /// Path and query, starting with `/`.
-    path: String,
-}
-
-impl fmt::Display for Target {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}{}", self.scheme, self.authority, self.path)
-    }
-}
-
-impl Target {
-    /// The request target, checked.
-    fn origin_form(&self) -> Result<Uri, String> {
-        self.path.parse::<Uri>().map_err(|e| e.to_string())
-    }
-
-    /// Resolves a `Location` value against this URL (RFC 3986 §5.2):
-    /// absolute, scheme-relative, absolute-path and relative references.
-    fn join(&self, location: &str) -> Result<Target, String> {
-        let location = location.trim();
-        let location = location.split_once('#').map_or(location, |(l, _)| l);
-        if let Some((scheme, rest)) = split_scheme(location) {
-            let rest = rest.strip_prefix("//").ok_or("missing host")?;
-            return Target::parse(&scheme.to_ascii_lowercase(), rest);
-        }
-        if let Some(rest) = location.strip_prefix("//") {
-            return Target::parse(&self.scheme, rest);
-        }
-        let (base_path, base_query) = split_query(&self.path);
-        let (path, query) = split_query(location);
-        let path = if path.is_empty() {
-            base_path.to_string()
-        } else if path.starts_with('/') {
-            remove_dot_segments(path)
-        } else {
-            let dir = &base_path[..=base_path.rfind('/').unwrap_or(0)];
-            remove_dot_segments(&format!("{dir}{path}"))
-        };
-        let query = match query {
-            Some(q) => Some(q),
-            None if location.is_empty() => base_query,
-            None => None,
-        };
-        let path = match query {
-            Some(q) => format!("{path}?{q}"),
-            None => path,
-        };
-        Ok(Target { path, ..self.clone() })
-    }
-
-    /// Parses `authority[/path][?query]` of a URL with `scheme`.
-    fn parse(scheme: &str, rest: &str) -> Result<Target, String> {
-        let end = rest.find(['/', '?']).unwrap_or(rest.len());
-        let (authority, path) = rest.split_at(end);
-        let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or("unterminated IPv6 literal")?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err("missing host".into());
-        }
-        let port = match port {
-            Some(p) if !p.is_empty() => p.parse::<u16>().map_err(|_| format!("invalid port {p:?}"))?,
-            _ if scheme == "https" => 443,
-            _ => 80,
-        };
-        let path = if path.starts_with('/') {
-            remove_dot_segments(path)
-        } else {
-            format!("/{path}")
-        };
-        Ok(Target {
-            scheme: scheme.to_string(),
-            host: host.to_string(),
-            port,
-            authority: authority.to_string(),
-            path,
-        })
-    }
-}
-
-/// Splits `scheme:rest` when `reference` starts with a URI scheme.
-fn split_scheme(reference: &str) -> Option<(&str, &str)> {
-    let (scheme, rest) = reference.split_once(':')?;
-    let mut chars = scheme.chars();
-    let valid = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
-        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-    valid.then_some((scheme, rest))
-}
-
-/// Splits a path at its `?`.
-fn split_query(path: &str) -> (&str, Option<&str>) {
-    match path.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (path, None),
-    }
-}
-
-/// RFC 3986 §5.2.4 on an absolute path (and its query, left untouched).
-fn remove_dot_segments(path: &str) -> String {
-    let (path, query) = split_query(path);
-    let mut out: Vec<&str> = Vec::new();
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    for (i, segment) in segments.iter().enumerate() {
-        let last = i + 1 == segments.len();
-        match *segment {
-            "." | ".." => {
-                if *segment == ".." {
-                    out.pop();
-                }
-                if last {
-                    out.push("");
-                }
-            }
-            s => out.push(s),
-        }
-    }
-    let mut result = format!("/{}", out.join("/"));
-    if let Some(q) = query {
-        result.push('?');
-        result.push_str(q);
-    }
-    result
 }
 
 /// The redirect statuses Go's client follows; other 3xx are final.
@@ -670,124 +526,4 @@ fn describe_hyper(e: &hyper::Error) -> String {
         source = cause.source();
     }
     text
-}
-
-/// The rustls client settings: HTTP/2 offered before HTTP/1.1, the ring
-/// provider, and
-/// either the CA bundle in `ca_file` or no verification at all.
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<ClientConfig, String> {
-    let provider = Arc::new(crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("tls: {e}"))?;
-    let mut config = match ca_file {
-        Some(path) => {
-            let shown = path.display();
-            let mut roots = RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_file {shown}: {e}"))?;
-            for cert in certs {
-                let cert = cert.map_err(|e| format!("ca_file {shown}: {e}"))?;
-                roots.add(cert).map_err(|e| format!("ca_file {shown}: {e}"))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("ca_file {shown}: no certificate found"));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
-        }
-        None => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipVerification { provider }))
-            .with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![ALPN_H2.to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// The kubelet's `InsecureSkipVerify`: any certificate is accepted, but the
-/// handshake signatures are still checked, so the peer holds the key of the
-/// certificate it sent.
-#[derive(Debug)]
-struct SkipVerification {
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for SkipVerification {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, tokio_rustls::rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
-        crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
-        crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn base() -> Target {
-        Target::parse("http", "127.0.0.1:8080/a/b/c?x=1").unwrap()
-    }
-
-    #[test]
-    fn join_resolves_every_reference_form() {
-        let b = base();
-        assert_eq!(
-            b.join("http://example.com/p").unwrap().to_string(),
-            "http://example.com/p"
-        );
-        assert_eq!(b.join("HTTPS://h:9/").unwrap().port, 9);
-        assert_eq!(b.join("//other/p?q").unwrap().to_string(), "http://other/p?q");
-        assert_eq!(b.join("//other").unwrap().port, 80);
-        assert_eq!(b.join("/z").unwrap().to_string(), "http://127.0.0.1:8080/z");
-        assert_eq!(b.join("d").unwrap().path, "/a/b/d");
-        assert_eq!(b.join("../d?y").unwrap().path, "/a/d?y");
-        assert_eq!(b.join("./").unwrap().path, "/a/b/");
-        assert_eq!(b.join("?y=2").unwrap().path, "/a/b/c?y=2");
-        assert_eq!(b.join("#frag").unwrap().path, "/a/b/c?x=1");
-        let v6 = b.join("http://[::1]:81/x").unwrap();
-        assert_eq!(
-            (v6.host.as_str(), v6.port, v6.authority.as_str()),
-            ("::1", 81, "[::1]:81")
-        );
-        assert!(b.join("http://:80/").is_err());
-        assert!(b.join("http://h:99999/").is_err());
-    }
 }
