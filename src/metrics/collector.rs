@@ -1,0 +1,229 @@
+//! The per-check families: plain atomics per check, turned into metric
+//! families only while a scrape is encoded.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
+
+use super::Reason;
+use crate::config::{CheckConfig, ProbeKind};
+use crate::state::CheckStatus;
+
+/// Buckets from half a millisecond (an in-process TCP connect) to ten
+/// seconds (a slow exec).
+pub(super) const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The `result` label of `healthproxy_check_runs_total`, by index.
+const RESULTS: [&str; 3] = ["success", "failure", "unknown"];
+
+/// One check's series.
+pub(super) struct CheckSeries {
+    pub(super) name: String,
+    pub(super) kind: &'static str,
+    pub(super) probes: crate::config::ProbeSet,
+    /// Indexed like [`RESULTS`].
+    pub(super) runs: [AtomicU64; 3],
+    /// Runs per bucket, not cumulative: `buckets[i]` counts durations in
+    /// (`DURATION_BUCKETS[i-1]`, `DURATION_BUCKETS[i]`], the last one those
+    /// above every bound. The histogram's count is their sum, so that it
+    /// always equals the `+Inf` bucket.
+    pub(super) buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    /// Sum of the durations, in nanoseconds.
+    pub(super) sum_nanos: AtomicU64,
+    /// Indexed by `ProbeKind as usize` (the order of `ProbeKind::ALL`).
+    pub(super) healthy: [AtomicBool; 3],
+    /// Indexed by `Reason as usize`.
+    pub(super) failures: [AtomicU64; Reason::ALL.len()],
+    pub(super) consecutive_failures: AtomicU32,
+    pub(super) to_healthy: AtomicU64,
+    pub(super) to_failed: AtomicU64,
+}
+
+impl CheckSeries {
+    pub(super) fn new(c: &CheckConfig) -> Self {
+        let series = CheckSeries {
+            name: c.name.clone(),
+            kind: c.kind.as_str(),
+            probes: c.probes,
+            runs: Default::default(),
+            buckets: Default::default(),
+            sum_nanos: AtomicU64::new(0),
+            healthy: Default::default(),
+            failures: Default::default(),
+            consecutive_failures: AtomicU32::new(0),
+            to_healthy: AtomicU64::new(0),
+            to_failed: AtomicU64::new(0),
+        };
+        // Before the first run the gauges show the initial state.
+        series.set_state(&CheckStatus::new(c));
+        series
+    }
+
+    pub(super) fn set_state(&self, status: &CheckStatus) {
+        self.consecutive_failures
+            .store(status.consecutive_failures, Relaxed);
+        for kind in ProbeKind::ALL {
+            self.healthy[kind as usize].store(status.passes(kind), Relaxed);
+        }
+    }
+}
+
+/// The per-check families, collected from the atomics at scrape time.
+/// Reading them takes no lock a check run could hold.
+pub(super) struct CheckFamilies {
+    pub(super) runs: Desc,
+    pub(super) duration: Desc,
+    pub(super) healthy: Desc,
+    pub(super) failures: Desc,
+    pub(super) consecutive: Desc,
+    pub(super) transitions: Desc,
+    pub(super) checks: Vec<CheckSeries>,
+}
+
+/// The per-check families as a registry collector.
+pub(super) struct CheckCollector(pub(super) Arc<CheckFamilies>);
+
+pub(super) fn desc(name: &str, help: &str, labels: &[&str]) -> Desc {
+    Desc::new(
+        name.into(),
+        help.into(),
+        labels.iter().map(|l| l.to_string()).collect(),
+        HashMap::new(),
+    )
+    .expect("valid metric and label names")
+}
+
+/// A metric with `labels`, which must be sorted by name (as the registry
+/// writes its own).
+fn metric(labels: &[(&str, &str)]) -> proto::Metric {
+    let pairs = labels
+        .iter()
+        .map(|(name, value)| {
+            let mut pair = LabelPair::default();
+            pair.set_name(name.to_string());
+            pair.set_value(value.to_string());
+            pair
+        })
+        .collect();
+    proto::Metric::from_label(pairs)
+}
+
+fn counter(labels: &[(&str, &str)], value: u64) -> proto::Metric {
+    let mut m = metric(labels);
+    let mut c = proto::Counter::default();
+    c.set_value(value as f64);
+    m.set_counter(c);
+    m
+}
+
+fn gauge(labels: &[(&str, &str)], value: i64) -> proto::Metric {
+    let mut m = metric(labels);
+    let mut g = proto::Gauge::default();
+    g.set_value(value as f64);
+    m.set_gauge(g);
+    m
+}
+
+fn family(desc: &Desc, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+    let mut f = MetricFamily::default();
+    f.set_name(desc.fq_name.clone());
+    f.set_help(desc.help.clone());
+    f.set_field_type(kind);
+    f.set_metric(metrics);
+    f
+}
+
+impl Collector for CheckCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        let f = &self.0;
+        vec![
+            &f.runs,
+            &f.duration,
+            &f.healthy,
+            &f.failures,
+            &f.consecutive,
+            &f.transitions,
+        ]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let f = &self.0;
+        let n = f.checks.len();
+        let (mut runs, mut duration, mut healthy) = (
+            Vec::with_capacity(3 * n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(2 * n),
+        );
+        let (mut failures, mut consecutive, mut transitions) =
+            (Vec::new(), Vec::with_capacity(n), Vec::with_capacity(2 * n));
+        for s in &f.checks {
+            let name = s.name.as_str();
+            for (result, count) in RESULTS.iter().zip(&s.runs) {
+                runs.push(counter(
+                    &[("check", name), ("kind", s.kind), ("result", result)],
+                    count.load(Relaxed),
+                ));
+            }
+
+            let mut h = proto::Histogram::default();
+            let mut cumulative = 0;
+            let buckets = DURATION_BUCKETS
+                .iter()
+                .zip(&s.buckets)
+                .map(|(bound, count)| {
+                    cumulative += count.load(Relaxed);
+                    let mut b = proto::Bucket::default();
+                    b.set_upper_bound(*bound);
+                    b.set_cumulative_count(cumulative);
+                    b
+                })
+                .collect();
+            h.set_bucket(buckets);
+            h.set_sample_count(cumulative + s.buckets[DURATION_BUCKETS.len()].load(Relaxed));
+            h.set_sample_sum(s.sum_nanos.load(Relaxed) as f64 / 1e9);
+            let mut m = metric(&[("check", name), ("kind", s.kind)]);
+            m.set_histogram(h);
+            duration.push(m);
+
+            for kind in ProbeKind::ALL.into_iter().filter(|k| s.probes.contains(*k)) {
+                healthy.push(gauge(
+                    &[("check", name), ("probe", kind.as_str())],
+                    i64::from(s.healthy[kind as usize].load(Relaxed)),
+                ));
+            }
+            // A reason's series appears with its first failure: most of
+            // them stay zero for a check's life (docs/metrics.md).
+            for (reason, count) in Reason::ALL.iter().zip(&s.failures) {
+                let count = count.load(Relaxed);
+                if count > 0 {
+                    failures.push(counter(&[("check", name), ("reason", reason.as_str())], count));
+                }
+            }
+            consecutive.push(gauge(
+                &[("check", name)],
+                i64::from(s.consecutive_failures.load(Relaxed)),
+            ));
+            transitions.push(counter(
+                &[("check", name), ("to", "failed")],
+                s.to_failed.load(Relaxed),
+            ));
+            transitions.push(counter(
+                &[("check", name), ("to", "healthy")],
+                s.to_healthy.load(Relaxed),
+            ));
+        }
+        vec![
+            family(&f.runs, MetricType::COUNTER, runs),
+            family(&f.duration, MetricType::HISTOGRAM, duration),
+            family(&f.healthy, MetricType::GAUGE, healthy),
+            family(&f.failures, MetricType::COUNTER, failures),
+            family(&f.consecutive, MetricType::GAUGE, consecutive),
+            family(&f.transitions, MetricType::COUNTER, transitions),
+        ]
+    }
+}
