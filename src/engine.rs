@@ -12,7 +12,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::check::{Check, Outcome, PrepareError, Verdict};
+use crate::check::{Check, Outcome, PrepareError, Reason, Verdict};
 use crate::config::{CheckConfig, ProbeKind};
 use crate::metrics::Metrics;
 use crate::state::{Health, State};
@@ -196,10 +196,13 @@ async fn guard(mut task: tokio::task::JoinHandle<Outcome>, timeout: Duration) ->
         Ok(Err(e)) => Outcome::unknown(format!("check task failed: {e}")),
         Err(_) => {
             task.abort();
-            Outcome::failure(format!(
-                "check did not finish within its timeout of {}",
-                humantime::format_duration(timeout)
-            ))
+            Outcome::failure(
+                Reason::Timeout,
+                format!(
+                    "check did not finish within its timeout of {}",
+                    humantime::format_duration(timeout)
+                ),
+            )
         }
     }
 }
@@ -279,7 +282,7 @@ mod tests {
             async move {
                 match step {
                     Step::Pass => Outcome::success("ok"),
-                    Step::Fail => Outcome::failure("HTTP probe failed with statuscode: 500"),
+                    Step::Fail => Outcome::failure(Reason::Status, "HTTP probe failed with statuscode: 500"),
                     Step::Panic => panic!("boom"),
                     Step::Hang => {
                         tokio::time::sleep(timeout * 100).await;

@@ -309,9 +309,11 @@ mod tests {
     }
 
     fn run(s: &mut CheckStatus, verdict: Verdict) -> Option<Health> {
-        let outcome = Outcome {
-            verdict,
-            message: verdict.as_str().into(),
+        let outcome = match verdict {
+            Verdict::Success => Outcome::success("success"),
+            Verdict::Warning => Outcome::warning("warning"),
+            Verdict::Failure => Outcome::failure(crate::check::Reason::Other, "failure"),
+            Verdict::Unknown => Outcome::unknown("unknown"),
         };
         s.observe(outcome, Duration::ZERO, SystemTime::now())
     }

@@ -11,7 +11,7 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use healthproxy::check::Outcome;
+use healthproxy::check::{Outcome, Reason};
 use healthproxy::config::{Config, ProbeKind};
 use healthproxy::server::{Options, Probe, Scope};
 use healthproxy::state::{Snapshot, State};
@@ -62,7 +62,7 @@ static STATES: LazyLock<[State; 3]> = LazyLock::new(|| {
             (0, Outcome::success("HTTP probe succeeded")),
             (
                 1,
-                Outcome::failure("dial tcp 127.0.0.1:5432: connect: connection refused \"quoted\" \u{1F4A5}"),
+                Outcome::failure(Reason::Refused, "dial tcp 127.0.0.1:5432: connect: connection refused \"quoted\" \u{1F4A5}"),
             ),
             (1, Outcome::success("")),
             (2, Outcome::success("exit 0")),
@@ -71,7 +71,7 @@ static STATES: LazyLock<[State; 3]> = LazyLock::new(|| {
                 Outcome::unknown("cannot stat /tmp/heartbeat\nsecond line\t\u{0}"),
             ),
             (4, Outcome::warning("redirect to another host")),
-            (4, Outcome::failure("status: NOT_SERVING")),
+            (4, Outcome::failure(Reason::NotServing, "status: NOT_SERVING")),
         ];
         for (index, outcome) in runs {
             state.record(index, outcome, Duration::from_millis(7), |_| {});

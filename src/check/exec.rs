@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::time::Instant;
 
-use super::{MAX_OUTPUT, Outcome, describe_io};
+use super::{MAX_OUTPUT, Outcome, Reason, describe_io};
 use crate::config::ExecSpec;
 
 /// How long the direct child may take to die after SIGKILL before the run
@@ -136,7 +136,7 @@ impl ExecCheck {
                 if reaped.is_ok() {
                     group.reap().await;
                 }
-                return Outcome::failure(format!("command {shown:?} timed out"));
+                return Outcome::failure(Reason::Timeout, format!("command {shown:?} timed out"));
             }
         };
         group.reap().await;
@@ -171,7 +171,7 @@ impl ExecCheck {
         if status.success() {
             Outcome::success(said(output))
         } else {
-            Outcome::failure(said(output))
+            Outcome::failure(Reason::ExitCode, said(output))
         }
     }
 }

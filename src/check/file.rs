@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{Outcome, describe_io};
+use super::{Outcome, Reason, describe_io};
 use crate::config::FileSpec;
 
 /// A prepared heartbeat-file check.
@@ -24,8 +24,15 @@ impl FileCheck {
         let stat = tokio::time::timeout(timeout, tokio::fs::metadata(path)).await;
         let shown = self.spec.path.display();
         let modified = match stat {
-            Err(_) => return Outcome::failure(format!("heartbeat file {shown}: stat timed out")),
-            Ok(Err(e)) => return Outcome::failure(format!("heartbeat file {shown}: {}", describe_io(&e))),
+            Err(_) => {
+                return Outcome::failure(Reason::Timeout, format!("heartbeat file {shown}: stat timed out"));
+            }
+            Ok(Err(e)) => {
+                return Outcome::failure(
+                    Reason::Stale,
+                    format!("heartbeat file {shown}: {}", describe_io(&e)),
+                );
+            }
             Ok(Ok(meta)) => match meta.modified() {
                 Ok(t) => t,
                 Err(e) => return Outcome::unknown(format!("heartbeat file {shown}: {}", describe_io(&e))),
@@ -39,10 +46,13 @@ impl FileCheck {
         if age < self.spec.max_age {
             Outcome::success(format!("heartbeat file {shown} is {} old", whole_ms(age)))
         } else {
-            Outcome::failure(format!(
-                "heartbeat file {shown} is {} old, older than max_age {max_age}",
-                whole_ms(age)
-            ))
+            Outcome::failure(
+                Reason::Stale,
+                format!(
+                    "heartbeat file {shown} is {} old, older than max_age {max_age}",
+                    whole_ms(age)
+                ),
+            )
         }
     }
 }

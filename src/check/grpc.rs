@@ -16,7 +16,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::{Outcome, Resolver, dial};
+use super::{Failed, Outcome, Reason, Resolver, dial};
 use crate::config::GrpcSpec;
 
 /// The `User-Agent` of the calls; the kubelet's is `kube-probe/<version>`.
@@ -28,14 +28,6 @@ const USER_AGENT: &str = concat!("healthproxy/", env!("CARGO_PKG_VERSION"));
 pub struct GrpcCheck {
     spec: GrpcSpec,
     resolver: Resolver,
-}
-
-/// Why no channel could be opened.
-enum ConnectError {
-    /// The deadline passed first.
-    Timeout(String),
-    /// Anything else (refused, unreachable, not HTTP/2).
-    Failed(String),
 }
 
 impl GrpcCheck {
@@ -57,13 +49,20 @@ impl GrpcCheck {
 
         let channel = match self.connect(&authority, deadline).await {
             Ok(channel) => channel,
-            Err(ConnectError::Timeout(e)) => {
-                return Outcome::failure(format!(
-                    "timeout: failed to connect service {authority:?} within {within}: {e}"
-                ));
+            Err(Failed {
+                reason: Reason::Timeout,
+                message,
+            }) => {
+                return Outcome::failure(
+                    Reason::Timeout,
+                    format!("timeout: failed to connect service {authority:?} within {within}: {message}"),
+                );
             }
-            Err(ConnectError::Failed(e)) => {
-                return Outcome::failure(format!("error: failed to connect service at {authority:?}: {e}"));
+            Err(Failed { reason, message }) => {
+                return Outcome::failure(
+                    reason,
+                    format!("error: failed to connect service at {authority:?}: {message}"),
+                );
             }
         };
 
@@ -75,57 +74,63 @@ impl GrpcCheck {
         let call = async { HealthClient::new(channel).check(request).await };
         let rpc_timeout = || format!("timeout: health rpc did not complete within {within}");
         match tokio::time::timeout_at(deadline, call).await {
-            Err(_) => Outcome::failure(rpc_timeout()),
+            Err(_) => Outcome::failure(Reason::Timeout, rpc_timeout()),
             Ok(Ok(response)) => {
                 let status = response.into_inner().status;
                 match ServingStatus::try_from(status) {
                     Ok(ServingStatus::Serving) => Outcome::success("service healthy"),
-                    Ok(other) => Outcome::failure(format!(
-                        "service unhealthy (responded with {:?})",
-                        other.as_str_name()
-                    )),
+                    Ok(other) => Outcome::failure(
+                        Reason::NotServing,
+                        format!("service unhealthy (responded with {:?})", other.as_str_name()),
+                    ),
                     // Go prints an unknown enum value as its number.
-                    Err(_) => Outcome::failure(format!(
-                        "service unhealthy (responded with {:?})",
-                        status.to_string()
-                    )),
+                    Err(_) => Outcome::failure(
+                        Reason::NotServing,
+                        format!("service unhealthy (responded with {:?})", status.to_string()),
+                    ),
                 }
             }
             Ok(Err(status)) => match status.code() {
-                Code::Unimplemented => Outcome::failure(format!(
-                    "error: this server does not implement the grpc health protocol \
+                Code::Unimplemented => Outcome::failure(
+                    Reason::Other,
+                    format!(
+                        "error: this server does not implement the grpc health protocol \
                      (grpc.health.v1.Health): {}",
-                    status.message()
-                )),
-                Code::DeadlineExceeded => Outcome::failure(rpc_timeout()),
+                        status.message()
+                    ),
+                ),
+                Code::DeadlineExceeded => Outcome::failure(Reason::Timeout, rpc_timeout()),
                 // tonic enforces the request's grpc-timeout on the client
                 // side too and reports it as Cancelled: our own deadline.
-                Code::Cancelled if Instant::now() >= deadline => Outcome::failure(rpc_timeout()),
-                _ => Outcome::failure(format!(
-                    "error: health rpc probe failed: rpc error: code = {:?} desc = {}",
-                    status.code(),
-                    status_text(&status)
-                )),
+                Code::Cancelled if Instant::now() >= deadline => {
+                    Outcome::failure(Reason::Timeout, rpc_timeout())
+                }
+                _ => Outcome::failure(
+                    Reason::Other,
+                    format!(
+                        "error: health rpc probe failed: rpc error: code = {:?} desc = {}",
+                        status.code(),
+                        status_text(&status)
+                    ),
+                ),
             },
         }
     }
 
     /// Dials `host:port` and completes the HTTP/2 handshake by `deadline`.
-    async fn connect(&self, authority: &str, deadline: Instant) -> Result<Channel, ConnectError> {
+    /// A dial that ran out of time fails with [`Reason::Timeout`].
+    async fn connect(&self, authority: &str, deadline: Instant) -> Result<Channel, Failed> {
         let left = deadline.saturating_duration_since(Instant::now());
-        let stream = match dial(&self.resolver, &self.spec.host, self.spec.port, left).await {
-            Ok(stream) => stream,
-            Err(e) if Instant::now() >= deadline => return Err(ConnectError::Timeout(e)),
-            Err(e) => return Err(ConnectError::Failed(e)),
-        };
+        let stream = dial(&self.resolver, &self.spec.host, self.spec.port, left).await?;
         let endpoint = Endpoint::from_shared(format!("http://{authority}"))
             .and_then(|e| e.user_agent(USER_AGENT))
-            .map_err(|e| ConnectError::Failed(error_chain(&e)))?;
+            .map_err(|e| Failed::new(Reason::Other, error_chain(&e)))?;
         match tokio::time::timeout_at(deadline, endpoint.connect_with_connector(Dialed(Some(stream)))).await {
             Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(e)) => Err(ConnectError::Failed(error_chain(&e))),
-            Err(_) => Err(ConnectError::Timeout(
-                "the HTTP/2 handshake did not complete".into(),
+            Ok(Err(e)) => Err(Failed::new(Reason::Other, error_chain(&e))),
+            Err(_) => Err(Failed::new(
+                Reason::Timeout,
+                "the HTTP/2 handshake did not complete",
             )),
         }
     }

@@ -8,6 +8,7 @@ mod exec;
 mod file;
 mod grpc;
 mod http;
+mod reason;
 mod tcp;
 
 use std::fmt;
@@ -19,6 +20,7 @@ pub use exec::{ExecCheck, become_subreaper};
 pub use file::FileCheck;
 pub use grpc::GrpcCheck;
 pub use http::HttpCheck;
+pub use reason::Reason;
 pub use tcp::TcpCheck;
 
 /// The most bytes of a response body or of command output that are read.
@@ -62,11 +64,15 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// The result of one run: a verdict and a one-line message.
+/// The result of one run: a verdict, why a failure failed, and a one-line
+/// message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// What happened.
     pub verdict: Verdict,
+    /// Why the run failed: set on every [`Verdict::Failure`], never on
+    /// another verdict.
+    pub reason: Option<Reason>,
     /// One line, in the kubelet's words where it has some.
     pub message: String,
 }
@@ -74,28 +80,47 @@ pub struct Outcome {
 impl Outcome {
     /// A success with `message`.
     pub fn success(message: impl Into<String>) -> Self {
-        Outcome::new(Verdict::Success, message)
+        Outcome::new(Verdict::Success, None, message)
     }
 
     /// A success worth a warning.
     pub fn warning(message: impl Into<String>) -> Self {
-        Outcome::new(Verdict::Warning, message)
+        Outcome::new(Verdict::Warning, None, message)
     }
 
-    /// A failure with `message`.
-    pub fn failure(message: impl Into<String>) -> Self {
-        Outcome::new(Verdict::Failure, message)
+    /// A failure for `reason`, with `message`.
+    pub fn failure(reason: Reason, message: impl Into<String>) -> Self {
+        Outcome::new(Verdict::Failure, Some(reason), message)
     }
 
     /// A run that could not happen.
     pub fn unknown(message: impl Into<String>) -> Self {
-        Outcome::new(Verdict::Unknown, message)
+        Outcome::new(Verdict::Unknown, None, message)
     }
 
-    fn new(verdict: Verdict, message: impl Into<String>) -> Self {
+    fn new(verdict: Verdict, reason: Option<Reason>, message: impl Into<String>) -> Self {
         Outcome {
             verdict,
+            reason,
             message: one_line(&message.into()),
+        }
+    }
+}
+
+/// A failed step of a run: why, and the message in the kubelet's words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failed {
+    /// Why it failed.
+    pub(crate) reason: Reason,
+    /// What to tell.
+    pub(crate) message: String,
+}
+
+impl Failed {
+    pub(crate) fn new(reason: Reason, message: impl Into<String>) -> Self {
+        Failed {
+            reason,
+            message: message.into(),
         }
     }
 }
@@ -249,35 +274,48 @@ impl Resolver {
 
 /// Connects to `host:port` within `timeout`, as the kubelet's dialer, one
 /// address after the other: failures read
-/// `dial tcp ADDR: connect: connection refused`, `dial tcp ADDR: i/o
-/// timeout` or `dial tcp ADDR: lookup NAME: ...`.
+/// `dial tcp ADDR: connect: connection refused` ([`Reason::Refused`]),
+/// `dial tcp ADDR: i/o timeout` ([`Reason::Timeout`]) or
+/// `dial tcp ADDR: lookup NAME: ...` ([`Reason::Dns`]).
 pub(crate) async fn dial(
     resolver: &Resolver,
     host: &crate::config::Host,
     port: u16,
     timeout: Duration,
-) -> Result<tokio::net::TcpStream, String> {
+) -> Result<tokio::net::TcpStream, Failed> {
     let authority = host.authority(port);
     let connect = async {
         let addrs = resolver
             .lookup(&host.name)
             .await
-            .map_err(|e| format!("lookup {}: {e}", host.name))?;
-        let mut last = format!("lookup {}: no addresses", host.name);
+            .map_err(|e| Failed::new(Reason::Dns, format!("lookup {}: {e}", host.name)))?;
+        let mut last = Failed::new(Reason::Dns, format!("lookup {}: no addresses", host.name));
         for ip in addrs {
             match tokio::net::TcpStream::connect((ip, port)).await {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
                     return Ok(stream);
                 }
-                Err(e) => last = format!("connect: {}", describe_io(&e)),
+                Err(e) => {
+                    let reason = match e.kind() {
+                        std::io::ErrorKind::ConnectionRefused => Reason::Refused,
+                        _ => Reason::Other,
+                    };
+                    last = Failed::new(reason, format!("connect: {}", describe_io(&e)));
+                }
             }
         }
         Err(last)
     };
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(stream)) => Ok(stream),
-        Ok(Err(why)) => Err(format!("dial tcp {authority}: {why}")),
-        Err(_) => Err(format!("dial tcp {authority}: i/o timeout")),
+        Ok(Err(why)) => Err(Failed::new(
+            why.reason,
+            format!("dial tcp {authority}: {}", why.message),
+        )),
+        Err(_) => Err(Failed::new(
+            Reason::Timeout,
+            format!("dial tcp {authority}: i/o timeout"),
+        )),
     }
 }

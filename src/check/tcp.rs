@@ -29,7 +29,7 @@ impl TcpCheck {
                 "connected to {}",
                 self.spec.host.authority(self.spec.port)
             )),
-            Err(message) => Outcome::failure(message),
+            Err(failed) => Outcome::failure(failed.reason, failed.message),
         }
     }
 }

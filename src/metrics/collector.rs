@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
-use super::Reason;
+use crate::check::Reason;
 use crate::config::{CheckConfig, ProbeKind};
 use crate::state::CheckStatus;
 

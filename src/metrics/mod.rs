@@ -10,7 +10,6 @@
 //! Here a check's series are ~0.3 KiB of counters, turned into metric
 //! families only while a scrape is encoded.
 
-mod classification;
 mod collector;
 
 use std::sync::atomic::Ordering::Relaxed;
@@ -20,7 +19,6 @@ use prometheus::{
     Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-pub use self::classification::Reason;
 use self::collector::{CheckCollector, CheckFamilies, CheckSeries, DURATION_BUCKETS, desc};
 use crate::check::Verdict;
 use crate::config::{CheckConfig, ProbeKind};
@@ -198,8 +196,7 @@ impl Metrics {
         s.buckets[bucket].fetch_add(1, Relaxed);
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         s.sum_nanos.fetch_add(nanos, Relaxed);
-        if outcome.verdict == Verdict::Failure {
-            let reason = Reason::of(status.kind, &outcome.message);
+        if let Some(reason) = outcome.reason {
             s.failures[reason as usize].fetch_add(1, Relaxed);
         }
         s.set_state(status);
@@ -304,6 +301,7 @@ impl std::fmt::Debug for RouteRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::check::Reason;
 
     /// The `healthproxy_http_requests_total` lines of a scrape.
     fn request_series(metrics: &Metrics) -> Vec<String> {
@@ -381,7 +379,7 @@ mod tests {
 
         metrics.record_run(0, &status(&configs[0], Outcome::success("ok"), 3));
         let refused = "dial tcp 127.0.0.1:1: connect: connection refused";
-        let failed = status(&configs[0], Outcome::failure(refused), 20_000);
+        let failed = status(&configs[0], Outcome::failure(Reason::Refused, refused), 20_000);
         metrics.record_run(0, &failed);
         metrics.record_run(0, &failed);
         metrics.record_transition(0, Health::Failed);

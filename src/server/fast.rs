@@ -147,7 +147,7 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     use super::*;
-    use crate::check::Outcome;
+    use crate::check::{Outcome, Reason};
     use crate::config::Config;
     use crate::lifecycle::{Drain, Lifecycle};
     use crate::metrics::Metrics;
@@ -241,7 +241,13 @@ mod tests {
         state.set_draining();
         fast_path_answers_as_the_router(&endpoints, &metrics, [200, 200, 200, 503]).await;
         state.clear_draining();
-        state.record(0, 0, Outcome::failure("down"), Duration::ZERO, |_| {});
+        state.record(
+            0,
+            0,
+            Outcome::failure(Reason::Refused, "down"),
+            Duration::ZERO,
+            |_| {},
+        );
         fast_path_answers_as_the_router(&endpoints, &metrics, [200, 200, 503, 503]).await;
     }
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use healthproxy::check::{ExecCheck, Outcome, Verdict};
+use healthproxy::check::{ExecCheck, Outcome, Reason, Verdict};
 use healthproxy::config::ExecSpec;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -106,7 +106,10 @@ async fn exit_zero_without_output_says_the_exit_code() {
 #[tokio::test]
 async fn non_zero_exit_is_failure_with_its_output() {
     let outcome = run(&["sh", "-c", "echo cannot open /tmp/healthy; exit 3"]).await;
-    assert_eq!(outcome, Outcome::failure("cannot open /tmp/healthy"));
+    assert_eq!(
+        outcome,
+        Outcome::failure(Reason::ExitCode, "cannot open /tmp/healthy")
+    );
 }
 
 #[tokio::test]
@@ -114,7 +117,7 @@ async fn non_zero_exit_without_output_says_the_exit_code() {
     let outcome = run(&["sh", "-c", "exit 3"]).await;
     assert_eq!(
         outcome,
-        Outcome::failure("command \"sh -c exit 3\" exited with code 3")
+        Outcome::failure(Reason::ExitCode, "command \"sh -c exit 3\" exited with code 3")
     );
 }
 
@@ -123,7 +126,10 @@ async fn death_by_signal_names_the_signal() {
     let outcome = run(&["sh", "-c", "kill -9 $$"]).await;
     assert_eq!(
         outcome,
-        Outcome::failure("command \"sh -c kill -9 $$\" was killed by signal 9 (SIGKILL)")
+        Outcome::failure(
+            Reason::ExitCode,
+            "command \"sh -c kill -9 $$\" was killed by signal 9 (SIGKILL)"
+        )
     );
 }
 
@@ -132,7 +138,14 @@ async fn stderr_follows_stdout() {
     // stderr is written first, yet comes after stdout, as the kubelet's
     // append(stdout, stderr).
     let outcome = run(&["sh", "-c", "echo to-stderr >&2; echo to-stdout; exit 1"]).await;
-    assert_eq!(outcome, Outcome::failure("to-stdout to-stderr"));
+    assert_eq!(outcome, Outcome::failure(Reason::ExitCode, "to-stdout to-stderr"));
+}
+
+#[tokio::test]
+async fn a_failing_command_that_prints_timed_out_fails_for_its_exit_code() {
+    // The reason is the check's own, never read back from the output.
+    let outcome = run(&["sh", "-c", "echo upstream timed out; exit 1"]).await;
+    assert_eq!(outcome, Outcome::failure(Reason::ExitCode, "upstream timed out"));
 }
 
 #[tokio::test]
@@ -227,7 +240,10 @@ async fn an_endless_flood_times_out_within_bounds() {
     let outcome = ExecCheck::new(spec(&["yes"]))
         .run(Duration::from_millis(300))
         .await;
-    assert_eq!(outcome, Outcome::failure("command \"yes\" timed out"));
+    assert_eq!(
+        outcome,
+        Outcome::failure(Reason::Timeout, "command \"yes\" timed out")
+    );
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "{:?}",
@@ -250,7 +266,10 @@ async fn timeout_kills_the_whole_process_group() {
     let outcome = ExecCheck::new(spec(&argv)).run(Duration::from_millis(300)).await;
     let elapsed = started.elapsed();
     let shown = format!("sh -c {script}");
-    assert_eq!(outcome, Outcome::failure(format!("command {shown:?} timed out")));
+    assert_eq!(
+        outcome,
+        Outcome::failure(Reason::Timeout, format!("command {shown:?} timed out"))
+    );
     assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
 
     let (pgid, grandchild) = read_ids(&ids);

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use healthproxy::check::{GrpcCheck, Outcome, Verdict};
+use healthproxy::check::{GrpcCheck, Outcome, Reason, Verdict};
 use healthproxy::config::{GrpcSpec, Host};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -89,7 +89,10 @@ async fn serving_then_not_serving() {
         .await;
     assert_eq!(
         check(server.addr, service).await,
-        Outcome::failure("service unhealthy (responded with \"NOT_SERVING\")")
+        Outcome::failure(
+            Reason::NotServing,
+            "service unhealthy (responded with \"NOT_SERVING\")"
+        )
     );
 
     server
@@ -111,7 +114,10 @@ async fn unknown_serving_status_is_a_failure() {
         .await;
     assert_eq!(
         check(server.addr, "svc").await,
-        Outcome::failure("service unhealthy (responded with \"UNKNOWN\")")
+        Outcome::failure(
+            Reason::NotServing,
+            "service unhealthy (responded with \"UNKNOWN\")"
+        )
     );
 }
 
@@ -126,7 +132,10 @@ async fn empty_service_name_asks_about_the_server() {
         .await;
     assert_eq!(
         check(server.addr, "").await,
-        Outcome::failure("service unhealthy (responded with \"NOT_SERVING\")")
+        Outcome::failure(
+            Reason::NotServing,
+            "service unhealthy (responded with \"NOT_SERVING\")"
+        )
     );
 }
 
@@ -137,6 +146,7 @@ async fn unknown_service_is_a_failure() {
     assert_eq!(
         outcome,
         Outcome::failure(
+            Reason::Other,
             "error: health rpc probe failed: rpc error: code = NotFound \
              desc = service not registered"
         )
@@ -209,10 +219,13 @@ async fn connection_refused_fails_to_connect() {
     let outcome = check(addr, "").await;
     assert_eq!(
         outcome,
-        Outcome::failure(format!(
-            "error: failed to connect service at \"{addr}\": \
+        Outcome::failure(
+            Reason::Refused,
+            format!(
+                "error: failed to connect service at \"{addr}\": \
              dial tcp {addr}: connect: connection refused"
-        ))
+            ),
+        )
     );
 }
 
@@ -233,13 +246,18 @@ async fn a_silent_server_times_out_within_the_deadline() {
         .await;
     let elapsed = started.elapsed();
     assert!(
-        outcome == Outcome::failure("timeout: health rpc did not complete within 300ms")
+        outcome
+            == Outcome::failure(
+                Reason::Timeout,
+                "timeout: health rpc did not complete within 300ms"
+            )
             || outcome.message.starts_with(&format!(
                 "timeout: failed to connect service \"{addr}\" within 300ms: "
             )),
         "{outcome:?}"
     );
     assert_eq!(outcome.verdict, Verdict::Failure);
+    assert_eq!(outcome.reason, Some(Reason::Timeout), "{outcome:?}");
     assert!(
         elapsed >= Duration::from_millis(300) && elapsed < Duration::from_secs(2),
         "{elapsed:?}"

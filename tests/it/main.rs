@@ -14,6 +14,7 @@ mod haproxy;
 mod hostile;
 mod http_check;
 mod metrics;
+mod reasons;
 mod soak;
 mod support;
 mod thresholds;

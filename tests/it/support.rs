@@ -323,3 +323,15 @@ pub fn metric(text: &str, series: &str) -> Option<f64> {
 pub fn series<'a>(text: &'a str, family: &str) -> Vec<&'a str> {
     text.lines().filter(|l| l.starts_with(family)).collect()
 }
+
+/// A port on 127.0.0.1 that refuses connections for as long as the
+/// returned socket lives: bound, never listening. Unlike a listener bound
+/// and dropped, no other process can take the port meanwhile.
+pub fn refusing_port() -> (socket2::Socket, u16) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    let port = socket.local_addr().unwrap().as_socket().unwrap().port();
+    (socket, port)
+}

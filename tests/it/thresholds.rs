@@ -10,7 +10,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use healthproxy::check::{Outcome, Verdict};
+use healthproxy::check::{Outcome, Reason, Verdict};
 use healthproxy::config::{Config, ProbeKind};
 use healthproxy::state::{CheckStatus, Health, State};
 use proptest::prelude::*;
@@ -201,7 +201,7 @@ fn outcome(verdict: Verdict) -> Outcome {
     match verdict {
         Verdict::Success => Outcome::success("ok"),
         Verdict::Warning => Outcome::warning("redirected"),
-        Verdict::Failure => Outcome::failure("refused"),
+        Verdict::Failure => Outcome::failure(Reason::Refused, "refused"),
         Verdict::Unknown => Outcome::unknown("cannot run"),
     }
 }

@@ -32,7 +32,7 @@ use tokio_rustls::rustls::ClientConfig;
 
 use self::tls::{ALPN_H2, tls_config};
 use self::url::Target;
-use super::{MAX_OUTPUT, Outcome, Resolver, dial};
+use super::{Failed, MAX_OUTPUT, Outcome, Reason, Resolver, dial};
 use crate::config::{Host, HttpMethod, HttpSpec, Scheme};
 
 /// The kubelet's redirect limit: the tenth redirect is refused
@@ -182,10 +182,10 @@ impl HttpCheck {
                 // the redirect itself (a warning); the same one is followed.
                 if next.host.eq_ignore_ascii_case(&self.start.host) {
                     if sent >= MAX_REDIRECTS {
-                        return Outcome::failure(format!(
-                            "{}: stopped after {MAX_REDIRECTS} redirects",
-                            self.op(&target)
-                        ));
+                        return Outcome::failure(
+                            Reason::Other,
+                            format!("{}: stopped after {MAX_REDIRECTS} redirects", self.op(&target)),
+                        );
                     }
                     target = next;
                     continue;
@@ -210,7 +210,10 @@ impl HttpCheck {
     ) -> Outcome {
         if !(200..400).contains(&status) {
             // No body in the message (kubelet-semantics §1.3, issue 99425).
-            return Outcome::failure(format!("HTTP probe failed with statuscode: {status}"));
+            return Outcome::failure(
+                Reason::Status,
+                format!("HTTP probe failed with statuscode: {status}"),
+            );
         }
         let body = if self.method == HttpMethod::Head {
             Vec::new()
@@ -218,11 +221,14 @@ impl HttpCheck {
             match read_at_most(response.into_body(), deadline).await {
                 Ok(Read::Complete(body) | Read::Truncated(body)) => body,
                 Err(BodyError::Timeout) => {
-                    return Outcome::failure(format!(
-                        "{}: context deadline exceeded \
-                         (Client.Timeout or context cancellation while reading body)",
-                        self.op(target)
-                    ));
+                    return Outcome::failure(
+                        Reason::Timeout,
+                        format!(
+                            "{}: context deadline exceeded \
+                             (Client.Timeout or context cancellation while reading body)",
+                            self.op(target)
+                        ),
+                    );
                 }
                 Err(BodyError::Read(e)) => {
                     return Outcome::unknown(format!(
@@ -241,9 +247,10 @@ impl HttpCheck {
         if let Some(needle) = &self.body_contains
             && !contains(&body, needle.as_bytes())
         {
-            return Outcome::failure(format!(
-                "HTTP probe failed: response body does not contain {needle:?}"
-            ));
+            return Outcome::failure(
+                Reason::Output,
+                format!("HTTP probe failed: response body does not contain {needle:?}"),
+            );
         }
         if status >= 300 {
             let body = String::from_utf8_lossy(&body);
@@ -285,13 +292,20 @@ impl HttpCheck {
         deadline: Instant,
     ) -> Result<(Response<Incoming>, Connection), Outcome> {
         let deadline_exceeded = || {
-            Outcome::failure(format!(
-                "{}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
-                self.op(target)
-            ))
+            Outcome::failure(
+                Reason::Timeout,
+                format!(
+                    "{}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
+                    self.op(target)
+                ),
+            )
         };
-        let transport_error =
-            |e: &hyper::Error| Outcome::failure(format!("{}: {}", self.op(target), describe_hyper(e)));
+        let transport_error = |e: &hyper::Error| {
+            Outcome::failure(
+                Reason::Other,
+                format!("{}: {}", self.op(target), describe_hyper(e)),
+            )
+        };
 
         let mut request = request;
         if let Some(mut connection) = reuse {
@@ -318,7 +332,12 @@ impl HttpCheck {
 
         let mut connection = match timeout_at(deadline, self.connect(target, deadline)).await {
             Err(_) => return Err(deadline_exceeded()),
-            Ok(Err(message)) => return Err(Outcome::failure(format!("{}: {message}", self.op(target)))),
+            Ok(Err(Failed { reason, message })) => {
+                return Err(Outcome::failure(
+                    reason,
+                    format!("{}: {message}", self.op(target)),
+                ));
+            }
             Ok(Ok(connection)) => connection,
         };
         let request = connection.send.adapt(request, target);
@@ -331,11 +350,16 @@ impl HttpCheck {
 
     /// Dials `target`, with TLS for `https`, and hands the connection to a
     /// task that drives it.
-    async fn connect(&self, target: &Target, deadline: Instant) -> Result<Connection, String> {
+    async fn connect(&self, target: &Target, deadline: Instant) -> Result<Connection, Failed> {
         let https = match target.scheme.as_str() {
             "http" => false,
             "https" => true,
-            other => return Err(format!("unsupported protocol scheme {other:?}")),
+            other => {
+                return Err(Failed::new(
+                    Reason::Other,
+                    format!("unsupported protocol scheme {other:?}"),
+                ));
+            }
         };
         let host = Host {
             name: target.host.clone(),
@@ -343,17 +367,22 @@ impl HttpCheck {
         };
         let budget = deadline.saturating_duration_since(Instant::now()) + DIAL_SLACK;
         let tcp = dial(&self.resolver, &host, target.port, budget).await?;
+        let handshake_failed = |message| Failed::new(Reason::Other, message);
         if !https {
-            return Connection::handshake(tcp, false).await;
+            return Connection::handshake(tcp, false).await.map_err(handshake_failed);
         }
-        let name = ServerName::try_from(target.host.clone())
-            .map_err(|e| format!("tls: invalid server name {:?}: {e}", target.host))?;
+        let name = ServerName::try_from(target.host.clone()).map_err(|e| {
+            Failed::new(
+                Reason::Tls,
+                format!("tls: invalid server name {:?}: {e}", target.host),
+            )
+        })?;
         let tls = TlsConnector::from(Arc::clone(&self.tls))
             .connect(name, tcp)
             .await
-            .map_err(|e| format!("tls: {}", super::describe_io(&e)))?;
+            .map_err(|e| Failed::new(Reason::Tls, format!("tls: {}", super::describe_io(&e))))?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-        Connection::handshake(tls, h2).await
+        Connection::handshake(tls, h2).await.map_err(handshake_failed)
     }
 
     /// `Get "URL"`: the prefix Go's client puts on its errors.

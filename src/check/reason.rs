@@ -1,0 +1,61 @@
+//! Why a run failed, decided by the code that saw it fail: the `reason`
+//! label of `healthproxy_check_failures_total`.
+
+/// Why a run failed, for `healthproxy_check_failures_total{reason}`.
+/// Each check produces it where the failure happens, never from the text
+/// of its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// The run did not finish within its timeout.
+    Timeout,
+    /// The connection was refused.
+    Refused,
+    /// The host name did not resolve.
+    Dns,
+    /// The TLS handshake or certificate failed.
+    Tls,
+    /// An HTTP status outside 200–399.
+    Status,
+    /// A command exited non-zero or was killed.
+    ExitCode,
+    /// A gRPC service that is not `SERVING`.
+    NotServing,
+    /// A heartbeat file too old or missing.
+    Stale,
+    /// A response body without the expected text.
+    Output,
+    /// Anything else.
+    Other,
+}
+
+impl Reason {
+    /// Every reason, in declaration order: `reason as usize` indexes it.
+    pub(crate) const ALL: [Reason; 10] = [
+        Reason::Timeout,
+        Reason::Refused,
+        Reason::Dns,
+        Reason::Tls,
+        Reason::Status,
+        Reason::ExitCode,
+        Reason::NotServing,
+        Reason::Stale,
+        Reason::Output,
+        Reason::Other,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Timeout => "timeout",
+            Reason::Refused => "refused",
+            Reason::Dns => "dns",
+            Reason::Tls => "tls",
+            Reason::Status => "status",
+            Reason::ExitCode => "exit_code",
+            Reason::NotServing => "not_serving",
+            Reason::Stale => "stale",
+            Reason::Output => "output",
+            Reason::Other => "other",
+        }
+    }
+}
