@@ -138,13 +138,13 @@ impl<C: Runnable> Worker<C> {
             .last
             .as_ref()
             .map(|l| l.outcome.verdict);
-        let verdict = outcome.verdict;
+        let (verdict, reason) = (outcome.verdict, outcome.reason);
         let message = outcome.message.clone();
-        let recorded = self
-            .state
-            .record(self.index, generation, outcome, duration, |status| {
-                self.metrics.record_run(self.index, status)
-            });
+        // A run of an older app container is not kept, nor counted.
+        let Some(recorded) = self.state.record(self.index, generation, outcome, duration) else {
+            return;
+        };
+        self.metrics.record_run(self.index, verdict, reason, duration);
         if let Some(to) = recorded.transition {
             self.metrics.record_transition(self.index, to);
         }
@@ -366,7 +366,7 @@ mod tests {
         until(&state, |s| s.checks[1].health == Health::Failed).await;
         assert_eq!(live.starts(), [0, 1000, 2000]);
         tokio::time::sleep_until(boot.origin + Duration::from_millis(2500)).await;
-        state.new_container(|_, _| {});
+        state.new_container();
         {
             let s = state.borrow();
             assert!(!s.started, "startup is not done for the new container");

@@ -60,12 +60,7 @@ pub async fn run(
     // container of it starts.
     let presence = (!config.drain.ports.is_empty()).then(|| lifecycle::app::watch(&lifecycle.drain));
     if let Some(presence) = &presence {
-        let follow = lifecycle::follow_app_restarts(
-            lifecycle.clone(),
-            state.clone(),
-            metrics.clone(),
-            presence.clone(),
-        );
+        let follow = lifecycle::follow_app_restarts(lifecycle.clone(), state.clone(), presence.clone());
         let cancel = cancel.clone();
         tracker.spawn(async move {
             tokio::select! {

@@ -1,5 +1,7 @@
-//! The shared snapshot of every check's state, written by the engine and
-//! read by the endpoints. Readers never wait on a check: they borrow the
+//! The shared snapshot: every check's state, written by the engine, and
+//! the drain's phase, written by the drain. It is the one owner of these
+//! facts: the endpoints and the metrics derive what they show from it at
+//! the moment they read. Readers never wait on a check: they borrow the
 //! latest snapshot from a `watch` channel for as long as it takes to render.
 
 use std::sync::Arc;
@@ -158,7 +160,41 @@ impl CheckStatus {
     }
 }
 
-/// Everything the endpoints read.
+/// Where the pod's drain is (SPEC §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No drain under way; the last finished one, once a new app
+    /// container has ended it.
+    Serving(Option<Report>),
+    /// Readiness fails; waiting for `drain.min`, then for connections.
+    Draining,
+    /// Done; how it went. Readiness still fails.
+    Drained(Report),
+}
+
+/// How a finished drain went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Report {
+    /// What started it.
+    pub trigger: &'static str,
+    /// Time spent in the minimum wait.
+    pub min_wait: Duration,
+    /// Time spent waiting for connections after the minimum wait.
+    pub connection_wait: Duration,
+    /// Established connections left when it ended (non-zero on a timeout).
+    pub connections_left: usize,
+    /// It ended at `drain.max` rather than at zero connections.
+    pub timed_out: bool,
+}
+
+impl Report {
+    /// The whole drain.
+    pub fn total(&self) -> Duration {
+        self.min_wait + self.connection_wait
+    }
+}
+
+/// Everything the endpoints and the metrics read.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// Every check, in file order.
@@ -166,11 +202,56 @@ pub struct Snapshot {
     /// Every startup check has succeeded once (latched): [`startup_done`]
     /// of `checks`, kept so that a probe reads it without a scan.
     pub started: bool,
-    /// A drain has begun: readiness fails from its first moment.
-    pub draining: bool,
+    /// The drain's phase.
+    pub drain: Phase,
     /// Counts the app containers seen: raised when a new one starts, so
     /// that the checks begin again from their initial state.
     pub generation: u64,
+}
+
+impl Snapshot {
+    /// Whether a drain has begun (and not been reset): readiness fails from
+    /// its first moment.
+    pub fn draining(&self) -> bool {
+        !matches!(self.drain, Phase::Serving(_))
+    }
+
+    /// How the last finished drain went.
+    pub fn report(&self) -> Option<Report> {
+        match self.drain {
+            Phase::Drained(report) | Phase::Serving(Some(report)) => Some(report),
+            _ => None,
+        }
+    }
+
+    /// Whether probe `kind` passes over every check: what `/livez`,
+    /// `/readyz` and `/startupz` answer and `healthproxy_probe_ok` shows.
+    pub fn passes(&self, kind: ProbeKind) -> bool {
+        self.passes_counting(kind, |c| c.critical)
+    }
+
+    /// Whether probe `kind` passes: no gate closed, and every check of the
+    /// kind that `counts` passes.
+    pub fn passes_counting(&self, kind: ProbeKind, counts: impl Fn(&CheckStatus) -> bool) -> bool {
+        self.gates(kind).next().is_none()
+            && self
+                .checks
+                .iter()
+                .filter(|c| c.probes.contains(kind) && counts(c))
+                .all(|c| c.passes(kind))
+    }
+
+    /// The reasons other than checks why probe `kind` fails, as (name,
+    /// reason): startup not complete, a drain begun.
+    pub fn gates(&self, kind: ProbeKind) -> impl Iterator<Item = (&'static str, &'static str)> {
+        let readiness = kind == ProbeKind::Readiness;
+        [
+            (readiness && !self.started).then_some(("startup", "startup checks have not all succeeded yet")),
+            (readiness && self.draining()).then_some(("drain", "draining: the pod is shutting down")),
+        ]
+        .into_iter()
+        .flatten()
+    }
 }
 
 /// Whether every startup check has succeeded once (true without any).
@@ -192,7 +273,7 @@ impl State {
         let (tx, _) = watch::channel(Snapshot {
             checks,
             started,
-            draining: false,
+            drain: Phase::Serving(None),
             generation: 0,
         });
         State { tx: Arc::new(tx) }
@@ -208,30 +289,31 @@ impl State {
         self.tx.subscribe()
     }
 
-    /// Records a run of check `index` and shows the check's new state to
-    /// `observer` (metrics) while it is current; returns the transition, if
-    /// any, and whether this run completed startup. A run that began before
-    /// a new app container (an older `generation`) is dropped.
+    /// Records a run of check `index`; returns the transition, if any, and
+    /// whether this run completed startup. A run that began before a new
+    /// app container (an older `generation`) is dropped: `None`.
     pub fn record(
         &self,
         index: usize,
         generation: u64,
         outcome: Outcome,
         duration: Duration,
-        observer: impl FnOnce(&CheckStatus),
-    ) -> Recorded {
-        let mut recorded = Recorded::default();
+    ) -> Option<Recorded> {
+        let mut recorded = None;
         self.tx.send_if_modified(|s| {
             if s.generation != generation {
                 return false;
             }
             let at = SystemTime::now();
-            recorded.transition = s.checks[index].observe(outcome, duration, at);
-            observer(&s.checks[index]);
+            let mut r = Recorded {
+                transition: s.checks[index].observe(outcome, duration, at),
+                started: false,
+            };
             if !s.started && startup_done(&s.checks) {
                 s.started = true;
-                recorded.started = true;
+                r.started = true;
             }
+            recorded = Some(r);
             true
         });
         recorded
@@ -240,32 +322,33 @@ impl State {
     /// A new app container: every check goes back to its initial state
     /// (readiness not ready, liveness healthy, startup not yet), as the
     /// kubelet's workers do for a new container ID (kubelet-semantics
-    /// §3.5), and the workers begin again with the initial delay. Each
-    /// check's reset state is shown to `observer` (metrics).
-    pub fn new_container(&self, mut observer: impl FnMut(usize, &CheckStatus)) {
+    /// §3.5), and the workers begin again with the initial delay.
+    pub fn new_container(&self) {
         self.tx.send_modify(|s| {
             s.generation += 1;
-            for (index, check) in s.checks.iter_mut().enumerate() {
+            for check in &mut s.checks {
                 check.reset();
-                observer(index, check);
             }
             s.started = startup_done(&s.checks);
         });
     }
 
-    /// Marks the pod as draining: `/readyz` fails from now on.
-    pub fn set_draining(&self) {
-        self.set_draining_to(true);
+    /// Moves the drain's phase with `step`, which returns whether it
+    /// changed anything; returns that. Only the drain calls this.
+    pub(crate) fn step_drain(&self, step: impl FnOnce(&mut Phase) -> bool) -> bool {
+        self.tx.send_if_modified(|s| step(&mut s.drain))
     }
 
-    /// Ends draining: `/readyz` follows the checks again.
-    pub fn clear_draining(&self) {
-        self.set_draining_to(false);
-    }
-
-    fn set_draining_to(&self, draining: bool) {
-        self.tx
-            .send_if_modified(|s| std::mem::replace(&mut s.draining, draining) != draining);
+    /// Waits until a drain has finished (or, once reset, had), and returns
+    /// how it went.
+    pub async fn drained(&self) -> Report {
+        let mut rx = self.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let snapshot = rx.wait_for(|s| s.report().is_some()).await;
+        snapshot
+            .ok()
+            .and_then(|s| s.report())
+            .expect("waited for a finished drain")
     }
 
     /// Waits until a new app container replaces `generation`.

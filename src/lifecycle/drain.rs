@@ -2,58 +2,25 @@
 //! `/prestop`, `/drain`). Readiness fails from its first moment; after
 //! `drain.min` it waits for the app's established connections on
 //! `drain.ports` to reach zero, never past `drain.max` (SPEC §5,
-//! kubelet-semantics §3.7 and §5).
+//! kubelet-semantics §3.7 and §5). Its phase lives in the shared
+//! snapshot, where `/readyz` and the metrics read it.
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::procnet::{ProcNet, Sockets};
 use crate::config::DrainConfig;
 use crate::state::State;
+pub use crate::state::{Phase, Report};
 
 /// How often the socket tables are read while waiting.
 pub const POLL: Duration = Duration::from_millis(100);
 
 /// Counts the sockets on some ports; the real one reads `/proc/net`.
 pub type SocketCounter = Arc<dyn Fn(&[u16]) -> io::Result<Sockets> + Send + Sync>;
-
-/// Where a drain is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// No drain under way; the last finished one, once a new app
-    /// container has ended it ([`Drain::reset`]).
-    Serving(Option<Report>),
-    /// Readiness fails; waiting for `min`, then for connections.
-    Draining,
-    /// Done; how it went.
-    Drained(Report),
-}
-
-/// How a finished drain went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Report {
-    /// What started it.
-    pub trigger: &'static str,
-    /// Time spent in the minimum wait.
-    pub min_wait: Duration,
-    /// Time spent waiting for connections after the minimum wait.
-    pub connection_wait: Duration,
-    /// Established connections left when it ended (non-zero on a timeout).
-    pub connections_left: usize,
-    /// It ended at `drain.max` rather than at zero connections.
-    pub timed_out: bool,
-}
-
-impl Report {
-    /// The whole drain.
-    pub fn total(&self) -> Duration {
-        self.min_wait + self.connection_wait
-    }
-}
 
 /// A cheap, cloneable handle to the process's one drain.
 #[derive(Clone)]
@@ -65,13 +32,12 @@ struct Inner {
     config: DrainConfig,
     state: State,
     sockets: SocketCounter,
-    phase: watch::Sender<Phase>,
 }
 
 impl std::fmt::Debug for Drain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Drain")
-            .field("phase", &*self.inner.phase.borrow())
+            .field("phase", &self.inner.state.borrow().drain)
             .finish()
     }
 }
@@ -85,13 +51,11 @@ impl Drain {
 
     /// A drain that counts sockets with `sockets`.
     pub fn with_counter(config: DrainConfig, state: State, sockets: SocketCounter) -> Self {
-        let (phase, _) = watch::channel(Phase::Serving(None));
         Drain {
             inner: Arc::new(Inner {
                 config,
                 state,
                 sockets,
-                phase,
             }),
         }
     }
@@ -99,7 +63,7 @@ impl Drain {
     /// Starts the drain, or joins the one under way. Returns at once;
     /// true when this call started it.
     pub fn start(&self, trigger: &'static str) -> bool {
-        let started = self.inner.phase.send_if_modified(|p| {
+        let started = self.inner.state.step_drain(|p| {
             if matches!(p, Phase::Serving(_)) {
                 *p = Phase::Draining;
                 true
@@ -108,7 +72,6 @@ impl Drain {
             }
         });
         if started {
-            self.inner.state.set_draining();
             let inner = Arc::clone(&self.inner);
             tokio::spawn(async move { inner.run(trigger).await });
         } else {
@@ -119,15 +82,7 @@ impl Drain {
 
     /// Waits until the drain is done (or, once reset, was); starts nothing.
     pub async fn drained(&self) -> Report {
-        let mut rx = self.inner.phase.subscribe();
-        let phase = *rx
-            .wait_for(|p| matches!(p, Phase::Drained(_) | Phase::Serving(Some(_))))
-            .await
-            .expect("the drain owns its sender");
-        match phase {
-            Phase::Drained(report) | Phase::Serving(Some(report)) => report,
-            _ => unreachable!("waited for a finished drain"),
-        }
+        self.inner.state.drained().await
     }
 
     /// Ends a finished drain because the app came back in a new container
@@ -135,30 +90,23 @@ impl Drain {
     /// restart too): the pod serves again, and the next trigger starts a
     /// new drain. Returns whether a finished drain was reset.
     pub fn reset(&self) -> bool {
-        let reset = self.inner.phase.send_if_modified(|p| match *p {
+        self.inner.state.step_drain(|p| match *p {
             Phase::Drained(report) => {
                 *p = Phase::Serving(Some(report));
                 true
             }
             _ => false,
-        });
-        if reset {
-            self.inner.state.clear_draining();
-        }
-        reset
+        })
     }
 
     /// Whether a drain is under way now.
     pub fn is_draining(&self) -> bool {
-        *self.inner.phase.borrow() == Phase::Draining
+        self.inner.state.borrow().drain == Phase::Draining
     }
 
     /// How the last finished drain went.
     pub fn report(&self) -> Option<Report> {
-        match *self.inner.phase.borrow() {
-            Phase::Drained(report) | Phase::Serving(Some(report)) => Some(report),
-            _ => None,
-        }
+        self.inner.state.borrow().report()
     }
 
     /// The sockets on the drain's ports now.
@@ -204,7 +152,10 @@ impl Inner {
         } else {
             tracing::info!(trigger, %total, %min_wait, %connection_wait, "drain complete: no connections left");
         }
-        self.phase.send_replace(Phase::Drained(report));
+        self.state.step_drain(|p| {
+            *p = Phase::Drained(report);
+            true
+        });
     }
 
     /// Polls the socket tables until no established connection is left on
@@ -278,7 +229,7 @@ mod tests {
         let (drain, state) = drain(5, 25, &[8080], conns.clone());
         let began = Instant::now();
         assert!(drain.start("SIGTERM"));
-        assert!(state.borrow().draining, "readiness fails from the first moment");
+        assert!(state.borrow().draining(), "readiness fails from the first moment");
         let closer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(8)).await;
             *conns.lock().unwrap() = 0;
@@ -336,11 +287,11 @@ mod tests {
         assert!(!drain.reset(), "a drain under way is not reset");
         let first = drain.drained().await;
         assert!(drain.reset());
-        assert!(!state.borrow().draining, "readiness follows the checks again");
+        assert!(!state.borrow().draining(), "readiness follows the checks again");
         assert_eq!(waiter.await.unwrap(), first, "a waiter still gets its report");
         let began = Instant::now();
         assert!(drain.start("/prestop"), "the next trigger starts a new drain");
-        assert!(state.borrow().draining);
+        assert!(state.borrow().draining());
         drain.drained().await;
         assert_eq!(began.elapsed(), Duration::from_secs(1));
     }

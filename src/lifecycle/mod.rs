@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 pub use app::Presence;
 pub use drain::{Drain, POLL, Phase, Report, SocketCounter};
 
-use crate::metrics::Metrics;
 use crate::state::State;
 
 /// The bearer token that guards `/prestop`, `/drain` and `/exit`.
@@ -181,7 +180,6 @@ async fn wait_app_gone(drain: &Drain, presence: Option<watch::Receiver<Presence>
 pub async fn follow_app_restarts(
     lifecycle: Lifecycle,
     state: State,
-    metrics: Metrics,
     mut presence: watch::Receiver<Presence>,
 ) {
     let drain = &lifecycle.drain;
@@ -199,7 +197,7 @@ pub async fn follow_app_restarts(
             return;
         }
         tracing::info!("every check starts again from its initial state for the next app container");
-        state.new_container(|index, status| metrics.record_state(index, status));
+        state.new_container();
         // Back: a drain the old container's preStop hook began ends.
         if presence.wait_for(|p| p.listening).await.is_err() {
             return;

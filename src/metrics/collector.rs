@@ -1,16 +1,16 @@
-//! The per-check families: plain atomics per check, turned into metric
-//! families only while a scrape is encoded.
+//! The families read at scrape time: each check's counters, plain atomics
+//! the engine adds to, and the gauges of the checks, the probes and the
+//! drain, computed from the snapshot that owns those facts.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use prometheus::core::{Collector, Desc};
+use prometheus::core::Desc;
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
 use crate::check::Reason;
 use crate::config::{CheckConfig, ProbeKind};
-use crate::state::CheckStatus;
+use crate::state::Snapshot;
 
 /// Buckets from half a millisecond (an in-process TCP connect) to ten
 /// seconds (a slow exec).
@@ -21,11 +21,10 @@ pub(super) const DURATION_BUCKETS: &[f64] = &[
 /// The `result` label of `healthproxy_check_runs_total`, by index.
 const RESULTS: [&str; 3] = ["success", "failure", "unknown"];
 
-/// One check's series.
+/// One check's counters.
 pub(super) struct CheckSeries {
     pub(super) name: String,
     pub(super) kind: &'static str,
-    pub(super) probes: crate::config::ProbeSet,
     /// Indexed like [`RESULTS`].
     pub(super) runs: [AtomicU64; 3],
     /// Runs per bucket, not cumulative: `buckets[i]` counts durations in
@@ -35,46 +34,29 @@ pub(super) struct CheckSeries {
     pub(super) buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
     /// Sum of the durations, in nanoseconds.
     pub(super) sum_nanos: AtomicU64,
-    /// Indexed by `ProbeKind as usize` (the order of `ProbeKind::ALL`).
-    pub(super) healthy: [AtomicBool; 3],
     /// Indexed by `Reason as usize`.
     pub(super) failures: [AtomicU64; Reason::ALL.len()],
-    pub(super) consecutive_failures: AtomicU32,
     pub(super) to_healthy: AtomicU64,
     pub(super) to_failed: AtomicU64,
 }
 
 impl CheckSeries {
     pub(super) fn new(c: &CheckConfig) -> Self {
-        let series = CheckSeries {
+        CheckSeries {
             name: c.name.clone(),
             kind: c.kind.as_str(),
-            probes: c.probes,
             runs: Default::default(),
             buckets: Default::default(),
             sum_nanos: AtomicU64::new(0),
-            healthy: Default::default(),
             failures: Default::default(),
-            consecutive_failures: AtomicU32::new(0),
             to_healthy: AtomicU64::new(0),
             to_failed: AtomicU64::new(0),
-        };
-        // Before the first run the gauges show the initial state.
-        series.set_state(&CheckStatus::new(c));
-        series
-    }
-
-    pub(super) fn set_state(&self, status: &CheckStatus) {
-        self.consecutive_failures
-            .store(status.consecutive_failures, Relaxed);
-        for kind in ProbeKind::ALL {
-            self.healthy[kind as usize].store(status.passes(kind), Relaxed);
         }
     }
 }
 
-/// The per-check families, collected from the atomics at scrape time.
-/// Reading them takes no lock a check run could hold.
+/// The families built at each scrape. Reading the counters takes no lock
+/// a check run could hold; the gauges are read from one snapshot.
 pub(super) struct CheckFamilies {
     pub(super) runs: Desc,
     pub(super) duration: Desc,
@@ -82,11 +64,13 @@ pub(super) struct CheckFamilies {
     pub(super) failures: Desc,
     pub(super) consecutive: Desc,
     pub(super) transitions: Desc,
+    pub(super) probe_ok: Desc,
+    pub(super) draining: Desc,
+    pub(super) drain_seconds: Desc,
+    pub(super) drain_timed_out: Desc,
+    /// In the order of the config, as the snapshot's checks.
     pub(super) checks: Vec<CheckSeries>,
 }
-
-/// The per-check families as a registry collector.
-pub(super) struct CheckCollector(pub(super) Arc<CheckFamilies>);
 
 pub(super) fn desc(name: &str, help: &str, labels: &[&str]) -> Desc {
     Desc::new(
@@ -121,15 +105,26 @@ fn counter(labels: &[(&str, &str)], value: u64) -> proto::Metric {
     m
 }
 
-fn gauge(labels: &[(&str, &str)], value: i64) -> proto::Metric {
+fn gauge(labels: &[(&str, &str)], value: f64) -> proto::Metric {
     let mut m = metric(labels);
     let mut g = proto::Gauge::default();
-    g.set_value(value as f64);
+    g.set_value(value);
     m.set_gauge(g);
     m
 }
 
-fn family(desc: &Desc, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricFamily {
+/// A family of `metrics`, sorted by their label values as the registry
+/// sorts its own.
+fn family(desc: &Desc, kind: MetricType, mut metrics: Vec<proto::Metric>) -> MetricFamily {
+    metrics.sort_by(|a, b| {
+        let values = |m: &proto::Metric| {
+            m.get_label()
+                .iter()
+                .map(|l| l.value().to_owned())
+                .collect::<Vec<_>>()
+        };
+        values(a).cmp(&values(b))
+    });
     let mut f = MetricFamily::default();
     f.set_name(desc.fq_name.clone());
     f.set_help(desc.help.clone());
@@ -138,21 +133,11 @@ fn family(desc: &Desc, kind: MetricType, metrics: Vec<proto::Metric>) -> MetricF
     f
 }
 
-impl Collector for CheckCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        let f = &self.0;
-        vec![
-            &f.runs,
-            &f.duration,
-            &f.healthy,
-            &f.failures,
-            &f.consecutive,
-            &f.transitions,
-        ]
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let f = &self.0;
+impl CheckFamilies {
+    /// The families of one scrape, the gauges read from `snapshot`; those
+    /// without a series are left out, as the registry leaves them out.
+    pub(super) fn collect(&self, snapshot: &Snapshot) -> Vec<MetricFamily> {
+        let f = self;
         let n = f.checks.len();
         let (mut runs, mut duration, mut healthy) = (
             Vec::with_capacity(3 * n),
@@ -161,7 +146,7 @@ impl Collector for CheckCollector {
         );
         let (mut failures, mut consecutive, mut transitions) =
             (Vec::new(), Vec::with_capacity(n), Vec::with_capacity(2 * n));
-        for s in &f.checks {
+        for (s, status) in f.checks.iter().zip(&snapshot.checks) {
             let name = s.name.as_str();
             for (result, count) in RESULTS.iter().zip(&s.runs) {
                 runs.push(counter(
@@ -190,10 +175,10 @@ impl Collector for CheckCollector {
             m.set_histogram(h);
             duration.push(m);
 
-            for kind in ProbeKind::ALL.into_iter().filter(|k| s.probes.contains(*k)) {
+            for kind in ProbeKind::ALL.into_iter().filter(|k| status.probes.contains(*k)) {
                 healthy.push(gauge(
                     &[("check", name), ("probe", kind.as_str())],
-                    i64::from(s.healthy[kind as usize].load(Relaxed)),
+                    bit(status.passes(kind)),
                 ));
             }
             // A reason's series appears with its first failure: most of
@@ -204,10 +189,7 @@ impl Collector for CheckCollector {
                     failures.push(counter(&[("check", name), ("reason", reason.as_str())], count));
                 }
             }
-            consecutive.push(gauge(
-                &[("check", name)],
-                i64::from(s.consecutive_failures.load(Relaxed)),
-            ));
+            consecutive.push(gauge(&[("check", name)], f64::from(status.consecutive_failures)));
             transitions.push(counter(
                 &[("check", name), ("to", "failed")],
                 s.to_failed.load(Relaxed),
@@ -217,13 +199,47 @@ impl Collector for CheckCollector {
                 s.to_healthy.load(Relaxed),
             ));
         }
-        vec![
+        let probe_ok = ProbeKind::ALL
+            .map(|kind| gauge(&[("probe", kind.as_str())], bit(snapshot.passes(kind))))
+            .into();
+        let report = snapshot.report();
+        let drain_seconds = report.map_or_else(Vec::new, |r| {
+            [
+                ("connections", r.connection_wait),
+                ("min_wait", r.min_wait),
+                ("total", r.total()),
+            ]
+            .map(|(phase, d)| gauge(&[("phase", phase)], d.as_secs_f64()))
+            .into()
+        });
+        let timed_out = report.is_some_and(|r| r.timed_out);
+        [
             family(&f.runs, MetricType::COUNTER, runs),
             family(&f.duration, MetricType::HISTOGRAM, duration),
             family(&f.healthy, MetricType::GAUGE, healthy),
             family(&f.failures, MetricType::COUNTER, failures),
             family(&f.consecutive, MetricType::GAUGE, consecutive),
             family(&f.transitions, MetricType::COUNTER, transitions),
+            family(&f.probe_ok, MetricType::GAUGE, probe_ok),
+            family(
+                &f.draining,
+                MetricType::GAUGE,
+                vec![gauge(&[], bit(snapshot.draining()))],
+            ),
+            family(&f.drain_seconds, MetricType::GAUGE, drain_seconds),
+            family(
+                &f.drain_timed_out,
+                MetricType::GAUGE,
+                vec![gauge(&[], bit(timed_out))],
+            ),
         ]
+        .into_iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect()
     }
+}
+
+/// A flag as a gauge's value.
+fn bit(flag: bool) -> f64 {
+    if flag { 1.0 } else { 0.0 }
 }

@@ -15,15 +15,14 @@ mod collector;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 
-use prometheus::{
-    Encoder, GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
-};
+use std::time::Duration;
 
-use self::collector::{CheckCollector, CheckFamilies, CheckSeries, DURATION_BUCKETS, desc};
-use crate::check::Verdict;
-use crate::config::{CheckConfig, ProbeKind};
-use crate::lifecycle::Report;
-use crate::state::{CheckStatus, Health, LastRun};
+use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use self::collector::{CheckFamilies, CheckSeries, DURATION_BUCKETS, desc};
+use crate::check::{Reason, Verdict};
+use crate::config::CheckConfig;
+use crate::state::{Health, State};
 
 /// The process's metrics: a cheap handle to one registry.
 #[derive(Clone)]
@@ -39,11 +38,7 @@ impl std::fmt::Debug for Metrics {
 
 struct Inner {
     registry: Registry,
-    checks: Arc<CheckFamilies>,
-    probe_ok: IntGaugeVec,
-    draining: IntGauge,
-    drain_seconds: GaugeVec,
-    drain_timed_out: IntGauge,
+    checks: CheckFamilies,
     requests: IntCounterVec,
 }
 
@@ -58,7 +53,7 @@ impl Metrics {
     /// A registry with every family, and series for `checks`.
     pub fn new(checks: &[CheckConfig]) -> Metrics {
         let r = Registry::new();
-        let checks = Arc::new(CheckFamilies {
+        let checks = CheckFamilies {
             runs: desc(
                 "healthproxy_check_runs_total",
                 "Check runs, by result.",
@@ -89,48 +84,28 @@ impl Metrics {
                 "Changes of a check's state after thresholds, by the state changed to.",
                 &["check", "to"],
             ),
-            checks: checks.iter().map(CheckSeries::new).collect(),
-        });
-        r.register(Box::new(CheckCollector(Arc::clone(&checks))))
-            .expect("metric names are unique");
-        let probe_ok = register(
-            &r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "healthproxy_probe_ok",
-                    "Whether the probe endpoint answers 200 (1) or 503 (0), by probe kind.",
-                ),
+            probe_ok: desc(
+                "healthproxy_probe_ok",
+                "Whether the probe endpoint answers 200 (1) or 503 (0), by probe kind.",
                 &["probe"],
-            )
-            .unwrap(),
-        );
-        let draining = register(
-            &r,
-            IntGauge::new(
+            ),
+            draining: desc(
                 "healthproxy_draining",
                 "Whether a drain has begun (1) or not (0).",
-            )
-            .unwrap(),
-        );
-        let drain_seconds = register(
-            &r,
-            GaugeVec::new(
-                Opts::new(
-                    "healthproxy_drain_duration_seconds",
-                    "Duration of the last finished drain, by phase (min_wait, connections, total).",
-                ),
+                &[],
+            ),
+            drain_seconds: desc(
+                "healthproxy_drain_duration_seconds",
+                "Duration of the last finished drain, by phase (min_wait, connections, total).",
                 &["phase"],
-            )
-            .unwrap(),
-        );
-        let drain_timed_out = register(
-            &r,
-            IntGauge::new(
+            ),
+            drain_timed_out: desc(
                 "healthproxy_drain_timed_out",
                 "Whether the last finished drain ended at drain.max with connections open (1) or not (0).",
-            )
-            .unwrap(),
-        );
+                &[],
+            ),
+            checks: checks.iter().map(CheckSeries::new).collect(),
+        };
         let requests = register(
             &r,
             IntCounterVec::new(
@@ -155,34 +130,20 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
         .expect("metric names are unique");
-
-        for kind in ProbeKind::ALL {
-            probe_ok.with_label_values(&[kind.as_str()]);
-        }
-        drain_timed_out.set(0);
         Metrics {
             inner: Arc::new(Inner {
                 registry: r,
                 checks,
-                probe_ok,
-                draining,
-                drain_seconds,
-                drain_timed_out,
                 requests,
             }),
         }
     }
 
-    /// Records the last run of check `index` and the state it led to.
-    pub fn record_run(&self, index: usize, status: &CheckStatus) {
+    /// Counts a run of check `index` that the snapshot kept: its result,
+    /// its duration and, for a failure, its reason.
+    pub fn record_run(&self, index: usize, verdict: Verdict, reason: Option<Reason>, duration: Duration) {
         let s = &self.inner.checks.checks[index];
-        let Some(LastRun {
-            outcome, duration, ..
-        }) = &status.last
-        else {
-            return;
-        };
-        let result = match outcome.verdict {
+        let result = match verdict {
             Verdict::Success | Verdict::Warning => 0,
             Verdict::Failure => 1,
             Verdict::Unknown => 2,
@@ -196,15 +157,9 @@ impl Metrics {
         s.buckets[bucket].fetch_add(1, Relaxed);
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
         s.sum_nanos.fetch_add(nanos, Relaxed);
-        if let Some(reason) = outcome.reason {
+        if let Some(reason) = reason {
             s.failures[reason as usize].fetch_add(1, Relaxed);
         }
-        s.set_state(status);
-    }
-
-    /// Sets the gauges of check `index` to its state after thresholds.
-    pub fn record_state(&self, index: usize, status: &CheckStatus) {
-        self.inner.checks.checks[index].set_state(status);
     }
 
     /// Counts a state transition of check `index`.
@@ -237,26 +192,17 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, after setting the gauges read at scrape time:
-    /// whether each probe passes, the drain flag and the last drain.
-    pub fn render(&self, probe_ok: [(ProbeKind, bool); 3], draining: bool, drain: Option<Report>) -> String {
+    /// The text exposition: the registry's families, then the checks'
+    /// counters and every gauge the snapshot owns (check health,
+    /// consecutive failures, probe verdicts, the drain), read from `state`
+    /// now.
+    pub fn render(&self, state: &State) -> String {
         let i = &self.inner;
-        for (kind, ok) in probe_ok {
-            i.probe_ok.with_label_values(&[kind.as_str()]).set(i64::from(ok));
-        }
-        i.draining.set(i64::from(draining));
-        if let Some(report) = drain {
-            for (phase, d) in [
-                ("min_wait", report.min_wait),
-                ("connections", report.connection_wait),
-                ("total", report.total()),
-            ] {
-                i.drain_seconds.with_label_values(&[phase]).set(d.as_secs_f64());
-            }
-            i.drain_timed_out.set(i64::from(report.timed_out));
-        }
+        let mut families = i.registry.gather();
+        // The snapshot is held only while the families are built.
+        families.extend(i.checks.collect(&state.borrow()));
+        families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::with_capacity(8 * 1024);
-        let families = i.registry.gather();
         TextEncoder::new()
             .encode(&families, &mut out)
             .expect("text encoding into memory cannot fail");
@@ -301,12 +247,14 @@ impl std::fmt::Debug for RouteRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::Reason;
+    use crate::check::Outcome;
+    use crate::config::ProbeKind;
+    use crate::state::{Phase, Report};
 
     /// The `healthproxy_http_requests_total` lines of a scrape.
     fn request_series(metrics: &Metrics) -> Vec<String> {
         metrics
-            .render(ProbeKind::ALL.map(|k| (k, true)), false, None)
+            .render(&State::new(&[]))
             .lines()
             .filter(|l| l.starts_with("healthproxy_http_requests_total"))
             .map(String::from)
@@ -348,28 +296,29 @@ mod tests {
         }
     }
 
-    fn status(config: &CheckConfig, outcome: crate::check::Outcome, ms: u64) -> CheckStatus {
-        let mut status = CheckStatus::new(config);
-        status.observe(
-            outcome,
-            std::time::Duration::from_millis(ms),
-            std::time::SystemTime::now(),
-        );
-        status
+    /// Records a run as the engine does: in the snapshot, then counted.
+    fn run(state: &State, metrics: &Metrics, outcome: Outcome, ms: u64) {
+        let (verdict, reason) = (outcome.verdict, outcome.reason);
+        let duration = Duration::from_millis(ms);
+        let recorded = state.record(0, 0, outcome, duration).unwrap();
+        metrics.record_run(0, verdict, reason, duration);
+        if let Some(to) = recorded.transition {
+            metrics.record_transition(0, to);
+        }
     }
 
     #[test]
     fn the_exposition_of_a_check_counts_its_runs_and_shows_a_reason_from_its_first_failure() {
-        use crate::check::Outcome;
         let configs = crate::config::Config::from_toml_str(
-            "[[check]]\nname = \"db\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\n",
+            "[[check]]\nname = \"db\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\nfailure_threshold = 2\n",
             "t",
             &|_: &str| None,
         )
         .unwrap()
         .checks;
         let metrics = Metrics::new(&configs);
-        let render = || metrics.render([(ProbeKind::Readiness, false); 3], false, None);
+        let state = State::new(&configs);
+        let render = || metrics.render(&state);
         let text = render();
         assert!(
             text.contains("healthproxy_check_runs_total{check=\"db\",kind=\"tcp\",result=\"unknown\"} 0\n")
@@ -377,20 +326,30 @@ mod tests {
         assert!(text.contains("healthproxy_check_healthy{check=\"db\",probe=\"readiness\"} 0\n"));
         assert!(!text.contains("healthproxy_check_failures_total"), "{text}");
 
-        metrics.record_run(0, &status(&configs[0], Outcome::success("ok"), 3));
+        run(&state, &metrics, Outcome::success("ok"), 3);
+        assert!(render().contains("healthproxy_check_healthy{check=\"db\",probe=\"readiness\"} 1\n"));
         let refused = "dial tcp 127.0.0.1:1: connect: connection refused";
-        let failed = status(&configs[0], Outcome::failure(Reason::Refused, refused), 20_000);
-        metrics.record_run(0, &failed);
-        metrics.record_run(0, &failed);
-        metrics.record_transition(0, Health::Failed);
+        run(
+            &state,
+            &metrics,
+            Outcome::failure(Reason::Refused, refused),
+            20_000,
+        );
+        run(
+            &state,
+            &metrics,
+            Outcome::failure(Reason::Refused, refused),
+            20_000,
+        );
         let text = render();
         for line in [
             "healthproxy_check_runs_total{check=\"db\",kind=\"tcp\",result=\"success\"} 1",
             "healthproxy_check_runs_total{check=\"db\",kind=\"tcp\",result=\"failure\"} 2",
             "healthproxy_check_failures_total{check=\"db\",reason=\"refused\"} 2",
-            "healthproxy_check_consecutive_failures{check=\"db\"} 1",
+            "healthproxy_check_consecutive_failures{check=\"db\"} 2",
+            "healthproxy_check_healthy{check=\"db\",probe=\"readiness\"} 0",
             "healthproxy_check_transitions_total{check=\"db\",to=\"failed\"} 1",
-            "healthproxy_check_transitions_total{check=\"db\",to=\"healthy\"} 0",
+            "healthproxy_check_transitions_total{check=\"db\",to=\"healthy\"} 1",
             "healthproxy_check_duration_seconds_bucket{check=\"db\",kind=\"tcp\",le=\"0.0025\"} 0",
             "healthproxy_check_duration_seconds_bucket{check=\"db\",kind=\"tcp\",le=\"0.005\"} 1",
             "healthproxy_check_duration_seconds_bucket{check=\"db\",kind=\"tcp\",le=\"10\"} 1",
@@ -405,5 +364,57 @@ mod tests {
             1,
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_probe_and_drain_gauges_are_read_from_the_snapshot_at_scrape_time() {
+        let metrics = Metrics::new(&[]);
+        let state = State::new(&[]);
+        let text = metrics.render(&state);
+        for line in [
+            "healthproxy_probe_ok{probe=\"readiness\"} 1",
+            "healthproxy_draining 0",
+            "healthproxy_drain_timed_out 0",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} in\n{text}");
+        }
+        assert!(!text.contains("healthproxy_drain_duration_seconds"), "{text}");
+
+        state.step_drain(|p| {
+            *p = Phase::Draining;
+            true
+        });
+        let text = metrics.render(&state);
+        assert!(
+            text.contains("healthproxy_probe_ok{probe=\"readiness\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("healthproxy_probe_ok{probe=\"liveness\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("healthproxy_draining 1\n"), "{text}");
+
+        let report = Report {
+            trigger: "SIGTERM",
+            min_wait: Duration::from_secs(5),
+            connection_wait: Duration::from_millis(1500),
+            connections_left: 2,
+            timed_out: true,
+        };
+        state.step_drain(|p| {
+            *p = Phase::Serving(Some(report));
+            true
+        });
+        let text = metrics.render(&state);
+        for line in [
+            "healthproxy_draining 0",
+            "healthproxy_drain_timed_out 1",
+            "healthproxy_drain_duration_seconds{phase=\"connections\"} 1.5",
+            "healthproxy_drain_duration_seconds{phase=\"min_wait\"} 5",
+            "healthproxy_drain_duration_seconds{phase=\"total\"} 6.5",
+        ] {
+            assert!(text.contains(&format!("{line}\n")), "{line} in\n{text}");
+        }
     }
 }

@@ -123,7 +123,7 @@ impl Endpoints {
     /// The status and text body of probe `kind` over every check.
     fn probe(&self, kind: ProbeKind) -> (StatusCode, Bytes) {
         let snapshot = self.app.state.borrow();
-        if Probe::passes(&snapshot, kind) {
+        if snapshot.passes(kind) {
             return (StatusCode::OK, Bytes::from_static(b"ok"));
         }
         let options = Options::default();
@@ -151,7 +151,7 @@ mod tests {
     use crate::config::Config;
     use crate::lifecycle::{Drain, Lifecycle};
     use crate::metrics::Metrics;
-    use crate::state::State;
+    use crate::state::{Phase, State};
 
     /// One check in every probe, failing at its first failure.
     fn endpoints() -> (Endpoints, State, Metrics) {
@@ -201,7 +201,7 @@ mod tests {
             code.as_str()
         );
         metrics
-            .render(ProbeKind::ALL.map(|k| (k, true)), false, None)
+            .render(&State::new(&[]))
             .lines()
             .find_map(|l| l.strip_prefix(&series))
             .map_or(0, |n| n.parse().unwrap())
@@ -236,18 +236,13 @@ mod tests {
         let (endpoints, state, metrics) = endpoints();
         // Not started: startup and readiness fail, liveness passes.
         fast_path_answers_as_the_router(&endpoints, &metrics, [200, 503, 200, 503]).await;
-        state.record(0, 0, Outcome::success("up"), Duration::ZERO, |_| {});
+        state.record(0, 0, Outcome::success("up"), Duration::ZERO);
         fast_path_answers_as_the_router(&endpoints, &metrics, [200, 200, 200, 200]).await;
-        state.set_draining();
+        let drain = |phase| state.step_drain(|p| std::mem::replace(p, phase) != phase);
+        drain(Phase::Draining);
         fast_path_answers_as_the_router(&endpoints, &metrics, [200, 200, 200, 503]).await;
-        state.clear_draining();
-        state.record(
-            0,
-            0,
-            Outcome::failure(Reason::Refused, "down"),
-            Duration::ZERO,
-            |_| {},
-        );
+        drain(Phase::Serving(None));
+        state.record(0, 0, Outcome::failure(Reason::Refused, "down"), Duration::ZERO);
         fast_path_answers_as_the_router(&endpoints, &metrics, [200, 200, 503, 503]).await;
     }
 

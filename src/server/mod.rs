@@ -158,19 +158,9 @@ async fn count_request(AxumState(app): AxumState<AppState>, request: Request, ne
     response
 }
 
-/// `/metrics`: the probes' verdicts are evaluated from the snapshot as the
-/// endpoints would answer them, then everything is encoded.
+/// `/metrics`: every gauge is computed from the snapshot as it is now.
 async fn scrape(AxumState(app): AxumState<AppState>) -> Response {
-    let (probe_ok, draining) = {
-        let snapshot = app.state.borrow();
-        let options = Options::default();
-        let ok =
-            ProbeKind::ALL.map(|kind| (kind, Probe::evaluate(&snapshot, kind, Scope::All, &options).ok()));
-        (ok, snapshot.draining)
-    };
-    let body = app
-        .metrics
-        .render(probe_ok, draining, app.lifecycle.drain.report());
+    let body = app.metrics.render(&app.state);
     (
         [(
             header::CONTENT_TYPE,

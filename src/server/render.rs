@@ -80,6 +80,8 @@ struct Line<'s> {
 /// The verdict of a probe and what it is made of.
 pub struct Probe<'s> {
     kind: ProbeKind,
+    /// The verdict, as [`Snapshot::passes_counting`] gives it.
+    ok: bool,
     lines: Vec<Line<'s>>,
     /// Extra failing reasons that are not checks: startup, drain.
     gates: Vec<(&'static str, &'static str)>,
@@ -111,36 +113,22 @@ impl<'s> Probe<'s> {
             .filter(|name| !lines.iter().any(|l| l.check.name == **name))
             .map(|name| name.to_string())
             .collect();
+        let excluded = |c: &CheckStatus| options.exclude.contains(&c.name.as_str());
+        let ok = snapshot.passes_counting(kind, |c| scope.includes(c) && !excluded(c) && c.critical);
         Probe {
             kind,
+            ok,
             lines,
-            gates: gates(snapshot, kind).collect(),
+            gates: snapshot.gates(kind).collect(),
             unmatched,
             snapshot,
         }
     }
 
-    /// Whether probe `kind` passes for every check with no options: what
-    /// `evaluate(snapshot, kind, Scope::All, &Options::default()).ok()`
-    /// says, without building the probe. The fast path asks this of every
-    /// plain probe.
-    pub fn passes(snapshot: &Snapshot, kind: ProbeKind) -> bool {
-        gates(snapshot, kind).next().is_none()
-            && snapshot
-                .checks
-                .iter()
-                .filter(|c| c.probes.contains(kind))
-                .all(|c| counts_as_passing(c, false, c.passes(kind)))
-    }
-
     /// Whether the probe passes: no gate closed and every counted critical
     /// check passing.
     pub fn ok(&self) -> bool {
-        self.gates.is_empty()
-            && self
-                .lines
-                .iter()
-                .all(|l| counts_as_passing(l.check, l.excluded, l.passes))
+        self.ok
     }
 
     fn degraded(&self) -> bool {
@@ -223,7 +211,7 @@ impl<'s> Probe<'s> {
             "probe": self.kind.as_str(),
             "status": if self.ok() { "pass" } else { "fail" },
             "started": self.snapshot.started,
-            "draining": self.snapshot.draining,
+            "draining": self.snapshot.draining(),
             "checks": checks,
         })
     }
@@ -273,83 +261,6 @@ impl<'s> Probe<'s> {
     }
 }
 
-/// The reasons other than checks why probe `kind` fails: startup not
-/// complete, a drain begun.
-fn gates(snapshot: &Snapshot, kind: ProbeKind) -> impl Iterator<Item = (&'static str, &'static str)> {
-    let readiness = kind == ProbeKind::Readiness;
-    [
-        (readiness && !snapshot.started).then_some(("startup", "startup checks have not all succeeded yet")),
-        (readiness && snapshot.draining).then_some(("drain", "draining: the pod is shutting down")),
-    ]
-    .into_iter()
-    .flatten()
-}
-
-/// Whether a check lets its probe pass: it passes, or it is excluded, or
-/// it is not critical.
-fn counts_as_passing(check: &CheckStatus, excluded: bool, passes: bool) -> bool {
-    excluded || !check.critical || passes
-}
-
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Config;
-    use crate::state::Health;
-
-    #[test]
-    fn passes_agrees_with_evaluate_in_every_state() {
-        let config = Config::from_toml_str(
-            "[[check]]\nname = \"a\"\nprobes = [\"liveness\", \"readiness\"]\ntcp = { port = 1 }\n\
-             [[check]]\nname = \"b\"\nprobes = [\"startup\", \"liveness\", \"readiness\"]\ntcp = { port = 1 }\n",
-            "t",
-            &|_: &str| None,
-        )
-        .unwrap();
-        let checks: Vec<CheckStatus> = config.checks.iter().map(CheckStatus::new).collect();
-        let mut states = Vec::new();
-        for health in [Health::Initial, Health::Healthy, Health::Failed] {
-            for ever_healthy in [false, true] {
-                for critical in [false, true] {
-                    states.push((health, ever_healthy, critical));
-                }
-            }
-        }
-        let mut compared = 0;
-        for started in [false, true] {
-            for draining in [false, true] {
-                for a in &states {
-                    for b in &states {
-                        let mut snapshot = Snapshot {
-                            checks: checks.clone(),
-                            started,
-                            draining,
-                            generation: 0,
-                        };
-                        for (check, (health, ever_healthy, critical)) in
-                            snapshot.checks.iter_mut().zip([a, b])
-                        {
-                            (check.health, check.ever_healthy, check.critical) =
-                                (*health, *ever_healthy, *critical);
-                        }
-                        for kind in ProbeKind::ALL {
-                            let evaluated =
-                                Probe::evaluate(&snapshot, kind, Scope::All, &Options::default()).ok();
-                            assert_eq!(
-                                Probe::passes(&snapshot, kind),
-                                evaluated,
-                                "{kind:?} started={started} draining={draining} a={a:?} b={b:?}"
-                            );
-                            compared += 1;
-                        }
-                    }
-                }
-            }
-        }
-        assert_eq!(compared, 2 * 2 * 12 * 12 * 3);
-    }
 }
