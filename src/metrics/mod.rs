@@ -172,17 +172,6 @@ impl Metrics {
         };
     }
 
-    /// Counts a served request. `route` is the router's pattern, never the
-    /// request's path. Looks the series up by its labels: for the routes
-    /// the kubelet probes many times a second, use
-    /// [`Metrics::route_requests`].
-    pub fn record_request(&self, route: &str, code: axum::http::StatusCode) {
-        self.inner
-            .requests
-            .with_label_values(&[route, code.as_str()])
-            .inc();
-    }
-
     /// The request counters of one `route` pattern.
     pub fn route_requests(&self, route: &str) -> RouteRequests {
         RouteRequests {
@@ -262,7 +251,7 @@ mod tests {
     }
 
     #[test]
-    fn route_requests_count_the_series_record_request_counts() {
+    fn route_requests_of_one_route_share_its_series() {
         use axum::http::StatusCode;
         let metrics = Metrics::new(&[]);
         let readyz = metrics.route_requests("/readyz");
@@ -275,7 +264,7 @@ mod tests {
         readyz.record(StatusCode::OK);
         readyz.record(StatusCode::SERVICE_UNAVAILABLE);
         readyz.record(StatusCode::IM_A_TEAPOT);
-        metrics.record_request("/readyz", StatusCode::OK);
+        metrics.route_requests("/readyz").record(StatusCode::OK);
         assert_eq!(
             request_series(&metrics),
             [

@@ -16,34 +16,40 @@
 //! and honour `Accept: application/json` and `application/health+json`.
 //! Other methods get 405, other paths 404.
 //!
-//! The kubelet's probes (`GET` or `HEAD` of `/healthz`, `/startupz`,
-//! `/livez` or `/readyz`, no query, no JSON asked for) are answered by a
-//! fast path in front of the router (`fast`), with the router's answers.
+//! Each request's path is parsed once into a [`Route`] (`route`): the
+//! router is built from its patterns, the handlers answer from it, and
+//! `healthproxy_http_requests_total` is counted by it. The kubelet's probes
+//! (`GET` or `HEAD` of `/healthz`, `/startupz`, `/livez` or `/readyz`, no
+//! query, no JSON asked for) skip the router (`fast`) and call the same
+//! answer code.
 
 mod fast;
 mod listen;
 mod render;
+mod route;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Path, RawQuery, Request, State as AxumState};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::body::Body;
+use axum::extract::{Extension, RawQuery, Request, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::Full;
+use tower_http::timeout::TimeoutLayer;
 
 pub use fast::Endpoints;
 pub use listen::{SHUTDOWN_GRACE, bind, serve};
 pub use render::{Format, Options, Probe, Scope};
-
-use std::time::Duration;
-
-use tower_http::timeout::TimeoutLayer;
+pub(crate) use route::Route;
 
 use crate::config::ProbeKind;
 use crate::lifecycle::Lifecycle;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RouteRequests};
 use crate::state::State;
 
 /// What the handlers share, behind one `Arc`: extracting it for a request
@@ -57,10 +63,9 @@ pub struct Shared {
     containers: Arc<[String]>,
     lifecycle: Lifecycle,
     metrics: Metrics,
+    /// The request counters, one per route, indexed by [`Route::index`].
+    requests: [RouteRequests; route::LABELS.len()],
 }
-
-/// The route label of requests that matched no route.
-const UNMATCHED: &str = "unmatched";
 
 /// The longest query string accepted; a longer one gets 414.
 pub const MAX_QUERY_BYTES: usize = 2048;
@@ -88,42 +93,41 @@ fn shared(state: State, lifecycle: Lifecycle, metrics: Metrics) -> AppState {
         .collect();
     containers.sort();
     containers.dedup();
+    let requests = route::LABELS.map(|label| metrics.route_requests(label));
     Arc::new(Shared {
         state,
         containers: containers.into(),
         lifecycle,
         metrics,
+        requests,
     })
 }
 
-/// The router: every request the fast path leaves to it.
+/// The router: every request the fast path leaves to it, with its
+/// [`Route`] in the request's extensions. Its patterns are the routes'.
 fn router(app: AppState, request_timeout: Duration) -> Router {
-    let mut router = Router::new().route("/healthz", get(healthz));
+    let mut router = Router::new().route(Route::Healthz.label(), get(healthz));
     for kind in ProbeKind::ALL {
         router = router
-            .route(
-                &format!("/{}", kind.endpoint()),
-                get(move |s, q, h| probe(s, kind, None, q, h)),
-            )
-            .route(
-                &format!("/{}/{{name}}", kind.endpoint()),
-                get(move |s, Path(name): Path<String>, q, h| probe(s, kind, Some(Named::Check(name)), q, h)),
-            );
+            .route(Route::Probe(kind).label(), get(probe))
+            .route(Route::Check(kind, String::new()).label(), get(probe));
     }
+    let container = Route::Container {
+        container: String::new(),
+        probe: String::new(),
+    };
     router
-        .route("/containers/{container}/{probe}", get(container_probe))
-        .route("/drain", post(drain))
-        .route("/exit", post(exit))
-        .route("/metrics", get(scrape))
+        .route(container.label(), get(probe))
+        .route(Route::Drain.label(), post(drain))
+        .route(Route::Exit.label(), post(exit))
+        .route(Route::Metrics.label(), get(scrape))
         .route_layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
         ))
-        .route("/prestop", get(prestop).post(prestop))
-        .route_layer(middleware::from_fn(keep_matched_path))
+        .route(Route::Prestop.label(), get(prestop).post(prestop))
         .fallback(not_found)
         .layer(middleware::from_fn(limit_query))
-        .layer(middleware::from_fn_with_state(app.clone(), count_request))
         .with_state(app)
 }
 
@@ -133,29 +137,6 @@ async fn limit_query(request: Request, next: Next) -> Response {
         return (StatusCode::URI_TOO_LONG, "query string too long\n").into_response();
     }
     next.run(request).await
-}
-
-/// Copies the matched route pattern onto the response, for
-/// [`count_request`], which runs outside the routing.
-async fn keep_matched_path(request: Request, next: Next) -> Response {
-    let matched = request.extensions().get::<MatchedPath>().cloned();
-    let mut response = next.run(request).await;
-    if let Some(matched) = matched {
-        response.extensions_mut().insert(matched);
-    }
-    response
-}
-
-/// Counts every request by route pattern and status code; a path that
-/// matched no route counts as `unmatched`, never as itself.
-async fn count_request(AxumState(app): AxumState<AppState>, request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
-    let route = response
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED, |m| m.as_str());
-    app.metrics.record_request(route, response.status());
-    response
 }
 
 /// `/metrics`: every gauge is computed from the snapshot as it is now.
@@ -171,12 +152,150 @@ async fn scrape(AxumState(app): AxumState<AppState>) -> Response {
         .into_response()
 }
 
-async fn healthz() -> &'static str {
-    "ok"
+async fn healthz(method: Method) -> Response {
+    Answer::healthz().response(method == Method::HEAD).map(Body::new)
 }
 
 async fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+/// The probes, one check and one container's checks: the answer of the
+/// request's route.
+async fn probe(
+    AxumState(app): AxumState<AppState>,
+    Extension(route): Extension<Route>,
+    RawQuery(query): RawQuery,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let options = Options::parse(query.as_deref());
+    let format = format(&headers, &options);
+    app.probe(&route, &options, format)
+        .response(method == Method::HEAD)
+        .map(Body::new)
+}
+
+/// An answer, built the same way whichever path the request took.
+pub(crate) struct Answer {
+    status: StatusCode,
+    content_type: &'static str,
+    /// A probe's answer: never cached nor sniffed.
+    probe: bool,
+    body: Bytes,
+}
+
+impl Answer {
+    /// `/healthz`: the sidecar answers.
+    fn healthz() -> Answer {
+        Answer {
+            status: StatusCode::OK,
+            content_type: TEXT,
+            probe: false,
+            body: Bytes::from_static(b"ok"),
+        }
+    }
+
+    fn not_found(body: String) -> Answer {
+        Answer {
+            status: StatusCode::NOT_FOUND,
+            content_type: TEXT,
+            probe: false,
+            body: Bytes::from(body),
+        }
+    }
+
+    /// The response, without its body for `head` (with the length a GET's
+    /// body has, as axum does).
+    pub(crate) fn response(self, head: bool) -> axum::http::Response<Full<Bytes>> {
+        let mut headers = HeaderMap::with_capacity(4);
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
+        if self.probe {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+        }
+        headers.insert(header::CONTENT_LENGTH, content_length(self.body.len()));
+        let body = if head { Bytes::new() } else { self.body };
+        let mut response = axum::http::Response::new(Full::new(body));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = headers;
+        response
+    }
+}
+
+/// A `content-length` value; `ok`'s without formatting or allocating.
+fn content_length(len: usize) -> HeaderValue {
+    match len {
+        2 => HeaderValue::from_static("2"),
+        len => HeaderValue::from(len),
+    }
+}
+
+impl Shared {
+    /// The answer of a probe `route` (`/livez`, `/livez/NAME`,
+    /// `/containers/NAME/livez`) with `options`, in `format`.
+    pub(crate) fn probe(&self, route: &Route, options: &Options<'_>, format: Format) -> Answer {
+        let snapshot = self.state.borrow();
+        let (kind, scope) = match route {
+            Route::Probe(kind) => (*kind, Scope::All),
+            Route::Check(kind, name) => {
+                if !snapshot
+                    .checks
+                    .iter()
+                    .any(|c| &c.name == name && c.probes.contains(*kind))
+                {
+                    return Answer::not_found(format!("no {kind} check named {name:?}\n"));
+                }
+                (*kind, Scope::Check(name))
+            }
+            Route::Container { container, probe } => {
+                let Some(kind) = route::kind(probe) else {
+                    return Answer::not_found("not found\n".into());
+                };
+                if !self.containers.iter().any(|c| c == container) {
+                    return Answer::not_found(format!("no container named {container:?}\n"));
+                }
+                (kind, Scope::Container(container))
+            }
+            _ => return Answer::not_found("not found\n".into()),
+        };
+        let plain = format == Format::Text && !options.verbose && options.exclude.is_empty();
+        // The kubelet's probe of a passing pod: no body to build.
+        if plain && matches!(scope, Scope::All) && snapshot.passes(kind) {
+            return Answer::probe(StatusCode::OK, TEXT, Bytes::from_static(b"ok"));
+        }
+        let probe = Probe::evaluate(&snapshot, kind, scope, options);
+        let status = if probe.ok() {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        let (content_type, body) = match format {
+            Format::Text => (TEXT, probe.text(options.verbose)),
+            Format::Json => ("application/json", probe.json().to_string()),
+            Format::HealthJson => ("application/health+json", probe.health_json().to_string()),
+        };
+        Answer::probe(status, content_type, Bytes::from(body))
+    }
+
+    /// Counts a request to `route` answered with `status`.
+    pub(crate) fn count(&self, route: &Route, status: StatusCode) {
+        self.requests[route.index()].record(status);
+    }
+}
+
+impl Answer {
+    fn probe(status: StatusCode, content_type: &'static str, body: Bytes) -> Answer {
+        Answer {
+            status,
+            content_type,
+            probe: true,
+            body,
+        }
+    }
 }
 
 /// Whether the request carries the lifecycle token, when one is configured.
@@ -239,82 +358,8 @@ fn ms(d: std::time::Duration) -> std::time::Duration {
     std::time::Duration::from_millis(d.as_millis() as u64)
 }
 
-enum Named {
-    Check(String),
-    Container(String),
-}
-
-async fn container_probe(
-    s: AxumState<AppState>,
-    Path((container, probe_name)): Path<(String, String)>,
-    q: RawQuery,
-    h: HeaderMap,
-) -> Response {
-    match ProbeKind::ALL.into_iter().find(|k| k.endpoint() == probe_name) {
-        Some(kind) => probe(s, kind, Some(Named::Container(container)), q, h).await,
-        None => not_found().await,
-    }
-}
-
-async fn probe(
-    AxumState(app): AxumState<AppState>,
-    kind: ProbeKind,
-    named: Option<Named>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Response {
-    let options = Options::parse(query.as_deref());
-    let format = format(&headers, &options);
-    let snapshot = app.state.borrow();
-    let scope = match &named {
-        None => Scope::All,
-        Some(Named::Check(name)) => {
-            if !snapshot
-                .checks
-                .iter()
-                .any(|c| &c.name == name && c.probes.contains(kind))
-            {
-                return (StatusCode::NOT_FOUND, format!("no {kind} check named {name:?}\n")).into_response();
-            }
-            Scope::Check(name)
-        }
-        Some(Named::Container(name)) => {
-            if !app.containers.iter().any(|c| c == name) {
-                return (StatusCode::NOT_FOUND, format!("no container named {name:?}\n")).into_response();
-            }
-            Scope::Container(name)
-        }
-    };
-    let probe = Probe::evaluate(&snapshot, kind, scope, &options);
-    let status = if probe.ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let (content_type, body) = match format {
-        Format::Text => (TEXT, probe.text(options.verbose)),
-        Format::Json => ("application/json", probe.json().to_string()),
-        Format::HealthJson => ("application/health+json", probe.health_json().to_string()),
-    };
-    drop(snapshot);
-    (status, probe_headers(content_type), body).into_response()
-}
-
 /// The content type of the probes' text answers (and of `/healthz`'s).
 const TEXT: &str = "text/plain; charset=utf-8";
-
-/// The headers of a probe's answer, but its length: `content_type`, and
-/// never cached nor sniffed.
-fn probe_headers(content_type: &'static str) -> [(HeaderName, HeaderValue); 3] {
-    [
-        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-    ]
-}
 
 fn format(headers: &HeaderMap, options: &Options<'_>) -> Format {
     let accepts = |media: &str| {
