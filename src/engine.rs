@@ -1,16 +1,19 @@
 //! The engine: one task per check, on its own timer, publishing each run to
 //! the shared [`State`]. The schedule mirrors the kubelet's prober worker
 //! (kubelet-semantics §3.2–3.4): an initial delay from start, a first run
-//! at once and then one per period, never two runs of a check at a time,
+//! at once and then one per period, never two runs of a check at a time
+//! (a run the worker stops waiting for is aborted, and the next one starts
+//! only once it has ended),
 //! liveness and readiness checks held until startup has completed, and a
 //! startup-only check stopping once it has succeeded.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::check::{Check, Outcome, PrepareError, Reason, Verdict};
 use crate::config::{CheckConfig, ProbeKind};
@@ -68,6 +71,7 @@ impl<C: Runnable> Engine<C> {
                 check,
                 state: state.clone(),
                 metrics: metrics.clone(),
+                slot: Arc::new(Semaphore::new(1)),
             };
             let cancel = cancel.clone();
             tracker.spawn(async move {
@@ -87,6 +91,10 @@ struct Worker<C> {
     check: Arc<C>,
     state: State,
     metrics: Metrics,
+    /// One permit, held by the run under way until its task has ended:
+    /// a run the worker stopped waiting for (a new app container, a
+    /// timeout) is aborted, and the next one starts only once it is gone.
+    slot: Arc<Semaphore>,
 }
 
 impl<C: Runnable> Worker<C> {
@@ -124,10 +132,16 @@ impl<C: Runnable> Worker<C> {
                 // new container.
                 std::future::pending::<()>().await;
             }
+            let slot = Arc::clone(&self.slot).acquire_owned().await;
+            let slot = slot.expect("the slot is never closed");
             let started = Instant::now();
             let check = Arc::clone(&self.check);
             let timeout = timing.timeout;
-            let outcome = run_guarded(async move { check.run(timeout).await }, timeout).await;
+            let run = async move {
+                let _slot = slot;
+                check.run(timeout).await
+            };
+            let outcome = run_guarded(run, timeout).await;
             self.publish(generation, outcome, started.elapsed());
         }
     }
@@ -169,19 +183,21 @@ impl<C: Runnable> Worker<C> {
 
 /// Runs one check run in its own task, so that a panic becomes an Unknown
 /// result and the worker goes on, bounded by the timeout plus a grace.
+/// Dropping the returned future aborts the run: a run nobody waits for is
+/// never left running.
 ///
 /// The task is spawned at the call, so that the returned future holds only
 /// its handle: a worker keeps that future for its whole life, and holding
 /// `run` itself would size every worker like a run.
-pub fn run_guarded<F>(run: F, timeout: Duration) -> impl Future<Output = Outcome> + Send
+pub(crate) fn run_guarded<F>(run: F, timeout: Duration) -> impl Future<Output = Outcome> + Send
 where
     F: Future<Output = Outcome> + Send + 'static,
 {
-    let task = tokio::spawn(run);
+    let task = AbortOnDropHandle::new(tokio::spawn(run));
     guard(task, timeout)
 }
 
-async fn guard(mut task: tokio::task::JoinHandle<Outcome>, timeout: Duration) -> Outcome {
+async fn guard(mut task: AbortOnDropHandle<Outcome>, timeout: Duration) -> Outcome {
     match tokio::time::timeout(timeout + TIMEOUT_GRACE, &mut task).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(e)) if e.is_panic() => {
@@ -237,13 +253,25 @@ mod tests {
     }
 
     /// A stand-in check that plays a script, one step per run, then
-    /// repeats the last step; it records when each run started.
+    /// repeats the last step; it records when each run started, and how
+    /// many runs were under way at most at once.
     struct Script {
         steps: Mutex<VecDeque<Step>>,
         last: Mutex<Step>,
         starts: Mutex<Vec<Duration>>,
         origin: Instant,
         runs: AtomicUsize,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
+    }
+
+    /// A run under way, from its start until its future is dropped.
+    struct Flight<'a>(&'a AtomicUsize);
+
+    impl Drop for Flight<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     impl Script {
@@ -254,6 +282,8 @@ mod tests {
                 starts: Mutex::new(Vec::new()),
                 origin: Instant::now(),
                 runs: AtomicUsize::new(0),
+                in_flight: AtomicUsize::new(0),
+                most_in_flight: AtomicUsize::new(0),
             })
         }
 
@@ -279,7 +309,11 @@ mod tests {
                 }
                 *last
             };
+            let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+            let flight = Flight(&self.in_flight);
             async move {
+                let _flight = flight;
                 match step {
                     Step::Pass => Outcome::success("ok"),
                     Step::Fail => Outcome::failure(Reason::Status, "HTTP probe failed with statuscode: 500"),
@@ -424,6 +458,32 @@ mod tests {
         let last = snapshot.checks[0].last.as_ref().unwrap();
         assert_eq!(last.outcome.verdict, Verdict::Failure);
         assert_eq!(last.duration, Duration::from_millis(2000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_the_engine_stops_waiting_for_is_aborted_before_the_next_begins() {
+        let script = Script::new(&[Step::Hang, Step::Pass]);
+        let (state, _cancel) = start(READY, vec![script.clone()]);
+        tokio::time::sleep_until(script.origin + Duration::from_millis(500)).await;
+        assert_eq!(
+            script.in_flight.load(Ordering::SeqCst),
+            1,
+            "the slow run is under way"
+        );
+        // A new app container: the worker drops the run it was waiting for.
+        state.new_container();
+        until(&state, |s| s.checks[0].health == Health::Healthy).await;
+        assert_eq!(script.starts(), [0, 500]);
+        assert_eq!(
+            script.most_in_flight.load(Ordering::SeqCst),
+            1,
+            "the slow run never overlaps the next"
+        );
+        assert_eq!(
+            script.in_flight.load(Ordering::SeqCst),
+            0,
+            "the slow run was aborted"
+        );
     }
 
     #[tokio::test(start_paused = true)]
