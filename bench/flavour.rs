@@ -12,8 +12,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use healthproxy::App;
 use healthproxy::config::{Config, ProcessEnv};
-use healthproxy::engine::Engine;
 
 #[path = "runtime.rs"]
 mod runtime;
@@ -32,8 +32,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let engine = match Engine::new(&config.checks) {
-        Ok(engine) => engine,
+    let app = match App::build(config) {
+        Ok(app) => app,
         Err(e) => {
             eprintln!("{}: {e}", config_path.display());
             return ExitCode::from(2);
@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         }
     };
     let signals = healthproxy::signals::listen();
-    match runtime.block_on(healthproxy::run(config, engine, None, signals)) {
+    match runtime.block_on(healthproxy::run(app, signals)) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-flavour: {e:#}");

@@ -31,20 +31,69 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::check::PrepareError;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::lifecycle::{Drain, Exit, Lifecycle, Token};
 use crate::state::State;
 
-/// Binds the listener, starts every check and serves until the lifecycle
-/// says to stop (see [`lifecycle::supervise`]), then stops the checks.
-/// `signals` delivers SIGTERM and SIGINT; tests feed it themselves.
-pub async fn run(
+/// The application built from a validated config, ready to run: every
+/// check prepared (CA files loaded, headers checked) and the lifecycle
+/// token read. `run`, `check-config` and the benchmark harness all build it
+/// with [`App::build`], so a config passes `check-config` exactly when
+/// `run` accepts it. Binding the listener is left to [`run`]: it is an
+/// act on the host, not a property of the config.
+#[derive(Debug)]
+pub struct App {
     config: Config,
     engine: Engine,
     token: Option<Token>,
-    signals: mpsc::UnboundedReceiver<i32>,
-) -> anyhow::Result<Exit> {
+}
+
+/// Why a valid config does not make an application.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A check cannot be prepared (a CA file that does not load).
+    #[error(transparent)]
+    Check(#[from] PrepareError),
+    /// `drain.token_file` cannot be read, or is empty.
+    #[error("{0}")]
+    Token(String),
+}
+
+impl App {
+    /// Prepares every check of `config` and reads its token file.
+    pub fn build(config: Config) -> Result<App, BuildError> {
+        let engine = Engine::new(&config.checks)?;
+        let token = config
+            .drain
+            .token_file
+            .as_deref()
+            .map(Token::load)
+            .transpose()
+            .map_err(BuildError::Token)?;
+        Ok(App {
+            config,
+            engine,
+            token,
+        })
+    }
+
+    /// The config it was built from.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+}
+
+/// Binds the listener, starts every check and serves until the lifecycle
+/// says to stop (see [`lifecycle::supervise`]), then stops the checks.
+/// `signals` delivers SIGTERM and SIGINT; tests feed it themselves.
+pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Result<Exit> {
+    let App {
+        config,
+        engine,
+        token,
+    } = app;
     let listener =
         server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     if let Err(e) = check::become_subreaper() {

@@ -80,6 +80,26 @@ pub enum LogFormat {
     Json,
 }
 
+/// Loads the config at `path` (with `listen` overriding its address) and
+/// builds the application, as `run` and `check-config` both do; on failure
+/// prints every error and returns exit status 2.
+fn build(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> Result<crate::App, ExitCode> {
+    let mut config = match crate::config::Config::load(path, &crate::config::ProcessEnv) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    if let Some(listen) = listen {
+        config.listen = listen;
+    }
+    crate::App::build(config).map_err(|e| {
+        eprintln!("{}: {e}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
 /// Parses the command line and runs it; returns the process exit status.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();

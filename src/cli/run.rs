@@ -3,39 +3,17 @@
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use super::{EXIT_CONFIG, LogFormat, RunArgs};
-use crate::config::{Config, ProcessEnv};
-use crate::engine::Engine;
-use crate::lifecycle::{Exit, Token};
+use super::{LogFormat, RunArgs};
+use crate::lifecycle::Exit;
 
 /// Bound on the runtime's blocking threads (file checks, name lookups).
 const MAX_BLOCKING_THREADS: usize = 8;
 
 pub(super) fn run(args: RunArgs) -> ExitCode {
     init_logging(args.log_format, &args.log_level);
-    let mut config = match Config::load(&args.config, &ProcessEnv) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    if let Some(listen) = args.listen {
-        config.listen = listen;
-    }
-    let engine = match Engine::new(&config.checks) {
-        Ok(engine) => engine,
-        Err(e) => {
-            eprintln!("{}: {e}", args.config.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let token = match config.drain.token_file.as_deref().map(Token::load).transpose() {
-        Ok(token) => token,
-        Err(e) => {
-            eprintln!("{}: {e}", args.config.display());
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let app = match super::build(&args.config, args.listen) {
+        Ok(app) => app,
+        Err(code) => return code,
     };
     // One thread runs everything: a sidecar usually has a CPU limit of about
     // 100m, where a second worker buys nothing and costs memory and tail
@@ -55,7 +33,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     };
     // Listen for signals before anything else can take long.
     let signals = crate::signals::listen();
-    match runtime.block_on(crate::run(config, engine, token, signals)) {
+    match runtime.block_on(crate::run(app, signals)) {
         Ok(Exit::Clean) => ExitCode::SUCCESS,
         Ok(Exit::Forced(signal)) => ExitCode::from(128u8.saturating_add(signal as u8)),
         Err(e) => {

@@ -81,3 +81,43 @@ fn run_with_a_bad_config_exits_2_without_serving() {
     assert!(stderr.contains(":2:1: bogus: unknown field `bogus`"), "{stderr}");
     assert!(!stderr.contains("serving"));
 }
+
+#[test]
+fn check_config_fails_exactly_when_run_would() {
+    // A valid file whose token file is missing: run refuses it, so must
+    // check-config, with the same message.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hp.toml");
+    let missing = dir.path().join("no-such-token");
+    std::fs::write(
+        &path,
+        format!("[drain]\ntoken_file = {:?}\n", missing.display().to_string()),
+    )
+    .unwrap();
+    let checked = Command::new(binary())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let ran = Command::new(binary())
+        .args(["run", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(checked.status.code(), Some(2));
+    assert_eq!(ran.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(
+        stderr.contains("drain.token_file") && stderr.contains("no-such-token"),
+        "{stderr}"
+    );
+    assert_eq!(stderr, String::from_utf8_lossy(&ran.stderr));
+
+    std::fs::write(&missing, "s3cret\n").unwrap();
+    let checked = Command::new(binary())
+        .arg("check-config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(checked.status.code(), Some(0), "{checked:?}");
+}

@@ -625,8 +625,14 @@ fn the_sidecar_is_hardened_small_and_reads_only_its_mounts() {
 async fn the_config_in_the_configmap_passes_check_config_without_warnings() {
     let dir = tempfile::tempdir().unwrap();
     for variant in VARIANTS {
+        // As the pod runs it: the Secret holding the token is mounted.
+        let pod = Pod::of(variant);
         let path = dir.path().join(format!("{variant}.toml"));
-        std::fs::write(&path, Pod::of(variant).config_text()).unwrap();
+        std::fs::write(
+            &path,
+            with_token_file(&pod.config_text(), &pod.token(), dir.path()),
+        )
+        .unwrap();
         let (code, stderr) =
             run_binary(&["check-config", path.to_str().unwrap()], Duration::from_secs(30)).await;
         assert_eq!(code, 0, "{variant}: {stderr}");
