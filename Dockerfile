@@ -23,8 +23,9 @@
 ARG RUST_VERSION=1.95
 
 # --- The binary: glibc linked statically (crt-static). Static glibc cannot
-# load NSS modules, so name lookups in checks see neither /etc/hosts nor
-# nsswitch.conf; checks normally target 127.0.0.1, which needs no lookup.
+# load NSS modules, but its built-in `files` and `dns` lookups read the
+# /etc/hosts and /etc/resolv.conf the kubelet mounts (docs/deploying.md);
+# checks normally target 127.0.0.1, which needs no lookup.
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src

@@ -238,7 +238,16 @@ impl Snapshot {
                 .checks
                 .iter()
                 .filter(|c| c.probes.contains(kind) && counts(c))
-                .all(|c| c.passes(kind))
+                .all(|c| self.check_passes(c, kind))
+    }
+
+    /// Whether check `c` passes probe `kind` in this snapshot. Until
+    /// startup has completed, no liveness probe has run (the kubelet
+    /// starts its liveness worker only then), so a check that is also a
+    /// startup check, and runs meanwhile, passes liveness whatever its
+    /// startup runs said (kubelet-semantics §3.3).
+    pub fn check_passes(&self, c: &CheckStatus, kind: ProbeKind) -> bool {
+        (kind == ProbeKind::Liveness && !self.started) || c.passes(kind)
     }
 
     /// The reasons other than checks why probe `kind` fails, as (name,
@@ -450,6 +459,39 @@ mod tests {
     fn warning_counts_as_success() {
         let mut s = status(1, 1);
         assert_eq!(run(&mut s, Verdict::Warning), Some(Health::Healthy));
+    }
+
+    #[test]
+    fn liveness_passes_until_startup_has_completed() {
+        let config = crate::config::Config::from_toml_str(
+            "[[check]]\nname = \"a\"\nprobes = [\"startup\", \"liveness\"]\ntcp = { port = 1 }\nfailure_threshold = 1\n",
+            "t",
+            &|_: &str| None,
+        )
+        .unwrap();
+        let state = State::new(&config.checks);
+        state.record(
+            0,
+            0,
+            Outcome::failure(crate::check::Reason::Refused, "down"),
+            Duration::ZERO,
+        );
+        {
+            let s = state.borrow();
+            assert_eq!(s.checks[0].health, Health::Failed);
+            assert!(s.passes(ProbeKind::Liveness), "no liveness probe before startup");
+            assert!(!s.passes(ProbeKind::Startup));
+        }
+        state.record(0, 0, Outcome::success("up"), Duration::ZERO);
+        state.record(
+            0,
+            0,
+            Outcome::failure(crate::check::Reason::Refused, "down"),
+            Duration::ZERO,
+        );
+        let s = state.borrow();
+        assert!(s.started);
+        assert!(!s.passes(ProbeKind::Liveness), "liveness counts once started");
     }
 
     #[test]

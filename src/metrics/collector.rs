@@ -178,7 +178,7 @@ impl CheckFamilies {
             for kind in ProbeKind::ALL.into_iter().filter(|k| status.probes.contains(*k)) {
                 healthy.push(gauge(
                     &[("check", name), ("probe", kind.as_str())],
-                    bit(status.passes(kind)),
+                    bit(snapshot.check_passes(status, kind)),
                 ));
             }
             // A reason's series appears with its first failure: most of

@@ -104,7 +104,7 @@ impl<'s> Probe<'s> {
             .map(|c| Line {
                 check: c,
                 excluded: options.exclude.contains(&c.name.as_str()),
-                passes: c.passes(kind),
+                passes: snapshot.check_passes(c, kind),
             })
             .collect();
         let unmatched = options
@@ -114,7 +114,10 @@ impl<'s> Probe<'s> {
             .map(|name| name.to_string())
             .collect();
         let excluded = |c: &CheckStatus| options.exclude.contains(&c.name.as_str());
-        let ok = snapshot.passes_counting(kind, |c| scope.includes(c) && !excluded(c) && c.critical);
+        // A path naming one check reports that check's own state, critical
+        // or not; elsewhere a non-critical check is listed but not counted.
+        let one = matches!(scope, Scope::Check(_));
+        let ok = snapshot.passes_counting(kind, |c| scope.includes(c) && !excluded(c) && (c.critical || one));
         Probe {
             kind,
             ok,

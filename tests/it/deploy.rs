@@ -966,6 +966,38 @@ fn the_dockerfile_ends_in_a_scratch_image_of_the_static_binary_alone() {
     assert!(ignore.lines().any(|l| l.trim() == ".git"), ".dockerignore: .git");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn the_static_binary_resolves_names_through_etc_hosts_as_documented() {
+    // docs/deploying.md and the Dockerfile: static glibc reads /etc/hosts.
+    // A root holding nothing but the binary, as the image, and a hosts
+    // file; the binary's `probe` looks the name up in it.
+    let app = crate::support::App::start().await;
+    let root = tempfile::tempdir().unwrap();
+    std::fs::copy(static_binary(), root.path().join("healthproxy")).unwrap();
+    let url = format!("http://healthproxy-hosts-test:{}/healthz", app.addr.port());
+    let probe = |root: PathBuf, url: String| async move {
+        let output = tokio::process::Command::new(tool("chroot"))
+            .arg(&root)
+            .args(["/healthproxy", "probe", "--timeout", "5s", &url])
+            .kill_on_drop(true)
+            .output();
+        tokio::time::timeout(Duration::from_secs(30), output)
+            .await
+            .expect("the probe ends within its timeout")
+            .unwrap()
+    };
+    let without = probe(root.path().into(), url.clone()).await;
+    assert!(!without.status.success(), "no /etc/hosts, no name");
+    std::fs::create_dir(root.path().join("etc")).unwrap();
+    std::fs::write(
+        root.path().join("etc/hosts"),
+        "127.0.0.1 healthproxy-hosts-test\n",
+    )
+    .unwrap();
+    let with = probe(root.path().into(), url).await;
+    assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
+}
+
 /// The static release binary: `$HEALTHPROXY_STATIC_BINARY`, or
 /// `target/static/TRIPLE/release/healthproxy`, built here when missing
 /// (`.ci/install.d/deploy.sh` builds it before the tests, so that no test

@@ -256,3 +256,36 @@ async fn a_liveness_restart_resets_the_drain_and_starts_the_checks_again() {
     assert_eq!(proxy.get("/readyz").await.status, 503);
     assert_eq!(proxy.wait_log("drain started").await, 2);
 }
+
+#[tokio::test]
+async fn a_check_in_startup_and_liveness_keeps_livez_200_while_the_app_is_away() {
+    // docs/deploying.md: between app containers /livez answers 200, since
+    // no liveness probe runs before the new container has started.
+    let app = App::start().await;
+    let port = app.addr.port();
+    let proxy = Proxy::start(&format!(
+        "[drain]\nports = [{port}]\n\
+         [[check]]\nname = \"web\"\nprobes = [\"startup\", \"liveness\"]\ntcp = {{ port = {port} }}\n\
+         period = \"100ms\"\nfailure_threshold = 1\n"
+    ));
+    proxy.wait_status("/startupz", 200).await;
+    proxy.wait_log("the app is listening").await;
+    drop(app);
+    proxy
+        .wait_log("every check starts again from its initial state")
+        .await;
+    // The check runs for startup meanwhile and fails against the gone app.
+    proxy.wait_status("/startupz/web", 503).await;
+    eventually(Duration::from_secs(10), "a failed startup run", || async {
+        let json = proxy.get("/startupz?format=json").await.body;
+        json.contains("\"state\":\"failed\"")
+    })
+    .await;
+    assert_eq!(proxy.get("/livez").await.status, 200, "liveness has not started");
+    assert_eq!(proxy.get("/livez/web").await.status, 200);
+    let metrics = proxy.get("/metrics").await.body;
+    assert!(
+        metrics.contains("healthproxy_check_healthy{check=\"web\",probe=\"liveness\"} 1\n"),
+        "{metrics}"
+    );
+}

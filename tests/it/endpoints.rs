@@ -277,18 +277,30 @@ async fn plain_probes_get_the_bytes_the_router_sends() {
     // A query, even one ignored, takes a probe past the fast path to the
     // router: both must send the same bytes, passing or failing.
     let passing = Proxy::start("");
+    // Startup is not done: /startupz and /readyz fail (liveness waits).
+    let starting = Proxy::start(
+        "[[check]]\nname = \"boot\"\nprobes = [\"startup\"]\n\
+         tcp = { port = 1 }\nperiod = \"1h\"\nfailure_threshold = 1\n",
+    );
+    // No startup check: liveness and readiness fail.
     let failing = Proxy::start(
-        "[[check]]\nname = \"down\"\nprobes = [\"startup\", \"liveness\", \"readiness\"]\n\
+        "[[check]]\nname = \"down\"\nprobes = [\"liveness\", \"readiness\"]\n\
          tcp = { port = 1 }\nperiod = \"1h\"\nfailure_threshold = 1\n",
     );
     failing.wait_status("/livez", 503).await;
-    for (proxy, probes) in [(&passing, "200 OK"), (&failing, "503 Service Unavailable")] {
+    starting.wait_status("/startupz/boot", 503).await;
+    let (ok, failed) = ("200 OK", "503 Service Unavailable");
+    for (proxy, statuses) in [
+        (&passing, [ok, ok, ok, ok]),
+        (&starting, [ok, failed, ok, failed]),
+        (&failing, [ok, ok, failed, failed]),
+    ] {
         for method in ["GET", "HEAD"] {
-            for path in ["/healthz", "/startupz", "/livez", "/readyz"] {
+            let paths = ["/healthz", "/startupz", "/livez", "/readyz"];
+            for (path, status) in paths.into_iter().zip(statuses) {
                 let plain = raw(proxy.addr, method, path).await;
                 let routed = raw(proxy.addr, method, &format!("{path}?ignored")).await;
                 assert_eq!(plain, routed, "{method} {path}");
-                let status = if path == "/healthz" { "200 OK" } else { probes };
                 assert!(
                     plain.starts_with(&format!("HTTP/1.1 {status}\r\n")),
                     "{method} {path}: {plain}"
@@ -323,4 +335,26 @@ async fn plain_probes_are_counted_by_route_and_code() {
             "healthproxy_http_requests_total{code=\"503\",route=\"/readyz\"} 4",
         ]
     );
+}
+
+#[tokio::test]
+async fn a_per_check_path_reports_a_non_critical_check_as_it_is() {
+    let app = App::start().await;
+    app.set_status(500);
+    let proxy = Proxy::start(&format!(
+        "[[check]]\nname = \"extra\"\nprobes = [\"readiness\"]\ncritical = false\nperiod = \"100ms\"\n\
+         http = {{ port = {}, path = \"/healthz\" }}\n",
+        app.addr.port()
+    ));
+    proxy.wait_status("/readyz", 200).await;
+    let verbose = proxy.get("/readyz?verbose").await;
+    assert!(
+        verbose.body.contains("[-]extra failed (non-critical)"),
+        "{verbose:?}"
+    );
+    let own = proxy.get("/readyz/extra").await;
+    assert_eq!(own.status, 503, "{own:?}");
+    assert!(own.body.contains("[-]extra failed"), "{own:?}");
+    app.set_status(200);
+    proxy.wait_status("/readyz/extra", 200).await;
 }
