@@ -5,10 +5,19 @@
 //! # Layout
 //!
 //! - [`config`]: the TOML file, validated into typed settings, and lints.
-//! - [`check`]: one run of one check (http, tcp, exec, grpc, file).
+//! - [`App`]: a config built into a ready application, for `run` and
+//!   `check-config` alike.
+//! - [`check`]: one run of one check (http, tcp, exec, grpc, file), and
+//!   the reason of a failure.
 //! - [`engine`]: one task per check: timers, timeouts, thresholds.
-//! - [`state`]: the shared snapshot the endpoints read.
-//! - [`server`]: the HTTP endpoints.
+//! - [`state`]: the shared snapshot, the one owner of every check's state
+//!   and of the drain's phase.
+//! - [`server`]: the HTTP endpoints, their route table and limits.
+//! - [`metrics`]: the Prometheus registry; gauges read from the snapshot
+//!   at scrape time.
+//! - [`lifecycle`]: the drain, the lifecycle token, following the app's
+//!   sockets, and when the process exits.
+//! - [`signals`]: SIGTERM and SIGINT as a channel.
 //! - [`cli`]: the command line and its subcommands.
 
 #![forbid(unsafe_code)]
@@ -85,8 +94,16 @@ impl App {
     }
 }
 
+/// `d` rounded down to whole milliseconds, for messages and logs:
+/// `1s 234ms`, never `1s 234ms 567us 890ns`.
+pub(crate) fn whole_ms(d: Duration) -> humantime::FormattedDuration {
+    humantime::format_duration(Duration::from_millis(
+        u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+    ))
+}
+
 /// Binds the listener, starts every check and serves until the lifecycle
-/// says to stop (see [`lifecycle::supervise`]), then stops the checks.
+/// says to stop (`lifecycle::supervise`), then stops the checks.
 /// `signals` delivers SIGTERM and SIGINT; tests feed it themselves.
 pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Result<Exit> {
     let App {

@@ -199,7 +199,7 @@ impl Report {
 pub struct Snapshot {
     /// Every check, in file order.
     pub checks: Vec<CheckStatus>,
-    /// Every startup check has succeeded once (latched): [`startup_done`]
+    /// Every startup check has succeeded once (latched): `startup_done`
     /// of `checks`, kept so that a probe reads it without a scan.
     pub started: bool,
     /// The drain's phase.

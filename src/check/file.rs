@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Outcome, Reason, describe_io};
 use crate::config::FileSpec;
+use crate::whole_ms;
 
 /// A prepared heartbeat-file check.
 #[derive(Debug)]
@@ -55,9 +56,4 @@ impl FileCheck {
             )
         }
     }
-}
-
-/// A duration rounded down to milliseconds, for messages.
-fn whole_ms(d: Duration) -> humantime::FormattedDuration {
-    humantime::format_duration(Duration::from_millis(d.as_millis() as u64))
 }

@@ -16,7 +16,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::{Failed, Outcome, Reason, Resolver, dial};
+use super::{Failed, Outcome, Reason, Resolver, dial, error_chain};
 use crate::config::GrpcSpec;
 
 /// The `User-Agent` of the calls; the kubelet's is `kube-probe/<version>`.
@@ -143,25 +143,6 @@ fn status_text(status: &tonic::Status) -> String {
         ("", Some(source)) => error_chain(source),
         (message, _) => message.to_string(),
     }
-}
-
-/// An error and its causes on one line, `a: b: c`, without repeats and
-/// without the "(os error N)" suffixes.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(e) = next {
-        let text = e.to_string();
-        let text = match text.find(" (os error") {
-            Some(i) => text[..i].to_string(),
-            None => text,
-        };
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
 }
 
 /// A connector that hands tonic the stream [`dial`] opened, so the dial

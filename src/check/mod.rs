@@ -223,6 +223,25 @@ pub(crate) fn describe_io(e: &std::io::Error) -> String {
     }
 }
 
+/// An error and its causes on one line, `a: b: c`, the way Go prints a
+/// wrapped error: I/O errors as [`describe_io`] words them, and a cause
+/// whose text an earlier part already holds left out.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let text = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => describe_io(io),
+            None => e.to_string(),
+        };
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        next = e.source();
+    }
+    parts.join(": ")
+}
+
 /// The result of one name lookup, shared by everyone waiting on it.
 type Lookup = Option<Result<Vec<std::net::IpAddr>, String>>;
 

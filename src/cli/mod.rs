@@ -11,13 +11,13 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Exit status for a configuration error.
-pub const EXIT_CONFIG: u8 = 2;
+pub(crate) const EXIT_CONFIG: u8 = 2;
 
 /// healthproxy: runs an app's health checks with the kubelet's semantics and
 /// serves /livez, /readyz and /startupz for the kubelet's probes.
 #[derive(Debug, Parser)]
 #[command(version, args_conflicts_with_subcommands = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
@@ -52,28 +52,28 @@ enum Command {
 
 /// Options of `healthproxy run`.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// The config file.
     #[arg(
         long,
         env = "HEALTHPROXY_CONFIG",
         default_value = "/etc/healthproxy/config.toml"
     )]
-    pub config: PathBuf,
+    pub(crate) config: PathBuf,
     /// Overrides `listen` from the config file.
     #[arg(long, env = "HEALTHPROXY_LISTEN")]
-    pub listen: Option<std::net::SocketAddr>,
+    pub(crate) listen: Option<std::net::SocketAddr>,
     /// Log line format.
     #[arg(long, env = "HEALTHPROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
+    pub(crate) log_format: LogFormat,
     /// Log filter: a level (`info`, `debug`) or a tracing directive.
     #[arg(long, env = "HEALTHPROXY_LOG_LEVEL", default_value = "info")]
-    pub log_level: String,
+    pub(crate) log_level: String,
 }
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line.

@@ -13,7 +13,7 @@ use crate::config::{CheckKind, ExecSpec, GrpcSpec, Host, HttpSpec, TcpSpec};
 
 /// What to wait for, from the command line.
 #[derive(Debug, clap::Args)]
-pub struct WaitArgs {
+pub(crate) struct WaitArgs {
     /// A TCP port that must accept connections: HOST:PORT (repeatable).
     #[arg(long = "tcp", value_name = "HOST:PORT")]
     tcp: Vec<String>,
@@ -99,11 +99,10 @@ async fn wait_all(targets: Vec<Target>, args: &WaitArgs) -> Vec<(String, String)
                 let run = Arc::clone(&check);
                 let last = crate::engine::run_guarded(async move { run.run(budget).await }, budget).await;
                 if last.verdict.is_success() {
-                    let took = Duration::from_millis(began.elapsed().as_millis() as u64);
                     eprintln!(
                         "wait: {} is up after {}",
                         t.label,
-                        humantime::format_duration(took)
+                        crate::whole_ms(began.elapsed())
                     );
                     return (index, None);
                 }
@@ -129,15 +128,14 @@ async fn wait_all(targets: Vec<Target>, args: &WaitArgs) -> Vec<(String, String)
 }
 
 fn host_port(text: &str) -> Result<(Host, u16), String> {
-    let (host, port) = text
-        .rsplit_once(':')
-        .ok_or_else(|| format!("{text:?}: write HOST:PORT"))?;
+    let usage = || format!("{text:?}: write HOST:PORT");
+    let (host, port) = Host::split_authority(text).map_err(|_| usage())?;
+    let port = port.ok_or_else(usage)?;
     let port: u16 = port
         .parse()
         .map_err(|_| format!("{text:?}: {port:?} is not a port"))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 {
-        return Err(format!("{text:?}: write HOST:PORT"));
+    if port == 0 {
+        return Err(usage());
     }
     Ok((
         Host {

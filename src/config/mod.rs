@@ -85,7 +85,9 @@ pub struct DrainConfig {
 /// clients cannot starve the kubelet's probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
-    /// Time allowed to send request headers (slowloris).
+    /// Time allowed for a request's headers to arrive, counted from when the
+    /// connection starts waiting for them: when it opens, or when the
+    /// previous answer on a kept-alive connection was sent (slowloris).
     pub header_read_timeout: Duration,
     /// Time allowed to answer one request.
     pub request_timeout: Duration,
@@ -290,6 +292,31 @@ impl Host {
         } else {
             format!("{}:{port}", self.name)
         }
+    }
+
+    /// Splits an authority, `host`, `host:port`, `[v6]` or `[v6]:port`,
+    /// into the host without brackets and the port as written, if any.
+    /// The one host parser of URLs, `Location` headers and `wait` targets.
+    pub fn split_authority(authority: &str) -> Result<(&str, Option<&str>), String> {
+        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or("unterminated IPv6 literal")?;
+            match after {
+                "" => (host, None),
+                _ => (
+                    host,
+                    Some(after.strip_prefix(':').ok_or("junk after the IPv6 literal")?),
+                ),
+            }
+        } else {
+            match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            }
+        };
+        if host.is_empty() {
+            return Err("missing host".into());
+        }
+        Ok((host, port))
     }
 
     /// Whether the host is the loopback interface.

@@ -268,3 +268,22 @@ fn a_bad_value_inside_an_inline_table_names_its_key() {
     let e = errors("[[check]]\nname = \"a\"\nprobes = [\"sometimes\"]\ntcp = { port = 1 }\n");
     assert_eq!((e[0].key.as_str(), e[0].line), ("probes", 3), "{e:?}");
 }
+
+#[test]
+fn one_authority_parser_for_names_ipv4_and_bracketed_ipv6() {
+    use crate::config::Host;
+    let cases = [
+        ("db:5432", Ok(("db", Some("5432")))),
+        ("db", Ok(("db", None))),
+        ("10.0.0.1:80", Ok(("10.0.0.1", Some("80")))),
+        ("[::1]:8080", Ok(("::1", Some("8080")))),
+        ("[::1]", Ok(("::1", None))),
+        ("[::1", Err("unterminated IPv6 literal")),
+        ("[::1]x", Err("junk after the IPv6 literal")),
+        (":80", Err("missing host")),
+    ];
+    for (text, want) in cases {
+        let got = Host::split_authority(text);
+        assert_eq!(got, want.map_err(String::from), "{text}");
+    }
+}

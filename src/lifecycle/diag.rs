@@ -30,7 +30,7 @@ const SPORT: usize = HEADER + 4;
 const TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Counts the TCP sockets listening on `ports`, IPv4 and IPv6.
-pub fn listening(ports: &[u16]) -> io::Result<usize> {
+pub(crate) fn listening(ports: &[u16]) -> io::Result<usize> {
     let socket = Socket::new(
         Domain::from(AF_NETLINK),
         Type::DGRAM,

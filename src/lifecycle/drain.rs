@@ -13,18 +13,18 @@ use tokio::time::Instant;
 
 use super::procnet::{ProcNet, Sockets};
 use crate::config::DrainConfig;
-use crate::state::State;
-pub use crate::state::{Phase, Report};
+use crate::state::{Phase, Report, State};
+use crate::whole_ms;
 
 /// How often the socket tables are read while waiting.
-pub const POLL: Duration = Duration::from_millis(100);
+pub(crate) const POLL: Duration = Duration::from_millis(100);
 
 /// Counts the sockets on some ports; the real one reads `/proc/net`.
-pub type SocketCounter = Arc<dyn Fn(&[u16]) -> io::Result<Sockets> + Send + Sync>;
+pub(crate) type SocketCounter = Arc<dyn Fn(&[u16]) -> io::Result<Sockets> + Send + Sync>;
 
 /// A cheap, cloneable handle to the process's one drain.
 #[derive(Clone)]
-pub struct Drain {
+pub(crate) struct Drain {
     inner: Arc<Inner>,
 }
 
@@ -44,13 +44,13 @@ impl std::fmt::Debug for Drain {
 
 impl Drain {
     /// A drain over the real `/proc/net` tables.
-    pub fn new(config: DrainConfig, state: State) -> Self {
+    pub(crate) fn new(config: DrainConfig, state: State) -> Self {
         let net = ProcNet::default();
         Drain::with_counter(config, state, Arc::new(move |ports: &[u16]| net.sockets(ports)))
     }
 
     /// A drain that counts sockets with `sockets`.
-    pub fn with_counter(config: DrainConfig, state: State, sockets: SocketCounter) -> Self {
+    pub(crate) fn with_counter(config: DrainConfig, state: State, sockets: SocketCounter) -> Self {
         Drain {
             inner: Arc::new(Inner {
                 config,
@@ -62,7 +62,7 @@ impl Drain {
 
     /// Starts the drain, or joins the one under way. Returns at once;
     /// true when this call started it.
-    pub fn start(&self, trigger: &'static str) -> bool {
+    pub(crate) fn start(&self, trigger: &'static str) -> bool {
         let started = self.inner.state.step_drain(|p| {
             if matches!(p, Phase::Serving(_)) {
                 *p = Phase::Draining;
@@ -81,7 +81,7 @@ impl Drain {
     }
 
     /// Waits until the drain is done (or, once reset, was); starts nothing.
-    pub async fn drained(&self) -> Report {
+    pub(crate) async fn drained(&self) -> Report {
         self.inner.state.drained().await
     }
 
@@ -89,7 +89,7 @@ impl Drain {
     /// (the kubelet runs the preStop hook before a liveness or startup
     /// restart too): the pod serves again, and the next trigger starts a
     /// new drain. Returns whether a finished drain was reset.
-    pub fn reset(&self) -> bool {
+    pub(crate) fn reset(&self) -> bool {
         self.inner.state.step_drain(|p| match *p {
             Phase::Drained(report) => {
                 *p = Phase::Serving(Some(report));
@@ -100,22 +100,17 @@ impl Drain {
     }
 
     /// Whether a drain is under way now.
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.inner.state.borrow().drain == Phase::Draining
     }
 
-    /// How the last finished drain went.
-    pub fn report(&self) -> Option<Report> {
-        self.inner.state.borrow().report()
-    }
-
     /// The sockets on the drain's ports now.
-    pub fn sockets(&self) -> io::Result<Sockets> {
+    pub(crate) fn sockets(&self) -> io::Result<Sockets> {
         (self.inner.sockets)(&self.inner.config.ports)
     }
 
     /// The drain settings.
-    pub fn config(&self) -> &DrainConfig {
+    pub(crate) fn config(&self) -> &DrainConfig {
         &self.inner.config
     }
 }
@@ -141,9 +136,9 @@ impl Inner {
             connections_left,
             timed_out,
         };
-        let total = humantime::format_duration(round_ms(report.total()));
-        let min_wait = humantime::format_duration(round_ms(report.min_wait));
-        let connection_wait = humantime::format_duration(round_ms(report.connection_wait));
+        let total = whole_ms(report.total());
+        let min_wait = whole_ms(report.min_wait);
+        let connection_wait = whole_ms(report.connection_wait);
         if timed_out {
             tracing::warn!(
                 trigger, %total, %min_wait, %connection_wait, connections_left,
@@ -193,10 +188,6 @@ impl Inner {
             tokio::time::sleep_until((Instant::now() + POLL).min(deadline)).await;
         }
     }
-}
-
-fn round_ms(d: Duration) -> Duration {
-    Duration::from_millis(d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -2,10 +2,10 @@
 //! the decision of when the process exits (signals, `/exit`, the app going
 //! away).
 
-pub mod app;
+pub(crate) mod app;
 mod diag;
 mod drain;
-pub mod procnet;
+pub(crate) mod procnet;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,14 +15,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use app::Presence;
-pub use drain::{Drain, POLL, Phase, Report, SocketCounter};
+pub(crate) use app::Presence;
+pub(crate) use drain::Drain;
 
 use crate::state::State;
 
 /// The bearer token that guards `/prestop`, `/drain` and `/exit`.
 #[derive(Clone)]
-pub struct Token(Arc<[u8]>);
+pub(crate) struct Token(Arc<[u8]>);
 
 impl std::fmt::Debug for Token {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -33,7 +33,7 @@ impl std::fmt::Debug for Token {
 impl Token {
     /// Reads the token from `path`; trailing whitespace (the newline a
     /// Secret often ends with) is not part of it.
-    pub fn load(path: &Path) -> Result<Token, String> {
+    pub(crate) fn load(path: &Path) -> Result<Token, String> {
         let text = std::fs::read(path).map_err(|e| format!("drain.token_file {}: {e}", path.display()))?;
         let end = text
             .iter()
@@ -47,7 +47,7 @@ impl Token {
 
     /// Whether an `Authorization` header value carries this token,
     /// compared in constant time.
-    pub fn accepts(&self, authorization: Option<&[u8]>) -> bool {
+    pub(crate) fn accepts(&self, authorization: Option<&[u8]>) -> bool {
         // The scheme is case-insensitive (RFC 9110 §11.1).
         let given = match authorization {
             Some(v) if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") => &v[7..],
@@ -59,20 +59,20 @@ impl Token {
 
 /// What the lifecycle endpoints share.
 #[derive(Debug, Clone)]
-pub struct Lifecycle {
+pub(crate) struct Lifecycle {
     /// The process's one drain.
-    pub drain: Drain,
+    pub(crate) drain: Drain,
     /// Required on lifecycle endpoints when set.
-    pub token: Option<Token>,
+    pub(crate) token: Option<Token>,
     /// Cancelled by `POST /exit`: exit 0 at once.
-    pub exit: CancellationToken,
+    pub(crate) exit: CancellationToken,
     /// Cancelled by the first signal: the sidecar itself is stopping.
-    pub terminating: CancellationToken,
+    pub(crate) terminating: CancellationToken,
 }
 
 impl Lifecycle {
     /// The lifecycle around `drain`, guarded by `token`.
-    pub fn new(drain: Drain, token: Option<Token>) -> Self {
+    pub(crate) fn new(drain: Drain, token: Option<Token>) -> Self {
         Lifecycle {
             drain,
             token,
@@ -96,7 +96,7 @@ pub enum Exit {
 /// `drain.ports`, never past `drain.max`; a second signal ends it at once.
 /// `/exit` and, when asked for, the app going away (seen in `presence`)
 /// end it too.
-pub async fn supervise(
+pub(crate) async fn supervise(
     lifecycle: &Lifecycle,
     presence: Option<watch::Receiver<Presence>>,
     mut signals: mpsc::UnboundedReceiver<i32>,
@@ -177,7 +177,7 @@ async fn wait_app_gone(drain: &Drain, presence: Option<watch::Receiver<Presence>
 /// When it listens again, a finished drain ends: the kubelet runs the
 /// preStop hook before a liveness or startup restart too. Nothing is reset
 /// once the sidecar itself is stopping.
-pub async fn follow_app_restarts(
+pub(crate) async fn follow_app_restarts(
     lifecycle: Lifecycle,
     state: State,
     mut presence: watch::Receiver<Presence>,

@@ -13,17 +13,17 @@ const LISTEN: u8 = 0x0A;
 
 /// Sockets on the watched ports.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Sockets {
+pub(crate) struct Sockets {
     /// Established connections whose local port is watched.
-    pub established: usize,
+    pub(crate) established: usize,
     /// Listening sockets on a watched port.
-    pub listening: usize,
+    pub(crate) listening: usize,
 }
 
 /// Where the socket tables are read: `/proc/net` in production, a
 /// directory of copies in tests.
 #[derive(Debug, Clone)]
-pub struct ProcNet {
+pub(crate) struct ProcNet {
     dir: PathBuf,
 }
 
@@ -35,7 +35,7 @@ impl Default for ProcNet {
 
 impl ProcNet {
     /// Reads `tcp` and `tcp6` under `dir`.
-    pub fn at(dir: impl AsRef<Path>) -> Self {
+    pub(crate) fn at(dir: impl AsRef<Path>) -> Self {
         ProcNet {
             dir: dir.as_ref().to_path_buf(),
         }
@@ -43,7 +43,7 @@ impl ProcNet {
 
     /// Counts the sockets on `ports`. A missing `tcp6` (IPv6 disabled) is
     /// not an error.
-    pub fn sockets(&self, ports: &[u16]) -> io::Result<Sockets> {
+    pub(crate) fn sockets(&self, ports: &[u16]) -> io::Result<Sockets> {
         let mut total = Sockets::default();
         for (file, required) in [("tcp", true), ("tcp6", false)] {
             match std::fs::read_to_string(self.dir.join(file)) {
@@ -61,7 +61,7 @@ impl ProcNet {
 }
 
 /// Counts the sockets on `ports` in one table's text.
-pub fn count(table: &str, ports: &[u16]) -> Sockets {
+pub(crate) fn count(table: &str, ports: &[u16]) -> Sockets {
     let mut s = Sockets::default();
     for line in table.lines().skip(1) {
         let mut fields = line.split_whitespace();

@@ -173,7 +173,7 @@ impl Metrics {
     }
 
     /// The request counters of one `route` pattern.
-    pub fn route_requests(&self, route: &str) -> RouteRequests {
+    pub(crate) fn route_requests(&self, route: &str) -> RouteRequests {
         RouteRequests {
             family: self.inner.requests.clone(),
             route: route.into(),
@@ -208,7 +208,7 @@ const CODES: [u16; 8] = [200, 202, 401, 404, 405, 408, 414, 503];
 /// counting a request is an atomic add rather than hashing its labels and
 /// taking the family's lock. Series appear on their first request, as they
 /// did when every request looked its series up.
-pub struct RouteRequests {
+pub(crate) struct RouteRequests {
     family: IntCounterVec,
     route: Box<str>,
     by_code: [OnceLock<IntCounter>; CODES.len()],
@@ -216,7 +216,7 @@ pub struct RouteRequests {
 
 impl RouteRequests {
     /// Counts a request to this route answered with `code`.
-    pub fn record(&self, code: axum::http::StatusCode) {
+    pub(crate) fn record(&self, code: axum::http::StatusCode) {
         let labels = [&*self.route, code.as_str()];
         match CODES.iter().position(|c| *c == code.as_u16()) {
             Some(at) => self.by_code[at]

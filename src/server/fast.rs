@@ -18,11 +18,11 @@ use tower::ServiceExt as _;
 use super::{Answer, AppState, Format, Options, Route, format};
 
 /// A response body: a fast-path answer, or the router's.
-pub type ResponseBody = Either<Full<Bytes>, Body>;
+pub(crate) type ResponseBody = Either<Full<Bytes>, Body>;
 
 /// Every endpoint: the fast path in front of the router. A cheap handle.
 #[derive(Clone)]
-pub struct Endpoints {
+pub(crate) struct Endpoints {
     app: AppState,
     router: Router,
 }
@@ -39,7 +39,7 @@ impl Endpoints {
     }
 
     /// Answers `request`.
-    pub fn call<B>(
+    pub(crate) fn call<B>(
         &self,
         request: Request<B>,
     ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + use<B>

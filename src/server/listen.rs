@@ -24,11 +24,11 @@ use super::Endpoints;
 use crate::config::ServerConfig;
 
 /// How long open connections get to finish after a clean stop.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Binds `addr`. An IPv6 unspecified address (`[::]`) also accepts IPv4,
 /// whatever the host's `bindv6only` says.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     if addr.is_ipv6() {
@@ -51,7 +51,7 @@ struct Open {
 /// Serves `endpoints` on `listener` within `limits` until `shutdown`
 /// completes with a value and a grace, then lets open connections finish
 /// for that grace and returns the value.
-pub async fn serve<T>(
+pub(crate) async fn serve<T>(
     listener: TcpListener,
     endpoints: Endpoints,
     limits: ServerConfig,
@@ -168,8 +168,10 @@ impl Connection {
         });
         let conn = builder.serve_connection(TokioIo::new(self.stream), service);
         tokio::pin!(conn);
-        // hyper's header read timeout covers a connection that never sends
-        // a request; this covers one that went quiet after some.
+        // hyper's header read timeout closes a connection whose next
+        // request's headers have not all arrived within it, counted from
+        // when it starts waiting; this closes one that has answered a
+        // request and then stayed idle for `idle_timeout`, usually sooner.
         let mut idle_check = tokio::time::interval((self.idle_timeout / 4).max(Duration::from_millis(50)));
         let mut closing = false;
         loop {

@@ -16,7 +16,7 @@
 //! and honour `Accept: application/json` and `application/health+json`.
 //! Other methods get 405, other paths 404.
 //!
-//! Each request's path is parsed once into a [`Route`] (`route`): the
+//! Each request's path is parsed once into a `Route` (`route`): the
 //! router is built from its patterns, the handlers answer from it, and
 //! `healthproxy_http_requests_total` is counted by it. The kubelet's probes
 //! (`GET` or `HEAD` of `/healthz`, `/startupz`, `/livez` or `/readyz`, no
@@ -42,8 +42,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use tower_http::timeout::TimeoutLayer;
 
-pub use fast::Endpoints;
-pub use listen::{SHUTDOWN_GRACE, bind, serve};
+pub(crate) use fast::Endpoints;
+pub(crate) use listen::{SHUTDOWN_GRACE, bind, serve};
 pub use render::{Format, Options, Probe, Scope};
 pub(crate) use route::Route;
 
@@ -51,14 +51,15 @@ use crate::config::ProbeKind;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::{Metrics, RouteRequests};
 use crate::state::State;
+use crate::whole_ms;
 
 /// What the handlers share, behind one `Arc`: extracting it for a request
 /// is one reference count, not one per field.
-pub type AppState = Arc<Shared>;
+pub(crate) type AppState = Arc<Shared>;
 
 /// The fields of [`AppState`].
 #[derive(Debug)]
-pub struct Shared {
+pub(crate) struct Shared {
     state: State,
     containers: Arc<[String]>,
     lifecycle: Lifecycle,
@@ -68,12 +69,12 @@ pub struct Shared {
 }
 
 /// The longest query string accepted; a longer one gets 414.
-pub const MAX_QUERY_BYTES: usize = 2048;
+pub(crate) const MAX_QUERY_BYTES: usize = 2048;
 
 /// The endpoints over `state`, `lifecycle` and `metrics`. Requests other
 /// than `/prestop` (which lasts as long as the drain) get 408 after
 /// `request_timeout`.
-pub fn endpoints(
+pub(crate) fn endpoints(
     state: State,
     lifecycle: Lifecycle,
     metrics: Metrics,
@@ -326,9 +327,9 @@ async fn prestop(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Res
     let report = drain.drained().await;
     let body = format!(
         "drained in {} (min wait {}, connections {}{})\n",
-        humantime::format_duration(ms(report.total())),
-        humantime::format_duration(ms(report.min_wait)),
-        humantime::format_duration(ms(report.connection_wait)),
+        whole_ms(report.total()),
+        whole_ms(report.min_wait),
+        whole_ms(report.connection_wait),
         if report.timed_out {
             ", stopped at drain.max"
         } else {
@@ -352,10 +353,6 @@ async fn exit(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Respon
     }
     app.lifecycle.exit.cancel();
     (StatusCode::OK, "exiting\n").into_response()
-}
-
-fn ms(d: std::time::Duration) -> std::time::Duration {
-    std::time::Duration::from_millis(d.as_millis() as u64)
 }
 
 /// The content type of the probes' text answers (and of `/healthz`'s).

@@ -32,7 +32,7 @@ use tokio_rustls::rustls::ClientConfig;
 
 use self::tls::{ALPN_H2, tls_config};
 use self::url::Target;
-use super::{Failed, MAX_OUTPUT, Outcome, Reason, Resolver, dial};
+use super::{Failed, MAX_OUTPUT, Outcome, Reason, Resolver, dial, error_chain};
 use crate::config::{Host, HttpMethod, HttpSpec, Scheme};
 
 /// The kubelet's redirect limit: the tenth redirect is refused
@@ -234,7 +234,7 @@ impl HttpCheck {
                     return Outcome::unknown(format!(
                         "{}: error reading response body: {}",
                         self.op(target),
-                        describe_hyper(&e)
+                        error_chain(&e)
                     ));
                 }
             }
@@ -301,10 +301,7 @@ impl HttpCheck {
             )
         };
         let transport_error = |e: &hyper::Error| {
-            Outcome::failure(
-                Reason::Other,
-                format!("{}: {}", self.op(target), describe_hyper(e)),
-            )
+            Outcome::failure(Reason::Other, format!("{}: {}", self.op(target), error_chain(e)))
         };
 
         let mut request = request;
@@ -477,10 +474,10 @@ impl Connection {
         let (send, task) = if h2 {
             let (send, conn) = http2::handshake(TokioExecutor::new(), io)
                 .await
-                .map_err(|e| describe_hyper(&e))?;
+                .map_err(|e| error_chain(&e))?;
             (Sender::Http2(send), tokio::spawn(async move { drop(conn.await) }))
         } else {
-            let (send, conn) = http1::handshake(io).await.map_err(|e| describe_hyper(&e))?;
+            let (send, conn) = http1::handshake(io).await.map_err(|e| error_chain(&e))?;
             (Sender::Http1(send), tokio::spawn(async move { drop(conn.await) }))
         };
         Ok(Connection { send, task })
@@ -539,20 +536,4 @@ async fn read_at_most(mut body: Incoming, deadline: Instant) -> Result<Read, Bod
 /// Whether `haystack` contains `needle` (an empty needle always matches).
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-/// A hyper error with its causes on one line.
-fn describe_hyper(e: &hyper::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        let cause_text = match cause.downcast_ref::<std::io::Error>() {
-            Some(io) => super::describe_io(io),
-            None => cause.to_string(),
-        };
-        text.push_str(": ");
-        text.push_str(&cause_text);
-        source = cause.source();
-    }
-    text
 }

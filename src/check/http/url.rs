@@ -5,6 +5,8 @@ use std::fmt;
 
 use hyper::Uri;
 
+use crate::config::Host;
+
 /// Where one request goes: an `http`/`https` URL taken apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Target {
@@ -71,18 +73,7 @@ impl Target {
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, path) = rest.split_at(end);
         let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or("unterminated IPv6 literal")?;
-            (host, after.strip_prefix(':'))
-        } else {
-            match authority.rsplit_once(':') {
-                Some((host, port)) => (host, Some(port)),
-                None => (authority, None),
-            }
-        };
-        if host.is_empty() {
-            return Err("missing host".into());
-        }
+        let (host, port) = Host::split_authority(authority)?;
         let port = match port {
             Some(p) if !p.is_empty() => p.parse::<u16>().map_err(|_| format!("invalid port {p:?}"))?,
             _ if scheme == "https" => 443,
