@@ -412,15 +412,31 @@ class Bench:
                 conn.request("GET", path)
                 conn.getresponse().read()
             c0 = cpu(p.pid)[0]
+            # A probe can time out on a loaded machine: it is tried again,
+            # and one that fails three times is counted and reported, never
+            # a reason to lose the other figures.
+            failed, last = 0, b""
             for _ in range(self.args.blackbox_probes):
-                conn.request("GET", path)
-                body = conn.getresponse().read()
-                if b"probe_success 1" not in body:
-                    raise RuntimeError(f"blackbox {module} probe failed: {body[:400]!r}")
+                for _attempt in range(3):
+                    try:
+                        conn.request("GET", path)
+                        last = conn.getresponse().read()
+                    except (OSError, http.client.HTTPException) as e:
+                        conn.close()
+                        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                        last = repr(e).encode()
+                        continue
+                    if b"probe_success 1" in last:
+                        break
+                else:
+                    failed += 1
             used = cpu(p.pid)[0] - c0
             conn.close()
-            out[module] = {"probes": self.args.blackbox_probes, "cpu_us": used / self.args.blackbox_probes * 1e6}
+            out[module] = {"probes": self.args.blackbox_probes, "failed": failed,
+                           "cpu_us": used / self.args.blackbox_probes * 1e6}
             self.say(f"- {module}: {out[module]['cpu_us']:.0f} µs CPU per probe ({self.args.blackbox_probes} probes)")
+            if failed:
+                self.say(f"  ({failed} probes failed three times, the last saying {last[:200]!r})")
         out["rss_after_mib"] = rss_mib(p.pid)
         self.say(f"- {version}; idle RSS {out['idle_rss_mib']:.1f} MiB, {out['rss_after_mib']:.1f} MiB after the probes")
         self.procs.stop(p)
@@ -485,7 +501,7 @@ class Bench:
         r = self.results
         t = r["throughput: 1 check"]["/readyz c32"]
         cpu_ = r["cpu_per_run"]
-        bb = r["blackbox"]
+        bb = r.get("blackbox")
         rows = [
             ("/readyz rate vs bare hyper, c32", "≥ 0.90×", f"{t['ratio']:.2f}×", t["ratio"] >= 0.9),
             ("/readyz p99 at c32", "< 2 ms", f"{t['hp']['p99_ms']:.2f} ms", t["hp"]["p99_ms"] < 2),
@@ -494,10 +510,12 @@ class Bench:
             ("CPU per tcp check", "≤ 60 µs", f"{cpu_['tcp']['own_us']:.1f} µs", cpu_["tcp"]["own_us"] <= 60),
             ("CPU per http check (new connection)", "≤ 150 µs", f"{cpu_['http']['own_us']:.1f} µs",
              cpu_["http"]["own_us"] <= 150),
-            ("blackbox / healthproxy CPU per tcp probe", "≥ 10×",
-             f"{bb['tcp']['cpu_us'] / cpu_['tcp']['own_us']:.1f}×", bb["tcp"]["cpu_us"] >= 10 * cpu_["tcp"]["own_us"]),
-            ("blackbox / healthproxy CPU per http probe", "≥ 10×",
-             f"{bb['http']['cpu_us'] / cpu_['http']['own_us']:.1f}×", bb["http"]["cpu_us"] >= 10 * cpu_["http"]["own_us"]),
+        ] + [
+            (f"blackbox / healthproxy CPU per {kind} probe", "≥ 10×",
+             f"{bb[kind]['cpu_us'] / cpu_[kind]['own_us']:.1f}×", bb[kind]["cpu_us"] >= 10 * cpu_[kind]["own_us"])
+            if bb else (f"blackbox / healthproxy CPU per {kind} probe", "≥ 10×", "not measured", False)
+            for kind in ("tcp", "http")
+        ] + [
             ("stripped binary", "≤ 10 MiB", f"{r['size_mib']['healthproxy']:.2f} MiB", r["size_mib"]["healthproxy"] <= 10),
             ("start to first /healthz 200", "≤ 50 ms", f"{r['startup_ms']['median']:.1f} ms (median)",
              r["startup_ms"]["median"] <= 50),
@@ -507,8 +525,9 @@ class Bench:
         self.say("|---|---|---|---|")
         for name, target, got, ok in rows:
             self.say(f"| {name} | {target} | {got} | {'met' if ok else 'NOT MET'} |")
-        rss_ratio = bb["idle_rss_mib"] / r["idle_rss_mib"][10]
-        self.say(f"\nblackbox_exporter idle RSS / healthproxy idle RSS (10 checks): {rss_ratio:.1f}×")
+        if bb:
+            rss_ratio = bb["idle_rss_mib"] / r["idle_rss_mib"][10]
+            self.say(f"\nblackbox_exporter idle RSS / healthproxy idle RSS (10 checks): {rss_ratio:.1f}×")
         self.results["goals"] = [{"goal": n, "target": tg, "measured": g, "met": ok} for n, tg, g, ok in rows]
 
 
@@ -586,7 +605,11 @@ def main():
             bench.startup()
             bench.idle_rss()
             bench.check_cpu()
-            bench.blackbox(target_port)
+            try:
+                bench.blackbox(target_port)
+            except (OSError, RuntimeError, subprocess.SubprocessError) as e:
+                # The comparison is lost, not the other figures.
+                bench.say(f"- blackbox_exporter not measured: {e}")
             bench.throughput("1 check", [("tcp", 1, "10s")])
             bench.throughput("100 checks at 100ms (50 tcp, 50 http)", [("tcp", 50, "100ms"), ("http", 50, "100ms")])
             if not args.skip_flavours:

@@ -16,9 +16,8 @@ async fn probe_exits_0_for_success_and_1_with_a_reason_otherwise() {
         run_binary(&["probe", &url], WITHIN).await,
         (1, "HTTP probe failed with statuscode: 500\n".into())
     );
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let closed = format!("http://{}/", listener.local_addr().unwrap());
-    drop(listener);
+    let (_held, port) = crate::support::refusing_port();
+    let closed = format!("http://127.0.0.1:{port}/");
     let (code, stderr) = run_binary(&["probe", "--timeout", "500ms", &closed], WITHIN).await;
     assert_eq!(code, 1);
     assert!(stderr.contains("connection refused"), "{stderr}");

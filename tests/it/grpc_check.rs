@@ -213,9 +213,8 @@ async fn a_server_that_is_not_grpc_is_an_error() {
 
 #[tokio::test]
 async fn connection_refused_fails_to_connect() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
+    let (_held, port) = crate::support::refusing_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let outcome = check(addr, "").await;
     assert_eq!(
         outcome,

@@ -23,6 +23,11 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> (String,
     }
 }
 
+/// A probe this slow was starved (left waiting behind other connections),
+/// not merely slowed by a loaded machine: far above any scheduling noise,
+/// far below the kubelet's probe timeout of a starved sidecar.
+const STARVED: Duration = Duration::from_secs(5);
+
 /// The time one GET of `path` takes, asserting a 200.
 async fn prompt_200(proxy: &Proxy, path: &str) -> Duration {
     let began = Instant::now();
@@ -40,7 +45,7 @@ async fn a_thousand_idle_connections_do_not_slow_the_probes() {
     }
     for _ in 0..20 {
         let took = prompt_200(&proxy, "/livez").await;
-        assert!(took < Duration::from_millis(500), "{took:?}");
+        assert!(took < STARVED, "{took:?}");
     }
 }
 
@@ -53,7 +58,7 @@ async fn past_max_connections_the_oldest_are_closed_not_the_newest_refused() {
     }
     for _ in 0..10 {
         let took = prompt_200(&proxy, "/livez").await;
-        assert!(took < Duration::from_millis(500), "{took:?}");
+        assert!(took < STARVED, "{took:?}");
     }
     // The first connections were closed to make room.
     let (_, closed) = read_until_closed(&mut idle[0], Duration::from_secs(5)).await;

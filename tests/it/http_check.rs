@@ -576,9 +576,7 @@ async fn a_body_that_stalls_times_out_while_reading_body() {
 
 #[tokio::test]
 async fn connection_refused_is_a_failure_in_go_words() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
+    let (_held, port) = crate::support::refusing_port();
     let outcome = run(spec(port, "/healthz")).await;
     assert_outcome(
         &outcome,
