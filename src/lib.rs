@@ -18,6 +18,8 @@
 //! - [`lifecycle`]: the drain, the lifecycle token, following the app's
 //!   sockets, and when the process exits.
 //! - [`signals`]: SIGTERM and SIGINT as a channel.
+//! - [`inject`]: `inject`/`uninject`: Kubernetes manifests in, the same
+//!   workloads with the sidecar out, and back.
 //! - [`cli`]: the command line and its subcommands.
 
 #![forbid(unsafe_code)]
@@ -27,6 +29,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod inject;
 pub mod lifecycle;
 pub mod metrics;
 pub mod server;

@@ -1,6 +1,8 @@
-//! The command line: `run` (the default), `check-config`, `probe`, `wait`.
+//! The command line: `run` (the default), `check-config`, `probe`, `wait`,
+//! `inject`, `uninject`.
 
 mod check_config;
+mod inject;
 mod probe;
 mod run;
 mod wait;
@@ -48,6 +50,11 @@ enum Command {
     /// Wait until dependencies answer (for init containers): exit 0 when
     /// all have, 1 at the deadline.
     Wait(wait::WaitArgs),
+    /// Add healthproxy to Kubernetes workloads: their probes move into the
+    /// sidecar's config (a ConfigMap), the probes ask the sidecar.
+    Inject(inject::InjectArgs),
+    /// Undo `inject`: the workloads exactly as they were.
+    Uninject(inject::UninjectArgs),
 }
 
 /// Options of `healthproxy run`.
@@ -113,5 +120,7 @@ pub fn main() -> ExitCode {
             headers,
         }) => probe::probe(&url, timeout, &headers),
         Some(Command::Wait(args)) => wait::wait(args),
+        Some(Command::Inject(args)) => inject::inject(args),
+        Some(Command::Uninject(args)) => inject::uninject(args),
     }
 }

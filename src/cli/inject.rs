@@ -1,0 +1,127 @@
+//! `healthproxy inject` and `healthproxy uninject`: YAML streams from files
+//! or stdin to stdout, warnings and the `--dry-run` summary on stderr.
+
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::EXIT_CONFIG;
+use crate::inject::{self, Options, Output, Refusal, Sidecar};
+
+/// Options of `healthproxy inject`.
+#[derive(Debug, Args)]
+pub struct InjectArgs {
+    /// YAML files (several documents, `kind: List`); `-` or none: stdin.
+    files: Vec<PathBuf>,
+    /// The sidecar's image.
+    #[arg(long, default_value = inject::DEFAULT_IMAGE)]
+    image: String,
+    /// `native`: an initContainers entry with restartPolicy Always
+    /// (Kubernetes 1.29+); `classic`: the first of `containers`.
+    #[arg(long, value_enum, default_value_t = Sidecar::Native)]
+    sidecar: Sidecar,
+    /// The sidecar's port.
+    #[arg(long, default_value_t = 9775, value_parser = clap::value_parser!(u16).range(1..))]
+    port: u16,
+    /// The sidecar's drain.max; the grace period is raised to this plus
+    /// 10s where it is shorter.
+    #[arg(long, default_value = "20s", value_parser = super::wait::duration)]
+    drain_max: Duration,
+    /// Only these app containers (comma-separated); all by default.
+    #[arg(long, value_delimiter = ',')]
+    containers: Vec<String>,
+    /// Write nothing: print on stderr what would move where.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+/// Options of `healthproxy uninject`.
+#[derive(Debug, Args)]
+pub struct UninjectArgs {
+    /// YAML files; `-` or none: stdin.
+    files: Vec<PathBuf>,
+}
+
+pub(super) fn inject(args: InjectArgs) -> ExitCode {
+    let options = Options {
+        image: args.image,
+        sidecar: args.sidecar,
+        port: args.port,
+        drain_max: args.drain_max,
+        containers: (!args.containers.is_empty()).then_some(args.containers),
+    };
+    run("inject", &args.files, args.dry_run, |text| {
+        inject::inject(text, &options)
+    })
+}
+
+pub(super) fn uninject(args: UninjectArgs) -> ExitCode {
+    run("uninject", &args.files, false, inject::uninject)
+}
+
+fn run(
+    command: &str,
+    files: &[PathBuf],
+    dry_run: bool,
+    transform: impl Fn(&str) -> Result<Output, Refusal>,
+) -> ExitCode {
+    let stdin = [PathBuf::from("-")];
+    let files = if files.is_empty() { &stdin[..] } else { files };
+    let mut text = String::new();
+    let mut warnings = Vec::new();
+    let mut summary = Vec::new();
+    for file in files {
+        let input = match read(file) {
+            Ok(input) => input,
+            Err(e) => {
+                eprintln!("healthproxy {command}: {}: {e}", file.display());
+                return ExitCode::FAILURE;
+            }
+        };
+        match transform(&input) {
+            Ok(out) => {
+                if !text.is_empty() && !out.text.is_empty() {
+                    text.push_str("---\n");
+                }
+                text.push_str(&out.text);
+                warnings.extend(out.warnings);
+                summary.extend(out.summary);
+            }
+            Err(refusal) => {
+                // Nothing is written: a partial stream must not be applied.
+                eprintln!("healthproxy {command}: {}: {refusal}", file.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    if dry_run {
+        for line in &summary {
+            eprintln!("{line}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("healthproxy {command}: cannot write: {e}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn read(file: &PathBuf) -> std::io::Result<String> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file)
+    }
+}

@@ -1,0 +1,159 @@
+//! `inject` and `uninject`: existing Kubernetes manifests in, the same
+//! workloads with healthproxy out, and back.
+//!
+//! - [`stream`]: a YAML stream (several documents, `kind: List`), the
+//!   workloads in it, and the ConfigMap and Secret generated beside each.
+//! - [`template`]: one pod template, the transformation itself; reusable
+//!   on a pod from an admission request.
+//! - [`probe`]: one probe read with the kubelet's defaults, the check it
+//!   becomes and the probe that replaces it (the timing rule is there).
+//! - [`record`]: what `inject` changed, kept in an annotation so that
+//!   `uninject` restores the original exactly.
+//! - [`yaml`]: splitting a stream and writing YAML that `kubectl` reads
+//!   back with the same types.
+
+pub mod probe;
+pub mod record;
+pub mod stream;
+pub mod template;
+pub mod yaml;
+
+use std::fmt;
+use std::time::Duration;
+
+pub use stream::{Output, inject, uninject};
+
+/// The image of the sidecar unless `--image` says otherwise: the one
+/// deploy/ uses (built from this repository's Dockerfile).
+pub const DEFAULT_IMAGE: &str = concat!("registry.example/healthproxy:", env!("CARGO_PKG_VERSION"));
+
+/// `drain.max` unless `--drain-max` says otherwise: deploy/'s, which the
+/// default grace period of 30 s covers with 10 s to spare for the app.
+pub const DEFAULT_DRAIN_MAX: Duration = Duration::from_secs(20);
+
+/// Where the sidecar goes in the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sidecar {
+    /// An `initContainers` entry with `restartPolicy: Always` (Kubernetes
+    /// 1.29+): started before the app, stopped after it.
+    Native,
+    /// The first entry of `containers`, for clusters before 1.29.
+    Classic,
+}
+
+impl Sidecar {
+    /// The name used on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sidecar::Native => "native",
+            Sidecar::Classic => "classic",
+        }
+    }
+}
+
+/// How to inject.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The sidecar's image.
+    pub image: String,
+    /// Native or classic sidecar.
+    pub sidecar: Sidecar,
+    /// The sidecar's port.
+    pub port: u16,
+    /// `drain.max`.
+    pub drain_max: Duration,
+    /// Only these app containers (all when `None`).
+    pub containers: Option<Vec<String>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            image: DEFAULT_IMAGE.into(),
+            sidecar: Sidecar::Native,
+            port: 9775,
+            drain_max: DEFAULT_DRAIN_MAX,
+            containers: None,
+        }
+    }
+}
+
+/// The object holding a pod template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workload {
+    /// `Pod`, `Deployment`, ...
+    pub kind: String,
+    /// `metadata.name`.
+    pub name: String,
+    /// `metadata.namespace`, if given.
+    pub namespace: Option<String>,
+}
+
+/// The kinds whose pod template `inject` handles, with its path.
+pub const WORKLOADS: &[(&str, &[&str])] = &[
+    ("Pod", &[]),
+    ("Deployment", &["spec", "template"]),
+    ("StatefulSet", &["spec", "template"]),
+    ("DaemonSet", &["spec", "template"]),
+    ("ReplicaSet", &["spec", "template"]),
+    ("ReplicationController", &["spec", "template"]),
+    ("Job", &["spec", "template"]),
+    ("CronJob", &["spec", "jobTemplate", "spec", "template"]),
+];
+
+impl Workload {
+    /// The path of the pod template in the object, as a field prefix
+    /// (`spec.template.`, or nothing for a Pod).
+    pub fn template_path(&self) -> String {
+        WORKLOADS
+            .iter()
+            .find(|(k, _)| *k == self.kind)
+            .map(|(_, path)| path.iter().map(|p| format!("{p}.")).collect())
+            .unwrap_or_default()
+    }
+
+    /// The generated ConfigMap's name.
+    pub fn config_map(&self) -> String {
+        format!("{}-healthproxy", self.name)
+    }
+
+    /// The generated Secret's name.
+    pub fn secret(&self) -> String {
+        format!("{}-healthproxy-token", self.name)
+    }
+
+    /// A Job or a CronJob: its pods are meant to complete.
+    pub fn is_job(&self) -> bool {
+        matches!(self.kind.as_str(), "Job" | "CronJob")
+    }
+
+    /// `Kind/name` or `Kind/namespace/name`: the generated objects'
+    /// `healthproxy.io/generated-for`.
+    pub fn key(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{}/{ns}/{}", self.kind, self.name),
+            None => format!("{}/{}", self.kind, self.name),
+        }
+    }
+}
+
+impl fmt::Display for Workload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// What `inject` will not do, and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{object}: {field}: {message}")]
+pub struct Refusal {
+    /// The object, such as `Deployment web` or `document at line 12`.
+    pub object: String,
+    /// The field, such as `spec.template.spec.containers[app].livenessProbe`.
+    pub field: String,
+    /// Why.
+    pub message: String,
+}

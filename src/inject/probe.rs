@@ -1,0 +1,628 @@
+//! One Kubernetes probe: read with the kubelet's defaults, turned into a
+//! healthproxy check, and replaced by a probe of the sidecar's endpoint.
+//!
+//! # The rewritten probe's timing
+//!
+//! The check keeps the original probe's handler and timing, so the sidecar
+//! reaches its verdict when the kubelet would have. The kubelet then asks
+//! the sidecar (`/containers/NAME/livez|readyz|startupz`), which answers
+//! from its cache at once:
+//!
+//! - liveness and readiness: `periodSeconds` = max(1, period / 2),
+//!   `failureThreshold` 2, `successThreshold` 1, `timeoutSeconds` 1. The
+//!   kubelet acts at most 2 × max(1, period / 2) ≤ period + 1 s after the
+//!   sidecar's verdict, and one lost answer (the sidecar restarting) is
+//!   never a second consecutive failure, so never a restart.
+//!   `initialDelaySeconds` = the original delay + failureThreshold ×
+//!   period (liveness) or successThreshold × period (readiness): the
+//!   sidecar may have run its check before the app container started (a
+//!   native sidecar starts first), and those runs must not count before
+//!   the original delay, so the kubelet waits until the verdict rests on
+//!   runs made after it. "period" is max(period, timeout) here: runs are
+//!   never closer than that, for the kubelet as for the sidecar.
+//! - startup: `periodSeconds` 1 and `failureThreshold` =
+//!   (failureThreshold + 1) × period + 1, after the same
+//!   `initialDelaySeconds`: the app gets the original budget
+//!   (failureThreshold × period), one more period (the sidecar samples at
+//!   its own phase) and one second (one lost answer); success is seen
+//!   within a second of the sidecar's.
+//!
+//! A probe-level `terminationGracePeriodSeconds` stays on the rewritten
+//! probe: it is the kubelet's, used when it kills the container.
+
+use std::fmt::Write as _;
+
+use serde_yaml_ng::{Mapping, Value};
+
+use crate::config::ProbeKind;
+
+/// The probe fields the kubelet knows; any other makes the translation
+/// unfaithful.
+const PROBE_FIELDS: &[&str] = &[
+    "httpGet",
+    "tcpSocket",
+    "grpc",
+    "exec",
+    "initialDelaySeconds",
+    "periodSeconds",
+    "timeoutSeconds",
+    "successThreshold",
+    "failureThreshold",
+    "terminationGracePeriodSeconds",
+];
+
+/// The probe's field name on a container.
+pub fn field(kind: ProbeKind) -> &'static str {
+    match kind {
+        ProbeKind::Startup => "startupProbe",
+        ProbeKind::Liveness => "livenessProbe",
+        ProbeKind::Readiness => "readinessProbe",
+    }
+}
+
+/// The kubelet's timing of one probe, defaults applied (kubelet-semantics
+/// §3.1: 0 or absent means the default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// `initialDelaySeconds`.
+    pub initial_delay: u64,
+    /// `periodSeconds`.
+    pub period: u64,
+    /// `timeoutSeconds`.
+    pub timeout: u64,
+    /// `successThreshold`.
+    pub success: u64,
+    /// `failureThreshold`.
+    pub failure: u64,
+}
+
+/// What a check does, as read from the probe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handler {
+    /// `httpGet`.
+    Http {
+        /// `true` for `HTTPS`.
+        https: bool,
+        /// `host`, when given (else the check's default, loopback).
+        host: Option<String>,
+        /// The resolved port.
+        port: u16,
+        /// The path as the kubelet requests it.
+        path: String,
+        /// `httpHeaders`, in order.
+        headers: Vec<(String, String)>,
+    },
+    /// `tcpSocket`.
+    Tcp {
+        /// `host`, when given.
+        host: Option<String>,
+        /// The resolved port.
+        port: u16,
+    },
+    /// `grpc`.
+    Grpc {
+        /// `port` (never named).
+        port: u16,
+        /// `service`; empty for the server.
+        service: String,
+    },
+}
+
+impl Handler {
+    /// The port it dials.
+    pub fn port(&self) -> u16 {
+        match self {
+            Handler::Http { port, .. } | Handler::Tcp { port, .. } | Handler::Grpc { port, .. } => *port,
+        }
+    }
+
+    /// Whether it dials the pod itself (no host, or loopback).
+    pub fn on_pod(&self) -> bool {
+        match self {
+            Handler::Http { host, .. } | Handler::Tcp { host, .. } => host.as_deref().is_none_or(|h| {
+                h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            }),
+            Handler::Grpc { .. } => true,
+        }
+    }
+
+    /// A short description for the summary: `httpGet :8080/healthz`.
+    pub fn describe(&self) -> String {
+        match self {
+            Handler::Http {
+                https,
+                host,
+                port,
+                path,
+                ..
+            } => format!(
+                "httpGet {}{}:{port}{path}",
+                if *https { "https://" } else { "" },
+                host.as_deref().unwrap_or("")
+            ),
+            Handler::Tcp { host, port } => format!("tcpSocket {}:{port}", host.as_deref().unwrap_or("")),
+            Handler::Grpc { port, service } => format!("grpc :{port} service {service:?}"),
+        }
+    }
+}
+
+/// A probe that the sidecar takes over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Moved {
+    /// The container it belongs to.
+    pub container: String,
+    /// Which probe it was.
+    pub kind: ProbeKind,
+    /// What it does.
+    pub handler: Handler,
+    /// When.
+    pub timing: Timing,
+}
+
+impl Moved {
+    /// The check's name: `CONTAINER-KIND`.
+    pub fn check_name(&self) -> String {
+        format!("{}-{}", self.container, self.kind)
+    }
+
+    /// The sidecar's endpoint the rewritten probe asks.
+    pub fn endpoint(&self) -> String {
+        format!("/containers/{}/{}", self.container, self.kind.endpoint())
+    }
+
+    /// The check as a `[[check]]` table.
+    pub fn toml(&self) -> String {
+        let q = |s: &str| toml::Value::String(s.to_string()).to_string();
+        let mut out = String::new();
+        let _ = writeln!(out, "[[check]]");
+        let _ = writeln!(out, "name = {}", q(&self.check_name()));
+        let _ = writeln!(out, "container = {}", q(&self.container));
+        let _ = writeln!(out, "probes = [{}]", q(self.kind.as_str()));
+        let host = |h: &Option<String>| {
+            h.as_ref()
+                .map(|h| format!("host = {}, ", q(h)))
+                .unwrap_or_default()
+        };
+        match &self.handler {
+            Handler::Http {
+                https,
+                host: h,
+                port,
+                path,
+                headers,
+            } => {
+                let scheme = if *https { "scheme = \"https\", " } else { "" };
+                let mut line = format!("http = {{ {scheme}{}port = {port}, path = {}", host(h), q(path));
+                if !headers.is_empty() {
+                    let list: Vec<String> = headers
+                        .iter()
+                        .map(|(k, v)| format!("{} = {}", q(k), q(v)))
+                        .collect();
+                    let _ = write!(line, ", headers = {{ {} }}", list.join(", "));
+                }
+                let _ = writeln!(out, "{line} }}");
+            }
+            Handler::Tcp { host: h, port } => {
+                let _ = writeln!(out, "tcp = {{ {}port = {port} }}", host(h));
+            }
+            Handler::Grpc { port, service } => {
+                let _ = writeln!(out, "grpc = {{ port = {port}, service = {} }}", q(service));
+            }
+        }
+        let t = &self.timing;
+        let _ = writeln!(out, "initial_delay = \"{}s\"", t.initial_delay);
+        let _ = writeln!(out, "period = \"{}s\"", t.period);
+        let _ = writeln!(out, "timeout = \"{}s\"", t.timeout);
+        let _ = writeln!(out, "success_threshold = {}", t.success);
+        let _ = writeln!(out, "failure_threshold = {}", t.failure);
+        out
+    }
+
+    /// The probe that replaces the original on the app container, asking
+    /// the sidecar on `port` (see the module's documentation for the rule).
+    pub fn rewritten(&self, port: u16, original: &Mapping) -> Result<Value, String> {
+        let t = &self.timing;
+        let spacing = t.period.max(t.timeout);
+        let (delay, period, failure) = match self.kind {
+            ProbeKind::Startup => (t.initial_delay, 1, (t.failure + 1) * spacing + 1),
+            ProbeKind::Liveness => (t.initial_delay + t.failure * spacing, (t.period / 2).max(1), 2),
+            ProbeKind::Readiness => (t.initial_delay + t.success * spacing, (t.period / 2).max(1), 2),
+        };
+        let int32 = |n: u64, what: &str| -> Result<Value, String> {
+            i32::try_from(n)
+                .map(Value::from)
+                .map_err(|_| format!("the rewritten probe's {what} ({n}) does not fit the API's 32 bits"))
+        };
+        let mut http = Mapping::new();
+        http.insert("path".into(), self.endpoint().into());
+        http.insert("port".into(), u64::from(port).into());
+        let mut probe = Mapping::new();
+        probe.insert("httpGet".into(), Value::Mapping(http));
+        probe.insert("initialDelaySeconds".into(), int32(delay, "initialDelaySeconds")?);
+        probe.insert("periodSeconds".into(), int32(period, "periodSeconds")?);
+        probe.insert("timeoutSeconds".into(), 1.into());
+        probe.insert("successThreshold".into(), 1.into());
+        probe.insert("failureThreshold".into(), int32(failure, "failureThreshold")?);
+        if let Some(grace) = original.get("terminationGracePeriodSeconds")
+            && !grace.is_null()
+        {
+            probe.insert("terminationGracePeriodSeconds".into(), grace.clone());
+        }
+        Ok(Value::Mapping(probe))
+    }
+}
+
+/// What to do with one probe of a container.
+#[derive(Debug)]
+pub enum Plan {
+    /// The sidecar runs it.
+    Move(Moved),
+    /// It stays with the kubelet (an `exec` probe).
+    Keep,
+}
+
+/// Reads the probe `kind` of `container` (its mapping `c`). Errors name
+/// the field under the probe, such as `httpGet.port`.
+pub fn plan(
+    container: &str,
+    c: &Mapping,
+    kind: ProbeKind,
+    probe: &Mapping,
+) -> Result<Plan, (String, String)> {
+    let err = |f: &str, m: String| (f.to_string(), m);
+    for key in probe.keys() {
+        let name = key.as_str().unwrap_or("");
+        if !PROBE_FIELDS.contains(&name) {
+            return Err(err(
+                name,
+                "is not a probe field this version knows: its meaning cannot be carried over".into(),
+            ));
+        }
+    }
+    let handlers: Vec<&str> = ["httpGet", "tcpSocket", "grpc", "exec"]
+        .into_iter()
+        .filter(|h| probe.get(*h).is_some_and(|v| !v.is_null()))
+        .collect();
+    let handler = match handlers.as_slice() {
+        [] => {
+            return Err(err(
+                "",
+                "must specify a handler type (httpGet, tcpSocket, grpc or exec)".into(),
+            ));
+        }
+        [one] => *one,
+        [_, second, ..] => return Err(err(second, "may not specify more than 1 handler type".into())),
+    };
+    if handler == "exec" {
+        return Ok(Plan::Keep);
+    }
+    let number = |f: &str| int(probe, f).map_err(|m| err(f, m));
+    let or = |n: Option<u64>, default: u64| n.filter(|n| *n > 0).unwrap_or(default);
+    let success = number("successThreshold")?;
+    if kind != ProbeKind::Readiness && success.is_some_and(|s| s > 1) {
+        return Err(err(
+            "successThreshold",
+            "must be 1 for liveness and startup probes (the API rejects it)".into(),
+        ));
+    }
+    let timing = Timing {
+        initial_delay: number("initialDelaySeconds")?.unwrap_or(0),
+        period: or(number("periodSeconds")?, 10),
+        timeout: or(number("timeoutSeconds")?, 1),
+        success: or(success, 1),
+        failure: or(number("failureThreshold")?, 3),
+    };
+    number("terminationGracePeriodSeconds")?;
+    let body = match probe.get(handler) {
+        Some(Value::Mapping(m)) => m,
+        _ => return Err(err(handler, "must be a mapping".into())),
+    };
+    let at = |f: &str| format!("{handler}.{f}");
+    let known = |fields: &[&str]| -> Result<(), (String, String)> {
+        for key in body.keys() {
+            let name = key.as_str().unwrap_or("");
+            if !fields.contains(&name) {
+                return Err(err(
+                    &at(name),
+                    "is not a field this version knows: its meaning cannot be carried over".into(),
+                ));
+            }
+        }
+        Ok(())
+    };
+    let text = |f: &str| -> Result<Option<String>, (String, String)> {
+        match body.get(f) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(err(&at(f), "must be a string".into())),
+        }
+    };
+    let handler = match handler {
+        "httpGet" => {
+            known(&["path", "port", "host", "scheme", "httpHeaders"])?;
+            let https = match text("scheme")?.as_deref() {
+                None | Some("HTTP") => false,
+                Some("HTTPS") => true,
+                Some(other) => return Err(err(&at("scheme"), format!("{other:?} is not HTTP or HTTPS"))),
+            };
+            // url.Parse keeps a relative path relative; Go's URL.String
+            // puts a '/' between the host and it (kubelet-semantics §1.1).
+            let path = match text("path")?.filter(|p| !p.is_empty()) {
+                None => "/".to_string(),
+                Some(p) if p.starts_with('/') => p,
+                Some(p) => format!("/{p}"),
+            };
+            Handler::Http {
+                https,
+                host: text("host")?.filter(|h| !h.is_empty()),
+                port: resolve_port(c, body.get("port")).map_err(|m| err(&at("port"), m))?,
+                path,
+                headers: headers(body.get("httpHeaders")).map_err(|(f, m)| err(&at(&f), m))?,
+            }
+        }
+        "tcpSocket" => {
+            known(&["port", "host"])?;
+            Handler::Tcp {
+                host: text("host")?.filter(|h| !h.is_empty()),
+                port: resolve_port(c, body.get("port")).map_err(|m| err(&at("port"), m))?,
+            }
+        }
+        _ => {
+            known(&["port", "service"])?;
+            let port = match body.get("port") {
+                Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0),
+                _ => None,
+            };
+            Handler::Grpc {
+                port: port.ok_or_else(|| err(&at("port"), "must be a port number from 1 to 65535".into()))?,
+                service: text("service")?.unwrap_or_default(),
+            }
+        }
+    };
+    Ok(Plan::Move(Moved {
+        container: container.to_string(),
+        kind,
+        handler,
+        timing,
+    }))
+}
+
+/// A whole, non-negative 32-bit number, or `None` when absent.
+fn int(m: &Mapping, key: &str) -> Result<Option<u64>, String> {
+    match m.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(v) if (0..=i64::from(i32::MAX)).contains(&v) => Ok(Some(v as u64)),
+            Some(_) => Err("must be a number from 0 to 2147483647".into()),
+            None => Err("must be a whole number".into()),
+        },
+        Some(_) => Err("must be a number, not text".into()),
+    }
+}
+
+/// The kubelet's `ResolveContainerPort`: a number, or a name looked up in
+/// the container's own `ports` (the first that matches), or a name that
+/// is a number after all.
+fn resolve_port(c: &Mapping, port: Option<&Value>) -> Result<u16, String> {
+    let valid = |p: i64| u16::try_from(p).ok().filter(|p| *p > 0);
+    match port {
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .and_then(valid)
+            .ok_or_else(|| format!("invalid port number: {n}")),
+        Some(Value::String(name)) => {
+            let ports = c
+                .get("ports")
+                .and_then(Value::as_sequence)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            let found = ports
+                .iter()
+                .find(|p| p.get("name").and_then(Value::as_str) == Some(name.as_str()))
+                .and_then(|p| p.get("containerPort"))
+                .and_then(Value::as_i64);
+            match found.or_else(|| name.parse().ok()) {
+                Some(p) => valid(p).ok_or_else(|| format!("invalid port number: {p}")),
+                None => Err(format!(
+                    "port {name:?} not found among the container's ports: the kubelet's probe would never run"
+                )),
+            }
+        }
+        _ => Err("missing: a number or the name of one of the container's ports".into()),
+    }
+}
+
+/// `httpHeaders`, checked: a name given twice (in any letter case) cannot
+/// be carried over, as the check's headers are one value per name.
+fn headers(list: Option<&Value>) -> Result<Vec<(String, String)>, (String, String)> {
+    let items = match list {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Sequence(items)) => items,
+        Some(_) => return Err(("httpHeaders".into(), "must be a list".into())),
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (i, h) in items.iter().enumerate() {
+        let at = format!("httpHeaders[{i}]");
+        let name = h.get("name").and_then(Value::as_str);
+        let value = match h.get("value") {
+            Some(Value::String(v)) => Some(v.clone()),
+            None | Some(Value::Null) => Some(String::new()),
+            Some(_) => None,
+        };
+        let known = h
+            .as_mapping()
+            .is_some_and(|m| m.keys().all(|k| matches!(k.as_str(), Some("name" | "value"))));
+        let (Some(name), Some(value), true) = (name, value, known) else {
+            return Err((at, "must be a name and a text value".into()));
+        };
+        if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            return Err((
+                format!("{at}.name"),
+                format!("{name:?} is given twice: the kubelet sends both, a check sends one"),
+            ));
+        }
+        out.push((name.to_string(), value));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(text: &str) -> Mapping {
+        serde_yaml_ng::from_str(text).unwrap()
+    }
+
+    fn moved(container: &str, probe: &str, kind: ProbeKind) -> Moved {
+        match plan("app", &map(container), kind, &map(probe)).unwrap() {
+            Plan::Move(m) => m,
+            Plan::Keep => panic!("kept"),
+        }
+    }
+
+    #[test]
+    fn absent_and_zero_fields_take_the_kubelets_defaults() {
+        let m = moved(
+            "name: app",
+            "httpGet: {port: 8080}\nperiodSeconds: 0",
+            ProbeKind::Liveness,
+        );
+        assert_eq!(
+            m.timing,
+            Timing {
+                initial_delay: 0,
+                period: 10,
+                timeout: 1,
+                success: 1,
+                failure: 3
+            }
+        );
+        assert_eq!(
+            m.handler,
+            Handler::Http {
+                https: false,
+                host: None,
+                port: 8080,
+                path: "/".into(),
+                headers: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn a_named_port_resolves_against_the_containers_ports_as_the_kubelet() {
+        let c = "ports: [{name: web, containerPort: 8080}, {name: web, containerPort: 9090}, {name: admin, containerPort: 8081}]";
+        assert_eq!(
+            moved(c, "tcpSocket: {port: web}", ProbeKind::Readiness)
+                .handler
+                .port(),
+            8080
+        );
+        assert_eq!(
+            moved(c, "httpGet: {port: admin, path: healthz}", ProbeKind::Readiness).handler,
+            Handler::Http {
+                https: false,
+                host: None,
+                port: 8081,
+                path: "/healthz".into(),
+                headers: vec![]
+            }
+        );
+        assert_eq!(
+            moved("name: app", "tcpSocket: {port: \"8080\"}", ProbeKind::Readiness)
+                .handler
+                .port(),
+            8080
+        );
+        let (field, message) = plan(
+            "app",
+            &map(c),
+            ProbeKind::Liveness,
+            &map("httpGet: {port: metrics}"),
+        )
+        .unwrap_err();
+        assert_eq!(field, "httpGet.port");
+        assert!(message.contains("\"metrics\" not found"), "{message}");
+    }
+
+    #[test]
+    fn what_cannot_be_carried_over_is_refused_with_its_field() {
+        let refuse = |probe: &str, kind| plan("app", &map("name: app"), kind, &map(probe)).unwrap_err().0;
+        assert_eq!(refuse("httpGet: {port: 1}\nfoo: 1", ProbeKind::Liveness), "foo");
+        assert_eq!(
+            refuse("httpGet: {port: 1, bar: 1}", ProbeKind::Liveness),
+            "httpGet.bar"
+        );
+        assert_eq!(
+            refuse("httpGet: {port: 1}\ntcpSocket: {port: 1}", ProbeKind::Liveness),
+            "tcpSocket"
+        );
+        assert_eq!(
+            refuse("httpGet: {port: 1}\nsuccessThreshold: 2", ProbeKind::Liveness),
+            "successThreshold"
+        );
+        assert_eq!(
+            refuse("httpGet: {port: 1}\nperiodSeconds: \"10\"", ProbeKind::Liveness),
+            "periodSeconds"
+        );
+        assert_eq!(
+            refuse("httpGet: {port: 1}\nperiodSeconds: -1", ProbeKind::Liveness),
+            "periodSeconds"
+        );
+        assert_eq!(
+            refuse("httpGet: {port: 70000}", ProbeKind::Liveness),
+            "httpGet.port"
+        );
+        assert_eq!(refuse("grpc: {port: web}", ProbeKind::Liveness), "grpc.port");
+        assert_eq!(
+            refuse(
+                "httpGet: {port: 1, httpHeaders: [{name: X-A, value: a}, {name: x-a, value: b}]}",
+                ProbeKind::Liveness
+            ),
+            "httpGet.httpHeaders[1].name"
+        );
+        assert_eq!(
+            refuse("httpGet: {port: 1, scheme: FTP}", ProbeKind::Liveness),
+            "httpGet.scheme"
+        );
+    }
+
+    #[test]
+    fn exec_probes_stay() {
+        assert!(matches!(
+            plan(
+                "app",
+                &map("name: app"),
+                ProbeKind::Liveness,
+                &map("exec: {command: [true]}")
+            )
+            .unwrap(),
+            Plan::Keep
+        ));
+    }
+
+    #[test]
+    fn the_rewritten_timing_follows_the_documented_rule() {
+        let probe = "httpGet: {port: 8080}\ninitialDelaySeconds: 5\nperiodSeconds: 10\nfailureThreshold: 3\nterminationGracePeriodSeconds: 7";
+        let live = moved("name: app", probe, ProbeKind::Liveness)
+            .rewritten(9775, &map(probe))
+            .unwrap();
+        assert_eq!(
+            serde_yaml_ng::to_string(&live).unwrap(),
+            "httpGet:\n  path: /containers/app/livez\n  port: 9775\ninitialDelaySeconds: 35\nperiodSeconds: 5\ntimeoutSeconds: 1\nsuccessThreshold: 1\nfailureThreshold: 2\nterminationGracePeriodSeconds: 7\n"
+        );
+        let start = "httpGet: {port: 8080}\nperiodSeconds: 10\nfailureThreshold: 30";
+        let s = moved("name: app", start, ProbeKind::Startup)
+            .rewritten(9775, &map(start))
+            .unwrap();
+        assert_eq!(s["failureThreshold"], Value::from(311));
+        assert_eq!(s["periodSeconds"], Value::from(1));
+        let ready = "tcpSocket: {port: 8080}\nperiodSeconds: 1\ntimeoutSeconds: 3\nsuccessThreshold: 2";
+        let r = moved("name: app", ready, ProbeKind::Readiness)
+            .rewritten(9775, &map(ready))
+            .unwrap();
+        assert_eq!(r["initialDelaySeconds"], Value::from(6));
+        assert_eq!(r["periodSeconds"], Value::from(1));
+    }
+}

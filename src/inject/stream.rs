@@ -1,0 +1,297 @@
+//! A YAML stream: its documents (and the items of a `kind: List`), the
+//! workloads among them, and the ConfigMap and Secret written in front of
+//! each injected workload. Documents that are not changed are written
+//! back as they were, byte for byte.
+
+use std::collections::HashSet;
+
+use serde_yaml_ng::{Mapping, Value};
+
+use super::template::{self, Injected};
+use super::{Options, Refusal, WORKLOADS, Workload, yaml};
+
+/// The label on the objects `inject` generates.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "healthproxy-inject");
+/// The annotation naming the workload a generated object belongs to.
+pub const GENERATED_FOR: &str = "healthproxy.io/generated-for";
+
+/// The transformed stream and what to tell the user.
+#[derive(Debug, Clone, Default)]
+pub struct Output {
+    /// The YAML stream to apply.
+    pub text: String,
+    /// Things kept as they were, raised values, lints of the moved probes.
+    pub warnings: Vec<String>,
+    /// What moved where, one line each.
+    pub summary: Vec<String>,
+}
+
+/// Injects every workload of `stream`.
+pub fn inject(stream: &str, options: &Options) -> Result<Output, Refusal> {
+    transform(stream, Some(options))
+}
+
+/// Restores every injected workload of `stream` and drops the objects
+/// `inject` generated for them.
+pub fn uninject(stream: &str) -> Result<Output, Refusal> {
+    transform(stream, None)
+}
+
+fn transform(stream: &str, options: Option<&Options>) -> Result<Output, Refusal> {
+    let mut docs = Vec::new();
+    for doc in yaml::split(stream) {
+        if doc.text.trim().is_empty() {
+            continue;
+        }
+        let mut value: Value = serde_yaml_ng::from_str(&doc.text).map_err(|e| Refusal {
+            object: format!("the document at line {}", doc.line),
+            field: "(YAML)".into(),
+            message: e.to_string(),
+        })?;
+        // `<<: *anchor` merge keys, as the Kubernetes tools read them.
+        value.apply_merge().map_err(|e| Refusal {
+            object: format!("the document at line {}", doc.line),
+            field: "(YAML)".into(),
+            message: e.to_string(),
+        })?;
+        docs.push((doc, value));
+    }
+    let mut owners = HashSet::new();
+    for (_, value) in &docs {
+        collect_workloads(value, &mut owners);
+    }
+    let mut job = Job {
+        options,
+        owners,
+        out: Output::default(),
+    };
+    let mut pieces = Vec::new();
+    for (doc, value) in docs {
+        match job.object(value, doc.line)? {
+            None => pieces.push(doc.text),
+            Some(values) => pieces.extend(values.iter().map(yaml::emit)),
+        }
+    }
+    for piece in pieces {
+        if !job.out.text.is_empty() {
+            job.out.text.push_str("---\n");
+        }
+        job.out.text.push_str(&piece);
+        if !piece.ends_with('\n') {
+            job.out.text.push('\n');
+        }
+    }
+    Ok(job.out)
+}
+
+/// The workload an object is, if it holds a pod template.
+fn workload(value: &Value) -> Option<Workload> {
+    let kind = value.get("kind")?.as_str()?;
+    WORKLOADS.iter().find(|(k, _)| *k == kind)?;
+    let metadata = value.get("metadata");
+    Some(Workload {
+        kind: kind.to_string(),
+        name: metadata
+            .and_then(|m| m.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        namespace: metadata
+            .and_then(|m| m.get("namespace"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    })
+}
+
+fn collect_workloads(value: &Value, into: &mut HashSet<String>) {
+    if let Some(w) = workload(value) {
+        into.insert(w.key());
+    }
+    if is_list(value)
+        && let Some(items) = value.get("items").and_then(Value::as_sequence)
+    {
+        items.iter().for_each(|i| collect_workloads(i, into));
+    }
+}
+
+fn is_list(value: &Value) -> bool {
+    value.get("kind").and_then(Value::as_str) == Some("List")
+}
+
+/// An object `inject` generated for one of `owners`.
+fn generated_for(value: &Value, owners: &HashSet<String>) -> bool {
+    let metadata = value.get("metadata");
+    let managed = metadata
+        .and_then(|m| m.get("labels"))
+        .and_then(|l| l.get(MANAGED_BY.0))
+        .and_then(Value::as_str)
+        == Some(MANAGED_BY.1);
+    let owner = metadata
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(GENERATED_FOR))
+        .and_then(Value::as_str);
+    managed && owner.is_some_and(|o| owners.contains(o))
+}
+
+struct Job<'a> {
+    options: Option<&'a Options>,
+    owners: HashSet<String>,
+    out: Output,
+}
+
+impl Job<'_> {
+    /// The objects that replace `value`, or `None` to keep it as written.
+    fn object(&mut self, mut value: Value, line: usize) -> Result<Option<Vec<Value>>, Refusal> {
+        if generated_for(&value, &self.owners) {
+            // Written again beside its workload (inject), or gone with
+            // the injection (uninject).
+            return Ok(Some(Vec::new()));
+        }
+        if is_list(&value) {
+            let Some(Value::Sequence(items)) = value.get_mut("items") else {
+                return Ok(None);
+            };
+            let mut changed = false;
+            let mut new = Vec::new();
+            for item in std::mem::take(items) {
+                match self.object(item.clone(), line)? {
+                    None => new.push(item),
+                    Some(values) => {
+                        changed = true;
+                        new.extend(values);
+                    }
+                }
+            }
+            if !changed {
+                return Ok(None);
+            }
+            if let Some(Value::Sequence(items)) = value.get_mut("items") {
+                *items = new;
+            }
+            return Ok(Some(vec![value]));
+        }
+        let Some(mut w) = workload(&value) else {
+            return Ok(None);
+        };
+        let path = WORKLOADS
+            .iter()
+            .find(|(k, _)| *k == w.kind)
+            .map(|(_, p)| *p)
+            .unwrap_or(&[]);
+        if w.name.is_empty() {
+            if super::record::read(pod_template(&mut value, path).unwrap_or(&mut Value::Null)).is_none()
+                && self.options.is_none()
+            {
+                return Ok(None);
+            }
+            return Err(Refusal {
+                object: format!("the {} at line {line}", w.kind),
+                field: "metadata.name".into(),
+                message: "missing: the generated ConfigMap and Secret are named after it".into(),
+            });
+        }
+        if w.namespace.as_deref() == Some("") {
+            w.namespace = None;
+        }
+        let Some(template) = pod_template(&mut value, path) else {
+            return Err(Refusal {
+                object: w.to_string(),
+                field: path.join("."),
+                message: "missing: there is no pod template".into(),
+            });
+        };
+        let undone = template::uninject(template, &w)?;
+        let undone = undone.map(|u| {
+            self.out.warnings.extend(u.warnings);
+            u.token
+        });
+        let Some(options) = self.options else {
+            if undone.is_some() {
+                self.out.summary.push(format!("{w}: restored"));
+                return Ok(Some(vec![value]));
+            }
+            return Ok(None);
+        };
+        match template::inject(template, &w, options, undone.clone().flatten())? {
+            Injected::Unchanged { warnings } => {
+                self.out.warnings.extend(warnings);
+                Ok(undone.map(|_| vec![value]))
+            }
+            Injected::Changed(injection) => {
+                self.out.warnings.extend(injection.warnings);
+                for m in &injection.moved {
+                    self.out.summary.push(format!(
+                        "{w}: container {}: {} {} -> check {:?} in ConfigMap {}; the probe now asks :{}{}",
+                        m.container,
+                        super::probe::field(m.kind),
+                        m.handler.describe(),
+                        m.check_name(),
+                        w.config_map(),
+                        options.port,
+                        m.endpoint()
+                    ));
+                }
+                self.out.summary.push(format!(
+                    "{w}: {} sidecar {:?} ({}){}",
+                    options.sidecar.as_str(),
+                    template::SIDECAR,
+                    options.image,
+                    if injection.token.is_some() {
+                        format!(", preStop /prestop with the token in Secret {}", w.secret())
+                    } else {
+                        String::new()
+                    }
+                ));
+                let mut objects = vec![config_map(&w, &injection.config)];
+                if let Some(token) = &injection.token {
+                    objects.push(secret(&w, token));
+                }
+                objects.push(value);
+                Ok(Some(objects))
+            }
+        }
+    }
+}
+
+fn pod_template<'a>(value: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
+    let template = super::record::lookup(value, path)?;
+    template.is_mapping().then_some(template)
+}
+
+fn metadata(w: &Workload, name: String) -> Value {
+    let mut m = Mapping::new();
+    m.insert("name".into(), name.into());
+    if let Some(ns) = &w.namespace {
+        m.insert("namespace".into(), ns.clone().into());
+    }
+    let mut labels = Mapping::new();
+    labels.insert(MANAGED_BY.0.into(), MANAGED_BY.1.into());
+    m.insert("labels".into(), Value::Mapping(labels));
+    let mut annotations = Mapping::new();
+    annotations.insert(GENERATED_FOR.into(), w.key().into());
+    m.insert("annotations".into(), Value::Mapping(annotations));
+    Value::Mapping(m)
+}
+
+fn config_map(w: &Workload, config: &str) -> Value {
+    let mut data = Mapping::new();
+    data.insert("config.toml".into(), config.into());
+    let mut m = Mapping::new();
+    m.insert("apiVersion".into(), "v1".into());
+    m.insert("kind".into(), "ConfigMap".into());
+    m.insert("metadata".into(), metadata(w, w.config_map()));
+    m.insert("data".into(), Value::Mapping(data));
+    Value::Mapping(m)
+}
+
+fn secret(w: &Workload, token: &str) -> Value {
+    let mut data = Mapping::new();
+    data.insert("token".into(), token.into());
+    let mut m = Mapping::new();
+    m.insert("apiVersion".into(), "v1".into());
+    m.insert("kind".into(), "Secret".into());
+    m.insert("metadata".into(), metadata(w, w.secret()));
+    m.insert("type".into(), "Opaque".into());
+    m.insert("stringData".into(), Value::Mapping(data));
+    Value::Mapping(m)
+}

@@ -1,0 +1,526 @@
+//! The transformation of one pod template (`metadata` and `spec`, as in a
+//! Pod or a workload's `spec.template`): probes moved into the sidecar's
+//! config, the sidecar, its volumes, preStop hooks and grace period
+//! added, and every change recorded so that [`uninject`] can undo it.
+//!
+//! It works on a YAML value, so that fields this version does not know
+//! pass through untouched; an admission webhook can call it with a pod
+//! read from JSON.
+
+use std::time::Duration;
+
+use serde_yaml_ng::{Mapping, Value};
+
+use super::probe::{self, Moved, Plan};
+use super::record::{self, Recorder, lookup};
+use super::{Options, Refusal, Sidecar, Workload};
+use crate::config::{Config, ProbeKind, lints};
+
+/// The sidecar container's name.
+pub const SIDECAR: &str = "healthproxy";
+/// The volume holding the config.
+pub const CONFIG_VOLUME: &str = "healthproxy-config";
+/// The volume holding the token.
+pub const TOKEN_VOLUME: &str = "healthproxy-token";
+/// Where the sidecar reads its config.
+pub const CONFIG_DIR: &str = "/etc/healthproxy";
+/// Where the sidecar reads the token (deploy/'s `drain.token_file`).
+pub const TOKEN_DIR: &str = "/var/run/secrets/healthproxy";
+/// The annotation whose change rolls the pods when the config changes.
+pub const HASH_ANNOTATION: &str = "healthproxy.io/config-hash";
+/// Time left to the app after the drain: the grace period is raised to
+/// `drain.max` plus this when it is shorter.
+pub const APP_SHUTDOWN: Duration = Duration::from_secs(10);
+/// The kubelet's default `terminationGracePeriodSeconds`.
+const DEFAULT_GRACE: u64 = 30;
+
+/// What injecting one pod template produced.
+#[derive(Debug, Clone)]
+pub struct Injection {
+    /// The sidecar's config file.
+    pub config: String,
+    /// The token the preStop hooks send, when any container got one.
+    pub token: Option<String>,
+    /// The probes the sidecar took over.
+    pub moved: Vec<Moved>,
+    /// What the user should know (kept exec probes, kept preStop hooks).
+    pub warnings: Vec<String>,
+}
+
+/// What [`inject`] did.
+#[derive(Debug, Clone)]
+pub enum Injected {
+    /// The template was changed.
+    Changed(Injection),
+    /// Nothing to take over: the template is unchanged.
+    Unchanged {
+        /// Why, and what else the user should know.
+        warnings: Vec<String>,
+    },
+}
+
+/// Injects the sidecar into `template`. `token` is reused when given (a
+/// template injected before keeps its token). An injected template must
+/// be [`uninject`]ed first.
+pub fn inject(
+    template: &mut Value,
+    workload: &Workload,
+    options: &Options,
+    token: Option<String>,
+) -> Result<Injected, Refusal> {
+    let refuse = |field: &str, message: String| Refusal {
+        object: workload.to_string(),
+        field: format!("{}{field}", workload.template_path()),
+        message,
+    };
+    if record::read(template).is_some() {
+        return Err(refuse(
+            &format!("metadata.annotations.{}", record::ANNOTATION),
+            "already injected: uninject it first".into(),
+        ));
+    }
+    let Some(spec) = template.get("spec").and_then(Value::as_mapping) else {
+        return Err(refuse(
+            "spec",
+            "missing: there is no pod spec to inject into".into(),
+        ));
+    };
+    let containers = match spec.get("containers") {
+        Some(Value::Sequence(list)) if !list.is_empty() => list.clone(),
+        _ => {
+            return Err(refuse(
+                "spec.containers",
+                "missing: a pod needs containers".into(),
+            ));
+        }
+    };
+    for list in ["containers", "initContainers", "volumes"] {
+        let taken = [SIDECAR, CONFIG_VOLUME, TOKEN_VOLUME];
+        for item in spec.get(list).and_then(Value::as_sequence).into_iter().flatten() {
+            if let Some(name) = item.get("name").and_then(Value::as_str)
+                && taken.contains(&name)
+            {
+                return Err(refuse(
+                    &format!("spec.{list}[{name}]"),
+                    "this name is the sidecar's: the pod already has healthproxy set up by hand".into(),
+                ));
+            }
+        }
+    }
+
+    let mut warnings = Vec::new();
+    let mut moved = Vec::new();
+    let mut selected = Vec::new();
+    let mut drain_ports = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        let Some(c) = c.as_mapping() else {
+            return Err(refuse(
+                &format!("spec.containers[{i}]"),
+                "must be a mapping".into(),
+            ));
+        };
+        let Some(name) = c.get("name").and_then(Value::as_str) else {
+            return Err(refuse(&format!("spec.containers[{i}].name"), "missing".into()));
+        };
+        if options
+            .containers
+            .as_ref()
+            .is_some_and(|only| !only.iter().any(|o| o == name))
+        {
+            continue;
+        }
+        selected.push(name.to_string());
+        let at = |f: &str| format!("spec.containers[{name}].{f}");
+        for (j, p) in c
+            .get("ports")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let tcp = p
+                .get("protocol")
+                .is_none_or(|proto| proto.as_str() == Some("TCP"));
+            let port = p
+                .get("containerPort")
+                .and_then(Value::as_u64)
+                .and_then(|p| u16::try_from(p).ok());
+            if port == Some(options.port) {
+                return Err(refuse(
+                    &at(&format!("ports[{j}].containerPort")),
+                    format!(
+                        "{} is the sidecar's port: choose another with --port",
+                        options.port
+                    ),
+                ));
+            }
+            if let (true, Some(port)) = (tcp, port) {
+                drain_ports.push(port);
+            }
+        }
+        for kind in ProbeKind::ALL {
+            let field = probe::field(kind);
+            let original = match c.get(field) {
+                None | Some(Value::Null) => continue,
+                Some(Value::Mapping(m)) => m,
+                Some(_) => return Err(refuse(&at(field), "must be a mapping".into())),
+            };
+            match probe::plan(name, c, kind, original) {
+                Err((f, message)) => {
+                    let f = if f.is_empty() { field.to_string() } else { format!("{field}.{f}") };
+                    return Err(refuse(&at(&f), message));
+                }
+                Ok(Plan::Keep) => warnings.push(format!(
+                    "{workload}: container {name}: {field} is an exec probe: it stays with the kubelet (it runs in the app's filesystem)"
+                )),
+                Ok(Plan::Move(m)) => {
+                    if m.handler.port() == options.port && m.handler.on_pod() {
+                        return Err(refuse(
+                            &at(field),
+                            format!(
+                                "probes port {}, the sidecar's: the pod already asks a healthproxy (choose another --port if not)",
+                                options.port
+                            ),
+                        ));
+                    }
+                    if m.handler.on_pod() {
+                        drain_ports.push(m.handler.port());
+                    }
+                    moved.push((m, original.clone()));
+                }
+            }
+        }
+    }
+    if moved.is_empty() {
+        warnings.push(format!(
+            "{workload}: no httpGet, tcpSocket or grpc probe to take over: left unchanged"
+        ));
+        return Ok(Injected::Unchanged { warnings });
+    }
+    drain_ports.sort_unstable();
+    drain_ports.dedup();
+
+    let wants_prestop: Vec<&String> = selected
+        .iter()
+        .filter(|name| {
+            let has = containers
+                .iter()
+                .find(|c| c.get("name").and_then(Value::as_str) == Some(name.as_str()))
+                .and_then(|c| c.get("lifecycle"))
+                .and_then(|l| l.get("preStop"))
+                .is_some_and(|p| !p.is_null());
+            if has {
+                warnings.push(format!(
+                    "{workload}: container {name}: has a preStop hook of its own: kept; the sidecar drains on SIGTERM instead of before it"
+                ));
+            }
+            !has
+        })
+        .collect();
+    let token = if wants_prestop.is_empty() {
+        None
+    } else {
+        Some(token.unwrap_or_else(new_token))
+    };
+    let exit_with_app = workload.is_job() && options.sidecar == Sidecar::Classic;
+    if exit_with_app && drain_ports.is_empty() {
+        return Err(refuse(
+            "spec.containers",
+            "a Job's classic sidecar exits when the app stops listening, and no port of the app is known: declare its ports, or use --sidecar native".into(),
+        ));
+    }
+
+    let config = config_text(
+        workload,
+        options,
+        &drain_ports,
+        token.is_some(),
+        exit_with_app,
+        &moved,
+    );
+    match Config::from_toml_str(&config, "generated config", &|_: &str| None) {
+        Err(errors) => {
+            let e = &errors.errors[0];
+            return Err(refuse(
+                "spec.containers",
+                format!(
+                    "the probes do not make a valid healthproxy config ({}: {})",
+                    e.key, e.message
+                ),
+            ));
+        }
+        Ok(parsed) => {
+            for lint in lints(&parsed) {
+                warnings.push(format!(
+                    "{workload}: check {}: {} (as in the original probe)",
+                    lint.check, lint.message
+                ));
+            }
+        }
+    }
+
+    // Every check is valid: change the template.
+    let mut rec = Recorder::new();
+    for (m, original) in &moved {
+        let rewritten = m.rewritten(options.port, original).map_err(|message| {
+            refuse(
+                &format!("spec.containers[{}].{}", m.container, probe::field(m.kind)),
+                message,
+            )
+        })?;
+        rec.set(
+            template,
+            &["spec", "containers", &m.container, probe::field(m.kind)],
+            rewritten,
+        );
+    }
+    if let Some(token) = &token {
+        for name in &wants_prestop {
+            let lifecycle = lookup(template, &["spec", "containers", name, "lifecycle"]).cloned();
+            let mut lifecycle = match lifecycle {
+                Some(Value::Mapping(m)) => m,
+                _ => Mapping::new(),
+            };
+            lifecycle.insert("preStop".into(), prestop(options.port, token));
+            rec.set(
+                template,
+                &["spec", "containers", name, "lifecycle"],
+                Value::Mapping(lifecycle),
+            );
+        }
+    }
+    let sidecar = sidecar(options, token.is_some());
+    match options.sidecar {
+        Sidecar::Native => rec.add_item(template, &["spec", "initContainers"], sidecar, false),
+        Sidecar::Classic => rec.add_item(template, &["spec", "containers"], sidecar, true),
+    }
+    rec.add_item(
+        template,
+        &["spec", "volumes"],
+        volume(CONFIG_VOLUME, "configMap", "name", &workload.config_map()),
+        false,
+    );
+    if token.is_some() {
+        rec.add_item(
+            template,
+            &["spec", "volumes"],
+            volume(TOKEN_VOLUME, "secret", "secretName", &workload.secret()),
+            false,
+        );
+    }
+    let grace = template
+        .get("spec")
+        .and_then(|s| s.get("terminationGracePeriodSeconds"))
+        .and_then(Value::as_u64)
+        .unwrap_or(DEFAULT_GRACE);
+    let needed = (options.drain_max + APP_SHUTDOWN).as_secs_f64().ceil() as u64;
+    if grace < needed {
+        warnings.push(format!(
+            "{workload}: terminationGracePeriodSeconds raised from {grace} to {needed}: drain.max ({}) and {}s for the app after it",
+            humantime::format_duration(options.drain_max),
+            APP_SHUTDOWN.as_secs()
+        ));
+        rec.set(
+            template,
+            &["spec", "terminationGracePeriodSeconds"],
+            needed.into(),
+        );
+    }
+    rec.ensure_map(template, &["metadata"]);
+    rec.ensure_map(template, &["metadata", "annotations"]);
+    rec.set(
+        template,
+        &["metadata", "annotations", HASH_ANNOTATION],
+        hash(&config).into(),
+    );
+    let has_default = template
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get("kubectl.kubernetes.io/default-container"))
+        .is_some();
+    if options.sidecar == Sidecar::Classic && !has_default {
+        // The classic sidecar comes first: `kubectl logs` and `exec` pick
+        // the app, not it.
+        let first = containers[0].get("name").cloned().unwrap_or(Value::Null);
+        rec.set(
+            template,
+            &[
+                "metadata",
+                "annotations",
+                "kubectl.kubernetes.io/default-container",
+            ],
+            first,
+        );
+    }
+    let text = rec.finish();
+    if let Some(Value::Mapping(a)) = lookup(template, &["metadata", "annotations"]) {
+        a.insert(record::ANNOTATION.into(), text.into());
+    }
+    Ok(Injected::Changed(Injection {
+        config,
+        token,
+        moved: moved.into_iter().map(|(m, _)| m).collect(),
+        warnings,
+    }))
+}
+
+/// What [`uninject`] found in an injected template.
+#[derive(Debug, Clone, Default)]
+pub struct Uninjected {
+    /// The token its preStop hooks sent, to inject again with the same.
+    pub token: Option<String>,
+    /// Fields changed since `inject` that could not be restored.
+    pub warnings: Vec<String>,
+}
+
+/// Restores `template` as it was before [`inject`]; `None` when it was
+/// not injected.
+pub fn uninject(template: &mut Value, workload: &Workload) -> Result<Option<Uninjected>, Refusal> {
+    let record = match record::read(template) {
+        None => return Ok(None),
+        Some(Ok(r)) => r,
+        Some(Err(message)) => {
+            return Err(Refusal {
+                object: workload.to_string(),
+                field: format!(
+                    "{}metadata.annotations.{}",
+                    workload.template_path(),
+                    record::ANNOTATION
+                ),
+                message: format!("cannot be read: {message}"),
+            });
+        }
+    };
+    let token = existing_token(template);
+    record::remove(template);
+    let warnings = record::undo(template, &record)
+        .into_iter()
+        .map(|path| format!("{workload}: {path} was changed since inject and could not be restored"))
+        .collect();
+    Ok(Some(Uninjected { token, warnings }))
+}
+
+/// The token in the injected preStop hook of any container.
+fn existing_token(template: &Value) -> Option<String> {
+    let containers = template.get("spec")?.get("containers")?.as_sequence()?;
+    containers.iter().find_map(|c| {
+        let get = c.get("lifecycle")?.get("preStop")?.get("httpGet")?;
+        if get.get("path")?.as_str()? != "/prestop" {
+            return None;
+        }
+        get.get("httpHeaders")?.as_sequence()?.iter().find_map(|h| {
+            (h.get("name")?.as_str()? == "Authorization")
+                .then(|| {
+                    h.get("value")?
+                        .as_str()?
+                        .strip_prefix("Bearer ")
+                        .map(str::to_string)
+                })
+                .flatten()
+        })
+    })
+}
+
+fn config_text(
+    workload: &Workload,
+    options: &Options,
+    ports: &[u16],
+    token: bool,
+    exit_with_app: bool,
+    moved: &[(Moved, Mapping)],
+) -> String {
+    let mut out = format!(
+        "# Generated by `healthproxy inject` from {workload}: its containers'\n\
+         # probes, with their handlers and timing. The containers' probes ask\n\
+         # this sidecar instead; `healthproxy uninject` puts them back.\n\
+         listen = \"[::]:{}\"\n\n[drain]\nmax = \"{}\"\n",
+        options.port,
+        humantime::format_duration(options.drain_max)
+    );
+    if !ports.is_empty() {
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        out.push_str(&format!("ports = [{}]\n", list.join(", ")));
+    }
+    if token {
+        out.push_str(&format!("token_file = \"{TOKEN_DIR}/token\"\n"));
+    }
+    if exit_with_app {
+        out.push_str(
+            "# A Job's pod completes only once every container has exited.\nexit_when_app_exits = true\n",
+        );
+    }
+    for (m, _) in moved {
+        out.push('\n');
+        out.push_str(&m.toml());
+    }
+    out
+}
+
+fn prestop(port: u16, token: &str) -> Value {
+    serde_yaml_ng::from_str(&format!(
+        "httpGet:\n  path: /prestop\n  port: {port}\n  httpHeaders:\n    - name: Authorization\n      value: Bearer {token}\n"
+    ))
+    .expect("the preStop hook parses")
+}
+
+fn volume(name: &str, kind: &str, key: &str, source: &str) -> Value {
+    let mut inner = Mapping::new();
+    inner.insert(key.into(), source.into());
+    let mut v = Mapping::new();
+    v.insert("name".into(), name.into());
+    v.insert(kind.into(), Value::Mapping(inner));
+    Value::Mapping(v)
+}
+
+/// The sidecar container, as deploy/native/sidecar.yaml and
+/// deploy/classic/sidecar.yaml write it.
+fn sidecar(options: &Options, token: bool) -> Value {
+    let native = options.sidecar == Sidecar::Native;
+    let port = options.port;
+    let mut text = format!(
+        "name: {SIDECAR}\nimage: {}\n",
+        serde_json::to_string(&options.image).expect("text")
+    );
+    if native {
+        text.push_str("restartPolicy: Always\n");
+    }
+    text.push_str(&format!(
+        "args: [\"run\", \"--config\", \"{CONFIG_DIR}/config.toml\", \"--log-format\", \"json\"]\n\
+         ports:\n  - name: health\n    containerPort: {port}\n"
+    ));
+    if native {
+        // The kubelet starts the app once this has passed.
+        text.push_str(&format!(
+            "startupProbe:\n  httpGet: {{path: /healthz, port: {port}}}\n  periodSeconds: 1\n  timeoutSeconds: 1\n  failureThreshold: 30\n"
+        ));
+    }
+    text.push_str(&format!(
+        "livenessProbe:\n  httpGet: {{path: /healthz, port: {port}}}\n  periodSeconds: 10\n  timeoutSeconds: 1\n  failureThreshold: 3\n\
+         resources:\n  requests: {{cpu: 10m, memory: 16Mi}}\n  limits: {{memory: 64Mi}}\n\
+         securityContext:\n  runAsNonRoot: true\n  runAsUser: 65532\n  runAsGroup: 65532\n  readOnlyRootFilesystem: true\n  \
+         allowPrivilegeEscalation: false\n  privileged: false\n  capabilities: {{drop: [\"ALL\"]}}\n  seccompProfile: {{type: RuntimeDefault}}\n\
+         volumeMounts:\n  - {{name: {CONFIG_VOLUME}, mountPath: {CONFIG_DIR}, readOnly: true}}\n"
+    ));
+    if token {
+        text.push_str(&format!(
+            "  - {{name: {TOKEN_VOLUME}, mountPath: {TOKEN_DIR}, readOnly: true}}\n"
+        ));
+    }
+    serde_yaml_ng::from_str(&text).expect("the sidecar container parses")
+}
+
+/// The first 16 hex digits of the config's SHA-256.
+fn hash(config: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, config.as_bytes());
+    digest.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// 32 random bytes, in hex.
+fn new_token() -> String {
+    use ring::rand::SecureRandom as _;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .expect("the system's random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
