@@ -211,7 +211,11 @@ pub fn inject(
                 .is_some_and(|p| !p.is_null());
             if has {
                 warnings.push(format!(
-                    "{workload}: container {name}: has a preStop hook of its own: kept; the sidecar drains on SIGTERM instead of before it"
+                    "{workload}: container {name}: has a preStop hook of its own: kept, so the kubelet does not wait for the drain before stopping it{}",
+                    match options.sidecar {
+                        Sidecar::Classic => " (the sidecar drains on its own SIGTERM)",
+                        Sidecar::Native => " (add a GET of /prestop to the hook to drain first)",
+                    }
                 ));
             }
             !has

@@ -28,7 +28,7 @@ fn free_port() -> u16 {
 }
 
 /// The demo app binary, built on demand when the examples were not built.
-fn demo_app() -> PathBuf {
+pub(crate) fn demo_app() -> PathBuf {
     let bin = crate::support::binary();
     let path = bin.parent().unwrap().join("examples").join("demo-app");
     if !path.exists() {

@@ -13,6 +13,7 @@ mod grpc_check;
 mod haproxy;
 mod hostile;
 mod http_check;
+mod inject;
 mod metrics;
 mod reasons;
 mod soak;

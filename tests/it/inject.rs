@@ -1,0 +1,842 @@
+//! `inject` and `uninject` on manifests written for the purpose
+//! (`tests/fixtures/inject`: every workload kind and the edge cases), and
+//! end to end: an injected Deployment's config run by the real binary
+//! against the demo app, asked what the rewritten probes and the preStop
+//! hook ask.
+//!
+//! Every object written is read as a typed Kubernetes object (k8s-openapi)
+//! and written back unchanged, so that a misspelt or unknown field fails.
+//! Each original probe is read here independently of `inject`, with the
+//! kubelet's defaults, and compared with the check the sidecar runs.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Pod, PodSpec, Probe, ReplicationController, Secret, Service,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
+use serde_yaml_ng::Value;
+
+use healthproxy::config::{CheckKind, Config, ProbeKind, Scheme, lints};
+use healthproxy::inject::{self, Options, Sidecar};
+
+use crate::support::{Proxy, binary, eventually, request};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Every fixture: its name and text.
+fn fixtures() -> Vec<(String, String)> {
+    let mut out: Vec<_> = std::fs::read_dir(repo().join("tests/fixtures/inject"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    out.sort();
+    assert!(out.len() >= 10, "the fixtures are there");
+    out
+}
+
+fn options(sidecar: Sidecar) -> Options {
+    Options {
+        sidecar,
+        ..Options::default()
+    }
+}
+
+/// The objects of a stream, the items of a List in its place.
+fn objects(text: &str) -> Vec<Json> {
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let v: Value = serde::Deserialize::deserialize(doc).unwrap();
+        if v.is_null() {
+            continue;
+        }
+        let j = serde_json::to_value(&v).unwrap();
+        if j["kind"] == "List" {
+            out.extend(j["items"].as_array().unwrap().iter().cloned());
+        } else {
+            out.push(j);
+        }
+    }
+    out
+}
+
+/// Reads `object` as a typed `T` and writes it back: nothing may be lost.
+fn typed_as<T: DeserializeOwned + Serialize>(object: &Json) {
+    let t: T = serde_json::from_value(object.clone())
+        .unwrap_or_else(|e| panic!("{}: {e}\n{object:#}", object["kind"]));
+    let back = serde_json::to_value(&t).unwrap();
+    assert_eq!(
+        &back, object,
+        "{} changed when read as a typed object",
+        object["kind"]
+    );
+}
+
+fn typed(object: &Json) {
+    match object["kind"].as_str().unwrap() {
+        "Pod" => typed_as::<Pod>(object),
+        "Deployment" => typed_as::<Deployment>(object),
+        "StatefulSet" => typed_as::<StatefulSet>(object),
+        "DaemonSet" => typed_as::<DaemonSet>(object),
+        "ReplicaSet" => typed_as::<ReplicaSet>(object),
+        "ReplicationController" => typed_as::<ReplicationController>(object),
+        "Job" => typed_as::<Job>(object),
+        "CronJob" => typed_as::<CronJob>(object),
+        "ConfigMap" => typed_as::<ConfigMap>(object),
+        "Secret" => typed_as::<Secret>(object),
+        "Service" => typed_as::<Service>(object),
+        other => panic!("no typed check for {other}"),
+    }
+}
+
+/// The pod spec of a workload, typed.
+fn pod_spec(object: &Json) -> Option<PodSpec> {
+    let template = match object["kind"].as_str()? {
+        "Pod" => object,
+        "CronJob" => &object["spec"]["jobTemplate"]["spec"]["template"],
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" | "Job" => {
+            &object["spec"]["template"]
+        }
+        _ => return None,
+    };
+    Some(serde_json::from_value(template["spec"].clone()).unwrap())
+}
+
+fn find<'a>(objects: &'a [Json], kind: &str, name: &str) -> Option<&'a Json> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+/// A check as the kubelet would run the original probe.
+#[derive(Debug, PartialEq, Eq)]
+enum Handler {
+    Http {
+        https: bool,
+        host: String,
+        port: u16,
+        path: String,
+        headers: Vec<(String, String)>,
+    },
+    Tcp {
+        host: String,
+        port: u16,
+    },
+    Grpc {
+        port: u16,
+        service: String,
+    },
+}
+
+/// Initial delay, period, timeout, success and failure thresholds, in
+/// seconds and counts.
+type Timing = [u64; 5];
+
+/// The kubelet's reading of `probe` on `container` (kubelet-semantics
+/// §1.1, §2, §3.1): defaults for absent or zero fields, a named port
+/// looked up in the container's ports. `None` for an exec probe.
+fn kubelet_reading(container: &Container, probe: &Probe) -> Option<(Handler, Timing)> {
+    let port = |p: &IntOrString| -> u16 {
+        match p {
+            IntOrString::Int(n) => *n as u16,
+            IntOrString::String(name) => container
+                .ports
+                .iter()
+                .flatten()
+                .find(|cp| cp.name.as_deref() == Some(name.as_str()))
+                .map(|cp| cp.container_port as u16)
+                .unwrap_or_else(|| name.parse().unwrap()),
+        }
+    };
+    // The sidecar shares the pod's network: loopback is the pod.
+    let host = |h: &Option<String>| h.clone().unwrap_or_else(|| "127.0.0.1".into());
+    let handler = if let Some(h) = &probe.http_get {
+        let path = h.path.clone().unwrap_or_else(|| "/".into());
+        Handler::Http {
+            https: h.scheme.as_deref() == Some("HTTPS"),
+            host: host(&h.host),
+            port: port(&h.port),
+            path: if path.starts_with('/') {
+                path
+            } else {
+                format!("/{path}")
+            },
+            headers: h
+                .http_headers
+                .iter()
+                .flatten()
+                .map(|x| (x.name.clone(), x.value.clone()))
+                .collect(),
+        }
+    } else if let Some(t) = &probe.tcp_socket {
+        Handler::Tcp {
+            host: host(&t.host),
+            port: port(&t.port),
+        }
+    } else if let Some(g) = &probe.grpc {
+        Handler::Grpc {
+            port: g.port as u16,
+            service: g.service.clone().unwrap_or_default(),
+        }
+    } else {
+        return None;
+    };
+    let or = |v: Option<i32>, d: u64| v.filter(|v| *v > 0).map_or(d, |v| v as u64);
+    let timing = [
+        probe.initial_delay_seconds.unwrap_or(0) as u64,
+        or(probe.period_seconds, 10),
+        or(probe.timeout_seconds, 1),
+        or(probe.success_threshold, 1),
+        or(probe.failure_threshold, 3),
+    ];
+    Some((handler, timing))
+}
+
+/// The sidecar's check, in the same terms.
+fn check_reading(kind: &CheckKind) -> Handler {
+    match kind {
+        CheckKind::Http(h) => {
+            let mut headers = h.headers.clone();
+            headers.sort();
+            Handler::Http {
+                https: h.scheme == Scheme::Https,
+                host: h.host.name.clone(),
+                port: h.port,
+                path: h.path.clone(),
+                headers,
+            }
+        }
+        CheckKind::Tcp(t) => Handler::Tcp {
+            host: t.host.name.clone(),
+            port: t.port,
+        },
+        CheckKind::Grpc(g) => Handler::Grpc {
+            port: g.port,
+            service: g.service.clone(),
+        },
+        other => panic!("inject never writes a {} check", other.as_str()),
+    }
+}
+
+fn probe_of(c: &Container, kind: ProbeKind) -> Option<&Probe> {
+    match kind {
+        ProbeKind::Startup => c.startup_probe.as_ref(),
+        ProbeKind::Liveness => c.liveness_probe.as_ref(),
+        ProbeKind::Readiness => c.readiness_probe.as_ref(),
+    }
+}
+
+/// The sidecar container as deploy/ writes it for `sidecar`.
+fn deploy_sidecar(sidecar: Sidecar) -> Container {
+    let (dir, list) = match sidecar {
+        Sidecar::Native => ("native", "initContainers"),
+        Sidecar::Classic => ("classic", "containers"),
+    };
+    let text = std::fs::read_to_string(repo().join(format!("deploy/{dir}/sidecar.yaml"))).unwrap();
+    let patch = objects(&text).remove(0);
+    serde_json::from_value(patch["spec"]["template"]["spec"][list][0].clone()).unwrap()
+}
+
+/// Checks one injected workload against its original: every probe moved
+/// with its meaning, exec probes and own preStop hooks kept, the sidecar
+/// as deploy/ writes it, the config valid and free of lints.
+fn check_workload(original: &Json, output: &[Json], sidecar: Sidecar) {
+    let name = original["metadata"]["name"].as_str().unwrap();
+    let kind = original["kind"].as_str().unwrap();
+    let before = pod_spec(original).unwrap();
+    let injected = find(output, kind, name).unwrap();
+    let after = pod_spec(injected).unwrap();
+    let moved_any = before.containers.iter().any(|c| {
+        ProbeKind::ALL
+            .iter()
+            .any(|k| probe_of(c, *k).is_some_and(|p| p.exec.is_none()))
+    });
+    if !moved_any {
+        assert_eq!(original, injected, "{kind} {name}: nothing to move, unchanged");
+        return;
+    }
+    let config_map = find(output, "ConfigMap", &format!("{name}-healthproxy")).expect("the ConfigMap");
+    let text = config_map["data"]["config.toml"].as_str().unwrap();
+    let config = Config::from_toml_str(text, "generated", &|_: &str| None).unwrap();
+    assert_eq!(
+        lints(&config),
+        vec![],
+        "{kind} {name}: the generated config has no lint"
+    );
+    let token = find(output, "Secret", &format!("{name}-healthproxy-token"))
+        .map(|s| s["stringData"]["token"].as_str().unwrap().to_string());
+
+    for c in &before.containers {
+        let out = after.containers.iter().find(|o| o.name == c.name).unwrap();
+        for kind in ProbeKind::ALL {
+            let original_probe = probe_of(c, kind);
+            let rewritten = probe_of(out, kind);
+            let Some(probe) = original_probe else {
+                assert!(rewritten.is_none(), "{name}/{}: no {kind} probe appears", c.name);
+                continue;
+            };
+            let Some((handler, timing)) = kubelet_reading(c, probe) else {
+                assert_eq!(rewritten, Some(probe), "{name}/{}: an exec probe stays", c.name);
+                continue;
+            };
+            let check = config
+                .checks
+                .iter()
+                .find(|k| k.container.as_deref() == Some(c.name.as_str()) && k.probes.contains(kind))
+                .unwrap_or_else(|| panic!("{name}/{}: the {kind} probe became a check", c.name));
+            let mut expected = handler;
+            if let Handler::Http { headers, .. } = &mut expected {
+                headers.sort();
+            }
+            assert_eq!(check_reading(&check.kind), expected, "{name}/{} {kind}", c.name);
+            let t = &check.timing;
+            let secs = |d: Duration| d.as_secs();
+            assert_eq!(
+                [
+                    secs(t.initial_delay),
+                    secs(t.period),
+                    secs(t.timeout),
+                    u64::from(t.success_threshold),
+                    u64::from(t.failure_threshold)
+                ],
+                timing,
+                "{name}/{} {kind}: the check keeps the probe's timing",
+                c.name
+            );
+            // The rewritten probe asks the sidecar, with the documented
+            // guarantees.
+            let r = rewritten.unwrap();
+            let get = r.http_get.as_ref().unwrap();
+            assert_eq!(
+                get.path.as_deref(),
+                Some(format!("/containers/{}/{}", c.name, kind.endpoint()).as_str())
+            );
+            assert_eq!(get.port, IntOrString::Int(9775));
+            let [delay, period, timeout, _, failure] = timing;
+            let spacing = period.max(timeout);
+            let (rd, rp, rf) = (
+                r.initial_delay_seconds.unwrap() as u64,
+                r.period_seconds.unwrap() as u64,
+                r.failure_threshold.unwrap() as u64,
+            );
+            assert!(rd >= delay, "never asked before the original delay");
+            match kind {
+                ProbeKind::Startup => {
+                    assert!(
+                        rf * rp >= failure * spacing + spacing,
+                        "the startup budget is kept"
+                    );
+                    assert!(
+                        rf * rp <= failure * spacing + spacing + 1,
+                        "and no more than a period and a second over"
+                    );
+                }
+                _ => {
+                    assert!(rf >= 2, "one lost answer is never enough");
+                    assert!(
+                        rf * rp <= period + 1,
+                        "the kubelet acts within a period and a second"
+                    );
+                }
+            }
+            assert_eq!(
+                r.termination_grace_period_seconds,
+                probe.termination_grace_period_seconds
+            );
+        }
+        // preStop: the container's own kept, else the sidecar's /prestop.
+        let own = c.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref());
+        let now = out.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()).unwrap();
+        match own {
+            Some(own) => assert_eq!(own, now),
+            None => {
+                let get = now.http_get.as_ref().unwrap();
+                assert_eq!(get.path.as_deref(), Some("/prestop"));
+                let header = &get.http_headers.as_ref().unwrap()[0];
+                assert_eq!(header.name, "Authorization");
+                assert_eq!(
+                    Some(header.value.clone()),
+                    token.as_ref().map(|t| format!("Bearer {t}"))
+                );
+            }
+        }
+    }
+
+    // The sidecar, as deploy/ writes it (but the image).
+    let list = match sidecar {
+        Sidecar::Native => after.init_containers.clone().unwrap(),
+        Sidecar::Classic => after.containers.clone(),
+    };
+    let mut ours = match sidecar {
+        Sidecar::Native => list.last().unwrap().clone(),
+        Sidecar::Classic => list[0].clone(),
+    };
+    assert_eq!(ours.name, "healthproxy");
+    let mut reference = deploy_sidecar(sidecar);
+    ours.image = None;
+    reference.image = None;
+    if token.is_none() {
+        reference
+            .volume_mounts
+            .as_mut()
+            .unwrap()
+            .retain(|m| m.name != "healthproxy-token");
+    }
+    assert_eq!(ours, reference, "{kind} {name}: the sidecar is deploy/'s");
+    let grace = after.termination_grace_period_seconds.unwrap_or(30);
+    assert!(
+        Duration::from_secs(grace as u64) >= config.drain.max + Duration::from_secs(10),
+        "the grace period covers the drain and the app's own shutdown"
+    );
+    if kind == "Job" || kind == "CronJob" {
+        assert_eq!(config.drain.exit_when_app_exits, sidecar == Sidecar::Classic);
+    }
+}
+
+#[test]
+fn every_fixture_injects_into_typed_objects_with_every_probe_kept_in_meaning() {
+    for (name, text) in fixtures() {
+        for sidecar in [Sidecar::Native, Sidecar::Classic] {
+            let out = inject::inject(&text, &options(sidecar)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let output = objects(&out.text);
+            output.iter().for_each(typed);
+            let input = objects(&text);
+            input.iter().for_each(typed);
+            for original in &input {
+                if pod_spec(original).is_some() {
+                    check_workload(original, &output, sidecar);
+                } else {
+                    assert!(
+                        output.contains(original),
+                        "{name}: {} passes through",
+                        original["kind"]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `a` and `b` hold the same objects, keys in the same order.
+fn assert_same_stream(a: &str, b: &str, what: &str) {
+    let docs = |t: &str| -> Vec<String> {
+        serde_yaml_ng::Deserializer::from_str(t)
+            .map(|d| {
+                serde_yaml_ng::to_string(&<Value as serde::Deserialize>::deserialize(d).unwrap()).unwrap()
+            })
+            .filter(|d| d.trim() != "null")
+            .collect()
+    };
+    assert_eq!(docs(a), docs(b), "{what}");
+}
+
+#[test]
+fn uninject_restores_every_fixture_and_inject_is_idempotent() {
+    for (name, text) in fixtures() {
+        for sidecar in [Sidecar::Native, Sidecar::Classic] {
+            let once = inject::inject(&text, &options(sidecar)).unwrap().text;
+            let twice = inject::inject(&once, &options(sidecar)).unwrap().text;
+            assert_eq!(once, twice, "{name}: inject(inject(x)) == inject(x)");
+            let back = inject::uninject(&once).unwrap().text;
+            assert_same_stream(&back, &text, &format!("{name}: uninject(inject(x)) == x"));
+            // Documents inject leaves alone come back as written.
+            let unchanged_back = inject::uninject(&text).unwrap().text;
+            assert_eq!(
+                unchanged_back, text,
+                "{name}: uninject of a stream never injected changes nothing"
+            );
+        }
+    }
+}
+
+#[test]
+fn documents_left_alone_keep_their_text_and_comments() {
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/inject/deployment.yaml")).unwrap();
+    let out = inject::inject(&text, &Options::default()).unwrap().text;
+    let service = text.split("---\n").next().unwrap();
+    assert!(
+        out.starts_with(service),
+        "the Service is written as it was:\n{out}"
+    );
+}
+
+#[test]
+fn an_injected_pod_changed_since_keeps_the_change_on_uninject() {
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/inject/replicaset.yaml")).unwrap();
+    let once = inject::inject(&text, &Options::default()).unwrap().text;
+    let edited = once.replace("image: redis:7", "image: redis:7.2");
+    let back = inject::uninject(&edited).unwrap().text;
+    assert_same_stream(
+        &back,
+        &text.replace("image: redis:7", "image: redis:7.2"),
+        "the new image stays",
+    );
+}
+
+#[test]
+fn reinjecting_with_other_options_starts_from_the_original() {
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/inject/pod.yaml")).unwrap();
+    let native = inject::inject(&text, &Options::default()).unwrap().text;
+    let classic = inject::inject(&native, &options(Sidecar::Classic)).unwrap().text;
+    let direct = inject::inject(&text, &options(Sidecar::Classic)).unwrap().text;
+    let token = |t: &str| {
+        let objects = objects(t);
+        find(&objects, "Secret", "solo-healthproxy-token").unwrap()["stringData"]["token"].clone()
+    };
+    assert_eq!(token(&native), token(&classic), "the token is kept");
+    // Written as plain text or quoted, as the random token happens to be.
+    let normal = |text: &str| {
+        let t = token(text);
+        let t = t.as_str().unwrap();
+        text.replace(&format!("\"{t}\""), t).replace(t, "TOKEN")
+    };
+    assert_eq!(normal(&classic), normal(&direct));
+}
+
+#[test]
+fn what_cannot_be_carried_over_is_refused_naming_object_and_field() {
+    let base = std::fs::read_to_string(repo().join("tests/fixtures/inject/pod.yaml")).unwrap();
+    let cases = [
+        (
+            base.replace("port: http}", "port: admin}"),
+            "spec.containers[web].livenessProbe.httpGet.port",
+        ),
+        (
+            base.replace("periodSeconds: 3", "periodSeconds: 3\n        sleepSeconds: 1"),
+            "spec.containers[web].readinessProbe.sleepSeconds",
+        ),
+        (
+            base.replace("containerPort: 80", "containerPort: 9775"),
+            "spec.containers[web].ports[0].containerPort",
+        ),
+        (base.replace("name: solo\n", ""), "metadata.name"),
+        (
+            base.replace("- name: web", "- name: healthproxy"),
+            "spec.containers[healthproxy]",
+        ),
+    ];
+    for (text, field) in cases {
+        let refusal = inject::inject(&text, &Options::default()).unwrap_err();
+        assert_eq!(refusal.field, field, "{refusal}");
+        assert!(refusal.object.contains("Pod"), "{refusal}");
+    }
+    // A Job's classic sidecar must know the app's port to exit with it.
+    let job = std::fs::read_to_string(repo().join("tests/fixtures/inject/job.yaml"))
+        .unwrap()
+        .replace("          ports: [{containerPort: 8080}]\n", "")
+        .replace("port: 8080", "port: 8080, host: db.example");
+    let refusal = inject::inject(&job, &options(Sidecar::Classic)).unwrap_err();
+    assert_eq!(refusal.field, "spec.template.spec.containers", "{refusal}");
+}
+
+#[test]
+fn only_the_containers_asked_for_are_injected() {
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/inject/daemonset.yaml")).unwrap();
+    let out = inject::inject(
+        &text,
+        &Options {
+            containers: Some(vec!["shipper".into()]),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let output = objects(&out.text);
+    let spec = pod_spec(find(&output, "DaemonSet", "agent").unwrap()).unwrap();
+    let collector = spec.containers.iter().find(|c| c.name == "collector").unwrap();
+    assert_eq!(
+        collector
+            .liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .as_deref(),
+        Some("/health"),
+        "collector is left alone"
+    );
+    let config = find(&output, "ConfigMap", "agent-healthproxy").unwrap()["data"]["config.toml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(config.contains("container = \"shipper\"") && !config.contains("collector"));
+}
+
+// === The command line ===
+
+fn cli(args: &[&str], stdin: &str) -> (i32, String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn fixture_path(name: &str) -> String {
+    repo()
+        .join("tests/fixtures/inject")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn the_command_reads_files_or_stdin_and_round_trips() {
+    let pod = fixture_path("pod.yaml");
+    let (code, out, err) = cli(&["inject", &pod, &fixture_path("job.yaml")], "");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        objects(&out).len(),
+        2 * 3,
+        "Pod, Job and their ConfigMaps and Secrets:\n{out}"
+    );
+    let (code, back, err) = cli(&["uninject", "-"], &out);
+    assert_eq!(code, 0, "{err}");
+    let original = format!(
+        "{}---\n{}",
+        std::fs::read_to_string(&pod).unwrap(),
+        std::fs::read_to_string(fixture_path("job.yaml")).unwrap()
+    );
+    assert_same_stream(&back, &original, "uninject | inject");
+}
+
+#[test]
+fn a_refusal_exits_2_naming_object_and_field_and_writes_nothing() {
+    let text = std::fs::read_to_string(fixture_path("pod.yaml"))
+        .unwrap()
+        .replace("port: http}", "port: admin}");
+    let (code, out, err) = cli(&["inject"], &text);
+    assert_eq!(code, 2);
+    assert_eq!(out, "", "no partial stream");
+    assert!(
+        err.contains("Pod solo: spec.containers[web].livenessProbe.httpGet.port: port \"admin\" not found"),
+        "{err}"
+    );
+}
+
+#[test]
+fn dry_run_says_what_moved_where_and_writes_nothing() {
+    let (code, out, err) = cli(
+        &[
+            "inject",
+            "--dry-run",
+            "--sidecar",
+            "classic",
+            &fixture_path("statefulset.yaml"),
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "");
+    assert!(
+        err.contains("StatefulSet store: container db: readinessProbe grpc :50051 service \"store.v1.Store\" -> check \"db-readiness\" in ConfigMap store-healthproxy; the probe now asks :9775/containers/db/readyz"),
+        "{err}"
+    );
+    assert!(err.contains("classic sidecar"), "{err}");
+}
+
+#[test]
+fn the_generated_config_passes_check_config_with_no_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in fixtures() {
+        let out = inject::inject(&text, &Options::default()).unwrap();
+        for cm in objects(&out.text)
+            .iter()
+            .filter(|o| o["kind"] == "ConfigMap" && o["data"]["config.toml"].is_string())
+        {
+            let path = dir.path().join("config.toml");
+            std::fs::write(&path, cm["data"]["config.toml"].as_str().unwrap()).unwrap();
+            let out = Command::new(binary())
+                .arg("check-config")
+                .arg(&path)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "{name}: {stderr}");
+            assert_eq!(stderr, "", "{name}: no warning");
+        }
+    }
+}
+
+// === End to end ===
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed on drop.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn an_injected_deployment_answers_its_probes_as_the_original_did() {
+    let (http, grpc) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let _app = Process(
+        Command::new(crate::haproxy::demo_app())
+            .args(["--http", &format!("127.0.0.1:{http}")])
+            .args(["--grpc", &format!("127.0.0.1:{grpc}")])
+            .arg("--heartbeat")
+            .arg(dir.path().join("heartbeat"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: demo}}\nspec:\n  selector: {{matchLabels: {{app: demo}}}}\n  template:\n    metadata: {{labels: {{app: demo}}}}\n    spec:\n      containers:\n        - name: app\n          image: demo\n          ports: [{{name: http, containerPort: {http}}}, {{name: grpc, containerPort: {grpc}}}]\n          startupProbe:\n            tcpSocket: {{port: http}}\n            periodSeconds: 1\n            failureThreshold: 30\n          livenessProbe:\n            httpGet: {{path: /healthz, port: http}}\n            periodSeconds: 1\n            failureThreshold: 2\n          readinessProbe:\n            grpc: {{port: {grpc}, service: demo}}\n            periodSeconds: 1\n            failureThreshold: 1\n"
+    );
+    let (code, out, err) = cli(&["inject", "-"], &manifest);
+    assert_eq!(code, 0, "{err}");
+    let output = objects(&out);
+    let config = find(&output, "ConfigMap", "demo-healthproxy").unwrap()["data"]["config.toml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let token = find(&output, "Secret", "demo-healthproxy-token").unwrap()["stringData"]["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The Secret's file, where this test can put it.
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, &token).unwrap();
+    let config = config.replace("/var/run/secrets/healthproxy/token", token_file.to_str().unwrap());
+    let config_file = dir.path().join("config.toml");
+    std::fs::write(&config_file, config).unwrap();
+    let proxy = Proxy::spawn(&binary(), &config_file);
+
+    let spec = pod_spec(find(&output, "Deployment", "demo").unwrap()).unwrap();
+    let app = &spec.containers[0];
+    let path = |kind| {
+        probe_of(app, kind)
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .path
+            .clone()
+            .unwrap()
+    };
+    let status = |p: String| {
+        let addr = proxy.addr;
+        async move { request(addr, "GET", &p, &[]).await.status }
+    };
+    // Healthy: every rewritten probe passes.
+    for kind in ProbeKind::ALL {
+        let p = path(kind);
+        eventually(Duration::from_secs(10), &format!("{p} -> 200"), || {
+            let p = p.clone();
+            async move { status(p).await == 200 }
+        })
+        .await;
+    }
+    // Failing (HTTP 500, gRPC NOT_SERVING): liveness and readiness fail,
+    // the latched startup does not.
+    request(format!("127.0.0.1:{http}").parse().unwrap(), "POST", "/fail", &[]).await;
+    for kind in [ProbeKind::Liveness, ProbeKind::Readiness] {
+        let p = path(kind);
+        eventually(Duration::from_secs(10), &format!("{p} -> 503"), || {
+            let p = p.clone();
+            async move { status(p).await == 503 }
+        })
+        .await;
+    }
+    assert_eq!(status(path(ProbeKind::Startup)).await, 200);
+    request(
+        format!("127.0.0.1:{http}").parse().unwrap(),
+        "POST",
+        "/recover",
+        &[],
+    )
+    .await;
+    let ready = path(ProbeKind::Readiness);
+    eventually(Duration::from_secs(10), "readiness recovers", || {
+        let p = ready.clone();
+        async move { status(p).await == 200 }
+    })
+    .await;
+
+    // The preStop hook, with the manifest's header: the drain, once done.
+    let hook = app
+        .lifecycle
+        .as_ref()
+        .unwrap()
+        .pre_stop
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(hook.port, IntOrString::Int(9775));
+    let headers: BTreeMap<String, String> = hook
+        .http_headers
+        .iter()
+        .flatten()
+        .map(|h| (h.name.clone(), h.value.clone()))
+        .collect();
+    let hook_path = hook.path.clone().unwrap();
+    let auth = headers["Authorization"].clone();
+    let prestop = tokio::spawn({
+        let addr = proxy.addr;
+        async move {
+            request(addr, "GET", &hook_path, &[("authorization", &auth)])
+                .await
+                .status
+        }
+    });
+    eventually(
+        Duration::from_secs(10),
+        "readiness fails during the drain",
+        || {
+            let p = ready.clone();
+            async move { status(p).await == 503 }
+        },
+    )
+    .await;
+    let code = tokio::time::timeout(Duration::from_secs(30), prestop)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 200, "the preStop hook returns once the drain is done");
+    assert_eq!(
+        status(path(ProbeKind::Liveness)).await,
+        200,
+        "liveness holds during a drain"
+    );
+}
