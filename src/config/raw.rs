@@ -158,6 +158,20 @@ struct Errors<'a> {
 }
 
 impl Errors<'_> {
+    /// A parse or type error from the TOML reader, with `hint` after its
+    /// message.
+    fn push_serde(&mut self, e: &toml::de::Error, hint: String) {
+        let span = e.span().unwrap_or(0..0);
+        let key = key_at(self.text, &span);
+        let message = format!("{}{hint}", e.message().trim());
+        self.push(key, span, message);
+    }
+
+    fn sorted(mut self) -> Vec<ConfigError> {
+        self.list.sort_by_key(|e| (e.line, e.column));
+        self.list
+    }
+
     fn push(&mut self, key: impl Into<String>, span: Range<usize>, message: impl Into<String>) {
         let (line, column) = line_col(self.text, span.start);
         self.list.push(ConfigError {
@@ -205,31 +219,226 @@ fn key_at(text: &str, span: &Range<usize>) -> String {
 }
 
 pub(super) fn parse(text: &str, env: &dyn Env) -> Result<Config, Vec<ConfigError>> {
-    let raw: RawConfig = match toml::from_str(text) {
-        Ok(raw) => raw,
-        Err(e) => {
-            let span = e.span().unwrap_or(0..0);
-            let (line, column) = line_col(text, span.start);
-            let message = e.message().trim().to_string();
-            return Err(vec![ConfigError {
-                key: key_at(text, &span),
-                line,
-                column,
-                message,
-            }]);
-        }
-    };
     let mut errors = Errors {
         text,
         list: Vec::new(),
     };
+    let (mut table, syntax) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        for e in &syntax {
+            errors.push_serde(e, String::new());
+        }
+        return Err(errors.sorted());
+    }
+    // Every unknown key and bad value in one run: each is reported, taken
+    // out of the document, and the document read again. The spans are
+    // the text's, so taking an entry out moves no other.
+    let mut guessed = HashSet::new();
+    let raw = loop {
+        let e = match RawConfig::deserialize(toml::de::Deserializer::from(table.clone())) {
+            Ok(raw) => break Some(raw),
+            Err(e) => e,
+        };
+        let unknown = unknown_field(e.message());
+        // A bad value in an inline table goes with its table, or the
+        // table would then miss it.
+        let inline = |s: &Range<usize>| unknown.is_none() && text[s.clone()].starts_with('{');
+        let removed = e
+            .span()
+            .and_then(|span| take_out(table.get_mut(), &span, None, &inline));
+        let hint = match (&removed, unknown) {
+            (Some(r), Some(key)) => hint(key, &text[r.value.clone()], e.message()),
+            _ => String::new(),
+        };
+        errors.push_serde(&e, hint);
+        // Errors of the check that only say what was taken out is missing.
+        match (removed, unknown) {
+            (None, _) => break None,
+            (Some(r), None) => {
+                if let Some(i) = r.check {
+                    for key in ["name", "probes", "handler"] {
+                        guessed.insert(format!("check[{i}].{key}"));
+                    }
+                }
+            }
+            (Some(r), Some(key)) => {
+                if let (Some(i), true) = (
+                    r.check,
+                    KUBERNETES_FIELDS
+                        .iter()
+                        .any(|(k, ours, _)| *k == key && HANDLERS.contains(ours)),
+                ) {
+                    guessed.insert(format!("check[{i}].handler"));
+                }
+            }
+        }
+        if errors.list.len() >= MAX_ERRORS {
+            break None;
+        }
+    };
+    let Some(raw) = raw else {
+        return Err(errors.sorted());
+    };
     let config = validate(raw, env, &mut errors);
+    errors.list.retain(|e| !guessed.contains(&e.key));
     if errors.list.is_empty() {
         Ok(config)
     } else {
-        errors.list.sort_by_key(|e| (e.line, e.column));
-        Err(errors.list)
+        Err(errors.sorted())
     }
+}
+
+/// More errors than this in one file are not worth reading.
+const MAX_ERRORS: usize = 100;
+
+/// An entry taken out of the document because of an error.
+struct Removed {
+    /// Where its value was.
+    value: Range<usize>,
+    /// The `[[check]]` it was in, by index.
+    check: Option<usize>,
+}
+
+/// Takes out of `table` the innermost entry whose key or value holds
+/// `span`. Tables and arrays are searched whatever their own span says
+/// (a table written as `[[check]]` sections has no span of its own).
+fn take_out(
+    table: &mut toml::de::DeTable<'_>,
+    span: &Range<usize>,
+    check: Option<usize>,
+    whole: &dyn Fn(&Range<usize>) -> bool,
+) -> Option<Removed> {
+    use toml::de::DeValue;
+    let holds =
+        |outer: Range<usize>| outer.start <= span.start && span.end <= outer.end && outer.end > outer.start;
+    let mut found = None;
+    for (key, value) in table.iter_mut() {
+        let value_span = value.span();
+        let inner = match value.get_mut() {
+            DeValue::Table(t) if whole(&value_span) => take_out(t, span, check, whole).map(|_| Removed {
+                value: value_span.clone(),
+                check,
+            }),
+            DeValue::Table(t) => take_out(t, span, check, whole),
+            DeValue::Array(items) => {
+                items
+                    .iter_mut()
+                    .enumerate()
+                    .find_map(|(i, item)| match item.get_mut() {
+                        DeValue::Table(t) => {
+                            let index = if key.get_ref() == "check" { Some(i) } else { check };
+                            take_out(t, span, index, whole)
+                        }
+                        _ => None,
+                    })
+            }
+            _ => None,
+        };
+        if let Some(inner) = inner {
+            if inner.value != value_span {
+                return Some(inner);
+            }
+            found = Some((key.clone(), inner));
+            break;
+        }
+        if holds(key.span()) || holds(value_span.clone()) {
+            found = Some((
+                key.clone(),
+                Removed {
+                    value: value_span,
+                    check,
+                },
+            ));
+            break;
+        }
+    }
+    let (key, removed) = found?;
+    table.remove(&key);
+    Some(removed)
+}
+
+/// The key of an "unknown field `KEY`, expected ..." message.
+fn unknown_field(message: &str) -> Option<&str> {
+    message.strip_prefix("unknown field `")?.split('`').next()
+}
+
+/// The handler keys of a check.
+const HANDLERS: &[&str] = &["http", "tcp", "exec", "grpc", "file"];
+
+/// Kubernetes probe fields pasted into the config: the key to write
+/// instead, and whether the value is in seconds.
+const KUBERNETES_FIELDS: &[(&str, &str, bool)] = &[
+    ("failureThreshold", "failure_threshold", false),
+    ("successThreshold", "success_threshold", false),
+    ("periodSeconds", "period", true),
+    ("timeoutSeconds", "timeout", true),
+    ("initialDelaySeconds", "initial_delay", true),
+    ("httpGet", "http", false),
+    ("tcpSocket", "tcp", false),
+];
+
+/// "did you mean" for an unknown key, with the value it had.
+fn hint(key: &str, value: &str, message: &str) -> String {
+    let value = value.trim();
+    if let Some((_, ours, seconds)) = KUBERNETES_FIELDS.iter().find(|(k, ..)| *k == key) {
+        return if !*seconds {
+            format!("; did you mean `{ours}`? (`{key}` is the Kubernetes name)")
+        } else if value.bytes().all(|b| b.is_ascii_digit()) && !value.is_empty() {
+            format!(
+                "; did you mean `{ours}`? It takes a duration with its unit: `{key} = {value}` is `{ours} = \"{value}s\"`"
+            )
+        } else {
+            format!("; did you mean `{ours}`? It takes a duration with its unit, such as `{ours} = \"10s\"`")
+        };
+    }
+    match key {
+        "httpHeaders" => {
+            return "; did you mean `headers`? It is a table: `headers = { \"X-Name\" = \"value\" }`".into();
+        }
+        "terminationGracePeriodSeconds" => {
+            return "; it is the kubelet's: it stays on the pod's probe, the sidecar has no such setting"
+                .into();
+        }
+        _ => {}
+    }
+    // The keys the message says were expected: the snake_case spelling of
+    // a camelCase key, or one a typo away.
+    let expected: Vec<&str> = message
+        .split_once("expected")
+        .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+        .unwrap_or_default();
+    let snake: String = key
+        .chars()
+        .flat_map(|c| {
+            let lower = c.to_ascii_lowercase();
+            (c.is_ascii_uppercase().then_some('_').into_iter()).chain(std::iter::once(lower))
+        })
+        .collect();
+    let best = expected.iter().find(|e| **e == snake).or_else(|| {
+        expected
+            .iter()
+            .filter(|e| edit_distance(e, key) <= 2)
+            .min_by_key(|e| edit_distance(e, key))
+    });
+    best.map(|b| format!("; did you mean `{b}`?")).unwrap_or_default()
+}
+
+/// Levenshtein distance, for short keys.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (prev + usize::from(ca != *cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {

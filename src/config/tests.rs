@@ -238,7 +238,8 @@ fn server_limits_have_defaults_and_bounds() {
     assert_eq!(c.server.max_connections, 64);
     let e =
         errors("[server]\nidle_timeout = \"10m\"\nmax_connections = 1\nmax_header_bytes = 1024\nbogus = 1\n");
-    assert_eq!(e[0].key, "bogus");
+    assert_eq!(e.len(), 4, "the unknown key and every bad value: {e:?}");
+    assert_eq!(e[3].key, "bogus");
     let e = errors("[server]\nidle_timeout = \"10m\"\nmax_connections = 1\nmax_header_bytes = 1024\n");
     let keys: Vec<(&str, usize)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
     assert_eq!(
@@ -286,4 +287,70 @@ fn one_authority_parser_for_names_ipv4_and_bracketed_ipv6() {
         let got = Host::split_authority(text);
         assert_eq!(got, want.map_err(String::from), "{text}");
     }
+}
+
+#[test]
+fn pasted_kubernetes_probe_fields_get_their_name_here_with_the_unit() {
+    let e = errors(&format!(
+        "{WEB}failureThreshold = 5\nperiodSeconds = 10\ntimeoutSeconds = \"x\"\nhttpGet = {{ port = 1 }}\nterminationGracePeriodSeconds = 3\n"
+    ));
+    let keys: Vec<(&str, usize)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        keys,
+        [
+            ("failureThreshold", 5),
+            ("periodSeconds", 6),
+            ("timeoutSeconds", 7),
+            ("httpGet", 8),
+            ("terminationGracePeriodSeconds", 9)
+        ],
+        "every unknown key at once: {e:?}"
+    );
+    assert!(
+        e[0].message.contains("did you mean `failure_threshold`?"),
+        "{e:?}"
+    );
+    assert!(
+        e[1].message
+            .contains("did you mean `period`? It takes a duration with its unit: `periodSeconds = 10` is `period = \"10s\"`"),
+        "{e:?}"
+    );
+    assert!(e[2].message.contains("such as `timeout = \"10s\"`"), "{e:?}");
+    assert!(e[3].message.contains("did you mean `http`?"), "{e:?}");
+    assert!(e[4].message.contains("stays on the pod's probe"), "{e:?}");
+}
+
+#[test]
+fn camel_case_and_typos_get_the_nearest_key() {
+    let e = errors(&format!(
+        "[drain]\ntokenFile = \"/t\"\n{WEB}perod = \"2s\"\nhttp_get = 1\n"
+    ));
+    assert!(e[0].message.contains("did you mean `token_file`?"), "{e:?}");
+    assert!(e[1].message.contains("did you mean `period`?"), "{e:?}");
+    assert!(!e[2].message.contains("did you mean"), "nothing near: {e:?}");
+}
+
+#[test]
+fn every_error_of_a_file_is_reported_in_one_run() {
+    // An unknown key, a bad value in an inline table, a bad value of a
+    // second check, and a validation error after them.
+    let text = "[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\ntcp = { port = 1, hots = \"x\" }\nperiod = \"5\"\n\
+                [[check]]\nname = \"b\"\nprobes = [\"liveness\"]\nhttp = { port = \"web\" }\n\
+                [[check]]\nname = \"C\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\n";
+    let e = errors(text);
+    let keys: Vec<(&str, usize)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        keys,
+        [("hots", 4), ("period", 5), ("port", 9), ("check[2].name", 11)],
+        "{e:?}"
+    );
+    // A check whose handler was taken out is not also "missing a handler".
+    assert!(!e.iter().any(|e| e.key == "check[1].handler"), "{e:?}");
+}
+
+#[test]
+fn every_syntax_error_is_reported() {
+    let e = errors("[[check]]\nname = \"a\nprobes = [\"readiness\"]\n[drain\n");
+    assert!(e.len() >= 2, "{e:?}");
+    assert_eq!(e[0].line, 2);
 }

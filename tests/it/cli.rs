@@ -33,8 +33,14 @@ fn check_config_names_file_line_column_and_key_and_exits_2() {
         "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\nperiod = \"10ms\"\ntimeot = \"1s\"\n",
     );
     assert_eq!(code, 2);
+    // Every error in one run, in file order: the bad value and the
+    // misspelt key.
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert_eq!(lines[0], "FILE:5:10: check[0].period: must be at least 100ms");
     assert!(
-        stderr.starts_with("FILE:6:1: timeot: unknown field `timeot`"),
+        lines[1].starts_with("FILE:6:1: timeot: unknown field `timeot`")
+            && lines[1].ends_with("did you mean `timeout`?"),
         "{stderr}"
     );
     let (code, _, stderr) = check_config(
