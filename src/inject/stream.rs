@@ -63,6 +63,8 @@ fn transform(stream: &str, options: Option<&Options>) -> Result<Output, Refusal>
     let mut job = Job {
         options,
         owners,
+        generated: HashSet::new(),
+        containers: HashSet::new(),
         out: Output::default(),
     };
     let mut pieces = Vec::new();
@@ -70,6 +72,13 @@ fn transform(stream: &str, options: Option<&Options>) -> Result<Output, Refusal>
         match job.object(value, doc.line)? {
             None => pieces.push(doc.text),
             Some(values) => pieces.extend(values.iter().map(yaml::emit)),
+        }
+    }
+    if let Some(only) = options.and_then(|o| o.containers.as_ref()) {
+        for name in only.iter().filter(|n| !job.containers.contains(*n)) {
+            job.out.warnings.push(format!(
+                "--containers {name}: no workload here has a probe to take over in a container of that name"
+            ));
         }
     }
     for piece in pieces {
@@ -136,6 +145,11 @@ fn generated_for(value: &Value, owners: &HashSet<String>) -> bool {
 struct Job<'a> {
     options: Option<&'a Options>,
     owners: HashSet<String>,
+    /// The generated objects' names, by namespace: two workloads of the
+    /// same name (a Deployment and a CronJob) would share them.
+    generated: HashSet<(Option<String>, String)>,
+    /// The app containers injected, for `--containers`.
+    containers: HashSet<String>,
     out: Output,
 }
 
@@ -242,6 +256,18 @@ impl Job<'_> {
                         String::new()
                     }
                 ));
+                if !self.generated.insert((w.namespace.clone(), w.config_map())) {
+                    return Err(Refusal {
+                        object: w.to_string(),
+                        field: "metadata.name".into(),
+                        message: format!(
+                            "another workload of this name in this namespace would share the ConfigMap {}",
+                            w.config_map()
+                        ),
+                    });
+                }
+                self.containers
+                    .extend(injection.moved.iter().map(|m| m.container.clone()));
                 let mut objects = vec![config_map(&w, &injection.config)];
                 if let Some(token) = &injection.token {
                     objects.push(secret(&w, token));

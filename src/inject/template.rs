@@ -197,6 +197,17 @@ pub fn inject(
         ));
         return Ok(Injected::Unchanged { warnings });
     }
+    if template
+        .get("spec")
+        .and_then(|s| s.get("hostNetwork"))
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
+        warnings.push(format!(
+            "{workload}: hostNetwork: the sidecar's port {} is the node's; two such pods on one node need different --port",
+            options.port
+        ));
+    }
     drain_ports.sort_unstable();
     drain_ports.dedup();
 

@@ -545,6 +545,22 @@ fn what_cannot_be_carried_over_is_refused_naming_object_and_field() {
 }
 
 #[test]
+fn two_workloads_of_one_name_are_refused_rather_than_share_a_config() {
+    let pod = std::fs::read_to_string(repo().join("tests/fixtures/inject/pod.yaml")).unwrap();
+    let job = std::fs::read_to_string(repo().join("tests/fixtures/inject/job.yaml"))
+        .unwrap()
+        .replace("name: migrate\n", "name: solo\n");
+    let refusal = inject::inject(&format!("{pod}---\n{job}"), &Options::default()).unwrap_err();
+    assert_eq!(
+        (refusal.object.as_str(), refusal.field.as_str()),
+        ("Job solo", "metadata.name")
+    );
+    // In another namespace, they do not meet.
+    let job = job.replacen("name: solo\n", "name: solo\n  namespace: batch\n", 1);
+    inject::inject(&format!("{pod}---\n{job}"), &Options::default()).unwrap();
+}
+
+#[test]
 fn only_the_containers_asked_for_are_injected() {
     let text = std::fs::read_to_string(repo().join("tests/fixtures/inject/daemonset.yaml")).unwrap();
     let out = inject::inject(
