@@ -162,7 +162,32 @@ fn string(s: &str, key: Option<&str>, at: usize) -> String {
     if let Some(block) = literal(s, at) {
         return block;
     }
-    serde_json::to_string(s).expect("a string serialises")
+    quoted(s)
+}
+
+/// Characters a YAML reader treats as line breaks or must not see raw.
+fn special(c: char) -> bool {
+    (c.is_control() && c != '\t')
+        || matches!(c, '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}')
+}
+
+/// A double-quoted scalar, escaping what YAML would fold or reject.
+fn quoted(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if special(c) => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// A string that reads back as the same string in YAML 1.1 and 1.2.
@@ -211,10 +236,7 @@ fn quantity(s: &str) -> bool {
 /// A multi-line string as a literal block (`|`, `|-`, `|+`), when it can
 /// be one.
 fn literal(s: &str, at: usize) -> Option<String> {
-    if !s.contains('\n')
-        || s.starts_with([' ', '\n', '\t'])
-        || s.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
+    if !s.contains('\n') || s.starts_with([' ', '\n', '\t']) || s.chars().any(|c| c != '\n' && special(c)) {
         return None;
     }
     let body = s.trim_end_matches('\n');
@@ -254,6 +276,11 @@ mod tests {
         for line in out.lines() {
             assert!(line.contains(": \""), "{line} is quoted");
         }
+    }
+
+    #[test]
+    fn characters_a_reader_would_fold_or_reject_are_escaped() {
+        round("a: \"x\\u2028y\\u0085z\\u0007\\tq\\\"\\\\\"\nb: \"l1\\nl2\\u2028\\n\"\nc: \"ünï cödé\"\n");
     }
 
     #[test]

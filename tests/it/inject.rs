@@ -594,6 +594,84 @@ fn only_the_containers_asked_for_are_injected() {
     assert!(config.contains("container = \"shipper\"") && !config.contains("collector"));
 }
 
+#[test]
+fn a_pod_read_from_json_is_injected_by_the_same_function() {
+    // As an admission request carries it: JSON, no name of a workload but
+    // the pod's own.
+    let json = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p","namespace":"n"},
+        "spec":{"containers":[{"name":"app","image":"x","ports":[{"name":"web","containerPort":8080}],
+        "readinessProbe":{"httpGet":{"path":"/ready","port":"web"},"periodSeconds":4}}]}}"#;
+    let mut pod: Value = serde_json::from_str(json).unwrap();
+    let original = pod.clone();
+    let workload = inject::Workload {
+        kind: "Pod".into(),
+        name: "p".into(),
+        namespace: Some("n".into()),
+    };
+    let injected = inject::template::inject(&mut pod, &workload, &Options::default(), None).unwrap();
+    let inject::template::Injected::Changed(injection) = injected else {
+        panic!("the probe moves");
+    };
+    assert!(
+        injection
+            .config
+            .contains("http = { port = 8080, path = \"/ready\" }")
+    );
+    assert!(injection.token.is_some());
+    typed_as::<Pod>(&serde_json::to_value(&pod).unwrap());
+    let undone = inject::template::uninject(&mut pod, &workload).unwrap().unwrap();
+    assert_eq!(undone.token, injection.token, "the token is found again");
+    assert_eq!(
+        serde_json::to_string(&pod).unwrap(),
+        serde_json::to_string(&original).unwrap()
+    );
+}
+
+#[test]
+fn another_port_is_used_everywhere() {
+    let text = std::fs::read_to_string(repo().join("tests/fixtures/inject/pod.yaml")).unwrap();
+    let out = inject::inject(
+        &text,
+        &Options {
+            port: 9999,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let output = objects(&out.text);
+    let config = find(&output, "ConfigMap", "solo-healthproxy").unwrap()["data"]["config.toml"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(config.contains("listen = \"[::]:9999\""), "{config}");
+    let spec = pod_spec(find(&output, "Pod", "solo").unwrap()).unwrap();
+    let web = &spec.containers[0];
+    for port in [
+        &web.liveness_probe
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .port,
+        &web.lifecycle
+            .as_ref()
+            .unwrap()
+            .pre_stop
+            .as_ref()
+            .unwrap()
+            .http_get
+            .as_ref()
+            .unwrap()
+            .port,
+    ] {
+        assert_eq!(port, &IntOrString::Int(9999));
+    }
+    let sidecar = spec.init_containers.as_ref().unwrap().last().unwrap();
+    assert_eq!(sidecar.ports.as_ref().unwrap()[0].container_port, 9999);
+    assert!(!out.text.contains("9775"), "no trace of the default port");
+}
+
 // === The command line ===
 
 fn cli(args: &[&str], stdin: &str) -> (i32, String, String) {
