@@ -192,22 +192,13 @@ impl Job<'_> {
             .find(|(k, _)| *k == w.kind)
             .map(|(_, p)| *p)
             .unwrap_or(&[]);
-        if w.name.is_empty() {
-            if super::record::read(pod_template(&mut value, path).unwrap_or(&mut Value::Null)).is_none()
-                && self.options.is_none()
-            {
-                return Ok(None);
-            }
-            return Err(Refusal {
-                object: format!("the {} at line {line}", w.kind),
-                field: "metadata.name".into(),
-                message: "missing: the generated ConfigMap and Secret are named after it".into(),
-            });
-        }
         if w.namespace.as_deref() == Some("") {
             w.namespace = None;
         }
         let Some(template) = pod_template(&mut value, path) else {
+            if self.options.is_none() {
+                return Ok(None);
+            }
             return Err(Refusal {
                 object: w.to_string(),
                 field: path.join("."),
@@ -231,6 +222,11 @@ impl Job<'_> {
                 self.out.warnings.extend(warnings);
                 Ok(undone.map(|_| vec![value]))
             }
+            Injected::Changed(_) if w.name.is_empty() => Err(Refusal {
+                object: format!("the {} at line {line}", w.kind),
+                field: "metadata.name".into(),
+                message: "missing: the generated ConfigMap and Secret are named after it".into(),
+            }),
             Injected::Changed(injection) => {
                 self.out.warnings.extend(injection.warnings);
                 for m in &injection.moved {
