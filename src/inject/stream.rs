@@ -71,7 +71,20 @@ fn transform(stream: &str, options: Option<&Options>) -> Result<Output, Refusal>
     for (doc, value) in docs {
         match job.object(value, doc.line)? {
             None => pieces.push(doc.text),
-            Some(values) => pieces.extend(values.iter().map(yaml::emit)),
+            Some(values) => {
+                let comments = doc
+                    .text
+                    .lines()
+                    .filter(|l| l.trim_start().starts_with('#'))
+                    .count();
+                if comments > 0 && !values.is_empty() {
+                    job.out.warnings.push(format!(
+                        "the document at line {}: written anew, without its {comments} comment line(s)",
+                        doc.line
+                    ));
+                }
+                pieces.extend(values.iter().map(yaml::emit));
+            }
         }
     }
     if let Some(only) = options.and_then(|o| o.containers.as_ref()) {
