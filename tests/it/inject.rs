@@ -476,6 +476,31 @@ fn documents_left_alone_keep_their_text_and_comments() {
 }
 
 #[test]
+fn a_rendered_chart_with_empty_documents_and_crlf_round_trips() {
+    // What `helm template` writes: a leading marker, a "Source" comment
+    // on each document, an empty document; and Windows line ends.
+    let pod = std::fs::read_to_string(repo().join("tests/fixtures/inject/pod.yaml")).unwrap();
+    let text =
+        format!("---\n# Source: chart/templates/empty.yaml\n---\n# Source: chart/templates/pod.yaml\n{pod}")
+            .replace('\n', "\r\n");
+    let out = inject::inject(&text, &Options::default()).unwrap();
+    assert!(
+        out.text
+            .starts_with("# Source: chart/templates/empty.yaml\r\n---\n"),
+        "{}",
+        out.text
+    );
+    assert!(
+        out.warnings.iter().any(|w| w.contains("comment")),
+        "{:?}",
+        out.warnings
+    );
+    objects(&out.text).iter().for_each(typed);
+    let back = inject::uninject(&out.text).unwrap().text;
+    assert_same_stream(&back, &text, "the chart comes back");
+}
+
+#[test]
 fn an_injected_pod_changed_since_keeps_the_change_on_uninject() {
     let text = std::fs::read_to_string(repo().join("tests/fixtures/inject/replicaset.yaml")).unwrap();
     let once = inject::inject(&text, &Options::default()).unwrap().text;
