@@ -11,7 +11,7 @@
 # `prebuilt` with a context that holds only that binary, named healthproxy:
 #
 #   RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked \
-#       --target x86_64-unknown-linux-gnu --target-dir target/static
+#       --no-default-features --target x86_64-unknown-linux-gnu --target-dir target/static
 #   mkdir -p target/image
 #   cp target/static/x86_64-unknown-linux-gnu/release/healthproxy target/image/
 #   podman build --format docker --target prebuilt -f Dockerfile -t healthproxy target/image
@@ -32,7 +32,7 @@ WORKDIR /src
 COPY . .
 RUN target="$(uname -m)-unknown-linux-gnu" \
     && RUSTFLAGS="-C target-feature=+crt-static" \
-       cargo build --release --locked --target "$target" --bin healthproxy \
+       cargo build --release --locked --no-default-features --target "$target" --bin healthproxy \
     && install -D -m 0555 "target/$target/release/healthproxy" /out/healthproxy \
     && if ldd /out/healthproxy | grep -q '=>'; then echo "healthproxy is not static" >&2; exit 1; fi \
     && /out/healthproxy --version

@@ -29,6 +29,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod engine;
+#[cfg(feature = "inject")]
 pub mod inject;
 pub mod lifecycle;
 pub mod metrics;

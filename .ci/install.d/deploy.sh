@@ -31,6 +31,6 @@ done
 # The image test's binary: glibc linked statically, as the Dockerfile builds it.
 if command -v cargo >/dev/null 2>&1; then
     echo "deploy: static release build (target/static)"
-    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --quiet \
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --quiet --no-default-features \
         --target "$(uname -m)-unknown-linux-gnu" --target-dir target/static --bin healthproxy
 fi

@@ -2,6 +2,7 @@
 //! `inject`, `uninject`.
 
 mod check_config;
+#[cfg(feature = "inject")]
 mod inject;
 mod probe;
 mod run;
@@ -50,9 +51,11 @@ enum Command {
     /// Wait until dependencies answer (for init containers): exit 0 when
     /// all have, 1 at the deadline.
     Wait(wait::WaitArgs),
+    #[cfg(feature = "inject")]
     /// Add healthproxy to Kubernetes workloads: their probes move into the
     /// sidecar's config (a ConfigMap), the probes ask the sidecar.
     Inject(inject::InjectArgs),
+    #[cfg(feature = "inject")]
     /// Undo `inject`: the workloads exactly as they were.
     Uninject(inject::UninjectArgs),
 }
@@ -120,7 +123,9 @@ pub fn main() -> ExitCode {
             headers,
         }) => probe::probe(&url, timeout, &headers),
         Some(Command::Wait(args)) => wait::wait(args),
+        #[cfg(feature = "inject")]
         Some(Command::Inject(args)) => inject::inject(args),
+        #[cfg(feature = "inject")]
         Some(Command::Uninject(args)) => inject::uninject(args),
     }
 }

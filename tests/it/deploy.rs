@@ -1019,6 +1019,7 @@ fn static_binary() -> PathBuf {
                     "--release",
                     "--locked",
                     "--quiet",
+                    "--no-default-features",
                     "--bin",
                     "healthproxy",
                 ])

@@ -13,6 +13,7 @@ mod grpc_check;
 mod haproxy;
 mod hostile;
 mod http_check;
+#[cfg(feature = "inject")]
 mod inject;
 mod metrics;
 mod reasons;
