@@ -97,13 +97,26 @@ pub fn inject(
     for list in ["containers", "initContainers", "volumes"] {
         let taken = [SIDECAR, CONFIG_VOLUME, TOKEN_VOLUME];
         for item in spec.get(list).and_then(Value::as_sequence).into_iter().flatten() {
-            if let Some(name) = item.get("name").and_then(Value::as_str)
-                && taken.contains(&name)
-            {
+            let name = item.get("name").and_then(Value::as_str).unwrap_or("");
+            if taken.contains(&name) {
                 return Err(refuse(
                     &format!("spec.{list}[{name}]"),
                     "this name is the sidecar's: the pod already has healthproxy set up by hand".into(),
                 ));
+            }
+            // Every container shares the pod's network: none may listen
+            // on the sidecar's port.
+            let ports = item.get("ports").and_then(Value::as_sequence);
+            for (j, p) in ports.into_iter().flatten().enumerate() {
+                if p.get("containerPort").and_then(Value::as_u64) == Some(u64::from(options.port)) {
+                    return Err(refuse(
+                        &format!("spec.{list}[{name}].ports[{j}].containerPort"),
+                        format!(
+                            "{} is the sidecar's port: choose another with --port",
+                            options.port
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -131,13 +144,7 @@ pub fn inject(
         }
         selected.push(name.to_string());
         let at = |f: &str| format!("spec.containers[{name}].{f}");
-        for (j, p) in c
-            .get("ports")
-            .and_then(Value::as_sequence)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
+        for p in c.get("ports").and_then(Value::as_sequence).into_iter().flatten() {
             let tcp = p
                 .get("protocol")
                 .is_none_or(|proto| proto.as_str() == Some("TCP"));
@@ -145,15 +152,6 @@ pub fn inject(
                 .get("containerPort")
                 .and_then(Value::as_u64)
                 .and_then(|p| u16::try_from(p).ok());
-            if port == Some(options.port) {
-                return Err(refuse(
-                    &at(&format!("ports[{j}].containerPort")),
-                    format!(
-                        "{} is the sidecar's port: choose another with --port",
-                        options.port
-                    ),
-                ));
-            }
             if let (true, Some(port)) = (tcp, port) {
                 drain_ports.push(port);
             }

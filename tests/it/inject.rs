@@ -551,6 +551,13 @@ fn what_cannot_be_carried_over_is_refused_naming_object_and_field() {
         ),
         (base.replace("name: solo\n", ""), "metadata.name"),
         (
+            base.replace(
+                "  containers:\n",
+                "  containers:\n    - name: metrics\n      image: x\n      ports: [{containerPort: 9775}]\n",
+            ),
+            "spec.containers[metrics].ports[0].containerPort",
+        ),
+        (
             base.replace("- name: web", "- name: healthproxy"),
             "spec.containers[healthproxy]",
         ),
