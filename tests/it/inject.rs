@@ -792,12 +792,25 @@ fn the_generated_config_passes_check_config_with_no_warning() {
     let dir = tempfile::tempdir().unwrap();
     for (name, text) in fixtures() {
         let out = inject::inject(&text, &Options::default()).unwrap();
-        for cm in objects(&out.text)
+        let objects = objects(&out.text);
+        for cm in objects
             .iter()
             .filter(|o| o["kind"] == "ConfigMap" && o["data"]["config.toml"].is_string())
         {
+            // check-config reads the token as run does: the Secret's file,
+            // where this test can put it.
+            let workload = cm["metadata"]["name"].as_str().unwrap();
+            let secret = find(&objects, "Secret", &format!("{workload}-token"));
+            let token_file = dir.path().join("token");
+            if let Some(secret) = secret {
+                std::fs::write(&token_file, secret["stringData"]["token"].as_str().unwrap()).unwrap();
+            }
+            let config = cm["data"]["config.toml"]
+                .as_str()
+                .unwrap()
+                .replace("/var/run/secrets/healthproxy/token", token_file.to_str().unwrap());
             let path = dir.path().join("config.toml");
-            std::fs::write(&path, cm["data"]["config.toml"].as_str().unwrap()).unwrap();
+            std::fs::write(&path, config).unwrap();
             let out = Command::new(binary())
                 .arg("check-config")
                 .arg(&path)
