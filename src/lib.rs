@@ -128,7 +128,7 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
     engine.spawn(&state, &metrics, &tracker, &cancel);
     // With drain.ports the app's sockets tell when it stops and when a new
     // container of it starts.
-    let presence = (!config.drain.ports.is_empty()).then(|| lifecycle::app::watch(&lifecycle.drain));
+    let presence = (!config.drain.ports.is_empty()).then(|| lifecycle::app::watch(&config.drain.ports));
     if let Some(presence) = &presence {
         let follow = lifecycle::follow_app_restarts(lifecycle.clone(), state.clone(), presence.clone());
         let cancel = cancel.clone();
@@ -145,6 +145,7 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
         version = env!("CARGO_PKG_VERSION"),
         "healthproxy serving"
     );
+    lifecycle.describe_guard();
     let endpoints = server::endpoints(state, lifecycle.clone(), metrics, config.server.request_timeout);
     let shutdown = async {
         let exit = lifecycle::supervise(&lifecycle, presence, signals).await;

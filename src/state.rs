@@ -166,7 +166,8 @@ pub enum Phase {
     /// No drain under way; the last finished one, once a new app
     /// container has ended it.
     Serving(Option<Report>),
-    /// Readiness fails; waiting for `drain.min`, then for connections.
+    /// Readiness fails; waiting for `drain.min`, then for quiet and for
+    /// connections.
     Draining,
     /// Done; how it went. Readiness still fails.
     Drained(Report),
@@ -179,15 +180,26 @@ pub struct Report {
     pub trigger: &'static str,
     /// Time spent in the minimum wait.
     pub min_wait: Duration,
-    /// Time spent waiting for connections after the minimum wait.
+    /// Time spent waiting for quiet and for connections after the minimum
+    /// wait.
     pub connection_wait: Duration,
     /// Established connections left when it ended (non-zero on a timeout).
     pub connections_left: usize,
-    /// It ended at `drain.max` rather than at zero connections.
+    /// It ended at `drain.max` rather than quiet with no connection left.
     pub timed_out: bool,
+    /// New connections to the app after readiness failed.
+    pub new_connections: u64,
+    /// When the last of them came, from the drain's start.
+    pub last_new_connection: Option<Duration>,
 }
 
 impl Report {
+    /// Why it ended: `quiet` (no new connection for `drain.quiet` and none
+    /// left) or `max`.
+    pub fn ended(&self) -> &'static str {
+        if self.timed_out { "max" } else { "quiet" }
+    }
+
     /// The whole drain.
     pub fn total(&self) -> Duration {
         self.min_wait + self.connection_wait
@@ -207,6 +219,8 @@ pub struct Snapshot {
     /// Counts the app containers seen: raised when a new one starts, so
     /// that the checks begin again from their initial state.
     pub generation: u64,
+    /// New app containers seen listening after the first: restarts.
+    pub app_restarts: u64,
 }
 
 impl Snapshot {
@@ -284,6 +298,7 @@ impl State {
             started,
             drain: Phase::Serving(None),
             generation: 0,
+            app_restarts: 0,
         });
         State { tx: Arc::new(tx) }
     }
@@ -339,6 +354,14 @@ impl State {
                 check.reset();
             }
             s.started = startup_done(&s.checks);
+        });
+    }
+
+    /// Counts `n` restarts of the app container.
+    pub(crate) fn record_app_restarts(&self, n: u64) {
+        self.tx.send_if_modified(|s| {
+            s.app_restarts += n;
+            n > 0
         });
     }
 

@@ -9,38 +9,47 @@ use super::{CheckConfig, Config};
 /// How long a failed pod may stay in rotation before a lint speaks up.
 const MAX_IN_ROTATION: Duration = Duration::from_secs(60);
 
-/// A warning about one check.
+/// A warning about one check, or about a setting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Lint {
-    /// The check's name.
-    pub check: String,
-    /// The line of the check's table.
+    /// What it is about: `check "NAME"`, or a key such as
+    /// `drain.token_file`.
+    pub subject: String,
+    /// The line of the check's table; 0 for a key left out of the file.
     pub line: usize,
     /// What is likely wrong, and why.
     pub message: String,
 }
 
-/// Shown after the file name: `FILE:LINE: warning: check "NAME": ...`.
+/// Shown after the file name: `FILE:LINE: warning: check "NAME": ...`, or
+/// `FILE: warning: KEY: ...` for a key left out.
 impl fmt::Display for Lint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: warning: check {:?}: {}",
-            self.line, self.check, self.message
-        )
+        if self.line > 0 {
+            write!(f, "{}:", self.line)?;
+        }
+        write!(f, " warning: {}: {}", self.subject, self.message)
     }
 }
 
-/// Every lint for `config`, in file order.
+/// Every lint for `config`: the checks' in file order, then the drain's.
 pub fn lints(config: &Config) -> Vec<Lint> {
-    config.checks.iter().flat_map(check_lints).collect()
+    let mut lints: Vec<Lint> = config.checks.iter().flat_map(check_lints).collect();
+    if config.drain.token_file.is_none() {
+        lints.push(Lint {
+            subject: "drain.token_file".into(),
+            line: 0,
+            message: "not set: /prestop, /drain and /exit answer loopback clients only, so the kubelet's preStop httpGet (sent from the node to the pod IP) gets 403 and drains nothing; set it and send the token in the hook's Authorization header".into(),
+        });
+    }
+    lints
 }
 
 fn check_lints(c: &CheckConfig) -> Vec<Lint> {
     let mut out = Vec::new();
     let mut warn = |message: String| {
         out.push(Lint {
-            check: c.name.clone(),
+            subject: format!("check {:?}", c.name),
             line: c.line,
             message,
         })

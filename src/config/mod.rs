@@ -36,6 +36,14 @@ pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 pub const DEFAULT_LISTEN: &str = "[::]:9775";
 /// Default time readiness stays failed before a drain looks at connections.
 pub const DEFAULT_DRAIN_MIN: Duration = Duration::from_secs(5);
+/// Default time without a new connection to the app after which a drain
+/// takes its load balancers to have let go of the pod. Twice the 1 s
+/// period of the kubelet's probes and of most balancers' health checks; a
+/// still-sending balancer with a request every 2 s or more often is never
+/// taken for gone, and the pod-network suite's balancers (lag 1.5 s and
+/// 3 s) end their drains 2.1 s after their last request (BENCHMARKS.md,
+/// "Adaptive drain").
+pub const DEFAULT_DRAIN_QUIET: Duration = Duration::from_secs(2);
 /// Default upper bound of a drain; keep it below the pod's grace period.
 pub const DEFAULT_DRAIN_MAX: Duration = Duration::from_secs(25);
 /// A client must send a request's headers within this time; it also bounds
@@ -73,6 +81,9 @@ pub struct DrainConfig {
     pub min: Duration,
     /// The drain never lasts longer than this.
     pub max: Duration,
+    /// After `min`, the drain also waits until no new connection to `ports`
+    /// has come for this long (load balancers have let go).
+    pub quiet: Duration,
     /// The app's ports whose established connections the drain waits on.
     pub ports: Vec<u16>,
     /// A file holding the bearer token that guards lifecycle endpoints.

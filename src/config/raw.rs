@@ -38,6 +38,7 @@ struct RawServer {
 struct RawDrain {
     min: Option<Spanned<Dur>>,
     max: Option<Spanned<Dur>>,
+    quiet: Option<Spanned<Dur>>,
     #[serde(default)]
     ports: Vec<Spanned<u16>>,
     token_file: Option<PathBuf>,
@@ -522,6 +523,7 @@ fn validate_server(raw: RawServer, errors: &mut Errors<'_>) -> ServerConfig {
 fn validate_drain(raw: RawDrain, errors: &mut Errors<'_>) -> DrainConfig {
     let min = raw.min.as_ref().map_or(DEFAULT_DRAIN_MIN, |d| d.get_ref().0);
     let max = raw.max.as_ref().map_or(DEFAULT_DRAIN_MAX, |d| d.get_ref().0);
+    let quiet = raw.quiet.as_ref().map_or(DEFAULT_DRAIN_QUIET, |d| d.get_ref().0);
     if min > max {
         let span = raw.max.as_ref().or(raw.min.as_ref()).map_or(0..0, |d| d.span());
         errors.push(
@@ -552,6 +554,7 @@ fn validate_drain(raw: RawDrain, errors: &mut Errors<'_>) -> DrainConfig {
     DrainConfig {
         min,
         max,
+        quiet,
         ports: raw.ports.into_iter().map(Spanned::into_inner).collect(),
         token_file: raw.token_file,
         exit_when_app_exits,

@@ -196,8 +196,17 @@ fn lints_warn_about_traps_without_failing() {
                 [[check]]\nname = \"local\"\nprobes = [\"liveness\"]\ntcp = { host = \"::1\", port = 1 }\n";
     let config = parse(text).unwrap();
     let found = lints(&config);
-    let named: Vec<(&str, usize)> = found.iter().map(|l| (l.check.as_str(), l.line)).collect();
-    assert_eq!(named, [("remote", 1), ("slow", 5), ("slow", 5)], "{found:?}");
+    let named: Vec<(&str, usize)> = found.iter().map(|l| (l.subject.as_str(), l.line)).collect();
+    assert_eq!(
+        named,
+        [
+            ("check \"remote\"", 1),
+            ("check \"slow\"", 5),
+            ("check \"slow\"", 5),
+            ("drain.token_file", 0)
+        ],
+        "{found:?}"
+    );
     assert!(found[0].message.contains("not this pod"));
     assert!(found[1].message.contains("not shorter than period"));
     assert!(found[2].message.contains("in rotation"));
@@ -212,7 +221,26 @@ fn pod_ip_liveness_is_not_remote() {
         &env,
     )
     .unwrap();
-    assert!(lints(&config).is_empty());
+    assert!(lints(&config).iter().all(|l| l.subject == "drain.token_file"));
+}
+
+#[test]
+fn lifecycle_endpoints_without_a_token_are_linted() {
+    let lints_of = |text: &str| lints(&parse(text).unwrap());
+    let without = lints_of("[drain]\nports = [8080]\n");
+    assert_eq!(without.len(), 1, "{without:?}");
+    assert_eq!(without[0].subject, "drain.token_file");
+    assert!(
+        without[0].message.contains("loopback clients only"),
+        "{without:?}"
+    );
+    assert!(without[0].message.contains("403"), "{without:?}");
+    assert_eq!(
+        without[0].to_string(),
+        format!(" warning: drain.token_file: {}", without[0].message),
+        "no line for a key left out"
+    );
+    assert!(lints_of("[drain]\ntoken_file = \"/run/token\"\n").is_empty());
 }
 
 #[test]

@@ -1,16 +1,32 @@
 //! The drain: one per process, shared by every trigger (SIGTERM, SIGINT,
 //! `/prestop`, `/drain`). Readiness fails from its first moment; after
-//! `drain.min` it waits for the app's established connections on
-//! `drain.ports` to reach zero, never past `drain.max` (SPEC §5,
-//! kubelet-semantics §3.7 and §5). Its phase lives in the shared
-//! snapshot, where `/readyz` and the metrics read it.
+//! `drain.min` it waits until no new connection to `drain.ports` has come
+//! for `drain.quiet` (the load balancers have let go of the pod) and the
+//! app's established connections there have reached zero, never past
+//! `drain.max` (SPEC §5, kubelet-semantics §3.7 and §5).
+//!
+//! New connections are told from old ones by their other end: every
+//! reading lists the peers of the app's connections from outside the pod
+//! in any state, `TIME_WAIT` included, so that a connection opened and
+//! closed between two readings is still seen; a peer not in the previous
+//! reading is a new connection. A balancer that opens one connection per
+//! request leaves no established connection between requests: a drain
+//! that waited only for zero connections would end while requests are
+//! still on their way. Connections are counted through
+//! `sock_diag` on a blocking thread: the kernel walks the host's whole TCP
+//! hash for every count, even from inside a pod's namespace, and the
+//! serving thread keeps answering probes meanwhile. Its phase lives in the
+//! shared snapshot, where `/readyz` and the metrics read it.
 
+use std::collections::HashSet;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::diag;
 use super::procnet::{ProcNet, Sockets};
 use crate::config::DrainConfig;
 use crate::state::{Phase, Report, State};
@@ -19,7 +35,14 @@ use crate::whole_ms;
 /// How often the socket tables are read while waiting.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
 
-/// Counts the sockets on some ports; the real one reads `/proc/net`.
+/// How often they are read during `drain.min`, only to see new
+/// connections come: a closed connection stays in `TIME_WAIT` for a
+/// minute, and `drain.quiet` is counted in seconds. Each reading walks the
+/// host's TCP hash (BENCHMARKS.md, "Adaptive drain").
+pub(crate) const POLL_DURING_MIN: Duration = Duration::from_millis(500);
+
+/// Counts the sockets on some ports; the real one asks `sock_diag`. It may
+/// block: it is called on a blocking thread.
 pub(crate) type SocketCounter = Arc<dyn Fn(&[u16]) -> io::Result<Sockets> + Send + Sync>;
 
 /// A cheap, cloneable handle to the process's one drain.
@@ -43,10 +66,9 @@ impl std::fmt::Debug for Drain {
 }
 
 impl Drain {
-    /// A drain over the real `/proc/net` tables.
+    /// A drain over the app's real sockets.
     pub(crate) fn new(config: DrainConfig, state: State) -> Self {
-        let net = ProcNet::default();
-        Drain::with_counter(config, state, Arc::new(move |ports: &[u16]| net.sockets(ports)))
+        Drain::with_counter(config, state, Arc::new(count_sockets))
     }
 
     /// A drain that counts sockets with `sockets`.
@@ -104,9 +126,9 @@ impl Drain {
         self.inner.state.borrow().drain == Phase::Draining
     }
 
-    /// The sockets on the drain's ports now.
-    pub(crate) fn sockets(&self) -> io::Result<Sockets> {
-        (self.inner.sockets)(&self.inner.config.ports)
+    /// The sockets on the drain's ports now, counted on a blocking thread.
+    pub(crate) async fn sockets(&self) -> io::Result<Sockets> {
+        self.inner.sockets().await
     }
 
     /// The drain settings.
@@ -116,91 +138,191 @@ impl Drain {
 }
 
 impl Inner {
+    async fn sockets(&self) -> io::Result<Sockets> {
+        let (count, ports) = (Arc::clone(&self.sockets), self.config.ports.clone());
+        tokio::task::spawn_blocking(move || count(&ports))
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+
     async fn run(&self, trigger: &'static str) {
         let config = &self.config;
         let began = Instant::now();
         let deadline = began + config.max;
+        let floor = (began + config.min).min(deadline);
         tracing::info!(
             trigger,
             min = %humantime::format_duration(config.min),
+            quiet = %humantime::format_duration(config.quiet),
             max = %humantime::format_duration(config.max),
             "drain started: /readyz fails from now on; waiting drain.min for endpoints to notice"
         );
-        tokio::time::sleep_until((began + config.min).min(deadline)).await;
-        let min_wait = began.elapsed();
-        let (connections_left, timed_out) = self.wait_for_connections(deadline).await;
+        let mut traffic = Traffic::default();
+        // Read from the first moment: a connection that comes during
+        // drain.min is from a balancer that has not let go yet.
+        let mut readable = !config.ports.is_empty();
+        let mut last_logged = None;
+        let (connections_left, timed_out) = loop {
+            let established = if readable {
+                match self.sockets().await {
+                    Ok(s) => {
+                        traffic.observe(&s.peers, began.elapsed());
+                        s.established
+                    }
+                    Err(e) => {
+                        // Without the tables there is nothing to wait on.
+                        tracing::warn!(
+                            "drain cannot read the socket tables, not waiting for connections: {e}"
+                        );
+                        readable = false;
+                        0
+                    }
+                }
+            } else {
+                0
+            };
+            let now = Instant::now();
+            if now >= floor && established > 0 && last_logged != Some(established) {
+                tracing::info!(
+                    established,
+                    ports = ?config.ports,
+                    "drain waiting for established connections to close"
+                );
+                last_logged = Some(established);
+            }
+            if now >= floor && established == 0 && traffic.quiet_for(now - began, config.quiet) {
+                break (0, false);
+            }
+            if now >= deadline {
+                break (established, true);
+            }
+            let (every, next) = if now < floor {
+                (POLL_DURING_MIN, floor)
+            } else {
+                (POLL, deadline)
+            };
+            tokio::time::sleep_until((now + every).min(next)).await;
+        };
+        let total = began.elapsed();
+        let min_wait = (floor - began).min(total);
         let report = Report {
             trigger,
             min_wait,
-            connection_wait: began.elapsed() - min_wait,
+            connection_wait: total - min_wait,
             connections_left,
             timed_out,
+            new_connections: traffic.new,
+            last_new_connection: traffic.last_new,
         };
-        let total = whole_ms(report.total());
-        let min_wait = whole_ms(report.min_wait);
-        let connection_wait = whole_ms(report.connection_wait);
-        if timed_out {
-            tracing::warn!(
-                trigger, %total, %min_wait, %connection_wait, connections_left,
-                "drain ended at drain.max with connections still open"
-            );
-        } else {
-            tracing::info!(trigger, %total, %min_wait, %connection_wait, "drain complete: no connections left");
-        }
+        log(&report);
         self.state.step_drain(|p| {
             *p = Phase::Drained(report);
             true
         });
     }
+}
 
-    /// Polls the socket tables until no established connection is left on
-    /// the drain's ports or `deadline` passes. Returns the connections left
-    /// and whether the deadline ended the wait.
-    async fn wait_for_connections(&self, deadline: Instant) -> (usize, bool) {
-        let ports = &self.config.ports;
-        if ports.is_empty() {
-            return (0, false);
-        }
-        let mut last = None;
-        loop {
-            let established = match (self.sockets)(ports) {
-                Ok(s) => s.established,
-                Err(e) => {
-                    // Without the tables there is nothing to wait on.
-                    tracing::warn!("drain cannot read the socket tables, not waiting for connections: {e}");
-                    return (0, false);
+/// The new connections a drain has seen: a peer not in the previous
+/// reading is one.
+#[derive(Debug, Default)]
+struct Traffic {
+    /// The peers of the last reading.
+    peers: HashSet<SocketAddr>,
+    /// Readings so far; the first is what was there before readiness
+    /// failed.
+    readings: u64,
+    /// New connections since the first reading.
+    new: u64,
+    /// When the last one was seen, from the drain's start.
+    last_new: Option<Duration>,
+}
+
+impl Traffic {
+    /// Takes in the peers read `at` (from the drain's start).
+    fn observe(&mut self, peers: &[SocketAddr], at: Duration) {
+        let now: HashSet<SocketAddr> = peers.iter().copied().collect();
+        if self.readings > 0 {
+            let new = now.difference(&self.peers).count() as u64;
+            if new > 0 {
+                if self.new == 0 {
+                    tracing::info!(
+                        new,
+                        "drain: new connections to the app after readiness failed; waiting for drain.quiet without any"
+                    );
                 }
-            };
-            if established > 0 && last != Some(established) {
-                tracing::info!(
-                    established,
-                    ?ports,
-                    "drain waiting for established connections to close"
-                );
-                last = Some(established);
+                self.new += new;
+                self.last_new = Some(at);
             }
-            if established == 0 {
-                return (0, false);
-            }
-            if Instant::now() >= deadline {
-                return (established, true);
-            }
-            tokio::time::sleep_until((Instant::now() + POLL).min(deadline)).await;
         }
+        self.readings += 1;
+        self.peers = now;
     }
+
+    /// Whether no new connection has come for `quiet` at `now` (from the
+    /// drain's start); true when none has come at all: an idle pod's drain
+    /// ends at `drain.min`.
+    fn quiet_for(&self, now: Duration, quiet: Duration) -> bool {
+        self.last_new.is_none_or(|last| now.saturating_sub(last) >= quiet)
+    }
+}
+
+fn log(report: &Report) {
+    let trigger = report.trigger;
+    let total = whole_ms(report.total());
+    let min_wait = whole_ms(report.min_wait);
+    let connection_wait = whole_ms(report.connection_wait);
+    let new_connections = report.new_connections;
+    let last_new_connection = report.last_new_connection.map(|d| whole_ms(d).to_string());
+    let ended = report.ended();
+    if report.timed_out {
+        tracing::warn!(
+            trigger, %total, %min_wait, %connection_wait, connections_left = report.connections_left,
+            new_connections, last_new_connection, ended,
+            "drain ended at drain.max with connections still open or still arriving"
+        );
+    } else {
+        tracing::info!(
+            trigger, %total, %min_wait, %connection_wait, new_connections, last_new_connection, ended,
+            "drain complete: no new connection for drain.quiet and no connections left"
+        );
+    }
+}
+
+/// The app's sockets through `sock_diag`, or `/proc/net` where it is not
+/// available (the sidecar's own connections are counted there).
+fn count_sockets(ports: &[u16]) -> io::Result<Sockets> {
+    diag::sockets(ports).or_else(|e| {
+        tracing::debug!("sock_diag is not available ({e}): counting through /proc/net");
+        ProcNet::default().sockets(ports)
+    })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
     use std::sync::Mutex;
 
     use super::*;
 
     fn drain(min: u64, max: u64, ports: &[u16], established: Arc<Mutex<usize>>) -> (Drain, State) {
+        drain_seeing(min, 2, max, ports, established, Arc::new(Mutex::new(Vec::new())))
+    }
+
+    /// A drain whose counter shows `established` connections and the
+    /// connections' `peers`.
+    fn drain_seeing(
+        min: u64,
+        quiet: u64,
+        max: u64,
+        ports: &[u16],
+        established: Arc<Mutex<usize>>,
+        peers: Arc<Mutex<Vec<SocketAddr>>>,
+    ) -> (Drain, State) {
         let state = State::new(&[]);
         let config = DrainConfig {
             min: Duration::from_secs(min),
             max: Duration::from_secs(max),
+            quiet: Duration::from_secs(quiet),
             ports: ports.to_vec(),
             token_file: None,
             exit_when_app_exits: false,
@@ -209,9 +331,84 @@ mod tests {
             Ok(Sockets {
                 established: *established.lock().unwrap(),
                 listening: 1,
+                peers: peers.lock().unwrap().clone(),
             })
         });
         (Drain::with_counter(config, state.clone(), counter), state)
+    }
+
+    fn peer(port: u16) -> SocketAddr {
+        SocketAddr::from(([10, 0, 0, 9], port))
+    }
+
+    /// A balancer that opens a connection per request every 500 ms until
+    /// `until` (from now): each shows as a new peer, closed (in
+    /// `TIME_WAIT`) before the next reading.
+    fn balancer(peers: Arc<Mutex<Vec<SocketAddr>>>, until: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let began = Instant::now();
+            let mut port = 40000;
+            while began.elapsed() < until {
+                peers.lock().unwrap().push(peer(port));
+                port += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_pod_drains_in_min() {
+        let peers = Arc::new(Mutex::new(vec![peer(1)]));
+        let (drain, _) = drain_seeing(1, 2, 25, &[8080], Arc::new(Mutex::new(0)), peers);
+        let began = Instant::now();
+        drain.start("/prestop");
+        let report = drain.drained().await;
+        assert_eq!(began.elapsed(), Duration::from_secs(1));
+        assert_eq!((report.new_connections, report.last_new_connection), (0, None));
+        assert_eq!(report.ended(), "quiet");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_waits_until_no_new_connection_has_come_for_quiet() {
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let (drain, _) = drain_seeing(1, 2, 25, &[8080], Arc::new(Mutex::new(0)), peers.clone());
+        // The balancer lets go 3 s after readiness failed, well after min;
+        // no connection is ever established at a reading. Its connection
+        // of the first moment was there before.
+        let sending = balancer(peers, Duration::from_millis(3100));
+        tokio::task::yield_now().await;
+        let began = Instant::now();
+        drain.start("/prestop");
+        let report = drain.drained().await;
+        sending.await.unwrap();
+        let took = began.elapsed();
+        assert_eq!(report.new_connections, 6, "{report:?}");
+        let last = report.last_new_connection.unwrap();
+        assert!(
+            last >= Duration::from_secs(3) && last <= Duration::from_millis(3100),
+            "{last:?}"
+        );
+        assert!(
+            took >= last + Duration::from_secs(2) && took <= last + Duration::from_secs(2) + POLL,
+            "quiet after the last connection: {took:?}"
+        );
+        assert!(!report.timed_out);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_balancer_that_never_lets_go_ends_the_drain_at_max() {
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let (drain, _) = drain_seeing(1, 2, 10, &[8080], Arc::new(Mutex::new(0)), peers.clone());
+        let began = Instant::now();
+        drain.start("SIGTERM");
+        let sending = balancer(peers, Duration::from_secs(60));
+        let report = drain.drained().await;
+        assert_eq!(began.elapsed(), Duration::from_secs(10));
+        assert!(report.timed_out);
+        assert_eq!(report.ended(), "max");
+        assert_eq!(report.connections_left, 0);
+        assert!(report.new_connections >= 19, "{report:?}");
+        sending.abort();
     }
 
     #[tokio::test(start_paused = true)]

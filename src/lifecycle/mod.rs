@@ -3,16 +3,19 @@
 //! away).
 
 pub(crate) mod app;
-mod diag;
+/// Public for the benchmark (`bench/drain.rs`): one count of the app's
+/// connections, the new way.
+pub mod diag;
 mod drain;
-pub(crate) mod procnet;
+/// Public for the benchmark (`bench/drain.rs`): one count, the old way.
+pub mod procnet;
 
+use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq as _;
 use tokio::sync::{mpsc, watch};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use app::Presence;
@@ -57,12 +60,35 @@ impl Token {
     }
 }
 
+/// Why a lifecycle request (`/prestop`, `/drain`, `/exit`) was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `drain.token_file` is set and the request does not carry the token:
+    /// 401.
+    Token,
+    /// No token is set and the client is not on loopback: 403. Anyone who
+    /// can reach the pod IP could otherwise drain the pod or stop the
+    /// sidecar (Istio and Linkerd answer such endpoints on loopback only).
+    NotLoopback,
+}
+
+impl Refusal {
+    /// The `reason` label of `healthproxy_lifecycle_refused_total`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Token => "token",
+            Refusal::NotLoopback => "not_loopback",
+        }
+    }
+}
+
 /// What the lifecycle endpoints share.
 #[derive(Debug, Clone)]
 pub(crate) struct Lifecycle {
     /// The process's one drain.
     pub(crate) drain: Drain,
-    /// Required on lifecycle endpoints when set.
+    /// Required on lifecycle endpoints when set; without it they answer
+    /// loopback clients only.
     pub(crate) token: Option<Token>,
     /// Cancelled by `POST /exit`: exit 0 at once.
     pub(crate) exit: CancellationToken,
@@ -80,6 +106,38 @@ impl Lifecycle {
             terminating: CancellationToken::new(),
         }
     }
+
+    /// Whether a lifecycle request from `peer` (unknown: `None`) with this
+    /// `Authorization` header may proceed: with a token, from anywhere if
+    /// it carries it; without one, from loopback only.
+    pub(crate) fn authorize(
+        &self,
+        peer: Option<IpAddr>,
+        authorization: Option<&[u8]>,
+    ) -> Result<(), Refusal> {
+        match &self.token {
+            Some(token) if token.accepts(authorization) => Ok(()),
+            Some(_) => Err(Refusal::Token),
+            // A dual-stack listener sees 127.0.0.1 as ::ffff:127.0.0.1.
+            None if peer.is_some_and(|ip| ip.to_canonical().is_loopback()) => Ok(()),
+            None => Err(Refusal::NotLoopback),
+        }
+    }
+
+    /// How the kubelet's preStop `httpGet` will be treated, for the
+    /// startup log: it comes from the node to the pod IP, never from
+    /// loopback.
+    pub(crate) fn describe_guard(&self) {
+        if self.token.is_some() {
+            tracing::info!(
+                "/prestop, /drain and /exit need the bearer token of drain.token_file: give the kubelet's preStop httpGet an Authorization header with it"
+            );
+        } else {
+            tracing::warn!(
+                "drain.token_file is not set: /prestop, /drain and /exit answer loopback clients only; the kubelet's preStop httpGet comes from the node and gets 403 without draining (SIGTERM still drains); set drain.token_file to drain from the preStop hook"
+            );
+        }
+    }
 }
 
 /// How the process ends.
@@ -91,9 +149,16 @@ pub enum Exit {
     Forced(i32),
 }
 
-/// Decides when the process ends: the first signal starts (or joins) the
-/// drain and waits until it is done and the app no longer listens on
-/// `drain.ports`, never past `drain.max`; a second signal ends it at once.
+/// Decides when the process ends. The first signal starts (or joins) the
+/// drain; the process then keeps serving until the drain is done and the
+/// app no longer listens on `drain.ports`. That wait is bounded: it ends
+/// at the latest `drain.max` after the drain has ended, itself at the
+/// latest `drain.max` after it began, so never later than `2 × drain.max`
+/// after the drain began. The drain always ends first, so a pending
+/// `/prestop` is answered; a classic sidecar then serves the app's last
+/// readiness probes while the app, signalled by the kubelet once
+/// `/prestop` has answered, shuts down. In a pod the grace period ends it
+/// sooner (keep `drain.max` below it). A second signal ends it at once.
 /// `/exit` and, when asked for, the app going away (seen in `presence`)
 /// end it too.
 pub(crate) async fn supervise(
@@ -129,6 +194,7 @@ pub(crate) async fn supervise(
     if !drain.config().ports.is_empty()
         && drain
             .sockets()
+            .await
             .is_ok_and(|s| s.listening == 0 && s.established == 0)
     {
         // A native sidecar is signalled only after every app container has
@@ -141,14 +207,24 @@ pub(crate) async fn supervise(
         "signal received: draining, then exiting once the app has stopped listening"
     );
     drain.start(name);
-    let deadline = Instant::now() + drain.config().max;
+    let max = drain.config().max;
     let done = async {
+        // Bounded by the drain itself: it ends at drain.max.
         drain.drained().await;
-        wait_app_gone(drain, presence).await;
+        if tokio::time::timeout(max, wait_app_gone(drain, presence))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                max = %humantime::format_duration(max),
+                "the app still listens drain.max after the drain ended: exiting"
+            );
+        } else {
+            tracing::info!("drained and the app has stopped listening: exiting");
+        }
     };
     tokio::select! {
-        () = done => tracing::info!("drained and the app has stopped listening: exiting"),
-        () = tokio::time::sleep_until(deadline) => tracing::warn!("drain.max reached: exiting"),
+        () = done => {}
         () = lifecycle.exit.cancelled() => tracing::info!("exit requested through /exit"),
         Some(second) = signals.recv() => {
             tracing::warn!(signal = signal_name(second), "second signal: exiting at once");
@@ -171,37 +247,46 @@ async fn wait_app_gone(drain: &Drain, presence: Option<watch::Receiver<Presence>
 }
 
 /// Follows the app across container restarts. When the app stops
-/// listening, every check goes back to its initial state, as the kubelet's
-/// probes do for the next container (so `/startupz` fails until the new
-/// container has started, and liveness starts healthy rather than failed).
-/// When it listens again, a finished drain ends: the kubelet runs the
-/// preStop hook before a liveness or startup restart too. Nothing is reset
-/// once the sidecar itself is stopping.
+/// listening, or a new container's sockets replace the old ones with no
+/// gap at all, every check goes back to its initial state, as the
+/// kubelet's probes do for the next container (so `/startupz` fails until
+/// the new container has started, and liveness starts healthy rather than
+/// failed). When a new container listens, a drain begun by the old one
+/// ends: the kubelet runs the preStop hook before a liveness or startup
+/// restart too. Nothing is reset once the sidecar itself is stopping.
 pub(crate) async fn follow_app_restarts(
     lifecycle: Lifecycle,
     state: State,
     mut presence: watch::Receiver<Presence>,
 ) {
     let drain = &lifecycle.drain;
-    let mut starts = 0;
-    loop {
-        // Up, then gone: the checks begin again for the next container.
-        if presence.wait_for(|p| p.starts > starts).await.is_err() {
-            return;
-        }
-        starts = presence.borrow().starts;
-        if presence.wait_for(|p| !p.listening).await.is_err() {
-            return;
-        }
+    // The container the checks are following, and whether they were reset
+    // for the next one already (the app stopped listening).
+    let mut container = presence.borrow_and_update().starts;
+    let mut between = false;
+    while presence.changed().await.is_ok() {
+        let now = *presence.borrow_and_update();
         if lifecycle.terminating.is_cancelled() {
             return;
         }
-        tracing::info!("every check starts again from its initial state for the next app container");
-        state.new_container();
-        // Back: a drain the old container's preStop hook began ends.
-        if presence.wait_for(|p| p.listening).await.is_err() {
-            return;
+        let new_container = now.starts > container;
+        if (new_container && container > 0 && !between) || (!now.listening && !between && now.starts > 0) {
+            tracing::info!("every check starts again from its initial state for the next app container");
+            state.new_container();
+            between = true;
         }
+        if !new_container {
+            continue;
+        }
+        let restarts = if container > 0 {
+            now.starts - container
+        } else {
+            now.starts - 1
+        };
+        state.record_app_restarts(restarts);
+        container = now.starts;
+        between = !now.listening;
+        // Back: a drain the old container's preStop hook began ends.
         if drain.is_draining() {
             tracing::info!("the new app container serves once the drain under way has ended");
             drain.drained().await;
@@ -239,5 +324,39 @@ mod tests {
         assert!(!token.accepts(None));
         std::fs::write(&path, "\n").unwrap();
         assert!(Token::load(&path).unwrap_err().contains("empty"));
+    }
+
+    #[tokio::test]
+    async fn without_a_token_only_loopback_clients_are_let_through() {
+        let state = State::new(&[]);
+        let config = crate::config::Config::from_toml_str("", "t", &|_: &str| None).unwrap();
+        let open = Lifecycle::new(Drain::new(config.drain.clone(), state.clone()), None);
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        for loopback in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {
+            assert_eq!(open.authorize(ip(loopback), None), Ok(()), "{loopback}");
+        }
+        for remote in ["10.0.0.7", "::ffff:10.0.0.7", "fd00::7", "0.0.0.0", "::"] {
+            assert_eq!(
+                open.authorize(ip(remote), Some(b"Bearer x")),
+                Err(Refusal::NotLoopback),
+                "{remote}"
+            );
+        }
+        assert_eq!(
+            open.authorize(None, None),
+            Err(Refusal::NotLoopback),
+            "unknown peer"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("token"), "s3cret").unwrap();
+        let token = Token::load(&dir.path().join("token")).unwrap();
+        let guarded = Lifecycle::new(Drain::new(config.drain, state), Some(token));
+        assert_eq!(guarded.authorize(ip("10.0.0.7"), Some(b"Bearer s3cret")), Ok(()));
+        assert_eq!(
+            guarded.authorize(ip("127.0.0.1"), None),
+            Err(Refusal::Token),
+            "with a token, loopback needs it too"
+        );
     }
 }

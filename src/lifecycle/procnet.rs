@@ -4,6 +4,7 @@
 //! v4-mapped addresses are all read the same way.
 
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// `st` of an established connection (include/net/tcp_states.h).
@@ -12,18 +13,24 @@ const ESTABLISHED: u8 = 0x01;
 const LISTEN: u8 = 0x0A;
 
 /// Sockets on the watched ports.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Sockets {
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sockets {
     /// Established connections whose local port is watched.
-    pub(crate) established: usize,
+    pub established: usize,
     /// Listening sockets on a watched port.
-    pub(crate) listening: usize,
+    pub listening: usize,
+    /// The other ends of the connections on a watched port from outside
+    /// the pod, in any state (`TIME_WAIT` included, so that a short
+    /// connection is still seen after it has closed): a new one is a new
+    /// connection. Left empty by `/proc/net`, which tells no drain about
+    /// new connections.
+    pub peers: Vec<SocketAddr>,
 }
 
 /// Where the socket tables are read: `/proc/net` in production, a
 /// directory of copies in tests.
 #[derive(Debug, Clone)]
-pub(crate) struct ProcNet {
+pub struct ProcNet {
     dir: PathBuf,
 }
 
@@ -35,7 +42,7 @@ impl Default for ProcNet {
 
 impl ProcNet {
     /// Reads `tcp` and `tcp6` under `dir`.
-    pub(crate) fn at(dir: impl AsRef<Path>) -> Self {
+    pub fn at(dir: impl AsRef<Path>) -> Self {
         ProcNet {
             dir: dir.as_ref().to_path_buf(),
         }
@@ -43,25 +50,51 @@ impl ProcNet {
 
     /// Counts the sockets on `ports`. A missing `tcp6` (IPv6 disabled) is
     /// not an error.
-    pub(crate) fn sockets(&self, ports: &[u16]) -> io::Result<Sockets> {
+    pub fn sockets(&self, ports: &[u16]) -> io::Result<Sockets> {
         let mut total = Sockets::default();
+        self.each_table(|text| {
+            let s = count(text, ports);
+            total.established += s.established;
+            total.listening += s.listening;
+        })?;
+        Ok(total)
+    }
+
+    /// The inodes of the sockets listening on `ports`, sorted.
+    pub fn listeners(&self, ports: &[u16]) -> io::Result<Vec<u32>> {
+        let mut inodes = Vec::new();
+        self.each_table(|text| inodes.extend(listeners(text, ports)))?;
+        inodes.sort_unstable();
+        Ok(inodes)
+    }
+
+    /// Calls `each` with the text of `tcp`, then of `tcp6` if there is one.
+    fn each_table(&self, mut each: impl FnMut(&str)) -> io::Result<()> {
         for (file, required) in [("tcp", true), ("tcp6", false)] {
             match std::fs::read_to_string(self.dir.join(file)) {
-                Ok(text) => {
-                    let s = count(&text, ports);
-                    total.established += s.established;
-                    total.listening += s.listening;
-                }
+                Ok(text) => each(&text),
                 Err(e) if !required && e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(total)
+        Ok(())
     }
 }
 
+/// The inodes of the sockets listening on `ports` in one table's text (the
+/// tenth field).
+fn listeners<'a>(table: &'a str, ports: &'a [u16]) -> impl Iterator<Item = u32> + 'a {
+    table.lines().skip(1).filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().take(10).collect();
+        let (local, state, inode) = (fields.get(1)?, fields.get(3)?, fields.get(9)?);
+        let port = u16::from_str_radix(local.rsplit_once(':')?.1, 16).ok()?;
+        let listening = u8::from_str_radix(state, 16).ok()? == LISTEN;
+        (listening && ports.contains(&port)).then(|| inode.parse().ok())?
+    })
+}
+
 /// Counts the sockets on `ports` in one table's text.
-pub(crate) fn count(table: &str, ports: &[u16]) -> Sockets {
+pub fn count(table: &str, ports: &[u16]) -> Sockets {
     let mut s = Sockets::default();
     for line in table.lines().skip(1) {
         let mut fields = line.split_whitespace();
@@ -114,7 +147,8 @@ mod tests {
             count(TCP, &[8080]),
             Sockets {
                 established: 1,
-                listening: 1
+                listening: 1,
+                peers: Vec::new()
             }
         );
         assert_eq!(count(TCP, &[22]).established, 1);
@@ -127,7 +161,8 @@ mod tests {
             count(TCP6, &[8080]),
             Sockets {
                 established: 2,
-                listening: 1
+                listening: 1,
+                peers: Vec::new()
             }
         );
     }
@@ -141,6 +176,13 @@ mod tests {
         std::fs::write(dir.path().join("tcp6"), TCP6).unwrap();
         assert_eq!(net.sockets(&[8080]).unwrap().established, 3);
         assert!(ProcNet::at(dir.path().join("nope")).sockets(&[8080]).is_err());
+    }
+
+    #[test]
+    fn listeners_are_named_by_their_inode() {
+        assert_eq!(listeners(TCP, &[8080]).collect::<Vec<_>>(), [1]);
+        assert_eq!(listeners(TCP6, &[8080]).collect::<Vec<_>>(), [5]);
+        assert_eq!(listeners(TCP, &[22]).count(), 0);
     }
 
     #[test]

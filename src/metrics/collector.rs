@@ -68,6 +68,9 @@ pub(super) struct CheckFamilies {
     pub(super) draining: Desc,
     pub(super) drain_seconds: Desc,
     pub(super) drain_timed_out: Desc,
+    pub(super) drain_new_connections: Desc,
+    pub(super) drain_last_new_connection: Desc,
+    pub(super) app_restarts: Desc,
     /// In the order of the config, as the snapshot's checks.
     pub(super) checks: Vec<CheckSeries>,
 }
@@ -213,6 +216,10 @@ impl CheckFamilies {
             .into()
         });
         let timed_out = report.is_some_and(|r| r.timed_out);
+        let new_connections = report.map_or(0, |r| r.new_connections);
+        let last_new_connection = report
+            .and_then(|r| r.last_new_connection)
+            .map_or(0.0, |d| d.as_secs_f64());
         [
             family(&f.runs, MetricType::COUNTER, runs),
             family(&f.duration, MetricType::HISTOGRAM, duration),
@@ -231,6 +238,21 @@ impl CheckFamilies {
                 &f.drain_timed_out,
                 MetricType::GAUGE,
                 vec![gauge(&[], bit(timed_out))],
+            ),
+            family(
+                &f.drain_new_connections,
+                MetricType::GAUGE,
+                vec![gauge(&[], new_connections as f64)],
+            ),
+            family(
+                &f.drain_last_new_connection,
+                MetricType::GAUGE,
+                vec![gauge(&[], last_new_connection)],
+            ),
+            family(
+                &f.app_restarts,
+                MetricType::COUNTER,
+                vec![counter(&[], snapshot.app_restarts)],
             ),
         ]
         .into_iter()

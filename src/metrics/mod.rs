@@ -22,6 +22,7 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry
 use self::collector::{CheckFamilies, CheckSeries, DURATION_BUCKETS, desc};
 use crate::check::{Reason, Verdict};
 use crate::config::CheckConfig;
+use crate::lifecycle::Refusal;
 use crate::state::{Health, State};
 
 /// The process's metrics: a cheap handle to one registry.
@@ -40,7 +41,11 @@ struct Inner {
     registry: Registry,
     checks: CheckFamilies,
     requests: IntCounterVec,
+    refused: IntCounterVec,
 }
+
+/// The routes that start or end things, guarded by the token or loopback.
+pub(crate) const LIFECYCLE_ROUTES: [&str; 3] = ["/prestop", "/drain", "/exit"];
 
 fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
     registry
@@ -101,7 +106,22 @@ impl Metrics {
             ),
             drain_timed_out: desc(
                 "healthproxy_drain_timed_out",
-                "Whether the last finished drain ended at drain.max with connections open (1) or not (0).",
+                "Whether the last finished drain ended at drain.max (1) rather than quiet with no connection left (0).",
+                &[],
+            ),
+            drain_new_connections: desc(
+                "healthproxy_drain_new_connections",
+                "New connections to the app after readiness failed, in the last finished drain.",
+                &[],
+            ),
+            drain_last_new_connection: desc(
+                "healthproxy_drain_last_new_connection_seconds",
+                "When the last new connection came in the last finished drain, in seconds from its start (0 when none came).",
+                &[],
+            ),
+            app_restarts: desc(
+                "healthproxy_app_restarts_total",
+                "New app containers seen listening on drain.ports after the first (restarts).",
                 &[],
             ),
             checks: checks.iter().map(CheckSeries::new).collect(),
@@ -117,6 +137,24 @@ impl Metrics {
             )
             .unwrap(),
         );
+        let refused = register(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "healthproxy_lifecycle_refused_total",
+                    "Lifecycle requests (/prestop, /drain, /exit) refused, by route and reason (token, not_loopback).",
+                ),
+                &["route", "reason"],
+            )
+            .unwrap(),
+        );
+        // Every series from the start, so that an alert sees the first
+        // refusal as an increase.
+        for route in LIFECYCLE_ROUTES {
+            for reason in [Refusal::Token, Refusal::NotLoopback] {
+                refused.with_label_values(&[route, reason.as_str()]);
+            }
+        }
         let build = register(
             &r,
             IntGaugeVec::new(
@@ -135,6 +173,7 @@ impl Metrics {
                 registry: r,
                 checks,
                 requests,
+                refused,
             }),
         }
     }
@@ -173,6 +212,15 @@ impl Metrics {
     }
 
     /// The request counters of one `route` pattern.
+    /// Counts a refused lifecycle request to `route`, one of
+    /// [`LIFECYCLE_ROUTES`].
+    pub(crate) fn record_refused(&self, route: &'static str, reason: Refusal) {
+        self.inner
+            .refused
+            .with_label_values(&[route, reason.as_str()])
+            .inc();
+    }
+
     pub(crate) fn route_requests(&self, route: &str) -> RouteRequests {
         RouteRequests {
             family: self.inner.requests.clone(),
@@ -390,6 +438,8 @@ mod tests {
             connection_wait: Duration::from_millis(1500),
             connections_left: 2,
             timed_out: true,
+            new_connections: 7,
+            last_new_connection: Some(Duration::from_millis(2500)),
         };
         state.step_drain(|p| {
             *p = Phase::Serving(Some(report));
@@ -402,6 +452,8 @@ mod tests {
             "healthproxy_drain_duration_seconds{phase=\"connections\"} 1.5",
             "healthproxy_drain_duration_seconds{phase=\"min_wait\"} 5",
             "healthproxy_drain_duration_seconds{phase=\"total\"} 6.5",
+            "healthproxy_drain_new_connections 7",
+            "healthproxy_drain_last_new_connection_seconds 2.5",
         ] {
             assert!(text.contains(&format!("{line}\n")), "{line} in\n{text}");
         }

@@ -7,6 +7,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Body;
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use tower::ServiceExt as _;
 
-use super::{Answer, AppState, Format, Options, Route, format};
+use super::{Answer, AppState, Format, Options, Peer, Route, format};
 
 /// A response body: a fast-path answer, or the router's.
 pub(crate) type ResponseBody = Either<Full<Bytes>, Body>;
@@ -38,10 +39,12 @@ impl Endpoints {
         Endpoints { app, router }
     }
 
-    /// Answers `request`.
+    /// Answers `request` from `peer`. The router's handlers see the peer
+    /// as a [`Peer`] extension; the fast path has no use for it.
     pub(crate) fn call<B>(
         &self,
         request: Request<B>,
+        peer: SocketAddr,
     ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + use<B>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -57,6 +60,7 @@ impl Endpoints {
             None => {
                 let mut request = request.map(Body::new);
                 request.extensions_mut().insert(route.clone());
+                request.extensions_mut().insert(Peer(peer));
                 Err((route, self.router.clone().oneshot(request)))
             }
         };
@@ -105,6 +109,8 @@ mod tests {
     use axum::http::{StatusCode, header};
 
     use super::*;
+
+    const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
     use crate::config::Config;
     use crate::lifecycle::{Drain, Lifecycle};
     use crate::metrics::Metrics;
@@ -151,22 +157,25 @@ mod tests {
         let (endpoints, state, metrics) = endpoints();
         for _ in 0..3 {
             let response = endpoints
-                .call(request(&Method::GET, "/readyz", None))
+                .call(request(&Method::GET, "/readyz", None), LOCAL)
                 .await
                 .unwrap();
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         }
         for uri in ["/readyz?verbose", "/readyz/a"] {
-            let response = endpoints.call(request(&Method::GET, uri, None)).await.unwrap();
+            let response = endpoints
+                .call(request(&Method::GET, uri, None), LOCAL)
+                .await
+                .unwrap();
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{uri}");
         }
         let response = endpoints
-            .call(request(&Method::HEAD, "/livez", None))
+            .call(request(&Method::HEAD, "/livez", None), LOCAL)
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let response = endpoints
-            .call(request(&Method::POST, "/livez", None))
+            .call(request(&Method::POST, "/livez", None), LOCAL)
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);

@@ -67,9 +67,9 @@ pub(crate) async fn serve<T>(
         .max_buf_size(limits.max_header_bytes);
     tokio::pin!(shutdown);
     let (value, grace) = loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, go on.
                     tracing::warn!("accept failed: {e}");
@@ -96,6 +96,7 @@ pub(crate) async fn serve<T>(
         };
         let connection = Connection {
             stream,
+            peer,
             endpoints: endpoints.clone(),
             idle_timeout: limits.idle_timeout,
             close,
@@ -118,6 +119,7 @@ pub(crate) async fn serve<T>(
 /// One accepted connection and what may end it.
 struct Connection {
     stream: TcpStream,
+    peer: SocketAddr,
     endpoints: Endpoints,
     idle_timeout: Duration,
     close: Arc<Notify>,
@@ -152,11 +154,11 @@ impl Connection {
             last_done_ms: AtomicU64::new(0),
         });
         let tracked = Arc::clone(&activity);
-        let endpoints = self.endpoints;
+        let (endpoints, peer) = (self.endpoints, self.peer);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             let activity = Arc::clone(&tracked);
             activity.in_flight.fetch_add(1, Ordering::AcqRel);
-            let response = endpoints.call(request);
+            let response = endpoints.call(request, peer);
             async move {
                 let response = response.await;
                 let now = activity.origin.elapsed().as_millis() as u64;

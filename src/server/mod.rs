@@ -7,9 +7,9 @@
 //! | GET, HEAD | `/startupz`, `/livez`, `/readyz`      | 200 or 503 |
 //! | GET, HEAD | `/startupz/NAME`, `/livez/NAME`, `/readyz/NAME` | 200 or 503; 404 for an unknown check |
 //! | GET, HEAD | `/containers/CONTAINER/livez` (and `readyz`, `startupz`) | 200 or 503; 404 for an unknown container |
-//! | GET, POST | `/prestop`                            | 200 once the drain is done; 401 without the token |
-//! | POST      | `/drain`                              | 202: the drain has started; 401 without the token |
-//! | POST      | `/exit`                               | 200, then the process exits 0; 401 without the token |
+//! | GET, POST | `/prestop`                            | 200 once the drain is done; 401 without the token, 403 off loopback when none is set |
+//! | POST      | `/drain`                              | 202: the drain has started; 401 / 403 as `/prestop` |
+//! | POST      | `/exit`                               | 200, then the process exits 0; 401 / 403 as `/prestop` |
 //! | GET, HEAD | `/metrics`                            | 200: Prometheus text format |
 //!
 //! Probes take `?verbose`, `?exclude=NAME` (repeatable) and `?format=json`,
@@ -48,7 +48,7 @@ pub use render::{Format, Options, Probe, Scope};
 pub(crate) use route::Route;
 
 use crate::config::ProbeKind;
-use crate::lifecycle::Lifecycle;
+use crate::lifecycle::{Lifecycle, Refusal};
 use crate::metrics::{Metrics, RouteRequests};
 use crate::state::State;
 use crate::whole_ms;
@@ -299,28 +299,68 @@ impl Answer {
     }
 }
 
-/// Whether the request carries the lifecycle token, when one is configured.
-fn authorized(app: &AppState, headers: &HeaderMap) -> bool {
-    match &app.lifecycle.token {
-        Some(token) => token.accepts(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())),
-        None => true,
-    }
-}
+/// The client's address, which the server adds to every request the
+/// router answers.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
 
-fn unauthorized() -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        "a valid Authorization: Bearer token is required\n",
-    )
-        .into_response()
+/// Lets a lifecycle request to `route` through, or answers it: 401 without
+/// the token when one is set, 403 off loopback when none is. Every refusal
+/// is logged at WARN with the client's address and counted: the kubelet
+/// ignores a preStop hook's status, so a refused `/prestop` (a rotated
+/// Secret) would otherwise pass unseen while the app is stopped undrained.
+fn guard(
+    app: &AppState,
+    route: &'static str,
+    peer: Option<Extension<Peer>>,
+    headers: &HeaderMap,
+) -> Option<Response> {
+    let peer = peer.map(|Extension(Peer(addr))| addr);
+    let authorization = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+    let refusal = app
+        .lifecycle
+        .authorize(peer.map(|p| p.ip()), authorization)
+        .err()?;
+    let source = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
+    app.metrics.record_refused(route, refusal);
+    Some(match refusal {
+        Refusal::Token => {
+            tracing::warn!(
+                route,
+                source,
+                "lifecycle request refused: no valid bearer token (drain.token_file); a refused preStop hook drains nothing"
+            );
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "a valid Authorization: Bearer token is required\n",
+            )
+                .into_response()
+        }
+        Refusal::NotLoopback => {
+            tracing::warn!(
+                route,
+                source,
+                "lifecycle request refused: not from loopback and drain.token_file is not set"
+            );
+            (
+                StatusCode::FORBIDDEN,
+                "without drain.token_file, /prestop, /drain and /exit answer loopback clients only: set drain.token_file and send Authorization: Bearer TOKEN\n",
+            )
+                .into_response()
+        }
+    })
 }
 
 /// The kubelet's preStop `httpGet`: drain, and answer once done. The
 /// kubelet ignores the status and waits, so the time taken is the point.
-async fn prestop(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Response {
-    if !authorized(&app, &headers) {
-        return unauthorized();
+async fn prestop(
+    AxumState(app): AxumState<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = guard(&app, "/prestop", peer, &headers) {
+        return refused;
     }
     let drain = &app.lifecycle.drain;
     drain.start("/prestop");
@@ -339,17 +379,25 @@ async fn prestop(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Res
     (StatusCode::OK, body).into_response()
 }
 
-async fn drain(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Response {
-    if !authorized(&app, &headers) {
-        return unauthorized();
+async fn drain(
+    AxumState(app): AxumState<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = guard(&app, "/drain", peer, &headers) {
+        return refused;
     }
     app.lifecycle.drain.start("/drain");
     (StatusCode::ACCEPTED, "draining\n").into_response()
 }
 
-async fn exit(AxumState(app): AxumState<AppState>, headers: HeaderMap) -> Response {
-    if !authorized(&app, &headers) {
-        return unauthorized();
+async fn exit(
+    AxumState(app): AxumState<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = guard(&app, "/exit", peer, &headers) {
+        return refused;
     }
     app.lifecycle.exit.cancel();
     (StatusCode::OK, "exiting\n").into_response()

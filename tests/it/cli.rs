@@ -24,7 +24,17 @@ fn check_config_accepts_a_valid_file() {
     );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "FILE: ok (1 checks)\n");
-    assert_eq!(stderr, "");
+    // Valid, but the lifecycle endpoints answer loopback only: said once.
+    assert!(
+        stderr.starts_with("FILE: warning: drain.token_file: not set: /prestop, /drain and /exit answer loopback clients only"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let (code, _, stderr) = check_config(&format!("[drain]\ntoken_file = \"{}\"\n", token.display()));
+    assert_eq!((code, stderr.as_str()), (0, ""));
 }
 
 #[test]

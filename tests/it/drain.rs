@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{App, Proxy, eventually};
+use crate::support::{App, Proxy, eventually, metric};
 
 /// An "app" listening on an ephemeral port, and a sidecar draining it.
 async fn app_and_proxy(drain: &str) -> (TcpListener, Proxy) {
@@ -113,6 +113,25 @@ async fn the_token_guards_lifecycle_endpoints() {
         200,
         "a refused request starts nothing"
     );
+    // The kubelet ignores a preStop hook's status: every refusal is logged
+    // at WARN with its source and counted.
+    eventually(Duration::from_secs(10), "20 refusals logged", || async {
+        proxy.log_lines("lifecycle request refused").len() == 20
+    })
+    .await;
+    for line in proxy.log_lines("lifecycle request refused") {
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["level"], "WARN", "{line}");
+        assert!(v["source"].as_str().unwrap().starts_with("127.0.0.1:"), "{line}");
+    }
+    let metrics = proxy.get("/metrics").await.body;
+    for (route, n) in [("/prestop", 10.0), ("/drain", 5.0), ("/exit", 5.0)] {
+        let series = format!("healthproxy_lifecycle_refused_total{{reason=\"token\",route=\"{route}\"}}");
+        assert_eq!(metric(&metrics, &series), Some(n), "{series} in {metrics}");
+        let series =
+            format!("healthproxy_lifecycle_refused_total{{reason=\"not_loopback\",route=\"{route}\"}}");
+        assert_eq!(metric(&metrics, &series), Some(0.0), "{series} in {metrics}");
+    }
     let ok = proxy
         .send("POST", "/drain", &[("authorization", "Bearer t0ken")])
         .await;
@@ -168,17 +187,68 @@ async fn a_second_signal_exits_at_once_non_zero() {
 }
 
 #[tokio::test]
-async fn sigterm_never_waits_past_drain_max() {
+async fn sigterm_waits_for_the_app_at_most_drain_max_after_the_drain() {
     let (_app, mut proxy) = app_and_proxy("min = \"100ms\"\nmax = \"1s\"").await;
     let began = Instant::now();
     proxy.signal(Signal::SIGTERM);
     let status = proxy.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0));
+    let took = began.elapsed();
+    // The drain ends at once (no connection) after min; the app still
+    // listens, so the sidecar waits drain.max more for it.
     assert!(
-        began.elapsed() >= Duration::from_secs(1),
-        "the app still listens, so it waits drain.max"
+        took >= Duration::from_millis(1100) && took < Duration::from_secs(5),
+        "{took:?}"
     );
-    assert_eq!(proxy.wait_log("drain.max reached").await, 1);
+    assert_eq!(
+        proxy
+            .wait_log("the app still listens drain.max after the drain ended")
+            .await,
+        1
+    );
+}
+
+/// A classic sidecar on pod deletion: the kubelet calls the app's preStop
+/// hook and signals the sidecar at the same moment, and the drain runs to
+/// drain.max because a client holds a connection. The hook is answered,
+/// and the sidecar keeps answering the app's readiness probes until the app
+/// (signalled once the hook returned) has stopped listening.
+#[tokio::test]
+async fn a_classic_sidecar_answers_prestop_and_serves_until_the_app_has_stopped() {
+    let (app, mut proxy) = app_and_proxy("min = \"100ms\"\nmax = \"1s\"").await;
+    let client = TcpStream::connect(app.local_addr().unwrap()).await.unwrap();
+    let (served, _) = app.accept().await.unwrap();
+    let addr = proxy.addr;
+    let hook = tokio::spawn(async move { crate::support::request(addr, "GET", "/prestop", &[]).await });
+    proxy.wait_log("drain started").await;
+    proxy.signal(Signal::SIGTERM);
+    let answer = hook.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.contains("stopped at drain.max"), "{}", answer.body);
+    // The kubelet now signals the app; until it has gone, its readiness
+    // probes are answered.
+    assert_eq!(proxy.get("/readyz").await.status, 503);
+    assert!(proxy.exited().is_none(), "the sidecar outlives the app");
+    drop((client, served, app));
+    assert_eq!(proxy.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
+    assert_eq!(
+        proxy.wait_log("drained and the app has stopped listening").await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn without_a_token_loopback_clients_may_drain_and_the_log_says_so() {
+    let (_app, proxy) = app_and_proxy("min = \"0s\"").await;
+    assert_eq!(proxy.wait_log("drain.token_file is not set").await, 1);
+    let line = &proxy.log_lines("drain.token_file is not set")[0];
+    assert!(line.contains("\"level\":\"WARN\""), "{line}");
+    assert!(
+        line.contains("preStop httpGet comes from the node and gets 403"),
+        "{line}"
+    );
+    assert_eq!(proxy.send("POST", "/drain", &[]).await.status, 202);
+    assert_eq!(proxy.get("/readyz").await.status, 503);
 }
 
 #[tokio::test]
@@ -213,8 +283,12 @@ async fn sigterm_after_the_app_is_gone_exits_at_once() {
     assert_eq!(proxy.wait_log("nothing to drain").await, 1);
 }
 
-#[tokio::test]
-async fn a_liveness_restart_resets_the_drain_and_starts_the_checks_again() {
+/// A liveness restart as the kubelet does it: the check fails, the preStop
+/// hook drains, the app stops, and the new container listens `gap` later
+/// (the first restart has no back-off, so the gap is often a few
+/// milliseconds or none). Whatever the gap, the restart is seen: startup
+/// begins again, the drain ends, and the next preStop drains anew.
+async fn liveness_restart_after(gap: Duration) {
     let app = App::start().await;
     let port = app.addr.port();
     let proxy = Proxy::start(&format!(
@@ -230,30 +304,40 @@ async fn a_liveness_restart_resets_the_drain_and_starts_the_checks_again() {
     proxy.wait_status("/livez", 503).await;
     assert_eq!(proxy.get("/prestop").await.status, 200);
     assert_eq!(proxy.get("/readyz").await.status, 503, "drained");
-    drop(app);
-
-    // Between containers, and while the new one starts slowly, startup is
-    // not done and liveness starts again from healthy rather than failed.
-    proxy
-        .wait_log("every check starts again from its initial state")
-        .await;
-    assert_eq!(proxy.get("/startupz").await.status, 503, "startup begins again");
-    assert_eq!(proxy.get("/livez").await.status, 200, "liveness starts healthy");
+    app.stop().await;
+    tokio::time::sleep(gap).await;
+    // The new container starts slowly: startup is not done and liveness
+    // starts again from healthy rather than failed.
     let app = App::start_on(port, 200, 503).await;
-    proxy.wait_log("the app is listening again").await;
-    assert_eq!(proxy.get("/startupz").await.status, 503, "not started yet");
-    assert_eq!(proxy.get("/livez").await.status, 200);
+    proxy.wait_status("/startupz", 503).await;
+    assert_eq!(proxy.get("/livez").await.status, 200, "liveness starts healthy");
     assert_eq!(proxy.get("/readyz").await.status, 503);
+    proxy.wait_log("the app is listening again").await;
 
     app.set_started(200);
     proxy.wait_status("/startupz", 200).await;
     proxy.wait_status("/readyz", 200).await;
     assert_eq!(proxy.wait_log("drain reset for the new app container").await, 1);
+    assert_eq!(
+        proxy.log_lines("every check starts again").len(),
+        1,
+        "one reset per restart"
+    );
     let metrics = proxy.get("/metrics").await.body;
     assert!(metrics.contains("\nhealthproxy_draining 0\n"), "{metrics}");
+    assert_eq!(
+        metric(&metrics, "healthproxy_app_restarts_total"),
+        Some(1.0),
+        "{metrics}"
+    );
 
     // The next kill drains again.
+    let began = Instant::now();
     assert_eq!(proxy.get("/prestop").await.status, 200);
+    assert!(
+        began.elapsed() >= Duration::from_millis(200),
+        "a new drain waits drain.min, it does not join the old one"
+    );
     assert_eq!(proxy.get("/readyz").await.status, 503);
     assert_eq!(proxy.wait_log("drain started").await, 2);
 }
@@ -289,4 +373,43 @@ async fn a_check_in_startup_and_liveness_keeps_livez_200_while_the_app_is_away()
         metrics.contains("healthproxy_check_healthy{check=\"web\",probe=\"liveness\"} 1\n"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_liveness_restart_with_no_gap_resets_the_drain_and_starts_the_checks_again() {
+    liveness_restart_after(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn a_slow_liveness_restart_resets_the_drain_and_starts_the_checks_again() {
+    // Longer than the 500 ms between two readings of the socket tables:
+    // the gap is seen.
+    liveness_restart_after(Duration::from_millis(600)).await;
+}
+
+#[tokio::test]
+async fn the_sidecars_own_keep_alive_connection_does_not_hold_the_drain() {
+    let app = App::start().await;
+    let port = app.addr.port();
+    let proxy = Proxy::start(&format!(
+        "[drain]\nports = [{port}]\nmin = \"100ms\"\nmax = \"20s\"\n\
+         [[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = {{ port = {port}, path = \"/healthz\", keep_alive = true }}\nperiod = \"100ms\"\n"
+    ));
+    proxy.wait_status("/readyz", 200).await;
+    let began = Instant::now();
+    let reply = proxy.get("/prestop").await;
+    assert_eq!(reply.status, 200);
+    assert!(!reply.body.contains("drain.max"), "{}", reply.body);
+    assert!(began.elapsed() < Duration::from_secs(10), "{:?}", began.elapsed());
+    // An app client's connection is still waited on.
+    drop(proxy);
+    let proxy = Proxy::start(&format!(
+        "[drain]\nports = [{port}]\nmin = \"100ms\"\nmax = \"1s\"\n\
+         [[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = {{ port = {port}, path = \"/healthz\", keep_alive = true }}\nperiod = \"100ms\"\n"
+    ));
+    proxy.wait_status("/readyz", 200).await;
+    // The test is another process than the sidecar.
+    let _client = TcpStream::connect(app.addr).await.unwrap();
+    let reply = proxy.get("/prestop").await;
+    assert!(reply.body.contains("stopped at drain.max"), "{}", reply.body);
 }

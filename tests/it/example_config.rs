@@ -25,6 +25,7 @@ const ALL_KEYS: &[&str] = &[
     "max_connections",
     "max_header_bytes",
     "min",
+    "quiet",
     "max",
     "ports",
     "token_file",
@@ -68,6 +69,7 @@ const KEYS_WITH_DEFAULTS: &[&str] = &[
     "max_connections",
     "max_header_bytes",
     "min",
+    "quiet",
     "max",
     "exit_when_app_exits",
     "critical",
@@ -177,9 +179,12 @@ fn example_config_is_valid_and_is_the_demo_config() {
 }
 
 #[test]
-fn example_config_has_no_lints() {
+fn example_config_has_no_lints_but_the_default_guard() {
+    // The example shows the defaults, and by default no token is set: the
+    // lint that says what that means for the preStop hook is the only one.
     let lints = config::lints(&parse(EXAMPLE));
-    assert!(lints.is_empty(), "{lints:?}");
+    let subjects: Vec<&str> = lints.iter().map(|l| l.subject.as_str()).collect();
+    assert_eq!(subjects, ["drain.token_file"], "{lints:?}");
 }
 
 #[test]
@@ -262,6 +267,10 @@ fn example_config_defaults_are_the_code_defaults() {
             "min" => {
                 assert_eq!(duration(*line, key, value), DEFAULT_DRAIN_MIN, "{at}");
                 assert_eq!(bare.drain.min, DEFAULT_DRAIN_MIN, "{at}");
+            }
+            "quiet" => {
+                assert_eq!(duration(*line, key, value), config::DEFAULT_DRAIN_QUIET, "{at}");
+                assert_eq!(bare.drain.quiet, config::DEFAULT_DRAIN_QUIET, "{at}");
             }
             "max" => {
                 assert_eq!(duration(*line, key, value), DEFAULT_DRAIN_MAX, "{at}");

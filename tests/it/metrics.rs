@@ -200,7 +200,57 @@ fn promtool_accepts_the_alerting_rules() {
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("SUCCESS: 3 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 4 rules found"), "{said}");
+}
+
+/// One refused preStop hook is enough: it means an app stopped undrained.
+#[test]
+fn one_refused_lifecycle_request_raises_the_alert() {
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml");
+    let dir = tempfile::tempdir().unwrap();
+    let test = dir.path().join("refused_test.yml");
+    std::fs::write(
+        &test,
+        format!(
+            r#"rule_files: ["{}"]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'healthproxy_lifecycle_refused_total{{namespace="n",pod="p",route="/prestop",reason="token"}}'
+        values: '0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1'
+      - series: 'healthproxy_lifecycle_refused_total{{namespace="n",pod="p",route="/drain",reason="not_loopback"}}'
+        values: '0x15'
+    alert_rule_test:
+      - eval_time: 1m
+        alertname: HealthproxyLifecycleRefused
+        exp_alerts: []
+      - eval_time: 4m
+        alertname: HealthproxyLifecycleRefused
+        exp_alerts:
+          - exp_labels: {{namespace: n, pod: p, route: /prestop, reason: token, severity: warning}}
+            exp_annotations:
+              summary: "Lifecycle request to /prestop refused (token)"
+              description: 'healthproxy in n/p refused /prestop (token); the log line "lifecycle request refused" names the source. A refused preStop hook drains nothing: check that the hook''s Authorization header carries the token of drain.token_file.'
+      - eval_time: 15m
+        alertname: HealthproxyLifecycleRefused
+        exp_alerts: []
+"#,
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(tool("promtool"))
+        .args(["test", "rules"])
+        .arg(&test)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Percent-encodes a PromQL query for a URL.

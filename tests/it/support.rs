@@ -186,7 +186,7 @@ pub struct App {
     pub addr: SocketAddr,
     status: Arc<AtomicU16>,
     started: Arc<AtomicU16>,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl App {
@@ -220,7 +220,7 @@ impl App {
             addr,
             status,
             started,
-            task,
+            task: Some(task),
         }
     }
 
@@ -235,9 +235,22 @@ impl App {
     }
 }
 
+impl App {
+    /// Stops the app and returns once its listener is closed, so that the
+    /// next app can listen on the same port at once.
+    pub async fn stop(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
 impl Drop for App {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
