@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::config::CheckKind;
 
-pub use exec::{ExecCheck, become_subreaper};
+pub use exec::{ExecCheck, become_subreaper, kill_orphans, reap_orphans};
 pub use file::FileCheck;
 pub use grpc::GrpcCheck;
 pub use http::HttpCheck;
@@ -150,6 +150,17 @@ pub fn one_line(text: &str) -> String {
 
 /// Longest message kept for one run, in bytes.
 pub const MAX_MESSAGE: usize = 1024;
+
+/// The file descriptors a check of `kind` holds while it runs: an exec
+/// check's two pipes and the child's pidfd, a socket for the network
+/// kinds, none for a file check (a `stat`).
+pub fn fds_while_running(kind: &CheckKind) -> u64 {
+    match kind {
+        CheckKind::Exec(_) => 3,
+        CheckKind::Http(_) | CheckKind::Tcp(_) | CheckKind::Grpc(_) => 1,
+        CheckKind::File(_) => 0,
+    }
+}
 
 /// A check ready to run: its kind with whatever it prepared at startup
 /// (a TLS configuration, a kept-alive connection).

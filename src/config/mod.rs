@@ -527,7 +527,15 @@ impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
         let origin = path.display().to_string();
-        match std::fs::read_to_string(path) {
+        let text = crate::files::read_bounded(path, crate::files::MAX_CONFIG_BYTES).and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| {
+                crate::files::ReadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "stream did not contain valid UTF-8",
+                ))
+            })
+        });
+        match text {
             Ok(text) => Config::from_toml_str(&text, &origin, env),
             Err(e) => Err(ConfigErrors {
                 origin,

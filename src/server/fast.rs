@@ -7,9 +7,11 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use axum::http::{Method, Request, Response};
 use bytes::Bytes;
 use http_body_util::{Either, Full};
@@ -38,10 +40,12 @@ impl Endpoints {
         Endpoints { app, router }
     }
 
-    /// Answers `request`.
+    /// Answers `request`, which came from `peer` (the router's handlers
+    /// see it as [`ConnectInfo`]).
     pub(crate) fn call<B>(
         &self,
         request: Request<B>,
+        peer: SocketAddr,
     ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + use<B>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -49,7 +53,7 @@ impl Endpoints {
     {
         let route = Route::parse(request.uri().path());
         let app = AppState::clone(&self.app);
-        let routed = match self.answer(&route, &request) {
+        let routed = match self.answer(&route, &request, peer) {
             Some(response) => {
                 app.count(&route, response.status());
                 Ok(response)
@@ -57,6 +61,7 @@ impl Endpoints {
             None => {
                 let mut request = request.map(Body::new);
                 request.extensions_mut().insert(route.clone());
+                request.extensions_mut().insert(ConnectInfo(peer));
                 Err((route, self.router.clone().oneshot(request)))
             }
         };
@@ -74,7 +79,12 @@ impl Endpoints {
 
     /// The answer to a plain probe of `route`; `None` leaves the request
     /// to the router.
-    fn answer<B>(&self, route: &Route, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+    fn answer<B>(
+        &self,
+        route: &Route,
+        request: &Request<B>,
+        peer: SocketAddr,
+    ) -> Option<Response<Full<Bytes>>> {
         let head = match *request.method() {
             Method::GET => false,
             Method::HEAD => true,
@@ -90,7 +100,8 @@ impl Endpoints {
                 if format(request.headers(), &options) != Format::Text {
                     return None;
                 }
-                self.app.probe(route, &options, Format::Text)
+                let messages = self.app.may_see_messages(peer, request.headers());
+                self.app.probe(route, &options, Format::Text, messages)
             }
             _ => return None,
         };
@@ -125,6 +136,8 @@ mod tests {
         (endpoints, state, metrics)
     }
 
+    const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+
     fn request(method: &Method, uri: &str, accept: Option<&str>) -> Request<Body> {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(accept) = accept {
@@ -151,22 +164,25 @@ mod tests {
         let (endpoints, state, metrics) = endpoints();
         for _ in 0..3 {
             let response = endpoints
-                .call(request(&Method::GET, "/readyz", None))
+                .call(request(&Method::GET, "/readyz", None), LOOPBACK)
                 .await
                 .unwrap();
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         }
         for uri in ["/readyz?verbose", "/readyz/a"] {
-            let response = endpoints.call(request(&Method::GET, uri, None)).await.unwrap();
+            let response = endpoints
+                .call(request(&Method::GET, uri, None), LOOPBACK)
+                .await
+                .unwrap();
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{uri}");
         }
         let response = endpoints
-            .call(request(&Method::HEAD, "/livez", None))
+            .call(request(&Method::HEAD, "/livez", None), LOOPBACK)
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let response = endpoints
-            .call(request(&Method::POST, "/livez", None))
+            .call(request(&Method::POST, "/livez", None), LOOPBACK)
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -184,7 +200,7 @@ mod tests {
         let fast = |method: &Method, uri: &str, accept| {
             let request = request(method, uri, accept);
             endpoints
-                .answer(&Route::parse(request.uri().path()), &request)
+                .answer(&Route::parse(request.uri().path()), &request, LOOPBACK)
                 .is_some()
         };
         for (method, uri) in [
