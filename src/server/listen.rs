@@ -40,9 +40,13 @@ pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// finish it before it is dropped.
 const EVICTION_GRACE: Duration = Duration::from_secs(1);
 
-/// How long the accept loop pauses after running out of file descriptors,
-/// so that the connection it closed can release its own.
-const EMFILE_PAUSE: Duration = Duration::from_millis(10);
+/// How long the accept loop pauses after running out of file descriptors
+/// and closing a connection, so that it can release its own.
+const EMFILE_PAUSE: Duration = Duration::from_millis(1);
+
+/// How long it pauses when there was no connection to close (the checks
+/// hold the descriptors): it backs off rather than spin.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(50);
 
 /// File descriptors kept for everything but client connections: the
 /// runtime, the listener, logs, a lookup's socket.
@@ -223,8 +227,8 @@ pub(crate) async fn serve<T>(
                         // Out of file descriptors: close a connection to
                         // get one back, and give it the time to go.
                         let evicted = open.lock().expect("not poisoned").evict_one();
-                        tracing::warn!(evicted, "accept failed: {e}");
-                        tokio::time::sleep(EMFILE_PAUSE).await;
+                        tracing::debug!(evicted, "accept failed: {e}");
+                        tokio::time::sleep(if evicted { EMFILE_PAUSE } else { EMFILE_BACKOFF }).await;
                     } else {
                         // ECONNABORTED and the like: the next one may work.
                         tracing::debug!("accept failed: {e}");

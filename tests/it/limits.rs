@@ -676,3 +676,60 @@ async fn check_messages_are_shown_to_loopback_and_token_holders_only() {
     let text = request(remote, "GET", "/readyz?verbose", &[]).await.body;
     assert!(text.contains("[-]leaky failed: reason withheld"), "{text}");
 }
+
+#[tokio::test]
+async fn a_check_that_finds_the_sidecar_out_of_descriptors_is_unknown_not_a_failure() {
+    let app = App::start().await;
+    let config = format!(
+        "[[check]]\nname = \"app\"\nprobes = [\"liveness\"]\ntcp = {{ port = {} }}\n\
+         period = \"100ms\"\nfailure_threshold = 1\n",
+        app.addr.port()
+    );
+    let proxy = Proxy::start(&config);
+    let pid = proxy.child.id();
+    // The soft limit only: it can be raised back up to the hard one.
+    let set_limit = |limit: usize| {
+        let set = std::process::Command::new("prlimit")
+            .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:")])
+            .status()
+            .unwrap();
+        assert!(set.success(), "prlimit --nofile={limit}:");
+    };
+    // The lowest free descriptor number becomes the limit (a run holds one
+    // for a moment: the lowest seen): the check's connect fails with
+    // EMFILE, and so would any accept.
+    let lowest_free = || {
+        let used: std::collections::BTreeSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        (0..).find(|n| !used.contains(n)).unwrap()
+    };
+    let mut limit = usize::MAX;
+    for _ in 0..10 {
+        limit = limit.min(lowest_free());
+        tokio::time::sleep(Duration::from_millis(7)).await;
+    }
+    set_limit(limit);
+    proxy.wait_log("too many open files").await;
+    let pending = TcpStream::connect(proxy.addr).await.unwrap();
+    set_limit(1024);
+    drop(pending);
+    proxy.wait_status("/livez", 200).await;
+    let errored = proxy.log_lines("too many open files");
+    assert!(errored[0].contains("probe errored"), "{errored:?}");
+    let metrics = proxy.get("/metrics").await.body;
+    let runs = |result: &str| {
+        metric(
+            &metrics,
+            &format!("healthproxy_check_runs_total{{check=\"app\",kind=\"tcp\",result=\"{result}\"}}"),
+        )
+    };
+    assert!(runs("unknown").unwrap() >= 1.0);
+    assert_eq!(
+        runs("failure"),
+        Some(0.0),
+        "the sidecar's exhaustion is not the app's failure"
+    );
+}
