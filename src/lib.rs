@@ -123,6 +123,13 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
     if let Err(e) = check::become_subreaper() {
         tracing::warn!("cannot become a child subreaper, orphaned check processes may linger: {e}");
     }
+    for c in &config.checks {
+        if let config::CheckKind::Exec(spec) = &c.kind
+            && let Some(missing) = config::missing_program(spec)
+        {
+            tracing::warn!(check = %c.name, "{missing}: every run will be Unknown and move no threshold");
+        }
+    }
     let state = State::new(&config.checks);
     let lifecycle = Lifecycle::new(Drain::new(config.drain.clone(), state.clone()), token);
     let metrics = metrics::Metrics::new(&config.checks);

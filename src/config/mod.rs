@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use lint::{Lint, lints};
+pub use lint::{Lint, lints, missing_program};
 pub use raw::parse_duration;
 
 /// Kubelet default for `initialDelaySeconds` (kubelet-semantics §3.1).

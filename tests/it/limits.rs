@@ -733,3 +733,26 @@ async fn a_check_that_finds_the_sidecar_out_of_descriptors_is_unknown_not_a_fail
         "the sidecar's exhaustion is not the app's failure"
     );
 }
+
+#[tokio::test]
+async fn a_liveness_exec_check_whose_program_is_missing_is_linted_and_never_fails() {
+    let config = "[[check]]\nname = \"gone\"\nprobes = [\"liveness\"]\nperiod = \"100ms\"\nfailure_threshold = 1\n\
+                  exec = { command = [\"/nonexistent/healthcheck\"] }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let (code, stderr) =
+        crate::support::run_binary(&["check-config", path.to_str().unwrap()], Duration::from_secs(10)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            ":1: warning: check \"gone\": the command \"/nonexistent/healthcheck\" is not an executable file"
+        ) && stderr.contains("as a liveness check it can never fail"),
+        "{stderr}"
+    );
+    // As the kubelet: a command that cannot start is Unknown, thrown away.
+    let proxy = Proxy::start(config);
+    proxy.wait_log("is not an executable file").await;
+    proxy.wait_log("probe errored").await;
+    assert_eq!(proxy.get("/livez").await.status, 200);
+}
