@@ -221,6 +221,15 @@ impl Drop for MemoryCgroup {
     }
 }
 
+/// How many times larger than in the suite the attacks are
+/// (`HEALTHPROXY_ATTACK_SCALE`, which `scripts/soak --attacks` sets).
+fn scale() -> usize {
+    std::env::var("HEALTHPROXY_ATTACK_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
 /// Lets this test process open as many sockets as the attacks need.
 fn raise_own_fd_limit() {
     healthproxy::server::raise_fd_limit().unwrap();
@@ -293,13 +302,15 @@ async fn half_sent_request_heads_are_evicted_within_the_memory_budget() {
     // 4,000 half-sent heads of 12 KiB each, four times the connection
     // cap: without eviction, over 64 MiB. (`scripts/soak --attacks` sends
     // more, faster, to a release build.)
-    let mut held = half_sent_heads(proxy.addr, 4000, 12 * 1024).await;
+    let mut held = half_sent_heads(proxy.addr, 4000 * scale(), 12 * 1024).await;
     let during = usage(pid);
+    eprintln!("half-sent heads: {} sent; sidecar {during:?}", held.len());
     // The connections held, and as many again sent while probing.
-    let more = tokio::spawn(half_sent_heads(proxy.addr, 1000, 12 * 1024));
+    let more = tokio::spawn(half_sent_heads(proxy.addr, 1000 * scale(), 12 * 1024));
     prober.wait_probes(10).await;
     held.extend(more.await.unwrap());
     let seen = prober.finish();
+    eprintln!("half-sent heads: prober {seen:?}; sidecar {:?}", usage(pid));
     assert_no_probe_lost(&seen, "half-sent heads");
     assert!(proxy.get("/healthz").await.status == 200);
     let after = usage(pid);
@@ -342,8 +353,8 @@ async fn running_out_of_file_descriptors_never_fails_the_app() {
     proxy.wait_log("max_connections lowered").await;
     let before = usage(pid);
     let prober = Prober::start(proxy.addr, "/livez");
-    let mut held = idle_connections(proxy.addr, 1500).await;
-    held.extend(half_sent_heads(proxy.addr, 1500, 100).await);
+    let mut held = idle_connections(proxy.addr, 1500 * scale()).await;
+    held.extend(half_sent_heads(proxy.addr, 1500 * scale(), 100).await);
     prober.wait_probes(10).await;
     // The check keeps running through the attack.
     let runs = |text: &str, result: &str| {
