@@ -144,7 +144,17 @@ async fn limit_query(request: Request, next: Next) -> Response {
 
 /// `/metrics`: every gauge is computed from the snapshot as it is now.
 async fn scrape(AxumState(app): AxumState<AppState>) -> Response {
-    let body = app.metrics.render(&app.state);
+    // Building and encoding thousands of checks' series takes
+    // milliseconds: on a blocking thread, never on the one that answers
+    // the probes.
+    let (metrics, state) = (app.metrics.clone(), app.state.clone());
+    let body = match tokio::task::spawn_blocking(move || metrics.render(&state)).await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!("rendering the metrics failed: {e}");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "cannot render the metrics\n").into_response();
+        }
+    };
     (
         [(
             header::CONTENT_TYPE,
