@@ -53,15 +53,31 @@ pub fn become_subreaper() -> std::io::Result<()> {
 /// reaps one must know of the others, or a `waitpid` here would take an
 /// exit status from under tokio.
 struct Commands {
-    pids: Mutex<BTreeSet<i32>>,
+    table: Mutex<Table>,
     /// Told when a run ends, so that what it left behind goes at once.
     ended: Notify,
 }
 
+/// The commands tokio waits on, and how many are being spawned: a sweep
+/// skips its turn while one is, since the new child is not known yet.
+struct Table {
+    pids: BTreeSet<i32>,
+    spawning: usize,
+}
+
 static COMMANDS: Commands = Commands {
-    pids: Mutex::new(BTreeSet::new()),
+    table: Mutex::new(Table {
+        pids: BTreeSet::new(),
+        spawning: 0,
+    }),
     ended: Notify::const_new(),
 };
+
+impl Commands {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().expect("not poisoned")
+    }
+}
 
 /// A command of an exec check, known to [`COMMANDS`] from the moment it
 /// exists until tokio has reaped it.
@@ -73,16 +89,20 @@ struct Owned {
 }
 
 impl Owned {
-    /// Spawns `command`. The table is held across the spawn, so that no
-    /// sweep can see the new child before it is known.
+    /// Spawns `command`. No sweep runs from before the fork until the new
+    /// child is known, so none can take it for an orphan; spawns run in
+    /// parallel.
     fn spawn(command: &mut Command) -> std::io::Result<(Child, Owned)> {
-        let mut pids = COMMANDS.pids.lock().expect("not poisoned");
-        let child = command.spawn()?;
+        COMMANDS.table().spawning += 1;
+        let spawned = command.spawn();
+        let mut table = COMMANDS.table();
+        table.spawning -= 1;
+        let child = spawned?;
         let pid = child
             .id()
             .and_then(|id| i32::try_from(id).ok())
             .ok_or_else(|| std::io::Error::other("no process id"))?;
-        pids.insert(pid);
+        table.pids.insert(pid);
         Ok((child, Owned { pid, reaped: false }))
     }
 }
@@ -90,7 +110,7 @@ impl Owned {
 impl Drop for Owned {
     fn drop(&mut self) {
         if self.reaped {
-            COMMANDS.pids.lock().expect("not poisoned").remove(&self.pid);
+            COMMANDS.table().pids.remove(&self.pid);
         }
         COMMANDS.ended.notify_one();
     }
@@ -154,7 +174,11 @@ fn sweep(me: i32) {
 /// Reaps the zombie orphans and kills those that may go; returns how many
 /// orphans were found.
 fn sweep_with(me: i32, every_orphan: bool) -> usize {
-    let mut pids = COMMANDS.pids.lock().expect("not poisoned");
+    let mut table = COMMANDS.table();
+    if table.spawning > 0 {
+        return 0;
+    }
+    let pids = &mut table.pids;
     let children = children_of(me);
     // An id tokio has reaped since, and that is no child of ours now.
     pids.retain(|pid| children.iter().any(|c| c.pid == *pid));
