@@ -547,13 +547,20 @@ async fn a_sigterm_during_a_slow_start_still_drains() {
     let mut child = crate::support::Process(child);
     let pid = child.0.id();
     wait_handled(pid, nix::sys::signal::Signal::SIGTERM).await;
+    // Handled before the config is read: by then the process has used a
+    // small part of the CPU time it takes to start.
+    let at_handler = cpu_ticks(pid);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid as i32),
         nix::sys::signal::Signal::SIGTERM,
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut at_exit = at_handler;
     let status = loop {
+        if let Some(ticks) = try_cpu_ticks(pid) {
+            at_exit = ticks;
+        }
         if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
@@ -563,6 +570,22 @@ async fn a_sigterm_during_a_slow_start_still_drains() {
     let logs = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "{status:?}: {logs}");
     assert!(logs.contains("drain started"), "{logs}");
+    assert!(
+        at_handler * 4 < at_exit,
+        "SIGTERM was handled only after {at_handler} of {at_exit} ticks of CPU"
+    );
+}
+
+/// The CPU time of process `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    try_cpu_ticks(pid).unwrap()
+}
+
+fn try_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
 #[tokio::test]
