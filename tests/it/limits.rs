@@ -236,16 +236,16 @@ fn raise_own_fd_limit() {
 }
 
 /// Opens `n` connections that each send part of a request head (`pad`
-/// bytes of a header that never ends) and then stop, about two a
-/// millisecond: as fast as a client on the pod network gets them through,
-/// and slow enough that the accept queue of a debug build on a loaded
-/// test machine does not hold the probes back a second.
+/// bytes of a header that never ends) and then stop, one a millisecond
+/// (`scripts/soak --attacks`: as fast as they go): slow enough that the
+/// accept queue of a debug build on a loaded test machine does not hold
+/// the probes back a second.
 async fn half_sent_heads(addr: SocketAddr, n: usize, pad: usize) -> Vec<TcpStream> {
     let head = format!("GET /livez HTTP/1.1\r\nhost: x\r\nx-pad: {}", "a".repeat(pad));
     let mut open = Vec::with_capacity(n);
     let mut pace = tokio::time::interval(Duration::from_millis(1));
-    for i in 0..n {
-        if i % 2 == 0 {
+    for _ in 0..n {
+        if scale() == 1 {
             pace.tick().await;
         }
         let Ok(mut stream) = TcpStream::connect(addr).await else {
