@@ -17,7 +17,9 @@
 //!   at scrape time.
 //! - [`lifecycle`]: the drain, the lifecycle token, following the app's
 //!   sockets, and when the process exits.
-//! - [`signals`]: SIGTERM and SIGINT as a channel.
+//! - [`signals`]: SIGTERM and SIGINT as a channel; signals sent by habit
+//!   logged and ignored.
+//! - [`files`]: reading the files the sidecar is given, bounded.
 //! - [`inject`]: `inject`/`uninject`: Kubernetes manifests in, the same
 //!   workloads with the sidecar out, and back.
 //! - [`cli`]: the command line and its subcommands.
@@ -29,6 +31,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod files;
 #[cfg(feature = "inject")]
 pub mod inject;
 pub mod lifecycle;
@@ -120,11 +123,27 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
     if let Err(e) = check::become_subreaper() {
         tracing::warn!("cannot become a child subreaper, orphaned check processes may linger: {e}");
     }
+    for c in &config.checks {
+        if let config::CheckKind::Exec(spec) = &c.kind
+            && let Some(missing) = config::missing_program(spec)
+        {
+            tracing::warn!(check = %c.name, "{missing}: every run will be Unknown and move no threshold");
+        }
+    }
     let state = State::new(&config.checks);
     let lifecycle = Lifecycle::new(Drain::new(config.drain.clone(), state.clone()), token);
     let metrics = metrics::Metrics::new(&config.checks);
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
+    {
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            tokio::select! {
+                () = check::reap_orphans() => {}
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
     engine.spawn(&state, &metrics, &tracker, &cancel);
     // With drain.ports the app's sockets tell when it stops and when a new
     // container of it starts.
@@ -146,6 +165,25 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
         "healthproxy serving"
     );
     lifecycle.describe_guard();
+    let fd_limit = server::raise_fd_limit().unwrap_or_else(|e| {
+        tracing::warn!("cannot raise the open files limit: {e}");
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map_or(1024, |(soft, _)| soft)
+    });
+    let check_fds = config
+        .checks
+        .iter()
+        .map(|c| check::fds_while_running(&c.kind))
+        .sum();
+    let cap = server::connection_cap(config.server.max_connections, check_fds, fd_limit);
+    if cap < config.server.max_connections {
+        tracing::warn!(
+            max_connections = config.server.max_connections,
+            open_files_limit = fd_limit,
+            cap,
+            "server.max_connections lowered to what the open files limit allows beside the checks"
+        );
+    }
     let endpoints = server::endpoints(state, lifecycle.clone(), metrics, config.server.request_timeout);
     let shutdown = async {
         let exit = lifecycle::supervise(&lifecycle, presence, signals).await;
@@ -156,10 +194,11 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
         };
         (exit, grace)
     };
-    let exit = server::serve(listener, endpoints, config.server, shutdown).await;
+    let exit = server::serve(listener, endpoints, config.server, cap, shutdown).await;
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
+    check::kill_orphans();
     tracing::info!(?exit, "stopped");
     Ok(exit)
 }

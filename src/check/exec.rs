@@ -6,16 +6,19 @@
 //! whole: the kubelet's runtime kills the exec session, and a health check
 //! must not leave processes behind in the sidecar either.
 
+use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::{MAX_OUTPUT, Outcome, Reason, describe_io};
@@ -40,6 +43,219 @@ const REAP_GRACE: Duration = Duration::from_millis(200);
 /// already; the call is then harmless.
 pub fn become_subreaper() -> std::io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
+}
+
+/// The commands of exec checks that tokio waits on, by process id; every
+/// other child of the sidecar is an orphan that a command left behind
+/// (see [`reap_orphans`]).
+///
+/// Process-wide because a process's children are: whatever spawns or
+/// reaps one must know of the others, or a `waitpid` here would take an
+/// exit status from under tokio.
+struct Commands {
+    table: Mutex<Table>,
+    /// Told when a run ends, so that what it left behind goes at once.
+    ended: Notify,
+}
+
+/// The commands tokio waits on, and how many are being spawned: a sweep
+/// skips its turn while one is, since the new child is not known yet.
+struct Table {
+    pids: BTreeSet<i32>,
+    spawning: usize,
+}
+
+static COMMANDS: Commands = Commands {
+    table: Mutex::new(Table {
+        pids: BTreeSet::new(),
+        spawning: 0,
+    }),
+    ended: Notify::const_new(),
+};
+
+impl Commands {
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().expect("not poisoned")
+    }
+}
+
+/// A command of an exec check, known to [`COMMANDS`] from the moment it
+/// exists until tokio has reaped it.
+struct Owned {
+    pid: i32,
+    /// Whether tokio has reaped it. If not when the run ends (it would not
+    /// die), tokio still will: the id stays known until then.
+    reaped: bool,
+}
+
+impl Owned {
+    /// Spawns `command`. No sweep runs from before the fork until the new
+    /// child is known, so none can take it for an orphan; spawns run in
+    /// parallel.
+    fn spawn(command: &mut Command) -> std::io::Result<(Child, Owned)> {
+        COMMANDS.table().spawning += 1;
+        let spawned = command.spawn();
+        let mut table = COMMANDS.table();
+        table.spawning -= 1;
+        let child = spawned?;
+        let pid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .ok_or_else(|| std::io::Error::other("no process id"))?;
+        table.pids.insert(pid);
+        Ok((child, Owned { pid, reaped: false }))
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if self.reaped {
+            COMMANDS.table().pids.remove(&self.pid);
+        }
+        COMMANDS.ended.notify_one();
+    }
+}
+
+/// The shortest time between two sweeps for orphans: a sweep reads
+/// `/proc`, and every exit of a command signals SIGCHLD.
+const SWEEP_SPACING: Duration = Duration::from_millis(100);
+
+/// The longest time between two sweeps.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// Reaps and kills, for as long as it runs, the processes that exec
+/// checks' commands leave behind: a command that daemonizes (`setsid cmd
+/// &`) escapes its process group, so killing the group misses it, and
+/// when its parent exits it becomes a child of the sidecar (a child
+/// subreaper, or PID 1). Such a child is not tokio's to wait for: once no
+/// run that can have started it is still going, it is killed, and its
+/// zombie is reaped.
+///
+/// Only the running sidecar calls this: it takes every child it does not
+/// know as an orphan.
+pub async fn reap_orphans() {
+    let me = std::process::id() as i32;
+    let mut children = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
+    loop {
+        let child_exited = async {
+            match children.as_mut() {
+                Some(children) => {
+                    children.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = child_exited => {}
+            () = COMMANDS.ended.notified() => {}
+            () = tokio::time::sleep(SWEEP_EVERY) => {}
+        }
+        sweep(me);
+        tokio::time::sleep(SWEEP_SPACING).await;
+    }
+}
+
+/// Kills every process that exec checks' commands left behind, whichever
+/// run started it, and their descendants as they become orphans in turn;
+/// for the sidecar's exit, once no check runs. Bounded by [`REAP_GRACE`].
+pub fn kill_orphans() {
+    let me = std::process::id() as i32;
+    let give_up = std::time::Instant::now() + REAP_GRACE;
+    while sweep_with(me, true) > 0 && std::time::Instant::now() < give_up {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// One pass of [`reap_orphans`].
+fn sweep(me: i32) {
+    let _ = sweep_with(me, false);
+}
+
+/// Reaps the zombie orphans and kills those that may go; returns how many
+/// orphans were found.
+fn sweep_with(me: i32, every_orphan: bool) -> usize {
+    let mut table = COMMANDS.table();
+    if table.spawning > 0 {
+        return 0;
+    }
+    let pids = &mut table.pids;
+    let children = children_of(me);
+    // An id tokio has reaped since, and that is no child of ours now.
+    pids.retain(|pid| children.iter().any(|c| c.pid == *pid));
+    // A descendant starts after the command it descends from: a process
+    // started before every command still running belongs to a run that
+    // has ended.
+    let oldest_running = children
+        .iter()
+        .filter(|c| pids.contains(&c.pid))
+        .map(|c| c.started)
+        .min();
+    let mut found = 0;
+    for child in children.iter().filter(|c| !pids.contains(&c.pid)) {
+        found += 1;
+        if child.zombie {
+            let _ = waitpid(Pid::from_raw(child.pid), Some(WaitPidFlag::WNOHANG));
+        } else if every_orphan || oldest_running.is_none_or(|oldest| child.started < oldest) {
+            tracing::debug!(pid = child.pid, "killing a process an exec check left running");
+            let pid = Pid::from_raw(child.pid);
+            // A daemon leads a group (or session) of its own: its
+            // children go with it.
+            if child.leads_group {
+                let _ = killpg(pid, Signal::SIGKILL);
+            }
+            let _ = kill(pid, Signal::SIGKILL);
+        }
+    }
+    found
+}
+
+/// A child process, from `/proc/PID/stat`.
+struct ChildProcess {
+    pid: i32,
+    zombie: bool,
+    /// Clock ticks after boot.
+    started: u64,
+    /// Whether it leads its process group.
+    leads_group: bool,
+}
+
+/// The children of process `parent`, zombies included.
+fn children_of(parent: i32) -> Vec<ChildProcess> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut children = Vec::new();
+    for entry in entries.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parens.
+        let Some((_, rest)) = stat.rsplit_once(") ") else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // state is field 3, ppid 4, pgrp 5, starttime 22.
+        let (Some(state), Some(Ok(ppid)), Some(Ok(pgrp)), Some(Ok(started))) = (
+            fields.first(),
+            fields.get(1).map(|f| f.parse::<i32>()),
+            fields.get(2).map(|f| f.parse::<i32>()),
+            fields.get(19).map(|f| f.parse::<u64>()),
+        ) else {
+            continue;
+        };
+        if ppid == parent {
+            children.push(ChildProcess {
+                pid,
+                zombie: state.starts_with(['Z', 'X']),
+                started,
+                leads_group: pgrp == pid,
+            });
+        }
+    }
+    children
 }
 
 /// A prepared exec check.
@@ -94,15 +310,13 @@ impl ExecCheck {
         if let Some(dir) = &self.spec.workdir {
             command.current_dir(dir);
         }
-        let mut child = match command.spawn() {
-            Ok(child) => child,
+        let (mut child, mut owned) = match Owned::spawn(&mut command) {
+            Ok(spawned) => spawned,
             Err(e) => {
                 return Outcome::unknown(format!("cannot run {program:?}: {}", describe_io(&e)));
             }
         };
-        let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
-            return Outcome::unknown(format!("cannot run {program:?}: no process id"));
-        };
+        let pid = owned.pid;
         // `process_group(0)`: the child leads a new group whose id is its pid.
         let mut group = Group::new(Pid::from_raw(pid));
 
@@ -117,7 +331,10 @@ impl ExecCheck {
         // command never blocks on a full pipe.
         let status = loop {
             tokio::select! {
-                status = child.wait() => break Some(status),
+                status = child.wait() => {
+                    owned.reaped = status.is_ok();
+                    break Some(status);
+                }
                 _ = &mut pipes, if !drained => drained = true,
                 _ = tokio::time::sleep_until(deadline) => break None,
             }
@@ -133,6 +350,7 @@ impl ExecCheck {
             None => {
                 group.kill();
                 let reaped = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+                owned.reaped = matches!(reaped, Ok(Ok(_)));
                 if reaped.is_ok() {
                     group.reap().await;
                 }

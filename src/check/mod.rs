@@ -11,12 +11,13 @@ mod http;
 mod reason;
 mod tcp;
 
+use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
 use crate::config::CheckKind;
 
-pub use exec::{ExecCheck, become_subreaper};
+pub use exec::{ExecCheck, become_subreaper, kill_orphans, reap_orphans};
 pub use file::FileCheck;
 pub use grpc::GrpcCheck;
 pub use http::HttpCheck;
@@ -151,6 +152,17 @@ pub fn one_line(text: &str) -> String {
 /// Longest message kept for one run, in bytes.
 pub const MAX_MESSAGE: usize = 1024;
 
+/// The file descriptors a check of `kind` holds while it runs: an exec
+/// check's two pipes and the child's pidfd, a socket for the network
+/// kinds, none for a file check (a `stat`).
+pub fn fds_while_running(kind: &CheckKind) -> u64 {
+    match kind {
+        CheckKind::Exec(_) => 3,
+        CheckKind::Http(_) | CheckKind::Tcp(_) | CheckKind::Grpc(_) => 1,
+        CheckKind::File(_) => 0,
+    }
+}
+
 /// A check ready to run: its kind with whatever it prepared at startup
 /// (a TLS configuration, a kept-alive connection).
 #[derive(Debug)]
@@ -193,8 +205,26 @@ impl Check {
         })
     }
 
-    /// Runs the check once, bounded by `timeout`.
+    /// Runs the check once, bounded by `timeout`. A failure because the
+    /// sidecar itself ran out of descriptors or memory on the way is
+    /// Unknown: the app was not checked, and the sidecar's own exhaustion
+    /// must not restart it.
     pub async fn run(&self, timeout: Duration) -> Outcome {
+        LOCAL_EXHAUSTION
+            .scope(Cell::new(None), async {
+                let outcome = self.run_once(timeout).await;
+                match LOCAL_EXHAUSTION.with(Cell::get) {
+                    Some(why) if outcome.verdict == Verdict::Failure => Outcome::unknown(format!(
+                        "the sidecar could not check: it is out of resources ({why}): {}",
+                        outcome.message
+                    )),
+                    _ => outcome,
+                }
+            })
+            .await
+    }
+
+    async fn run_once(&self, timeout: Duration) -> Outcome {
         match self {
             // An HTTP run's state is 4.5 KiB and a gRPC run's 3 KiB, against
             // 0.5 KiB for TCP: boxed, so that a run of the other kinds is not
@@ -206,6 +236,28 @@ impl Check {
             Check::File(c) => c.run(timeout).await,
         }
     }
+}
+
+tokio::task_local! {
+    /// Set during a run when the sidecar's own resources ran out (see
+    /// [`note_exhaustion`]).
+    static LOCAL_EXHAUSTION: Cell<Option<&'static str>>;
+}
+
+/// Notes, for the run in progress, an error that says the sidecar itself
+/// is out of resources (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) rather than
+/// anything about the app; returns whether it was one.
+pub(crate) fn note_exhaustion(e: &std::io::Error) -> bool {
+    use nix::libc;
+    let why = match e.raw_os_error() {
+        Some(libc::EMFILE) => "too many open files",
+        Some(libc::ENFILE) => "too many open files in system",
+        Some(libc::ENOBUFS) => "no buffer space available",
+        Some(libc::ENOMEM) => "cannot allocate memory",
+        _ => return false,
+    };
+    let _ = LOCAL_EXHAUSTION.try_with(|cell| cell.set(Some(why)));
+    true
 }
 
 /// An I/O error as a short lower-case phrase, without the
@@ -316,6 +368,7 @@ pub(crate) async fn dial(
                     return Ok(stream);
                 }
                 Err(e) => {
+                    note_exhaustion(&e);
                     let reason = match e.kind() {
                         std::io::ErrorKind::ConnectionRefused => Reason::Refused,
                         _ => Reason::Other,

@@ -10,6 +10,9 @@ use crate::lifecycle::Exit;
 const MAX_BLOCKING_THREADS: usize = 8;
 
 pub(super) fn run(args: RunArgs) -> ExitCode {
+    // Before anything that can take long (a large config): a SIGTERM from
+    // here on waits for the drain instead of killing the process.
+    let signals = crate::signals::listen();
     init_logging(args.log_format, &args.log_level);
     let app = match super::build(&args.config, args.listen) {
         Ok(app) => app,
@@ -31,8 +34,6 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Listen for signals before anything else can take long.
-    let signals = crate::signals::listen();
     match runtime.block_on(crate::run(app, signals)) {
         Ok(Exit::Clean) => ExitCode::SUCCESS,
         Ok(Exit::Forced(signal)) => ExitCode::from(128u8.saturating_add(signal as u8)),

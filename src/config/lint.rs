@@ -4,7 +4,10 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{CheckConfig, Config};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use super::{CheckConfig, CheckKind, Config, ExecSpec};
 
 /// How long a failed pod may stay in rotation before a lint speaks up.
 const MAX_IN_ROTATION: Duration = Duration::from_secs(60);
@@ -64,6 +67,18 @@ fn check_lints(c: &CheckConfig) -> Vec<Lint> {
             host.name
         ));
     }
+    if let CheckKind::Exec(spec) = &c.kind
+        && let Some(missing) = missing_program(spec)
+    {
+        let consequence = if c.probes.liveness {
+            "as a liveness check it can never fail"
+        } else {
+            "it can never pass"
+        };
+        warn(format!(
+            "{missing}: every run is Unknown, which moves no threshold (the kubelet throws away an exec probe that cannot start, too), so {consequence}"
+        ));
+    }
     let t = &c.timing;
     if t.timeout >= t.period {
         warn(format!(
@@ -88,4 +103,71 @@ fn check_lints(c: &CheckConfig) -> Vec<Lint> {
         }
     }
     out
+}
+
+/// Why an exec check's program cannot be started here, if it cannot: a
+/// path that is no executable file, or a name found on no directory of the
+/// `PATH` the command gets (its own `env` if it sets one, else the
+/// sidecar's). Read from the file system of the process that asks, so
+/// `check-config` answers for the image it runs in.
+pub fn missing_program(spec: &ExecSpec) -> Option<String> {
+    let program = spec.command.first()?;
+    let executable = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        let path = match &spec.workdir {
+            Some(dir) => dir.join(program),
+            None => PathBuf::from(program),
+        };
+        return (!executable(&path)).then(|| format!("the command {program:?} is not an executable file"));
+    }
+    let path = spec
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.into())
+        .or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|dir| executable(&dir.join(program)));
+    (!found).then(|| format!("the command {program:?} is found on no directory of PATH"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(command: &str, env: &[(&str, &str)]) -> ExecSpec {
+        ExecSpec {
+            command: vec![command.to_string()],
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            workdir: None,
+        }
+    }
+
+    #[test]
+    fn a_missing_program_is_named() {
+        assert_eq!(missing_program(&spec("sh", &[])), None);
+        assert_eq!(missing_program(&spec("/bin/sh", &[])), None);
+        assert_eq!(
+            missing_program(&spec("/nonexistent/probe", &[])).as_deref(),
+            Some("the command \"/nonexistent/probe\" is not an executable file")
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "").unwrap();
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let plain = plain.to_str().unwrap();
+        assert_eq!(
+            missing_program(&spec(plain, &[])),
+            Some(format!("the command {plain:?} is not an executable file"))
+        );
+        assert_eq!(
+            missing_program(&spec("no-such-probe-program", &[])).as_deref(),
+            Some("the command \"no-such-probe-program\" is found on no directory of PATH")
+        );
+        // The command's own PATH is the one searched.
+        assert!(missing_program(&spec("sh", &[("PATH", "/nonexistent")])).is_some());
+    }
 }

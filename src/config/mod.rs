@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use lint::{Lint, lints};
+pub use lint::{Lint, lints, missing_program};
 pub use raw::parse_duration;
 
 /// Kubelet default for `initialDelaySeconds` (kubelet-semantics §3.1).
@@ -538,7 +538,15 @@ impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
         let origin = path.display().to_string();
-        match std::fs::read_to_string(path) {
+        let text = crate::files::read_bounded(path, crate::files::MAX_CONFIG_BYTES).and_then(|bytes| {
+            String::from_utf8(bytes).map_err(|_| {
+                crate::files::ReadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "stream did not contain valid UTF-8",
+                ))
+            })
+        });
+        match text {
             Ok(text) => Config::from_toml_str(&text, &origin, env),
             Err(e) => Err(ConfigErrors {
                 origin,

@@ -155,10 +155,34 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Collects errors with their locations while validating.
 struct Errors<'a> {
     text: &'a str,
+    /// Where each line of `text` starts, so that locating a span costs a
+    /// binary search, not a scan of the text before it: with thousands of
+    /// checks, a scan per check made parsing quadratic.
+    line_starts: Vec<usize>,
     list: Vec<ConfigError>,
 }
 
-impl Errors<'_> {
+impl<'a> Errors<'a> {
+    fn new(text: &'a str) -> Self {
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Errors {
+            text,
+            line_starts,
+            list: Vec::new(),
+        }
+    }
+
+    /// 1-based line and column of a byte offset.
+    fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self.line_starts[line - 1];
+        let column = self.text[start..offset].chars().count() + 1;
+        (line, column)
+    }
+
     /// A parse or type error from the TOML reader, with `hint` after its
     /// message.
     fn push_serde(&mut self, e: &toml::de::Error, hint: String) {
@@ -174,7 +198,7 @@ impl Errors<'_> {
     }
 
     fn push(&mut self, key: impl Into<String>, span: Range<usize>, message: impl Into<String>) {
-        let (line, column) = line_col(self.text, span.start);
+        let (line, column) = self.line_col(span.start);
         self.list.push(ConfigError {
             key: key.into(),
             line,
@@ -182,15 +206,6 @@ impl Errors<'_> {
             message: message.into(),
         });
     }
-}
-
-/// 1-based line and column of a byte offset.
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
 }
 
 /// The key a serde error points at, read off the text at its span.
@@ -220,10 +235,7 @@ fn key_at(text: &str, span: &Range<usize>) -> String {
 }
 
 pub(super) fn parse(text: &str, env: &dyn Env) -> Result<Config, Vec<ConfigError>> {
-    let mut errors = Errors {
-        text,
-        list: Vec::new(),
-    };
+    let mut errors = Errors::new(text);
     let (mut table, syntax) = toml::de::DeTable::parse_recoverable(text);
     if !syntax.is_empty() {
         for e in &syntax {
@@ -568,6 +580,12 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// Names that the probes' answers give to conditions that are not checks
+/// (`[-]startup failed`, `[-]drain failed`, kube-apiserver's `[+]ping ok`
+/// when there is no check): a check of that name would be ambiguous in
+/// text and overwrite the entry in `health+json`.
+pub const RESERVED_NAMES: [&str; 3] = ["drain", "ping", "startup"];
+
 fn validate_check(
     index: usize,
     check: Spanned<RawCheck>,
@@ -576,7 +594,7 @@ fn validate_check(
     errors: &mut Errors<'_>,
 ) -> Option<CheckConfig> {
     let span = check.span();
-    let (line, _) = line_col(errors.text, span.start);
+    let (line, _) = errors.line_col(span.start);
     let c = check.into_inner();
     let at = |field: &str| format!("check[{index}].{field}");
 
@@ -592,6 +610,16 @@ fn validate_check(
                     at("name"),
                     n.span(),
                     format!("{value:?} must be made of a-z, 0-9 and '-'"),
+                );
+                None
+            } else if RESERVED_NAMES.contains(&value.as_str()) {
+                errors.push(
+                    at("name"),
+                    n.span(),
+                    format!(
+                        "{value:?} is reserved: the probes' answers use it for a condition that is not a check ({})",
+                        RESERVED_NAMES.join(", ")
+                    ),
                 );
                 None
             } else if !names.insert(value.clone()) {

@@ -382,3 +382,27 @@ fn every_syntax_error_is_reported() {
     assert!(e.len() >= 2, "{e:?}");
     assert_eq!(e[0].line, 2);
 }
+
+#[test]
+fn gate_names_are_reserved_with_key_and_line() {
+    for name in ["drain", "startup", "ping"] {
+        let shown = parse(&format!(
+            "{WEB}[[check]]\nname = \"{name}\"\nprobes = [\"readiness\"]\ntcp = {{ port = 1 }}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            shown.starts_with(&format!("t.toml:6:8: check[1].name: \"{name}\" is reserved")),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn lines_and_columns_count_from_one_past_multibyte_text() {
+    let text = format!("# é\n\n{WEB}period = \"1ms\"\n");
+    let shown = parse(&text).unwrap_err().to_string();
+    assert_eq!(shown, "t.toml:7:10: check[0].period: must be at least 100ms");
+    let first = parse("listen = 1\n").unwrap_err().to_string();
+    assert!(first.starts_with("t.toml:1:10: listen:"), "{first}");
+}

@@ -37,7 +37,8 @@ impl Token {
     /// Reads the token from `path`; trailing whitespace (the newline a
     /// Secret often ends with) is not part of it.
     pub(crate) fn load(path: &Path) -> Result<Token, String> {
-        let text = std::fs::read(path).map_err(|e| format!("drain.token_file {}: {e}", path.display()))?;
+        let text = crate::files::read_bounded(path, crate::files::MAX_TOKEN_BYTES)
+            .map_err(|e| format!("drain.token_file {}: {e}", path.display()))?;
         let end = text
             .iter()
             .rposition(|b| !b.is_ascii_whitespace())

@@ -236,8 +236,10 @@ impl Metrics {
     pub fn render(&self, state: &State) -> String {
         let i = &self.inner;
         let mut families = i.registry.gather();
-        // The snapshot is held only while the families are built.
-        families.extend(i.checks.collect(&state.borrow()));
+        // A copy: the snapshot's lock is held only while it is copied, so
+        // that the engine never waits for the families to be built.
+        let snapshot = state.borrow().clone();
+        families.extend(i.checks.collect(&snapshot));
         families.sort_by(|a, b| a.name().cmp(b.name()));
         let mut out = Vec::with_capacity(8 * 1024);
         TextEncoder::new()

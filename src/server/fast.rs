@@ -52,7 +52,7 @@ impl Endpoints {
     {
         let route = Route::parse(request.uri().path());
         let app = AppState::clone(&self.app);
-        let routed = match self.answer(&route, &request) {
+        let routed = match self.answer(&route, &request, peer) {
             Some(response) => {
                 app.count(&route, response.status());
                 Ok(response)
@@ -78,7 +78,12 @@ impl Endpoints {
 
     /// The answer to a plain probe of `route`; `None` leaves the request
     /// to the router.
-    fn answer<B>(&self, route: &Route, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+    fn answer<B>(
+        &self,
+        route: &Route,
+        request: &Request<B>,
+        peer: SocketAddr,
+    ) -> Option<Response<Full<Bytes>>> {
         let head = match *request.method() {
             Method::GET => false,
             Method::HEAD => true,
@@ -94,7 +99,8 @@ impl Endpoints {
                 if format(request.headers(), &options) != Format::Text {
                     return None;
                 }
-                self.app.probe(route, &options, Format::Text)
+                let messages = self.app.may_see_messages(peer, request.headers());
+                self.app.probe(route, &options, Format::Text, messages)
             }
             _ => return None,
         };
@@ -110,7 +116,6 @@ mod tests {
 
     use super::*;
 
-    const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 40000);
     use crate::config::Config;
     use crate::lifecycle::{Drain, Lifecycle};
     use crate::metrics::Metrics;
@@ -130,6 +135,8 @@ mod tests {
             super::super::endpoints(state.clone(), lifecycle, metrics.clone(), Duration::from_secs(1));
         (endpoints, state, metrics)
     }
+
+    const LOOPBACK: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
 
     fn request(method: &Method, uri: &str, accept: Option<&str>) -> Request<Body> {
         let mut request = Request::builder().method(method).uri(uri);
@@ -157,25 +164,25 @@ mod tests {
         let (endpoints, state, metrics) = endpoints();
         for _ in 0..3 {
             let response = endpoints
-                .call(request(&Method::GET, "/readyz", None), LOCAL)
+                .call(request(&Method::GET, "/readyz", None), LOOPBACK)
                 .await
                 .unwrap();
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         }
         for uri in ["/readyz?verbose", "/readyz/a"] {
             let response = endpoints
-                .call(request(&Method::GET, uri, None), LOCAL)
+                .call(request(&Method::GET, uri, None), LOOPBACK)
                 .await
                 .unwrap();
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{uri}");
         }
         let response = endpoints
-            .call(request(&Method::HEAD, "/livez", None), LOCAL)
+            .call(request(&Method::HEAD, "/livez", None), LOOPBACK)
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let response = endpoints
-            .call(request(&Method::POST, "/livez", None), LOCAL)
+            .call(request(&Method::POST, "/livez", None), LOOPBACK)
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
@@ -193,7 +200,7 @@ mod tests {
         let fast = |method: &Method, uri: &str, accept| {
             let request = request(method, uri, accept);
             endpoints
-                .answer(&Route::parse(request.uri().path()), &request)
+                .answer(&Route::parse(request.uri().path()), &request, LOOPBACK)
                 .is_some()
         };
         for (method, uri) in [

@@ -1,12 +1,22 @@
 //! Binding the listener and serving connections within limits
 //! (`[server]`): a deadline for request headers (slowloris), a cap on their
 //! size (431), an idle timeout for kept-alive connections, and a cap on
-//! open connections that closes the oldest rather than refusing the newest,
-//! so that clients holding connections open cannot starve the kubelet's
-//! probes, which open a fresh connection each time.
+//! open connections that closes an old one rather than refusing the
+//! newest, so that clients holding connections open cannot starve the
+//! kubelet's probes, which open a fresh connection each time.
+//!
+//! Every accepted connection is tracked from its first moment, including
+//! while its request head is still arriving: hyper's graceful shutdown does
+//! nothing to a connection in the middle of a head, so closing one here
+//! means dropping it, which frees its socket and buffers at once. What a
+//! connection costs is therefore bounded by the cap, whatever clients do:
+//! a connection that has sent nothing holds its task and socket only; one
+//! that has sent bytes also holds hyper's buffers (8 KiB written-header
+//! buffer, and a read buffer up to `max_header_bytes`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,9 +36,25 @@ use crate::config::ServerConfig;
 /// How long open connections get to finish after a clean stop.
 pub(crate) const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
+/// How long a connection closed while a request is in progress gets to
+/// finish it before it is dropped.
+const EVICTION_GRACE: Duration = Duration::from_secs(1);
+
+/// How long the accept loop pauses after running out of file descriptors
+/// and closing a connection, so that it can release its own.
+const EMFILE_PAUSE: Duration = Duration::from_millis(1);
+
+/// How long it pauses when there was no connection to close (the checks
+/// hold the descriptors): it backs off rather than spin.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(50);
+
+/// File descriptors kept for everything but client connections: the
+/// runtime, the listener, logs, a lookup's socket.
+const RESERVED_FDS: u64 = 64;
+
 /// Binds `addr`. An IPv6 unspecified address (`[::]`) also accepts IPv4,
 /// whatever the host's `bindv6only` says.
-pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
     if addr.is_ipv6() {
@@ -37,27 +63,120 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    // The kernel caps it at net.core.somaxconn (4096 since Linux 5.4): a
+    // flood of connections must not fill the queue before the accept loop
+    // empties it, or a probe's handshake waits for a retransmission.
+    socket.listen(4096)?;
     TcpListener::from_std(socket.into())
 }
 
-/// The open connections, oldest first, each with a way to ask it to close.
+/// Raises the soft limit on open files to the hard limit and returns the
+/// soft limit now in force. Container runtimes start processes with a soft
+/// limit of 1024, which is below the default connection cap.
+pub fn raise_fd_limit() -> io::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard.max(soft))
+}
+
+/// The fewest connections served whatever the open files limit: the
+/// kubelet's probes, a scrape and a load balancer's checks.
+const MIN_CONNECTIONS: usize = 16;
+
+/// The connection cap in force: `configured`, lowered so that client
+/// connections can never take the file descriptors that the checks
+/// (`check_fds` while they all run at once) and the sidecar itself need,
+/// under a limit of `fd_limit` open files. A check that cannot open a
+/// socket would otherwise fail because of the clients, and the kubelet
+/// would restart a healthy app.
+pub(crate) fn connection_cap(configured: usize, check_fds: u64, fd_limit: u64) -> usize {
+    let reserved = RESERVED_FDS + CLOSING_SLACK as u64 + check_fds;
+    let room = fd_limit.saturating_sub(reserved);
+    configured
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(MIN_CONNECTIONS.min(configured))
+}
+
+/// One open connection as the table sees it.
+struct Slot {
+    /// Requests in progress, and when the last one ended.
+    activity: Activity,
+    /// Told once when the connection must go.
+    close: Notify,
+}
+
+/// The open connections, oldest first.
 #[derive(Default)]
 struct Open {
     next: u64,
-    by_age: BTreeMap<u64, Arc<Notify>>,
+    by_age: BTreeMap<u64, Arc<Slot>>,
+    /// Connection tasks alive: those in `by_age` and those told to close
+    /// that have not yet.
+    live: usize,
 }
 
-/// Serves `endpoints` on `listener` within `limits` until `shutdown`
+/// How many closed connections may still be on their way out before the
+/// accept loop waits for them: without a bound, a flood accepted faster
+/// than the runtime gets to the closed ones would hold their sockets and
+/// buffers past the cap.
+const CLOSING_SLACK: usize = 64;
+
+impl Open {
+    /// Closes one connection to make room: the oldest that has sent bytes
+    /// but has no request in progress (a head still arriving, or idle
+    /// after an answer); else the oldest not yet read from; else the
+    /// oldest. A kubelet probe is a fresh connection whose head is
+    /// answered in the same turn as it is first read, so it is never in
+    /// the first group, and under a flood it waits in the second behind
+    /// every older connection.
+    fn evict_one(&mut self) -> bool {
+        let idle = |slot: &Slot| slot.activity.in_flight.load(Ordering::Acquire) == 0;
+        let victim = self
+            .by_age
+            .iter()
+            .find(|(_, slot)| idle(slot) && slot.activity.reading.load(Ordering::Acquire))
+            .or_else(|| self.by_age.iter().find(|(_, slot)| idle(slot)))
+            .or_else(|| self.by_age.first_key_value())
+            .map(|(id, _)| *id);
+        match victim.and_then(|id| self.by_age.remove(&id)) {
+            Some(slot) => {
+                slot.close.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes the connections that have answered a request and then been
+    /// idle for `idle_timeout`.
+    fn evict_idle(&mut self, idle_timeout: Duration) {
+        self.by_age.retain(|_, slot| {
+            let idle = slot.activity.served.load(Ordering::Acquire)
+                && slot.activity.idle_for().is_some_and(|idle| idle >= idle_timeout);
+            if idle {
+                slot.close.notify_one();
+            }
+            !idle
+        });
+    }
+}
+
+/// Serves `endpoints` on `listener` within `limits`, at most `cap`
+/// connections at a time (see [`connection_cap`]), until `shutdown`
 /// completes with a value and a grace, then lets open connections finish
 /// for that grace and returns the value.
 pub(crate) async fn serve<T>(
     listener: TcpListener,
     endpoints: Endpoints,
     limits: ServerConfig,
+    cap: usize,
     shutdown: impl Future<Output = (T, Duration)>,
 ) -> T {
     let open = Arc::new(Mutex::new(Open::default()));
+    let ended = Arc::new(Notify::new());
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -65,48 +184,92 @@ pub(crate) async fn serve<T>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes);
+    // One sweep over the table instead of a timer per connection.
+    let sweep = {
+        let open = Arc::clone(&open);
+        let idle_timeout = limits.idle_timeout;
+        let mut every = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(50)));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop = stop.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    _ = every.tick() => open.lock().expect("not poisoned").evict_idle(idle_timeout),
+                    () = stop.cancelled() => return,
+                }
+            }
+        }
+    };
+    tasks.spawn(sweep);
     tokio::pin!(shutdown);
     let (value, grace) = loop {
+        // Past the cap and its slack: wait for a closed one to be gone.
+        let room = async {
+            loop {
+                let gone = ended.notified();
+                tokio::pin!(gone);
+                gone.as_mut().enable();
+                if open.lock().expect("not poisoned").live < cap + CLOSING_SLACK {
+                    return;
+                }
+                gone.await;
+            }
+        };
+        tokio::select! {
+            () = room => {}
+            stop = &mut shutdown => break stop,
+        }
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(e) => {
-                    // Out of file descriptors and the like: back off, go on.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if matches!(e.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE)) {
+                        // Out of file descriptors: close a connection to
+                        // get one back, and give it the time to go.
+                        let evicted = open.lock().expect("not poisoned").evict_one();
+                        tracing::debug!(evicted, "accept failed: {e}");
+                        tokio::time::sleep(if evicted { EMFILE_PAUSE } else { EMFILE_BACKOFF }).await;
+                    } else {
+                        // ECONNABORTED and the like: the next one may work.
+                        tracing::debug!("accept failed: {e}");
+                        tokio::task::yield_now().await;
+                    }
                     continue;
                 }
             },
             stop = &mut shutdown => break stop,
         };
-        let (id, close) = {
+        let (id, slot) = {
             let mut open = open.lock().expect("not poisoned");
-            if open.by_age.len() >= limits.max_connections
-                && let Some((_, oldest)) = open.by_age.pop_first()
-            {
-                // The oldest connection is the likeliest to be idle or
-                // hostile; a kubelet probe is always a fresh one.
-                oldest.notify_one();
+            if open.by_age.len() >= cap {
+                open.evict_one();
             }
             let id = open.next;
             open.next += 1;
-            let close = Arc::new(Notify::new());
-            open.by_age.insert(id, Arc::clone(&close));
-            (id, close)
+            let slot = Arc::new(Slot {
+                activity: Activity::new(),
+                close: Notify::new(),
+            });
+            open.by_age.insert(id, Arc::clone(&slot));
+            open.live += 1;
+            (id, slot)
         };
         let connection = Connection {
             stream,
             peer,
             endpoints: endpoints.clone(),
-            idle_timeout: limits.idle_timeout,
-            close,
+            header_read_timeout: limits.header_read_timeout,
+            slot,
             stop: stop.clone(),
         };
-        let open = Arc::clone(&open);
+        let (open, ended) = (Arc::clone(&open), Arc::clone(&ended));
         let builder = builder.clone();
         tasks.spawn(async move {
             connection.serve(&builder).await;
-            open.lock().expect("not poisoned").by_age.remove(&id);
+            let mut open = open.lock().expect("not poisoned");
+            open.by_age.remove(&id);
+            open.live -= 1;
+            ended.notify_one();
         });
     };
     drop(listener);
@@ -121,20 +284,32 @@ struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
     endpoints: Endpoints,
-    idle_timeout: Duration,
-    close: Arc<Notify>,
+    header_read_timeout: Duration,
+    slot: Arc<Slot>,
     stop: CancellationToken,
 }
 
 /// Requests in progress on a connection, and when the last one ended.
 struct Activity {
     origin: Instant,
+    /// The first bytes have arrived and hyper reads the connection.
+    reading: AtomicBool,
     in_flight: AtomicUsize,
     served: AtomicBool,
     last_done_ms: AtomicU64,
 }
 
 impl Activity {
+    fn new() -> Self {
+        Activity {
+            origin: Instant::now(),
+            reading: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            last_done_ms: AtomicU64::new(0),
+        }
+    }
+
     fn idle_for(&self) -> Option<Duration> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return None;
@@ -146,21 +321,33 @@ impl Activity {
 
 impl Connection {
     async fn serve(self, builder: &hyper::server::conn::http1::Builder) {
-        let _ = self.stream.set_nodelay(true);
-        let activity = Arc::new(Activity {
-            origin: Instant::now(),
-            in_flight: AtomicUsize::new(0),
-            served: AtomicBool::new(false),
-            last_done_ms: AtomicU64::new(0),
-        });
-        let tracked = Arc::clone(&activity);
-        let (endpoints, peer) = (self.endpoints, self.peer);
+        let Connection {
+            stream,
+            peer,
+            endpoints,
+            header_read_timeout,
+            slot,
+            stop,
+        } = self;
+        // Until its first byte a connection costs its socket and this
+        // task only; hyper's buffers come with the first byte.
+        let first_byte = tokio::time::timeout(header_read_timeout, stream.readable());
+        tokio::select! {
+            biased;
+            () = slot.close.notified() => return,
+            () = stop.cancelled() => return,
+            readable = first_byte => if !matches!(readable, Ok(Ok(()))) { return },
+        }
+        slot.activity.reading.store(true, Ordering::Release);
+        let _ = stream.set_nodelay(true);
+        let tracked = Arc::clone(&slot);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let activity = Arc::clone(&tracked);
-            activity.in_flight.fetch_add(1, Ordering::AcqRel);
+            let slot = Arc::clone(&tracked);
+            slot.activity.in_flight.fetch_add(1, Ordering::AcqRel);
             let response = endpoints.call(request, peer);
             async move {
                 let response = response.await;
+                let activity = &slot.activity;
                 let now = activity.origin.elapsed().as_millis() as u64;
                 activity.last_done_ms.store(now, Ordering::Release);
                 activity.served.store(true, Ordering::Release);
@@ -168,33 +355,75 @@ impl Connection {
                 response
             }
         });
-        let conn = builder.serve_connection(TokioIo::new(self.stream), service);
-        tokio::pin!(conn);
-        // hyper's header read timeout closes a connection whose next
-        // request's headers have not all arrived within it, counted from
-        // when it starts waiting; this closes one that has answered a
-        // request and then stayed idle for `idle_timeout`, usually sooner.
-        let mut idle_check = tokio::time::interval((self.idle_timeout / 4).max(Duration::from_millis(50)));
-        let mut closing = false;
-        loop {
-            tokio::select! {
-                _ = conn.as_mut() => return,
-                () = self.close.notified(), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
+        let mut conn = Box::pin(builder.serve_connection(TokioIo::new(stream), service));
+        // Closed to make room: a connection with no request in progress
+        // (idle, or in the middle of a head, where hyper's graceful
+        // shutdown does nothing) is dropped at once; one with a request
+        // finishes it, within a bound.
+        let closing = tokio::select! {
+            _ = conn.as_mut() => return,
+            () = slot.close.notified() => {
+                if slot.activity.in_flight.load(Ordering::Acquire) == 0 {
+                    return;
                 }
-                () = self.stop.cancelled(), if !closing => {
-                    closing = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-                _ = idle_check.tick(), if !closing => {
-                    let served_one = activity.served.load(Ordering::Acquire);
-                    if served_one && activity.idle_for().is_some_and(|idle| idle >= self.idle_timeout) {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
+                EVICTION_GRACE
             }
+            () = stop.cancelled() => SHUTDOWN_GRACE,
+        };
+        conn.as_mut().graceful_shutdown();
+        let _ = tokio::time::timeout(closing, conn).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_room_for_the_checks() {
+        assert_eq!(connection_cap(1024, 40, 1_048_576), 1024);
+        // 1024 fds, checks needing 40: 64 + 64 + 40 kept.
+        assert_eq!(connection_cap(1024, 40, 1024), 856);
+        assert_eq!(connection_cap(1024, 4000, 1024), 16);
+    }
+
+    fn slot(reading: bool, in_flight: usize) -> Arc<Slot> {
+        let slot = Slot {
+            activity: Activity::new(),
+            close: Notify::new(),
+        };
+        slot.activity.reading.store(reading, Ordering::Release);
+        slot.activity.in_flight.store(in_flight, Ordering::Release);
+        Arc::new(slot)
+    }
+
+    fn ids(open: &Open) -> Vec<u64> {
+        open.by_age.keys().copied().collect()
+    }
+
+    #[tokio::test]
+    async fn eviction_takes_half_sent_and_idle_ones_first_and_spares_requests_in_progress() {
+        let mut open = Open::default();
+        // Not read from yet, busy, half-sent or idle, not read from, busy,
+        // half-sent or idle.
+        let connections = [(false, 0), (true, 1), (true, 0), (false, 0), (true, 1), (true, 0)];
+        for (id, (reading, busy)) in (0..).zip(connections) {
+            open.by_age.insert(id, slot(reading, busy));
         }
+        let half_sent = Arc::clone(&open.by_age[&2]);
+        assert!(open.evict_one());
+        assert_eq!(ids(&open), [0, 1, 3, 4, 5]);
+        // The permit is kept for the connection to see.
+        half_sent.close.notified().await;
+        assert!(open.evict_one());
+        assert_eq!(ids(&open), [0, 1, 3, 4]);
+        // Then those not read from yet, oldest first.
+        assert!(open.evict_one());
+        assert_eq!(ids(&open), [1, 3, 4]);
+        assert!(open.evict_one());
+        assert_eq!(ids(&open), [1, 4]);
+        // Only busy ones left: the oldest goes.
+        assert!(open.evict_one());
+        assert_eq!(ids(&open), [4]);
     }
 }

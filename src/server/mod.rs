@@ -28,6 +28,7 @@ mod listen;
 mod render;
 mod route;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +44,8 @@ use http_body_util::Full;
 use tower_http::timeout::TimeoutLayer;
 
 pub(crate) use fast::Endpoints;
-pub(crate) use listen::{SHUTDOWN_GRACE, bind, serve};
+pub use listen::raise_fd_limit;
+pub(crate) use listen::{SHUTDOWN_GRACE, bind, connection_cap, serve};
 pub use render::{Format, Options, Probe, Scope};
 pub(crate) use route::Route;
 
@@ -142,7 +144,17 @@ async fn limit_query(request: Request, next: Next) -> Response {
 
 /// `/metrics`: every gauge is computed from the snapshot as it is now.
 async fn scrape(AxumState(app): AxumState<AppState>) -> Response {
-    let body = app.metrics.render(&app.state);
+    // Building and encoding thousands of checks' series takes
+    // milliseconds: on a blocking thread, never on the one that answers
+    // the probes.
+    let (metrics, state) = (app.metrics.clone(), app.state.clone());
+    let body = match tokio::task::spawn_blocking(move || metrics.render(&state)).await {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::error!("rendering the metrics failed: {e}");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "cannot render the metrics\n").into_response();
+        }
+    };
     (
         [(
             header::CONTENT_TYPE,
@@ -166,13 +178,15 @@ async fn not_found() -> Response {
 async fn probe(
     AxumState(app): AxumState<AppState>,
     Extension(route): Extension<Route>,
+    Extension(Peer(peer)): Extension<Peer>,
     RawQuery(query): RawQuery,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
     let options = Options::parse(query.as_deref());
     let format = format(&headers, &options);
-    app.probe(&route, &options, format)
+    let messages = app.may_see_messages(peer, &headers);
+    app.probe(&route, &options, format, messages)
         .response(method == Method::HEAD)
         .map(Body::new)
 }
@@ -236,9 +250,30 @@ fn content_length(len: usize) -> HeaderValue {
 }
 
 impl Shared {
+    /// Whether a request from `peer` may see the checks' messages: it
+    /// comes from the loopback interface (the pod itself, or a `kubectl
+    /// port-forward`), or it carries the lifecycle token
+    /// (`drain.token_file`). Clients on the pod network get names and
+    /// verdicts only (`reason withheld`).
+    pub(crate) fn may_see_messages(&self, peer: SocketAddr, headers: &HeaderMap) -> bool {
+        peer.ip().to_canonical().is_loopback()
+            || self
+                .lifecycle
+                .token
+                .as_ref()
+                .is_some_and(|token| token.accepts(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())))
+    }
+
     /// The answer of a probe `route` (`/livez`, `/livez/NAME`,
-    /// `/containers/NAME/livez`) with `options`, in `format`.
-    pub(crate) fn probe(&self, route: &Route, options: &Options<'_>, format: Format) -> Answer {
+    /// `/containers/NAME/livez`) with `options`, in `format`; with the
+    /// checks' messages if `messages`.
+    pub(crate) fn probe(
+        &self,
+        route: &Route,
+        options: &Options<'_>,
+        format: Format,
+        messages: bool,
+    ) -> Answer {
         let snapshot = self.state.borrow();
         let (kind, scope) = match route {
             Route::Probe(kind) => (*kind, Scope::All),
@@ -268,7 +303,10 @@ impl Shared {
         if plain && matches!(scope, Scope::All) && snapshot.passes(kind) {
             return Answer::probe(StatusCode::OK, TEXT, Bytes::from_static(b"ok"));
         }
-        let probe = Probe::evaluate(&snapshot, kind, scope, options);
+        let mut probe = Probe::evaluate(&snapshot, kind, scope, options);
+        if !messages {
+            probe = probe.withhold_messages();
+        }
         let status = if probe.ok() {
             StatusCode::OK
         } else {

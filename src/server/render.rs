@@ -87,7 +87,13 @@ pub struct Probe<'s> {
     gates: Vec<(&'static str, &'static str)>,
     unmatched: Vec<String>,
     snapshot: &'s Snapshot,
+    /// Whether the checks' messages are left out (see [`Probe::withhold_messages`]).
+    withheld: bool,
 }
+
+/// What a check's failure reason reads when it is withheld, in
+/// kube-apiserver's words.
+pub const WITHHELD: &str = "reason withheld";
 
 impl<'s> Probe<'s> {
     /// Evaluates probe `kind` for the checks in `scope`.
@@ -125,7 +131,22 @@ impl<'s> Probe<'s> {
             gates: snapshot.gates(kind).collect(),
             unmatched,
             snapshot,
+            withheld: false,
         }
+    }
+
+    /// Leaves the checks' messages out of every body: a message can hold
+    /// what the app or a command said (a redirect's body, a token in
+    /// output), and clients on the pod network get names and verdicts
+    /// only, as kube-apiserver answers `[-]NAME failed: reason withheld`.
+    pub fn withhold_messages(mut self) -> Self {
+        self.withheld = true;
+        self
+    }
+
+    /// A check's reason, or [`WITHHELD`].
+    fn reason(&self, check: &'s CheckStatus) -> &'s str {
+        if self.withheld { WITHHELD } else { check.reason() }
     }
 
     /// Whether the probe passes: no gate closed and every counted critical
@@ -159,7 +180,7 @@ impl<'s> Probe<'s> {
             } else if line.passes {
                 let _ = writeln!(out, "[+]{name} ok");
             } else {
-                let reason = line.check.reason();
+                let reason = self.reason(line.check);
                 let _ = if line.check.critical {
                     writeln!(out, "[-]{name} failed: {reason}")
                 } else {
@@ -201,7 +222,7 @@ impl<'s> Probe<'s> {
                     "ok": l.passes,
                     "state": c.health.as_str(),
                     "last_result": last.map(|r| r.outcome.verdict.as_str()),
-                    "message": last.map(|r| r.outcome.message.as_str()),
+                    "message": last.filter(|_| !self.withheld).map(|r| r.outcome.message.as_str()),
                     "consecutive_successes": c.consecutive_successes,
                     "consecutive_failures": c.consecutive_failures,
                     "last_run": last.map(|r| rfc3339(r.at)),
@@ -215,6 +236,7 @@ impl<'s> Probe<'s> {
             "status": if self.ok() { "pass" } else { "fail" },
             "started": self.snapshot.started,
             "draining": self.snapshot.draining(),
+            "messages_withheld": self.withheld,
             "checks": checks,
         })
     }
@@ -252,7 +274,7 @@ impl<'s> Probe<'s> {
                 entry.insert("time".into(), json!(rfc3339(last.at)));
             }
             if !l.passes {
-                entry.insert("output".into(), json!(c.reason()));
+                entry.insert("output".into(), json!(self.reason(c)));
             }
             checks.insert(c.name.clone(), Value::Array(vec![Value::Object(entry)]));
         }

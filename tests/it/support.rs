@@ -58,15 +58,32 @@ impl Proxy {
     /// Starts `binary` on the config file at `config`, listening on
     /// 127.0.0.1:0, and returns once it is listening.
     pub fn spawn(binary: &Path, config: &Path) -> Proxy {
-        let mut child = Command::new(binary)
-            .args([
-                "run",
-                "--log-format",
-                "json",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-            ])
+        Proxy::launch(Command::new(binary), config, "127.0.0.1:0")
+    }
+
+    /// Starts the binary on `config`, listening on `listen`, through
+    /// `wrapper` (a command that execs its arguments, such as `prlimit
+    /// --nofile=N:N --`; empty for none), and returns once it is listening.
+    pub fn start_with(config: &str, listen: &str, wrapper: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config).unwrap();
+        let command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
+        let mut proxy = Proxy::launch(command, &path, listen);
+        proxy._dir = Some(dir);
+        proxy
+    }
+
+    fn launch(mut command: Command, config: &Path, listen: &str) -> Proxy {
+        let mut child = command
+            .args(["run", "--log-format", "json", "--listen", listen, "--config"])
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -23,7 +23,9 @@ pub(super) fn tls_config(ca_file: Option<&std::path::Path>) -> Result<ClientConf
         Some(path) => {
             let shown = path.display();
             let mut roots = RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path).map_err(|e| format!("ca_file {shown}: {e}"))?;
+            let pem = crate::files::read_bounded(path, crate::files::MAX_CA_BYTES)
+                .map_err(|e| format!("ca_file {shown}: {e}"))?;
+            let certs = CertificateDer::pem_slice_iter(&pem);
             for cert in certs {
                 let cert = cert.map_err(|e| format!("ca_file {shown}: {e}"))?;
                 roots.add(cert).map_err(|e| format!("ca_file {shown}: {e}"))?;

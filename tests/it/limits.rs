@@ -1,0 +1,792 @@
+//! Attacks from the pod network against the real binary, under the limits
+//! `deploy/` ships (a 64 MiB memory limit, through a cgroup the test
+//! creates where the machine allows it; a small open files limit through
+//! `prlimit`), with a kubelet-like prober beside them: a fresh connection
+//! every 100 ms, 1 s timeout. Each attack must cost the prober nothing,
+//! keep the sidecar under its memory budget, and give back its file
+//! descriptors and processes. `scripts/soak --attacks` runs them longer.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream as StdStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::TcpStream;
+
+use crate::support::{App, Proxy, eventually, metric, request};
+
+/// The memory limit of the sidecar container in `deploy/`.
+const DEPLOY_MEMORY_LIMIT: u64 = 64 << 20;
+
+/// The sidecar's memory budget with the default `[server]` limits and a
+/// handful of checks (README, "Limits and failure behaviour"): what it
+/// may reach whatever clients do. Measured on a debug build, which is
+/// larger than the release one.
+const BUDGET: u64 = 48 << 20;
+
+/// What a kubelet-like prober saw.
+#[derive(Debug, Default)]
+struct Seen {
+    probes: usize,
+    failures: Vec<String>,
+    slowest: Duration,
+}
+
+/// Probes `GET path` on a fresh connection every 100 ms with a 1 s
+/// timeout, as the kubelet does, on a thread of its own so that the
+/// attack's load in the test cannot delay it.
+struct Prober {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Seen>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    fn start(addr: SocketAddr, path: &'static str) -> Prober {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (halt, record) = (Arc::clone(&stop), Arc::clone(&seen));
+        let origin = Instant::now();
+        let thread = std::thread::spawn(move || {
+            while !halt.load(Ordering::Acquire) {
+                let began = Instant::now();
+                let result = probe_once(addr, path);
+                let mut seen = record.lock().unwrap();
+                seen.probes += 1;
+                seen.slowest = seen.slowest.max(began.elapsed());
+                if let Err(why) = result {
+                    seen.failures.push(format!(
+                        "at {:?}, after {:?}: {why}",
+                        began.duration_since(origin),
+                        began.elapsed()
+                    ));
+                }
+                drop(seen);
+                std::thread::sleep(Duration::from_millis(100).saturating_sub(began.elapsed()));
+            }
+        });
+        Prober {
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    /// Waits until `n` probes have been sent in all.
+    async fn wait_probes(&self, n: usize) {
+        eventually(Duration::from_secs(30), &format!("{n} probes"), || async {
+            self.seen.lock().unwrap().probes >= n
+        })
+        .await;
+    }
+
+    /// Stops probing; what was seen.
+    fn finish(mut self) -> Seen {
+        self.stop.store(true, Ordering::Release);
+        self.thread.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.seen.lock().unwrap())
+    }
+}
+
+/// One kubelet probe: 200 within 1 s, or why not.
+fn probe_once(addr: SocketAddr, path: &str) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let mut stream =
+        StdStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| format!("connect: {e}"))?;
+    let head = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .map_err(|e| format!("write: {e}"))?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("timeout".into());
+        }
+        stream.set_read_timeout(Some(left)).unwrap();
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => reply.extend_from_slice(&buf[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    if reply.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!("answered {:?}", reply.lines().next()))
+    }
+}
+
+/// What the sidecar process holds, from /proc.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    rss: u64,
+    peak_rss: u64,
+    fds: usize,
+}
+
+fn usage(pid: u32) -> Usage {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    };
+    Usage {
+        rss: kib("VmRSS:") << 10,
+        peak_rss: kib("VmHWM:") << 10,
+        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+    }
+}
+
+/// A memory cgroup of this test's own, limiting the processes moved into
+/// it; removed (its processes killed) on drop. `None` where the machine
+/// gives no writable memory cgroup: the measured peak RSS still counts.
+struct MemoryCgroup {
+    dir: PathBuf,
+    v2: bool,
+}
+
+impl MemoryCgroup {
+    fn create(name: &str, limit: u64) -> Option<MemoryCgroup> {
+        let unique = format!("healthproxy-{name}-{}", std::process::id());
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        for line in own.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let (base, v2) = if controllers.split(',').any(|c| c == "memory") {
+                (PathBuf::from("/sys/fs/cgroup/memory"), false)
+            } else if controllers.is_empty()
+                && std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+            {
+                (PathBuf::from("/sys/fs/cgroup"), true)
+            } else {
+                continue;
+            };
+            let dir = base.join(path.trim_start_matches('/')).join(&unique);
+            if std::fs::create_dir(&dir).is_err() {
+                continue;
+            }
+            let group = MemoryCgroup { dir, v2 };
+            let file = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
+            if std::fs::write(group.dir.join(file), limit.to_string()).is_ok() {
+                return Some(group);
+            }
+        }
+        None
+    }
+
+    fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
+    }
+
+    /// How many times the limit was hit (v1), or the OOM kills (v2).
+    fn limit_hits(&self) -> u64 {
+        let (file, key) = if self.v2 {
+            ("memory.events", Some("oom_kill "))
+        } else {
+            ("memory.failcnt", None)
+        };
+        let text = std::fs::read_to_string(self.dir.join(file)).unwrap();
+        match key {
+            Some(key) => text
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+                .unwrap_or(0),
+            None => text.trim().parse().unwrap(),
+        }
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        let procs = std::fs::read_to_string(self.dir.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs.lines().filter_map(|p| p.parse().ok()) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::remove_dir(&self.dir).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// How many times larger than in the suite the attacks are
+/// (`HEALTHPROXY_ATTACK_SCALE`, which `scripts/soak --attacks` sets).
+fn scale() -> usize {
+    std::env::var("HEALTHPROXY_ATTACK_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Lets this test process open as many sockets as the attacks need.
+fn raise_own_fd_limit() {
+    healthproxy::server::raise_fd_limit().unwrap();
+}
+
+/// Opens `n` connections that each send part of a request head (`pad`
+/// bytes of a header that never ends) and then stop, one a millisecond
+/// (`scripts/soak --attacks`: as fast as they go): slow enough that the
+/// accept queue of a debug build on a loaded test machine does not hold
+/// the probes back a second.
+async fn half_sent_heads(addr: SocketAddr, n: usize, pad: usize) -> Vec<TcpStream> {
+    let head = format!("GET /livez HTTP/1.1\r\nhost: x\r\nx-pad: {}", "a".repeat(pad));
+    let mut open = Vec::with_capacity(n);
+    let mut pace = tokio::time::interval(Duration::from_millis(1));
+    for _ in 0..n {
+        if scale() == 1 {
+            pace.tick().await;
+        }
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            continue;
+        };
+        let _ = stream.write_all(head.as_bytes()).await;
+        open.push(stream);
+    }
+    open
+}
+
+/// Opens `n` connections that send nothing.
+async fn idle_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut open = Vec::with_capacity(n);
+    let mut pace = tokio::time::interval(Duration::from_millis(1));
+    for i in 0..n {
+        if i % 2 == 0 {
+            pace.tick().await;
+        }
+        if let Ok(stream) = TcpStream::connect(addr).await {
+            open.push(stream);
+        }
+    }
+    open
+}
+
+fn assert_no_probe_lost(seen: &Seen, attack: &str) {
+    assert!(
+        seen.probes >= 10,
+        "{attack}: only {} probes were sent",
+        seen.probes
+    );
+    assert!(
+        seen.failures.is_empty(),
+        "{attack}: {} of {} probes failed (slowest {:?}): {:?}",
+        seen.failures.len(),
+        seen.probes,
+        seen.slowest,
+        &seen.failures[..seen.failures.len().min(5)]
+    );
+}
+
+#[tokio::test]
+async fn half_sent_request_heads_are_evicted_within_the_memory_budget() {
+    raise_own_fd_limit();
+    let proxy = Proxy::start("");
+    let pid = proxy.child.id();
+    let cgroup = MemoryCgroup::create("heads", DEPLOY_MEMORY_LIMIT);
+    if let Some(cgroup) = &cgroup {
+        cgroup.add(pid);
+    }
+    let before = usage(pid);
+    let prober = Prober::start(proxy.addr, "/livez");
+    // 4,000 half-sent heads of 12 KiB each, four times the connection
+    // cap: without eviction, over 64 MiB. (`scripts/soak --attacks` sends
+    // more, faster, to a release build.)
+    let mut held = half_sent_heads(proxy.addr, 4000 * scale(), 12 * 1024).await;
+    let during = usage(pid);
+    eprintln!("half-sent heads: {} sent; sidecar {during:?}", held.len());
+    // The connections held, and as many again sent while probing.
+    let more = tokio::spawn(half_sent_heads(proxy.addr, 1000 * scale(), 12 * 1024));
+    prober.wait_probes(10).await;
+    held.extend(more.await.unwrap());
+    let seen = prober.finish();
+    eprintln!("half-sent heads: prober {seen:?}; sidecar {:?}", usage(pid));
+    assert_no_probe_lost(&seen, "half-sent heads");
+    assert!(proxy.get("/healthz").await.status == 200);
+    let after = usage(pid);
+    assert!(
+        after.peak_rss < BUDGET,
+        "peak RSS {} MiB over the {} MiB budget (before: {before:?}, during: {during:?})",
+        after.peak_rss >> 20,
+        BUDGET >> 20
+    );
+    assert!(after.rss <= after.peak_rss);
+    assert!(
+        during.fds <= before.fds + 1024 + 64 + 1,
+        "the connection cap bounds the sockets held: {during:?}"
+    );
+    if let Some(cgroup) = &cgroup {
+        assert_eq!(cgroup.limit_hits(), 0, "the cgroup's memory limit was reached");
+    }
+    drop(held);
+    eventually(
+        Duration::from_secs(15),
+        "the sockets to be given back",
+        || async { usage(pid).fds <= before.fds + 2 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn running_out_of_file_descriptors_never_fails_the_app() {
+    raise_own_fd_limit();
+    let app = App::start().await;
+    let config = format!(
+        "[[check]]\nname = \"app\"\nprobes = [\"liveness\"]\ntcp = {{ port = {} }}\n\
+         period = \"100ms\"\nfailure_threshold = 1\n",
+        app.addr.port()
+    );
+    // The soft limit of containerd 2 and systemd, as a hard one: nothing
+    // to raise it to.
+    let proxy = Proxy::start_with(&config, "127.0.0.1:0", &["prlimit", "--nofile=1024:1024", "--"]);
+    let pid = proxy.child.id();
+    proxy.wait_log("max_connections lowered").await;
+    let before = usage(pid);
+    let prober = Prober::start(proxy.addr, "/livez");
+    let mut held = idle_connections(proxy.addr, 1500 * scale()).await;
+    held.extend(half_sent_heads(proxy.addr, 1500 * scale(), 100).await);
+    prober.wait_probes(10).await;
+    // The check keeps running through the attack.
+    let runs = |text: &str, result: &str| {
+        metric(
+            text,
+            &format!("healthproxy_check_runs_total{{check=\"app\",kind=\"tcp\",result=\"{result}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    let start = runs(&request(proxy.addr, "GET", "/metrics", &[]).await.body, "success");
+    eventually(
+        Duration::from_secs(10),
+        "ten more runs during the attack",
+        || async { runs(&request(proxy.addr, "GET", "/metrics", &[]).await.body, "success") >= start + 10.0 },
+    )
+    .await;
+    let seen = prober.finish();
+    assert_no_probe_lost(&seen, "fd exhaustion");
+    let metrics = request(proxy.addr, "GET", "/metrics", &[]).await.body;
+    assert_eq!(
+        runs(&metrics, "failure"),
+        0.0,
+        "no run failed for want of a descriptor"
+    );
+    assert_eq!(
+        runs(&metrics, "unknown"),
+        0.0,
+        "no run failed for want of a descriptor"
+    );
+    assert!(usage(pid).fds < 1024);
+    drop(held);
+    eventually(
+        Duration::from_secs(15),
+        "the sockets to be given back",
+        || async { usage(pid).fds <= before.fds + 2 },
+    )
+    .await;
+}
+
+/// Processes with `marker` as one of their arguments.
+fn processes_with(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == marker.as_bytes()))
+        })
+        .collect()
+}
+
+/// The zombie children of `parent`.
+fn zombies_of(parent: u32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                let fields: Vec<&str> = stat
+                    .rsplit_once(") ")
+                    .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+                fields.first() == Some(&"Z") && fields.get(1) == Some(&parent.to_string().as_str())
+            })
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn exec_checks_that_daemonize_leave_no_process_behind() {
+    let marker = format!("healthproxy-escapee-{}", std::process::id());
+    // `setsid` takes the daemon out of the command's process group, and
+    // the subshell leaves it an orphan at once.
+    let config = format!(
+        "[drain]\nmin = \"0s\"\n\
+         [[check]]\nname = \"daemonizes\"\nprobes = [\"liveness\"]\nperiod = \"200ms\"\n\
+         exec = {{ command = [\"sh\", \"-c\", \"(setsid sh -c 'sleep 1000; :' {marker} &); echo started\"] }}\n\
+         [[check]]\nname = \"exits-3\"\nprobes = [\"readiness\"]\nperiod = \"200ms\"\n\
+         exec = {{ command = [\"sh\", \"-c\", \"exit 3\"] }}\n"
+    );
+    let mut proxy = Proxy::start(&config);
+    let pid = proxy.child.id();
+    let runs = |text: &str, check: &str, result: &str| {
+        metric(
+            text,
+            &format!("healthproxy_check_runs_total{{check=\"{check}\",kind=\"exec\",result=\"{result}\"}}"),
+        )
+        .unwrap_or(0.0)
+    };
+    eventually(Duration::from_secs(20), "30 runs", || async {
+        runs(&proxy.get("/metrics").await.body, "daemonizes", "success") >= 30.0
+    })
+    .await;
+    // Every run but the last has ended: its daemon is killed and reaped.
+    eventually(
+        Duration::from_secs(5),
+        "at most the last run's daemon",
+        || async { processes_with(&marker).len() <= 1 && zombies_of(pid).len() <= 1 },
+    )
+    .await;
+    let metrics = proxy.get("/metrics").await.body;
+    assert_eq!(
+        runs(&metrics, "exits-3", "unknown"),
+        0.0,
+        "no exit status was taken from the checks"
+    );
+    assert!(runs(&metrics, "exits-3", "failure") >= 10.0);
+    let json = proxy.get("/readyz?format=json").await.body;
+    assert!(json.contains("exited with code 3"), "{json}");
+
+    proxy.signal(nix::sys::signal::Signal::SIGTERM);
+    assert!(proxy.wait_exit(Duration::from_secs(10)).await.success());
+    eventually(
+        Duration::from_secs(5),
+        "no daemon left after the exit",
+        || async { processes_with(&marker).is_empty() },
+    )
+    .await;
+}
+
+/// Waits until process `pid` handles `signal` (its signal-catch mask in
+/// /proc says so).
+async fn wait_handled(pid: u32, signal: nix::sys::signal::Signal) {
+    let bit = 1u64 << (signal as i32 - 1);
+    eventually(Duration::from_secs(5), "the signal handler", || async {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                let mask = s
+                    .lines()
+                    .find_map(|l| l.strip_prefix("SigCgt:"))?
+                    .trim()
+                    .to_string();
+                u64::from_str_radix(&mask, 16).ok()
+            })
+            .is_some_and(|mask| mask & bit != 0)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn signals_sent_by_habit_are_logged_and_ignored() {
+    use nix::sys::signal::Signal;
+    let mut proxy = Proxy::start("");
+    for signal in [
+        Signal::SIGHUP,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGALRM,
+        Signal::SIGQUIT,
+    ] {
+        proxy.signal(signal);
+        proxy.wait_log(&format!("{signal} ignored")).await;
+        assert!(proxy.exited().is_none(), "{signal} killed the sidecar");
+        assert_eq!(proxy.get("/livez").await.status, 200);
+    }
+    assert!(!proxy.log_lines("the configuration is not reloaded").is_empty());
+}
+
+#[tokio::test]
+async fn a_sigterm_during_a_slow_start_still_drains() {
+    // 10,000 checks: the start takes a while, most of it reading them.
+    let mut config = String::from("[drain]\nmin = \"0s\"\n");
+    for i in 0..10_000 {
+        config.push_str(&format!(
+            "[[check]]\nname = \"c{i}\"\nprobes = [\"readiness\"]\nperiod = \"1h\"\nfile = {{ path = \"/\", max_age = \"1h\" }}\n"
+        ));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    // Into a file: 10,000 checks log a line each, more than a pipe holds.
+    let log = dir.path().join("log");
+    let child = std::process::Command::new(crate::support::binary())
+        .args([
+            "run",
+            "--log-format",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut child = crate::support::Process(child);
+    let pid = child.0.id();
+    wait_handled(pid, nix::sys::signal::Signal::SIGTERM).await;
+    // Handled before the config is read: by then the process has used a
+    // small part of the CPU time it takes to start.
+    let at_handler = cpu_ticks(pid);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut at_exit = at_handler;
+    let status = loop {
+        if let Some(ticks) = try_cpu_ticks(pid) {
+            at_exit = ticks;
+        }
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{status:?}: {logs}");
+    assert!(logs.contains("drain started"), "{logs}");
+    assert!(
+        at_handler * 4 < at_exit,
+        "SIGTERM was handled only after {at_handler} of {at_exit} ticks of CPU"
+    );
+}
+
+/// The CPU time of process `pid` so far, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    try_cpu_ticks(pid).unwrap()
+}
+
+fn try_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15.
+    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+#[tokio::test]
+async fn a_fifo_or_a_device_as_token_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("token");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for (token_file, expected) in [
+        (fifo.display().to_string(), "is a FIFO, not a regular file"),
+        (
+            "/dev/zero".to_string(),
+            "is a character device, not a regular file",
+        ),
+    ] {
+        let config = dir.path().join("config.toml");
+        std::fs::write(&config, format!("[drain]\ntoken_file = \"{token_file}\"\n")).unwrap();
+        let (code, stderr) = crate::support::run_binary(
+            &[
+                "run",
+                "--listen",
+                "127.0.0.1:0",
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            Duration::from_secs(10),
+        )
+        .await;
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains(&format!("drain.token_file {token_file}: {expected}")),
+            "{stderr}"
+        );
+    }
+    // A large regular file is read up to the bound, no further.
+    let large = dir.path().join("large");
+    std::fs::write(&large, vec![b'x'; 1 << 20]).unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[drain]\ntoken_file = \"{}\"\n", large.display()),
+    )
+    .unwrap();
+    let (code, stderr) = crate::support::run_binary(
+        &[
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("is larger than 65536 bytes"), "{stderr}");
+}
+
+/// This machine's address on its default route: a source that is not
+/// loopback.
+fn non_loopback_address() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    // No packet is sent: connecting a UDP socket only picks a route.
+    socket
+        .connect("203.0.113.1:9")
+        .expect("the tests need a default route");
+    socket.local_addr().unwrap().ip()
+}
+
+#[tokio::test]
+async fn check_messages_are_shown_to_loopback_and_token_holders_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let config = format!(
+        "[drain]\ntoken_file = \"{}\"\n\
+         [[check]]\nname = \"leaky\"\nprobes = [\"readiness\"]\nperiod = \"100ms\"\nfailure_threshold = 1\n\
+         exec = {{ command = [\"sh\", \"-c\", \"echo internal-token=s3cret; exit 1\"] }}\n",
+        token.display()
+    );
+    let proxy = Proxy::start_with(&config, "0.0.0.0:0", &[]);
+    let local = SocketAddr::from(([127, 0, 0, 1], proxy.addr.port()));
+    let remote = SocketAddr::new(non_loopback_address(), proxy.addr.port());
+    eventually(Duration::from_secs(10), "the check to fail", || async {
+        request(local, "GET", "/readyz", &[])
+            .await
+            .body
+            .contains("s3cret")
+    })
+    .await;
+    let bearer = [("authorization", "Bearer t0ken")];
+    for path in [
+        "/readyz",
+        "/readyz?verbose",
+        "/readyz?format=json",
+        "/readyz/leaky?verbose",
+    ] {
+        let from_pod_network = request(remote, "GET", path, &[]).await;
+        assert_eq!(from_pod_network.status, 503, "{path}");
+        assert!(
+            !from_pod_network.body.contains("s3cret"),
+            "{path}: {}",
+            from_pod_network.body
+        );
+        assert!(from_pod_network.body.contains("leaky"), "{path}: names are shown");
+        let with_token = request(remote, "GET", path, &bearer).await;
+        assert!(with_token.body.contains("s3cret"), "{path}: {}", with_token.body);
+        let from_loopback = request(local, "GET", path, &[]).await;
+        assert!(
+            from_loopback.body.contains("s3cret"),
+            "{path}: {}",
+            from_loopback.body
+        );
+    }
+    let health = request(remote, "GET", "/readyz", &[("accept", "application/health+json")]).await;
+    assert!(!health.body.contains("s3cret"), "{}", health.body);
+    let text = request(remote, "GET", "/readyz?verbose", &[]).await.body;
+    assert!(text.contains("[-]leaky failed: reason withheld"), "{text}");
+}
+
+#[tokio::test]
+async fn a_check_that_finds_the_sidecar_out_of_descriptors_is_unknown_not_a_failure() {
+    let app = App::start().await;
+    let config = format!(
+        "[[check]]\nname = \"app\"\nprobes = [\"liveness\"]\ntcp = {{ port = {} }}\n\
+         period = \"100ms\"\nfailure_threshold = 1\n",
+        app.addr.port()
+    );
+    let proxy = Proxy::start(&config);
+    let pid = proxy.child.id();
+    // The soft limit only: it can be raised back up to the hard one.
+    let set_limit = |limit: usize| {
+        let set = std::process::Command::new("prlimit")
+            .args(["--pid", &pid.to_string(), &format!("--nofile={limit}:")])
+            .status()
+            .unwrap();
+        assert!(set.success(), "prlimit --nofile={limit}:");
+    };
+    // The lowest free descriptor number becomes the limit (a run holds one
+    // for a moment: the lowest seen): the check's connect fails with
+    // EMFILE, and so would any accept.
+    let lowest_free = || {
+        let used: std::collections::BTreeSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        (0..).find(|n| !used.contains(n)).unwrap()
+    };
+    let mut limit = usize::MAX;
+    for _ in 0..10 {
+        limit = limit.min(lowest_free());
+        tokio::time::sleep(Duration::from_millis(7)).await;
+    }
+    set_limit(limit);
+    proxy.wait_log("too many open files").await;
+    let pending = TcpStream::connect(proxy.addr).await.unwrap();
+    set_limit(1024);
+    drop(pending);
+    proxy.wait_status("/livez", 200).await;
+    let errored = proxy.log_lines("too many open files");
+    assert!(errored[0].contains("probe errored"), "{errored:?}");
+    let metrics = proxy.get("/metrics").await.body;
+    let runs = |result: &str| {
+        metric(
+            &metrics,
+            &format!("healthproxy_check_runs_total{{check=\"app\",kind=\"tcp\",result=\"{result}\"}}"),
+        )
+    };
+    assert!(runs("unknown").unwrap() >= 1.0);
+    assert_eq!(
+        runs("failure"),
+        Some(0.0),
+        "the sidecar's exhaustion is not the app's failure"
+    );
+}
+
+#[tokio::test]
+async fn a_liveness_exec_check_whose_program_is_missing_is_linted_and_never_fails() {
+    let config = "[[check]]\nname = \"gone\"\nprobes = [\"liveness\"]\nperiod = \"100ms\"\nfailure_threshold = 1\n\
+                  exec = { command = [\"/nonexistent/healthcheck\"] }\n";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    let (code, stderr) =
+        crate::support::run_binary(&["check-config", path.to_str().unwrap()], Duration::from_secs(10)).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains(
+            ":1: warning: check \"gone\": the command \"/nonexistent/healthcheck\" is not an executable file"
+        ) && stderr.contains("as a liveness check it can never fail"),
+        "{stderr}"
+    );
+    // As the kubelet: a command that cannot start is Unknown, thrown away.
+    let proxy = Proxy::start(config);
+    proxy.wait_log("is not an executable file").await;
+    proxy.wait_log("probe errored").await;
+    assert_eq!(proxy.get("/livez").await.status, 200);
+}
