@@ -25,6 +25,12 @@ use crate::state::{Health, State};
 /// does not.
 const TIMEOUT_GRACE: Duration = Duration::from_secs(1);
 
+/// How many times a run that could not judge the app (Unknown) is made in
+/// a row, each with its own timeout: the kubelet's `maxProbeRetries`
+/// (pkg/kubelet/prober/prober.go `runProbeWithRetries` retries while the
+/// probe returns an error). Only the last attempt is published.
+const MAX_ATTEMPTS: u32 = 3;
+
 /// Something the engine can run on a timer: a [`Check`], or in tests a
 /// scripted stand-in driven by the paused clock.
 pub trait Runnable: Send + Sync + 'static {
@@ -64,9 +70,11 @@ impl<C: Runnable> Engine<C> {
     /// Starts one task per check on `tracker`, publishing to `state` and
     /// `metrics`; they stop when `cancel` fires.
     pub fn spawn(self, state: &State, metrics: &Metrics, tracker: &TaskTracker, cancel: &CancellationToken) {
+        let count = self.checks.len();
         for (index, (config, check)) in self.checks.into_iter().enumerate() {
             let worker = Worker {
                 index,
+                phase: phase(index, count, config.timing.period),
                 config,
                 check,
                 state: state.clone(),
@@ -84,9 +92,24 @@ impl<C: Runnable> Engine<C> {
     }
 }
 
+/// Check `index` of `count`'s offset within its period: the checks evenly
+/// spread over their period, in file order, the same on every start.
+///
+/// The kubelet's workers each keep their own ticker
+/// (pkg/kubelet/prober/worker.go `run`; after a kubelet start each first
+/// sleeps a random part of its period), so a pod's probes do not connect
+/// at the same instant. Checks started together would: an app with a
+/// small listen backlog (5, Python's default) then drops the SYNs beyond
+/// it, and the checks fail with `i/o timeout` under no load at all.
+fn phase(index: usize, count: usize, period: Duration) -> Duration {
+    period.mul_f64(index as f64 / count.max(1) as f64)
+}
+
 /// The task of one check.
 struct Worker<C> {
     index: usize,
+    /// Offset of this check's runs within its period (see [`phase`]).
+    phase: Duration,
     config: CheckConfig,
     check: Arc<C>,
     state: State,
@@ -120,6 +143,9 @@ impl<C: Runnable> Worker<C> {
             // "Disable other probes until container has started."
             self.state.started().await;
         }
+        // The initial delay is kept as configured; the phase comes after
+        // it (and after startup, when every held check starts at once).
+        tokio::time::sleep(self.phase).await;
         let mut ticks = tokio::time::interval(timing.period);
         // A run longer than the period delays the next one rather than
         // bunching runs together.
@@ -132,16 +158,25 @@ impl<C: Runnable> Worker<C> {
                 // new container.
                 std::future::pending::<()>().await;
             }
-            let slot = Arc::clone(&self.slot).acquire_owned().await;
-            let slot = slot.expect("the slot is never closed");
             let started = Instant::now();
-            let check = Arc::clone(&self.check);
             let timeout = timing.timeout;
-            let run = async move {
-                let _slot = slot;
-                check.run(timeout).await
-            };
-            let outcome = run_guarded(run, timeout).await;
+            let mut outcome = None;
+            for _ in 0..MAX_ATTEMPTS {
+                let slot = Arc::clone(&self.slot).acquire_owned().await;
+                let slot = slot.expect("the slot is never closed");
+                let check = Arc::clone(&self.check);
+                let run = async move {
+                    let _slot = slot;
+                    check.run(timeout).await
+                };
+                let attempt = run_guarded(run, timeout).await;
+                let unknown = attempt.verdict == Verdict::Unknown;
+                outcome = Some(attempt);
+                if !unknown {
+                    break;
+                }
+            }
+            let outcome = outcome.expect("at least one attempt");
             self.publish(generation, outcome, started.elapsed());
         }
     }
@@ -381,7 +416,11 @@ mod tests {
         until(&state, |s| s.started).await;
         until(&state, |s| s.checks[1].last.is_some()).await;
         assert_eq!(boot.starts(), [0, 1000, 2000]);
-        assert_eq!(live.starts(), [2000], "liveness starts only once startup is done");
+        assert_eq!(
+            live.starts(),
+            [2500],
+            "liveness starts only once startup is done, at its phase"
+        );
         until(&state, |s| s.checks[1].consecutive_successes == 4).await;
         assert_eq!(
             boot.runs.load(Ordering::SeqCst),
@@ -398,8 +437,12 @@ mod tests {
         let live = Script::new(&[Step::Fail]);
         let (state, _cancel) = start(toml, vec![boot.clone(), live.clone()]);
         until(&state, |s| s.checks[1].health == Health::Failed).await;
-        assert_eq!(live.starts(), [0, 1000, 2000]);
-        tokio::time::sleep_until(boot.origin + Duration::from_millis(2500)).await;
+        assert_eq!(
+            live.starts(),
+            [500, 1500, 2500],
+            "the second check runs half a period later"
+        );
+        tokio::time::sleep_until(boot.origin + Duration::from_millis(2700)).await;
         state.new_container();
         {
             let s = state.borrow();
@@ -415,19 +458,19 @@ mod tests {
         until(&state, |s| s.checks[1].last.is_some()).await;
         assert_eq!(
             boot.starts(),
-            [0, 2500, 3500],
+            [0, 2700, 3700],
             "the startup check runs again at once"
         );
         assert_eq!(
             live.starts(),
-            [0, 1000, 2000, 3500],
-            "liveness waits for the new container's startup"
+            [500, 1500, 2500, 4200],
+            "liveness waits for the new container's startup, then its phase"
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_panicking_check_reports_unknown_and_keeps_being_scheduled() {
-        let script = Script::new(&[Step::Panic, Step::Panic, Step::Pass]);
+        let script = Script::new(&[Step::Panic, Step::Panic, Step::Panic, Step::Pass]);
         let (state, _cancel) = start(READY, vec![script.clone()]);
         until(&state, |s| {
             s.checks[0]
@@ -446,7 +489,43 @@ mod tests {
                 .contains("boom")
         );
         until(&state, |s| s.checks[0].health == Health::Healthy).await;
-        assert_eq!(script.starts(), [0, 2000, 4000]);
+        assert_eq!(
+            script.starts(),
+            [0, 0, 0, 2000],
+            "three attempts, then the next period"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unknown_run_is_retried_at_once_and_only_the_last_attempt_counts() {
+        // prober.go `runProbeWithRetries`: an errored probe is run again,
+        // up to three times, before the worker sees a result.
+        let script = Script::new(&[Step::Panic, Step::Pass]);
+        let (state, _cancel) = start(READY, vec![script.clone()]);
+        until(&state, |s| s.checks[0].last.is_some()).await;
+        let snapshot = state.borrow();
+        let last = snapshot.checks[0].last.as_ref().unwrap();
+        assert_eq!(last.outcome.verdict, Verdict::Success);
+        assert_eq!(snapshot.checks[0].health, Health::Healthy);
+        assert_eq!(script.starts(), [0, 0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn checks_are_spread_over_their_period_and_keep_their_phase() {
+        let toml: String = (0..4)
+            .map(|i| format!("[[check]]\nname = \"c{i}\"\nprobes = [\"liveness\"]\ntcp = {{ port = 1 }}\nperiod = \"2s\"\n"))
+            .collect::<String>()
+            + "[[check]]\nname = \"slow\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\nperiod = \"10s\"\ninitial_delay = \"3s\"\n";
+        let scripts: Vec<_> = (0..5).map(|_| Script::new(&[Step::Pass])).collect();
+        let (state, _cancel) = start(&toml, scripts.clone());
+        until(&state, |s| s.checks.iter().all(|c| c.consecutive_successes >= 2)).await;
+        // Five checks: each a fifth of its period after the one before.
+        for (i, script) in scripts[..4].iter().enumerate() {
+            let phase = 400 * i as u64;
+            assert_eq!(script.starts()[..2], [phase, phase + 2000], "check {i}");
+        }
+        // The initial delay is kept whole; the phase comes after it.
+        assert_eq!(scripts[4].starts()[..2], [3000 + 8000, 3000 + 18000]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,14 +1,27 @@
 //! `grpc`: call `grpc.health.v1.Health/Check` over plaintext HTTP/2 on a
 //! fresh connection; only `SERVING` is healthy. Every other outcome is a
-//! failure in the kubelet's words (kubelet-semantics §2.3).
+//! failure in the kubelet's words (k8s `pkg/probe/grpc/grpc.go` `Probe`,
+//! kubelet-semantics §2.3, docs/kubelet-parity.md).
+//!
+//! The client is tonic, held to grpc-go's rules where tonic is more
+//! lenient: the connection is ready only once the server's SETTINGS frame
+//! has arrived, a response must be `application/grpc` with HTTP status 200,
+//! a unary call takes exactly one message, and status codes are spelt as
+//! grpc-go spells them.
 
 use std::error::Error as _;
 use std::future::{Ready, ready};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
+use hyper::body::{Body, Frame};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint, Uri};
@@ -19,9 +32,15 @@ use tonic_health::pb::health_client::HealthClient;
 use super::{Failed, Outcome, Reason, Resolver, dial, error_chain};
 use crate::config::GrpcSpec;
 
-/// The `User-Agent` of the calls; the kubelet's is `kube-probe/<version>`.
-/// (tonic appends its own `tonic/<version>`.)
-const USER_AGENT: &str = concat!("healthproxy/", env!("CARGO_PKG_VERSION"));
+/// grpc-go's reconnect backoff (grpc-go `backoff.DefaultConfig`: a base
+/// delay of 1 s, multiplied by 1.6 after each attempt; the jitter is left
+/// out so that runs are reproducible).
+const BACKOFF_BASE: Duration = Duration::from_secs(1);
+const BACKOFF_MULTIPLIER: f64 = 1.6;
+
+/// grpc-go's default largest received message
+/// (`defaultClientMaxReceiveMessageSize`, 4 MiB).
+const MAX_MESSAGE: usize = 4 << 20;
 
 /// A prepared grpc check.
 #[derive(Debug)]
@@ -44,24 +63,24 @@ impl GrpcCheck {
     /// single context does.
     pub async fn run(&self, timeout: Duration) -> Outcome {
         let deadline = Instant::now() + timeout;
-        let within = humantime::format_duration(timeout);
+        let within = go_duration(timeout);
         let authority = self.spec.host.authority(self.spec.port);
 
+        // The kubelet dials `WithBlock`: grpc-go keeps trying until the
+        // connection is ready or the deadline passes, and every failure to
+        // connect (refused, reset, a server that is not HTTP/2, one that
+        // never sends its SETTINGS) then reads the same. The run takes as
+        // long as the kubelet's, and a server that comes up within the
+        // timeout is reached as the kubelet would reach it.
+        // The metrics' reason is that of the last attempt (refused, DNS...).
         let channel = match self.connect(&authority, deadline).await {
             Ok(channel) => channel,
-            Err(Failed {
-                reason: Reason::Timeout,
-                message,
-            }) => {
-                return Outcome::failure(
-                    Reason::Timeout,
-                    format!("timeout: failed to connect service {authority:?} within {within}: {message}"),
-                );
-            }
-            Err(Failed { reason, message }) => {
+            Err(reason) => {
                 return Outcome::failure(
                     reason,
-                    format!("error: failed to connect service at {authority:?}: {message}"),
+                    format!(
+                        "timeout: failed to connect service {authority:?} within {within}: context deadline exceeded"
+                    ),
                 );
             }
         };
@@ -71,7 +90,12 @@ impl GrpcCheck {
         });
         // Tell the server too, as grpc-go does from the context deadline.
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        let call = async { HealthClient::new(channel).check(request).await };
+        let raw_code = Arc::new(Mutex::new(None));
+        let service = GoRules {
+            inner: channel,
+            raw_code: Arc::clone(&raw_code),
+        };
+        let call = async { HealthClient::new(service).check(request).await };
         let rpc_timeout = || format!("timeout: health rpc did not complete within {within}");
         match tokio::time::timeout_at(deadline, call).await {
             Err(_) => Outcome::failure(Reason::Timeout, rpc_timeout()),
@@ -95,7 +119,7 @@ impl GrpcCheck {
                     Reason::Other,
                     format!(
                         "error: this server does not implement the grpc health protocol \
-                     (grpc.health.v1.Health): {}",
+                         (grpc.health.v1.Health): {}",
                         status.message()
                     ),
                 ),
@@ -105,34 +129,134 @@ impl GrpcCheck {
                 Code::Cancelled if Instant::now() >= deadline => {
                     Outcome::failure(Reason::Timeout, rpc_timeout())
                 }
-                _ => Outcome::failure(
-                    Reason::Other,
-                    format!(
-                        "error: health rpc probe failed: rpc error: code = {:?} desc = {}",
-                        status.code(),
-                        status_text(&status)
-                    ),
-                ),
+                code => {
+                    let raw = raw_code.lock().expect("not poisoned").take();
+                    Outcome::failure(
+                        Reason::Other,
+                        format!(
+                            "error: health rpc probe failed: rpc error: code = {} desc = {}",
+                            code_name(code, raw),
+                            status_text(&status)
+                        ),
+                    )
+                }
             },
         }
     }
 
-    /// Dials `host:port` and completes the HTTP/2 handshake by `deadline`.
-    /// A dial that ran out of time fails with [`Reason::Timeout`].
-    async fn connect(&self, authority: &str, deadline: Instant) -> Result<Channel, Failed> {
+    /// Connects, as grpc-go's blocking dial does, until a connection is
+    /// ready or `deadline` passes: each attempt dials, completes the
+    /// HTTP/2 handshake and waits for the server's SETTINGS frame; a failed
+    /// attempt is tried again after grpc-go's backoff. The error is the
+    /// reason the last attempt failed.
+    async fn connect(&self, authority: &str, deadline: Instant) -> Result<Channel, Reason> {
+        let mut backoff = BACKOFF_BASE;
+        loop {
+            let attempt = Instant::now();
+            let reason = match tokio::time::timeout_at(deadline, self.attempt(authority, deadline)).await {
+                Ok(Ok(channel)) => return Ok(channel),
+                Ok(Err(failed)) => failed.reason,
+                Err(_) => Reason::Timeout,
+            };
+            tokio::time::sleep_until((attempt + backoff).min(deadline)).await;
+            if Instant::now() >= deadline {
+                return Err(reason);
+            }
+            backoff = backoff.mul_f64(BACKOFF_MULTIPLIER);
+        }
+    }
+
+    /// One connection attempt.
+    async fn attempt(&self, authority: &str, deadline: Instant) -> Result<Channel, Failed> {
         let left = deadline.saturating_duration_since(Instant::now());
         let stream = dial(&self.resolver, &self.spec.host, self.spec.port, left).await?;
+        let (stream, mut settings) = Preface::new(stream);
         let endpoint = Endpoint::from_shared(format!("http://{authority}"))
-            .and_then(|e| e.user_agent(USER_AGENT))
+            .and_then(|e| e.user_agent(self.spec.user_agent.as_str()))
             .map_err(|e| Failed::new(Reason::Other, error_chain(&e)))?;
-        match tokio::time::timeout_at(deadline, endpoint.connect_with_connector(Dialed(Some(stream)))).await {
-            Ok(Ok(channel)) => Ok(channel),
-            Ok(Err(e)) => Err(Failed::new(Reason::Other, error_chain(&e))),
-            Err(_) => Err(Failed::new(
-                Reason::Timeout,
-                "the HTTP/2 handshake did not complete",
+        let channel = endpoint
+            .connect_with_connector(Dialed(Some(stream)))
+            .await
+            .map_err(|e| Failed::new(Reason::Other, error_chain(&e)))?;
+        // grpc-go's transport is not ready before the server preface (a
+        // SETTINGS frame) has been read (grpc-go `http2_client.go`).
+        match settings.wait_for(|s| *s != PrefaceState::Pending).await {
+            Ok(s) if *s == PrefaceState::Settings => Ok(channel),
+            _ => Err(Failed::new(
+                Reason::Other,
+                "the server did not send an HTTP/2 SETTINGS frame",
             )),
         }
+    }
+}
+
+/// grpc-go's name of a status code (`codes.Code.String`): `Canceled`,
+/// and `Code(17)` for a number it does not know. `raw` is the
+/// `grpc-status` value received, which tonic maps to Unknown when it does
+/// not know it.
+fn code_name(code: Code, raw: Option<String>) -> String {
+    if let Some(raw) = raw
+        && let Ok(n) = raw.parse::<u32>()
+        && n > 16
+    {
+        return format!("Code({n})");
+    }
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+    .to_string()
+}
+
+/// A duration as Go's `time.Duration.String` writes it: `1s`, `500ms`,
+/// `1.5s`, `2m0s`.
+pub(crate) fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let fraction = |value: u128, unit: u128| {
+        let whole = value / unit;
+        let rest = value % unit;
+        if rest == 0 {
+            whole.to_string()
+        } else {
+            let digits = unit.to_string().len() - 1;
+            let rest = format!("{rest:0digits$}");
+            format!("{whole}.{}", rest.trim_end_matches('0'))
+        }
+    };
+    if nanos < 1_000 {
+        return format!("{nanos}ns");
+    }
+    if nanos < 1_000_000 {
+        return format!("{}µs", fraction(nanos, 1_000));
+    }
+    if nanos < 1_000_000_000 {
+        return format!("{}ms", fraction(nanos, 1_000_000));
+    }
+    let secs = nanos / 1_000_000_000;
+    let (hours, minutes) = (secs / 3600, secs / 60 % 60);
+    let seconds = fraction(nanos % 60_000_000_000, 1_000_000_000);
+    match (hours, minutes) {
+        (0, 0) => format!("{seconds}s"),
+        (0, m) => format!("{m}m{seconds}s"),
+        (h, m) => format!("{h}h{m}m{seconds}s"),
     }
 }
 
@@ -145,13 +269,98 @@ fn status_text(status: &tonic::Status) -> String {
     }
 }
 
+/// Where the server's connection preface stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PrefaceState {
+    /// Fewer than a frame header's 9 bytes read so far.
+    Pending,
+    /// The first frame is a SETTINGS frame.
+    Settings,
+    /// The first frame is something else, or the connection ended first.
+    Broken,
+}
+
+/// A stream that watches the first frame the server sends.
+struct Preface {
+    inner: TcpStream,
+    head: Vec<u8>,
+    state: watch::Sender<PrefaceState>,
+}
+
+impl Preface {
+    fn new(inner: TcpStream) -> (Preface, watch::Receiver<PrefaceState>) {
+        let (state, rx) = watch::channel(PrefaceState::Pending);
+        (
+            Preface {
+                inner,
+                head: Vec::with_capacity(9),
+                state,
+            },
+            rx,
+        )
+    }
+}
+
+/// The type of an HTTP/2 SETTINGS frame (RFC 9113 §6.5).
+const FRAME_SETTINGS: u8 = 0x4;
+
+impl AsyncRead for Preface {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if *this.state.borrow() == PrefaceState::Pending {
+            match &polled {
+                Poll::Ready(Ok(())) if buf.filled().len() == before => {
+                    this.state.send_replace(PrefaceState::Broken);
+                }
+                Poll::Ready(Ok(())) => {
+                    let new = &buf.filled()[before..];
+                    let want = 9 - this.head.len();
+                    this.head.extend_from_slice(&new[..new.len().min(want)]);
+                    if this.head.len() == 9 {
+                        this.state.send_replace(if this.head[3] == FRAME_SETTINGS {
+                            PrefaceState::Settings
+                        } else {
+                            PrefaceState::Broken
+                        });
+                    }
+                }
+                Poll::Ready(Err(_)) => {
+                    this.state.send_replace(PrefaceState::Broken);
+                }
+                Poll::Pending => {}
+            }
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Preface {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// A connector that hands tonic the stream [`dial`] opened, so the dial
 /// has the same bounds and messages as every other network check. A
 /// second connection attempt (tonic reconnecting) fails.
-struct Dialed(Option<TcpStream>);
+struct Dialed(Option<Preface>);
 
 impl tower::Service<Uri> for Dialed {
-    type Response = TokioIo<TcpStream>;
+    type Response = TokioIo<Preface>;
     type Error = std::io::Error;
     type Future = Ready<Result<Self::Response, Self::Error>>;
 
@@ -166,5 +375,207 @@ impl tower::Service<Uri> for Dialed {
                 .map(TokioIo::new)
                 .ok_or_else(|| std::io::Error::other("connection closed")),
         )
+    }
+}
+
+/// The channel, with grpc-go's checks on each response: the HTTP status
+/// and content type of its head (grpc-go `http2_client.go`
+/// `operateHeaders`), one message for a unary call
+/// (grpc-go `stream.go` `recvMsg`, "cardinality violation"), grpc-go's
+/// message size limit, and the raw `grpc-status` kept in `raw_code`.
+#[derive(Clone)]
+struct GoRules {
+    inner: Channel,
+    raw_code: Arc<Mutex<Option<String>>>,
+}
+
+type GrpcBody = tonic::body::Body;
+
+impl tower::Service<hyper::Request<GrpcBody>> for GoRules {
+    type Response = hyper::Response<GrpcBody>;
+    type Error = tonic::transport::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, request: hyper::Request<GrpcBody>) -> Self::Future {
+        let call = tower::Service::call(&mut self.inner, request);
+        let raw_code = Arc::clone(&self.raw_code);
+        Box::pin(async move {
+            let response = call.await?;
+            if let Some(refused) = refuse_head(&response) {
+                return Ok(refused);
+            }
+            if let Some(code) = response.headers().get("grpc-status") {
+                *raw_code.lock().expect("not poisoned") = code.to_str().ok().map(str::to_string);
+            }
+            Ok(response.map(|body| {
+                GrpcBody::new(OneMessage {
+                    inner: body,
+                    header: Vec::with_capacity(5),
+                    left: 0,
+                    messages: 0,
+                    raw_code,
+                })
+            }))
+        })
+    }
+}
+
+/// grpc-go's verdict on a response head: `None` when it is a gRPC
+/// response, else the error grpc-go reports, as a trailers-only gRPC
+/// response tonic turns into that status.
+fn refuse_head(response: &hyper::Response<GrpcBody>) -> Option<hyper::Response<GrpcBody>> {
+    let status = response.status();
+    let content_type = response.headers().get(hyper::header::CONTENT_TYPE);
+    // grpcutil.ContentSubtype: `application/grpc`, or it followed by `+`
+    // or `;` and anything.
+    let grpc = content_type.is_some_and(|ct| {
+        let ct = ct.as_bytes();
+        ct.strip_prefix(b"application/grpc")
+            .is_some_and(|rest| rest.is_empty() || rest[0] == b'+' || rest[0] == b';')
+    });
+    if grpc && status == hyper::StatusCode::OK {
+        return None;
+    }
+    let mut errors = Vec::new();
+    if status != hyper::StatusCode::OK {
+        errors.push(format!(
+            "unexpected HTTP status code received from server: {} ({})",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or_default()
+        ));
+    }
+    match content_type {
+        _ if grpc => {}
+        None => errors.push("malformed header: missing HTTP content-type".into()),
+        Some(ct) => errors.push(format!(
+            "transport: received unexpected content-type {:?}",
+            String::from_utf8_lossy(ct.as_bytes())
+        )),
+    }
+    // grpc-go `HTTPStatusConvTab`; any other status is Unknown.
+    let code = match status.as_u16() {
+        400 => Code::Internal,
+        401 => Code::Unauthenticated,
+        403 => Code::PermissionDenied,
+        404 => Code::Unimplemented,
+        429 | 502 | 503 | 504 => Code::Unavailable,
+        _ => Code::Unknown,
+    };
+    tonic::Status::new(code, errors.join("; "))
+        .into_http::<GrpcBody>()
+        .into()
+}
+
+/// A response body that lets one gRPC message through and fails on a
+/// second, as grpc-go does for a unary call, and fails a message larger
+/// than grpc-go accepts.
+struct OneMessage {
+    inner: GrpcBody,
+    /// The length-prefix bytes of the message being read.
+    header: Vec<u8>,
+    /// Bytes of the current message still to come.
+    left: usize,
+    /// Messages whose prefix has been read.
+    messages: usize,
+    raw_code: Arc<Mutex<Option<String>>>,
+}
+
+impl OneMessage {
+    /// Follows the message framing through `data`.
+    fn scan(&mut self, mut data: &[u8]) -> Result<(), tonic::Status> {
+        while !data.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(data.len());
+                self.left -= n;
+                data = &data[n..];
+                continue;
+            }
+            if self.messages == 1 {
+                return Err(tonic::Status::internal(
+                    "cardinality violation: expected <EOF> for non server-streaming RPCs, \
+                     but received another message",
+                ));
+            }
+            let n = (5 - self.header.len()).min(data.len());
+            self.header.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.header.len() == 5 {
+                let length = (&self.header[1..5]).get_u32() as usize;
+                if length > MAX_MESSAGE {
+                    return Err(tonic::Status::resource_exhausted(format!(
+                        "grpc: received message larger than max ({length} vs. {MAX_MESSAGE})"
+                    )));
+                }
+                self.header.clear();
+                self.left = length;
+                self.messages += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Body for OneMessage {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref()
+                && let Err(status) = this.scan(data)
+            {
+                return Poll::Ready(Some(Err(status)));
+            }
+            if let Some(trailers) = frame.trailers_ref()
+                && let Some(code) = trailers.get("grpc-status")
+            {
+                *this.raw_code.lock().expect("not poisoned") = code.to_str().ok().map(str::to_string);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_go_writes_them() {
+        for (d, want) in [
+            (Duration::from_secs(1), "1s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(120), "2m0s"),
+            (Duration::from_secs(3725), "1h2m5s"),
+            (Duration::from_micros(1500), "1.5ms"),
+            (Duration::from_nanos(1500), "1.5µs"),
+        ] {
+            assert_eq!(go_duration(d), want);
+        }
+    }
+
+    #[test]
+    fn codes_are_spelt_as_grpc_go_spells_them() {
+        assert_eq!(code_name(Code::Cancelled, None), "Canceled");
+        assert_eq!(code_name(Code::Unknown, Some("17".into())), "Code(17)");
+        assert_eq!(code_name(Code::NotFound, Some("5".into())), "NotFound");
     }
 }

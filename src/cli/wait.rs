@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::check::Check;
-use crate::config::{CheckKind, ExecSpec, GrpcSpec, Host, HttpSpec, TcpSpec};
+use crate::config::{
+    CheckKind, DEFAULT_KUBELET_VERSION, ExecSpec, GrpcSpec, Host, HttpSpec, TcpSpec, kube_probe_user_agent,
+};
 
 /// What to wait for, from the command line.
 #[derive(Debug, clap::Args)]
@@ -167,6 +169,7 @@ fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
             host,
             port,
             service: service.to_string(),
+            user_agent: kube_probe_user_agent(DEFAULT_KUBELET_VERSION),
         };
         push(format!("grpc {g}"), CheckKind::Grpc(spec))?;
     }

@@ -60,6 +60,18 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
 /// The host every network check dials unless told otherwise.
 pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// The Kubernetes version whose kubelet the `http` and `grpc` checks
+/// identify as, `kube-probe/1.36`, unless `kubelet_version` says
+/// otherwise.
+pub const DEFAULT_KUBELET_VERSION: &str = "1.36";
+
+/// The kubelet's probe `User-Agent` for Kubernetes `version`
+/// (`MAJOR.MINOR`): `fmt.Sprintf("kube-%s/%s.%s", "probe", v.Major,
+/// v.Minor)` (pkg/probe/http/request.go `userAgent`; the gRPC prober sends
+/// the same, pkg/probe/grpc/grpc.go `Probe`).
+pub fn kube_probe_user_agent(version: &str) -> String {
+    format!("kube-probe/{version}")
+}
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -383,6 +395,9 @@ pub struct HttpSpec {
     /// Verify the server certificate against this CA bundle (PEM). Without
     /// it HTTPS skips verification, as the kubelet.
     pub ca_file: Option<PathBuf>,
+    /// The `User-Agent` sent unless `headers` has one: the kubelet's
+    /// `kube-probe/1.<minor>`.
+    pub user_agent: String,
 }
 
 impl HttpSpec {
@@ -420,6 +435,7 @@ impl HttpSpec {
             keep_alive: false,
             body_contains: None,
             ca_file: None,
+            user_agent: kube_probe_user_agent(DEFAULT_KUBELET_VERSION),
         })
     }
 
@@ -462,6 +478,9 @@ pub struct GrpcSpec {
     pub port: u16,
     /// The service name sent in `HealthCheckRequest`; empty means the server.
     pub service: String,
+    /// The `User-Agent` of the call (grpc-go appends its own
+    /// `grpc-go/<version>`; this sidecar's client, tonic, likewise).
+    pub user_agent: String,
 }
 
 /// A `file = { ... }` handler.

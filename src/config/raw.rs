@@ -15,6 +15,7 @@ use super::*;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<Spanned<String>>,
+    kubelet_version: Option<Spanned<String>>,
     #[serde(default)]
     drain: RawDrain,
     #[serde(default)]
@@ -108,6 +109,7 @@ struct RawGrpc {
     port: Spanned<u16>,
     #[serde(default)]
     service: String,
+    user_agent: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -474,18 +476,42 @@ fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
     };
     let drain = validate_drain(raw.drain, errors);
     let server = validate_server(raw.server, errors);
+    let user_agent = kube_probe_user_agent(&validate_kubelet_version(raw.kubelet_version, errors));
     let mut names = HashSet::new();
     let checks = raw
         .check
         .into_iter()
         .enumerate()
-        .filter_map(|(i, c)| validate_check(i, c, env, &mut names, errors))
+        .filter_map(|(i, c)| validate_check(i, c, env, &user_agent, &mut names, errors))
         .collect();
     Config {
         listen,
         drain,
         server,
         checks,
+    }
+}
+
+/// `kubelet_version = "1.36"`: the Kubernetes version in the checks'
+/// `kube-probe/` User-Agent, `MAJOR.MINOR` as the kubelet's
+/// `version.Get()` gives it.
+fn validate_kubelet_version(raw: Option<Spanned<String>>, errors: &mut Errors<'_>) -> String {
+    let Some(raw) = raw else {
+        return DEFAULT_KUBELET_VERSION.to_string();
+    };
+    let value = raw.get_ref();
+    let number = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let minor = |s: &str| number(s.strip_suffix('+').unwrap_or(s));
+    match value.split_once('.') {
+        Some((major, rest)) if number(major) && minor(rest) => value.clone(),
+        _ => {
+            errors.push(
+                "kubelet_version",
+                raw.span(),
+                format!("{value:?} is not a Kubernetes version such as \"{DEFAULT_KUBELET_VERSION}\""),
+            );
+            DEFAULT_KUBELET_VERSION.to_string()
+        }
     }
 }
 
@@ -590,6 +616,7 @@ fn validate_check(
     index: usize,
     check: Spanned<RawCheck>,
     env: &dyn Env,
+    user_agent: &str,
     names: &mut HashSet<String>,
     errors: &mut Errors<'_>,
 ) -> Option<CheckConfig> {
@@ -661,7 +688,7 @@ fn validate_check(
     }
 
     let timing = validate_timing(&c, probes, &at, errors);
-    let kind = validate_kind(&c, span, env, &at, errors);
+    let kind = validate_kind(&c, span, env, user_agent, &at, errors);
 
     Some(CheckConfig {
         name: name?,
@@ -722,6 +749,7 @@ fn validate_kind(
     c: &RawCheck,
     span: Range<usize>,
     env: &dyn Env,
+    user_agent: &str,
     at: &dyn Fn(&str) -> String,
     errors: &mut Errors<'_>,
 ) -> Option<CheckKind> {
@@ -810,6 +838,7 @@ fn validate_kind(
             keep_alive: h.keep_alive,
             body_contains: h.body_contains.clone(),
             ca_file: h.ca_file.clone(),
+            user_agent: user_agent.to_string(),
         }));
     }
     if let Some(t) = &c.tcp {
@@ -827,6 +856,7 @@ fn validate_kind(
             host: host("grpc.host", &g.host, errors)?,
             port: *g.port.get_ref(),
             service: g.service.clone(),
+            user_agent: g.user_agent.clone().unwrap_or_else(|| user_agent.to_string()),
         }));
     }
     if let Some(e) = &c.exec {

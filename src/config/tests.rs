@@ -406,3 +406,44 @@ fn lines_and_columns_count_from_one_past_multibyte_text() {
     let first = parse("listen = 1\n").unwrap_err().to_string();
     assert!(first.starts_with("t.toml:1:10: listen:"), "{first}");
 }
+
+#[test]
+fn kubelet_version_sets_every_checks_user_agent_and_a_grpc_check_may_override_it() {
+    let text = "kubelet_version = \"1.31\"\n\
+                [[check]]\nname = \"h\"\nprobes = [\"readiness\"]\nhttp = { port = 1 }\n\
+                [[check]]\nname = \"g\"\nprobes = [\"readiness\"]\ngrpc = { port = 1 }\n\
+                [[check]]\nname = \"o\"\nprobes = [\"readiness\"]\ngrpc = { port = 1, user_agent = \"mine/2\" }\n";
+    let c = parse(text).unwrap();
+    let agents: Vec<&str> = c
+        .checks
+        .iter()
+        .map(|c| match &c.kind {
+            CheckKind::Http(h) => h.user_agent.as_str(),
+            CheckKind::Grpc(g) => g.user_agent.as_str(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .collect();
+    assert_eq!(agents, ["kube-probe/1.31", "kube-probe/1.31", "mine/2"]);
+    match &parse(
+        WEB.replace("tcp = { port = 8080 }", "http = { port = 1 }")
+            .as_str(),
+    )
+    .unwrap()
+    .checks[0]
+        .kind
+    {
+        CheckKind::Http(h) => assert_eq!(h.user_agent, "kube-probe/1.36"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn a_kubelet_version_that_is_not_major_dot_minor_is_rejected() {
+    let e = errors(&format!("kubelet_version = \"v1.36\"\n{WEB}"));
+    assert_eq!(e[0].key, "kubelet_version");
+    assert_eq!(e[0].line, 1);
+    assert!(
+        e[0].message.contains("\"v1.36\" is not a Kubernetes version"),
+        "{e:?}"
+    );
+}

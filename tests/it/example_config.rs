@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use healthproxy::config::{
     self, CheckKind, Config, DEFAULT_DRAIN_MAX, DEFAULT_DRAIN_MIN, DEFAULT_FAILURE_THRESHOLD, DEFAULT_HOST,
-    DEFAULT_INITIAL_DELAY, DEFAULT_LISTEN, DEFAULT_PERIOD, DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TIMEOUT,
-    HttpMethod, Scheme,
+    DEFAULT_INITIAL_DELAY, DEFAULT_KUBELET_VERSION, DEFAULT_LISTEN, DEFAULT_PERIOD,
+    DEFAULT_SUCCESS_THRESHOLD, DEFAULT_TIMEOUT, HttpMethod, Scheme,
 };
 
 const EXAMPLE: &str = include_str!("../../config.example.toml");
@@ -19,6 +19,7 @@ const EXAMPLE: &str = include_str!("../../config.example.toml");
 /// Every key the config accepts; handler keys in their dotted form.
 const ALL_KEYS: &[&str] = &[
     "listen",
+    "kubelet_version",
     "header_read_timeout",
     "request_timeout",
     "idle_timeout",
@@ -56,6 +57,7 @@ const ALL_KEYS: &[&str] = &[
     "grpc.host",
     "grpc.port",
     "grpc.service",
+    "grpc.user_agent",
     "file.path",
     "file.max_age",
 ];
@@ -63,6 +65,7 @@ const ALL_KEYS: &[&str] = &[
 /// The keys whose default the file must state.
 const KEYS_WITH_DEFAULTS: &[&str] = &[
     "listen",
+    "kubelet_version",
     "header_read_timeout",
     "request_timeout",
     "idle_timeout",
@@ -86,6 +89,7 @@ const KEYS_WITH_DEFAULTS: &[&str] = &[
     "tcp.host",
     "grpc.host",
     "grpc.service",
+    "grpc.user_agent",
 ];
 
 fn no_env(_: &str) -> Option<String> {
@@ -359,6 +363,13 @@ fn example_config_defaults_are_the_code_defaults() {
                 assert_eq!(grpc.host.name, DEFAULT_HOST, "{at}");
             }
             "grpc.service" => assert_eq!(str_value(), grpc.service, "{at}"),
+            "kubelet_version" => {
+                assert_eq!(str_value(), DEFAULT_KUBELET_VERSION, "{at}");
+                let agent = format!("kube-probe/{}", str_value());
+                assert_eq!(http.user_agent, agent, "{at}");
+                assert_eq!(grpc.user_agent, agent, "{at}");
+            }
+            "grpc.user_agent" => assert_eq!(str_value(), grpc.user_agent, "{at}"),
             other => panic!("{at}: states a default for {other}, which this test does not check"),
         }
     }

@@ -25,6 +25,7 @@ fn spec(addr: SocketAddr, service: &str) -> GrpcSpec {
         },
         port: addr.port(),
         service: service.into(),
+        user_agent: "kube-probe/1.36".into(),
     }
 }
 
@@ -154,12 +155,19 @@ async fn unknown_service_is_a_failure() {
 }
 
 #[tokio::test]
-async fn user_agent_names_healthproxy() {
+async fn user_agent_is_the_configured_one_like_the_kubelets() {
     let server = health_server().await;
     assert_eq!(check(server.addr, "").await.verdict, Verdict::Success);
+    let mut custom = spec(server.addr, "");
+    custom.user_agent = "my-prober/2".into();
+    assert_eq!(
+        GrpcCheck::new(custom).run(TIMEOUT).await.verdict,
+        Verdict::Success
+    );
     let agents = server.agents.lock().unwrap().clone();
-    let want = format!("healthproxy/{}", env!("CARGO_PKG_VERSION"));
-    assert!(agents.len() == 1 && agents[0].starts_with(&want), "{agents:?}");
+    assert_eq!(agents.len(), 2, "{agents:?}");
+    assert!(agents[0].starts_with("kube-probe/1.36 "), "{agents:?}");
+    assert!(agents[1].starts_with("my-prober/2 "), "{agents:?}");
 }
 
 #[tokio::test]
@@ -192,8 +200,18 @@ async fn server_without_the_health_service_is_unimplemented() {
     );
 }
 
+/// The kubelet's message for every failure to connect: it dials
+/// `WithBlock`, so grpc-go retries until the deadline (pkg/probe/grpc/grpc.go
+/// `Probe`).
+fn connect_timeout(reason: Reason, addr: SocketAddr) -> Outcome {
+    Outcome::failure(
+        reason,
+        format!("timeout: failed to connect service \"{addr}\" within 300ms: context deadline exceeded"),
+    )
+}
+
 #[tokio::test]
-async fn a_server_that_is_not_grpc_is_an_error() {
+async fn a_server_that_is_not_grpc_fails_to_connect_when_the_timeout_runs_out() {
     // Answers anything with an HTTP/1.1 error and hangs up.
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -205,27 +223,44 @@ async fn a_server_that_is_not_grpc_is_an_error() {
         }
     });
     let started = Instant::now();
-    let outcome = check(addr, "").await;
-    assert_eq!(outcome.verdict, Verdict::Failure, "{outcome:?}");
-    assert!(outcome.message.starts_with("error: "), "{outcome:?}");
-    assert!(started.elapsed() < Duration::from_secs(2));
+    let outcome = GrpcCheck::new(spec(addr, ""))
+        .run(Duration::from_millis(300))
+        .await;
+    assert_eq!(outcome, connect_timeout(Reason::Other, addr));
+    assert!(started.elapsed() >= Duration::from_millis(300));
 }
 
 #[tokio::test]
-async fn connection_refused_fails_to_connect() {
+async fn connection_refused_fails_to_connect_when_the_timeout_runs_out() {
     let (_held, port) = crate::support::refusing_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let outcome = check(addr, "").await;
-    assert_eq!(
-        outcome,
-        Outcome::failure(
-            Reason::Refused,
-            format!(
-                "error: failed to connect service at \"{addr}\": \
-             dial tcp {addr}: connect: connection refused"
-            ),
-        )
+    let started = Instant::now();
+    let outcome = GrpcCheck::new(spec(addr, ""))
+        .run(Duration::from_millis(300))
+        .await;
+    assert_eq!(outcome, connect_timeout(Reason::Refused, addr));
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn a_server_that_comes_up_within_the_timeout_is_reached_as_grpc_go_reaches_it() {
+    // grpc-go retries a refused dial after its 1 s backoff while the
+    // deadline allows.
+    let (socket, port) = crate::support::refusing_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let check = tokio::spawn(async move { GrpcCheck::new(spec(addr, "")).run(Duration::from_secs(3)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (reporter, service) = tonic_health::server::health_reporter();
+    reporter.set_service_status("", ServingStatus::Serving).await;
+    socket.listen(128).unwrap();
+    socket.set_nonblocking(true).unwrap();
+    let listener = TcpListener::from_std(std::net::TcpListener::from(socket)).unwrap();
+    tokio::spawn(
+        Server::builder()
+            .add_routes(Routes::new(service))
+            .serve_with_incoming(TcpIncoming::from(listener)),
     );
+    assert_eq!(check.await.unwrap(), Outcome::success("service healthy"));
 }
 
 #[tokio::test]

@@ -35,6 +35,7 @@ fn spec(port: u16, path: &str) -> HttpSpec {
         keep_alive: false,
         body_contains: None,
         ca_file: None,
+        user_agent: "kube-probe/1.36".into(),
     }
 }
 
@@ -295,10 +296,7 @@ async fn same_host_redirect_loop_fails_after_ten_redirects() {
     assert_outcome(
         &outcome,
         Verdict::Failure,
-        &format!(
-            "Get \"http://127.0.0.1:{}/loop\": stopped after 10 redirects",
-            server.port()
-        ),
+        "Get \"/loop\": stopped after 10 redirects",
     );
     assert_eq!(server.seen().len(), 10);
 }
@@ -326,10 +324,19 @@ async fn redirect_to_another_host_is_a_warning_and_not_followed() {
 }
 
 #[tokio::test]
-async fn host_header_override_is_sent_and_kept_after_a_redirect() {
+async fn host_header_override_is_kept_after_a_relative_redirect_only() {
+    // net/http/client.go keeps a caller's Host header through a redirect
+    // only when the Location is relative (Go issue 22233); the kubelet's
+    // test redirects to "/success" (http_test.go
+    // `TestHTTPProbeChecker_HostHeaderPreservedAfterRedirect`).
     let target = Server::start(|_| reply(200, "")).await;
-    let location = format!("http://127.0.0.1:{}/after", target.port());
-    let origin = Server::start(move |_| redirect(302, &location)).await;
+    let absolute = format!("http://127.0.0.1:{}/after", target.port());
+    let origin = Server::start(move |seen| match seen.path.as_str() {
+        "/" => redirect(302, "/relative"),
+        "/relative" => redirect(302, &absolute),
+        _ => reply(500, ""),
+    })
+    .await;
     let mut spec = spec(origin.port(), "/");
     spec.headers = headers(&[("HOST", "app.example.test")]);
     let outcome = run(spec).await;
@@ -338,7 +345,11 @@ async fn host_header_override_is_sent_and_kept_after_a_redirect() {
     let second = target.seen();
     assert_eq!(first[0].headers.get_all("host").iter().count(), 1);
     assert_eq!(first[0].headers["host"], "app.example.test");
-    assert_eq!(second[0].headers["host"], "app.example.test");
+    assert_eq!(first[1].headers["host"], "app.example.test");
+    assert_eq!(
+        second[0].headers["host"],
+        format!("127.0.0.1:{}", target.port()).as_str()
+    );
 }
 
 #[tokio::test]
@@ -347,10 +358,7 @@ async fn default_headers_are_sent_with_a_fresh_connection_each() {
     let outcome = run(spec(server.port(), "/")).await;
     assert_eq!(outcome.verdict, Verdict::Success);
     let h = &server.seen()[0].headers;
-    assert_eq!(
-        h["user-agent"],
-        concat!("healthproxy/", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(h["user-agent"], "kube-probe/1.36");
     assert_eq!(h["accept"], "*/*");
     assert_eq!(h["connection"], "close");
     assert!(h.get("accept-encoding").is_none());
@@ -513,11 +521,9 @@ async fn a_body_cut_short_by_the_server_is_unknown() {
             .await;
     });
     let outcome = run(spec(port, "/")).await;
-    assert_eq!(outcome.verdict, Verdict::Unknown, "{outcome:?}");
-    assert!(
-        outcome.message.contains("error reading response body"),
-        "{outcome:?}"
-    );
+    // The kubelet's prober returns the bare read error (http.go
+    // `DoHTTPProbe`), which the worker throws away.
+    assert_outcome(&outcome, Verdict::Unknown, "unexpected EOF");
 }
 
 #[tokio::test]
@@ -554,7 +560,7 @@ async fn a_server_that_never_answers_times_out() {
 }
 
 #[tokio::test]
-async fn a_body_that_stalls_times_out_while_reading_body() {
+async fn a_body_that_stalls_is_unknown_when_the_timeout_runs_out() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
@@ -570,8 +576,11 @@ async fn a_body_that_stalls_times_out_while_reading_body() {
         .unwrap()
         .run(Duration::from_millis(300))
         .await;
-    assert_eq!(outcome.verdict, Verdict::Failure, "{outcome:?}");
-    assert!(outcome.message.contains("while reading body"), "{outcome:?}");
+    assert_outcome(
+        &outcome,
+        Verdict::Unknown,
+        "context deadline exceeded (Client.Timeout or context cancellation while reading body)",
+    );
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@ mod hostile;
 mod http_check;
 #[cfg(feature = "inject")]
 mod inject;
+mod kubelet_parity;
 mod limits;
 mod metrics;
 mod reasons;

@@ -1,8 +1,8 @@
 //! `http`: one GET (or HEAD) request, judged as the kubelet's HTTP prober
-//! judges it (kubelet-semantics §1): 200–399 passes, a redirect to another
-//! host is a warning, same-host redirects are followed up to ten times, at
-//! most 10 KiB of the body is read, and the whole run is bounded by the
-//! timeout.
+//! judges it (kubelet-semantics §1, docs/kubelet-parity.md): 200–399
+//! passes, a redirect to another host is a warning, same-host redirects
+//! are followed up to ten times, at most 10 KiB of the body is read, and
+//! the whole run is bounded by the timeout.
 //!
 //! Each run dials a fresh connection and sends `Connection: close`, as the
 //! kubelet's `DisableKeepAlives` transport; with `keep_alive` one idle
@@ -10,11 +10,18 @@
 //! certificate verification unless a CA file is configured, and offers
 //! HTTP/2 through ALPN before HTTP/1.1, as the kubelet's transport does
 //! (kubelet-semantics §1.1).
+//!
+//! Responses are read as leniently as Go's `net/http` reads them: heads up
+//! to 10 MiB, folded header lines joined, and errors worded as Go words
+//! them, so that a message reads the same before and after a probe moves
+//! from the kubelet into the sidecar.
 
 mod tls;
 mod url;
 
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,19 +32,33 @@ use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::ClientConfig;
 
-use self::tls::{ALPN_H2, tls_config};
-use self::url::Target;
+use self::tls::{ALPN_H2, describe_tls, tls_config};
+use self::url::Url;
 use super::{Failed, MAX_OUTPUT, Outcome, Reason, Resolver, dial, error_chain};
 use crate::config::{Host, HttpMethod, HttpSpec, Scheme};
 
 /// The kubelet's redirect limit: the tenth redirect is refused
-/// (kubelet-semantics §1.4).
+/// (pkg/probe/http/http.go `RedirectChecker`).
 const MAX_REDIRECTS: usize = 10;
+
+/// How much of a redirect's own body Go's client reads before following
+/// it (net/http/client.go `(*Client).do`, `maxBodySlurpSize = 2 << 10`).
+const MAX_BODY_SLURP: usize = 2 << 10;
+
+/// The largest response head read: Go's default `MaxResponseHeaderBytes`
+/// (net/http/transport.go, `10 << 20`).
+const MAX_HEAD_BYTES: usize = 10 << 20;
+
+/// How many header lines a response may have. Go has no count limit;
+/// hyper needs one and sizes a buffer by it on every parse, so this is a
+/// bound no real application comes near rather than none at all
+/// (docs/kubelet-parity.md, known deviations).
+const MAX_HEADERS: usize = 10_000;
 
 /// Extra time given to `dial`'s own bound, so that the run's deadline fires
 /// first and the message is the HTTP client's.
@@ -47,15 +68,17 @@ const DIAL_SLACK: Duration = Duration::from_secs(1);
 /// TLS configuration, all built once.
 #[derive(Debug)]
 pub struct HttpCheck {
-    /// The target of the first request (boxed: it is most of the size of
-    /// a `Check`).
-    start: Box<Target>,
+    /// The URL of the first request (boxed: it is most of the size of a
+    /// `Check`).
+    start: Box<Url>,
     /// `GET` or `HEAD`.
     method: HttpMethod,
-    /// Request headers in order, defaults applied, `Host` taken out.
+    /// Request headers in the order Go writes them (net/http/request.go
+    /// `(*Request).write`): `User-Agent` first, then the others sorted by
+    /// name; defaults applied, `Host` taken out.
     headers: Vec<(HeaderName, HeaderValue)>,
-    /// The `Host` header sent on every hop, when configured.
-    host_override: Option<HeaderValue>,
+    /// The `Host` header of the first request, when configured.
+    host_override: Option<String>,
     /// Whether to keep one idle connection between runs.
     keep_alive: bool,
     /// The text the body must contain.
@@ -75,22 +98,15 @@ impl HttpCheck {
     /// Prepares the check: validates the headers and path, and loads the CA
     /// file if one is given.
     pub fn new(spec: HttpSpec) -> Result<Self, String> {
-        let start = Target {
-            scheme: match spec.scheme {
-                Scheme::Http => "http".into(),
-                Scheme::Https => "https".into(),
-            },
-            host: spec.host.name.clone(),
-            port: spec.port,
-            authority: spec.host.authority(spec.port),
-            path: if spec.path.is_empty() {
-                "/".into()
-            } else {
-                spec.path.clone()
-            },
+        let scheme = match spec.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
         };
+        let path = if spec.path.is_empty() { "/" } else { &spec.path };
+        let start = Url::probe(scheme, &spec.host.authority(spec.port), path);
         start
-            .origin_form()
+            .request_uri()
+            .parse::<Uri>()
             .map_err(|e| format!("path {:?}: {e}", spec.path))?;
 
         let mut headers = Vec::with_capacity(spec.headers.len() + 2);
@@ -101,13 +117,16 @@ impl HttpCheck {
             let value = HeaderValue::from_str(value)
                 .map_err(|_| format!("header {name}: invalid value {value:?}"))?;
             if name == header::HOST {
-                // Go's `headers.Get("Host")`: the first entry wins; an empty
-                // one leaves the URL's host.
+                // `headers.Get("Host")`: the first entry wins; an empty
+                // one leaves the URL's host (pkg/probe/http/request.go
+                // `newProbeRequest`).
                 if host_override.is_none() && !value.is_empty() {
-                    host_override = Some(value);
+                    host_override = Some(value.to_str().map_err(|e| e.to_string())?.to_string());
                 }
             } else if value.is_empty() && (name == header::USER_AGENT || name == header::ACCEPT) {
-                // An empty value removes the default (kubelet-semantics §1.1).
+                // An empty value removes the default (request.go
+                // `newProbeRequest`; Go's `(*Request).write` skips an
+                // empty User-Agent).
             } else {
                 headers.push((name, value));
             }
@@ -118,12 +137,14 @@ impl HttpCheck {
                 .any(|(n, _)| n.trim().eq_ignore_ascii_case(key))
         };
         if !present("user-agent") {
-            let agent = concat!("healthproxy/", env!("CARGO_PKG_VERSION"));
-            headers.push((header::USER_AGENT, HeaderValue::from_static(agent)));
+            let agent = HeaderValue::from_str(&spec.user_agent)
+                .map_err(|_| format!("user agent {:?}: invalid header value", spec.user_agent))?;
+            headers.push((header::USER_AGENT, agent));
         }
         if !present("accept") {
             headers.push((header::ACCEPT, HeaderValue::from_static("*/*")));
         }
+        sort_as_go_writes(&mut headers);
 
         let tls = tls_config(spec.ca_file.as_deref())?;
         Ok(HttpCheck {
@@ -140,109 +161,124 @@ impl HttpCheck {
     }
 
     /// Sends the request, follows same-host redirects, and judges the last
-    /// response; everything within `timeout`.
+    /// response; everything within `timeout`, as Go's `Client.Timeout`.
     pub async fn run(&self, timeout: Duration) -> Outcome {
         let deadline = Instant::now() + timeout;
-        let mut target = Target::clone(&self.start);
+        let mut url = Url::clone(&self.start);
+        let mut host = self.host_override.clone();
+        let mut referer = None;
         let mut sent = 0;
         loop {
             sent += 1;
             let first = sent == 1;
-            let request = match self.request(&target) {
+            let request = match self.request(&url, host.as_deref(), referer.as_deref()) {
                 Ok(request) => request,
-                Err(e) => return Outcome::unknown(format!("{}: {e}", self.op(&target))),
+                Err(e) => return Outcome::unknown(format!("{}: {e}", self.op(&url))),
             };
             let reuse = if first && self.keep_alive {
                 self.idle.lock().await.take()
             } else {
                 None
             };
-            let (response, connection) = match self.send(&target, request, reuse, deadline).await {
+            let (response, connection) = match self.send(&url, request, reuse, deadline).await {
                 Ok(pair) => pair,
                 Err(outcome) => return outcome,
             };
             let status = response.status().as_u16();
-            if is_followed(status)
-                && let Some(location) = response.headers().get(header::LOCATION)
-            {
-                let next = match location
-                    .to_str()
-                    .map_err(|e| e.to_string())
-                    .and_then(|l| target.join(l))
-                {
+            // net/http/client.go `(*Client).do`: a followed status with a
+            // non-empty Location is a redirect; without one the response
+            // is final ("3xx responses without a Location have been
+            // observed in the wild").
+            let location = response
+                .headers()
+                .get(header::LOCATION)
+                .filter(|l| !l.is_empty())
+                .cloned();
+            if let (true, Some(location)) = (is_followed(status), location) {
+                let next = match url.join(location.as_bytes()) {
                     Ok(next) => next,
                     Err(e) => {
-                        return Outcome::unknown(format!(
-                            "{}: failed to parse Location header {location:?}: {e}",
-                            self.op(&target)
-                        ));
-                    }
-                };
-                // kubelet-semantics §1.4: another hostname ends the chain with
-                // the redirect itself (a warning); the same one is followed.
-                if next.host.eq_ignore_ascii_case(&self.start.host) {
-                    if sent >= MAX_REDIRECTS {
                         return Outcome::failure(
                             Reason::Other,
-                            format!("{}: stopped after {MAX_REDIRECTS} redirects", self.op(&target)),
+                            format!(
+                                "{}: failed to parse Location header {:?}: {e}",
+                                self.op(&url),
+                                String::from_utf8_lossy(location.as_bytes())
+                            ),
                         );
                     }
-                    target = next;
+                };
+                // pkg/probe/http/http.go `RedirectChecker(false)`: another
+                // `Hostname()`, compared as strings, ends the chain with
+                // the redirect itself (a warning); the same one is
+                // followed.
+                if next.hostname() == self.start.hostname() {
+                    // client.go reads a little of the redirect's body
+                    // before following it, within the deadline, and
+                    // ignores how that read ends.
+                    slurp(response, deadline).await;
+                    if sent >= MAX_REDIRECTS {
+                        // client.go sets the error's URL to the refused
+                        // Location value.
+                        return Outcome::failure(
+                            Reason::Other,
+                            format!(
+                                "{} {:?}: stopped after {MAX_REDIRECTS} redirects",
+                                self.verb(),
+                                String::from_utf8_lossy(location.as_bytes())
+                            ),
+                        );
+                    }
+                    // A Host header set by the caller is kept only for a
+                    // relative Location (client.go, Go issue 22233).
+                    let relative = Url::parse(location.as_bytes()).is_ok_and(|l| !l.is_abs());
+                    host = host.filter(|h| *h != url.host && relative);
+                    // client.go `refererForURL`: the previous URL, unless
+                    // that would leak an https URL to http.
+                    referer = (!(url.scheme == "https" && next.scheme == "http")).then(|| url.to_string());
+                    url = next;
                     continue;
                 }
             }
-            return self
-                .judge(&target, status, response, connection, first, deadline)
-                .await;
+            return self.judge(status, response, connection, first, deadline).await;
         }
     }
 
-    /// Judges the final response of a run, reading its body if needed, and
-    /// keeps the connection for the next run when it may.
+    /// Judges the final response of a run, reading its body first whatever
+    /// the status (pkg/probe/http/http.go `DoHTTPProbe` reads before it
+    /// judges), and keeps the connection for the next run when it may.
     async fn judge(
         &self,
-        target: &Target,
         status: u16,
         response: Response<Incoming>,
         connection: Connection,
         first: bool,
         deadline: Instant,
     ) -> Outcome {
-        if !(200..400).contains(&status) {
-            // No body in the message (kubelet-semantics §1.3, issue 99425).
-            return Outcome::failure(
-                Reason::Status,
-                format!("HTTP probe failed with statuscode: {status}"),
-            );
-        }
-        let body = if self.method == HttpMethod::Head {
-            Vec::new()
-        } else {
-            match read_at_most(response.into_body(), deadline).await {
-                Ok(Read::Complete(body) | Read::Truncated(body)) => body,
-                Err(BodyError::Timeout) => {
-                    return Outcome::failure(
-                        Reason::Timeout,
-                        format!(
-                            "{}: context deadline exceeded \
-                             (Client.Timeout or context cancellation while reading body)",
-                            self.op(target)
-                        ),
-                    );
-                }
-                Err(BodyError::Read(e)) => {
-                    return Outcome::unknown(format!(
-                        "{}: error reading response body: {}",
-                        self.op(target),
-                        error_chain(&e)
-                    ));
-                }
+        let body = match read_at_most(response.into_body(), deadline).await {
+            Ok(Read::Complete(body) | Read::Truncated(body)) => body,
+            // Any error but reaching the cap makes `DoHTTPProbe` return an
+            // error; prober.go retries and worker.go then throws the run
+            // away ("Prober error, throw away the result"): Unknown, with
+            // the bare error as its message.
+            Err(BodyError::Timeout) => {
+                return Outcome::unknown(
+                    "context deadline exceeded (Client.Timeout or context cancellation while reading body)",
+                );
             }
+            Err(BodyError::Read(e)) => return Outcome::unknown(connection.describe_body_error(&e)),
         };
         // A truncated body leaves unread bytes on the wire: hyper closes that
         // connection, and `send` then dials anew.
         if first && self.keep_alive {
             *self.idle.lock().await = Some(connection);
+        }
+        if !(200..400).contains(&status) {
+            // No body in the message (http.go, issue 99425).
+            return Outcome::failure(
+                Reason::Status,
+                format!("HTTP probe failed with statuscode: {status}"),
+            );
         }
         if let Some(needle) = &self.body_contains
             && !contains(&body, needle.as_bytes())
@@ -260,33 +296,60 @@ impl HttpCheck {
         }
     }
 
-    /// Builds the request for one hop.
-    fn request(&self, target: &Target) -> Result<Request<Empty<Bytes>>, String> {
+    /// Builds the request for one hop: `host` is the Host header when it
+    /// is not the URL's, `referer` the previous URL on a redirect.
+    fn request(
+        &self,
+        url: &Url,
+        host: Option<&str>,
+        referer: Option<&str>,
+    ) -> Result<Request<Empty<Bytes>>, String> {
         let mut builder = Request::builder()
             .method(match self.method {
                 HttpMethod::Get => Method::GET,
                 HttpMethod::Head => Method::HEAD,
             })
-            .uri(target.origin_form()?);
-        let host = match &self.host_override {
-            Some(host) => host.clone(),
-            None => HeaderValue::from_str(&target.authority).map_err(|e| e.to_string())?,
-        };
+            .uri(url.request_uri().parse::<Uri>().map_err(|e| e.to_string())?);
+        let host = HeaderValue::from_str(host.unwrap_or(&url.host)).map_err(|e| e.to_string())?;
         builder = builder.header(header::HOST, host);
+        let headers = builder.headers_mut().expect("a valid request so far");
         for (name, value) in &self.headers {
-            builder = builder.header(name, value);
+            headers.append(name, value.clone());
+        }
+        if let Some(referer) = referer
+            && !headers.contains_key(header::REFERER)
+            && let Ok(value) = HeaderValue::from_str(referer)
+        {
+            headers.append(header::REFERER, value);
+            let mut name = header::HOST;
+            let mut sorted: Vec<_> = headers
+                .drain()
+                .map(|(next, value)| {
+                    // `drain` names only the first value of each header.
+                    if let Some(next) = next {
+                        name = next;
+                    }
+                    (name.clone(), value)
+                })
+                .collect();
+            sort_as_go_writes(&mut sorted);
+            for (name, value) in sorted {
+                headers.append(name, value);
+            }
         }
         if !self.keep_alive {
+            // Go's transport adds it after the others
+            // (net/http/transport.go `(*persistConn).roundTrip`).
             builder = builder.header(header::CONNECTION, "close");
         }
         builder.body(Empty::new()).map_err(|e| e.to_string())
     }
 
-    /// Sends `request` to `target`, on `reuse` if that connection is still
+    /// Sends `request` to `url`, on `reuse` if that connection is still
     /// usable, else on a new one; returns the response head.
     async fn send(
         &self,
-        target: &Target,
+        url: &Url,
         request: Request<Empty<Bytes>>,
         reuse: Option<Connection>,
         deadline: Instant,
@@ -296,13 +359,15 @@ impl HttpCheck {
                 Reason::Timeout,
                 format!(
                     "{}: context deadline exceeded (Client.Timeout exceeded while awaiting headers)",
-                    self.op(target)
+                    self.op(url)
                 ),
             )
         };
-        let transport_error = |e: &hyper::Error| {
-            Outcome::failure(Reason::Other, format!("{}: {}", self.op(target), error_chain(e)))
-        };
+        // The deadline may have passed while a redirect's body was read:
+        // Go's request context is then done before anything is sent.
+        if Instant::now() >= deadline {
+            return Err(deadline_exceeded());
+        }
 
         let mut request = request;
         if let Some(mut connection) = reuse {
@@ -311,7 +376,7 @@ impl HttpCheck {
                     .await
                     .is_ok_and(|r| r.is_ok())
             {
-                let request = connection.send.adapt(request, target);
+                let request = connection.send.adapt(request, url);
                 match timeout_at(deadline, connection.send.send_request(request)).await {
                     Err(_) => return Err(deadline_exceeded()),
                     Ok(Ok(response)) => return Ok((response, connection)),
@@ -321,84 +386,121 @@ impl HttpCheck {
                     Ok(Err(_)) => {}
                 }
             }
-            request = match self.request(target) {
+            // Only a run's first request reuses a connection.
+            request = match self.request(url, self.host_override.as_deref(), None) {
                 Ok(request) => request,
-                Err(e) => return Err(Outcome::unknown(format!("{}: {e}", self.op(target)))),
+                Err(e) => return Err(Outcome::unknown(format!("{}: {e}", self.op(url)))),
             };
         }
 
-        let mut connection = match timeout_at(deadline, self.connect(target, deadline)).await {
+        let mut connection = match timeout_at(deadline, self.connect(url, deadline)).await {
             Err(_) => return Err(deadline_exceeded()),
             Ok(Err(Failed { reason, message })) => {
-                return Err(Outcome::failure(
-                    reason,
-                    format!("{}: {message}", self.op(target)),
-                ));
+                return Err(Outcome::failure(reason, format!("{}: {message}", self.op(url))));
             }
             Ok(Ok(connection)) => connection,
         };
-        let request = connection.send.adapt(request, target);
+        let request = connection.send.adapt(request, url);
         match timeout_at(deadline, connection.send.send_request(request)).await {
             Err(_) => Err(deadline_exceeded()),
-            Ok(Err(e)) => Err(transport_error(&e)),
+            Ok(Err(e)) => Err(Outcome::failure(
+                Reason::Other,
+                format!("{}: {}", self.op(url), connection.describe_head_error(&e)),
+            )),
             Ok(Ok(response)) => Ok((response, connection)),
         }
     }
 
-    /// Dials `target`, with TLS for `https`, and hands the connection to a
+    /// Dials `url`, with TLS for `https`, and hands the connection to a
     /// task that drives it.
-    async fn connect(&self, target: &Target, deadline: Instant) -> Result<Connection, Failed> {
-        let https = match target.scheme.as_str() {
+    async fn connect(&self, url: &Url, deadline: Instant) -> Result<Connection, Failed> {
+        let other = |message: String| Failed::new(Reason::Other, message);
+        let https = match url.scheme.as_str() {
             "http" => false,
             "https" => true,
-            other => {
-                return Err(Failed::new(
-                    Reason::Other,
-                    format!("unsupported protocol scheme {other:?}"),
-                ));
-            }
+            scheme => return Err(other(format!("unsupported protocol scheme {scheme:?}"))),
+        };
+        // net/http/transport.go `canonicalAddr`: the scheme's port when
+        // the URL has none; `url.Parse` takes any digits, the dial refuses
+        // what is not a port.
+        let port = match url.port() {
+            "" if https => 443,
+            "" => 80,
+            p => p
+                .parse::<u16>()
+                .map_err(|_| other(format!("dial tcp: address {p}: invalid port")))?,
         };
         let host = Host {
-            name: target.host.clone(),
+            name: url.hostname().to_string(),
             from_env: None,
         };
         let budget = deadline.saturating_duration_since(Instant::now()) + DIAL_SLACK;
-        let tcp = dial(&self.resolver, &host, target.port, budget).await?;
-        let handshake_failed = |message| Failed::new(Reason::Other, message);
+        let tcp = dial(&self.resolver, &host, port, budget).await?;
+        let addrs = Addrs::of(&tcp);
         if !https {
-            return Connection::handshake(tcp, false).await.map_err(handshake_failed);
+            return Connection::handshake(Recorded::new(tcp), false, addrs)
+                .await
+                .map_err(other);
         }
-        let name = ServerName::try_from(target.host.clone()).map_err(|e| {
+        let name = ServerName::try_from(host.name.clone()).map_err(|e| {
             Failed::new(
                 Reason::Tls,
-                format!("tls: invalid server name {:?}: {e}", target.host),
+                format!("tls: invalid server name {:?}: {e}", host.name),
             )
         })?;
+        let tcp = Recorded::new(tcp);
+        let seen = Arc::clone(&tcp.seen);
         let tls = TlsConnector::from(Arc::clone(&self.tls))
             .connect(name, tcp)
             .await
-            .map_err(|e| Failed::new(Reason::Tls, format!("tls: {}", super::describe_io(&e))))?;
+            .map_err(|e| {
+                Failed::new(
+                    Reason::Tls,
+                    describe_tls(&e, &seen.lock().expect("not poisoned").head),
+                )
+            })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-        Connection::handshake(tls, h2).await.map_err(handshake_failed)
+        Connection::handshake(Recorded::new(tls), h2, addrs)
+            .await
+            .map_err(other)
     }
 
-    /// `Get "URL"`: the prefix Go's client puts on its errors.
-    fn op(&self, target: &Target) -> String {
-        let verb = if self.method == HttpMethod::Head {
-            "Head"
-        } else {
-            "Get"
-        };
-        format!("{verb} \"{target}\"")
+    /// `Get "URL"`: the prefix Go's client puts on its errors
+    /// (net/url `(*Error).Error`).
+    fn op(&self, url: &Url) -> String {
+        format!("{} {:?}", self.verb(), url.to_string())
+    }
+
+    /// Go's `urlErrorOp`: the method, capitalised.
+    fn verb(&self) -> &'static str {
+        match self.method {
+            HttpMethod::Head => "Head",
+            HttpMethod::Get => "Get",
+        }
     }
 }
 
-/// An HTTP/1.1 or HTTP/2 connection: the handle requests go through, and
-/// the task that drives the socket (aborted when this is dropped).
+/// Sorts headers as Go's `(*Request).write` writes them: `Host`, then
+/// `User-Agent`, then the others by name (`Header.writeSubset` sorts its
+/// keys); repeated names keep their order.
+fn sort_as_go_writes(headers: &mut [(HeaderName, HeaderValue)]) {
+    let rank = |name: &HeaderName| match *name {
+        header::HOST => 0,
+        header::USER_AGENT => 1,
+        _ => 2,
+    };
+    headers.sort_by(|(a, _), (b, _)| (rank(a), a.as_str()).cmp(&(rank(b), b.as_str())));
+}
+
+/// An HTTP/1.1 or HTTP/2 connection: the handle requests go through, the
+/// task that drives the socket (aborted when this is dropped), and what it
+/// has read, to word its errors as Go does.
 #[derive(Debug)]
 struct Connection {
     send: Sender,
     task: tokio::task::JoinHandle<()>,
+    seen: Arc<Mutex<Seen>>,
+    addrs: Addrs,
 }
 
 /// Where a connection's requests go in, by protocol.
@@ -436,21 +538,21 @@ impl Sender {
     /// Makes an HTTP/1.1 request fit the connection. HTTP/2 has no
     /// `Connection` header, and carries the host as `:authority` with the
     /// scheme in an absolute URI, as Go's transport sends `req.Host`.
-    fn adapt(&self, mut request: Request<Empty<Bytes>>, target: &Target) -> Request<Empty<Bytes>> {
+    fn adapt(&self, mut request: Request<Empty<Bytes>>, url: &Url) -> Request<Empty<Bytes>> {
         if let Sender::Http2(_) = self {
             let headers = request.headers_mut();
             headers.remove(header::CONNECTION);
             let authority = headers
                 .remove(header::HOST)
                 .and_then(|h| h.to_str().ok().map(str::to_owned))
-                .unwrap_or_else(|| target.authority.clone());
+                .unwrap_or_else(|| url.host.clone());
             let path = request
                 .uri()
                 .path_and_query()
                 .map_or("/", |p| p.as_str())
                 .to_owned();
             if let Ok(uri) = Uri::builder()
-                .scheme(target.scheme.as_str())
+                .scheme(url.scheme.as_str())
                 .authority(authority)
                 .path_and_query(path)
                 .build()
@@ -465,10 +567,11 @@ impl Sender {
 impl Connection {
     /// Runs the HTTP/1.1 or (with `h2`) HTTP/2 handshake over `io` and
     /// spawns the driver task.
-    async fn handshake<T>(io: T, h2: bool) -> Result<Connection, String>
+    async fn handshake<T>(io: Recorded<T>, h2: bool, addrs: Addrs) -> Result<Connection, String>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let seen = Arc::clone(&io.seen);
         let io = TokioIo::new(io);
         // Errors surface through the sender and the body.
         let (send, task) = if h2 {
@@ -477,10 +580,74 @@ impl Connection {
                 .map_err(|e| error_chain(&e))?;
             (Sender::Http2(send), tokio::spawn(async move { drop(conn.await) }))
         } else {
-            let (send, conn) = http1::handshake(io).await.map_err(|e| error_chain(&e))?;
+            // As lenient as Go's reader (net/http/transport.go,
+            // net/textproto `ReadMIMEHeader`): large heads, any number of
+            // headers, folded lines joined; header names written in
+            // Go's canonical case, which naive servers match literally.
+            let (send, conn) = http1::Builder::new()
+                .title_case_headers(true)
+                .max_header_size(MAX_HEAD_BYTES)
+                .max_buf_size(MAX_HEAD_BYTES + (64 << 10))
+                .max_headers(MAX_HEADERS)
+                .allow_obsolete_multiline_headers_in_responses(true)
+                .handshake(io)
+                .await
+                .map_err(|e| error_chain(&e))?;
             (Sender::Http1(send), tokio::spawn(async move { drop(conn.await) }))
         };
-        Ok(Connection { send, task })
+        Ok(Connection {
+            send,
+            task,
+            seen,
+            addrs,
+        })
+    }
+
+    /// An error before the response head was complete, in Go's words
+    /// (net/http/transport.go `(*persistConn).readLoop`,
+    /// `mapRoundTripError`, net/http/response.go `ReadResponse`).
+    fn describe_head_error(&self, e: &hyper::Error) -> String {
+        let head = self.seen.lock().expect("not poisoned").head.clone();
+        let why = if let Some(io) = io_cause(e) {
+            match io.kind() {
+                std::io::ErrorKind::UnexpectedEof => eof(&head),
+                _ => self.addrs.read_error(io),
+            }
+        } else if e.is_incomplete_message() {
+            eof(&head)
+        } else if e.is_parse_too_large() {
+            format!("net/http: server response headers exceeded {MAX_HEAD_BYTES} bytes; aborted")
+        } else if e.is_parse() {
+            go_head_error(&head).unwrap_or_else(|| error_chain(e))
+        } else {
+            error_chain(e)
+        };
+        // Nothing received: the bare read error. Something received: the
+        // connection is "broken".
+        if head.is_empty() || matches!(self.send, Sender::Http2(_)) {
+            why
+        } else {
+            format!("net/http: HTTP/1.x transport connection broken: {why}")
+        }
+    }
+
+    /// A body read error, bare, as `DoHTTPProbe` returns it.
+    fn describe_body_error(&self, e: &hyper::Error) -> String {
+        match io_cause(e) {
+            Some(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => "unexpected EOF".into(),
+            Some(io)
+                if matches!(
+                    io.kind(),
+                    std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+                ) =>
+            {
+                // net/http/internal/chunked.go
+                "malformed chunked encoding".into()
+            }
+            Some(io) => self.addrs.read_error(io),
+            None if e.is_incomplete_message() => "unexpected EOF".into(),
+            None => error_chain(e),
+        }
     }
 }
 
@@ -490,9 +657,183 @@ impl Drop for Connection {
     }
 }
 
-/// The redirect statuses Go's client follows; other 3xx are final.
+/// Go's message when the connection ended: `EOF` before any byte,
+/// `unexpected EOF` in the middle of a head.
+fn eof(head: &[u8]) -> String {
+    if head.is_empty() { "EOF" } else { "unexpected EOF" }.into()
+}
+
+/// What Go's `ReadResponse` says of a head that hyper refused, read from
+/// its first bytes: the status line checks of net/http/response.go, then
+/// a header line without a colon (net/textproto `ReadMIMEHeader`).
+fn go_head_error(head: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
+    let line = lines.next()?;
+    let Some((proto, status)) = line.split_once(' ') else {
+        return Some(format!("malformed HTTP response {line:?}"));
+    };
+    let status = status.trim_start_matches(' ');
+    let code = status.split_once(' ').map_or(status, |(c, _)| c);
+    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(format!("malformed HTTP status code {code:?}"));
+    }
+    let version_ok = proto
+        .strip_prefix("HTTP/")
+        .and_then(|v| v.split_once('.'))
+        .is_some_and(|(major, minor)| {
+            !major.is_empty()
+                && !minor.is_empty()
+                && major.bytes().chain(minor.bytes()).all(|b| b.is_ascii_digit())
+        });
+    if !version_ok {
+        return Some(format!("malformed HTTP version {proto:?}"));
+    }
+    lines
+        .take_while(|l| !l.is_empty())
+        .find(|l| !l.starts_with([' ', '\t']) && !l.contains(':'))
+        .map(|l| format!("malformed MIME header line: {l}"))
+}
+
+/// The local and remote addresses of a connection, for Go's
+/// `read tcp LOCAL->REMOTE: ...` messages.
+#[derive(Debug, Clone, Copy)]
+struct Addrs {
+    local: Option<std::net::SocketAddr>,
+    peer: Option<std::net::SocketAddr>,
+}
+
+impl Addrs {
+    fn of(tcp: &tokio::net::TcpStream) -> Addrs {
+        Addrs {
+            local: tcp.local_addr().ok(),
+            peer: tcp.peer_addr().ok(),
+        }
+    }
+
+    /// `read tcp 127.0.0.1:5->127.0.0.1:80: read: connection reset by
+    /// peer`, as Go's `net.OpError`.
+    fn read_error(&self, e: &std::io::Error) -> String {
+        match (self.local, self.peer) {
+            (Some(l), Some(p)) => format!("read tcp {l}->{p}: read: {}", super::describe_io(e)),
+            _ => super::describe_io(e),
+        }
+    }
+}
+
+/// The first I/O error in `e`'s causes.
+fn io_cause(e: &hyper::Error) -> Option<&std::io::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        source = cause.source();
+    }
+    None
+}
+
+/// What a connection has read so far: its first bytes, kept to word
+/// errors (a status line, a TLS record header).
+#[derive(Debug, Default)]
+struct Seen {
+    head: Vec<u8>,
+}
+
+/// How many of the first bytes are kept.
+const SEEN_BYTES: usize = 1024;
+
+/// A stream that keeps a copy of the first bytes read from it.
+struct Recorded<T> {
+    inner: T,
+    seen: Arc<Mutex<Seen>>,
+    /// Whether `seen` is full, so later reads skip the lock.
+    full: bool,
+}
+
+impl<T> Recorded<T> {
+    fn new(inner: T) -> Self {
+        Recorded {
+            inner,
+            seen: Arc::default(),
+            full: false,
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Recorded<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if !this.full && buf.filled().len() > before {
+            let mut seen = this.seen.lock().expect("not poisoned");
+            let room = SEEN_BYTES - seen.head.len();
+            let new = &buf.filled()[before..];
+            seen.head.extend_from_slice(&new[..new.len().min(room)]);
+            this.full = seen.head.len() == SEEN_BYTES;
+        }
+        polled
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Recorded<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The redirect statuses Go's client follows; other 3xx are final
+/// (net/http/client.go `redirectBehavior`).
 fn is_followed(status: u16) -> bool {
     matches!(status, 301 | 302 | 303 | 307 | 308)
+}
+
+/// Reads and drops up to [`MAX_BODY_SLURP`] bytes of a redirect's body
+/// before it is followed, as client.go does when the length is unknown or
+/// small ("read at least some of the body so if it's small the
+/// underlying TCP connection will be re-used"); how the read ends does not
+/// matter, only the time it takes.
+async fn slurp(response: Response<Incoming>, deadline: Instant) {
+    let mut body = response.into_body();
+    if body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n > MAX_BODY_SLURP as u64)
+    {
+        return;
+    }
+    let mut read = 0;
+    while read < MAX_BODY_SLURP && !body.is_end_stream() {
+        match timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(frame))) => read += frame.data_ref().map_or(0, Bytes::len),
+            _ => return,
+        }
+    }
 }
 
 /// A body read within the cap.
@@ -511,8 +852,10 @@ enum BodyError {
     Read(hyper::Error),
 }
 
-/// Reads at most [`MAX_OUTPUT`] bytes of `body`, as Go's `ReadAtMost`:
-/// reaching the cap is not an error (kubelet-semantics §1.3).
+/// Reads at most [`MAX_OUTPUT`] bytes of `body`, as the kubelet's
+/// `utilio.ReadAtMost`: once the cap is reached nothing more is read, and
+/// reaching it is not an error ("Non fatal body truncation",
+/// pkg/probe/http/http.go `DoHTTPProbe`).
 async fn read_at_most(mut body: Incoming, deadline: Instant) -> Result<Read, BodyError> {
     let mut buf = Vec::new();
     while !body.is_end_stream() {
@@ -523,11 +866,10 @@ async fn read_at_most(mut body: Incoming, deadline: Instant) -> Result<Read, Bod
         };
         if let Ok(data) = frame.into_data() {
             let room = MAX_OUTPUT - buf.len();
-            if data.len() > room {
-                buf.extend_from_slice(&data[..room]);
+            buf.extend_from_slice(&data[..data.len().min(room)]);
+            if buf.len() == MAX_OUTPUT {
                 return Ok(Read::Truncated(buf));
             }
-            buf.extend_from_slice(&data);
         }
     }
     Ok(Read::Complete(buf))

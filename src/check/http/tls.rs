@@ -1,4 +1,5 @@
-//! The TLS client settings of HTTPS checks, built once per check.
+//! The TLS client settings of HTTPS checks, built once per check, and
+//! handshake errors in Go's words.
 
 use std::sync::Arc;
 
@@ -97,4 +98,20 @@ impl ServerCertVerifier for SkipVerification {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// A TLS handshake error in Go's words: a plain HTTP server's answer is
+/// recognised by its first five bytes, as net/http/transport.go
+/// `(*persistConn).addTLS` recognises `tls.RecordHeaderError`.
+pub(super) fn describe_tls(e: &std::io::Error, first: &[u8]) -> String {
+    if first.starts_with(b"HTTP/") {
+        return "http: server gave HTTP response to HTTPS client".into();
+    }
+    if first.first().is_some_and(|&t| !(0x14..=0x18).contains(&t)) {
+        return "tls: first record does not look like a TLS handshake".into();
+    }
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        return "EOF".into();
+    }
+    format!("tls: {}", super::super::describe_io(e))
 }
