@@ -154,6 +154,12 @@ impl<C: Runnable> Worker<C> {
             .map(|l| l.outcome.verdict);
         let (verdict, reason) = (outcome.verdict, outcome.reason);
         let message = outcome.message.clone();
+        tracing::debug!(
+            check = %name,
+            verdict = verdict.as_str(),
+            duration_ms = crate::log::millis(duration),
+            "{message}"
+        );
         // A run of an older app container is not kept, nor counted.
         let Some(recorded) = self.state.record(self.index, generation, outcome, duration) else {
             return;

@@ -32,10 +32,12 @@ pub mod engine;
 #[cfg(feature = "inject")]
 pub mod inject;
 pub mod lifecycle;
+pub mod log;
 pub mod metrics;
 pub mod server;
 pub mod signals;
 pub mod state;
+pub mod version;
 
 use std::time::Duration;
 
@@ -142,7 +144,8 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
     tracing::info!(
         listen = %listener.local_addr()?,
         checks = config.checks.len(),
-        version = env!("CARGO_PKG_VERSION"),
+        version = version::VERSION,
+        revision = version::REVISION,
         "healthproxy serving"
     );
     lifecycle.describe_guard();
@@ -160,6 +163,6 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
     cancel.cancel();
     tracker.close();
     tracker.wait().await;
-    tracing::info!(?exit, "stopped");
+    tracing::info!(exit_code = exit.code(), "stopped");
     Ok(exit)
 }

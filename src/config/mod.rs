@@ -66,6 +66,9 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub struct Config {
     /// Address of the probe, lifecycle and metrics endpoints.
     pub listen: SocketAddr,
+    /// The log filter, unless `--log-level` overrides it; a reload applies
+    /// a new one.
+    pub log_level: Option<crate::log::LogLevel>,
     /// Graceful drain settings.
     pub drain: DrainConfig,
     /// Limits of the HTTP server.

@@ -15,6 +15,7 @@ use super::*;
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
     #[serde(default)]
     drain: RawDrain,
     #[serde(default)]
@@ -460,6 +461,13 @@ fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
             }
         },
     };
+    let log_level = raw.log_level.and_then(|l| match l.get_ref().parse() {
+        Ok(level) => Some(level),
+        Err(e) => {
+            errors.push("log_level", l.span(), e);
+            None
+        }
+    });
     let drain = validate_drain(raw.drain, errors);
     let server = validate_server(raw.server, errors);
     let mut names = HashSet::new();
@@ -471,6 +479,7 @@ fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
         .collect();
     Config {
         listen,
+        log_level,
         drain,
         server,
         checks,

@@ -158,12 +158,21 @@ impl Metrics {
         let build = register(
             &r,
             IntGaugeVec::new(
-                Opts::new("healthproxy_build_info", "Always 1; the version is a label."),
-                &["version"],
+                Opts::new(
+                    "healthproxy_build_info",
+                    "Always 1; the version, git revision and rustc version are labels.",
+                ),
+                &["version", "revision", "rustversion"],
             )
             .unwrap(),
         );
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build
+            .with_label_values(&[
+                crate::version::VERSION,
+                crate::version::REVISION,
+                crate::version::RUSTC_VERSION,
+            ])
+            .set(1);
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))

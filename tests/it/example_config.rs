@@ -19,6 +19,7 @@ const EXAMPLE: &str = include_str!("../../config.example.toml");
 /// Every key the config accepts; handler keys in their dotted form.
 const ALL_KEYS: &[&str] = &[
     "listen",
+    "log_level",
     "header_read_timeout",
     "request_timeout",
     "idle_timeout",
@@ -63,6 +64,7 @@ const ALL_KEYS: &[&str] = &[
 /// The keys whose default the file must state.
 const KEYS_WITH_DEFAULTS: &[&str] = &[
     "listen",
+    "log_level",
     "header_read_timeout",
     "request_timeout",
     "idle_timeout",
@@ -263,6 +265,10 @@ fn example_config_defaults_are_the_code_defaults() {
             "listen" => {
                 assert_eq!(str_value(), DEFAULT_LISTEN, "{at}");
                 assert_eq!(str_value().parse::<SocketAddr>().unwrap(), bare.listen, "{at}");
+            }
+            "log_level" => {
+                assert_eq!(bare.log_level, None, "{at}");
+                assert_eq!(str_value(), healthproxy::log::LogLevel::default().to_string(), "{at}");
             }
             "min" => {
                 assert_eq!(duration(*line, key, value), DEFAULT_DRAIN_MIN, "{at}");

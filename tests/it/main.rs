@@ -15,6 +15,7 @@ mod hostile;
 mod http_check;
 #[cfg(feature = "inject")]
 mod inject;
+mod logs;
 mod metrics;
 mod reasons;
 mod soak;

@@ -88,16 +88,13 @@ async fn metrics_show_runs_states_reasons_and_probes() {
     );
     assert_eq!(metric(&m, "healthproxy_probe_ok{probe=\"startup\"}"), Some(1.0));
     assert_eq!(metric(&m, "healthproxy_draining"), Some(0.0));
-    assert_eq!(
-        metric(
-            &m,
-            &format!(
-                "healthproxy_build_info{{version=\"{}\"}}",
-                env!("CARGO_PKG_VERSION")
-            )
-        ),
-        Some(1.0)
+    let build_info = format!(
+        "healthproxy_build_info{{revision=\"{}\",rustversion=\"{}\",version=\"{}\"}}",
+        healthproxy::version::REVISION,
+        healthproxy::version::RUSTC_VERSION,
+        env!("CARGO_PKG_VERSION")
     );
+    assert_eq!(metric(&m, &build_info), Some(1.0));
     assert!(
         metric(
             &m,
