@@ -119,6 +119,12 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
     } = app;
     let listener =
         server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let grpc_listener = config
+        .grpc_listen
+        .map(|addr| {
+            server::grpc::bind(addr).with_context(|| format!("cannot listen on {addr} (grpc_listen)"))
+        })
+        .transpose()?;
     if let Err(e) = check::become_subreaper() {
         tracing::warn!("cannot become a child subreaper, orphaned check processes may linger: {e}");
     }
@@ -141,8 +147,17 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
             }
         });
     }
+    let grpc_listen = match grpc_listener {
+        Some(grpc) => {
+            let addr = grpc.local_addr()?;
+            tracker.spawn(server::grpc::serve(grpc, state.clone(), cancel.clone()));
+            Some(addr)
+        }
+        None => None,
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
+        grpc_listen = grpc_listen.map(tracing::field::display),
         checks = config.checks.len(),
         version = version::VERSION,
         revision = version::REVISION,

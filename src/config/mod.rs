@@ -66,6 +66,10 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub struct Config {
     /// Address of the probe, lifecycle and metrics endpoints.
     pub listen: SocketAddr,
+    /// Address of the `grpc.health.v1.Health` service, when wanted.
+    pub grpc_listen: Option<SocketAddr>,
+    /// When the file is read again while running.
+    pub reload: ReloadConfig,
     /// The log filter, unless `--log-level` overrides it; a reload applies
     /// a new one.
     pub log_level: Option<crate::log::LogLevel>,
@@ -77,8 +81,31 @@ pub struct Config {
     pub checks: Vec<CheckConfig>,
 }
 
+/// How often the config file is looked at for a change, unless told
+/// otherwise: a mounted ConfigMap's update is picked up within this.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// When the config file is read again while running (`[reload]`); SIGHUP
+/// and `POST /reload` reload whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Reload when the file at the config path changes.
+    pub watch: bool,
+    /// How often the path is looked at.
+    pub interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            interval: DEFAULT_RELOAD_INTERVAL,
+        }
+    }
+}
+
 /// Graceful drain settings (`[drain]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainConfig {
     /// Readiness fails at once; the drain waits at least this long.
     pub min: Duration,
@@ -126,7 +153,7 @@ impl Default for ServerConfig {
 }
 
 /// One named check.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckConfig {
     /// Unique name, `[a-z0-9-]+`.
     pub name: String,
@@ -142,6 +169,18 @@ pub struct CheckConfig {
     pub kind: CheckKind,
     /// The line of the check's table in the file, for lint messages.
     pub line: usize,
+}
+
+impl CheckConfig {
+    /// Whether `other` defines the same check: everything but where it
+    /// stands in the file. A reload keeps such a check running as it is.
+    pub fn same_definition(&self, other: &CheckConfig) -> bool {
+        *self
+            == CheckConfig {
+                line: self.line,
+                ..other.clone()
+            }
+    }
 }
 
 /// The kubelet's timing knobs for one check.
@@ -252,7 +291,7 @@ impl ProbeSet {
 }
 
 /// What a check does: exactly one handler, as a Kubernetes probe.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckKind {
     /// An HTTP or HTTPS request.
     Http(HttpSpec),
@@ -363,7 +402,7 @@ pub enum HttpMethod {
 }
 
 /// An `http = { ... }` handler.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSpec {
     /// `http` or `https`.
     pub scheme: Scheme,
@@ -437,7 +476,7 @@ impl HttpSpec {
 }
 
 /// A `tcp = { ... }` handler.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpSpec {
     /// Host to connect to.
     pub host: Host,
@@ -446,7 +485,7 @@ pub struct TcpSpec {
 }
 
 /// An `exec = { ... }` handler.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecSpec {
     /// argv; the first element is the program, looked up in `PATH`.
     pub command: Vec<String>,
@@ -457,7 +496,7 @@ pub struct ExecSpec {
 }
 
 /// A `grpc = { ... }` handler.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcSpec {
     /// Host to connect to.
     pub host: Host,
@@ -468,7 +507,7 @@ pub struct GrpcSpec {
 }
 
 /// A `file = { ... }` handler.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSpec {
     /// The heartbeat file.
     pub path: PathBuf,

@@ -24,6 +24,7 @@
 //! answer code.
 
 mod fast;
+pub mod grpc;
 mod listen;
 mod render;
 mod route;

@@ -10,6 +10,7 @@ mod example_config;
 mod exec_check;
 mod fuzz_regressions;
 mod grpc_check;
+mod grpc_endpoint;
 mod haproxy;
 mod hostile;
 mod http_check;
