@@ -89,18 +89,8 @@ pub(crate) struct RunArgs {
 /// builds the application, as `run` and `check-config` both do; on failure
 /// prints every error and returns exit status 2.
 fn build(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> Result<crate::App, ExitCode> {
-    let mut config = match crate::config::Config::load(path, &crate::config::ProcessEnv) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Err(ExitCode::from(EXIT_CONFIG));
-        }
-    };
-    if let Some(listen) = listen {
-        config.listen = listen;
-    }
-    crate::App::build(config).map_err(|e| {
-        eprintln!("{}: {e}", path.display());
+    crate::App::load(path, listen).map_err(|errors| {
+        eprintln!("{errors}");
         ExitCode::from(EXIT_CONFIG)
     })
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use super::RunArgs;
 use crate::log::Logging;
+use crate::reload::LogControl;
 
 /// Bound on the runtime's blocking threads (file checks, name lookups).
 const MAX_BLOCKING_THREADS: usize = 8;
@@ -18,7 +19,10 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
         .clone()
         .or(app.config().log_level.clone())
         .unwrap_or_default();
-    let _logging = Logging::init(args.log_format, &level);
+    let log = LogControl {
+        logging: Some(Logging::init(args.log_format, &level)),
+        flag: args.log_level,
+    };
     // One thread runs everything: a sidecar usually has a CPU limit of about
     // 100m, where a second worker buys nothing and costs memory and tail
     // latency (BENCHMARKS.md, "Runtime flavour"). File checks and name
@@ -37,7 +41,8 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
     };
     // Listen for signals before anything else can take long.
     let signals = crate::signals::listen();
-    match runtime.block_on(crate::run(app, signals)) {
+    let hangups = crate::signals::hangups();
+    match runtime.block_on(crate::run(app, signals, Some(hangups), log)) {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             tracing::error!("{e:#}");

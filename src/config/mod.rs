@@ -579,19 +579,22 @@ impl<F: Fn(&str) -> Option<String>> Env for F {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
-        let origin = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::from_toml_str(&text, &origin, env),
-            Err(e) => Err(ConfigErrors {
-                origin,
-                errors: vec![ConfigError {
-                    key: "file".into(),
-                    line: 0,
-                    column: 0,
-                    message: format!("cannot read: {e}"),
-                }],
-            }),
-        }
+        let text = Config::read(path)?;
+        Config::from_toml_str(&text, &path.display().to_string(), env)
+    }
+
+    /// The text of the file at `path`, or the error that says it cannot be
+    /// read.
+    pub fn read(path: &Path) -> Result<String, ConfigErrors> {
+        std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            origin: path.display().to_string(),
+            errors: vec![ConfigError {
+                key: "file".into(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }],
+        })
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.

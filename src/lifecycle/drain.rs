@@ -275,13 +275,25 @@ fn log(report: &Report) {
     let ended = report.ended();
     if report.timed_out {
         tracing::warn!(
-            trigger, total_ms, min_wait_ms, connection_wait_ms, connections_left = report.connections_left,
-            new_connections, last_new_connection_ms, ended,
+            trigger,
+            total_ms,
+            min_wait_ms,
+            connection_wait_ms,
+            connections_left = report.connections_left,
+            new_connections,
+            last_new_connection_ms,
+            ended,
             "drain ended at drain.max with connections still open or still arriving"
         );
     } else {
         tracing::info!(
-            trigger, total_ms, min_wait_ms, connection_wait_ms, new_connections, last_new_connection_ms, ended,
+            trigger,
+            total_ms,
+            min_wait_ms,
+            connection_wait_ms,
+            new_connections,
+            last_new_connection_ms,
+            ended,
             "drain complete: no new connection for drain.quiet and no connections left"
         );
     }

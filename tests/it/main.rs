@@ -19,6 +19,7 @@ mod inject;
 mod logs;
 mod metrics;
 mod reasons;
+mod reload;
 mod soak;
 mod support;
 mod thresholds;
