@@ -6,7 +6,7 @@
 //! JSON lines carry typed fields: numbers stay numbers, a list logged with
 //! `?` stays an array, and durations are numbers with their unit in the key
 //! (`duration_ms`). The level is written three ways, each read without
-//! configuration by one family of log stores: `level` (Loki, Grafana,
+//! configuration by one family of log stores: `level` (`WARN`, as tracing writes it: Loki, Grafana,
 //! Vector, Datadog), `severity` (Google Cloud Logging, which wants
 //! `WARNING`) and `log.level` (Elastic Common Schema).
 
@@ -177,9 +177,9 @@ where
         let level = meta.level();
         let mut fields = JsonFields(vec![
             ("timestamp", time.into()),
-            ("level", level.as_str().to_ascii_lowercase().into()),
+            ("level", level.as_str().into()),
             ("severity", severity(*level).into()),
-            ("log.level", level.as_str().to_ascii_lowercase().into()),
+            ("log.level", level.as_str().into()),
             ("target", meta.target().into()),
         ]);
         event.record(&mut fields);

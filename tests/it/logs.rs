@@ -180,18 +180,18 @@ async fn json_lines_carry_typed_fields_and_a_level_every_log_store_reads() {
     let lines = lines_at("debug", true).await;
     for l in &lines {
         let level = l["level"].as_str().unwrap();
-        assert!(["debug", "info", "warn", "error"].contains(&level), "{l}");
+        assert!(["DEBUG", "INFO", "WARN", "ERROR"].contains(&level), "{l}");
         assert_eq!(l["log.level"], l["level"], "Elastic's key: {l}");
         let severity = l["severity"].as_str().unwrap();
         let expected = match level {
-            "warn" => "WARNING",
-            other => &other.to_ascii_uppercase(),
+            "WARN" => "WARNING",
+            other => other,
         };
         assert_eq!(severity, expected, "Cloud Logging's key: {l}");
         assert!(l["timestamp"].is_string() && l["message"].is_string(), "{l}");
     }
     let run = lines.iter().find(|l| l.get("verdict").is_some()).unwrap();
-    assert_eq!(run["level"], "debug");
+    assert_eq!(run["level"], "DEBUG");
     assert_eq!(run["check"], "flaky");
     assert_eq!(run["verdict"], "failure");
     assert!(
