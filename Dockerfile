@@ -30,8 +30,12 @@ FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 COPY . .
+# The context has no .git (.dockerignore): the revision that --version and
+# healthproxy_build_info show is this argument, `unknown` when not given:
+#   docker build --build-arg REVISION="$(git rev-parse --short=12 HEAD)" .
+ARG REVISION=unknown
 RUN target="$(uname -m)-unknown-linux-gnu" \
-    && RUSTFLAGS="-C target-feature=+crt-static" \
+    && HEALTHPROXY_GIT_REVISION="${REVISION}" RUSTFLAGS="-C target-feature=+crt-static" \
        cargo build --release --locked --no-default-features --target "$target" --bin healthproxy \
     && install -D -m 0555 "target/$target/release/healthproxy" /out/healthproxy \
     && if ldd /out/healthproxy | grep -q '=>'; then echo "healthproxy is not static" >&2; exit 1; fi \

@@ -219,7 +219,7 @@ impl Server {
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 });
-                let _ = healthproxy::run(app, received).await;
+                let _ = healthproxy::run(app, received, None, Default::default()).await;
             });
         });
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -47,7 +47,7 @@ fn main() -> ExitCode {
         }
     };
     let signals = healthproxy::signals::listen();
-    match runtime.block_on(healthproxy::run(app, signals)) {
+    match runtime.block_on(healthproxy::run(app, signals, None, Default::default())) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench-flavour: {e:#}");

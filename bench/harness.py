@@ -139,6 +139,16 @@ def rss_mib(pid):
     raise RuntimeError("no VmRSS")
 
 
+def cpu_ns(pid):
+    """CPU time of every live thread of a process, in nanoseconds
+    (schedstat: finer than the clock ticks of /proc/PID/stat)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total
+
+
 def threads(pid):
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -161,9 +171,10 @@ def check_toml(kind, i, targets, period, probes='["liveness", "readiness"]'):
     )
 
 
-def write_config(work, name, port, checks):
-    """A config on 127.0.0.1:port; checks is a list of (kind, count, period)."""
-    parts = [f'listen = "127.0.0.1:{port}"\n[drain]\nmin = "0s"\nmax = "1s"\n']
+def write_config(work, name, port, checks, head=""):
+    """A config on 127.0.0.1:port, `head` (top-level keys and tables)
+    first; checks is a list of (kind, count, period)."""
+    parts = [f'listen = "127.0.0.1:{port}"\n{head}[drain]\nmin = "0s"\nmax = "1s"\n']
     for group, (kind, count, period) in enumerate(checks):
         parts += [check_toml(kind, f"{group}-{i}", work.targets, period) for i in range(count)]
     path = os.path.join(work.path, f"{name}.toml")
@@ -249,9 +260,9 @@ class Bench:
         print(text, flush=True)
         self.lines.append(text)
 
-    def start_healthproxy(self, name, checks, binary=HEALTHPROXY, flavour=None, wait_ready=True):
+    def start_healthproxy(self, name, checks, binary=HEALTHPROXY, flavour=None, wait_ready=True, head=""):
         port = free_port()
-        config = write_config(self.work, name, port, checks)
+        config = write_config(self.work, name, port, checks, head)
         if binary == FLAVOUR:
             argv = [FLAVOUR, flavour, config]
         else:
@@ -340,6 +351,50 @@ class Bench:
         self.say(f"- slope 100 → 1000 checks: {per_check:.1f} KiB per check; heap built per check at start "
                  f"(bench-memory 1000): " + ", ".join(f"{k} {v / 1000:.1f} KiB" for k, v in parts.items()))
         self.results["memory_per_check_kib"] = {"slope": per_check, **{k: v / 1000 for k, v in parts.items()}}
+
+    # -- day-2 features: the gRPC health endpoint and the config file watch
+
+    def day2(self):
+        """Idle RSS and CPU of the optional gRPC endpoint and of the config
+        watch, variants alternated; 10 file checks (no network target)."""
+        self.say("\n## gRPC endpoint and config watch (10 file checks, period 10s)")
+        variants = [
+            ("watch off", "[reload]\nwatch = false\n"),
+            ("watch every 2s (default)", ""),
+            ("watch every 2s + grpc_listen", f'grpc_listen = "127.0.0.1:{free_port()}"\n'),
+        ]
+        rss = {name: [] for name, _ in variants}
+        for _ in range(3):
+            for name, head in variants:
+                p, _ = self.start_healthproxy("day2-rss", [("file", 10, "10s")], head=head)
+                time.sleep(2)
+                rss[name].append(rss_mib(p.pid))
+                self.procs.stop(p)
+        out = {"idle_rss_mib": {name: statistics.median(v) for name, v in rss.items()}}
+        for name, v in out["idle_rss_mib"].items():
+            self.say(f"- idle RSS, {name}: {v:.2f} MiB (median of {len(rss[name])})")
+        # CPU: the watch at its shortest interval, so that its reads show.
+        seconds = self.args.cpu_seconds * 3
+        cpu_of = {}
+        for name, head in [("watch off", "[reload]\nwatch = false\n"),
+                           ("watch every 100ms", '[reload]\ninterval = "100ms"\n'),
+                           ("watch every 2s", "")]:
+            p, _ = self.start_healthproxy("day2-cpu", [("file", 10, "1h")], head=head)
+            # The file checks' first runs used a blocking thread, which
+            # exits after 10 s idle and would take its CPU time out of the
+            # sum: measure after it has gone (the watch keeps its own).
+            time.sleep(11)
+            c0 = cpu_ns(p.pid)
+            time.sleep(seconds)
+            cpu_of[name] = (cpu_ns(p.pid) - c0) / seconds
+            self.procs.stop(p)
+            self.say(f"- idle CPU, {name}: {cpu_of[name] / 1e3:.1f} us per second")
+        per_read = (cpu_of["watch every 100ms"] - cpu_of["watch off"]) / 10
+        out["idle_cpu_us_per_s"] = {k: v / 1e3 for k, v in cpu_of.items()}
+        out["watch_read_us"] = per_read / 1e3
+        self.say(f"- one look at the config file: {per_read / 1e3:.1f} us; at the default 2s: "
+                 f"{per_read / 2 / 1e9 * 100:.4f} % of a core")
+        self.results["day2"] = out
 
     # -- CPU per check run
 
@@ -569,9 +624,12 @@ def main():
     ap.add_argument("--blackbox-probes", type=int, default=2000)
     ap.add_argument("--startup-runs", type=int, default=10)
     ap.add_argument("--skip-flavours", action="store_true", help="leave out the runtime flavour comparison")
+    ap.add_argument("--only-day2", action="store_true",
+                    help="only the gRPC endpoint and config watch figures (needs only the release healthproxy)")
     args = ap.parse_args()
 
-    for path in (HEALTHPROXY, BASELINE, FLAVOUR, MEMORY, DEMO_APP, BLACKBOX):
+    needed = (HEALTHPROXY,) if args.only_day2 else (HEALTHPROXY, BASELINE, FLAVOUR, MEMORY, DEMO_APP, BLACKBOX)
+    for path in needed:
         if not os.access(path, os.X_OK):
             sys.exit(f"bench: {path} is missing: run bench/run, which builds and installs what is needed")
     os.makedirs(OUT, exist_ok=True)
@@ -585,6 +643,17 @@ def main():
         with tempfile.TemporaryDirectory(prefix="healthproxy-bench-") as tmp:
             # The checks' targets: the bare hyper server for http and tcp,
             # the demo app for gRPC, a file for file checks.
+            heartbeat = os.path.join(tmp, "heartbeat")
+            open(heartbeat, "w").close()
+            if args.only_day2:
+                # Only file checks run: the network targets are never dialled.
+                bench = Bench(args, procs, Workdir(tmp, {"file": heartbeat, "http": 1, "grpc": 1}))
+                when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+                bench.say(f"# healthproxy benchmarks: day-2 features ({when}; Linux {platform.release()})")
+                bench.day2()
+                with open(os.path.join(OUT, "day2.md"), "w") as f:
+                    f.write("\n".join(bench.lines) + "\n")
+                return
             target_port = free_port()
             procs.start("target-http", [BASELINE, f"127.0.0.1:{target_port}", "current"])
             grpc_port = free_port()
@@ -593,8 +662,6 @@ def main():
                                                "--heartbeat", os.path.join(tmp, "demo-heartbeat")])
             wait_listening(target_port)
             wait_listening(grpc_port)
-            heartbeat = os.path.join(tmp, "heartbeat")
-            open(heartbeat, "w").close()
             work = Workdir(tmp, {"http": target_port, "grpc": grpc_port, "file": heartbeat})
             bench = Bench(args, procs, work)
             info = machine()

@@ -35,7 +35,7 @@ fn main() -> ExitCode {
     step("engine");
     let state = State::new(&config.checks);
     step("state");
-    let metrics = Metrics::new(&config.checks);
+    let metrics = Metrics::new();
     step("metrics");
     std::hint::black_box((engine, state, metrics));
     ExitCode::SUCCESS

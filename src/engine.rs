@@ -17,7 +17,7 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::check::{Check, Outcome, PrepareError, Reason, Verdict};
 use crate::config::{CheckConfig, ProbeKind};
-use crate::metrics::Metrics;
+use crate::metrics::CheckCounters;
 use crate::state::{Health, State};
 
 /// Extra time a run gets past its own timeout before the engine gives up on
@@ -67,28 +67,61 @@ impl<C: Runnable> Engine<C> {
         Engine { checks }
     }
 
-    /// Starts one task per check on `tracker`, publishing to `state` and
-    /// `metrics`; they stop when `cancel` fires.
-    pub fn spawn(self, state: &State, metrics: &Metrics, tracker: &TaskTracker, cancel: &CancellationToken) {
+    /// Starts one task per check on `tracker`, as the checks of `state` in
+    /// the same order, publishing to it; they stop when `cancel` fires, or
+    /// each when its own token (returned, in order) does.
+    pub fn spawn(
+        self,
+        state: &State,
+        tracker: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Vec<CancellationToken> {
+        let ids: Vec<Option<usize>> = state.borrow().checks.iter().map(|c| Some(c.id)).collect();
+        self.spawn_ids(&ids, state, tracker, cancel)
+    }
+
+    /// Starts a task for each check whose entry in `ids` names the check of
+    /// `state` it runs as; the others are left out (a reload keeps their
+    /// running tasks). Returns the started tasks' tokens, in order.
+    pub fn spawn_ids(
+        self,
+        ids: &[Option<usize>],
+        state: &State,
+        tracker: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Vec<CancellationToken> {
+        let mut tokens = Vec::new();
         let count = self.checks.len();
-        for (index, (config, check)) in self.checks.into_iter().enumerate() {
+        for (index, ((config, check), id)) in self.checks.into_iter().zip(ids).enumerate() {
+            let Some(id) = *id else { continue };
+            let counters = {
+                let snapshot = state.borrow();
+                let status = snapshot
+                    .checks
+                    .iter()
+                    .find(|c| c.id == id)
+                    .expect("the check is in the state");
+                Arc::clone(&status.counters)
+            };
             let worker = Worker {
-                index,
+                id,
                 phase: phase(index, count, config.timing.period),
                 config,
                 check,
+                counters,
                 state: state.clone(),
-                metrics: metrics.clone(),
                 slot: Arc::new(Semaphore::new(1)),
             };
-            let cancel = cancel.clone();
+            let token = cancel.child_token();
+            tokens.push(token.clone());
             tracker.spawn(async move {
                 tokio::select! {
                     () = worker.run() => {}
-                    () = cancel.cancelled() => {}
+                    () = token.cancelled() => {}
                 }
             });
         }
+        tokens
     }
 }
 
@@ -107,13 +140,15 @@ fn phase(index: usize, count: usize, period: Duration) -> Duration {
 
 /// The task of one check.
 struct Worker<C> {
-    index: usize,
+    /// The check's id in the snapshot.
+    id: usize,
     /// Offset of this check's runs within its period (see [`phase`]).
     phase: Duration,
     config: CheckConfig,
     check: Arc<C>,
+    /// The check's counters, which the metrics read.
+    counters: Arc<CheckCounters>,
     state: State,
-    metrics: Metrics,
     /// One permit, held by the run under way until its task has ended:
     /// a run the worker stopped waiting for (a new app container, a
     /// timeout) is aborted, and the next one starts only once it is gone.
@@ -153,7 +188,14 @@ impl<C: Runnable> Worker<C> {
         loop {
             ticks.tick().await;
             let startup_only = !probes.liveness && !probes.readiness;
-            if startup_only && self.state.borrow().checks[self.index].ever_healthy {
+            if startup_only
+                && self
+                    .state
+                    .borrow()
+                    .checks
+                    .iter()
+                    .any(|c| c.id == self.id && c.ever_healthy)
+            {
                 // The startup worker stops probing once started, until a
                 // new container.
                 std::future::pending::<()>().await;
@@ -183,19 +225,29 @@ impl<C: Runnable> Worker<C> {
 
     fn publish(&self, generation: u64, outcome: Outcome, duration: Duration) {
         let name = &self.config.name;
-        let previous = self.state.borrow().checks[self.index]
-            .last
-            .as_ref()
+        let previous = self
+            .state
+            .borrow()
+            .checks
+            .iter()
+            .find(|c| c.id == self.id)
+            .and_then(|c| c.last.as_ref())
             .map(|l| l.outcome.verdict);
         let (verdict, reason) = (outcome.verdict, outcome.reason);
         let message = outcome.message.clone();
+        tracing::debug!(
+            check = %name,
+            verdict = verdict.as_str(),
+            duration_ms = crate::log::millis(duration),
+            "{message}"
+        );
         // A run of an older app container is not kept, nor counted.
-        let Some(recorded) = self.state.record(self.index, generation, outcome, duration) else {
+        let Some(recorded) = self.state.record(self.id, generation, outcome, duration) else {
             return;
         };
-        self.metrics.record_run(self.index, verdict, reason, duration);
+        self.counters.record_run(verdict, reason, duration);
         if let Some(to) = recorded.transition {
-            self.metrics.record_transition(self.index, to);
+            self.counters.record_transition(to);
         }
         let kinds = kinds_title(&self.config);
         match recorded.transition {
@@ -369,10 +421,9 @@ mod tests {
     fn start(toml: &str, scripts: Vec<Arc<Script>>) -> (State, CancellationToken) {
         let configs = configs(toml);
         let state = State::new(&configs);
-        let metrics = Metrics::new(&configs);
         let checks = configs.into_iter().zip(scripts).collect();
         let cancel = CancellationToken::new();
-        Engine::from_checks(checks).spawn(&state, &metrics, &TaskTracker::new(), &cancel);
+        Engine::from_checks(checks).spawn(&state, &TaskTracker::new(), &cancel);
         (state, cancel)
     }
 

@@ -12,14 +12,18 @@
 //! - [`engine`]: one task per check: timers, timeouts, thresholds.
 //! - [`state`]: the shared snapshot, the one owner of every check's state
 //!   and of the drain's phase.
-//! - [`server`]: the HTTP endpoints, their route table and limits.
+//! - [`server`]: the HTTP endpoints, their route table and limits, and the
+//!   gRPC health service.
 //! - [`metrics`]: the Prometheus registry; gauges read from the snapshot
 //!   at scrape time.
 //! - [`lifecycle`]: the drain, the lifecycle token, following the app's
 //!   sockets, and when the process exits.
-//! - [`signals`]: SIGTERM and SIGINT as a channel; signals sent by habit
-//!   logged and ignored.
+//! - [`signals`]: SIGTERM and SIGINT as a channel, SIGHUP as another;
+//!   other signals sent by habit logged and ignored.
 //! - [`files`]: reading the files the sidecar is given, bounded.
+//! - [`reload`]: the config read again while running.
+//! - [`log`]: the log filter and the JSON lines.
+//! - [`version`]: the version, git revision and rustc of the build.
 //! - [`inject`]: `inject`/`uninject`: Kubernetes manifests in, the same
 //!   workloads with the sidecar out, and back.
 //! - [`cli`]: the command line and its subcommands.
@@ -35,10 +39,13 @@ pub mod files;
 #[cfg(feature = "inject")]
 pub mod inject;
 pub mod lifecycle;
+pub mod log;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod state;
+pub mod version;
 
 use std::time::Duration;
 
@@ -61,9 +68,11 @@ use crate::state::State;
 /// act on the host, not a property of the config.
 #[derive(Debug)]
 pub struct App {
-    config: Config,
-    engine: Engine,
-    token: Option<Token>,
+    pub(crate) config: Config,
+    pub(crate) engine: Engine,
+    pub(crate) token: Option<Token>,
+    /// The file it was read from, if any: what a reload reads again.
+    pub(crate) source: Option<reload::Source>,
 }
 
 /// Why a valid config does not make an application.
@@ -92,7 +101,30 @@ impl App {
             config,
             engine,
             token,
+            source: None,
         })
+    }
+
+    /// Reads the config file at `path` (`listen`, when given, replacing
+    /// its address) and builds the application: the one setup step of
+    /// `run`, `check-config` and a reload. The error is the text
+    /// `check-config` prints: every config error with file, line, column
+    /// and key, or the check or token file that cannot be prepared.
+    pub fn load(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> Result<App, String> {
+        let text = Config::read(path).map_err(|e| e.to_string())?;
+        let origin = path.display().to_string();
+        let mut config =
+            Config::from_toml_str(&text, &origin, &config::ProcessEnv).map_err(|e| e.to_string())?;
+        if let Some(listen) = listen {
+            config.listen = listen;
+        }
+        let mut app = App::build(config).map_err(|e| format!("{origin}: {e}"))?;
+        app.source = Some(reload::Source {
+            path: path.to_path_buf(),
+            listen,
+            content: reload::fingerprint(text.as_bytes()),
+        });
+        Ok(app)
     }
 
     /// The config it was built from.
@@ -111,15 +143,29 @@ pub(crate) fn whole_ms(d: Duration) -> humantime::FormattedDuration {
 
 /// Binds the listener, starts every check and serves until the lifecycle
 /// says to stop (`lifecycle::supervise`), then stops the checks.
-/// `signals` delivers SIGTERM and SIGINT; tests feed it themselves.
-pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Result<Exit> {
+/// `signals` delivers SIGTERM and SIGINT, `hangups` SIGHUP (a reload);
+/// tests feed them themselves. An app read from a file reloads it (see
+/// [`reload`]); `log` says who owns the log level.
+pub async fn run(
+    app: App,
+    signals: mpsc::UnboundedReceiver<i32>,
+    hangups: Option<mpsc::UnboundedReceiver<()>>,
+    log: reload::LogControl,
+) -> anyhow::Result<Exit> {
     let App {
         config,
         engine,
         token,
+        source,
     } = app;
     let listener =
         server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let grpc_listener = config
+        .grpc_listen
+        .map(|addr| {
+            server::grpc::bind(addr).with_context(|| format!("cannot listen on {addr} (grpc_listen)"))
+        })
+        .transpose()?;
     if let Err(e) = check::become_subreaper() {
         tracing::warn!("cannot become a child subreaper, orphaned check processes may linger: {e}");
     }
@@ -132,7 +178,7 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
     }
     let state = State::new(&config.checks);
     let lifecycle = Lifecycle::new(Drain::new(config.drain.clone(), state.clone()), token);
-    let metrics = metrics::Metrics::new(&config.checks);
+    let metrics = metrics::Metrics::new();
     let tracker = TaskTracker::new();
     let cancel = CancellationToken::new();
     {
@@ -144,7 +190,19 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
             }
         });
     }
-    engine.spawn(&state, &metrics, &tracker, &cancel);
+    let tasks = engine.spawn(&state, &tracker, &cancel);
+    let reloads = source.map(|source| {
+        reload::Reloader::new(
+            source,
+            log,
+            config.clone(),
+            state.clone(),
+            tasks,
+            tracker.clone(),
+            cancel.clone(),
+        )
+        .spawn(hangups)
+    });
     // With drain.ports the app's sockets tell when it stops and when a new
     // container of it starts.
     let presence = (!config.drain.ports.is_empty()).then(|| lifecycle::app::watch(&config.drain.ports));
@@ -158,10 +216,20 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
             }
         });
     }
+    let grpc_listen = match grpc_listener {
+        Some(grpc) => {
+            let addr = grpc.local_addr()?;
+            tracker.spawn(server::grpc::serve(grpc, state.clone(), cancel.clone()));
+            Some(addr)
+        }
+        None => None,
+    };
     tracing::info!(
         listen = %listener.local_addr()?,
+        grpc_listen = grpc_listen.map(tracing::field::display),
         checks = config.checks.len(),
-        version = env!("CARGO_PKG_VERSION"),
+        version = version::VERSION,
+        revision = version::REVISION,
         "healthproxy serving"
     );
     lifecycle.describe_guard();
@@ -184,7 +252,13 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
             "server.max_connections lowered to what the open files limit allows beside the checks"
         );
     }
-    let endpoints = server::endpoints(state, lifecycle.clone(), metrics, config.server.request_timeout);
+    let endpoints = server::endpoints(
+        state,
+        lifecycle.clone(),
+        metrics,
+        reloads,
+        config.server.request_timeout,
+    );
     let shutdown = async {
         let exit = lifecycle::supervise(&lifecycle, presence, signals).await;
         // A second signal means now: open connections get no grace.
@@ -199,6 +273,6 @@ pub async fn run(app: App, signals: mpsc::UnboundedReceiver<i32>) -> anyhow::Res
     tracker.close();
     tracker.wait().await;
     check::kill_orphans();
-    tracing::info!(?exit, "stopped");
+    tracing::info!(exit_code = exit.code(), "stopped");
     Ok(exit)
 }

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 
 use crate::check::{Outcome, Verdict};
 use crate::config::{CheckConfig, ProbeKind, ProbeSet, Timing};
+use crate::metrics::CheckCounters;
 
 /// The state of one check, after thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,6 +50,11 @@ pub struct LastRun {
 /// One check's state, as the endpoints see it.
 #[derive(Debug, Clone)]
 pub struct CheckStatus {
+    /// Which check this is, for as long as it runs: unique in the
+    /// process, kept by a reload that leaves the check unchanged.
+    pub id: usize,
+    /// Its run counters, which the metrics read; they go with the check.
+    pub counters: Arc<CheckCounters>,
     /// The check's name.
     pub name: String,
     /// The handler kind (`http`, `tcp`, ...).
@@ -76,9 +82,11 @@ pub struct CheckStatus {
 }
 
 impl CheckStatus {
-    /// The state of a check that has not run yet.
-    pub fn new(config: &CheckConfig) -> Self {
+    /// The state of check `id` that has not run yet.
+    pub fn new(id: usize, config: &CheckConfig) -> Self {
         CheckStatus {
+            id,
+            counters: Arc::new(CheckCounters::new(config)),
             name: config.name.clone(),
             kind: config.kind.as_str(),
             probes: config.probes,
@@ -221,6 +229,30 @@ pub struct Snapshot {
     pub generation: u64,
     /// New app containers seen listening after the first: restarts.
     pub app_restarts: u64,
+    /// How the last reload of the config went.
+    pub reload: ReloadStatus,
+    /// The id the next new check gets.
+    next_id: usize,
+}
+
+/// How the last reload of the config went (Prometheus' own
+/// `config_last_reload_*` gauges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadStatus {
+    /// The last attempt was applied (true until one is rejected).
+    pub successful: bool,
+    /// When a config was last applied: the start, or the last good reload.
+    pub last_success: SystemTime,
+}
+
+/// A check of a reloaded config, in the new file order.
+#[derive(Debug, Clone, Copy)]
+pub enum Slot<'a> {
+    /// The running check `id`, unchanged: it keeps its state, counters
+    /// and schedule.
+    Keep(usize),
+    /// A new or changed check, from its initial state.
+    Start(&'a CheckConfig),
 }
 
 impl Snapshot {
@@ -291,14 +323,23 @@ pub struct State {
 impl State {
     /// The state of `checks` before any has run.
     pub fn new(checks: &[CheckConfig]) -> Self {
-        let checks: Vec<CheckStatus> = checks.iter().map(CheckStatus::new).collect();
+        let checks: Vec<CheckStatus> = checks
+            .iter()
+            .enumerate()
+            .map(|(id, c)| CheckStatus::new(id, c))
+            .collect();
         let started = startup_done(&checks);
         let (tx, _) = watch::channel(Snapshot {
+            next_id: checks.len(),
             checks,
             started,
             drain: Phase::Serving(None),
             generation: 0,
             app_restarts: 0,
+            reload: ReloadStatus {
+                successful: true,
+                last_success: SystemTime::now(),
+            },
         });
         State { tx: Arc::new(tx) }
     }
@@ -313,12 +354,14 @@ impl State {
         self.tx.subscribe()
     }
 
-    /// Records a run of check `index`; returns the transition, if any, and
-    /// whether this run completed startup. A run that began before a new
-    /// app container (an older `generation`) is dropped: `None`.
+    /// Records a run of check `id` (its position in the config until a
+    /// reload); returns the transition, if any, and whether this run
+    /// completed startup. A run that began before a new app container (an
+    /// older `generation`), or of a check a reload has removed, is dropped:
+    /// `None`.
     pub fn record(
         &self,
-        index: usize,
+        id: usize,
         generation: u64,
         outcome: Outcome,
         duration: Duration,
@@ -328,9 +371,12 @@ impl State {
             if s.generation != generation {
                 return false;
             }
+            let Some(check) = s.checks.iter_mut().find(|c| c.id == id) else {
+                return false;
+            };
             let at = SystemTime::now();
             let mut r = Recorded {
-                transition: s.checks[index].observe(outcome, duration, at),
+                transition: check.observe(outcome, duration, at),
                 started: false,
             };
             if !s.started && startup_done(&s.checks) {
@@ -363,6 +409,46 @@ impl State {
             s.app_restarts += n;
             n > 0
         });
+    }
+
+    /// Applies a reloaded config's checks, `slots` in the new file order;
+    /// every running check not kept disappears. Returns each slot's id.
+    /// The drain, the app container's generation and a completed startup
+    /// are left as they are: a reload never restarts the pod's lifecycle.
+    pub fn reload(&self, slots: &[Slot<'_>]) -> Vec<usize> {
+        let mut ids = Vec::with_capacity(slots.len());
+        self.tx.send_modify(|s| {
+            let mut old = std::mem::take(&mut s.checks);
+            for slot in slots {
+                let status = match *slot {
+                    Slot::Keep(id) => {
+                        let at = old
+                            .iter()
+                            .position(|c| c.id == id)
+                            .expect("a kept check is running");
+                        old.swap_remove(at)
+                    }
+                    Slot::Start(config) => {
+                        s.next_id += 1;
+                        CheckStatus::new(s.next_id - 1, config)
+                    }
+                };
+                ids.push(status.id);
+                s.checks.push(status);
+            }
+            s.started = s.started || startup_done(&s.checks);
+            s.reload = ReloadStatus {
+                successful: true,
+                last_success: SystemTime::now(),
+            };
+        });
+        ids
+    }
+
+    /// Records a rejected reload: the running config stays.
+    pub fn reload_rejected(&self) {
+        self.tx
+            .send_if_modified(|s| std::mem::replace(&mut s.reload.successful, false));
     }
 
     /// Moves the drain's phase with `step`, which returns whether it
@@ -420,7 +506,7 @@ mod tests {
             &|_: &str| None,
         )
         .unwrap();
-        CheckStatus::new(&config.checks[0])
+        CheckStatus::new(0, &config.checks[0])
     }
 
     fn run(s: &mut CheckStatus, verdict: Verdict) -> Option<Health> {

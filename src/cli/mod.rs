@@ -11,7 +11,9 @@ mod wait;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use crate::log::{LogFormat, LogLevel};
 
 /// Exit status for a configuration error.
 pub(crate) const EXIT_CONFIG: u8 = 2;
@@ -19,7 +21,7 @@ pub(crate) const EXIT_CONFIG: u8 = 2;
 /// healthproxy: runs an app's health checks with the kubelet's semantics and
 /// serves /livez, /readyz and /startupz for the kubelet's probes.
 #[derive(Debug, Parser)]
-#[command(version, args_conflicts_with_subcommands = true)]
+#[command(version = crate::version::LONG, args_conflicts_with_subcommands = true)]
 pub(crate) struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -76,36 +78,19 @@ pub(crate) struct RunArgs {
     /// Log line format.
     #[arg(long, env = "HEALTHPROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
-    /// Log filter: a level (`info`, `debug`) or a tracing directive.
-    #[arg(long, env = "HEALTHPROXY_LOG_LEVEL", default_value = "info")]
-    pub(crate) log_level: String,
-}
-
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
+    /// Log filter: a level (trace, debug, info, warn or warning, error,
+    /// off) or directives such as `info,healthproxy::engine=debug`.
+    /// Overrides `log_level` from the config file; without either, `info`.
+    #[arg(long, env = "HEALTHPROXY_LOG_LEVEL")]
+    pub(crate) log_level: Option<LogLevel>,
 }
 
 /// Loads the config at `path` (with `listen` overriding its address) and
 /// builds the application, as `run` and `check-config` both do; on failure
 /// prints every error and returns exit status 2.
 fn build(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> Result<crate::App, ExitCode> {
-    let mut config = match crate::config::Config::load(path, &crate::config::ProcessEnv) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return Err(ExitCode::from(EXIT_CONFIG));
-        }
-    };
-    if let Some(listen) = listen {
-        config.listen = listen;
-    }
-    crate::App::build(config).map_err(|e| {
-        eprintln!("{}: {e}", path.display());
+    crate::App::load(path, listen).map_err(|errors| {
+        eprintln!("{errors}");
         ExitCode::from(EXIT_CONFIG)
     })
 }

@@ -1,22 +1,32 @@
 //! `healthproxy run`: load the config before anything else, then serve.
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
-use super::{LogFormat, RunArgs};
-use crate::lifecycle::Exit;
+use super::RunArgs;
+use crate::log::Logging;
+use crate::reload::LogControl;
 
 /// Bound on the runtime's blocking threads (file checks, name lookups).
 const MAX_BLOCKING_THREADS: usize = 8;
 
 pub(super) fn run(args: RunArgs) -> ExitCode {
     // Before anything that can take long (a large config): a SIGTERM from
-    // here on waits for the drain instead of killing the process.
+    // here on waits for the drain instead of killing the process, and a
+    // SIGHUP is a reload, not an exit.
     let signals = crate::signals::listen();
-    init_logging(args.log_format, &args.log_level);
+    let hangups = crate::signals::hangups();
     let app = match super::build(&args.config, args.listen) {
         Ok(app) => app,
         Err(code) => return code,
+    };
+    let level = args
+        .log_level
+        .clone()
+        .or(app.config().log_level.clone())
+        .unwrap_or_default();
+    let log = LogControl {
+        logging: Some(Logging::init(args.log_format, &level)),
+        flag: args.log_level,
     };
     // One thread runs everything: a sidecar usually has a CPU limit of about
     // 100m, where a second worker buys nothing and costs memory and tail
@@ -34,42 +44,11 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::run(app, signals)) {
-        Ok(Exit::Clean) => ExitCode::SUCCESS,
-        Ok(Exit::Forced(signal)) => ExitCode::from(128u8.saturating_add(signal as u8)),
+    match runtime.block_on(crate::run(app, signals, Some(hangups), log)) {
+        Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Logs to stderr, filtered by `level`: a level (`info`) or comma-separated
-/// `target=level` directives (`info,healthproxy::engine=debug`). A filter
-/// that is neither (span or field filters included) logs at `info`, with a
-/// warning saying so. A `Targets` filter rather than `EnvFilter`: the
-/// latter's span and field matching brings in a regex engine, 0.5 MiB of a
-/// binary paid for in every pod (BENCHMARKS.md).
-fn init_logging(format: LogFormat, level: &str) {
-    use tracing_subscriber::filter::Targets;
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-
-    // `Targets` reads `target[span]` as a target name; refuse it instead.
-    let parsed = (!level.contains(['[', ']', '{', '}']))
-        .then(|| level.parse::<Targets>().ok())
-        .flatten();
-    let understood = parsed.is_some();
-    let filter = parsed.unwrap_or_else(|| Targets::new().with_default(tracing::Level::INFO));
-    let layer = tracing_subscriber::fmt::layer()
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let registry = tracing_subscriber::registry().with(filter);
-    match format {
-        LogFormat::Text => registry.with(layer).init(),
-        LogFormat::Json => registry.with(layer.json().flatten_event(true)).init(),
-    }
-    if !understood {
-        tracing::warn!("--log-level {level:?} is not a level or a list of target=level; logging at info");
     }
 }

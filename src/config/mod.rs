@@ -78,6 +78,13 @@ pub fn kube_probe_user_agent(version: &str) -> String {
 pub struct Config {
     /// Address of the probe, lifecycle and metrics endpoints.
     pub listen: SocketAddr,
+    /// Address of the `grpc.health.v1.Health` service, when wanted.
+    pub grpc_listen: Option<SocketAddr>,
+    /// When the file is read again while running.
+    pub reload: ReloadConfig,
+    /// The log filter, unless `--log-level` overrides it; a reload applies
+    /// a new one.
+    pub log_level: Option<crate::log::LogLevel>,
     /// Graceful drain settings.
     pub drain: DrainConfig,
     /// Limits of the HTTP server.
@@ -86,8 +93,31 @@ pub struct Config {
     pub checks: Vec<CheckConfig>,
 }
 
+/// How often the config file is looked at for a change, unless told
+/// otherwise: a mounted ConfigMap's update is picked up within this.
+pub const DEFAULT_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// When the config file is read again while running (`[reload]`); SIGHUP
+/// and `POST /reload` reload whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// Reload when the file at the config path changes.
+    pub watch: bool,
+    /// How often the path is looked at.
+    pub interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        ReloadConfig {
+            watch: true,
+            interval: DEFAULT_RELOAD_INTERVAL,
+        }
+    }
+}
+
 /// Graceful drain settings (`[drain]`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DrainConfig {
     /// Readiness fails at once; the drain waits at least this long.
     pub min: Duration,
@@ -135,7 +165,7 @@ impl Default for ServerConfig {
 }
 
 /// One named check.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckConfig {
     /// Unique name, `[a-z0-9-]+`.
     pub name: String,
@@ -151,6 +181,18 @@ pub struct CheckConfig {
     pub kind: CheckKind,
     /// The line of the check's table in the file, for lint messages.
     pub line: usize,
+}
+
+impl CheckConfig {
+    /// Whether `other` defines the same check: everything but where it
+    /// stands in the file. A reload keeps such a check running as it is.
+    pub fn same_definition(&self, other: &CheckConfig) -> bool {
+        *self
+            == CheckConfig {
+                line: self.line,
+                ..other.clone()
+            }
+    }
 }
 
 /// The kubelet's timing knobs for one check.
@@ -261,7 +303,7 @@ impl ProbeSet {
 }
 
 /// What a check does: exactly one handler, as a Kubernetes probe.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckKind {
     /// An HTTP or HTTPS request.
     Http(HttpSpec),
@@ -372,7 +414,7 @@ pub enum HttpMethod {
 }
 
 /// An `http = { ... }` handler.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpSpec {
     /// `http` or `https`.
     pub scheme: Scheme,
@@ -450,7 +492,7 @@ impl HttpSpec {
 }
 
 /// A `tcp = { ... }` handler.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpSpec {
     /// Host to connect to.
     pub host: Host,
@@ -459,7 +501,7 @@ pub struct TcpSpec {
 }
 
 /// An `exec = { ... }` handler.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExecSpec {
     /// argv; the first element is the program, looked up in `PATH`.
     pub command: Vec<String>,
@@ -470,7 +512,7 @@ pub struct ExecSpec {
 }
 
 /// A `grpc = { ... }` handler.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrpcSpec {
     /// Host to connect to.
     pub host: Host,
@@ -484,7 +526,7 @@ pub struct GrpcSpec {
 }
 
 /// A `file = { ... }` handler.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileSpec {
     /// The heartbeat file.
     pub path: PathBuf,
@@ -556,7 +598,14 @@ impl<F: Fn(&str) -> Option<String>> Env for F {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path, env: &dyn Env) -> Result<Config, ConfigErrors> {
-        let origin = path.display().to_string();
+        let text = Config::read(path)?;
+        Config::from_toml_str(&text, &path.display().to_string(), env)
+    }
+
+    /// The text of the file at `path` (a regular file, read up to
+    /// [`crate::files::MAX_CONFIG_BYTES`]), or the error that says it
+    /// cannot be read.
+    pub fn read(path: &Path) -> Result<String, ConfigErrors> {
         let text = crate::files::read_bounded(path, crate::files::MAX_CONFIG_BYTES).and_then(|bytes| {
             String::from_utf8(bytes).map_err(|_| {
                 crate::files::ReadError::Io(std::io::Error::new(
@@ -565,18 +614,15 @@ impl Config {
                 ))
             })
         });
-        match text {
-            Ok(text) => Config::from_toml_str(&text, &origin, env),
-            Err(e) => Err(ConfigErrors {
-                origin,
-                errors: vec![ConfigError {
-                    key: "file".into(),
-                    line: 0,
-                    column: 0,
-                    message: format!("cannot read: {e}"),
-                }],
-            }),
-        }
+        text.map_err(|e| ConfigErrors {
+            origin: path.display().to_string(),
+            errors: vec![ConfigError {
+                key: "file".into(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }],
+        })
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.

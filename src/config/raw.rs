@@ -16,12 +16,23 @@ use super::*;
 struct RawConfig {
     listen: Option<Spanned<String>>,
     kubelet_version: Option<Spanned<String>>,
+    grpc_listen: Option<Spanned<String>>,
+    log_level: Option<Spanned<String>>,
+    #[serde(default)]
+    reload: RawReload,
     #[serde(default)]
     drain: RawDrain,
     #[serde(default)]
     server: RawServer,
     #[serde(default)]
     check: Vec<Spanned<RawCheck>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReload {
+    watch: Option<bool>,
+    interval: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -457,23 +468,19 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
-    let listen = match raw.listen {
-        None => DEFAULT_LISTEN.parse().expect("default listen address parses"),
-        Some(l) => match l.get_ref().parse::<SocketAddr>() {
-            Ok(addr) => addr,
-            Err(_) => {
-                errors.push(
-                    "listen",
-                    l.span(),
-                    format!(
-                        "{:?} is not an address and port such as \"[::]:9775\" or \"0.0.0.0:9775\"",
-                        l.get_ref()
-                    ),
-                );
-                DEFAULT_LISTEN.parse().expect("default listen address parses")
-            }
-        },
-    };
+    let default_listen = || DEFAULT_LISTEN.parse().expect("default listen address parses");
+    let listen = raw.listen.map_or_else(default_listen, |l| {
+        address("listen", &l, errors).unwrap_or_else(default_listen)
+    });
+    let grpc_listen = raw.grpc_listen.and_then(|l| address("grpc_listen", &l, errors));
+    let reload = validate_reload(raw.reload, errors);
+    let log_level = raw.log_level.and_then(|l| match l.get_ref().parse() {
+        Ok(level) => Some(level),
+        Err(e) => {
+            errors.push("log_level", l.span(), e);
+            None
+        }
+    });
     let drain = validate_drain(raw.drain, errors);
     let server = validate_server(raw.server, errors);
     let user_agent = kube_probe_user_agent(&validate_kubelet_version(raw.kubelet_version, errors));
@@ -486,6 +493,9 @@ fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
         .collect();
     Config {
         listen,
+        grpc_listen,
+        log_level,
+        reload,
         drain,
         server,
         checks,
@@ -513,6 +523,34 @@ fn validate_kubelet_version(raw: Option<Spanned<String>>, errors: &mut Errors<'_
             DEFAULT_KUBELET_VERSION.to_string()
         }
     }
+}
+
+/// An address and port, such as `[::]:9775`.
+fn address(key: &str, text: &Spanned<String>, errors: &mut Errors<'_>) -> Option<SocketAddr> {
+    let parsed = text.get_ref().parse::<SocketAddr>();
+    if parsed.is_err() {
+        errors.push(
+            key,
+            text.span(),
+            format!(
+                "{:?} is not an address and port such as \"[::]:9775\" or \"0.0.0.0:9775\"",
+                text.get_ref()
+            ),
+        );
+    }
+    parsed.ok()
+}
+
+fn validate_reload(raw: RawReload, errors: &mut Errors<'_>) -> ReloadConfig {
+    let mut reload = ReloadConfig::default();
+    reload.watch = raw.watch.unwrap_or(reload.watch);
+    if let Some(d) = &raw.interval {
+        reload.interval = d.get_ref().0;
+        if !(Duration::from_millis(100)..=Duration::from_secs(300)).contains(&reload.interval) {
+            errors.push("reload.interval", d.span(), "must be between 100ms and 5m");
+        }
+    }
+    reload
 }
 
 fn validate_server(raw: RawServer, errors: &mut Errors<'_>) -> ServerConfig {

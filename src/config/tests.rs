@@ -447,3 +447,33 @@ fn a_kubelet_version_that_is_not_major_dot_minor_is_rejected() {
         "{e:?}"
     );
 }
+
+#[test]
+fn a_check_moved_in_the_file_has_the_same_definition_and_an_edited_one_not() {
+    let a = parse(&format!("{WEB}period = \"2s\"\n"))
+        .unwrap()
+        .checks
+        .remove(0);
+    let moved = parse(&format!("listen = \"[::]:1\"\n\n{WEB}period = \"2s\"\n"))
+        .unwrap()
+        .checks
+        .remove(0);
+    assert_ne!(a.line, moved.line);
+    assert!(a.same_definition(&moved));
+    let edited = parse(&format!("{WEB}period = \"3s\"\n"))
+        .unwrap()
+        .checks
+        .remove(0);
+    assert!(!a.same_definition(&edited));
+}
+
+#[test]
+fn grpc_listen_and_reload_are_validated() {
+    let c = parse("grpc_listen = \"[::]:9776\"\n[reload]\nwatch = false\ninterval = \"500ms\"\n").unwrap();
+    assert_eq!(c.grpc_listen, Some("[::]:9776".parse().unwrap()));
+    assert!(!c.reload.watch);
+    assert_eq!(c.reload.interval, Duration::from_millis(500));
+    let e = errors("grpc_listen = \"9776\"\n[reload]\ninterval = \"10ms\"\n");
+    let keys: Vec<(&str, usize)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(keys, [("grpc_listen", 1), ("reload.interval", 3)]);
+}

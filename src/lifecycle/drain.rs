@@ -30,7 +30,6 @@ use super::diag;
 use super::procnet::{ProcNet, Sockets};
 use crate::config::DrainConfig;
 use crate::state::{Phase, Report, State};
-use crate::whole_ms;
 
 /// How often the socket tables are read while waiting.
 pub(crate) const POLL: Duration = Duration::from_millis(100);
@@ -152,9 +151,9 @@ impl Inner {
         let floor = (began + config.min).min(deadline);
         tracing::info!(
             trigger,
-            min = %humantime::format_duration(config.min),
-            quiet = %humantime::format_duration(config.quiet),
-            max = %humantime::format_duration(config.max),
+            min_ms = crate::log::millis(config.min),
+            quiet_ms = crate::log::millis(config.quiet),
+            max_ms = crate::log::millis(config.max),
             "drain started: /readyz fails from now on; waiting drain.min for endpoints to notice"
         );
         let mut traffic = Traffic::default();
@@ -268,21 +267,33 @@ impl Traffic {
 
 fn log(report: &Report) {
     let trigger = report.trigger;
-    let total = whole_ms(report.total());
-    let min_wait = whole_ms(report.min_wait);
-    let connection_wait = whole_ms(report.connection_wait);
+    let total_ms = crate::log::millis(report.total());
+    let min_wait_ms = crate::log::millis(report.min_wait);
+    let connection_wait_ms = crate::log::millis(report.connection_wait);
     let new_connections = report.new_connections;
-    let last_new_connection = report.last_new_connection.map(|d| whole_ms(d).to_string());
+    let last_new_connection_ms = report.last_new_connection.map(crate::log::millis);
     let ended = report.ended();
     if report.timed_out {
         tracing::warn!(
-            trigger, %total, %min_wait, %connection_wait, connections_left = report.connections_left,
-            new_connections, last_new_connection, ended,
+            trigger,
+            total_ms,
+            min_wait_ms,
+            connection_wait_ms,
+            connections_left = report.connections_left,
+            new_connections,
+            last_new_connection_ms,
+            ended,
             "drain ended at drain.max with connections still open or still arriving"
         );
     } else {
         tracing::info!(
-            trigger, %total, %min_wait, %connection_wait, new_connections, last_new_connection, ended,
+            trigger,
+            total_ms,
+            min_wait_ms,
+            connection_wait_ms,
+            new_connections,
+            last_new_connection_ms,
+            ended,
             "drain complete: no new connection for drain.quiet and no connections left"
         );
     }

@@ -150,6 +150,16 @@ pub enum Exit {
     Forced(i32),
 }
 
+impl Exit {
+    /// The process's exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Clean => 0,
+            Exit::Forced(signal) => 128u8.saturating_add(signal as u8),
+        }
+    }
+}
+
 /// Decides when the process ends. The first signal starts (or joins) the
 /// drain; the process then keeps serving until the drain is done and the
 /// app no longer listens on `drain.ports`. That wait is bounded: it ends

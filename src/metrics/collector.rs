@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use prometheus::core::Desc;
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
-use crate::check::Reason;
+use std::time::Duration;
+
+use crate::check::{Reason, Verdict};
 use crate::config::{CheckConfig, ProbeKind};
-use crate::state::Snapshot;
+use crate::state::{Health, Snapshot};
 
 /// Buckets from half a millisecond (an in-process TCP connect) to ten
 /// seconds (a slow exec).
@@ -21,8 +23,11 @@ pub(super) const DURATION_BUCKETS: &[f64] = &[
 /// The `result` label of `healthproxy_check_runs_total`, by index.
 const RESULTS: [&str; 3] = ["success", "failure", "unknown"];
 
-/// One check's counters.
-pub(super) struct CheckSeries {
+/// One check's counters: plain atomics the engine adds to, held by the
+/// check's status in the snapshot so that they go where the check goes (a
+/// reload keeps an unchanged check's, drops a removed check's).
+#[derive(Debug)]
+pub struct CheckCounters {
     pub(super) name: String,
     pub(super) kind: &'static str,
     /// Indexed like [`RESULTS`].
@@ -40,9 +45,10 @@ pub(super) struct CheckSeries {
     pub(super) to_failed: AtomicU64,
 }
 
-impl CheckSeries {
-    pub(super) fn new(c: &CheckConfig) -> Self {
-        CheckSeries {
+impl CheckCounters {
+    /// Zeroed counters of check `c`.
+    pub fn new(c: &CheckConfig) -> Self {
+        CheckCounters {
             name: c.name.clone(),
             kind: c.kind.as_str(),
             runs: Default::default(),
@@ -52,6 +58,39 @@ impl CheckSeries {
             to_healthy: AtomicU64::new(0),
             to_failed: AtomicU64::new(0),
         }
+    }
+}
+
+impl CheckCounters {
+    /// Counts a run that the snapshot kept: its result, its duration and,
+    /// for a failure, its reason.
+    pub fn record_run(&self, verdict: Verdict, reason: Option<Reason>, duration: Duration) {
+        let result = match verdict {
+            Verdict::Success | Verdict::Warning => 0,
+            Verdict::Failure => 1,
+            Verdict::Unknown => 2,
+        };
+        self.runs[result].fetch_add(1, Relaxed);
+        let seconds = duration.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[bucket].fetch_add(1, Relaxed);
+        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        self.sum_nanos.fetch_add(nanos, Relaxed);
+        if let Some(reason) = reason {
+            self.failures[reason as usize].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a state transition.
+    pub fn record_transition(&self, to: Health) {
+        match to {
+            Health::Healthy => self.to_healthy.fetch_add(1, Relaxed),
+            Health::Failed => self.to_failed.fetch_add(1, Relaxed),
+            Health::Initial => 0,
+        };
     }
 }
 
@@ -71,8 +110,8 @@ pub(super) struct CheckFamilies {
     pub(super) drain_new_connections: Desc,
     pub(super) drain_last_new_connection: Desc,
     pub(super) app_restarts: Desc,
-    /// In the order of the config, as the snapshot's checks.
-    pub(super) checks: Vec<CheckSeries>,
+    pub(super) reload_successful: Desc,
+    pub(super) reload_success_time: Desc,
 }
 
 pub(super) fn desc(name: &str, help: &str, labels: &[&str]) -> Desc {
@@ -141,7 +180,7 @@ impl CheckFamilies {
     /// without a series are left out, as the registry leaves them out.
     pub(super) fn collect(&self, snapshot: &Snapshot) -> Vec<MetricFamily> {
         let f = self;
-        let n = f.checks.len();
+        let n = snapshot.checks.len();
         let (mut runs, mut duration, mut healthy) = (
             Vec::with_capacity(3 * n),
             Vec::with_capacity(n),
@@ -149,7 +188,8 @@ impl CheckFamilies {
         );
         let (mut failures, mut consecutive, mut transitions) =
             (Vec::new(), Vec::with_capacity(n), Vec::with_capacity(2 * n));
-        for (s, status) in f.checks.iter().zip(&snapshot.checks) {
+        for status in &snapshot.checks {
+            let s = &*status.counters;
             let name = s.name.as_str();
             for (result, count) in RESULTS.iter().zip(&s.runs) {
                 runs.push(counter(
@@ -254,6 +294,16 @@ impl CheckFamilies {
                 MetricType::COUNTER,
                 vec![counter(&[], snapshot.app_restarts)],
             ),
+            family(
+                &f.reload_successful,
+                MetricType::GAUGE,
+                vec![gauge(&[], bit(snapshot.reload.successful))],
+            ),
+            family(
+                &f.reload_success_time,
+                MetricType::GAUGE,
+                vec![gauge(&[], unix_seconds(snapshot.reload.last_success))],
+            ),
         ]
         .into_iter()
         .filter(|f| !f.get_metric().is_empty())
@@ -264,4 +314,10 @@ impl CheckFamilies {
 /// A flag as a gauge's value.
 fn bit(flag: bool) -> f64 {
     if flag { 1.0 } else { 0.0 }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_seconds(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }

@@ -12,23 +12,25 @@
 
 mod collector;
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
-
-use std::time::Duration;
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use self::collector::{CheckFamilies, CheckSeries, DURATION_BUCKETS, desc};
-use crate::check::{Reason, Verdict};
-use crate::config::CheckConfig;
+pub use self::collector::CheckCounters;
+use self::collector::{CheckFamilies, desc};
 use crate::lifecycle::Refusal;
-use crate::state::{Health, State};
+use crate::state::State;
 
 /// The process's metrics: a cheap handle to one registry.
 #[derive(Clone)]
 pub struct Metrics {
     inner: Arc<Inner>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl std::fmt::Debug for Metrics {
@@ -55,8 +57,9 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registr
 }
 
 impl Metrics {
-    /// A registry with every family, and series for `checks`.
-    pub fn new(checks: &[CheckConfig]) -> Metrics {
+    /// A registry with every family; the checks' series come from the
+    /// snapshot at each scrape.
+    pub fn new() -> Metrics {
         let r = Registry::new();
         let checks = CheckFamilies {
             runs: desc(
@@ -124,7 +127,16 @@ impl Metrics {
                 "New app containers seen listening on drain.ports after the first (restarts).",
                 &[],
             ),
-            checks: checks.iter().map(CheckSeries::new).collect(),
+            reload_successful: desc(
+                "healthproxy_config_last_reload_successful",
+                "Whether the last reload of the config was applied (1) or rejected (0).",
+                &[],
+            ),
+            reload_success_time: desc(
+                "healthproxy_config_last_reload_success_timestamp_seconds",
+                "When a config was last applied (the start, or the last good reload), in Unix seconds.",
+                &[],
+            ),
         };
         let requests = register(
             &r,
@@ -158,12 +170,21 @@ impl Metrics {
         let build = register(
             &r,
             IntGaugeVec::new(
-                Opts::new("healthproxy_build_info", "Always 1; the version is a label."),
-                &["version"],
+                Opts::new(
+                    "healthproxy_build_info",
+                    "Always 1; the version, git revision and rustc version are labels.",
+                ),
+                &["version", "revision", "rustversion"],
             )
             .unwrap(),
         );
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build
+            .with_label_values(&[
+                crate::version::VERSION,
+                crate::version::REVISION,
+                crate::version::RUSTC_VERSION,
+            ])
+            .set(1);
         r.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))
@@ -176,39 +197,6 @@ impl Metrics {
                 refused,
             }),
         }
-    }
-
-    /// Counts a run of check `index` that the snapshot kept: its result,
-    /// its duration and, for a failure, its reason.
-    pub fn record_run(&self, index: usize, verdict: Verdict, reason: Option<Reason>, duration: Duration) {
-        let s = &self.inner.checks.checks[index];
-        let result = match verdict {
-            Verdict::Success | Verdict::Warning => 0,
-            Verdict::Failure => 1,
-            Verdict::Unknown => 2,
-        };
-        s.runs[result].fetch_add(1, Relaxed);
-        let seconds = duration.as_secs_f64();
-        let bucket = DURATION_BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(DURATION_BUCKETS.len());
-        s.buckets[bucket].fetch_add(1, Relaxed);
-        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        s.sum_nanos.fetch_add(nanos, Relaxed);
-        if let Some(reason) = reason {
-            s.failures[reason as usize].fetch_add(1, Relaxed);
-        }
-    }
-
-    /// Counts a state transition of check `index`.
-    pub fn record_transition(&self, index: usize, to: Health) {
-        let s = &self.inner.checks.checks[index];
-        match to {
-            Health::Healthy => s.to_healthy.fetch_add(1, Relaxed),
-            Health::Failed => s.to_failed.fetch_add(1, Relaxed),
-            Health::Initial => 0,
-        };
     }
 
     /// The request counters of one `route` pattern.
@@ -286,7 +274,9 @@ impl std::fmt::Debug for RouteRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::check::Outcome;
+    use std::time::Duration;
+
+    use crate::check::{Outcome, Reason};
     use crate::config::ProbeKind;
     use crate::state::{Phase, Report};
 
@@ -303,7 +293,7 @@ mod tests {
     #[test]
     fn route_requests_of_one_route_share_its_series() {
         use axum::http::StatusCode;
-        let metrics = Metrics::new(&[]);
+        let metrics = Metrics::new();
         let readyz = metrics.route_requests("/readyz");
         assert_eq!(
             request_series(&metrics),
@@ -336,13 +326,14 @@ mod tests {
     }
 
     /// Records a run as the engine does: in the snapshot, then counted.
-    fn run(state: &State, metrics: &Metrics, outcome: Outcome, ms: u64) {
+    fn run(state: &State, outcome: Outcome, ms: u64) {
         let (verdict, reason) = (outcome.verdict, outcome.reason);
         let duration = Duration::from_millis(ms);
         let recorded = state.record(0, 0, outcome, duration).unwrap();
-        metrics.record_run(0, verdict, reason, duration);
+        let counters = state.borrow().checks[0].counters.clone();
+        counters.record_run(verdict, reason, duration);
         if let Some(to) = recorded.transition {
-            metrics.record_transition(0, to);
+            counters.record_transition(to);
         }
     }
 
@@ -355,7 +346,7 @@ mod tests {
         )
         .unwrap()
         .checks;
-        let metrics = Metrics::new(&configs);
+        let metrics = Metrics::new();
         let state = State::new(&configs);
         let render = || metrics.render(&state);
         let text = render();
@@ -365,21 +356,11 @@ mod tests {
         assert!(text.contains("healthproxy_check_healthy{check=\"db\",probe=\"readiness\"} 0\n"));
         assert!(!text.contains("healthproxy_check_failures_total"), "{text}");
 
-        run(&state, &metrics, Outcome::success("ok"), 3);
+        run(&state, Outcome::success("ok"), 3);
         assert!(render().contains("healthproxy_check_healthy{check=\"db\",probe=\"readiness\"} 1\n"));
         let refused = "dial tcp 127.0.0.1:1: connect: connection refused";
-        run(
-            &state,
-            &metrics,
-            Outcome::failure(Reason::Refused, refused),
-            20_000,
-        );
-        run(
-            &state,
-            &metrics,
-            Outcome::failure(Reason::Refused, refused),
-            20_000,
-        );
+        run(&state, Outcome::failure(Reason::Refused, refused), 20_000);
+        run(&state, Outcome::failure(Reason::Refused, refused), 20_000);
         let text = render();
         for line in [
             "healthproxy_check_runs_total{check=\"db\",kind=\"tcp\",result=\"success\"} 1",
@@ -407,7 +388,7 @@ mod tests {
 
     #[test]
     fn the_probe_and_drain_gauges_are_read_from_the_snapshot_at_scrape_time() {
-        let metrics = Metrics::new(&[]);
+        let metrics = Metrics::new();
         let state = State::new(&[]);
         let text = metrics.render(&state);
         for line in [

@@ -130,9 +130,14 @@ mod tests {
         .unwrap();
         let state = State::new(&config.checks);
         let lifecycle = Lifecycle::new(Drain::new(config.drain.clone(), state.clone()), None);
-        let metrics = Metrics::new(&config.checks);
-        let endpoints =
-            super::super::endpoints(state.clone(), lifecycle, metrics.clone(), Duration::from_secs(1));
+        let metrics = Metrics::new();
+        let endpoints = super::super::endpoints(
+            state.clone(),
+            lifecycle,
+            metrics.clone(),
+            None,
+            Duration::from_secs(1),
+        );
         (endpoints, state, metrics)
     }
 

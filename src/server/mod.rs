@@ -10,6 +10,7 @@
 //! | GET, POST | `/prestop`                            | 200 once the drain is done; 401 without the token, 403 off loopback when none is set |
 //! | POST      | `/drain`                              | 202: the drain has started; 401 / 403 as `/prestop` |
 //! | POST      | `/exit`                               | 200, then the process exits 0; 401 / 403 as `/prestop` |
+//! | POST      | `/reload`                             | 200: the config file reloaded; 400: rejected, the running one stays; 401 / 403 as `/prestop` |
 //! | GET, HEAD | `/metrics`                            | 200: Prometheus text format |
 //!
 //! Probes take `?verbose`, `?exclude=NAME` (repeatable) and `?format=json`,
@@ -24,6 +25,7 @@
 //! answer code.
 
 mod fast;
+pub mod grpc;
 mod listen;
 mod render;
 mod route;
@@ -52,6 +54,7 @@ pub(crate) use route::Route;
 use crate::config::ProbeKind;
 use crate::lifecycle::{Lifecycle, Refusal};
 use crate::metrics::{Metrics, RouteRequests};
+use crate::reload::{Reloads, Trigger};
 use crate::state::State;
 use crate::whole_ms;
 
@@ -63,9 +66,10 @@ pub(crate) type AppState = Arc<Shared>;
 #[derive(Debug)]
 pub(crate) struct Shared {
     state: State,
-    containers: Arc<[String]>,
     lifecycle: Lifecycle,
     metrics: Metrics,
+    /// Asks for a reload (`POST /reload`); none without a config file.
+    reloads: Option<Reloads>,
     /// The request counters, one per route, indexed by [`Route::index`].
     requests: [RouteRequests; route::LABELS.len()],
 }
@@ -80,28 +84,21 @@ pub(crate) fn endpoints(
     state: State,
     lifecycle: Lifecycle,
     metrics: Metrics,
+    reloads: Option<Reloads>,
     request_timeout: Duration,
 ) -> Endpoints {
-    let app = shared(state, lifecycle, metrics);
+    let app = shared(state, lifecycle, metrics, reloads);
     Endpoints::new(Arc::clone(&app), router(app, request_timeout))
 }
 
 /// What the handlers share.
-fn shared(state: State, lifecycle: Lifecycle, metrics: Metrics) -> AppState {
-    let mut containers: Vec<String> = state
-        .borrow()
-        .checks
-        .iter()
-        .filter_map(|c| c.container.clone())
-        .collect();
-    containers.sort();
-    containers.dedup();
+fn shared(state: State, lifecycle: Lifecycle, metrics: Metrics, reloads: Option<Reloads>) -> AppState {
     let requests = route::LABELS.map(|label| metrics.route_requests(label));
     Arc::new(Shared {
         state,
-        containers: containers.into(),
         lifecycle,
         metrics,
+        reloads,
         requests,
     })
 }
@@ -123,6 +120,7 @@ fn router(app: AppState, request_timeout: Duration) -> Router {
         .route(container.label(), get(probe))
         .route(Route::Drain.label(), post(drain))
         .route(Route::Exit.label(), post(exit))
+        .route(Route::Reload.label(), post(reload))
         .route(Route::Metrics.label(), get(scrape))
         .route_layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -291,7 +289,11 @@ impl Shared {
                 let Some(kind) = route::kind(probe) else {
                     return Answer::not_found("not found\n".into());
                 };
-                if !self.containers.iter().any(|c| c == container) {
+                if !snapshot
+                    .checks
+                    .iter()
+                    .any(|c| c.container.as_ref() == Some(container))
+                {
                     return Answer::not_found(format!("no container named {container:?}\n"));
                 }
                 (kind, Scope::Container(container))
@@ -427,6 +429,30 @@ async fn drain(
     }
     app.lifecycle.drain.start("/drain");
     (StatusCode::ACCEPTED, "draining\n").into_response()
+}
+
+/// `POST /reload`: reads the config file again and applies it; 200 with
+/// what changed, or 400 with the errors that rejected it (the running
+/// config stays). Guarded as the lifecycle endpoints.
+async fn reload(
+    AxumState(app): AxumState<AppState>,
+    peer: Option<Extension<Peer>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(refused) = guard(&app, "/reload", peer, &headers) {
+        return refused;
+    }
+    let Some(reloads) = &app.reloads else {
+        return (StatusCode::NOT_FOUND, "no config file to reload\n").into_response();
+    };
+    match reloads.reload(Trigger::Request).await {
+        Ok(summary) => (StatusCode::OK, summary).into_response(),
+        Err(errors) => (
+            StatusCode::BAD_REQUEST,
+            format!("{errors}\nthe config is rejected: the running config stays\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn exit(

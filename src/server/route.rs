@@ -29,6 +29,8 @@ pub(crate) enum Route {
     Drain,
     /// `/exit`.
     Exit,
+    /// `/reload`.
+    Reload,
     /// `/metrics`.
     Metrics,
     /// Anything else: 404.
@@ -37,7 +39,7 @@ pub(crate) enum Route {
 
 /// The `route` label of each route, indexed by [`Route::index`]; also the
 /// router's patterns.
-pub(crate) const LABELS: [&str; 13] = [
+pub(crate) const LABELS: [&str; 14] = [
     "/healthz",
     "/startupz",
     "/livez",
@@ -50,6 +52,7 @@ pub(crate) const LABELS: [&str; 13] = [
     "/drain",
     "/exit",
     "/metrics",
+    "/reload",
     "unmatched",
 ];
 
@@ -61,6 +64,7 @@ impl Route {
             "/prestop" => return Route::Prestop,
             "/drain" => return Route::Drain,
             "/exit" => return Route::Exit,
+            "/reload" => return Route::Reload,
             "/metrics" => return Route::Metrics,
             _ => {}
         }
@@ -101,7 +105,8 @@ impl Route {
             Route::Drain => 9,
             Route::Exit => 10,
             Route::Metrics => 11,
-            Route::Unmatched => 12,
+            Route::Reload => 12,
+            Route::Unmatched => 13,
         }
     }
 

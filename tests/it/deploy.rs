@@ -414,7 +414,7 @@ fn path_of(get: &HTTPGetAction) -> &str {
 #[test]
 fn every_kustomization_builds_into_typed_objects() {
     let dirs = kustomizations();
-    for expected in ["base", "classic", "native", "prometheus"] {
+    for expected in ["base", "classic", "native", "grpc", "prometheus"] {
         assert!(
             dirs.iter().any(|d| d == expected),
             "no deploy/{expected}: {dirs:?}"
@@ -551,6 +551,41 @@ fn the_app_container_probes_and_prestop_point_at_the_sidecar_port() {
             image.ends_with(&format!(":{}", env!("CARGO_PKG_VERSION"))),
             "{variant}: the sidecar's image {image} is not this version"
         );
+    }
+}
+
+#[test]
+fn the_grpc_overlay_probes_the_app_through_the_sidecars_grpc_health_endpoint() {
+    let pod = Pod::of("grpc");
+    let config = pod.config();
+    let grpc_port = config.grpc_listen.expect("deploy/grpc sets grpc_listen").port();
+    for (probe, service) in [
+        (&pod.app.startup_probe, "startup"),
+        (&pod.app.liveness_probe, "liveness"),
+        (&pod.app.readiness_probe, "readiness"),
+    ] {
+        let probe = probe.as_ref().unwrap_or_else(|| panic!("no {service} probe"));
+        assert!(probe.http_get.is_none(), "{service}: one handler per probe");
+        let grpc = probe
+            .grpc
+            .as_ref()
+            .unwrap_or_else(|| panic!("{service}: not a grpc probe"));
+        assert_eq!(grpc.port, i32::from(grpc_port), "{service}");
+        assert_eq!(grpc.service.as_deref(), Some(service));
+    }
+    let ports = pod.sidecar.ports.as_deref().unwrap_or_default();
+    assert!(
+        ports.iter().any(|p| p.container_port == i32::from(grpc_port)),
+        "{ports:?}"
+    );
+    // The same sidecar config as the classic variant's, but grpc_listen.
+    let classic = Pod::of("classic").config();
+    assert_eq!(config.listen, classic.listen);
+    assert_eq!(config.drain, classic.drain);
+    assert_eq!(config.server, classic.server);
+    assert_eq!(config.checks.len(), classic.checks.len());
+    for (a, b) in config.checks.iter().zip(&classic.checks) {
+        assert!(a.same_definition(b), "{} differs from the classic config", a.name);
     }
 }
 
@@ -1224,9 +1259,14 @@ async fn the_image_builds_from_the_static_binary_and_holds_only_it() {
     let inside = unpacked.join("healthproxy");
     assert_static(&inside);
     let version = run(Command::new(&inside).arg("--version"), Duration::from_secs(10));
-    assert_eq!(
-        String::from_utf8(version.stdout).unwrap().trim(),
-        concat!("healthproxy ", env!("CARGO_PKG_VERSION"))
+    // The revision is the commit the static binary was built at, which may
+    // be older than this test's when the sources have not changed since.
+    let version = String::from_utf8(version.stdout).unwrap();
+    let version = version.trim();
+    assert!(
+        version.starts_with(concat!("healthproxy ", env!("CARGO_PKG_VERSION"), " (revision "))
+            && version.ends_with(&format!(", rustc {})", healthproxy::version::RUSTC_VERSION)),
+        "{version}"
     );
     let pod = Pod::of("classic");
     let config_file = dir.path().join("config.toml");

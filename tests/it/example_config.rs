@@ -20,6 +20,10 @@ const EXAMPLE: &str = include_str!("../../config.example.toml");
 const ALL_KEYS: &[&str] = &[
     "listen",
     "kubelet_version",
+    "grpc_listen",
+    "log_level",
+    "watch",
+    "interval",
     "header_read_timeout",
     "request_timeout",
     "idle_timeout",
@@ -66,6 +70,9 @@ const ALL_KEYS: &[&str] = &[
 const KEYS_WITH_DEFAULTS: &[&str] = &[
     "listen",
     "kubelet_version",
+    "log_level",
+    "watch",
+    "interval",
     "header_read_timeout",
     "request_timeout",
     "idle_timeout",
@@ -267,6 +274,23 @@ fn example_config_defaults_are_the_code_defaults() {
             "listen" => {
                 assert_eq!(str_value(), DEFAULT_LISTEN, "{at}");
                 assert_eq!(str_value().parse::<SocketAddr>().unwrap(), bare.listen, "{at}");
+            }
+            "watch" => assert_eq!(bool_value(), bare.reload.watch, "{at}"),
+            "interval" => {
+                assert_eq!(
+                    duration(*line, key, value),
+                    config::DEFAULT_RELOAD_INTERVAL,
+                    "{at}"
+                );
+                assert_eq!(bare.reload.interval, config::DEFAULT_RELOAD_INTERVAL, "{at}");
+            }
+            "log_level" => {
+                assert_eq!(bare.log_level, None, "{at}");
+                assert_eq!(
+                    str_value(),
+                    healthproxy::log::LogLevel::default().to_string(),
+                    "{at}"
+                );
             }
             "min" => {
                 assert_eq!(duration(*line, key, value), DEFAULT_DRAIN_MIN, "{at}");

@@ -88,16 +88,13 @@ async fn metrics_show_runs_states_reasons_and_probes() {
     );
     assert_eq!(metric(&m, "healthproxy_probe_ok{probe=\"startup\"}"), Some(1.0));
     assert_eq!(metric(&m, "healthproxy_draining"), Some(0.0));
-    assert_eq!(
-        metric(
-            &m,
-            &format!(
-                "healthproxy_build_info{{version=\"{}\"}}",
-                env!("CARGO_PKG_VERSION")
-            )
-        ),
-        Some(1.0)
+    let build_info = format!(
+        "healthproxy_build_info{{revision=\"{}\",rustversion=\"{}\",version=\"{}\"}}",
+        healthproxy::version::REVISION,
+        healthproxy::version::RUSTC_VERSION,
+        env!("CARGO_PKG_VERSION")
     );
+    assert_eq!(metric(&m, &build_info), Some(1.0));
     assert!(
         metric(
             &m,
@@ -200,7 +197,7 @@ fn promtool_accepts_the_alerting_rules() {
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("SUCCESS: 4 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 5 rules found"), "{said}");
 }
 
 /// One refused preStop hook is enough: it means an app stopped undrained.
@@ -243,6 +240,51 @@ tests:
     let out = Command::new(tool("promtool"))
         .args(["test", "rules"])
         .arg(&test)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_reload_alert_fires_ten_minutes_after_a_rejected_reload_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let tests = dir.path().join("reload_test.yml");
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml");
+    // One pod's gauge: applied, then rejected from minute 2 on.
+    std::fs::write(
+        &tests,
+        format!(
+            r#"rule_files: ["{}"]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'healthproxy_config_last_reload_successful{{namespace="shop",pod="web-1"}}'
+        values: "1 1 0x30"
+    alert_rule_test:
+      - eval_time: 10m
+        alertname: HealthproxyConfigReloadFailed
+        exp_alerts: []
+      - eval_time: 20m
+        alertname: HealthproxyConfigReloadFailed
+        exp_alerts:
+          - exp_labels: {{severity: warning, namespace: shop, pod: web-1}}
+            exp_annotations:
+              summary: "healthproxy rejected its new config"
+              description: "healthproxy in shop/web-1 rejected the last reload of its config and runs the previous one; a restart would fail. Its log has the errors, as `healthproxy check-config` prints them: fix the ConfigMap."
+"#,
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(tool("promtool"))
+        .args(["test", "rules"])
+        .arg(&tests)
         .output()
         .unwrap();
     assert!(

@@ -114,6 +114,15 @@ impl Proxy {
         }
     }
 
+    /// The config file of a proxy made by [`Proxy::start`].
+    pub fn config_path(&self) -> PathBuf {
+        self._dir
+            .as_ref()
+            .expect("started with Proxy::start")
+            .path()
+            .join("config.toml")
+    }
+
     /// GET `path` on the proxy.
     pub async fn get(&self, path: &str) -> Reply {
         request(self.addr, "GET", path, &[]).await

@@ -247,7 +247,7 @@ proptest! {
     #[test]
     fn observe_follows_the_kubelet_worker(spec in check_spec(), results in results()) {
         let config = config(std::slice::from_ref(&spec));
-        let mut status = CheckStatus::new(&config.checks[0]);
+        let mut status = CheckStatus::new(0, &config.checks[0]);
         let mut model = spec.worker();
         assert_same(&status, &model, 0)?;
         let mut last_transition = None;
