@@ -22,6 +22,8 @@
 //! - [`files`]: reading the files the sidecar is given, bounded.
 //! - [`inject`]: `inject`/`uninject`: Kubernetes manifests in, the same
 //!   workloads with the sidecar out, and back.
+//! - [`webhook`]: the admission webhook that applies `inject` to pods
+//!   as the API server creates them.
 //! - [`cli`]: the command line and its subcommands.
 
 #![forbid(unsafe_code)]
@@ -39,6 +41,8 @@ pub mod metrics;
 pub mod server;
 pub mod signals;
 pub mod state;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 use std::time::Duration;
 

@@ -50,7 +50,7 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
 /// warning saying so. A `Targets` filter rather than `EnvFilter`: the
 /// latter's span and field matching brings in a regex engine, 0.5 MiB of a
 /// binary paid for in every pod (BENCHMARKS.md).
-fn init_logging(format: LogFormat, level: &str) {
+pub(super) fn init_logging(format: LogFormat, level: &str) {
     use tracing_subscriber::filter::Targets;
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
