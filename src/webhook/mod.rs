@@ -169,10 +169,7 @@ pub fn mutate(pod: &Value, namespace: Option<&str>, options: &Options) -> Mutati
     let mut changed = match serde_json::to_value(&changed) {
         Ok(v) => v,
         Err(e) => {
-            return unchanged(
-                Outcome::Refused,
-                vec![format!("healthproxy: not injected: {e}")],
-            );
+            return unchanged(Outcome::Refused, vec![format!("healthproxy: not injected: {e}")]);
         }
     };
     carry_in_annotations(&mut changed, &injection.config, injection.token.as_deref());

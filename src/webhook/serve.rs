@@ -63,8 +63,12 @@ impl Metrics {
         )
         .expect("valid metric");
         let registry = Registry::new();
-        registry.register(Box::new(admissions.clone())).expect("registered once");
-        registry.register(Box::new(latency.clone())).expect("registered once");
+        registry
+            .register(Box::new(admissions.clone()))
+            .expect("registered once");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("registered once");
         for outcome in Outcome::ALL {
             admissions.with_label_values(&[outcome.as_str()]);
             latency.with_label_values(&[outcome.as_str()]);
@@ -213,10 +217,8 @@ pub async fn run(
     stop: CancellationToken,
 ) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let tls_listener =
-        crate::server::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
-    let admin_listener =
-        crate::server::bind(admin).with_context(|| format!("cannot listen on {admin}"))?;
+    let tls_listener = crate::server::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+    let admin_listener = crate::server::bind(admin).with_context(|| format!("cannot listen on {admin}"))?;
     tracing::info!(
         listen = %tls_listener.local_addr()?,
         admin = %admin_listener.local_addr()?,

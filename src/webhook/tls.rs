@@ -43,13 +43,12 @@ impl Reloading {
 
     /// A rustls server config serving this pair, HTTP/1.1 by ALPN.
     pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("ring supports the default protocol versions")
-        .with_no_client_auth()
-        .with_cert_resolver(self.clone());
+        let mut config =
+            rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .with_no_client_auth()
+                .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config
     }
@@ -108,9 +107,11 @@ fn load(cert: &Path, key: &Path) -> anyhow::Result<CertifiedKey> {
     }
     let private = PrivateKeyDer::from_pem_slice(&read(key)?)
         .with_context(|| format!("{}: no PEM private key", key.display()))?;
-    let provider = rustls::crypto::ring::default_provider();
-    let pair = CertifiedKey::from_der(certs, private, &provider)
-        .with_context(|| format!("{} and {}", cert.display(), key.display()))?;
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(private)
+        .with_context(|| format!("{}: not a usable private key", key.display()))?;
+    let pair = CertifiedKey::new(certs, signing);
     pair.keys_match()
         .with_context(|| format!("{} does not match {}", key.display(), cert.display()))?;
     Ok(pair)

@@ -22,3 +22,5 @@ mod reasons;
 mod soak;
 mod support;
 mod thresholds;
+#[cfg(feature = "webhook")]
+mod webhook;
