@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::limit::RequestBodyLimitLayer;
 
 use super::tls::{self, Reloading};
 use super::{Outcome, review};
@@ -110,7 +111,10 @@ struct App {
 pub fn mutate_routes(options: Options, metrics: Metrics) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
-        .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Refused on its Content-Length before a byte is read, or once
+        // MAX_BODY bytes have come without one.
+        .layer(RequestBodyLimitLayer::new(MAX_BODY))
+        .layer(DefaultBodyLimit::disable())
         .with_state(App {
             options: Arc::new(options),
             metrics,
