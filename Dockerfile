@@ -27,6 +27,9 @@ ARG RUST_VERSION=1.95
 # /etc/hosts and /etc/resolv.conf the kubelet mounts (docs/deploying.md);
 # checks normally target 127.0.0.1, which needs no lookup.
 FROM docker.io/library/rust:${RUST_VERSION}-bookworm AS build
+# The sidecar's image has no optional feature. The admission webhook's
+# (deploy/webhook) is built with --build-arg FEATURES=webhook.
+ARG FEATURES=""
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 COPY . .
@@ -36,7 +39,7 @@ COPY . .
 ARG REVISION=unknown
 RUN target="$(uname -m)-unknown-linux-gnu" \
     && HEALTHPROXY_GIT_REVISION="${REVISION}" RUSTFLAGS="-C target-feature=+crt-static" \
-       cargo build --release --locked --no-default-features --target "$target" --bin healthproxy \
+       cargo build --release --locked --no-default-features --features "$FEATURES" --target "$target" --bin healthproxy \
     && install -D -m 0555 "target/$target/release/healthproxy" /out/healthproxy \
     && if ldd /out/healthproxy | grep -q '=>'; then echo "healthproxy is not static" >&2; exit 1; fi \
     && /out/healthproxy --version

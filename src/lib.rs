@@ -26,6 +26,8 @@
 //! - [`version`]: the version, git revision and rustc of the build.
 //! - [`inject`]: `inject`/`uninject`: Kubernetes manifests in, the same
 //!   workloads with the sidecar out, and back.
+//! - [`webhook`]: the admission webhook that applies `inject` to pods
+//!   as the API server creates them.
 //! - [`cli`]: the command line and its subcommands.
 
 #![forbid(unsafe_code)]
@@ -46,6 +48,8 @@ pub mod server;
 pub mod signals;
 pub mod state;
 pub mod version;
+#[cfg(feature = "webhook")]
+pub mod webhook;
 
 use std::time::Duration;
 

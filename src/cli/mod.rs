@@ -1,5 +1,5 @@
 //! The command line: `run` (the default), `check-config`, `probe`, `wait`,
-//! `inject`, `uninject`.
+//! `inject`, `uninject`, `webhook`.
 
 mod check_config;
 #[cfg(feature = "inject")]
@@ -7,6 +7,8 @@ mod inject;
 mod probe;
 mod run;
 mod wait;
+#[cfg(feature = "webhook")]
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +62,10 @@ enum Command {
     #[cfg(feature = "inject")]
     /// Undo `inject`: the workloads exactly as they were.
     Uninject(inject::UninjectArgs),
+    #[cfg(feature = "webhook")]
+    /// Serve a mutating admission webhook that injects healthproxy into
+    /// opted-in pods as they are created.
+    Webhook(webhook::WebhookArgs),
 }
 
 /// Options of `healthproxy run`.
@@ -112,5 +118,7 @@ pub fn main() -> ExitCode {
         Some(Command::Inject(args)) => inject::inject(args),
         #[cfg(feature = "inject")]
         Some(Command::Uninject(args)) => inject::uninject(args),
+        #[cfg(feature = "webhook")]
+        Some(Command::Webhook(args)) => webhook::webhook(args),
     }
 }

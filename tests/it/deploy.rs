@@ -20,9 +20,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime};
 
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, HTTPGetAction, PodSpec, Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::de::DeserializeOwned;
@@ -131,6 +134,11 @@ struct Built {
     network_policies: Vec<NetworkPolicy>,
     pod_monitors: Vec<PodMonitor>,
     prometheus_rules: Vec<PrometheusRule>,
+    namespaces: Vec<Namespace>,
+    service_accounts: Vec<ServiceAccount>,
+    disruption_budgets: Vec<PodDisruptionBudget>,
+    mutating_webhooks: Vec<MutatingWebhookConfiguration>,
+    cert_manager: Vec<CertManagerObject>,
 }
 
 /// Every directory under `deploy/` with a kustomization, relative to
@@ -199,6 +207,35 @@ fn difference(written: &Value, read_back: &Value, at: &str) -> Option<String> {
     }
 }
 
+/// cert-manager's Issuer and Certificate (deploy/webhook): the fields used.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CertManagerObject {
+    api_version: String,
+    kind: String,
+    metadata: ObjectMeta,
+    spec: CertManagerSpec,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CertManagerSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    self_signed: Option<BTreeMap<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dns_names: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    renew_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private_key: Option<BTreeMap<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer_ref: Option<BTreeMap<String, String>>,
+}
+
 /// `object` as a `T`, failing if reading it as `T` loses or changes
 /// anything (k8s-openapi skips unknown fields silently).
 fn typed<T: DeserializeOwned + Serialize>(object: &Value, what: &str) -> T {
@@ -212,11 +249,16 @@ fn typed<T: DeserializeOwned + Serialize>(object: &Value, what: &str) -> T {
 
 /// Builds `deploy/DIR` and reads every object as its type.
 fn build(dir: &str) -> Built {
+    built_from(dir, kustomize(dir))
+}
+
+/// The typed objects of `objects`, built from `dir`.
+fn built_from(dir: &str, objects: Vec<Value>) -> Built {
     let mut built = Built {
         dir: dir.to_string(),
         ..Built::default()
     };
-    for object in kustomize(dir) {
+    for object in objects {
         let api_version = object["apiVersion"].as_str().unwrap_or_default();
         let kind = object["kind"].as_str().unwrap_or_default();
         let name = object["metadata"]["name"].as_str().unwrap_or_default();
@@ -230,6 +272,15 @@ fn build(dir: &str) -> Built {
             ("monitoring.coreos.com/v1", "PodMonitor") => built.pod_monitors.push(typed(&object, &what)),
             ("monitoring.coreos.com/v1", "PrometheusRule") => {
                 built.prometheus_rules.push(typed(&object, &what))
+            }
+            ("v1", "Namespace") => built.namespaces.push(typed(&object, &what)),
+            ("v1", "ServiceAccount") => built.service_accounts.push(typed(&object, &what)),
+            ("policy/v1", "PodDisruptionBudget") => built.disruption_budgets.push(typed(&object, &what)),
+            ("admissionregistration.k8s.io/v1", "MutatingWebhookConfiguration") => {
+                built.mutating_webhooks.push(typed(&object, &what))
+            }
+            ("cert-manager.io/v1", "Issuer" | "Certificate") => {
+                built.cert_manager.push(typed(&object, &what))
             }
             _ => panic!("{what}: no typed check for {api_version} {kind}; add one to tests/it/deploy.rs"),
         }
@@ -414,7 +465,7 @@ fn path_of(get: &HTTPGetAction) -> &str {
 #[test]
 fn every_kustomization_builds_into_typed_objects() {
     let dirs = kustomizations();
-    for expected in ["base", "classic", "native", "grpc", "prometheus"] {
+    for expected in ["base", "classic", "native", "grpc", "prometheus", "webhook"] {
         assert!(
             dirs.iter().any(|d| d == expected),
             "no deploy/{expected}: {dirs:?}"
@@ -428,7 +479,12 @@ fn every_kustomization_builds_into_typed_objects() {
             + built.secrets.len()
             + built.network_policies.len()
             + built.pod_monitors.len()
-            + built.prometheus_rules.len();
+            + built.prometheus_rules.len()
+            + built.namespaces.len()
+            + built.service_accounts.len()
+            + built.disruption_budgets.len()
+            + built.mutating_webhooks.len()
+            + built.cert_manager.len();
         assert!(count > 0, "deploy/{dir} builds to nothing");
     }
     for variant in VARIANTS {
@@ -1287,4 +1343,251 @@ async fn the_image_builds_from_the_static_binary_and_holds_only_it() {
         Duration::from_secs(10),
     );
     assert!(probe.status.success());
+}
+
+/// deploy/webhook: the webhook fails open, is opted into, survives a node
+/// drain and runs hardened; its certificate is the one it mounts.
+fn check_webhook(built: &Built, cert_manager: bool) {
+    let what = &built.dir;
+    assert_eq!(built.deployments.len(), 1, "{what}");
+    let deployment = &built.deployments[0];
+    let spec = deployment.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(2), "{what}");
+    let labels = spec.selector.match_labels.clone().unwrap();
+    let pod = spec.template.spec.as_ref().unwrap();
+    let anti = pod.affinity.as_ref().unwrap().pod_anti_affinity.as_ref().unwrap();
+    let term = &anti
+        .preferred_during_scheduling_ignored_during_execution
+        .as_ref()
+        .unwrap()[0];
+    assert_eq!(term.pod_affinity_term.topology_key, "kubernetes.io/hostname");
+    assert_eq!(
+        term.pod_affinity_term
+            .label_selector
+            .as_ref()
+            .unwrap()
+            .match_labels,
+        Some(labels.clone())
+    );
+    assert_eq!(
+        pod.automount_service_account_token,
+        Some(false),
+        "it reads nothing from the API"
+    );
+    let container = &pod.containers[0];
+    let sc = container.security_context.as_ref().unwrap();
+    assert_eq!(sc.run_as_non_root, Some(true));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        sc.capabilities.as_ref().unwrap().drop,
+        Some(vec!["ALL".to_string()])
+    );
+    assert_eq!(sc.seccomp_profile.as_ref().unwrap().type_, "RuntimeDefault");
+    let args = container.args.clone().unwrap();
+    assert_eq!(args[0], "webhook");
+    let mount = &container.volume_mounts.as_ref().unwrap()[0];
+    for flag in ["--tls-cert=", "--tls-key="] {
+        let file = args.iter().find_map(|a| a.strip_prefix(flag)).unwrap();
+        assert!(file.starts_with(&format!("{}/", mount.mount_path)), "{file}");
+    }
+    let volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    let secret = volume.secret.as_ref().unwrap().secret_name.clone().unwrap();
+    let probe = container
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
+    assert_eq!(probe.path.as_deref(), Some("/healthz"));
+
+    assert_eq!(built.disruption_budgets.len(), 1, "{what}");
+    let pdb = built.disruption_budgets[0].spec.as_ref().unwrap();
+    assert_eq!(pdb.min_available, Some(IntOrString::Int(1)));
+    assert_eq!(pdb.selector.as_ref().unwrap().match_labels, Some(labels.clone()));
+
+    let service = &built.services[0];
+    let port = &service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+    assert_eq!(port.target_port, Some(IntOrString::String("https".into())));
+    let https = container
+        .ports
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|p| p.name.as_deref() == Some("https"))
+        .unwrap();
+    assert!(
+        args.contains(&format!("--listen=[::]:{}", https.container_port)),
+        "{args:?}"
+    );
+    assert_eq!(service.spec.as_ref().unwrap().selector, Some(labels.clone()));
+    assert_eq!(built.network_policies.len(), 1, "{what}");
+
+    let config = &built.mutating_webhooks[0];
+    let annotations = config.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        annotations.contains_key("cert-manager.io/inject-ca-from"),
+        cert_manager,
+        "{what}"
+    );
+    let webhooks = config.webhooks.as_ref().unwrap();
+    assert_eq!(webhooks.len(), 2);
+    for webhook in webhooks {
+        assert_eq!(
+            webhook.failure_policy.as_deref(),
+            Some("Ignore"),
+            "never block pod creation"
+        );
+        assert_eq!(webhook.reinvocation_policy.as_deref(), Some("IfNeeded"));
+        assert_eq!(webhook.side_effects, "None");
+        assert_eq!(webhook.admission_review_versions, vec!["v1".to_string()]);
+        let client = webhook.client_config.service.as_ref().unwrap();
+        assert_eq!(client.path.as_deref(), Some("/mutate"));
+        assert_eq!(client.name, service.metadata.name.clone().unwrap());
+        assert_eq!(Some(client.namespace.clone()), service.metadata.namespace);
+        assert_eq!(client.port, Some(port.port));
+        let rule = &webhook.rules.as_ref().unwrap()[0];
+        assert_eq!(rule.operations, Some(vec!["CREATE".to_string()]));
+        assert_eq!(rule.resources, Some(vec!["pods".to_string()]));
+        assert_eq!(webhook.client_config.ca_bundle.is_some(), !cert_manager, "{what}");
+        // The webhook's own namespace is never injected.
+        let ns = webhook.namespace_selector.as_ref().unwrap();
+        assert!(ns.match_expressions.as_ref().unwrap().iter().any(|e| {
+            e.key == "kubernetes.io/metadata.name"
+                && e.operator == "NotIn"
+                && e.values
+                    .as_ref()
+                    .unwrap()
+                    .contains(&service.metadata.namespace.clone().unwrap())
+        }));
+    }
+    let [by_namespace, by_pod] = &webhooks[..] else {
+        unreachable!()
+    };
+    let enabled = BTreeMap::from([("healthproxy.io/inject".to_string(), "enabled".to_string())]);
+    assert_eq!(
+        by_namespace.namespace_selector.as_ref().unwrap().match_labels,
+        Some(enabled.clone())
+    );
+    assert_eq!(
+        by_pod.object_selector.as_ref().unwrap().match_labels,
+        Some(enabled)
+    );
+
+    if cert_manager {
+        let certificate = built
+            .cert_manager
+            .iter()
+            .find(|o| o.kind == "Certificate")
+            .unwrap();
+        assert_eq!(certificate.spec.secret_name.as_ref(), Some(&secret));
+        let dns = format!(
+            "{}.{}.svc",
+            service.metadata.name.clone().unwrap(),
+            service.metadata.namespace.clone().unwrap()
+        );
+        assert!(certificate.spec.dns_names.as_ref().unwrap().contains(&dns));
+        let injected_from = format!(
+            "{}/{}",
+            certificate.metadata.namespace.clone().unwrap(),
+            certificate.metadata.name.clone().unwrap()
+        );
+        assert_eq!(annotations["cert-manager.io/inject-ca-from"], injected_from);
+    } else {
+        assert!(built.cert_manager.is_empty(), "{what}");
+        let tls = built
+            .secrets
+            .iter()
+            .find(|s| s.metadata.name.as_ref() == Some(&secret))
+            .unwrap();
+        assert_eq!(tls.type_.as_deref(), Some("kubernetes.io/tls"));
+    }
+}
+
+#[test]
+fn the_webhook_fails_open_is_opted_into_and_runs_hardened_with_cert_manager() {
+    check_webhook(&build("webhook"), true);
+}
+
+#[tokio::test]
+async fn the_webhook_runs_with_the_ca_make_ca_sh_makes_without_cert_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("webhook");
+    run(
+        Command::new(repo().join("deploy/webhook/make-ca.sh")).arg(&out),
+        Duration::from_secs(60),
+    );
+    let text = run(
+        Command::new(tool("kubectl")).arg("kustomize").arg(&out),
+        Duration::from_secs(60),
+    )
+    .stdout;
+    let objects = serde_yaml_ng::Deserializer::from_str(std::str::from_utf8(&text).unwrap())
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|doc| !doc.is_null())
+        .map(|mut doc| {
+            // kustomize wraps a generated Secret's base64 at 76 columns;
+            // the API server's decoder skips the line breaks,
+            // k8s-openapi's does not.
+            if let Some(data) = doc.get_mut("data").and_then(Value::as_object_mut) {
+                for value in data.values_mut() {
+                    *value = value.as_str().unwrap().replace('\n', "").into();
+                }
+            }
+            doc
+        })
+        .collect();
+    let built = built_from("make-ca.sh's kustomization", objects);
+    check_webhook(&built, false);
+    // The caBundle is the CA that signed the serving certificate, and the
+    // real webhook serves with that key pair.
+    let bundle = built.mutating_webhooks[0].webhooks.as_ref().unwrap()[0]
+        .client_config
+        .ca_bundle
+        .clone()
+        .unwrap();
+    assert_eq!(bundle.0, std::fs::read(out.join("ca.crt")).unwrap());
+    let tls = built
+        .secrets
+        .iter()
+        .find(|s| s.type_.as_deref() == Some("kubernetes.io/tls"))
+        .unwrap();
+    let data = tls.data.clone().unwrap();
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, &data["tls.crt"].0).unwrap();
+    std::fs::write(&key, &data["tls.key"].0).unwrap();
+    run(
+        Command::new("openssl")
+            .args(["verify", "-CAfile"])
+            .arg(out.join("ca.crt"))
+            .arg(&cert),
+        Duration::from_secs(10),
+    );
+    let mut webhook = std::process::Command::new(crate::support::binary())
+        .args([
+            "webhook",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+        ])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(webhook.stderr.take().unwrap()));
+    let first = lines.next().unwrap().unwrap();
+    let _ = webhook.kill();
+    let _ = webhook.wait();
+    assert!(first.contains("healthproxy webhook serving"), "{first}");
 }

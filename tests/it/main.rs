@@ -25,3 +25,5 @@ mod reload;
 mod soak;
 mod support;
 mod thresholds;
+#[cfg(feature = "webhook")]
+mod webhook;
