@@ -90,22 +90,8 @@ impl Proxy {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("healthproxy serving") {
-                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                    let _ = tx.send(v["listen"].as_str().unwrap().parse::<SocketAddr>().unwrap());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("proxy did not start: {:?}", logs.lock().unwrap()));
+        let (logs, ready) = collect_logs(&mut child, "healthproxy serving");
+        let addr = ready["listen"].as_str().unwrap().parse::<SocketAddr>().unwrap();
         Proxy {
             child,
             addr,
@@ -373,4 +359,26 @@ pub fn refusing_port() -> (socket2::Socket, u16) {
         .unwrap();
     let port = socket.local_addr().unwrap().as_socket().unwrap().port();
     (socket, port)
+}
+
+/// The JSON log lines `child` writes to stderr, kept as they come, and the
+/// first line whose text holds `ready`, parsed, once it has come (30 s at
+/// most: the process did not start otherwise).
+pub fn collect_logs(child: &mut Child, ready: &'static str) -> (Arc<Mutex<Vec<String>>>, serde_json::Value) {
+    let stderr = child.stderr.take().expect("stderr piped");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let sink = Arc::clone(&logs);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(ready) {
+                let _ = tx.send(serde_json::from_str(&line).unwrap_or_default());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let value = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no {ready:?} line: {:?}", logs.lock().unwrap()));
+    (logs, value)
 }

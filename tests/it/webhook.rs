@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
-use crate::support::{Process, binary, eventually, metric, request};
+use crate::support::{Process, binary, collect_logs, eventually, metric, request};
 
 /// A CA and serving key pairs it signs, as cert-manager's would be.
 struct Ca {
@@ -104,25 +104,10 @@ impl Webhook {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            use std::io::BufRead as _;
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("healthproxy webhook serving") {
-                    let v: Value = serde_json::from_str(&line).unwrap();
-                    let addr = |k: &str| v[k].as_str().unwrap().parse().unwrap();
-                    let _ = tx.send((addr("listen"), addr("admin")));
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let (logs, ready) = collect_logs(&mut child, "healthproxy webhook serving");
+        let address = |k: &str| ready[k].as_str().unwrap().parse().unwrap();
+        let (addr, admin) = (address("listen"), address("admin"));
         let process = Process(child);
-        let (addr, admin) = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("webhook did not start: {:?}", logs.lock().unwrap()));
         Webhook {
             _process: process,
             addr,
