@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::check::{Outcome, Verdict};
 use crate::config::{CheckConfig, ProbeKind, ProbeSet, Timing};
@@ -318,6 +318,13 @@ fn startup_done(checks: &[CheckStatus]) -> bool {
 #[derive(Debug, Clone)]
 pub struct State {
     tx: Arc<watch::Sender<Snapshot>>,
+    /// Woken when the app container's generation or the startup latch
+    /// changes. The snapshot stays the one place these are kept; this only
+    /// spares the check workers, which wait on them, from being woken by
+    /// every run of every other check (a check's runs are spread over its
+    /// period, so a watch receiver per worker would make each run wake
+    /// all of them: quadratic in the number of checks).
+    lifecycle: Arc<Notify>,
 }
 
 impl State {
@@ -341,7 +348,10 @@ impl State {
                 last_success: SystemTime::now(),
             },
         });
-        State { tx: Arc::new(tx) }
+        State {
+            tx: Arc::new(tx),
+            lifecycle: Arc::new(Notify::new()),
+        }
     }
 
     /// The latest snapshot; hold the guard only while rendering.
@@ -386,6 +396,9 @@ impl State {
             recorded = Some(r);
             true
         });
+        if recorded.is_some_and(|r| r.started) {
+            self.lifecycle.notify_waiters();
+        }
         recorded
     }
 
@@ -401,6 +414,7 @@ impl State {
             }
             s.started = startup_done(&s.checks);
         });
+        self.lifecycle.notify_waiters();
     }
 
     /// Counts `n` restarts of the app container.
@@ -442,6 +456,7 @@ impl State {
                 last_success: SystemTime::now(),
             };
         });
+        self.lifecycle.notify_waiters();
         ids
     }
 
@@ -471,16 +486,28 @@ impl State {
 
     /// Waits until a new app container replaces `generation`.
     pub async fn new_generation(&self, generation: u64) {
-        let mut rx = self.subscribe();
-        // The sender lives as long as `self`, so this cannot fail.
-        let _ = rx.wait_for(|s| s.generation != generation).await;
+        self.lifecycle_until(|s| s.generation != generation).await;
     }
 
     /// Waits until startup has completed.
     pub async fn started(&self) {
-        let mut rx = self.subscribe();
-        // The sender lives as long as `self`, so this cannot fail.
-        let _ = rx.wait_for(|s| s.started).await;
+        self.lifecycle_until(|s| s.started).await;
+    }
+
+    /// Waits until `done` holds of the snapshot, re-reading it only when
+    /// the generation or the startup latch may have changed.
+    async fn lifecycle_until(&self, done: impl Fn(&Snapshot) -> bool) {
+        loop {
+            let changed = self.lifecycle.notified();
+            tokio::pin!(changed);
+            // Registered before the snapshot is read: a change between the
+            // two still wakes this waiter.
+            changed.as_mut().enable();
+            if done(&self.borrow()) {
+                return;
+            }
+            changed.await;
+        }
     }
 }
 
