@@ -10,7 +10,9 @@ cstime), RSS is VmRSS from /proc/PID/status.
 
 Expects the release binaries built by `bench/run`:
 target/release/healthproxy and the examples bench-baseline, bench-flavour
-and demo-app.
+and demo-app. With `--before BINARY` (bench/run --before REV builds it
+from an earlier revision), that binary is measured beside the current one
+in the same run: size, idle RSS and /readyz throughput, alternated.
 """
 
 import argparse
@@ -288,8 +290,11 @@ class Bench:
         binaries = [("healthproxy", HEALTHPROXY), ("bare hyper baseline", BASELINE)]
         if os.path.exists(STATIC):
             binaries.append(("healthproxy, static (the image's)", STATIC))
+        if self.args.before:
+            binaries.append((f"healthproxy before ({self.args.before_label})", self.args.before))
         for name, path in binaries:
             stripped = os.path.join(self.work.path, os.path.basename(path) + ".stripped")
+            stripped += "-before" if path == self.args.before else ""
             shutil.copy(path, stripped)
             subprocess.run(["strip", stripped], check=True)
             out[name] = os.path.getsize(stripped) / 2**20
@@ -344,6 +349,16 @@ class Bench:
                 out[f"static {n}"] = rss_mib(p.pid)
                 self.say(f"- {n} checks, static build (the image's): {out[f'static {n}']:.1f} MiB")
                 self.procs.stop(p)
+        if self.args.before:
+            # Before and after alternated, so that both see the same machine.
+            for n in (10, 1000):
+                for label, binary in (("after", HEALTHPROXY), ("before", self.args.before)):
+                    p, _ = self.start_healthproxy(f"rss-{label}-{n}", [("tcp", n, "10s")], binary=binary)
+                    time.sleep(2)
+                    out[f"{label} {n}"] = rss_mib(p.pid)
+                    self.procs.stop(p)
+                self.say(f"- {n} checks, before ({self.args.before_label}) / after, alternated: "
+                         f"{out[f'before {n}']:.1f} / {out[f'after {n}']:.1f} MiB")
         self.results["idle_rss_mib"] = out
         steps = subprocess.run([MEMORY, "1000"], capture_output=True, text=True, check=True).stdout
         parts = dict((k, int(v)) for k, v in (line.split("\t") for line in steps.splitlines()))
@@ -399,8 +414,10 @@ class Bench:
     # -- CPU per check run
 
     def idle_cpu_rate(self, binary=HEALTHPROXY, flavour=None):
-        """CPU seconds per second of a process whose checks do not run."""
-        p, _ = self.start_healthproxy("idle-cpu", [("tcp", 100, "1h")], binary=binary, flavour=flavour)
+        """CPU seconds per second of a process whose checks do not run
+        (spread over an hour: they are not due, so it is not ready)."""
+        p, _ = self.start_healthproxy("idle-cpu", [("tcp", 100, "1h")], binary=binary, flavour=flavour,
+                                      wait_ready=False)
         time.sleep(0.5)
         c0 = cpu(p.pid)[0]
         time.sleep(self.args.cpu_seconds)
@@ -439,6 +456,16 @@ class Bench:
             out[kind] = r
             extra = f" + {r['children_us']:.0f} µs in the child" if kind == "exec" else ""
             self.say(f"- {kind}: {r['own_us']:.1f} µs{extra} per run ({r['runs']} runs, {count} checks)")
+        if self.args.before:
+            idle_before = self.idle_cpu_rate(binary=self.args.before)
+            for kind in ("tcp", "http"):
+                # Before and after once more, back to back.
+                after = self.cpu_per_run(kind, 100, idle=idle)
+                before = self.cpu_per_run(kind, 100, binary=self.args.before, idle=idle_before)
+                out[f"before {kind}"] = before
+                out[f"after {kind}"] = after
+                self.say(f"- {kind}, before ({self.args.before_label}) / after, back to back: "
+                         f"{before['own_us']:.1f} / {after['own_us']:.1f} µs per run")
         self.results["cpu_per_run"] = out
 
     # -- blackbox_exporter
@@ -505,22 +532,37 @@ class Bench:
         self.say(f"wrk -t1, {seconds}s per run, {rounds} rounds alternating; median round")
         base, base_port = self.start_baseline(PRODUCT_FLAVOUR)
         hp, hp_port = self.start_healthproxy(f"wrk-{len(checks)}", checks)
+        before = None
+        if self.args.before:
+            before, before_port = self.start_healthproxy(f"wrk-before-{len(checks)}", checks, binary=self.args.before)
         out = {}
-        self.say("| endpoint | conns | healthproxy req/s | baseline req/s | ratio | p50 ms (hp / base) | p99 ms (hp / base) | hp CPU µs/req |")
-        self.say("|---|---|---|---|---|---|---|---|")
+        columns = "| endpoint | conns | healthproxy req/s | baseline req/s | ratio |"
+        if before:
+            columns += f" before ({self.args.before_label}) req/s | before ratio |"
+        self.say(columns + " p50 ms (hp / base) | p99 ms (hp / base) | hp CPU µs/req |")
+        self.say("|---" * (columns.count("|") - 1) + "|---|---|---|")
         for path in ("/readyz", "/livez"):
             for conns in (32, 256):
-                s = alternate({"hp": (hp_port, hp.pid, path), "base": (base_port, base.pid, "/")}, path, conns, rounds, seconds)
+                servers = {"hp": (hp_port, hp.pid, path), "base": (base_port, base.pid, "/")}
+                if before:
+                    servers["before"] = (before_port, before.pid, path)
+                s = alternate(servers, path, conns, rounds, seconds)
                 h, b = s["hp"], s["base"]
                 if h["non2xx"]:
                     raise RuntimeError(f"{path} answered {h['non2xx']} non-2xx responses")
                 ratio = h["rps"] / b["rps"]
                 out[f"{path} c{conns}"] = {"hp": h, "base": b, "ratio": ratio}
-                self.say(f"| {path} | {conns} | {h['rps']:.0f} | {b['rps']:.0f} | {ratio:.2f} | "
-                         f"{h['p50_ms']:.2f} / {b['p50_ms']:.2f} | {h['p99_ms']:.2f} / {b['p99_ms']:.2f} | "
+                row = f"| {path} | {conns} | {h['rps']:.0f} | {b['rps']:.0f} | {ratio:.2f} |"
+                if before:
+                    w = s["before"]
+                    out[f"{path} c{conns}"].update(before=w, before_ratio=w["rps"] / b["rps"])
+                    row += f" {w['rps']:.0f} | {w['rps'] / b['rps']:.2f} |"
+                self.say(row + f" {h['p50_ms']:.2f} / {b['p50_ms']:.2f} | {h['p99_ms']:.2f} / {b['p99_ms']:.2f} | "
                          f"{h['cpu_us_per_req']:.1f} |")
         self.procs.stop(hp)
         self.procs.stop(base)
+        if before:
+            self.procs.stop(before)
         self.results[f"throughput: {label}"] = out
 
     # -- runtime flavours
@@ -626,9 +668,13 @@ def main():
     ap.add_argument("--skip-flavours", action="store_true", help="leave out the runtime flavour comparison")
     ap.add_argument("--only-day2", action="store_true",
                     help="only the gRPC endpoint and config watch figures (needs only the release healthproxy)")
+    ap.add_argument("--before", metavar="BINARY",
+                    help="an earlier healthproxy build, measured beside this one (bench/run --before REV)")
+    ap.add_argument("--before-label", default="before", help="how the tables name the --before build")
     args = ap.parse_args()
 
     needed = (HEALTHPROXY,) if args.only_day2 else (HEALTHPROXY, BASELINE, FLAVOUR, MEMORY, DEMO_APP, BLACKBOX)
+    needed += (args.before,) if args.before else ()
     for path in needed:
         if not os.access(path, os.X_OK):
             sys.exit(f"bench: {path} is missing: run bench/run, which builds and installs what is needed")
