@@ -221,41 +221,60 @@ struct ChildProcess {
 
 /// The children of process `parent`, zombies included.
 fn children_of(parent: i32) -> Vec<ChildProcess> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
+    // The kernel's own list of each thread's children when it has one
+    // (CONFIG_PROC_CHILDREN): a few reads a sweep instead of one per
+    // process in the namespace, which on a node with a shared process
+    // namespace is every process there.
+    let candidates = match own_children() {
+        Some(pids) => pids,
+        None => {
+            let Ok(entries) = std::fs::read_dir("/proc") else {
+                return Vec::new();
+            };
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .collect()
+        }
     };
-    let mut children = Vec::new();
-    for entry in entries.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces and parens.
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            continue;
-        };
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // state is field 3, ppid 4, pgrp 5, starttime 22.
-        let (Some(state), Some(Ok(ppid)), Some(Ok(pgrp)), Some(Ok(started))) = (
-            fields.first(),
-            fields.get(1).map(|f| f.parse::<i32>()),
-            fields.get(2).map(|f| f.parse::<i32>()),
-            fields.get(19).map(|f| f.parse::<u64>()),
-        ) else {
-            continue;
-        };
-        if ppid == parent {
-            children.push(ChildProcess {
-                pid,
-                zombie: state.starts_with(['Z', 'X']),
-                started,
-                leads_group: pgrp == pid,
-            });
+    candidates
+        .into_iter()
+        .filter_map(|pid| child_process(pid, parent))
+        .collect()
+}
+
+/// The pids in every `/proc/self/task/TID/children`; `None` where the
+/// kernel has no such files.
+fn own_children() -> Option<Vec<i32>> {
+    let mut pids = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
+        match std::fs::read_to_string(task.path().join("children")) {
+            Ok(list) => pids.extend(list.split_whitespace().filter_map(|p| p.parse::<i32>().ok())),
+            // A thread that has just ended.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && task.path().exists() => return None,
+            Err(_) => {}
         }
     }
-    children
+    Some(pids)
+}
+
+/// Process `pid` from its `/proc/PID/stat`, if it is a child of `parent`.
+fn child_process(pid: i32, parent: i32) -> Option<ChildProcess> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid ...": comm may hold spaces and parens.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // state is field 3, ppid 4, pgrp 5, starttime 22.
+    let state = fields.first()?;
+    let ppid = fields.get(1)?.parse::<i32>().ok()?;
+    let pgrp = fields.get(2)?.parse::<i32>().ok()?;
+    let started = fields.get(19)?.parse::<u64>().ok()?;
+    (ppid == parent).then(|| ChildProcess {
+        pid,
+        zombie: state.starts_with(['Z', 'X']),
+        started,
+        leads_group: pgrp == pid,
+    })
 }
 
 /// A prepared exec check.
