@@ -178,3 +178,51 @@ async fn grpc_readiness_fails_from_the_first_moment_of_a_drain() {
         "draining must not restart the app"
     );
 }
+
+/// The gRPC endpoint's connection cap (`MAX_CONNECTIONS` in
+/// src/server/grpc.rs).
+const GRPC_CONNECTIONS: usize = 128;
+
+#[tokio::test]
+async fn connections_left_open_are_capped_and_a_probe_still_gets_in() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = App::start().await;
+    let proxy = Proxy::start(&format!(
+        "grpc_listen = \"127.0.0.1:0\"\n\
+         [[check]]\nname = \"web\"\nprobes = [\"liveness\"]\ntcp = {{ port = {} }}\n",
+        app.addr.port()
+    ));
+    let addr = grpc_addr(&proxy).await;
+    let pid = proxy.child.id();
+    let fds = move || std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    let before = fds();
+    // Three times the cap, left open: idle ones, and ones that sent half
+    // of the HTTP/2 preface and stopped.
+    let mut held = Vec::new();
+    for i in 0..3 * GRPC_CONNECTIONS {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 1 {
+            stream.write_all(b"PRI * HTTP/2.0\r\n").await.unwrap();
+        }
+        held.push(stream);
+    }
+    // The sidecar takes every one in and closes the oldest to make room.
+    eventually(
+        Duration::from_secs(10),
+        "the oldest connections to be closed",
+        || async { fds() <= before + GRPC_CONNECTIONS + 4 },
+    )
+    .await;
+    assert_eq!(check(addr, &["liveness"]).await, ["SERVING"], "a probe gets in");
+    // The oldest: past the server's SETTINGS (and a GOAWAY, if it sends
+    // one), closed by the sidecar.
+    let mut sent = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), held[0].read_to_end(&mut sent)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_) | Err(_))),
+        "the oldest connection is closed by the sidecar ({} bytes read)",
+        sent.len()
+    );
+    // The held ones do not stop the sidecar from serving HTTP either.
+    assert_eq!(proxy.get("/livez").await.status, 200);
+}
