@@ -305,7 +305,7 @@ pub fn inject(
             );
         }
     }
-    let sidecar = sidecar(options, token.is_some());
+    let sidecar = sidecar(options, token.is_some(), moved.len());
     match options.sidecar {
         Sidecar::Native => rec.add_item(template, &["spec", "initContainers"], sidecar, false),
         Sidecar::Classic => rec.add_item(template, &["spec", "containers"], sidecar, true),
@@ -490,7 +490,11 @@ fn volume(name: &str, kind: &str, key: &str, source: &str) -> Value {
 
 /// The sidecar container, as deploy/native/sidecar.yaml and
 /// deploy/classic/sidecar.yaml write it.
-fn sidecar(options: &Options, token: bool) -> Value {
+fn sidecar(options: &Options, token: bool, checks: usize) -> Value {
+    // The memory limit follows from the budget of the generated config
+    // (the default `[server]` limits, no gRPC endpoint).
+    let budget = crate::server::memory_budget(crate::config::DEFAULT_MAX_CONNECTIONS, checks, false);
+    let limit_mib = crate::server::memory_limit(budget) >> 20;
     let native = options.sidecar == Sidecar::Native;
     let port = options.port;
     let mut text = format!(
@@ -512,7 +516,7 @@ fn sidecar(options: &Options, token: bool) -> Value {
     }
     text.push_str(&format!(
         "livenessProbe:\n  httpGet: {{path: /healthz, port: {port}}}\n  periodSeconds: 10\n  timeoutSeconds: 1\n  failureThreshold: 3\n\
-         resources:\n  requests: {{cpu: 10m, memory: 16Mi}}\n  limits: {{memory: 64Mi}}\n\
+         resources:\n  requests: {{cpu: 10m, memory: 16Mi}}\n  limits: {{memory: {limit_mib}Mi}}\n\
          securityContext:\n  runAsNonRoot: true\n  runAsUser: 65532\n  runAsGroup: 65532\n  readOnlyRootFilesystem: true\n  \
          allowPrivilegeEscalation: false\n  privileged: false\n  capabilities: {{drop: [\"ALL\"]}}\n  seccompProfile: {{type: RuntimeDefault}}\n\
          volumeMounts:\n  - {{name: {CONFIG_VOLUME}, mountPath: {CONFIG_DIR}, readOnly: true}}\n"

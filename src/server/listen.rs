@@ -82,6 +82,46 @@ pub fn raise_fd_limit() -> io::Result<u64> {
     Ok(hard.max(soft))
 }
 
+/// What the idle process may hold, whatever the configuration: code and
+/// data mapped from the binary, the runtime, buffers kept by the allocator
+/// after a `/metrics` scrape or a reload. Measured: 5–6 MiB for a release
+/// build with 10 checks, 14 MiB for a debug one (BENCHMARKS.md).
+const BUDGET_BASE: u64 = 16 << 20;
+/// What one client connection may hold at most: hyper's 8 KiB buffer for
+/// the response head and a read buffer grown to `max_header_bytes`, plus
+/// the task and socket. Measured: 28 KiB per held half-sent 12 KiB head.
+const BUDGET_PER_CONNECTION: u64 = 32 << 10;
+/// What one gRPC connection may hold (HTTP/2 state and buffers).
+const BUDGET_PER_GRPC_CONNECTION: u64 = 64 << 10;
+/// What one check may hold: its state, metrics and schedule (6 KiB,
+/// measured as the slope from 100 to 1000 checks) and its last message,
+/// up to 10 KiB of a body or of a command's output.
+const BUDGET_PER_CHECK: u64 = 16 << 10;
+
+/// The sidecar's memory budget (README, "Limits and failure behaviour"):
+/// what it may use at most with `max_connections` (the `[server]` key),
+/// `checks` checks and, when `grpc` is set, the gRPC endpoint, whatever
+/// its clients do. Every connection counts, those on their way out too.
+pub const fn memory_budget(max_connections: usize, checks: usize, grpc: bool) -> u64 {
+    let connections = (max_connections + CLOSING_SLACK) as u64 * BUDGET_PER_CONNECTION;
+    let grpc = if grpc {
+        super::grpc::MAX_CONNECTIONS as u64 * BUDGET_PER_GRPC_CONNECTION
+    } else {
+        0
+    };
+    BUDGET_BASE + connections + grpc + checks as u64 * BUDGET_PER_CHECK
+}
+
+/// The container memory limit to ship for a budget: the budget rounded up
+/// to 16 MiB, with at least a quarter of it again as headroom (the kernel
+/// counts page cache and socket buffers against the limit too), and never
+/// below 64 MiB.
+pub const fn memory_limit(budget: u64) -> u64 {
+    const STEP: u64 = 16 << 20;
+    let steps = (budget + budget / 4).div_ceil(STEP);
+    if steps < 4 { 4 * STEP } else { steps * STEP }
+}
+
 /// The fewest connections served whatever the open files limit: the
 /// kubelet's probes, a scrape and a load balancer's checks.
 const MIN_CONNECTIONS: usize = 16;
@@ -378,6 +418,17 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_limit_follows_the_budget_and_grows_with_connections_and_checks() {
+        let default = memory_budget(1024, 5, false);
+        assert_eq!(default >> 20, 50);
+        assert_eq!(memory_limit(default), 64 << 20);
+        assert_eq!(memory_limit(memory_budget(1024, 5, true)), 80 << 20);
+        assert_eq!(memory_limit(memory_budget(1024, 1000, false)), 96 << 20);
+        assert_eq!(memory_limit(memory_budget(4096, 5, false)), 192 << 20);
+        assert_eq!(memory_limit(memory_budget(16, 0, false)), 64 << 20, "never below 64 MiB");
+    }
 
     #[test]
     fn the_connection_cap_leaves_room_for_the_checks() {

@@ -46,8 +46,8 @@ use http_body_util::Full;
 use tower_http::timeout::TimeoutLayer;
 
 pub(crate) use fast::Endpoints;
-pub use listen::raise_fd_limit;
 pub(crate) use listen::{SHUTDOWN_GRACE, bind, connection_cap, serve};
+pub use listen::{memory_budget, memory_limit, raise_fd_limit};
 pub use render::{Format, Options, Probe, Scope};
 pub(crate) use route::Route;
 

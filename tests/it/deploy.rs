@@ -712,6 +712,39 @@ fn the_sidecar_is_hardened_small_and_reads_only_its_mounts() {
     }
 }
 
+#[test]
+fn each_memory_limit_follows_from_the_budget_of_its_configmap() {
+    for variant in ["classic", "native", "grpc"] {
+        let pod = Pod::of(variant);
+        let config = pod.config();
+        let budget = healthproxy::server::memory_budget(
+            config.server.max_connections,
+            config.checks.len(),
+            config.grpc_listen.is_some(),
+        );
+        let limits = pod
+            .sidecar
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.clone())
+            .unwrap_or_default();
+        let memory = &limits
+            .get("memory")
+            .unwrap_or_else(|| panic!("{variant}: a memory limit"))
+            .0;
+        let mib: u64 = memory
+            .strip_suffix("Mi")
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{variant}: memory limit {memory:?} in Mi"));
+        assert_eq!(
+            mib << 20,
+            healthproxy::server::memory_limit(budget),
+            "{variant}: a budget of {} MiB",
+            budget >> 20
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_config_in_the_configmap_passes_check_config_without_warnings() {
     let dir = tempfile::tempdir().unwrap();
