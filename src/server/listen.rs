@@ -427,7 +427,11 @@ mod tests {
         assert_eq!(memory_limit(memory_budget(1024, 5, true)), 80 << 20);
         assert_eq!(memory_limit(memory_budget(1024, 1000, false)), 96 << 20);
         assert_eq!(memory_limit(memory_budget(4096, 5, false)), 192 << 20);
-        assert_eq!(memory_limit(memory_budget(16, 0, false)), 64 << 20, "never below 64 MiB");
+        assert_eq!(
+            memory_limit(memory_budget(16, 0, false)),
+            64 << 20,
+            "never below 64 MiB"
+        );
     }
 
     #[test]
