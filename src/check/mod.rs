@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::CheckKind;
+use crate::config::{CheckKind, HttpSpec};
 
 pub use exec::{ExecCheck, become_subreaper, kill_orphans, reap_orphans};
 pub use file::FileCheck;
@@ -197,10 +197,12 @@ impl Check {
             message,
         };
         Ok(match kind {
-            CheckKind::Http(spec) => Check::Http(Box::new(HttpCheck::new(spec.clone()).map_err(err)?)),
+            CheckKind::Http(spec) => {
+                Check::Http(Box::new(HttpCheck::new(HttpSpec::clone(spec)).map_err(err)?))
+            }
             CheckKind::Tcp(spec) => Check::Tcp(TcpCheck::new(spec.clone())),
             CheckKind::Exec(spec) => Check::Exec(ExecCheck::new(spec.clone())),
-            CheckKind::Grpc(spec) => Check::Grpc(GrpcCheck::new(spec.clone())),
+            CheckKind::Grpc(spec) => Check::Grpc(GrpcCheck::new(spec.clone()).map_err(err)?),
             CheckKind::File(spec) => Check::File(FileCheck::new(spec.clone())),
         })
     }

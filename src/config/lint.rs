@@ -7,7 +7,7 @@ use std::time::Duration;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use super::{CheckConfig, CheckKind, Config, ExecSpec};
+use super::{CheckConfig, CheckKind, Config, ExecSpec, TlsSpec};
 
 /// How long a failed pod may stay in rotation before a lint speaks up.
 const MAX_IN_ROTATION: Duration = Duration::from_secs(60);
@@ -77,6 +77,45 @@ fn check_lints(c: &CheckConfig) -> Vec<Lint> {
         };
         warn(format!(
             "{missing}: every run is Unknown, which moves no threshold (the kubelet throws away an exec probe that cannot start, too), so {consequence}"
+        ));
+    }
+    let tls = match &c.kind {
+        CheckKind::Http(h) => {
+            let patterns = h
+                .body_matches
+                .iter()
+                .map(|p| ("body_matches", p))
+                .chain(h.header_matches.iter().map(|(_, p)| ("header_matches", p)));
+            for (key, pattern) in patterns {
+                if pattern.is_match(b"") {
+                    warn(format!(
+                        "{key} {:?} matches the empty string, so it matches anything: anchor it or make it longer",
+                        pattern.as_str()
+                    ));
+                }
+            }
+            if let Some(pattern) = &h.body_not_matches
+                && pattern.is_match(b"")
+            {
+                warn(format!(
+                    "body_not_matches {:?} matches the empty string, so every run fails",
+                    pattern.as_str()
+                ));
+            }
+            Some(&h.tls)
+        }
+        CheckKind::Grpc(g) => g.tls.as_ref(),
+        _ => None,
+    };
+    if let Some(TlsSpec {
+        key_file: Some(key), ..
+    }) = tls
+        && let Ok(meta) = std::fs::metadata(key)
+        && meta.permissions().mode() & 0o004 != 0
+    {
+        warn(format!(
+            "key_file {} is readable by every user: chmod o-r it (or mount the Secret with defaultMode 0400)",
+            key.display()
         ));
     }
     let t = &c.timing;

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use healthproxy::check::{HttpCheck, Outcome, Verdict};
-use healthproxy::config::{Host, HttpMethod, HttpSpec, Scheme};
+use healthproxy::config::{Host, HttpMethod, HttpSpec, Scheme, TlsSpec};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, Response, Version};
@@ -34,8 +34,16 @@ fn spec(port: u16, path: &str) -> HttpSpec {
         headers: Vec::new(),
         keep_alive: false,
         body_contains: None,
-        ca_file: None,
         user_agent: "kube-probe/1.36".into(),
+        expect_status: None,
+        body_matches: None,
+        body_not_matches: None,
+        header_matches: Vec::new(),
+        secret_headers: Vec::new(),
+        tls: TlsSpec {
+            insecure_skip_verify: true,
+            ..TlsSpec::default()
+        },
     }
 }
 
@@ -707,7 +715,11 @@ async fn https_server(tls: &Tls) -> Server {
 fn https_spec(port: u16, ca_file: Option<PathBuf>) -> HttpSpec {
     HttpSpec {
         scheme: Scheme::Https,
-        ca_file,
+        tls: TlsSpec {
+            insecure_skip_verify: ca_file.is_none(),
+            ca_file,
+            ..TlsSpec::default()
+        },
         ..spec(port, "/secure")
     }
 }
