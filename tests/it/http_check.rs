@@ -21,7 +21,7 @@ use tokio_rustls::rustls;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A spec for `http://127.0.0.1:port/path` with every option at its default.
-fn spec(port: u16, path: &str) -> HttpSpec {
+pub(super) fn spec(port: u16, path: &str) -> HttpSpec {
     HttpSpec {
         scheme: Scheme::Http,
         host: Host {
@@ -60,18 +60,18 @@ fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
-struct Seen {
-    method: Method,
-    path: String,
-    headers: HeaderMap,
-    version: Version,
+pub(super) struct Seen {
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) headers: HeaderMap,
+    pub(super) version: Version,
 }
 
-type Handler = Arc<dyn Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync>;
+pub(super) type Handler = Arc<dyn Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync>;
 
 /// An HTTP(S) server on 127.0.0.1:0 that records requests and counts the
 /// connections it accepts; stopped on drop.
-struct Server {
+pub(super) struct Server {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -85,11 +85,13 @@ impl Drop for Server {
 }
 
 impl Server {
-    async fn start(handler: impl Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync + 'static) -> Server {
+    pub(super) async fn start(
+        handler: impl Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    ) -> Server {
         Server::start_with(None, Arc::new(handler)).await
     }
 
-    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>, handler: Handler) -> Server {
+    pub(super) async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>, handler: Handler) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -123,11 +125,11 @@ impl Server {
         }
     }
 
-    fn port(&self) -> u16 {
+    pub(super) fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(super) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
@@ -162,7 +164,7 @@ where
     }
 }
 
-fn reply(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+pub(super) fn reply(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .body(Full::new(body.into()))

@@ -14,6 +14,7 @@ mod grpc_endpoint;
 mod haproxy;
 mod hostile;
 mod http_check;
+mod http_rules;
 #[cfg(feature = "inject")]
 mod inject;
 mod kubelet_parity;
