@@ -33,7 +33,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use super::http::tls::{ALPN_H2, TlsClient};
+use super::http::tls::{ALPN_H2, TlsClient, caused_by_tls};
 use super::{Failed, Outcome, Reason, Resolver, dial, error_chain};
 use crate::config::GrpcSpec;
 
@@ -147,8 +147,15 @@ impl GrpcCheck {
                 }
                 code => {
                     let raw = raw_code.lock().expect("not poisoned").take();
+                    // With TLS 1.3 a server that refuses the client's
+                    // certificate says so after the handshake, in the call.
+                    let reason = if caused_by_tls(&status) {
+                        Reason::Tls
+                    } else {
+                        Reason::Other
+                    };
                     Outcome::failure(
-                        Reason::Other,
+                        reason,
                         format!(
                             "error: health rpc probe failed: rpc error: code = {} desc = {}",
                             code_name(code, raw),

@@ -26,5 +26,6 @@ mod reload;
 mod soak;
 mod support;
 mod thresholds;
+mod tls_checks;
 #[cfg(feature = "webhook")]
 mod webhook;

@@ -444,8 +444,14 @@ impl HttpCheck {
         let request = connection.send.adapt(request, url);
         match timeout_at(deadline, connection.send.send_request(request)).await {
             Err(_) => Err(deadline_exceeded()),
+            // With TLS 1.3 a server that refuses the client's certificate
+            // says so after the handshake, in an alert read here.
             Ok(Err(e)) => Err(Outcome::failure(
-                Reason::Other,
+                if tls::caused_by_tls(&e) {
+                    Reason::Tls
+                } else {
+                    Reason::Other
+                },
                 format!("{}: {}", self.op(url), connection.describe_head_error(&e)),
             )),
             Ok(Ok(response)) => Ok((response, connection)),

@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::client::Resumption;
 use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use tokio_rustls::rustls::crypto::{self, CryptoProvider};
 use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
@@ -71,6 +72,26 @@ impl TlsClient {
     }
 }
 
+/// Whether `e` was caused by TLS: with TLS 1.3 a server that refuses the
+/// client's certificate says so after the handshake, in an alert that
+/// reaches the client as a read error.
+pub(crate) fn caused_by_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|inner| inner as &(dyn std::error::Error + 'static));
+        if e.is::<tokio_rustls::rustls::Error>()
+            || inner.is_some_and(|i| i.is::<tokio_rustls::rustls::Error>())
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// The stamps of the CA, certificate and key files, in that order.
 fn stamps(spec: &TlsSpec) -> Vec<Stamp> {
     [&spec.ca_file, &spec.cert_file, &spec.key_file]
@@ -122,6 +143,9 @@ fn build(spec: &TlsSpec, alpn: &[&[u8]]) -> Result<ClientConfig, String> {
         _ => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // A full handshake every run, as the kubelet's transport (no session
+    // cache): a rotated server certificate is verified at once.
+    config.resumption = Resumption::disabled();
     Ok(config)
 }
 
