@@ -79,6 +79,8 @@ pub struct CheckStatus {
     pub consecutive_failures: u32,
     /// When `health` last changed.
     pub last_transition: Option<SystemTime>,
+    /// When the last successful run finished (a warning is a success).
+    pub last_success: Option<SystemTime>,
 }
 
 impl CheckStatus {
@@ -99,6 +101,7 @@ impl CheckStatus {
             consecutive_successes: 0,
             consecutive_failures: 0,
             last_transition: None,
+            last_success: None,
         }
     }
 
@@ -109,6 +112,7 @@ impl CheckStatus {
         self.last = None;
         (self.consecutive_successes, self.consecutive_failures) = (0, 0);
         self.last_transition = None;
+        self.last_success = None;
     }
 
     /// Records one run and applies the kubelet worker's hysteresis: the
@@ -127,6 +131,7 @@ impl CheckStatus {
         let next = match verdict {
             Verdict::Unknown => return None,
             v if v.is_success() => {
+                self.last_success = Some(at);
                 self.consecutive_failures = 0;
                 self.consecutive_successes = self.consecutive_successes.saturating_add(1);
                 (self.consecutive_successes >= self.timing.success_threshold).then_some(Health::Healthy)

@@ -87,6 +87,11 @@ impl Metrics {
                 "Failed runs in a row, ending with the last counted run.",
                 &["check"],
             ),
+            last_success: desc(
+                "healthproxy_check_last_success_timestamp_seconds",
+                "When the check's last successful run finished, in seconds since the epoch; absent before the first.",
+                &["check"],
+            ),
             transitions: desc(
                 "healthproxy_check_transitions_total",
                 "Changes of a check's state after thresholds, by the state changed to.",

@@ -77,6 +77,27 @@ async fn metrics_show_runs_states_reasons_and_probes() {
         Some(0.0)
     );
     assert!(metric(&m, "healthproxy_check_consecutive_failures{check=\"db\"}").unwrap() >= 1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last_success = metric(
+        &m,
+        "healthproxy_check_last_success_timestamp_seconds{check=\"web\"}",
+    )
+    .unwrap();
+    assert!(
+        (now - 60.0..=now).contains(&last_success),
+        "{last_success} is not a recent time"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "healthproxy_check_last_success_timestamp_seconds{check=\"db\"}"
+        ),
+        None,
+        "absent until the check first succeeds"
+    );
     assert_eq!(
         metric(&m, "healthproxy_check_consecutive_failures{check=\"web\"}"),
         Some(0.0)
@@ -197,7 +218,7 @@ fn promtool_accepts_the_alerting_rules() {
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("SUCCESS: 5 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 6 rules found"), "{said}");
 }
 
 /// One refused preStop hook is enough: it means an app stopped undrained.
