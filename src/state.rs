@@ -81,6 +81,8 @@ pub struct CheckStatus {
     pub last_transition: Option<SystemTime>,
     /// When the last successful run finished (a warning is a success).
     pub last_success: Option<SystemTime>,
+    /// When the certificate chain of the last TLS handshake first expires.
+    pub tls_expiry: Option<SystemTime>,
 }
 
 impl CheckStatus {
@@ -102,6 +104,7 @@ impl CheckStatus {
             consecutive_failures: 0,
             last_transition: None,
             last_success: None,
+            tls_expiry: None,
         }
     }
 
@@ -113,6 +116,7 @@ impl CheckStatus {
         (self.consecutive_successes, self.consecutive_failures) = (0, 0);
         self.last_transition = None;
         self.last_success = None;
+        self.tls_expiry = None;
     }
 
     /// Records one run and applies the kubelet worker's hysteresis: the
@@ -123,6 +127,9 @@ impl CheckStatus {
     /// it changed.
     pub fn observe(&mut self, outcome: Outcome, duration: Duration, at: SystemTime) -> Option<Health> {
         let verdict = outcome.verdict;
+        if outcome.tls_expiry.is_some() {
+            self.tls_expiry = outcome.tls_expiry;
+        }
         self.last = Some(LastRun {
             outcome,
             duration,

@@ -18,7 +18,7 @@ use std::future::{Ready, ready};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes};
 use hyper::body::{Body, Frame};
@@ -33,9 +33,14 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use super::http::expiry;
 use super::http::tls::{ALPN_H2, TlsClient, caused_by_tls};
 use super::{Failed, Outcome, Reason, Resolver, dial, error_chain};
 use crate::config::GrpcSpec;
+
+/// A ready channel, and when the certificate chain of its TLS handshake
+/// first expires.
+type Connected = (Channel, Option<SystemTime>);
 
 /// grpc-go's reconnect backoff (grpc-go `backoff.DefaultConfig`: a base
 /// delay of 1 s, multiplied by 1.6 after each attempt; the jitter is left
@@ -88,8 +93,8 @@ impl GrpcCheck {
         // A TLS failure is the one cause the kubelet's words would hide
         // from a check that asked for TLS (a CA or client certificate
         // that does not fit): its text follows theirs.
-        let channel = match self.connect(&authority, deadline).await {
-            Ok(channel) => channel,
+        let (channel, tls_expiry) = match self.connect(&authority, deadline).await {
+            Ok(pair) => pair,
             Err(last) => {
                 let mut message = format!(
                     "timeout: failed to connect service {authority:?} within {within}: context deadline exceeded"
@@ -113,7 +118,7 @@ impl GrpcCheck {
         };
         let call = async { HealthClient::new(service).check(request).await };
         let rpc_timeout = || format!("timeout: health rpc did not complete within {within}");
-        match tokio::time::timeout_at(deadline, call).await {
+        let outcome = match tokio::time::timeout_at(deadline, call).await {
             Err(_) => Outcome::failure(Reason::Timeout, rpc_timeout()),
             Ok(Ok(response)) => {
                 let status = response.into_inner().status;
@@ -164,20 +169,22 @@ impl GrpcCheck {
                     )
                 }
             },
-        }
+        };
+        outcome.with_tls_expiry(tls_expiry)
     }
 
     /// Connects, as grpc-go's blocking dial does, until a connection is
     /// ready or `deadline` passes: each attempt dials, completes the
     /// HTTP/2 handshake and waits for the server's SETTINGS frame; a failed
     /// attempt is tried again after grpc-go's backoff. The error is why
-    /// the last attempt failed.
-    async fn connect(&self, authority: &str, deadline: Instant) -> Result<Channel, Failed> {
+    /// the last attempt failed. Over TLS, the connection comes with when
+    /// the server's certificate chain first expires.
+    async fn connect(&self, authority: &str, deadline: Instant) -> Result<Connected, Failed> {
         let mut backoff = BACKOFF_BASE;
         loop {
             let attempt = Instant::now();
             let failed = match tokio::time::timeout_at(deadline, self.attempt(authority, deadline)).await {
-                Ok(Ok(channel)) => return Ok(channel),
+                Ok(Ok(connected)) => return Ok(connected),
                 Ok(Err(failed)) => failed,
                 Err(_) => Failed::new(Reason::Timeout, "the connection was not ready in time"),
             };
@@ -190,7 +197,7 @@ impl GrpcCheck {
     }
 
     /// One connection attempt.
-    async fn attempt(&self, authority: &str, deadline: Instant) -> Result<Channel, Failed> {
+    async fn attempt(&self, authority: &str, deadline: Instant) -> Result<Connected, Failed> {
         let left = deadline.saturating_duration_since(Instant::now());
         let stream = dial(&self.resolver, &self.spec.host, self.spec.port, left).await?;
         // tonic only ever sees a connected stream, so its URI stays
@@ -199,7 +206,7 @@ impl GrpcCheck {
             .and_then(|e| e.user_agent(self.spec.user_agent.as_str()))
             .map_err(|e| Failed::new(Reason::Other, error_chain(&e)))?;
         let Some(tls) = &self.tls else {
-            return ready_channel(&endpoint, stream).await;
+            return Ok((ready_channel(&endpoint, stream).await?, None));
         };
         let name = tls
             .server_name(&self.spec.host.name)
@@ -211,7 +218,8 @@ impl GrpcCheck {
             .connect(name, stream)
             .await
             .map_err(|e| Failed::new(Reason::Tls, format!("tls: {}", super::describe_io(&e))))?;
-        ready_channel(&endpoint, stream).await
+        let tls_expiry = expiry::earliest(stream.get_ref().1.peer_certificates().unwrap_or_default());
+        Ok((ready_channel(&endpoint, stream).await?, tls_expiry))
     }
 }
 

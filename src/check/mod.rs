@@ -76,6 +76,9 @@ pub struct Outcome {
     pub reason: Option<Reason>,
     /// One line, in the kubelet's words where it has some.
     pub message: String,
+    /// When the certificate chain the server presented first expires, for
+    /// a run that completed a TLS handshake.
+    pub tls_expiry: Option<std::time::SystemTime>,
 }
 
 impl Outcome {
@@ -104,7 +107,14 @@ impl Outcome {
             verdict,
             reason,
             message: one_line(&message.into()),
+            tls_expiry: None,
         }
+    }
+
+    /// The same outcome, with the expiry of the chain its handshake saw.
+    pub fn with_tls_expiry(mut self, expiry: Option<std::time::SystemTime>) -> Self {
+        self.tls_expiry = expiry;
+        self
     }
 }
 

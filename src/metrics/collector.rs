@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::UNIX_EPOCH;
 
 use prometheus::core::Desc;
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
@@ -104,6 +103,7 @@ pub(super) struct CheckFamilies {
     pub(super) failures: Desc,
     pub(super) consecutive: Desc,
     pub(super) last_success: Desc,
+    pub(super) tls_expiry: Desc,
     pub(super) transitions: Desc,
     pub(super) probe_ok: Desc,
     pub(super) draining: Desc,
@@ -190,7 +190,7 @@ impl CheckFamilies {
         );
         let (mut failures, mut consecutive, mut transitions) =
             (Vec::new(), Vec::with_capacity(n), Vec::with_capacity(2 * n));
-        let mut last_success = Vec::with_capacity(n);
+        let (mut last_success, mut tls_expiry) = (Vec::with_capacity(n), Vec::new());
         for status in &snapshot.checks {
             let s = &*status.counters;
             let name = s.name.as_str();
@@ -237,8 +237,10 @@ impl CheckFamilies {
             }
             consecutive.push(gauge(&[("check", name)], f64::from(status.consecutive_failures)));
             if let Some(at) = status.last_success {
-                let seconds = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64();
-                last_success.push(gauge(&[("check", name)], seconds));
+                last_success.push(gauge(&[("check", name)], unix_seconds(at)));
+            }
+            if let Some(at) = status.tls_expiry {
+                tls_expiry.push(gauge(&[("check", name)], unix_seconds(at)));
             }
             transitions.push(counter(
                 &[("check", name), ("to", "failed")],
@@ -274,6 +276,7 @@ impl CheckFamilies {
             family(&f.failures, MetricType::COUNTER, failures),
             family(&f.consecutive, MetricType::GAUGE, consecutive),
             family(&f.last_success, MetricType::GAUGE, last_success),
+            family(&f.tls_expiry, MetricType::GAUGE, tls_expiry),
             family(&f.transitions, MetricType::COUNTER, transitions),
             family(&f.probe_ok, MetricType::GAUGE, probe_ok),
             family(

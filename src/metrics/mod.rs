@@ -92,6 +92,11 @@ impl Metrics {
                 "When the check's last successful run finished, in seconds since the epoch; absent before the first.",
                 &["check"],
             ),
+            tls_expiry: desc(
+                "healthproxy_check_tls_cert_expiry_timestamp_seconds",
+                "When the earliest certificate of the chain the server presented at the last TLS handshake expires, in seconds since the epoch.",
+                &["check"],
+            ),
             transitions: desc(
                 "healthproxy_check_transitions_total",
                 "Changes of a check's state after thresholds, by the state changed to.",

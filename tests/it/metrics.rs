@@ -218,7 +218,7 @@ fn promtool_accepts_the_alerting_rules() {
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("SUCCESS: 6 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 7 rules found"), "{said}");
 }
 
 /// One refused preStop hook is enough: it means an app stopped undrained.

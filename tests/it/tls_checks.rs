@@ -29,6 +29,11 @@ use super::http_check::{Server, reply, spec};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// When the leaf certificates of these tests expire: 2031-05-17.
+fn expiry() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + Duration::from_secs(1_936_742_400)
+}
+
 /// A certificate authority made for one test.
 struct Ca {
     pem: String,
@@ -63,6 +68,7 @@ impl Ca {
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_string(), "app.internal".to_string()]).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
+        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
         params.extended_key_usages = vec![if client {
             ExtendedKeyUsagePurpose::ClientAuth
         } else {
@@ -199,6 +205,9 @@ async fn https_presents_the_client_certificate_a_server_requires() {
     let with = run_http(https(server.port(), mtls(&files, &server_ca, Some(&client)))).await;
     assert_eq!(with.verdict, Verdict::Success, "{with:?}");
     assert_eq!(server.seen().len(), 1);
+    // The leaf expires on 2031-05-17 (`date -u -d 2031-05-17 +%s`), before
+    // its CA.
+    assert_eq!(with.tls_expiry, Some(expiry()));
 }
 
 async fn run_http(spec: HttpSpec) -> Outcome {
@@ -373,6 +382,14 @@ async fn grpc_tls_server(
     (port, reporter, task)
 }
 
+fn assert_healthy(outcome: &Outcome) {
+    assert_eq!(
+        (outcome.verdict, outcome.message.as_str(), outcome.tls_expiry),
+        (Verdict::Success, "service healthy", Some(expiry())),
+        "{outcome:?}"
+    );
+}
+
 fn grpc(port: u16, tls: Option<TlsSpec>) -> GrpcSpec {
     GrpcSpec {
         host: Host {
@@ -399,7 +416,7 @@ async fn grpc_health_over_tls_with_a_client_certificate_and_rotation() {
         Some(mtls(&files, &server_ca, Some(&client_ca.issue("probe", true)))),
     ))
     .unwrap();
-    assert_eq!(check.run(TIMEOUT).await, Outcome::success("service healthy"));
+    assert_healthy(&check.run(TIMEOUT).await);
     reporter.set_service_status("", ServingStatus::NotServing).await;
     assert_eq!(check.run(TIMEOUT).await.reason, Some(Reason::NotServing));
     reporter.set_service_status("", ServingStatus::Serving).await;
@@ -412,13 +429,51 @@ async fn grpc_health_over_tls_with_a_client_certificate_and_rotation() {
     // tonic reports the server's alert as a bare "transport error".
     assert_eq!(check.run(TIMEOUT).await.verdict, Verdict::Failure);
     files.client(&client_ca.issue("probe, renewed", true));
-    assert_eq!(check.run(TIMEOUT).await, Outcome::success("service healthy"));
+    assert_healthy(&check.run(TIMEOUT).await);
 
     // The server rotates to a new CA: unknown until the bundle follows.
     let new_ca = Ca::new("server ca 2");
     cert.rotate(&new_ca.issue("app", false));
     assert_tls_failure(&check.run(TIMEOUT).await, "UnknownIssuer");
     files.put("ca.pem", &new_ca.pem);
-    assert_eq!(check.run(TIMEOUT).await, Outcome::success("service healthy"));
+    assert_healthy(&check.run(TIMEOUT).await);
     task.abort();
+}
+
+/// Through the binary: a client certificate from files named in the
+/// config, and the server chain's expiry in the metrics.
+#[tokio::test]
+async fn the_sidecar_presents_its_client_certificate_and_exports_the_servers_expiry() {
+    let (server_ca, client_ca) = (Ca::new("server ca"), Ca::new("client ca"));
+    let cert = Rotating::new(&server_ca.issue("app", false));
+    let server = Server::start_with(
+        Some(requiring_client_certs(cert, &client_ca, b"http/1.1")),
+        Arc::new(|_: &super::http_check::Seen| reply(200, "ok")),
+    )
+    .await;
+    let files = Files::new();
+    let tls = mtls(&files, &server_ca, Some(&client_ca.issue("probe", true)));
+    let path = |p: Option<std::path::PathBuf>| format!("{:?}", p.unwrap().display().to_string());
+    let proxy = super::support::Proxy::start(&format!(
+        r#"
+[[check]]
+name = "app"
+probes = ["readiness"]
+http = {{ scheme = "https", port = {}, path = "/healthz", ca_file = {}, cert_file = {}, key_file = {} }}
+"#,
+        server.port(),
+        path(tls.ca_file),
+        path(tls.cert_file),
+        path(tls.key_file),
+    ));
+    proxy.wait_status("/readyz", 200).await;
+    let metrics = proxy.get("/metrics").await.body;
+    assert_eq!(
+        super::support::metric(
+            &metrics,
+            "healthproxy_check_tls_cert_expiry_timestamp_seconds{check=\"app\"}"
+        ),
+        Some(1_936_742_400.0),
+        "{metrics}"
+    );
 }

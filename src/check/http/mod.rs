@@ -16,6 +16,7 @@
 //! them, so that a message reads the same before and after a probe moves
 //! from the kubelet into the sidecar.
 
+pub(crate) mod expiry;
 mod secret;
 pub(crate) mod tls;
 mod url;
@@ -261,7 +262,11 @@ impl HttpCheck {
                     continue;
                 }
             }
-            return self.judge(status, response, connection, first, deadline).await;
+            let tls_expiry = connection.tls_expiry;
+            return self
+                .judge(status, response, connection, first, deadline)
+                .await
+                .with_tls_expiry(tls_expiry);
         }
     }
 
@@ -506,9 +511,12 @@ impl HttpCheck {
             )
         })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-        Connection::handshake(Recorded::new(tls), h2, addrs)
+        let tls_expiry = expiry::earliest(tls.get_ref().1.peer_certificates().unwrap_or_default());
+        let mut connection = Connection::handshake(Recorded::new(tls), h2, addrs)
             .await
-            .map_err(other)
+            .map_err(other)?;
+        connection.tls_expiry = tls_expiry;
+        Ok(connection)
     }
 
     /// `Get "URL"`: the prefix Go's client puts on its errors
@@ -608,6 +616,8 @@ struct Connection {
     task: tokio::task::JoinHandle<()>,
     seen: Arc<Mutex<Seen>>,
     addrs: Addrs,
+    /// When the server's certificate chain first expires, over TLS.
+    tls_expiry: Option<std::time::SystemTime>,
 }
 
 /// Where a connection's requests go in, by protocol.
@@ -707,6 +717,7 @@ impl Connection {
             task,
             seen,
             addrs,
+            tls_expiry: None,
         })
     }
 
