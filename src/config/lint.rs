@@ -7,7 +7,7 @@ use std::time::Duration;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use super::{CheckConfig, CheckKind, Config, ExecSpec, TlsSpec};
+use super::{CheckConfig, CheckKind, Config, ExecSpec, SecretSource, TlsSpec};
 
 /// How long a failed pod may stay in rotation before a lint speaks up.
 const MAX_IN_ROTATION: Duration = Duration::from_secs(60);
@@ -102,6 +102,17 @@ fn check_lints(c: &CheckConfig) -> Vec<Lint> {
                     pattern.as_str()
                 ));
             }
+            for header in &h.secret_headers {
+                if let SecretSource::File(path) = &header.source
+                    && readable_by_everyone(path)
+                {
+                    warn(format!(
+                        "header_files {}: {} is readable by every user: {CHMOD}",
+                        header.name,
+                        path.display()
+                    ));
+                }
+            }
             Some(&h.tls)
         }
         CheckKind::Grpc(g) => g.tls.as_ref(),
@@ -110,11 +121,10 @@ fn check_lints(c: &CheckConfig) -> Vec<Lint> {
     if let Some(TlsSpec {
         key_file: Some(key), ..
     }) = tls
-        && let Ok(meta) = std::fs::metadata(key)
-        && meta.permissions().mode() & 0o004 != 0
+        && readable_by_everyone(key)
     {
         warn(format!(
-            "key_file {} is readable by every user: chmod o-r it (or mount the Secret with defaultMode 0400)",
+            "key_file {} is readable by every user: {CHMOD}",
             key.display()
         ));
     }
@@ -142,6 +152,15 @@ fn check_lints(c: &CheckConfig) -> Vec<Lint> {
         }
     }
     out
+}
+
+/// What to do about a secret file that every user may read.
+const CHMOD: &str = "chmod o-r it (or mount the Secret with defaultMode 0400; Kubernetes' default is 0644)";
+
+/// Whether every user may read the file at `path` (through a symlink, as
+/// a mounted Secret's files are).
+fn readable_by_everyone(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
 }
 
 /// Why an exec check's program cannot be started here, if it cannot: a

@@ -594,15 +594,18 @@ fn unset_rules_keep_the_kubelets_and_set_ones_are_kept() {
 }
 
 #[test]
-fn lints_name_patterns_that_match_anything_and_keys_anyone_can_read() {
+fn lints_name_patterns_that_match_anything_and_secret_files_anyone_can_read() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("client.key");
-    std::fs::write(&key, "").unwrap();
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (key, token) = (dir.path().join("client.key"), dir.path().join("token"));
+    for file in [&key, &token] {
+        std::fs::write(file, "").unwrap();
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
     let text = http(&format!(
-        r#"scheme = "https", body_matches = "ready|", body_not_matches = "x*", cert_file = "/c.pem", key_file = {:?}"#,
-        key.display().to_string()
+        r#"scheme = "https", body_matches = "ready|", body_not_matches = "x*", cert_file = "/c.pem", key_file = {:?}, header_files = {{ "X-Token" = {:?} }}"#,
+        key.display().to_string(),
+        token.display().to_string()
     ));
     let found: Vec<String> = lints(&parse(&text).unwrap())
         .iter()
@@ -620,12 +623,19 @@ fn lints_name_patterns_that_match_anything_and_keys_anyone_can_read() {
             .any(|l| l.starts_with("body_not_matches \"x*\" matches the empty string")),
         "{found:?}"
     );
-    assert!(
-        found.iter().any(|l| l.contains("is readable by every user")),
-        "{found:?}"
-    );
+    let readable = |found: &[String], what: &str| {
+        found
+            .iter()
+            .any(|l| l.starts_with(what) && l.contains("is readable by every user"))
+    };
+    assert!(readable(&found, "key_file "), "{found:?}");
+    assert!(readable(&found, "header_files X-Token: "), "{found:?}");
 
-    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Group-readable is how a Secret shared with the app's group is
+    // mounted: not a mistake.
+    for file in [&key, &token] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    }
     let after = lints(&parse(&text).unwrap());
     assert!(!after.iter().any(|l| l.message.contains("readable")), "{after:?}");
 }
