@@ -97,6 +97,11 @@ impl Metrics {
                 "When the earliest certificate of the chain the server presented at the last TLS handshake expires, in seconds since the epoch.",
                 &["check"],
             ),
+            http_phases: desc(
+                "healthproxy_check_http_phase_seconds",
+                "How long each phase (resolve, connect, tls, processing, transfer) of the check's last HTTP run took.",
+                &["check", "phase"],
+            ),
             transitions: desc(
                 "healthproxy_check_transitions_total",
                 "Changes of a check's state after thresholds, by the state changed to.",

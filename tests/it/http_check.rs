@@ -569,6 +569,39 @@ async fn a_server_that_never_answers_times_out() {
         .unwrap();
 }
 
+/// The phases of a run, as blackbox_exporter's
+/// `probe_http_duration_seconds{phase}`: the app's think time is
+/// `processing`, its slow body `transfer`; plain HTTP has no `tls`.
+#[tokio::test]
+async fn a_run_times_its_phases() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (think, drip) = (Duration::from_millis(200), Duration::from_millis(150));
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        read_head(&mut stream).await;
+        tokio::time::sleep(think).await;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+            .await
+            .unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(drip).await;
+        stream.write_all(b"ok").await.unwrap();
+    });
+    let started = Instant::now();
+    let outcome = HttpCheck::new(spec(port, "/")).unwrap().run(TIMEOUT).await;
+    let took = started.elapsed();
+    assert_eq!(outcome.verdict, Verdict::Success, "{outcome:?}");
+    let phases = outcome.phases.expect("an HTTP run is timed");
+    assert!(phases.processing >= think, "{phases:?}");
+    assert!(phases.transfer >= drip, "{phases:?}");
+    assert_eq!(phases.tls, Duration::ZERO, "{phases:?}");
+    let total: Duration = phases.durations().iter().sum();
+    assert!(total <= took, "{phases:?} within {took:?}");
+    assert!(phases.resolve + phases.connect < think, "{phases:?}");
+}
+
 #[tokio::test]
 async fn a_body_that_stalls_is_unknown_when_the_timeout_runs_out() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

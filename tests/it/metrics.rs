@@ -98,6 +98,20 @@ async fn metrics_show_runs_states_reasons_and_probes() {
         None,
         "absent until the check first succeeds"
     );
+    // Five phases for an HTTP check, none for a TCP one: bounded labels.
+    let phases: Vec<f64> = ["resolve", "connect", "tls", "processing", "transfer"]
+        .iter()
+        .map(|phase| {
+            let series = format!("healthproxy_check_http_phase_seconds{{check=\"web\",phase=\"{phase}\"}}");
+            metric(&m, &series).unwrap_or_else(|| panic!("{series} in {m}"))
+        })
+        .collect();
+    assert_eq!(phases[2], 0.0, "plain HTTP has no TLS phase: {phases:?}");
+    assert!(phases[3] > 0.0, "the app answered in some time: {phases:?}");
+    assert!(
+        !m.contains("healthproxy_check_http_phase_seconds{check=\"db\""),
+        "{m}"
+    );
     assert_eq!(
         metric(&m, "healthproxy_check_consecutive_failures{check=\"web\"}"),
         Some(0.0)

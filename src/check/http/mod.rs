@@ -40,7 +40,7 @@ use tokio_rustls::TlsConnector;
 use self::secret::SecretHeaders;
 use self::tls::{ALPN_H2, ALPN_HTTP, TlsClient, describe_tls};
 use self::url::Url;
-use super::{Failed, MAX_OUTPUT, Outcome, Reason, Resolver, dial, error_chain};
+use super::{Failed, MAX_OUTPUT, Outcome, Phases, Reason, Resolver, dial_timed, error_chain};
 use crate::config::{Host, HttpMethod, HttpSpec, Pattern, Scheme, StatusSet};
 
 /// The kubelet's redirect limit: the tenth redirect is refused
@@ -181,7 +181,16 @@ impl HttpCheck {
 
     /// Sends the request, follows same-host redirects, and judges the last
     /// response; everything within `timeout`, as Go's `Client.Timeout`.
+    /// The outcome carries how long each phase took.
     pub async fn run(&self, timeout: Duration) -> Outcome {
+        let mut phases = Phases::default();
+        let mut outcome = self.run_timed(timeout, &mut phases).await;
+        outcome.phases = Some(phases);
+        outcome
+    }
+
+    /// [`HttpCheck::run`], adding the time of each phase to `phases`.
+    async fn run_timed(&self, timeout: Duration, phases: &mut Phases) -> Outcome {
         let deadline = Instant::now() + timeout;
         if let Err(message) = self.secrets.refresh() {
             return Outcome::failure(Reason::Other, message);
@@ -202,7 +211,7 @@ impl HttpCheck {
             } else {
                 None
             };
-            let (response, connection) = match self.send(&url, request, reuse, deadline).await {
+            let (response, connection) = match self.send(&url, request, reuse, deadline, phases).await {
                 Ok(pair) => pair,
                 Err(outcome) => return outcome,
             };
@@ -238,7 +247,9 @@ impl HttpCheck {
                     // client.go reads a little of the redirect's body
                     // before following it, within the deadline, and
                     // ignores how that read ends.
+                    let started = Instant::now();
                     slurp(response, deadline).await;
+                    phases.transfer += started.elapsed();
                     if sent >= MAX_REDIRECTS {
                         // client.go sets the error's URL to the refused
                         // Location value.
@@ -264,7 +275,7 @@ impl HttpCheck {
             }
             let tls_expiry = connection.tls_expiry;
             return self
-                .judge(status, response, connection, first, deadline)
+                .judge(status, response, connection, first, deadline, phases)
                 .await
                 .with_tls_expiry(tls_expiry);
         }
@@ -280,9 +291,13 @@ impl HttpCheck {
         connection: Connection,
         first: bool,
         deadline: Instant,
+        phases: &mut Phases,
     ) -> Outcome {
         let (head, body) = response.into_parts();
-        let body = match read_at_most(body, deadline).await {
+        let started = Instant::now();
+        let read = read_at_most(body, deadline).await;
+        phases.transfer += started.elapsed();
+        let body = match read {
             Ok(Read::Complete(body) | Read::Truncated(body)) => body,
             // Any error but reaching the cap makes `DoHTTPProbe` return an
             // error; prober.go retries and worker.go then throws the run
@@ -399,6 +414,7 @@ impl HttpCheck {
         request: Request<Empty<Bytes>>,
         reuse: Option<Connection>,
         deadline: Instant,
+        phases: &mut Phases,
     ) -> Result<(Response<Incoming>, Connection), Outcome> {
         let deadline_exceeded = || {
             Outcome::failure(
@@ -423,7 +439,10 @@ impl HttpCheck {
                     .is_ok_and(|r| r.is_ok())
             {
                 let request = connection.send.adapt(request, url);
-                match timeout_at(deadline, connection.send.send_request(request)).await {
+                let started = Instant::now();
+                let sent = timeout_at(deadline, connection.send.send_request(request)).await;
+                phases.processing += started.elapsed();
+                match sent {
                     Err(_) => return Err(deadline_exceeded()),
                     Ok(Ok(response)) => return Ok((response, connection)),
                     // The idle connection had gone stale (the server closed
@@ -439,7 +458,7 @@ impl HttpCheck {
             };
         }
 
-        let mut connection = match timeout_at(deadline, self.connect(url, deadline)).await {
+        let mut connection = match timeout_at(deadline, self.connect(url, deadline, phases)).await {
             Err(_) => return Err(deadline_exceeded()),
             Ok(Err(Failed { reason, message })) => {
                 return Err(Outcome::failure(reason, format!("{}: {message}", self.op(url))));
@@ -447,7 +466,10 @@ impl HttpCheck {
             Ok(Ok(connection)) => connection,
         };
         let request = connection.send.adapt(request, url);
-        match timeout_at(deadline, connection.send.send_request(request)).await {
+        let started = Instant::now();
+        let sent = timeout_at(deadline, connection.send.send_request(request)).await;
+        phases.processing += started.elapsed();
+        match sent {
             Err(_) => Err(deadline_exceeded()),
             // With TLS 1.3 a server that refuses the client's certificate
             // says so after the handshake, in an alert read here.
@@ -465,7 +487,7 @@ impl HttpCheck {
 
     /// Dials `url`, with TLS for `https`, and hands the connection to a
     /// task that drives it.
-    async fn connect(&self, url: &Url, deadline: Instant) -> Result<Connection, Failed> {
+    async fn connect(&self, url: &Url, deadline: Instant, phases: &mut Phases) -> Result<Connection, Failed> {
         let other = |message: String| Failed::new(Reason::Other, message);
         let https = match url.scheme.as_str() {
             "http" => false,
@@ -487,7 +509,13 @@ impl HttpCheck {
             from_env: None,
         };
         let budget = deadline.saturating_duration_since(Instant::now()) + DIAL_SLACK;
-        let tcp = dial(&self.resolver, &host, port, budget).await?;
+        let started = Instant::now();
+        let mut resolved = None;
+        let dialed = dial_timed(&self.resolver, &host, port, budget, &mut resolved).await;
+        let (resolved, dialed_at) = (resolved.unwrap_or_else(Instant::now), Instant::now());
+        phases.resolve += resolved.saturating_duration_since(started);
+        phases.connect += dialed_at.saturating_duration_since(resolved);
+        let tcp = dialed?;
         let addrs = Addrs::of(&tcp);
         if !https {
             return Connection::handshake(Recorded::new(tcp), false, addrs)
@@ -504,7 +532,10 @@ impl HttpCheck {
             .map_err(|message| Failed::new(Reason::Tls, message))?;
         let tcp = Recorded::new(tcp);
         let seen = Arc::clone(&tcp.seen);
-        let tls = TlsConnector::from(config).connect(name, tcp).await.map_err(|e| {
+        let started = Instant::now();
+        let handshake = TlsConnector::from(config).connect(name, tcp).await;
+        phases.tls += started.elapsed();
+        let tls = handshake.map_err(|e| {
             Failed::new(
                 Reason::Tls,
                 describe_tls(&e, &seen.lock().expect("not poisoned").head),
