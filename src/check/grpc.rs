@@ -9,9 +9,12 @@
 //! a unary call takes exactly one message, and status codes are spelt as
 //! grpc-go spells them.
 //!
-//! With `tls = true` the connection is TLS first (ALPN `h2`), with the
-//! same client settings as an HTTPS check: a CA file or no verification,
-//! a client certificate, a server name, all re-read when they rotate.
+//! With `tls = true` the connection is TLS first, with the same client
+//! settings as an HTTPS check: a CA file or no verification, a client
+//! certificate, a server name, all re-read when they rotate. `tls` alone
+//! is the kubelet's alpha gRPC over TLS (KEP-4939, `tls: {mode:
+//! NoVerify}`): TLS without verification, `h2` required by ALPN as grpc-go
+//! requires it.
 
 use std::error::Error as _;
 use std::future::{Ready, ready};
@@ -218,6 +221,15 @@ impl GrpcCheck {
             .connect(name, stream)
             .await
             .map_err(|e| Failed::new(Reason::Tls, format!("tls: {}", super::describe_io(&e))))?;
+        // grpc-go's TLS credentials, which the kubelet's gRPC-over-TLS
+        // probes use (KEP-4939), refuse a server that does not select h2
+        // (grpc-go 1.67 on, `credentials/tls.go` `ClientHandshake`).
+        if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+            return Err(Failed::new(
+                Reason::Tls,
+                "credentials: cannot check peer: missing selected ALPN property",
+            ));
+        }
         let tls_expiry = expiry::earliest(stream.get_ref().1.peer_certificates().unwrap_or_default());
         Ok((ready_channel(&endpoint, stream).await?, tls_expiry))
     }

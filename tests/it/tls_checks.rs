@@ -29,6 +29,10 @@ use super::http_check::{Server, reply, spec};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The timeout of a gRPC run that is to fail to connect: it tries until
+/// the timeout.
+const FAILING: Duration = Duration::from_secs(1);
+
 /// When the leaf certificates of these tests expire: 2031-05-17.
 fn expiry() -> std::time::SystemTime {
     std::time::UNIX_EPOCH + Duration::from_secs(1_936_742_400)
@@ -124,6 +128,18 @@ fn requiring_client_certs(cert: Arc<Rotating>, clients: &Ca, alpn: &[u8]) -> Tls
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert);
     config.alpn_protocols = vec![alpn.to_vec()];
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// A TLS acceptor that presents `cert`, asks for no client certificate
+/// and offers `alpn`.
+fn serving(cert: Arc<Rotating>, alpn: &[&[u8]]) -> TlsAcceptor {
+    let mut config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(cert);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     TlsAcceptor::from(Arc::new(config))
 }
 
@@ -422,21 +438,56 @@ async fn grpc_health_over_tls_with_a_client_certificate_and_rotation() {
     reporter.set_service_status("", ServingStatus::Serving).await;
 
     // Plaintext against a TLS server fails; so does a client certificate
-    // the server does not trust, until the files are rotated.
-    let plain = GrpcCheck::new(grpc(port, None)).unwrap().run(TIMEOUT).await;
+    // the server does not trust, until the files are rotated. A failure
+    // to connect is tried again until the timeout, as the kubelet's
+    // blocking dial: a short one.
+    let plain = GrpcCheck::new(grpc(port, None)).unwrap().run(FAILING).await;
     assert_eq!(plain.verdict, Verdict::Failure, "{plain:?}");
     files.client(&stranger.issue("probe", true));
-    // tonic reports the server's alert as a bare "transport error".
-    assert_eq!(check.run(TIMEOUT).await.verdict, Verdict::Failure);
+    assert_eq!(check.run(FAILING).await.verdict, Verdict::Failure);
     files.client(&client_ca.issue("probe, renewed", true));
     assert_healthy(&check.run(TIMEOUT).await);
 
     // The server rotates to a new CA: unknown until the bundle follows.
     let new_ca = Ca::new("server ca 2");
     cert.rotate(&new_ca.issue("app", false));
-    assert_tls_failure(&check.run(TIMEOUT).await, "UnknownIssuer");
+    assert_tls_failure(&check.run(FAILING).await, "UnknownIssuer");
     files.put("ca.pem", &new_ca.pem);
     assert_healthy(&check.run(TIMEOUT).await);
+    task.abort();
+}
+
+/// The kubelet's alpha gRPC over TLS (KEP-4939): `tls` alone is TLS
+/// without verification, and a server that selects no `h2` by ALPN is
+/// refused, as grpc-go's TLS credentials refuse it.
+#[tokio::test]
+async fn grpc_tls_alone_skips_verification_and_requires_h2_by_alpn() {
+    let cert = Rotating::new(&Ca::new("a CA the check does not know").issue("app", false));
+    let no_verify = || {
+        Some(TlsSpec {
+            insecure_skip_verify: true,
+            ..TlsSpec::default()
+        })
+    };
+    let (port, reporter, task) = grpc_tls_server(serving(Arc::clone(&cert), &[b"h2"])).await;
+    reporter.set_service_status("", ServingStatus::Serving).await;
+    let check = GrpcCheck::new(grpc(port, no_verify())).unwrap();
+    assert_healthy(&check.run(TIMEOUT).await);
+    task.abort();
+
+    let (port, reporter, task) = grpc_tls_server(serving(cert, &[])).await;
+    reporter.set_service_status("", ServingStatus::Serving).await;
+    let outcome = GrpcCheck::new(grpc(port, no_verify()))
+        .unwrap()
+        .run(FAILING)
+        .await;
+    assert_tls_failure(&outcome, "missing selected ALPN property");
+    assert!(
+        outcome.message.starts_with(&format!(
+            "timeout: failed to connect service \"127.0.0.1:{port}\" within 1s: context deadline exceeded"
+        )),
+        "{outcome:?}"
+    );
     task.abort();
 }
 
