@@ -276,3 +276,57 @@ http = {{ port = {port}, header_files = {{ "X-Token" = {token:?} }}, headers = {
     }
     assert!(outputs[0].1.contains("503"), "{outputs:?}");
 }
+
+/// A reload that changes a check's rules and adds a secret header applies
+/// them from the next run on; the reload's answer and log name the check,
+/// never the secret.
+#[tokio::test]
+async fn a_reload_applies_new_rules_and_secret_headers() {
+    const SECRET: &str = "r3load-t0ken-77";
+    let server = Server::start(|seen| match seen.headers.get("x-token") {
+        Some(v) if v == SECRET => reply(200, "ok"),
+        _ => reply(401, "no token"),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, SECRET).unwrap();
+    let config = |keys: &str| {
+        format!(
+            "[reload]\nwatch = false\n[[check]]\nname = \"app\"\nprobes = [\"readiness\"]\nperiod = \"200ms\"\n\
+             failure_threshold = 1\nhttp = {{ port = {}{keys} }}\n",
+            server.port()
+        )
+    };
+    let proxy = Proxy::start(&config(""));
+    eventually(Duration::from_secs(10), "the kubelet's 401 failure", || {
+        says(&proxy, "HTTP probe failed with statuscode: 401")
+    })
+    .await;
+
+    std::fs::write(proxy.config_path(), config(", expect_status = [204]")).unwrap();
+    let reply = proxy.send("POST", "/reload", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    eventually(Duration::from_secs(10), "the status set's failure", || {
+        says(&proxy, "HTTP probe failed: status 401 not in [204]")
+    })
+    .await;
+
+    let keys = format!(
+        ", expect_status = [200], header_files = {{ \"X-Token\" = {:?} }}",
+        token.display().to_string()
+    );
+    std::fs::write(proxy.config_path(), config(&keys)).unwrap();
+    let reply = proxy.send("POST", "/reload", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("changed: app;"), "{}", reply.body);
+    proxy.wait_status("/readyz/app", 200).await;
+    assert!(!reply.body.contains(SECRET), "{}", reply.body);
+    let log = proxy.log_lines("").join("\n");
+    assert!(!log.contains(SECRET), "{log}");
+}
+
+/// Whether the check's verbose status says `text`.
+async fn says(proxy: &Proxy, text: &str) -> bool {
+    proxy.get("/readyz/app?verbose").await.body.contains(text)
+}

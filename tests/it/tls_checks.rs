@@ -528,3 +528,56 @@ http = {{ scheme = "https", port = {}, path = "/healthz", ca_file = {}, cert_fil
         "{metrics}"
     );
 }
+
+/// A reload that adds a client certificate to a running check applies it:
+/// the check is rebuilt with the new TLS settings, without a restart.
+#[tokio::test]
+async fn a_reload_that_adds_the_client_certificate_takes_effect() {
+    let (server_ca, client_ca) = (Ca::new("server ca"), Ca::new("client ca"));
+    let server = Server::start_with(
+        Some(requiring_client_certs(
+            Rotating::new(&server_ca.issue("app", false)),
+            &client_ca,
+            b"http/1.1",
+        )),
+        Arc::new(|_: &super::http_check::Seen| reply(200, "ok")),
+    )
+    .await;
+    let files = Files::new();
+    let tls = mtls(&files, &server_ca, Some(&client_ca.issue("probe", true)));
+    let path = |p: &Option<std::path::PathBuf>| format!("{:?}", p.as_ref().unwrap().display().to_string());
+    let config = |client: bool| {
+        let client = if client {
+            format!(
+                ", cert_file = {}, key_file = {}",
+                path(&tls.cert_file),
+                path(&tls.key_file)
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            "[reload]\nwatch = false\n[[check]]\nname = \"app\"\nprobes = [\"readiness\"]\nperiod = \"200ms\"\n\
+             http = {{ scheme = \"https\", port = {}, ca_file = {}{client} }}\n",
+            server.port(),
+            path(&tls.ca_file),
+        )
+    };
+    let proxy = super::support::Proxy::start(&config(false));
+    super::support::eventually(Duration::from_secs(10), "a refused certificate", || async {
+        let metrics = proxy.get("/metrics").await.body;
+        super::support::metric(
+            &metrics,
+            "healthproxy_check_failures_total{check=\"app\",reason=\"tls\"}",
+        )
+        .is_some()
+    })
+    .await;
+    assert_eq!(proxy.get("/readyz/app").await.status, 503);
+
+    std::fs::write(proxy.config_path(), config(true)).unwrap();
+    let reply = proxy.send("POST", "/reload", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(reply.body.contains("changed: app;"), "{}", reply.body);
+    proxy.wait_status("/readyz/app", 200).await;
+}
