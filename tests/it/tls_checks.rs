@@ -581,3 +581,47 @@ async fn a_reload_that_adds_the_client_certificate_takes_effect() {
     assert!(reply.body.contains("changed: app;"), "{}", reply.body);
     proxy.wait_status("/readyz/app", 200).await;
 }
+
+/// `check-config` loads every check's files as `run` would, and names
+/// every check that cannot be prepared with the line of its table: a CA
+/// file that is missing, a key that is not its certificate's.
+#[test]
+fn check_config_names_every_check_whose_files_do_not_load_with_its_line() {
+    let ca = Ca::new("client ca");
+    let files = Files::new();
+    let (a, b) = (ca.issue("a", true), ca.issue("b", true));
+    let cert = files.put("client.crt", &a.cert_pem);
+    let key = files.put("client.key", &b.key_pem);
+    let missing = files.0.path().join("no-such-ca.pem");
+    let config = files.put(
+        "hp.toml",
+        &format!(
+            "[[check]]\nname = \"missing\"\nprobes = [\"readiness\"]\n\
+             http = {{ scheme = \"https\", port = 1, ca_file = {:?} }}\n\
+             [[check]]\nname = \"mismatched\"\nprobes = [\"readiness\"]\n\
+             grpc = {{ port = 1, tls = true, cert_file = {:?}, key_file = {:?} }}\n",
+            missing.display().to_string(),
+            cert.display().to_string(),
+            key.display().to_string(),
+        ),
+    );
+    let out = std::process::Command::new(super::support::binary())
+        .arg("check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).replace(&config.display().to_string(), "FILE");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("FILE:1: check \"missing\": ca_file ") && lines[0].contains("no-such-ca.pem"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("FILE:5: check \"mismatched\": cert_file ")
+            && lines[1].contains("client.crt")
+            && lines[1].contains("client.key"),
+        "{stderr}"
+    );
+}
