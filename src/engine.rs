@@ -51,13 +51,22 @@ pub struct Engine<C = Check> {
 }
 
 impl Engine {
-    /// Prepares every check (loads CA files and the like).
-    pub fn new(configs: &[CheckConfig]) -> Result<Engine, PrepareError> {
-        let checks = configs
-            .iter()
-            .map(|c| Ok((c.clone(), Arc::new(Check::new(&c.name, &c.kind)?))))
-            .collect::<Result<_, PrepareError>>()?;
-        Ok(Engine { checks })
+    /// Prepares every check (loads CA files and the like). The error lists
+    /// every check that cannot be prepared, with the line of its table.
+    pub fn new(configs: &[CheckConfig]) -> Result<Engine, Vec<(usize, PrepareError)>> {
+        let mut checks = Vec::with_capacity(configs.len());
+        let mut errors = Vec::new();
+        for c in configs {
+            match Check::new(&c.name, &c.kind) {
+                Ok(check) => checks.push((c.clone(), Arc::new(check))),
+                Err(e) => errors.push((c.line, e)),
+            }
+        }
+        if errors.is_empty() {
+            Ok(Engine { checks })
+        } else {
+            Err(errors)
+        }
     }
 }
 

@@ -82,18 +82,35 @@ pub struct App {
 /// Why a valid config does not make an application.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// A check cannot be prepared (a CA file that does not load).
-    #[error(transparent)]
-    Check(#[from] PrepareError),
+    /// Checks that cannot be prepared (a CA file that does not load, a key
+    /// that is not its certificate's), each with the line of its table.
+    #[error("{}", .0.iter().map(|(line, e)| format!("line {line}: {e}")).collect::<Vec<_>>().join("; "))]
+    Checks(Vec<(usize, PrepareError)>),
     /// `drain.token_file` cannot be read, or is empty.
     #[error("{0}")]
     Token(String),
 }
 
+impl BuildError {
+    /// As `check-config` prints it for the file `origin`: one line for
+    /// each check that cannot be prepared, `FILE:LINE: check "NAME": ...`,
+    /// as config errors and lints are printed.
+    pub fn for_file(&self, origin: &str) -> String {
+        match self {
+            BuildError::Checks(errors) => errors
+                .iter()
+                .map(|(line, e)| format!("{origin}:{line}: {e}"))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            BuildError::Token(message) => format!("{origin}: {message}"),
+        }
+    }
+}
+
 impl App {
     /// Prepares every check of `config` and reads its token file.
     pub fn build(config: Config) -> Result<App, BuildError> {
-        let engine = Engine::new(&config.checks)?;
+        let engine = Engine::new(&config.checks).map_err(BuildError::Checks)?;
         let token = config
             .drain
             .token_file
@@ -122,7 +139,7 @@ impl App {
         if let Some(listen) = listen {
             config.listen = listen;
         }
-        let mut app = App::build(config).map_err(|e| format!("{origin}: {e}"))?;
+        let mut app = App::build(config).map_err(|e| e.for_file(&origin))?;
         app.source = Some(reload::Source {
             path: path.to_path_buf(),
             listen,

@@ -79,6 +79,10 @@ pub struct CheckStatus {
     pub consecutive_failures: u32,
     /// When `health` last changed.
     pub last_transition: Option<SystemTime>,
+    /// When the last successful run finished (a warning is a success).
+    pub last_success: Option<SystemTime>,
+    /// When the certificate chain of the last TLS handshake first expires.
+    pub tls_expiry: Option<SystemTime>,
 }
 
 impl CheckStatus {
@@ -99,6 +103,8 @@ impl CheckStatus {
             consecutive_successes: 0,
             consecutive_failures: 0,
             last_transition: None,
+            last_success: None,
+            tls_expiry: None,
         }
     }
 
@@ -109,6 +115,8 @@ impl CheckStatus {
         self.last = None;
         (self.consecutive_successes, self.consecutive_failures) = (0, 0);
         self.last_transition = None;
+        self.last_success = None;
+        self.tls_expiry = None;
     }
 
     /// Records one run and applies the kubelet worker's hysteresis: the
@@ -119,6 +127,9 @@ impl CheckStatus {
     /// it changed.
     pub fn observe(&mut self, outcome: Outcome, duration: Duration, at: SystemTime) -> Option<Health> {
         let verdict = outcome.verdict;
+        if outcome.tls_expiry.is_some() {
+            self.tls_expiry = outcome.tls_expiry;
+        }
         self.last = Some(LastRun {
             outcome,
             duration,
@@ -127,6 +138,7 @@ impl CheckStatus {
         let next = match verdict {
             Verdict::Unknown => return None,
             v if v.is_success() => {
+                self.last_success = Some(at);
                 self.consecutive_failures = 0;
                 self.consecutive_successes = self.consecutive_successes.saturating_add(1);
                 (self.consecutive_successes >= self.timing.success_threshold).then_some(Health::Healthy)

@@ -8,29 +8,42 @@
 //! has arrived, a response must be `application/grpc` with HTTP status 200,
 //! a unary call takes exactly one message, and status codes are spelt as
 //! grpc-go spells them.
+//!
+//! With `tls = true` the connection is TLS first, with the same client
+//! settings as an HTTPS check: a CA file or no verification, a client
+//! certificate, a server name, all re-read when they rotate. `tls` alone
+//! is the kubelet's alpha gRPC over TLS (KEP-4939, `tls: {mode:
+//! NoVerify}`): TLS without verification, `h2` required by ALPN as grpc-go
+//! requires it.
 
 use std::error::Error as _;
 use std::future::{Ready, ready};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, Bytes};
 use hyper::body::{Body, Frame};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use super::http::expiry;
+use super::http::tls::{ALPN_H2, TlsClient, caused_by_tls};
 use super::{Failed, Outcome, Reason, Resolver, dial, error_chain};
 use crate::config::GrpcSpec;
+
+/// A ready channel, and when the certificate chain of its TLS handshake
+/// first expires.
+type Connected = (Channel, Option<SystemTime>);
 
 /// grpc-go's reconnect backoff (grpc-go `backoff.DefaultConfig`: a base
 /// delay of 1 s, multiplied by 1.6 after each attempt; the jitter is left
@@ -46,16 +59,23 @@ const MAX_MESSAGE: usize = 4 << 20;
 #[derive(Debug)]
 pub struct GrpcCheck {
     spec: GrpcSpec,
+    /// The TLS client settings, when the call goes over TLS.
+    tls: Option<Box<TlsClient>>,
     resolver: Resolver,
 }
 
 impl GrpcCheck {
-    /// Prepares the check.
-    pub fn new(spec: GrpcSpec) -> Self {
-        GrpcCheck {
+    /// Prepares the check, loading its TLS files if it has any.
+    pub fn new(spec: GrpcSpec) -> Result<Self, String> {
+        let tls = match &spec.tls {
+            Some(tls) => Some(Box::new(TlsClient::new(tls.clone(), &[ALPN_H2])?)),
+            None => None,
+        };
+        Ok(GrpcCheck {
             spec,
+            tls,
             resolver: Resolver::default(),
-        }
+        })
     }
 
     /// Connects and calls `Check` once; one deadline, `timeout` from now,
@@ -73,15 +93,19 @@ impl GrpcCheck {
         // long as the kubelet's, and a server that comes up within the
         // timeout is reached as the kubelet would reach it.
         // The metrics' reason is that of the last attempt (refused, DNS...).
-        let channel = match self.connect(&authority, deadline).await {
-            Ok(channel) => channel,
-            Err(reason) => {
-                return Outcome::failure(
-                    reason,
-                    format!(
-                        "timeout: failed to connect service {authority:?} within {within}: context deadline exceeded"
-                    ),
+        // A TLS failure is the one cause the kubelet's words would hide
+        // from a check that asked for TLS (a CA or client certificate
+        // that does not fit): its text follows theirs.
+        let (channel, tls_expiry) = match self.connect(&authority, deadline).await {
+            Ok(pair) => pair,
+            Err(last) => {
+                let mut message = format!(
+                    "timeout: failed to connect service {authority:?} within {within}: context deadline exceeded"
                 );
+                if last.reason == Reason::Tls {
+                    message = format!("{message} (last attempt: {})", last.message);
+                }
+                return Outcome::failure(last.reason, message);
             }
         };
 
@@ -97,7 +121,7 @@ impl GrpcCheck {
         };
         let call = async { HealthClient::new(service).check(request).await };
         let rpc_timeout = || format!("timeout: health rpc did not complete within {within}");
-        match tokio::time::timeout_at(deadline, call).await {
+        let outcome = match tokio::time::timeout_at(deadline, call).await {
             Err(_) => Outcome::failure(Reason::Timeout, rpc_timeout()),
             Ok(Ok(response)) => {
                 let status = response.into_inner().status;
@@ -131,8 +155,15 @@ impl GrpcCheck {
                 }
                 code => {
                     let raw = raw_code.lock().expect("not poisoned").take();
+                    // With TLS 1.3 a server that refuses the client's
+                    // certificate says so after the handshake, in the call.
+                    let reason = if caused_by_tls(&status) {
+                        Reason::Tls
+                    } else {
+                        Reason::Other
+                    };
                     Outcome::failure(
-                        Reason::Other,
+                        reason,
                         format!(
                             "error: health rpc probe failed: rpc error: code = {} desc = {}",
                             code_name(code, raw),
@@ -141,52 +172,87 @@ impl GrpcCheck {
                     )
                 }
             },
-        }
+        };
+        outcome.with_tls_expiry(tls_expiry)
     }
 
     /// Connects, as grpc-go's blocking dial does, until a connection is
     /// ready or `deadline` passes: each attempt dials, completes the
     /// HTTP/2 handshake and waits for the server's SETTINGS frame; a failed
-    /// attempt is tried again after grpc-go's backoff. The error is the
-    /// reason the last attempt failed.
-    async fn connect(&self, authority: &str, deadline: Instant) -> Result<Channel, Reason> {
+    /// attempt is tried again after grpc-go's backoff. The error is why
+    /// the last attempt failed. Over TLS, the connection comes with when
+    /// the server's certificate chain first expires.
+    async fn connect(&self, authority: &str, deadline: Instant) -> Result<Connected, Failed> {
         let mut backoff = BACKOFF_BASE;
         loop {
             let attempt = Instant::now();
-            let reason = match tokio::time::timeout_at(deadline, self.attempt(authority, deadline)).await {
-                Ok(Ok(channel)) => return Ok(channel),
-                Ok(Err(failed)) => failed.reason,
-                Err(_) => Reason::Timeout,
+            let failed = match tokio::time::timeout_at(deadline, self.attempt(authority, deadline)).await {
+                Ok(Ok(connected)) => return Ok(connected),
+                Ok(Err(failed)) => failed,
+                Err(_) => Failed::new(Reason::Timeout, "the connection was not ready in time"),
             };
             tokio::time::sleep_until((attempt + backoff).min(deadline)).await;
             if Instant::now() >= deadline {
-                return Err(reason);
+                return Err(failed);
             }
             backoff = backoff.mul_f64(BACKOFF_MULTIPLIER);
         }
     }
 
     /// One connection attempt.
-    async fn attempt(&self, authority: &str, deadline: Instant) -> Result<Channel, Failed> {
+    async fn attempt(&self, authority: &str, deadline: Instant) -> Result<Connected, Failed> {
         let left = deadline.saturating_duration_since(Instant::now());
         let stream = dial(&self.resolver, &self.spec.host, self.spec.port, left).await?;
-        let (stream, mut settings) = Preface::new(stream);
+        // tonic only ever sees a connected stream, so its URI stays
+        // `http`: the TLS is done here, by the check's own settings.
         let endpoint = Endpoint::from_shared(format!("http://{authority}"))
             .and_then(|e| e.user_agent(self.spec.user_agent.as_str()))
             .map_err(|e| Failed::new(Reason::Other, error_chain(&e)))?;
-        let channel = endpoint
-            .connect_with_connector(Dialed(Some(stream)))
+        let Some(tls) = &self.tls else {
+            return Ok((ready_channel(&endpoint, stream).await?, None));
+        };
+        let name = tls
+            .server_name(&self.spec.host.name)
+            .map_err(|message| Failed::new(Reason::Tls, message))?;
+        let config = tls
+            .config()
+            .map_err(|message| Failed::new(Reason::Tls, message))?;
+        let stream = TlsConnector::from(config)
+            .connect(name, stream)
             .await
-            .map_err(|e| Failed::new(Reason::Other, error_chain(&e)))?;
-        // grpc-go's transport is not ready before the server preface (a
-        // SETTINGS frame) has been read (grpc-go `http2_client.go`).
-        match settings.wait_for(|s| *s != PrefaceState::Pending).await {
-            Ok(s) if *s == PrefaceState::Settings => Ok(channel),
-            _ => Err(Failed::new(
-                Reason::Other,
-                "the server did not send an HTTP/2 SETTINGS frame",
-            )),
+            .map_err(|e| Failed::new(Reason::Tls, format!("tls: {}", super::describe_io(&e))))?;
+        // grpc-go's TLS credentials, which the kubelet's gRPC-over-TLS
+        // probes use (KEP-4939), refuse a server that does not select h2
+        // (grpc-go 1.67 on, `credentials/tls.go` `ClientHandshake`).
+        if stream.get_ref().1.alpn_protocol() != Some(ALPN_H2) {
+            return Err(Failed::new(
+                Reason::Tls,
+                "credentials: cannot check peer: missing selected ALPN property",
+            ));
         }
+        let tls_expiry = expiry::earliest(stream.get_ref().1.peer_certificates().unwrap_or_default());
+        Ok((ready_channel(&endpoint, stream).await?, tls_expiry))
+    }
+}
+
+/// Completes the HTTP/2 handshake on `stream` and waits, as grpc-go's
+/// transport does, for the server preface (a SETTINGS frame; grpc-go
+/// `http2_client.go`) before the connection counts as ready.
+async fn ready_channel<S>(endpoint: &Endpoint, stream: S) -> Result<Channel, Failed>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (stream, mut settings) = Preface::new(stream);
+    let channel = endpoint
+        .connect_with_connector(Dialed(Some(stream)))
+        .await
+        .map_err(|e| Failed::new(Reason::Other, error_chain(&e)))?;
+    match settings.wait_for(|s| *s != PrefaceState::Pending).await {
+        Ok(s) if *s == PrefaceState::Settings => Ok(channel),
+        _ => Err(Failed::new(
+            Reason::Other,
+            "the server did not send an HTTP/2 SETTINGS frame",
+        )),
     }
 }
 
@@ -281,14 +347,14 @@ enum PrefaceState {
 }
 
 /// A stream that watches the first frame the server sends.
-struct Preface {
-    inner: TcpStream,
+struct Preface<S> {
+    inner: S,
     head: Vec<u8>,
     state: watch::Sender<PrefaceState>,
 }
 
-impl Preface {
-    fn new(inner: TcpStream) -> (Preface, watch::Receiver<PrefaceState>) {
+impl<S> Preface<S> {
+    fn new(inner: S) -> (Preface<S>, watch::Receiver<PrefaceState>) {
         let (state, rx) = watch::channel(PrefaceState::Pending);
         (
             Preface {
@@ -304,7 +370,7 @@ impl Preface {
 /// The type of an HTTP/2 SETTINGS frame (RFC 9113 §6.5).
 const FRAME_SETTINGS: u8 = 0x4;
 
-impl AsyncRead for Preface {
+impl<S: AsyncRead + Unpin> AsyncRead for Preface<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -340,7 +406,7 @@ impl AsyncRead for Preface {
     }
 }
 
-impl AsyncWrite for Preface {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Preface<S> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
     }
@@ -357,10 +423,13 @@ impl AsyncWrite for Preface {
 /// A connector that hands tonic the stream [`dial`] opened, so the dial
 /// has the same bounds and messages as every other network check. A
 /// second connection attempt (tonic reconnecting) fails.
-struct Dialed(Option<Preface>);
+struct Dialed<S>(Option<Preface<S>>);
 
-impl tower::Service<Uri> for Dialed {
-    type Response = TokioIo<Preface>;
+impl<S> tower::Service<Uri> for Dialed<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    type Response = TokioIo<Preface<S>>;
     type Error = std::io::Error;
     type Future = Ready<Result<Self::Response, Self::Error>>;
 

@@ -15,7 +15,7 @@ use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::CheckKind;
+use crate::config::{CheckKind, HttpSpec};
 
 pub use exec::{ExecCheck, become_subreaper, kill_orphans, reap_orphans};
 pub use file::FileCheck;
@@ -76,6 +76,45 @@ pub struct Outcome {
     pub reason: Option<Reason>,
     /// One line, in the kubelet's words where it has some.
     pub message: String,
+    /// When the certificate chain the server presented first expires, for
+    /// a run that completed a TLS handshake.
+    pub tls_expiry: Option<std::time::SystemTime>,
+    /// How long each phase of an HTTP run took.
+    pub phases: Option<Phases>,
+}
+
+/// How long each phase of an HTTP run took, as blackbox_exporter's
+/// `probe_http_duration_seconds{phase}`: each phase summed over the hops of
+/// the run (a followed redirect adds a second request); a phase the run
+/// never reached, or skipped (a reused connection, plain HTTP), stays zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Phases {
+    /// Looking the host name up (zero for an IP address).
+    pub resolve: Duration,
+    /// The TCP connect.
+    pub connect: Duration,
+    /// The TLS handshake.
+    pub tls: Duration,
+    /// From sending the request to the response head: the app's time.
+    pub processing: Duration,
+    /// Reading the body (at most 10 KiB of it).
+    pub transfer: Duration,
+}
+
+impl Phases {
+    /// The `phase` label values, in the order of [`Phases::durations`].
+    pub const NAMES: [&'static str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
+
+    /// The durations, in the order of [`Phases::NAMES`].
+    pub fn durations(&self) -> [Duration; 5] {
+        [
+            self.resolve,
+            self.connect,
+            self.tls,
+            self.processing,
+            self.transfer,
+        ]
+    }
 }
 
 impl Outcome {
@@ -104,7 +143,15 @@ impl Outcome {
             verdict,
             reason,
             message: one_line(&message.into()),
+            tls_expiry: None,
+            phases: None,
         }
+    }
+
+    /// The same outcome, with the expiry of the chain its handshake saw.
+    pub fn with_tls_expiry(mut self, expiry: Option<std::time::SystemTime>) -> Self {
+        self.tls_expiry = expiry;
+        self
     }
 }
 
@@ -197,10 +244,12 @@ impl Check {
             message,
         };
         Ok(match kind {
-            CheckKind::Http(spec) => Check::Http(Box::new(HttpCheck::new(spec.clone()).map_err(err)?)),
+            CheckKind::Http(spec) => {
+                Check::Http(Box::new(HttpCheck::new(HttpSpec::clone(spec)).map_err(err)?))
+            }
             CheckKind::Tcp(spec) => Check::Tcp(TcpCheck::new(spec.clone())),
             CheckKind::Exec(spec) => Check::Exec(ExecCheck::new(spec.clone())),
-            CheckKind::Grpc(spec) => Check::Grpc(GrpcCheck::new(spec.clone())),
+            CheckKind::Grpc(spec) => Check::Grpc(GrpcCheck::new(spec.clone()).map_err(err)?),
             CheckKind::File(spec) => Check::File(FileCheck::new(spec.clone())),
         })
     }
@@ -354,12 +403,24 @@ pub(crate) async fn dial(
     port: u16,
     timeout: Duration,
 ) -> Result<tokio::net::TcpStream, Failed> {
+    dial_timed(resolver, host, port, timeout, &mut None).await
+}
+
+/// [`dial`], noting in `resolved` when the name lookup ended.
+pub(crate) async fn dial_timed(
+    resolver: &Resolver,
+    host: &crate::config::Host,
+    port: u16,
+    timeout: Duration,
+    resolved: &mut Option<tokio::time::Instant>,
+) -> Result<tokio::net::TcpStream, Failed> {
     let authority = host.authority(port);
     let connect = async {
         let addrs = resolver
             .lookup(&host.name)
             .await
             .map_err(|e| Failed::new(Reason::Dns, format!("lookup {}: {e}", host.name)))?;
+        *resolved = Some(tokio::time::Instant::now());
         let mut last = Failed::new(Reason::Dns, format!("lookup {}: no addresses", host.name));
         for ip in addrs {
             match tokio::net::TcpStream::connect((ip, port)).await {

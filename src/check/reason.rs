@@ -22,15 +22,19 @@ pub enum Reason {
     NotServing,
     /// A heartbeat file too old or missing.
     Stale,
-    /// A response body without the expected text.
+    /// A response body without the expected text (`body_contains`).
     Output,
+    /// A response body that breaks `body_matches` or `body_not_matches`.
+    Body,
+    /// A response header missing or not matching `header_matches`.
+    Header,
     /// Anything else.
     Other,
 }
 
 impl Reason {
     /// Every reason, in declaration order: `reason as usize` indexes it.
-    pub(crate) const ALL: [Reason; 10] = [
+    pub(crate) const ALL: [Reason; 12] = [
         Reason::Timeout,
         Reason::Refused,
         Reason::Dns,
@@ -40,6 +44,8 @@ impl Reason {
         Reason::NotServing,
         Reason::Stale,
         Reason::Output,
+        Reason::Body,
+        Reason::Header,
         Reason::Other,
     ];
 
@@ -55,6 +61,8 @@ impl Reason {
             Reason::NotServing => "not_serving",
             Reason::Stale => "stale",
             Reason::Output => "output",
+            Reason::Body => "body",
+            Reason::Header => "header",
             Reason::Other => "other",
         }
     }

@@ -160,7 +160,10 @@ fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
         push(format!("tcp {t}"), CheckKind::Tcp(TcpSpec { host, port }))?;
     }
     for u in &args.http {
-        push(format!("http {u}"), CheckKind::Http(HttpSpec::from_url(u)?))?;
+        push(
+            format!("http {u}"),
+            CheckKind::Http(Box::new(HttpSpec::from_url(u)?)),
+        )?;
     }
     for g in &args.grpc {
         let (addr, service) = g.split_once('/').unwrap_or((g, ""));
@@ -170,6 +173,7 @@ fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
             port,
             service: service.to_string(),
             user_agent: kube_probe_user_agent(DEFAULT_KUBELET_VERSION),
+            tls: None,
         };
         push(format!("grpc {g}"), CheckKind::Grpc(spec))?;
     }

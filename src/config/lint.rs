@@ -7,7 +7,7 @@ use std::time::Duration;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use super::{CheckConfig, CheckKind, Config, ExecSpec};
+use super::{CheckConfig, CheckKind, Config, ExecSpec, SecretSource, TlsSpec};
 
 /// How long a failed pod may stay in rotation before a lint speaks up.
 const MAX_IN_ROTATION: Duration = Duration::from_secs(60);
@@ -79,6 +79,55 @@ fn check_lints(c: &CheckConfig) -> Vec<Lint> {
             "{missing}: every run is Unknown, which moves no threshold (the kubelet throws away an exec probe that cannot start, too), so {consequence}"
         ));
     }
+    let tls = match &c.kind {
+        CheckKind::Http(h) => {
+            let patterns = h
+                .body_matches
+                .iter()
+                .map(|p| ("body_matches", p))
+                .chain(h.header_matches.iter().map(|(_, p)| ("header_matches", p)));
+            for (key, pattern) in patterns {
+                if pattern.is_match(b"") {
+                    warn(format!(
+                        "{key} {:?} matches the empty string, so it matches anything: anchor it or make it longer",
+                        pattern.as_str()
+                    ));
+                }
+            }
+            if let Some(pattern) = &h.body_not_matches
+                && pattern.is_match(b"")
+            {
+                warn(format!(
+                    "body_not_matches {:?} matches the empty string, so every run fails",
+                    pattern.as_str()
+                ));
+            }
+            for header in &h.secret_headers {
+                if let SecretSource::File(path) = &header.source
+                    && readable_by_everyone(path)
+                {
+                    warn(format!(
+                        "header_files {}: {} is readable by every user: {CHMOD}",
+                        header.name,
+                        path.display()
+                    ));
+                }
+            }
+            Some(&h.tls)
+        }
+        CheckKind::Grpc(g) => g.tls.as_ref(),
+        _ => None,
+    };
+    if let Some(TlsSpec {
+        key_file: Some(key), ..
+    }) = tls
+        && readable_by_everyone(key)
+    {
+        warn(format!(
+            "key_file {} is readable by every user: {CHMOD}",
+            key.display()
+        ));
+    }
     let t = &c.timing;
     if t.timeout >= t.period {
         warn(format!(
@@ -103,6 +152,15 @@ fn check_lints(c: &CheckConfig) -> Vec<Lint> {
         }
     }
     out
+}
+
+/// What to do about a secret file that every user may read.
+const CHMOD: &str = "chmod o-r it (or mount the Secret with defaultMode 0400; Kubernetes' default is 0644)";
+
+/// Whether every user may read the file at `path` (through a symlink, as
+/// a mounted Secret's files are).
+fn readable_by_everyone(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
 }
 
 /// Why an exec check's program cannot be started here, if it cannot: a

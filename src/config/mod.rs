@@ -7,6 +7,7 @@
 
 mod lint;
 mod raw;
+mod rules;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 pub use lint::{Lint, lints, missing_program};
 pub use raw::parse_duration;
+pub use rules::{Pattern, SecretHeader, SecretSource, StatusSet, TlsSpec};
 
 /// Kubelet default for `initialDelaySeconds` (kubelet-semantics §3.1).
 pub const DEFAULT_INITIAL_DELAY: Duration = Duration::ZERO;
@@ -306,7 +308,7 @@ impl ProbeSet {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckKind {
     /// An HTTP or HTTPS request.
-    Http(HttpSpec),
+    Http(Box<HttpSpec>),
     /// A TCP connect.
     Tcp(TcpSpec),
     /// A command, run without a shell.
@@ -434,12 +436,22 @@ pub struct HttpSpec {
     pub keep_alive: bool,
     /// The (first 10 KiB of the) body must contain this text.
     pub body_contains: Option<String>,
-    /// Verify the server certificate against this CA bundle (PEM). Without
-    /// it HTTPS skips verification, as the kubelet.
-    pub ca_file: Option<PathBuf>,
     /// The `User-Agent` sent unless `headers` has one: the kubelet's
     /// `kube-probe/1.<minor>`.
     pub user_agent: String,
+    /// The statuses that pass; the kubelet's 200–399 by default.
+    pub expect_status: Option<StatusSet>,
+    /// The (first 10 KiB of the) body must match this pattern.
+    pub body_matches: Option<Pattern>,
+    /// The (first 10 KiB of the) body must not match this pattern.
+    pub body_not_matches: Option<Pattern>,
+    /// Response headers that must be present and match, by name.
+    pub header_matches: Vec<(String, Pattern)>,
+    /// Request headers whose values are secrets, from files or the
+    /// environment.
+    pub secret_headers: Vec<SecretHeader>,
+    /// TLS client settings for `https` hops.
+    pub tls: TlsSpec,
 }
 
 impl HttpSpec {
@@ -476,8 +488,16 @@ impl HttpSpec {
             headers: Vec::new(),
             keep_alive: false,
             body_contains: None,
-            ca_file: None,
             user_agent: kube_probe_user_agent(DEFAULT_KUBELET_VERSION),
+            expect_status: None,
+            body_matches: None,
+            body_not_matches: None,
+            header_matches: Vec::new(),
+            secret_headers: Vec::new(),
+            tls: TlsSpec {
+                insecure_skip_verify: true,
+                ..TlsSpec::default()
+            },
         })
     }
 
@@ -523,6 +543,9 @@ pub struct GrpcSpec {
     /// The `User-Agent` of the call (grpc-go appends its own
     /// `grpc-go/<version>`; this sidecar's client, tonic, likewise).
     pub user_agent: String,
+    /// TLS client settings when the call goes over TLS; plaintext HTTP/2
+    /// (h2c) otherwise, as the kubelet.
+    pub tls: Option<TlsSpec>,
 }
 
 /// A `file = { ... }` handler.

@@ -94,7 +94,20 @@ struct RawHttp {
     #[serde(default)]
     keep_alive: bool,
     body_contains: Option<String>,
+    expect_status: Option<Spanned<Vec<toml::Value>>>,
+    body_matches: Option<Spanned<String>>,
+    body_not_matches: Option<Spanned<String>>,
+    #[serde(default)]
+    header_matches: BTreeMap<String, String>,
+    #[serde(default)]
+    header_files: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    header_env: BTreeMap<String, String>,
     ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    server_name: Option<String>,
+    insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -121,6 +134,13 @@ struct RawGrpc {
     #[serde(default)]
     service: String,
     user_agent: Option<String>,
+    #[serde(default)]
+    tls: bool,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    server_name: Option<String>,
+    insecure_skip_verify: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -845,28 +865,129 @@ fn validate_kind(
             errors.push(at("http.path"), span, format!("{path:?} must start with '/'"));
             return None;
         }
-        if h.scheme == Some(Scheme::Http) && h.ca_file.is_some() {
-            errors.push(
-                at("http.ca_file"),
-                span.clone(),
-                "only applies to scheme = \"https\"",
-            );
+        let raw_tls = RawTls {
+            ca_file: &h.ca_file,
+            cert_file: &h.cert_file,
+            key_file: &h.key_file,
+            server_name: &h.server_name,
+            insecure_skip_verify: h.insecure_skip_verify,
+        };
+        if h.scheme != Some(Scheme::Https) {
+            for key in raw_tls.keys_set() {
+                errors.push(
+                    at(&format!("http.{key}")),
+                    span.clone(),
+                    "only applies to scheme = \"https\"",
+                );
+            }
         }
+        let tls = raw_tls.validate("http", &at, &span, errors);
         check_port(&h.port, &at("http.port"), errors);
-        for name in h.headers.keys() {
+        let names = (h.headers.keys().map(|n| ("headers", n)))
+            .chain(h.header_matches.keys().map(|n| ("header_matches", n)))
+            .chain(h.header_files.keys().map(|n| ("header_files", n)))
+            .chain(h.header_env.keys().map(|n| ("header_env", n)));
+        for (key, name) in names {
             if name.is_empty()
                 || !name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
             {
                 errors.push(
-                    at("http.headers"),
+                    at(&format!("http.{key}")),
                     span.clone(),
                     format!("{name:?} is not a valid header name"),
                 );
             }
         }
-        return Some(CheckKind::Http(HttpSpec {
+        let mut secret_headers = Vec::new();
+        for (name, path) in &h.header_files {
+            secret_headers.push(SecretHeader {
+                name: name.clone(),
+                source: SecretSource::File(path.clone()),
+            });
+        }
+        for (name, var) in &h.header_env {
+            match env.var(var) {
+                Some(value) => secret_headers.push(SecretHeader {
+                    name: name.clone(),
+                    source: SecretSource::Env {
+                        var: var.clone(),
+                        value,
+                    },
+                }),
+                None => errors.push(
+                    at("http.header_env"),
+                    span.clone(),
+                    format!("{name}: the environment variable {var} is not set"),
+                ),
+            }
+        }
+        for name in &secret_headers {
+            let twice = h.headers.keys().any(|n| n.eq_ignore_ascii_case(&name.name))
+                || secret_headers
+                    .iter()
+                    .filter(|o| o.name.eq_ignore_ascii_case(&name.name))
+                    .count()
+                    > 1;
+            if twice {
+                errors.push(
+                    at("http.header_files"),
+                    span.clone(),
+                    format!(
+                        "{} is set more than once (headers, header_files, header_env)",
+                        name.name
+                    ),
+                );
+                break;
+            }
+        }
+        let mut pattern = |key: &str, text: &Spanned<String>| match Pattern::new(text.get_ref()) {
+            Ok(p) => Some(p),
+            Err(message) => {
+                errors.push(at(&format!("http.{key}")), text.span(), message);
+                None
+            }
+        };
+        let body_matches = h.body_matches.as_ref().and_then(|t| pattern("body_matches", t));
+        let body_not_matches = h
+            .body_not_matches
+            .as_ref()
+            .and_then(|t| pattern("body_not_matches", t));
+        let mut header_matches = Vec::new();
+        for (name, text) in &h.header_matches {
+            let text = Spanned::new(span.clone(), text.clone());
+            if let Some(p) = pattern("header_matches", &text) {
+                header_matches.push((name.clone(), p));
+            }
+        }
+        let reads_body =
+            h.body_contains.is_some() || h.body_matches.is_some() || h.body_not_matches.is_some();
+        if reads_body && h.method == Some(HttpMethod::Head) {
+            errors.push(
+                at("http.method"),
+                span.clone(),
+                "HEAD reads no body: body_contains, body_matches and body_not_matches need GET",
+            );
+        }
+        let expect_status = h.expect_status.as_ref().and_then(|list| {
+            let mut ranges = Vec::new();
+            for entry in list.get_ref() {
+                match StatusSet::parse_entry(entry) {
+                    Ok(r) => ranges.push(r),
+                    Err(message) => errors.push(at("http.expect_status"), list.span(), message),
+                }
+            }
+            if list.get_ref().is_empty() {
+                errors.push(
+                    at("http.expect_status"),
+                    list.span(),
+                    "lists no status: every response would fail",
+                );
+            }
+            (ranges.len() == list.get_ref().len() && !ranges.is_empty()).then(|| StatusSet::new(ranges))
+        });
+        return Some(CheckKind::Http(Box::new(HttpSpec {
             scheme: h.scheme.unwrap_or(Scheme::Http),
             host: host?,
             port: *h.port.get_ref(),
@@ -875,9 +996,14 @@ fn validate_kind(
             headers: h.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             keep_alive: h.keep_alive,
             body_contains: h.body_contains.clone(),
-            ca_file: h.ca_file.clone(),
             user_agent: user_agent.to_string(),
-        }));
+            expect_status,
+            body_matches,
+            body_not_matches,
+            header_matches,
+            secret_headers,
+            tls: tls?,
+        })));
     }
     if let Some(t) = &c.tcp {
         let t = t.get_ref();
@@ -890,11 +1016,29 @@ fn validate_kind(
     if let Some(g) = &c.grpc {
         let g = g.get_ref();
         check_port(&g.port, &at("grpc.port"), errors);
+        let raw_tls = RawTls {
+            ca_file: &g.ca_file,
+            cert_file: &g.cert_file,
+            key_file: &g.key_file,
+            server_name: &g.server_name,
+            insecure_skip_verify: g.insecure_skip_verify,
+        };
+        if !g.tls {
+            for key in raw_tls.keys_set() {
+                errors.push(
+                    at(&format!("grpc.{key}")),
+                    span.clone(),
+                    "only applies with tls = true",
+                );
+            }
+        }
+        let tls = raw_tls.validate("grpc", &at, &span, errors);
         return Some(CheckKind::Grpc(GrpcSpec {
             host: host("grpc.host", &g.host, errors)?,
             port: *g.port.get_ref(),
             service: g.service.clone(),
             user_agent: g.user_agent.clone().unwrap_or_else(|| user_agent.to_string()),
+            tls: if g.tls { Some(tls?) } else { None },
         }));
     }
     if let Some(e) = &c.exec {
@@ -925,6 +1069,82 @@ fn validate_kind(
 fn check_port(port: &Spanned<u16>, key: &str, errors: &mut Errors<'_>) {
     if *port.get_ref() == 0 {
         errors.push(key, port.span(), "invalid port number: 0");
+    }
+}
+
+/// The TLS keys of an `http` or `grpc` table, as written.
+struct RawTls<'a> {
+    ca_file: &'a Option<PathBuf>,
+    cert_file: &'a Option<PathBuf>,
+    key_file: &'a Option<PathBuf>,
+    server_name: &'a Option<String>,
+    insecure_skip_verify: Option<bool>,
+}
+
+impl RawTls<'_> {
+    /// The keys that are set.
+    fn keys_set(&self) -> Vec<&'static str> {
+        [
+            ("ca_file", self.ca_file.is_some()),
+            ("cert_file", self.cert_file.is_some()),
+            ("key_file", self.key_file.is_some()),
+            ("server_name", self.server_name.is_some()),
+            ("insecure_skip_verify", self.insecure_skip_verify.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(key, set)| set.then_some(key))
+        .collect()
+    }
+
+    /// The settings, or `None` after recording what is inconsistent. The
+    /// files themselves are read when the check is prepared.
+    fn validate(
+        &self,
+        table: &str,
+        at: &dyn Fn(&str) -> String,
+        span: &Range<usize>,
+        errors: &mut Errors<'_>,
+    ) -> Option<TlsSpec> {
+        let before = errors.list.len();
+        let mut error =
+            |key: &str, message: &str| errors.push(at(&format!("{table}.{key}")), span.clone(), message);
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            let (key, other) = if self.cert_file.is_some() {
+                ("cert_file", "key_file")
+            } else {
+                ("key_file", "cert_file")
+            };
+            error(
+                key,
+                &format!("a client certificate needs both cert_file and key_file; {other} is missing"),
+            );
+        }
+        match (self.insecure_skip_verify, self.ca_file.is_some()) {
+            (Some(true), true) => error(
+                "insecure_skip_verify",
+                "contradicts ca_file: verify against the CA, or skip verification, not both",
+            ),
+            (Some(false), false) => error(
+                "insecure_skip_verify",
+                "false needs a ca_file to verify the server against (there is no system trust store)",
+            ),
+            _ => {}
+        }
+        if let Some(name) = self.server_name
+            && rustls_pki_types::ServerName::try_from(name.as_str()).is_err()
+        {
+            error(
+                "server_name",
+                &format!("{name:?} is not a DNS name or IP address"),
+            );
+        }
+        (errors.list.len() == before).then(|| TlsSpec {
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            server_name: self.server_name.clone(),
+            insecure_skip_verify: self.ca_file.is_none(),
+        })
     }
 }
 

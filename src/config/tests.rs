@@ -477,3 +477,165 @@ fn grpc_listen_and_reload_are_validated() {
     let keys: Vec<(&str, usize)> = e.iter().map(|e| (e.key.as_str(), e.line)).collect();
     assert_eq!(keys, [("grpc_listen", 1), ("reload.interval", 3)]);
 }
+
+fn http(keys: &str) -> String {
+    format!("[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = {{ port = 8080, {keys} }}\n")
+}
+
+fn messages(text: &str) -> Vec<String> {
+    errors(text)
+        .iter()
+        .map(|e| format!("{}: {}", e.key, e.message))
+        .collect()
+}
+
+#[test]
+fn rules_beyond_the_kubelet_are_validated_naming_the_key() {
+    let cases = [
+        (
+            r#"expect_status = [200, "2xx"]"#,
+            "check[0].http.expect_status: \"2xx\" is neither",
+        ),
+        (
+            "expect_status = [600]",
+            "check[0].http.expect_status: 600 is not an HTTP status",
+        ),
+        (
+            "expect_status = []",
+            "check[0].http.expect_status: lists no status",
+        ),
+        (r#"body_matches = "(ready""#, "check[0].http.body_matches: "),
+        (
+            r#"header_matches = { "X-A" = "[" }"#,
+            "check[0].http.header_matches: ",
+        ),
+        (
+            r#"header_matches = { "X A" = "." }"#,
+            "check[0].http.header_matches: \"X A\" is not a valid header name",
+        ),
+        (
+            r#"method = "HEAD", body_matches = "ok""#,
+            "check[0].http.method: HEAD reads no body",
+        ),
+        (
+            r#"header_env = { "X-Token" = "UNSET_VAR" }"#,
+            "the environment variable UNSET_VAR is not set",
+        ),
+        (
+            r#"headers = { "X-Token" = "a" }, header_files = { "x-token" = "/t" }"#,
+            "is set more than once",
+        ),
+        (
+            r#"cert_file = "/c.pem""#,
+            "check[0].http.cert_file: only applies to scheme = \"https\"",
+        ),
+        (
+            r#"scheme = "https", cert_file = "/c.pem""#,
+            "check[0].http.cert_file: a client certificate needs both cert_file and key_file; key_file is missing",
+        ),
+        (
+            r#"scheme = "https", insecure_skip_verify = false"#,
+            "check[0].http.insecure_skip_verify: false needs a ca_file",
+        ),
+        (
+            r#"scheme = "https", insecure_skip_verify = true, ca_file = "/ca.pem""#,
+            "check[0].http.insecure_skip_verify: contradicts ca_file",
+        ),
+        (
+            r#"scheme = "https", server_name = "no spaces.example""#,
+            "check[0].http.server_name: \"no spaces.example\" is not a DNS name",
+        ),
+    ];
+    for (keys, want) in cases {
+        let got = messages(&http(keys));
+        assert!(
+            got.iter().any(|m| m.contains(want)),
+            "{keys}: want {want:?} in {got:?}"
+        );
+    }
+    let grpc =
+        "[[check]]\nname = \"g\"\nprobes = [\"readiness\"]\ngrpc = { port = 8081, ca_file = \"/ca.pem\" }\n";
+    assert!(
+        messages(grpc)
+            .iter()
+            .any(|m| m == "check[0].grpc.ca_file: only applies with tls = true"),
+        "{:?}",
+        messages(grpc)
+    );
+}
+
+#[test]
+fn unset_rules_keep_the_kubelets_and_set_ones_are_kept() {
+    let c = parse(&http("path = \"/\"")).unwrap();
+    let CheckKind::Http(h) = &c.checks[0].kind else {
+        unreachable!()
+    };
+    assert_eq!(h.expect_status, None);
+    assert!(h.body_matches.is_none() && h.header_matches.is_empty() && h.secret_headers.is_empty());
+    assert!(
+        h.tls.insecure_skip_verify,
+        "no ca_file: not verified, as the kubelet"
+    );
+
+    let env = |name: &str| (name == "PROBE_AUTH").then(|| "Bearer x".to_string());
+    let text = http(
+        r#"scheme = "https", ca_file = "/ca.pem", expect_status = [401, "200-299"], header_env = { "Authorization" = "PROBE_AUTH" }"#,
+    );
+    let c = Config::from_toml_str(&text, "t.toml", &env).unwrap();
+    let CheckKind::Http(h) = &c.checks[0].kind else {
+        unreachable!()
+    };
+    assert_eq!(h.expect_status.as_ref().unwrap().to_string(), "[401, 200-299]");
+    assert!(!h.tls.insecure_skip_verify);
+    assert!(
+        !format!("{:?}", c).contains("Bearer x"),
+        "the value is never shown"
+    );
+}
+
+#[test]
+fn lints_name_patterns_that_match_anything_and_secret_files_anyone_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, token) = (dir.path().join("client.key"), dir.path().join("token"));
+    for file in [&key, &token] {
+        std::fs::write(file, "").unwrap();
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let text = http(&format!(
+        r#"scheme = "https", body_matches = "ready|", body_not_matches = "x*", cert_file = "/c.pem", key_file = {:?}, header_files = {{ "X-Token" = {:?} }}"#,
+        key.display().to_string(),
+        token.display().to_string()
+    ));
+    let found: Vec<String> = lints(&parse(&text).unwrap())
+        .iter()
+        .map(|l| l.message.clone())
+        .collect();
+    assert!(
+        found
+            .iter()
+            .any(|l| l.starts_with("body_matches \"ready|\" matches the empty string")),
+        "{found:?}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|l| l.starts_with("body_not_matches \"x*\" matches the empty string")),
+        "{found:?}"
+    );
+    let readable = |found: &[String], what: &str| {
+        found
+            .iter()
+            .any(|l| l.starts_with(what) && l.contains("is readable by every user"))
+    };
+    assert!(readable(&found, "key_file "), "{found:?}");
+    assert!(readable(&found, "header_files X-Token: "), "{found:?}");
+
+    // Group-readable is how a Secret shared with the app's group is
+    // mounted: not a mistake.
+    for file in [&key, &token] {
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    }
+    let after = lints(&parse(&text).unwrap());
+    assert!(!after.iter().any(|l| l.message.contains("readable")), "{after:?}");
+}

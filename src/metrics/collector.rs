@@ -10,7 +10,7 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
 use std::time::Duration;
 
-use crate::check::{Reason, Verdict};
+use crate::check::{Phases, Reason, Verdict};
 use crate::config::{CheckConfig, ProbeKind};
 use crate::state::{Health, Snapshot};
 
@@ -102,6 +102,9 @@ pub(super) struct CheckFamilies {
     pub(super) healthy: Desc,
     pub(super) failures: Desc,
     pub(super) consecutive: Desc,
+    pub(super) last_success: Desc,
+    pub(super) tls_expiry: Desc,
+    pub(super) http_phases: Desc,
     pub(super) transitions: Desc,
     pub(super) probe_ok: Desc,
     pub(super) draining: Desc,
@@ -188,6 +191,8 @@ impl CheckFamilies {
         );
         let (mut failures, mut consecutive, mut transitions) =
             (Vec::new(), Vec::with_capacity(n), Vec::with_capacity(2 * n));
+        let (mut last_success, mut tls_expiry, mut http_phases) =
+            (Vec::with_capacity(n), Vec::new(), Vec::new());
         for status in &snapshot.checks {
             let s = &*status.counters;
             let name = s.name.as_str();
@@ -233,6 +238,17 @@ impl CheckFamilies {
                 }
             }
             consecutive.push(gauge(&[("check", name)], f64::from(status.consecutive_failures)));
+            if let Some(at) = status.last_success {
+                last_success.push(gauge(&[("check", name)], unix_seconds(at)));
+            }
+            if let Some(at) = status.tls_expiry {
+                tls_expiry.push(gauge(&[("check", name)], unix_seconds(at)));
+            }
+            if let Some(phases) = status.last.as_ref().and_then(|l| l.outcome.phases) {
+                for (phase, took) in Phases::NAMES.iter().zip(phases.durations()) {
+                    http_phases.push(gauge(&[("check", name), ("phase", phase)], took.as_secs_f64()));
+                }
+            }
             transitions.push(counter(
                 &[("check", name), ("to", "failed")],
                 s.to_failed.load(Relaxed),
@@ -266,6 +282,9 @@ impl CheckFamilies {
             family(&f.healthy, MetricType::GAUGE, healthy),
             family(&f.failures, MetricType::COUNTER, failures),
             family(&f.consecutive, MetricType::GAUGE, consecutive),
+            family(&f.last_success, MetricType::GAUGE, last_success),
+            family(&f.tls_expiry, MetricType::GAUGE, tls_expiry),
+            family(&f.http_phases, MetricType::GAUGE, http_phases),
             family(&f.transitions, MetricType::COUNTER, transitions),
             family(&f.probe_ok, MetricType::GAUGE, probe_ok),
             family(

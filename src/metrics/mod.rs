@@ -87,6 +87,21 @@ impl Metrics {
                 "Failed runs in a row, ending with the last counted run.",
                 &["check"],
             ),
+            last_success: desc(
+                "healthproxy_check_last_success_timestamp_seconds",
+                "When the check's last successful run finished, in seconds since the epoch; absent before the first.",
+                &["check"],
+            ),
+            tls_expiry: desc(
+                "healthproxy_check_tls_cert_expiry_timestamp_seconds",
+                "When the earliest certificate of the chain the server presented at the last TLS handshake expires, in seconds since the epoch.",
+                &["check"],
+            ),
+            http_phases: desc(
+                "healthproxy_check_http_phase_seconds",
+                "How long each phase (resolve, connect, tls, processing, transfer) of the check's last HTTP run took.",
+                &["check", "phase"],
+            ),
             transitions: desc(
                 "healthproxy_check_transitions_total",
                 "Changes of a check's state after thresholds, by the state changed to.",

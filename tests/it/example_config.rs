@@ -52,7 +52,17 @@ const ALL_KEYS: &[&str] = &[
     "http.headers",
     "http.keep_alive",
     "http.body_contains",
+    "http.expect_status",
+    "http.body_matches",
+    "http.body_not_matches",
+    "http.header_matches",
+    "http.header_files",
+    "http.header_env",
     "http.ca_file",
+    "http.cert_file",
+    "http.key_file",
+    "http.server_name",
+    "http.insecure_skip_verify",
     "tcp.host",
     "tcp.port",
     "exec.command",
@@ -62,6 +72,12 @@ const ALL_KEYS: &[&str] = &[
     "grpc.port",
     "grpc.service",
     "grpc.user_agent",
+    "grpc.tls",
+    "grpc.ca_file",
+    "grpc.cert_file",
+    "grpc.key_file",
+    "grpc.server_name",
+    "grpc.insecure_skip_verify",
     "file.path",
     "file.max_age",
 ];
@@ -97,6 +113,7 @@ const KEYS_WITH_DEFAULTS: &[&str] = &[
     "grpc.host",
     "grpc.service",
     "grpc.user_agent",
+    "grpc.tls",
 ];
 
 fn no_env(_: &str) -> Option<String> {
@@ -394,6 +411,7 @@ fn example_config_defaults_are_the_code_defaults() {
                 assert_eq!(grpc.user_agent, agent, "{at}");
             }
             "grpc.user_agent" => assert_eq!(str_value(), grpc.user_agent, "{at}"),
+            "grpc.tls" => assert_eq!(bool_value(), grpc.tls.is_some(), "{at}"),
             other => panic!("{at}: states a default for {other}, which this test does not check"),
         }
     }

@@ -26,11 +26,12 @@ fn spec(addr: SocketAddr, service: &str) -> GrpcSpec {
         port: addr.port(),
         service: service.into(),
         user_agent: "kube-probe/1.36".into(),
+        tls: None,
     }
 }
 
 async fn check(addr: SocketAddr, service: &str) -> Outcome {
-    GrpcCheck::new(spec(addr, service)).run(TIMEOUT).await
+    GrpcCheck::new(spec(addr, service)).unwrap().run(TIMEOUT).await
 }
 
 /// A tonic-health server on an ephemeral port, listening on return. The
@@ -161,7 +162,7 @@ async fn user_agent_is_the_configured_one_like_the_kubelets() {
     let mut custom = spec(server.addr, "");
     custom.user_agent = "my-prober/2".into();
     assert_eq!(
-        GrpcCheck::new(custom).run(TIMEOUT).await.verdict,
+        GrpcCheck::new(custom).unwrap().run(TIMEOUT).await.verdict,
         Verdict::Success
     );
     let agents = server.agents.lock().unwrap().clone();
@@ -173,7 +174,7 @@ async fn user_agent_is_the_configured_one_like_the_kubelets() {
 #[tokio::test]
 async fn each_run_opens_a_fresh_connection() {
     let server = health_server().await;
-    let check = GrpcCheck::new(spec(server.addr, ""));
+    let check = GrpcCheck::new(spec(server.addr, "")).unwrap();
     for _ in 0..3 {
         assert_eq!(check.run(TIMEOUT).await.verdict, Verdict::Success);
     }
@@ -224,6 +225,7 @@ async fn a_server_that_is_not_grpc_fails_to_connect_when_the_timeout_runs_out() 
     });
     let started = Instant::now();
     let outcome = GrpcCheck::new(spec(addr, ""))
+        .unwrap()
         .run(Duration::from_millis(300))
         .await;
     assert_eq!(outcome, connect_timeout(Reason::Other, addr));
@@ -236,6 +238,7 @@ async fn connection_refused_fails_to_connect_when_the_timeout_runs_out() {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let started = Instant::now();
     let outcome = GrpcCheck::new(spec(addr, ""))
+        .unwrap()
         .run(Duration::from_millis(300))
         .await;
     assert_eq!(outcome, connect_timeout(Reason::Refused, addr));
@@ -248,7 +251,12 @@ async fn a_server_that_comes_up_within_the_timeout_is_reached_as_grpc_go_reaches
     // deadline allows.
     let (socket, port) = crate::support::refusing_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let check = tokio::spawn(async move { GrpcCheck::new(spec(addr, "")).run(Duration::from_secs(3)).await });
+    let check = tokio::spawn(async move {
+        GrpcCheck::new(spec(addr, ""))
+            .unwrap()
+            .run(Duration::from_secs(3))
+            .await
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (reporter, service) = tonic_health::server::health_reporter();
     reporter.set_service_status("", ServingStatus::Serving).await;
@@ -276,6 +284,7 @@ async fn a_silent_server_times_out_within_the_deadline() {
     });
     let started = Instant::now();
     let outcome = GrpcCheck::new(spec(addr, ""))
+        .unwrap()
         .run(Duration::from_millis(300))
         .await;
     let elapsed = started.elapsed();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use healthproxy::check::{HttpCheck, Outcome, Verdict};
-use healthproxy::config::{Host, HttpMethod, HttpSpec, Scheme};
+use healthproxy::config::{Host, HttpMethod, HttpSpec, Scheme, TlsSpec};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, Response, Version};
@@ -21,7 +21,7 @@ use tokio_rustls::rustls;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A spec for `http://127.0.0.1:port/path` with every option at its default.
-fn spec(port: u16, path: &str) -> HttpSpec {
+pub(super) fn spec(port: u16, path: &str) -> HttpSpec {
     HttpSpec {
         scheme: Scheme::Http,
         host: Host {
@@ -34,8 +34,16 @@ fn spec(port: u16, path: &str) -> HttpSpec {
         headers: Vec::new(),
         keep_alive: false,
         body_contains: None,
-        ca_file: None,
         user_agent: "kube-probe/1.36".into(),
+        expect_status: None,
+        body_matches: None,
+        body_not_matches: None,
+        header_matches: Vec::new(),
+        secret_headers: Vec::new(),
+        tls: TlsSpec {
+            insecure_skip_verify: true,
+            ..TlsSpec::default()
+        },
     }
 }
 
@@ -52,18 +60,18 @@ fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
-struct Seen {
-    method: Method,
-    path: String,
-    headers: HeaderMap,
-    version: Version,
+pub(super) struct Seen {
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) headers: HeaderMap,
+    pub(super) version: Version,
 }
 
-type Handler = Arc<dyn Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync>;
+pub(super) type Handler = Arc<dyn Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync>;
 
 /// An HTTP(S) server on 127.0.0.1:0 that records requests and counts the
 /// connections it accepts; stopped on drop.
-struct Server {
+pub(super) struct Server {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -77,11 +85,13 @@ impl Drop for Server {
 }
 
 impl Server {
-    async fn start(handler: impl Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync + 'static) -> Server {
+    pub(super) async fn start(
+        handler: impl Fn(&Seen) -> Response<Full<Bytes>> + Send + Sync + 'static,
+    ) -> Server {
         Server::start_with(None, Arc::new(handler)).await
     }
 
-    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>, handler: Handler) -> Server {
+    pub(super) async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>, handler: Handler) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -115,11 +125,11 @@ impl Server {
         }
     }
 
-    fn port(&self) -> u16 {
+    pub(super) fn port(&self) -> u16 {
         self.addr.port()
     }
 
-    fn seen(&self) -> Vec<Seen> {
+    pub(super) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 
@@ -154,7 +164,7 @@ where
     }
 }
 
-fn reply(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+pub(super) fn reply(status: u16, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .body(Full::new(body.into()))
@@ -559,6 +569,39 @@ async fn a_server_that_never_answers_times_out() {
         .unwrap();
 }
 
+/// The phases of a run, as blackbox_exporter's
+/// `probe_http_duration_seconds{phase}`: the app's think time is
+/// `processing`, its slow body `transfer`; plain HTTP has no `tls`.
+#[tokio::test]
+async fn a_run_times_its_phases() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (think, drip) = (Duration::from_millis(200), Duration::from_millis(150));
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        read_head(&mut stream).await;
+        tokio::time::sleep(think).await;
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n")
+            .await
+            .unwrap();
+        stream.flush().await.unwrap();
+        tokio::time::sleep(drip).await;
+        stream.write_all(b"ok").await.unwrap();
+    });
+    let started = Instant::now();
+    let outcome = HttpCheck::new(spec(port, "/")).unwrap().run(TIMEOUT).await;
+    let took = started.elapsed();
+    assert_eq!(outcome.verdict, Verdict::Success, "{outcome:?}");
+    let phases = outcome.phases.expect("an HTTP run is timed");
+    assert!(phases.processing >= think, "{phases:?}");
+    assert!(phases.transfer >= drip, "{phases:?}");
+    assert_eq!(phases.tls, Duration::ZERO, "{phases:?}");
+    let total: Duration = phases.durations().iter().sum();
+    assert!(total <= took, "{phases:?} within {took:?}");
+    assert!(phases.resolve + phases.connect < think, "{phases:?}");
+}
+
 #[tokio::test]
 async fn a_body_that_stalls_is_unknown_when_the_timeout_runs_out() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -707,7 +750,11 @@ async fn https_server(tls: &Tls) -> Server {
 fn https_spec(port: u16, ca_file: Option<PathBuf>) -> HttpSpec {
     HttpSpec {
         scheme: Scheme::Https,
-        ca_file,
+        tls: TlsSpec {
+            insecure_skip_verify: ca_file.is_none(),
+            ca_file,
+            ..TlsSpec::default()
+        },
         ..spec(port, "/secure")
     }
 }

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use healthproxy::check::{Check, Outcome, Verdict};
-use healthproxy::config::{CheckKind, Host, HttpMethod, HttpSpec, Scheme, TcpSpec};
+use healthproxy::config::{CheckKind, Host, HttpMethod, HttpSpec, Scheme, TcpSpec, TlsSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -173,8 +173,16 @@ fn http(scheme: Scheme, port: u16, path: &str) -> HttpSpec {
         headers: Vec::new(),
         keep_alive: false,
         body_contains: None,
-        ca_file: None,
         user_agent: "kube-probe/1.36".into(),
+        expect_status: None,
+        body_matches: None,
+        body_not_matches: None,
+        header_matches: Vec::new(),
+        secret_headers: Vec::new(),
+        tls: TlsSpec {
+            insecure_skip_verify: true,
+            ..TlsSpec::default()
+        },
     }
 }
 
@@ -226,7 +234,11 @@ async fn check_rows(scheme: Scheme, rows: &[Row]) {
     for row in rows {
         let routes = row.routes;
         let app = RawApp::start(Arc::new(move |path: &str| routes(path))).await;
-        let outcome = run(CheckKind::Http(http(scheme, app.port, row.path)), row.timeout).await;
+        let outcome = run(
+            CheckKind::Http(Box::new(http(scheme, app.port, row.path))),
+            row.timeout,
+        )
+        .await;
         let base = match scheme {
             Scheme::Http => format!("http://127.0.0.1:{}", app.port),
             Scheme::Https => format!("https://127.0.0.1:{}", app.port),
@@ -750,7 +762,10 @@ async fn http_requests_look_like_the_kubelets_on_the_wire() {
         ("x-custom".into(), "one".into()),
         ("authorization".into(), "Bearer t".into()),
     ];
-    assert_eq!(run(CheckKind::Http(spec), PROMPT).await.verdict, Verdict::Success);
+    assert_eq!(
+        run(CheckKind::Http(Box::new(spec)), PROMPT).await.verdict,
+        Verdict::Success
+    );
     assert_eq!(
         app.heads(),
         [format!(
@@ -769,7 +784,11 @@ async fn a_redirect_sends_the_referer_and_the_same_headers() {
         |p: &str| if p == "/" { to(302, "/next") } else { ok(200, "") },
     ))
     .await;
-    let outcome = run(CheckKind::Http(http(Scheme::Http, app.port, "/")), PROMPT).await;
+    let outcome = run(
+        CheckKind::Http(Box::new(http(Scheme::Http, app.port, "/"))),
+        PROMPT,
+    )
+    .await;
     assert_eq!(outcome.verdict, Verdict::Success, "{outcome:?}");
     let heads = app.heads();
     assert_eq!(heads.len(), 2);
@@ -793,7 +812,11 @@ async fn a_configured_path_that_go_would_escape_is_escaped() {
         ("/bad%zz", "/bad%25zz"),
         ("/ok%2Fslash", "/ok%2Fslash"),
     ] {
-        let outcome = run(CheckKind::Http(http(Scheme::Http, app.port, path)), PROMPT).await;
+        let outcome = run(
+            CheckKind::Http(Box::new(http(Scheme::Http, app.port, path))),
+            PROMPT,
+        )
+        .await;
         assert_eq!(outcome.verdict, Verdict::Success, "{path:?}: {outcome:?}");
         let heads = app.heads();
         let line = heads.last().unwrap().lines().next().unwrap().to_string();
@@ -1040,6 +1063,7 @@ fn grpc(addr: std::net::SocketAddr) -> CheckKind {
         port: addr.port(),
         service: String::new(),
         user_agent: "kube-probe/1.36".into(),
+        tls: None,
     })
 }
 
@@ -1315,7 +1339,11 @@ async fn known_deviation_a_status_line_of_http_1_2() {
         send("HTTP/1.2 200 OK\r\nContent-Length: 0\r\n\r\n")
     }))
     .await;
-    let outcome = run(CheckKind::Http(http(Scheme::Http, app.port, "/")), PROMPT).await;
+    let outcome = run(
+        CheckKind::Http(Box::new(http(Scheme::Http, app.port, "/"))),
+        PROMPT,
+    )
+    .await;
     assert_eq!(outcome.verdict, Verdict::Failure, "{outcome:?}");
 }
 

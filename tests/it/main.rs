@@ -14,6 +14,7 @@ mod grpc_endpoint;
 mod haproxy;
 mod hostile;
 mod http_check;
+mod http_rules;
 #[cfg(feature = "inject")]
 mod inject;
 mod kubelet_parity;
@@ -25,5 +26,6 @@ mod reload;
 mod soak;
 mod support;
 mod thresholds;
+mod tls_checks;
 #[cfg(feature = "webhook")]
 mod webhook;

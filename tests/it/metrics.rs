@@ -77,6 +77,41 @@ async fn metrics_show_runs_states_reasons_and_probes() {
         Some(0.0)
     );
     assert!(metric(&m, "healthproxy_check_consecutive_failures{check=\"db\"}").unwrap() >= 1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let last_success = metric(
+        &m,
+        "healthproxy_check_last_success_timestamp_seconds{check=\"web\"}",
+    )
+    .unwrap();
+    assert!(
+        (now - 60.0..=now).contains(&last_success),
+        "{last_success} is not a recent time"
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "healthproxy_check_last_success_timestamp_seconds{check=\"db\"}"
+        ),
+        None,
+        "absent until the check first succeeds"
+    );
+    // Five phases for an HTTP check, none for a TCP one: bounded labels.
+    let phases: Vec<f64> = ["resolve", "connect", "tls", "processing", "transfer"]
+        .iter()
+        .map(|phase| {
+            let series = format!("healthproxy_check_http_phase_seconds{{check=\"web\",phase=\"{phase}\"}}");
+            metric(&m, &series).unwrap_or_else(|| panic!("{series} in {m}"))
+        })
+        .collect();
+    assert_eq!(phases[2], 0.0, "plain HTTP has no TLS phase: {phases:?}");
+    assert!(phases[3] > 0.0, "the app answered in some time: {phases:?}");
+    assert!(
+        !m.contains("healthproxy_check_http_phase_seconds{check=\"db\""),
+        "{m}"
+    );
     assert_eq!(
         metric(&m, "healthproxy_check_consecutive_failures{check=\"web\"}"),
         Some(0.0)
@@ -197,7 +232,7 @@ fn promtool_accepts_the_alerting_rules() {
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("SUCCESS: 5 rules found"), "{said}");
+    assert!(said.contains("SUCCESS: 7 rules found"), "{said}");
 }
 
 /// One refused preStop hook is enough: it means an app stopped undrained.
@@ -397,5 +432,71 @@ async fn a_real_prometheus_scrapes_the_sidecar() {
         query(api, "healthproxy_check_failures_total{check=\"web\"}").await,
         Vec::<f64>::new(),
         "a check that never failed has no reason series"
+    );
+}
+
+/// The alerts on the metrics of checks beyond the kubelet's: no success
+/// for 10 minutes (here from minute 5 on: it fires after minute 16), and a
+/// certificate that expires in under 14 days for an hour (here on day 20:
+/// it fires after day 6 and an hour).
+#[test]
+fn the_no_success_and_certificate_alerts_fire_when_due_and_not_before() {
+    let dir = tempfile::tempdir().unwrap();
+    let tests = dir.path().join("checks_test.yml");
+    let rules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/prometheus/alerts.yml");
+    std::fs::write(
+        &tests,
+        format!(
+            r#"rule_files: ["{}"]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'healthproxy_check_last_success_timestamp_seconds{{namespace="shop",pod="web-1",check="app"}}'
+        values: "0 60 120 180 240 300 300x30"
+    alert_rule_test:
+      - eval_time: 15m
+        alertname: HealthproxyCheckNoRecentSuccess
+        exp_alerts: []
+      - eval_time: 17m
+        alertname: HealthproxyCheckNoRecentSuccess
+        exp_alerts:
+          - exp_labels: {{severity: warning, namespace: shop, pod: web-1, check: app}}
+            exp_annotations:
+              summary: "Check app has not succeeded for 10 minutes"
+              description: "Check app in shop/web-1 last succeeded 12m 0s ago. See `curl POD:9775/readyz?verbose`."
+  - interval: 1m
+    input_series:
+      - series: 'healthproxy_check_tls_cert_expiry_timestamp_seconds{{namespace="shop",pod="web-1",check="app"}}'
+        values: "1728000x10200"
+    alert_rule_test:
+      - eval_time: 6d
+        alertname: HealthproxyCheckCertificateExpiringSoon
+        exp_alerts: []
+      - eval_time: 6d30m
+        alertname: HealthproxyCheckCertificateExpiringSoon
+        exp_alerts: []
+      - eval_time: 7d
+        alertname: HealthproxyCheckCertificateExpiringSoon
+        exp_alerts:
+          - exp_labels: {{severity: warning, namespace: shop, pod: web-1, check: app}}
+            exp_annotations:
+              summary: "The certificate checked by app expires in under 14 days"
+              description: "The server certificate chain seen by check app in shop/web-1 expires in 13d 0h 0m 0s."
+"#,
+            rules.display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(tool("promtool"))
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }

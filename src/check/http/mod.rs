@@ -16,7 +16,9 @@
 //! them, so that a message reads the same before and after a probe moves
 //! from the kubelet into the sidecar.
 
-mod tls;
+pub(crate) mod expiry;
+mod secret;
+pub(crate) mod tls;
 mod url;
 
 use std::pin::Pin;
@@ -31,16 +33,15 @@ use hyper::client::conn::{http1, http2};
 use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
-use tokio_rustls::rustls::ClientConfig;
 
-use self::tls::{ALPN_H2, describe_tls, tls_config};
+use self::secret::SecretHeaders;
+use self::tls::{ALPN_H2, ALPN_HTTP, TlsClient, describe_tls};
 use self::url::Url;
-use super::{Failed, MAX_OUTPUT, Outcome, Reason, Resolver, dial, error_chain};
-use crate::config::{Host, HttpMethod, HttpSpec, Scheme};
+use super::{Failed, MAX_OUTPUT, Outcome, Phases, Reason, Resolver, dial_timed, error_chain};
+use crate::config::{Host, HttpMethod, HttpSpec, Pattern, Scheme, StatusSet};
 
 /// The kubelet's redirect limit: the tenth redirect is refused
 /// (pkg/probe/http/http.go `RedirectChecker`).
@@ -83,9 +84,13 @@ pub struct HttpCheck {
     keep_alive: bool,
     /// The text the body must contain.
     body_contains: Option<String>,
+    /// What the response must be, beyond the kubelet's rules.
+    rules: Box<Rules>,
+    /// Request headers whose values are secrets.
+    secrets: SecretHeaders,
     /// TLS client settings, used for every `https` hop (a redirect may
     /// switch scheme, so it exists for `http` checks too).
-    tls: Arc<ClientConfig>,
+    tls: TlsClient,
     /// With `keep_alive`: the connection left idle by the previous run. A
     /// Tokio mutex because it is taken and given back around awaits; runs
     /// of one check never overlap, so it is never contended.
@@ -146,7 +151,14 @@ impl HttpCheck {
         }
         sort_as_go_writes(&mut headers);
 
-        let tls = tls_config(spec.ca_file.as_deref())?;
+        let tls = TlsClient::new(spec.tls, ALPN_HTTP)?;
+        let secrets = SecretHeaders::new(&spec.secret_headers)?;
+        let mut header_matches = Vec::with_capacity(spec.header_matches.len());
+        for (name, pattern) in spec.header_matches {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("header_matches {name:?}: invalid header name"))?;
+            header_matches.push((name, pattern));
+        }
         Ok(HttpCheck {
             start: Box::new(start),
             method: spec.method,
@@ -154,7 +166,14 @@ impl HttpCheck {
             host_override,
             keep_alive: spec.keep_alive,
             body_contains: spec.body_contains,
-            tls: Arc::new(tls),
+            rules: Box::new(Rules {
+                expect_status: spec.expect_status,
+                body_matches: spec.body_matches,
+                body_not_matches: spec.body_not_matches,
+                header_matches,
+            }),
+            secrets,
+            tls,
             idle: tokio::sync::Mutex::new(None),
             resolver: Resolver::default(),
         })
@@ -162,8 +181,20 @@ impl HttpCheck {
 
     /// Sends the request, follows same-host redirects, and judges the last
     /// response; everything within `timeout`, as Go's `Client.Timeout`.
+    /// The outcome carries how long each phase took.
     pub async fn run(&self, timeout: Duration) -> Outcome {
+        let mut phases = Phases::default();
+        let mut outcome = self.run_timed(timeout, &mut phases).await;
+        outcome.phases = Some(phases);
+        outcome
+    }
+
+    /// [`HttpCheck::run`], adding the time of each phase to `phases`.
+    async fn run_timed(&self, timeout: Duration, phases: &mut Phases) -> Outcome {
         let deadline = Instant::now() + timeout;
+        if let Err(message) = self.secrets.refresh() {
+            return Outcome::failure(Reason::Other, message);
+        }
         let mut url = Url::clone(&self.start);
         let mut host = self.host_override.clone();
         let mut referer = None;
@@ -180,7 +211,7 @@ impl HttpCheck {
             } else {
                 None
             };
-            let (response, connection) = match self.send(&url, request, reuse, deadline).await {
+            let (response, connection) = match self.send(&url, request, reuse, deadline, phases).await {
                 Ok(pair) => pair,
                 Err(outcome) => return outcome,
             };
@@ -216,7 +247,9 @@ impl HttpCheck {
                     // client.go reads a little of the redirect's body
                     // before following it, within the deadline, and
                     // ignores how that read ends.
+                    let started = Instant::now();
                     slurp(response, deadline).await;
+                    phases.transfer += started.elapsed();
                     if sent >= MAX_REDIRECTS {
                         // client.go sets the error's URL to the refused
                         // Location value.
@@ -240,7 +273,11 @@ impl HttpCheck {
                     continue;
                 }
             }
-            return self.judge(status, response, connection, first, deadline).await;
+            let tls_expiry = connection.tls_expiry;
+            return self
+                .judge(status, response, connection, first, deadline, phases)
+                .await
+                .with_tls_expiry(tls_expiry);
         }
     }
 
@@ -254,8 +291,13 @@ impl HttpCheck {
         connection: Connection,
         first: bool,
         deadline: Instant,
+        phases: &mut Phases,
     ) -> Outcome {
-        let body = match read_at_most(response.into_body(), deadline).await {
+        let (head, body) = response.into_parts();
+        let started = Instant::now();
+        let read = read_at_most(body, deadline).await;
+        phases.transfer += started.elapsed();
+        let body = match read {
             Ok(Read::Complete(body) | Read::Truncated(body)) => body,
             // Any error but reaching the cap makes `DoHTTPProbe` return an
             // error; prober.go retries and worker.go then throws the run
@@ -273,12 +315,24 @@ impl HttpCheck {
         if first && self.keep_alive {
             *self.idle.lock().await = Some(connection);
         }
-        if !(200..400).contains(&status) {
+        match &self.rules.expect_status {
             // No body in the message (http.go, issue 99425).
-            return Outcome::failure(
-                Reason::Status,
-                format!("HTTP probe failed with statuscode: {status}"),
-            );
+            None if !(200..400).contains(&status) => {
+                return Outcome::failure(
+                    Reason::Status,
+                    format!("HTTP probe failed with statuscode: {status}"),
+                );
+            }
+            Some(set) if !set.contains(status) => {
+                return Outcome::failure(
+                    Reason::Status,
+                    format!("HTTP probe failed: status {status} not in {set}"),
+                );
+            }
+            _ => {}
+        }
+        if let Some(failed) = self.rules.judge_headers(&head.headers) {
+            return failed;
         }
         if let Some(needle) = &self.body_contains
             && !contains(&body, needle.as_bytes())
@@ -288,7 +342,10 @@ impl HttpCheck {
                 format!("HTTP probe failed: response body does not contain {needle:?}"),
             );
         }
-        if status >= 300 {
+        if let Some(failed) = self.rules.judge_body(&body) {
+            return failed;
+        }
+        if (300..400).contains(&status) {
             let body = String::from_utf8_lossy(&body);
             Outcome::warning(format!("Probe terminated redirects, Response body: {body}"))
         } else {
@@ -316,11 +373,15 @@ impl HttpCheck {
         for (name, value) in &self.headers {
             headers.append(name, value.clone());
         }
+        let mut resort = self.secrets.append_to(headers);
         if let Some(referer) = referer
             && !headers.contains_key(header::REFERER)
             && let Ok(value) = HeaderValue::from_str(referer)
         {
             headers.append(header::REFERER, value);
+            resort = true;
+        }
+        if resort {
             let mut name = header::HOST;
             let mut sorted: Vec<_> = headers
                 .drain()
@@ -353,6 +414,7 @@ impl HttpCheck {
         request: Request<Empty<Bytes>>,
         reuse: Option<Connection>,
         deadline: Instant,
+        phases: &mut Phases,
     ) -> Result<(Response<Incoming>, Connection), Outcome> {
         let deadline_exceeded = || {
             Outcome::failure(
@@ -377,7 +439,10 @@ impl HttpCheck {
                     .is_ok_and(|r| r.is_ok())
             {
                 let request = connection.send.adapt(request, url);
-                match timeout_at(deadline, connection.send.send_request(request)).await {
+                let started = Instant::now();
+                let sent = timeout_at(deadline, connection.send.send_request(request)).await;
+                phases.processing += started.elapsed();
+                match sent {
                     Err(_) => return Err(deadline_exceeded()),
                     Ok(Ok(response)) => return Ok((response, connection)),
                     // The idle connection had gone stale (the server closed
@@ -393,7 +458,7 @@ impl HttpCheck {
             };
         }
 
-        let mut connection = match timeout_at(deadline, self.connect(url, deadline)).await {
+        let mut connection = match timeout_at(deadline, self.connect(url, deadline, phases)).await {
             Err(_) => return Err(deadline_exceeded()),
             Ok(Err(Failed { reason, message })) => {
                 return Err(Outcome::failure(reason, format!("{}: {message}", self.op(url))));
@@ -401,10 +466,19 @@ impl HttpCheck {
             Ok(Ok(connection)) => connection,
         };
         let request = connection.send.adapt(request, url);
-        match timeout_at(deadline, connection.send.send_request(request)).await {
+        let started = Instant::now();
+        let sent = timeout_at(deadline, connection.send.send_request(request)).await;
+        phases.processing += started.elapsed();
+        match sent {
             Err(_) => Err(deadline_exceeded()),
+            // With TLS 1.3 a server that refuses the client's certificate
+            // says so after the handshake, in an alert read here.
             Ok(Err(e)) => Err(Outcome::failure(
-                Reason::Other,
+                if tls::caused_by_tls(&e) {
+                    Reason::Tls
+                } else {
+                    Reason::Other
+                },
                 format!("{}: {}", self.op(url), connection.describe_head_error(&e)),
             )),
             Ok(Ok(response)) => Ok((response, connection)),
@@ -413,7 +487,7 @@ impl HttpCheck {
 
     /// Dials `url`, with TLS for `https`, and hands the connection to a
     /// task that drives it.
-    async fn connect(&self, url: &Url, deadline: Instant) -> Result<Connection, Failed> {
+    async fn connect(&self, url: &Url, deadline: Instant, phases: &mut Phases) -> Result<Connection, Failed> {
         let other = |message: String| Failed::new(Reason::Other, message);
         let https = match url.scheme.as_str() {
             "http" => false,
@@ -435,34 +509,45 @@ impl HttpCheck {
             from_env: None,
         };
         let budget = deadline.saturating_duration_since(Instant::now()) + DIAL_SLACK;
-        let tcp = dial(&self.resolver, &host, port, budget).await?;
+        let started = Instant::now();
+        let mut resolved = None;
+        let dialed = dial_timed(&self.resolver, &host, port, budget, &mut resolved).await;
+        let (resolved, dialed_at) = (resolved.unwrap_or_else(Instant::now), Instant::now());
+        phases.resolve += resolved.saturating_duration_since(started);
+        phases.connect += dialed_at.saturating_duration_since(resolved);
+        let tcp = dialed?;
         let addrs = Addrs::of(&tcp);
         if !https {
             return Connection::handshake(Recorded::new(tcp), false, addrs)
                 .await
                 .map_err(other);
         }
-        let name = ServerName::try_from(host.name.clone()).map_err(|e| {
-            Failed::new(
-                Reason::Tls,
-                format!("tls: invalid server name {:?}: {e}", host.name),
-            )
-        })?;
+        let name = self
+            .tls
+            .server_name(&host.name)
+            .map_err(|message| Failed::new(Reason::Tls, message))?;
+        let config = self
+            .tls
+            .config()
+            .map_err(|message| Failed::new(Reason::Tls, message))?;
         let tcp = Recorded::new(tcp);
         let seen = Arc::clone(&tcp.seen);
-        let tls = TlsConnector::from(Arc::clone(&self.tls))
-            .connect(name, tcp)
-            .await
-            .map_err(|e| {
-                Failed::new(
-                    Reason::Tls,
-                    describe_tls(&e, &seen.lock().expect("not poisoned").head),
-                )
-            })?;
+        let started = Instant::now();
+        let handshake = TlsConnector::from(config).connect(name, tcp).await;
+        phases.tls += started.elapsed();
+        let tls = handshake.map_err(|e| {
+            Failed::new(
+                Reason::Tls,
+                describe_tls(&e, &seen.lock().expect("not poisoned").head),
+            )
+        })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
-        Connection::handshake(Recorded::new(tls), h2, addrs)
+        let tls_expiry = expiry::earliest(tls.get_ref().1.peer_certificates().unwrap_or_default());
+        let mut connection = Connection::handshake(Recorded::new(tls), h2, addrs)
             .await
-            .map_err(other)
+            .map_err(other)?;
+        connection.tls_expiry = tls_expiry;
+        Ok(connection)
     }
 
     /// `Get "URL"`: the prefix Go's client puts on its errors
@@ -492,6 +577,67 @@ fn sort_as_go_writes(headers: &mut [(HeaderName, HeaderValue)]) {
     headers.sort_by(|(a, _), (b, _)| (rank(a), a.as_str()).cmp(&(rank(b), b.as_str())));
 }
 
+/// The rules a response must meet beyond the kubelet's; each failure
+/// names its rule and has a reason of its own.
+#[derive(Debug)]
+struct Rules {
+    /// The statuses that pass, when not the kubelet's 200–399.
+    expect_status: Option<StatusSet>,
+    body_matches: Option<Pattern>,
+    body_not_matches: Option<Pattern>,
+    header_matches: Vec<(HeaderName, Pattern)>,
+}
+
+impl Rules {
+    /// The first header rule the response breaks, as a failure. Any value
+    /// of a repeated header may match.
+    fn judge_headers(&self, headers: &hyper::HeaderMap) -> Option<Outcome> {
+        for (name, pattern) in &self.header_matches {
+            let mut values = headers.get_all(name).iter().peekable();
+            if values.peek().is_none() {
+                return Some(Outcome::failure(
+                    Reason::Header,
+                    format!(
+                        "HTTP probe failed: header {name} missing, expected to match {:?}",
+                        pattern.as_str()
+                    ),
+                ));
+            }
+            if !values.any(|v| pattern.is_match(v.as_bytes())) {
+                return Some(Outcome::failure(
+                    Reason::Header,
+                    format!(
+                        "HTTP probe failed: header {name} did not match {:?}",
+                        pattern.as_str()
+                    ),
+                ));
+            }
+        }
+        None
+    }
+
+    /// The first body rule the (first 10 KiB of the) body breaks.
+    fn judge_body(&self, body: &[u8]) -> Option<Outcome> {
+        if let Some(pattern) = &self.body_matches
+            && !pattern.is_match(body)
+        {
+            return Some(Outcome::failure(
+                Reason::Body,
+                format!("HTTP probe failed: body did not match {:?}", pattern.as_str()),
+            ));
+        }
+        if let Some(pattern) = &self.body_not_matches
+            && pattern.is_match(body)
+        {
+            return Some(Outcome::failure(
+                Reason::Body,
+                format!("HTTP probe failed: body matched {:?}", pattern.as_str()),
+            ));
+        }
+        None
+    }
+}
+
 /// An HTTP/1.1 or HTTP/2 connection: the handle requests go through, the
 /// task that drives the socket (aborted when this is dropped), and what it
 /// has read, to word its errors as Go does.
@@ -501,6 +647,8 @@ struct Connection {
     task: tokio::task::JoinHandle<()>,
     seen: Arc<Mutex<Seen>>,
     addrs: Addrs,
+    /// When the server's certificate chain first expires, over TLS.
+    tls_expiry: Option<std::time::SystemTime>,
 }
 
 /// Where a connection's requests go in, by protocol.
@@ -600,6 +748,7 @@ impl Connection {
             task,
             seen,
             addrs,
+            tls_expiry: None,
         })
     }
 
