@@ -863,3 +863,42 @@ fn a_ca_file_that_does_not_load_is_rejected_naming_the_file() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn an_app_with_many_response_headers_passes_from_the_first_run_and_then_gets_one_request_a_run() {
+    // Go reads any number of header lines; the check parses with room for
+    // 100 and, past that, sends the request again with room for 10,000,
+    // and keeps that room for the check's later runs.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&requests);
+    tokio::spawn(async move {
+        let head: String = std::iter::once("HTTP/1.1 200 OK\r\n".to_string())
+            .chain((0..500).map(|i| format!("x-h{i}: {i}\r\n")))
+            .chain(std::iter::once(
+                "content-length: 2\r\nconnection: close\r\n\r\nok".to_string(),
+            ))
+            .collect();
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let head = head.clone();
+            let counted = Arc::clone(&counted);
+            tokio::spawn(async move {
+                read_head(&mut stream).await;
+                counted.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(head.as_bytes()).await;
+            });
+        }
+    });
+    let check = HttpCheck::new(spec(port, "/")).unwrap();
+    for run in 1..=3 {
+        let outcome = check.run(TIMEOUT).await;
+        assert_eq!(outcome.verdict, Verdict::Success, "run {run}: {outcome:?}");
+    }
+    assert_eq!(
+        requests.load(Ordering::SeqCst),
+        4,
+        "two for the first run, then one a run"
+    );
+}

@@ -22,6 +22,7 @@ pub(crate) mod tls;
 mod url;
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -61,6 +62,14 @@ const MAX_HEAD_BYTES: usize = 10 << 20;
 /// (docs/kubelet-parity.md, known deviations).
 const MAX_HEADERS: usize = 10_000;
 
+/// The header lines a response is first parsed with: hyper's default,
+/// whose buffer lives on the stack. A buffer of `MAX_HEADERS` is
+/// allocated and filled on every parse (some 160,000 instructions, more
+/// than the rest of a run), so it is used only by a check whose app has
+/// answered with more: the request that found it so is sent again on a
+/// new connection with room for them, and the check keeps that room.
+const FEW_HEADERS: usize = 100;
+
 /// Extra time given to `dial`'s own bound, so that the run's deadline fires
 /// first and the message is the HTTP client's.
 const DIAL_SLACK: Duration = Duration::from_secs(1);
@@ -97,6 +106,9 @@ pub struct HttpCheck {
     idle: tokio::sync::Mutex<Option<Connection>>,
     /// Looks up the host name, one lookup at a time.
     resolver: Resolver,
+    /// The app has answered with more than `FEW_HEADERS` header lines:
+    /// responses are parsed with room for `MAX_HEADERS`.
+    many_headers: AtomicBool,
 }
 
 impl HttpCheck {
@@ -176,6 +188,7 @@ impl HttpCheck {
             tls,
             idle: tokio::sync::Mutex::new(None),
             resolver: Resolver::default(),
+            many_headers: AtomicBool::new(false),
         })
     }
 
@@ -465,12 +478,20 @@ impl HttpCheck {
             }
             Ok(Ok(connection)) => connection,
         };
+        // Kept to send again should the response have more header lines
+        // than the connection has room for (see `FEW_HEADERS`).
+        let again = (!self.many_headers.load(Ordering::Relaxed)).then(|| copy(&request));
         let request = connection.send.adapt(request, url);
         let started = Instant::now();
         let sent = timeout_at(deadline, connection.send.send_request(request)).await;
         phases.processing += started.elapsed();
         match sent {
             Err(_) => Err(deadline_exceeded()),
+            Ok(Err(e)) if e.is_parse_too_large() && again.is_some() => {
+                self.many_headers.store(true, Ordering::Relaxed);
+                let again = again.expect("kept");
+                Box::pin(self.send(url, again, None, deadline, phases)).await
+            }
             // With TLS 1.3 a server that refuses the client's certificate
             // says so after the handshake, in an alert read here.
             Ok(Err(e)) => Err(Outcome::failure(
@@ -518,7 +539,7 @@ impl HttpCheck {
         let tcp = dialed?;
         let addrs = Addrs::of(&tcp);
         if !https {
-            return Connection::handshake(Recorded::new(tcp), false, addrs)
+            return Connection::handshake(Recorded::new(tcp), false, self.max_headers(), addrs)
                 .await
                 .map_err(other);
         }
@@ -543,11 +564,20 @@ impl HttpCheck {
         })?;
         let h2 = tls.get_ref().1.alpn_protocol() == Some(ALPN_H2);
         let tls_expiry = expiry::earliest(tls.get_ref().1.peer_certificates().unwrap_or_default());
-        let mut connection = Connection::handshake(Recorded::new(tls), h2, addrs)
+        let mut connection = Connection::handshake(Recorded::new(tls), h2, self.max_headers(), addrs)
             .await
             .map_err(other)?;
         connection.tls_expiry = tls_expiry;
         Ok(connection)
+    }
+
+    /// `FEW_HEADERS` or `MAX_HEADERS`, as the app has answered so far.
+    fn max_headers(&self) -> usize {
+        if self.many_headers.load(Ordering::Relaxed) {
+            MAX_HEADERS
+        } else {
+            FEW_HEADERS
+        }
     }
 
     /// `Get "URL"`: the prefix Go's client puts on its errors
@@ -715,7 +745,12 @@ impl Sender {
 impl Connection {
     /// Runs the HTTP/1.1 or (with `h2`) HTTP/2 handshake over `io` and
     /// spawns the driver task.
-    async fn handshake<T>(io: Recorded<T>, h2: bool, addrs: Addrs) -> Result<Connection, String>
+    async fn handshake<T>(
+        io: Recorded<T>,
+        h2: bool,
+        max_headers: usize,
+        addrs: Addrs,
+    ) -> Result<Connection, String>
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -736,7 +771,7 @@ impl Connection {
                 .title_case_headers(true)
                 .max_header_size(MAX_HEAD_BYTES)
                 .max_buf_size(MAX_HEAD_BYTES + (64 << 10))
-                .max_headers(MAX_HEADERS)
+                .max_headers(max_headers)
                 .allow_obsolete_multiline_headers_in_responses(true)
                 .handshake(io)
                 .await
@@ -954,6 +989,16 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Recorded<T> {
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
     }
+}
+
+/// A request to send again: its method, URI, version and headers.
+fn copy(request: &Request<Empty<Bytes>>) -> Request<Empty<Bytes>> {
+    let mut again = Request::new(Empty::new());
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.version_mut() = request.version();
+    *again.headers_mut() = request.headers().clone();
+    again
 }
 
 /// The redirect statuses Go's client follows; other 3xx are final
