@@ -72,6 +72,48 @@ pub(crate) struct Shared {
     reloads: Option<Reloads>,
     /// The request counters, one per route, indexed by [`Route::index`].
     requests: [RouteRequests; route::LABELS.len()],
+    /// How many more refused lifecycle requests may be logged now.
+    refusals_logged: std::sync::Mutex<LogBudget>,
+}
+
+/// A token bucket for log lines that clients can cause: `BURST` at once,
+/// then `PER_SECOND`; what it holds back is counted and said with the next
+/// line it lets through. A flood of refused requests from the pod network
+/// then costs a few lines a second, not one per request (the metric counts
+/// every one).
+#[derive(Debug)]
+struct LogBudget {
+    tokens: f64,
+    at: std::time::Instant,
+    held_back: u64,
+}
+
+impl LogBudget {
+    const BURST: f64 = 20.0;
+    const PER_SECOND: f64 = 1.0;
+
+    fn new() -> Self {
+        LogBudget {
+            tokens: Self::BURST,
+            at: std::time::Instant::now(),
+            held_back: 0,
+        }
+    }
+
+    /// `Some(n)` when a line may be logged, `n` being how many were held
+    /// back since the last; `None` when this one is held back.
+    fn take(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.at).as_secs_f64() * Self::PER_SECOND;
+        self.tokens = (self.tokens + refill).min(Self::BURST);
+        self.at = now;
+        if self.tokens < 1.0 {
+            self.held_back += 1;
+            return None;
+        }
+        self.tokens -= 1.0;
+        Some(std::mem::take(&mut self.held_back))
+    }
 }
 
 /// The longest query string accepted; a longer one gets 414.
@@ -100,6 +142,7 @@ fn shared(state: State, lifecycle: Lifecycle, metrics: Metrics, reloads: Option<
         metrics,
         reloads,
         requests,
+        refusals_logged: std::sync::Mutex::new(LogBudget::new()),
     })
 }
 
@@ -346,7 +389,8 @@ pub(crate) struct Peer(pub(crate) std::net::SocketAddr);
 
 /// Lets a lifecycle request to `route` through, or answers it: 401 without
 /// the token when one is set, 403 off loopback when none is. Every refusal
-/// is logged at WARN with the client's address and counted: the kubelet
+/// is counted and logged at WARN with the client's address (at most 20 at
+/// once, then one a second: see [`LogBudget`]): the kubelet
 /// ignores a preStop hook's status, so a refused `/prestop` (a rotated
 /// Secret) would otherwise pass unseen while the app is stopped undrained.
 fn guard(
@@ -363,13 +407,22 @@ fn guard(
         .err()?;
     let source = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
     app.metrics.record_refused(route, refusal);
+    let log = app.refusals_logged.lock().expect("not poisoned").take();
+    if let Some(held_back) = log.filter(|n| *n > 0) {
+        tracing::warn!(
+            held_back,
+            "{held_back} more refused lifecycle requests were not logged (at most 20 at once, then one a second); healthproxy_lifecycle_refused_total counts every one"
+        );
+    }
     Some(match refusal {
         Refusal::Token => {
-            tracing::warn!(
-                route,
-                source,
-                "lifecycle request refused: no valid bearer token (drain.token_file); a refused preStop hook drains nothing"
-            );
+            if log.is_some() {
+                tracing::warn!(
+                    route,
+                    source,
+                    "lifecycle request refused: no valid bearer token (drain.token_file); a refused preStop hook drains nothing"
+                );
+            }
             (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -378,11 +431,13 @@ fn guard(
                 .into_response()
         }
         Refusal::NotLoopback => {
-            tracing::warn!(
-                route,
-                source,
-                "lifecycle request refused: not from loopback and drain.token_file is not set"
-            );
+            if log.is_some() {
+                tracing::warn!(
+                    route,
+                    source,
+                    "lifecycle request refused: not from loopback and drain.token_file is not set"
+                );
+            }
             (
                 StatusCode::FORBIDDEN,
                 "without drain.token_file, /prestop, /drain and /exit answer loopback clients only: set drain.token_file and send Authorization: Bearer TOKEN\n",

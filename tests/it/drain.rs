@@ -72,6 +72,45 @@ async fn prestop_answers_once_min_has_passed_and_connections_are_gone() {
 }
 
 #[tokio::test]
+async fn a_flood_of_refused_requests_is_counted_whole_and_logged_within_a_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let (_app, proxy) = app_and_proxy(&format!("min = \"0s\"\ntoken_file = \"{}\"", token.display())).await;
+    let flood = 300;
+    for _ in 0..flood {
+        assert_eq!(proxy.send("POST", "/drain", &[]).await.status, 401);
+    }
+    let metrics = proxy.get("/metrics").await.body;
+    let series = "healthproxy_lifecycle_refused_total{reason=\"token\",route=\"/drain\"}";
+    assert_eq!(
+        metric(&metrics, series),
+        Some(f64::from(flood)),
+        "every one is counted"
+    );
+    // 20 at once, then one a second: however long the flood took, far
+    // fewer lines than requests.
+    let logged = proxy.log_lines("lifecycle request refused").len();
+    assert!(
+        (20..flood as usize / 2).contains(&logged),
+        "{logged} lines for {flood} refusals"
+    );
+    // The next line after a pause says how many were held back.
+    eventually(
+        Duration::from_secs(10),
+        "a line saying how many were not logged",
+        || async {
+            assert_eq!(proxy.send("POST", "/drain", &[]).await.status, 401);
+            !proxy
+                .log_lines("refused lifecycle requests were not logged")
+                .is_empty()
+        },
+    )
+    .await;
+    assert_eq!(proxy.get("/readyz").await.status, 200, "nothing was drained");
+}
+
+#[tokio::test]
 async fn prestop_gives_up_at_drain_max() {
     let (app, proxy) = app_and_proxy("min = \"100ms\"\nmax = \"1s\"").await;
     let _client = TcpStream::connect(app.local_addr().unwrap()).await.unwrap();
