@@ -607,6 +607,23 @@ async fn a_fifo_or_a_device_as_token_file_is_a_clear_error() {
             .unwrap()
             .success()
     );
+    let config = dir.path().join("config.toml");
+    // `run` with `token_file`: its exit code and standard error.
+    let run_with = |token_file: String| {
+        std::fs::write(&config, format!("[drain]\ntoken_file = \"{token_file}\"\n")).unwrap();
+        let args = [
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ]
+        .map(str::to_string);
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::support::run_binary(&args, Duration::from_secs(10)).await
+        }
+    };
     for (token_file, expected) in [
         (fifo.display().to_string(), "is a FIFO, not a regular file"),
         (
@@ -614,19 +631,7 @@ async fn a_fifo_or_a_device_as_token_file_is_a_clear_error() {
             "is a character device, not a regular file",
         ),
     ] {
-        let config = dir.path().join("config.toml");
-        std::fs::write(&config, format!("[drain]\ntoken_file = \"{token_file}\"\n")).unwrap();
-        let (code, stderr) = crate::support::run_binary(
-            &[
-                "run",
-                "--listen",
-                "127.0.0.1:0",
-                "--config",
-                config.to_str().unwrap(),
-            ],
-            Duration::from_secs(10),
-        )
-        .await;
+        let (code, stderr) = run_with(token_file.clone()).await;
         assert_eq!(code, 2, "{stderr}");
         assert!(
             stderr.contains(&format!("drain.token_file {token_file}: {expected}")),
@@ -636,23 +641,7 @@ async fn a_fifo_or_a_device_as_token_file_is_a_clear_error() {
     // A large regular file is read up to the bound, no further.
     let large = dir.path().join("large");
     std::fs::write(&large, vec![b'x'; 1 << 20]).unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(
-        &config,
-        format!("[drain]\ntoken_file = \"{}\"\n", large.display()),
-    )
-    .unwrap();
-    let (code, stderr) = crate::support::run_binary(
-        &[
-            "run",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        Duration::from_secs(10),
-    )
-    .await;
+    let (code, stderr) = run_with(large.display().to_string()).await;
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("is larger than 65536 bytes"), "{stderr}");
 }
