@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use healthproxy::check::{Check, Outcome, Verdict};
-use healthproxy::config::{CheckKind, Host, HttpMethod, HttpSpec, Scheme, TcpSpec, TlsSpec};
+use healthproxy::config::{CheckKind, Host, HttpSpec, Scheme, TcpSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -163,26 +163,7 @@ async fn answer(mut stream: TcpStream, port: u16, routes: Routes, log: Arc<Mutex
 fn http(scheme: Scheme, port: u16, path: &str) -> HttpSpec {
     HttpSpec {
         scheme,
-        host: Host {
-            name: "127.0.0.1".into(),
-            from_env: None,
-        },
-        port,
-        path: path.into(),
-        method: HttpMethod::Get,
-        headers: Vec::new(),
-        keep_alive: false,
-        body_contains: None,
-        user_agent: "kube-probe/1.36".into(),
-        expect_status: None,
-        body_matches: None,
-        body_not_matches: None,
-        header_matches: Vec::new(),
-        secret_headers: Vec::new(),
-        tls: TlsSpec {
-            insecure_skip_verify: true,
-            ..TlsSpec::default()
-        },
+        ..crate::http_check::spec(port, path)
     }
 }
 
