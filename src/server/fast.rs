@@ -8,6 +8,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
@@ -20,6 +22,24 @@ use super::{Answer, AppState, Format, Options, Peer, Route, format};
 
 /// A response body: a fast-path answer, or the router's.
 pub(crate) type ResponseBody = Either<Full<Bytes>, Body>;
+
+/// A response to come: ready at once from the fast path, or the router's.
+pub(crate) enum Call {
+    /// Taken when polled.
+    Answered(Option<Response<ResponseBody>>),
+    Routed(Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>),
+}
+
+impl Future for Call {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Call::Answered(response) => Poll::Ready(Ok(response.take().expect("polled once"))),
+            Call::Routed(routed) => routed.as_mut().poll(cx),
+        }
+    }
+}
 
 /// Every endpoint: the fast path in front of the router. A cheap handle.
 #[derive(Clone)]
@@ -39,44 +59,31 @@ impl Endpoints {
         Endpoints { app, router }
     }
 
-    /// Answers `request` from `peer`. The router's handlers see the peer
-    /// as a [`Peer`] extension; the fast path has no use for it.
-    pub(crate) fn call<B>(
-        &self,
-        request: Request<B>,
-        peer: SocketAddr,
-    ) -> impl Future<Output = Result<Response<ResponseBody>, Infallible>> + use<B>
+    /// Answers `request` from `peer`: a plain probe at once, anything else
+    /// through the router. The router's handlers see the peer as a
+    /// [`Peer`] extension; the fast path has no use for it.
+    pub(crate) fn call<B>(&self, request: Request<B>, peer: SocketAddr) -> Call
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
         let route = Route::parse(request.uri().path());
-        let app = AppState::clone(&self.app);
-        let routed = match self.answer(&route, &request, peer) {
-            Some(response) => {
-                app.count(&route, response.status());
-                Ok(response)
-            }
-            None => {
-                let mut request = request.map(Body::new);
-                request.extensions_mut().insert(route.clone());
-                request.extensions_mut().insert(Peer(peer));
-                // Boxed: held inline, the router's future would make every
-                // request's future that large (752 bytes instead of 216),
-                // a fast one's too, moved and copied as such.
-                Err((route, Box::pin(self.router.clone().oneshot(request))))
-            }
-        };
-        async move {
-            match routed {
-                Ok(response) => Ok(response.map(Either::Left)),
-                Err((route, routed)) => {
-                    let response = routed.await?;
-                    app.count(&route, response.status());
-                    Ok(response.map(Either::Right))
-                }
-            }
+        if let Some(response) = self.answer(&route, &request, peer) {
+            self.app.count(&route, response.status());
+            return Call::Answered(Some(response.map(Either::Left)));
         }
+        let app = AppState::clone(&self.app);
+        let router = self.router.clone();
+        let mut request = request.map(Body::new);
+        request.extensions_mut().insert(route.clone());
+        request.extensions_mut().insert(Peer(peer));
+        // Boxed: held inline, the router's future would make every call
+        // that large (752 bytes instead of a pointer), a fast one's too.
+        Call::Routed(Box::pin(async move {
+            let response = router.oneshot(request).await?;
+            app.count(&route, response.status());
+            Ok(response.map(Either::Right))
+        }))
     }
 
     /// The answer to a plain probe of `route`; `None` leaves the request

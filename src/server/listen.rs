@@ -18,12 +18,12 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::Endpoints;
+use super::fast::Call;
 use crate::config::ServerConfig;
 
 /// How long open connections get to finish after a clean stop.
@@ -140,19 +141,53 @@ pub(crate) fn connection_cap(configured: usize, check_fds: u64, fd_limit: u64) -
         .max(MIN_CONNECTIONS.min(configured))
 }
 
-/// One open connection as the table sees it.
+/// One open connection, shared by its task and the table.
 struct Slot {
-    /// Requests in progress, and when the last one ended.
-    activity: Activity,
+    /// The first bytes have arrived and hyper reads the connection.
+    reading: AtomicBool,
+    /// Requests begun and ended: one is in progress while they differ
+    /// (HTTP/1.1 serves one at a time). Two counters rather than a clock
+    /// read per request: the sweep notices a change, and that is when it
+    /// last saw activity.
+    begun: AtomicU64,
+    ended: AtomicU64,
+    /// Set before `close` when the server stops, rather than to make room.
+    stopping: AtomicBool,
     /// Told once when the connection must go.
     close: Notify,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            reading: AtomicBool::new(false),
+            begun: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            close: Notify::new(),
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.begun.load(Ordering::Acquire) != self.ended.load(Ordering::Acquire)
+    }
+}
+
+/// A connection in the table, with what the sweep last saw of it.
+struct Entry {
+    slot: Arc<Slot>,
+    /// `begun` when the sweep last looked.
+    seen: u64,
+    /// Since when nothing has happened on it: accepted, or a request seen
+    /// in progress or begun.
+    quiet_since: Instant,
 }
 
 /// The open connections, oldest first.
 #[derive(Default)]
 struct Open {
     next: u64,
-    by_age: BTreeMap<u64, Arc<Slot>>,
+    by_age: BTreeMap<u64, Entry>,
     /// Connection tasks alive: those in `by_age` and those told to close
     /// that have not yet.
     live: usize,
@@ -173,34 +208,57 @@ impl Open {
     /// the first group, and under a flood it waits in the second behind
     /// every older connection.
     fn evict_one(&mut self) -> bool {
-        let idle = |slot: &Slot| slot.activity.in_flight.load(Ordering::Acquire) == 0;
+        let idle = |entry: &Entry| !entry.slot.busy();
         let victim = self
             .by_age
             .iter()
-            .find(|(_, slot)| idle(slot) && slot.activity.reading.load(Ordering::Acquire))
-            .or_else(|| self.by_age.iter().find(|(_, slot)| idle(slot)))
+            .find(|(_, entry)| idle(entry) && entry.slot.reading.load(Ordering::Acquire))
+            .or_else(|| self.by_age.iter().find(|(_, entry)| idle(entry)))
             .or_else(|| self.by_age.first_key_value())
             .map(|(id, _)| *id);
         match victim.and_then(|id| self.by_age.remove(&id)) {
-            Some(slot) => {
-                slot.close.notify_one();
+            Some(entry) => {
+                entry.slot.close.notify_one();
                 true
             }
             None => false,
         }
     }
 
-    /// Closes the connections that have answered a request and then been
-    /// idle for `idle_timeout`.
-    fn evict_idle(&mut self, idle_timeout: Duration) {
-        self.by_age.retain(|_, slot| {
-            let idle = slot.activity.served.load(Ordering::Acquire)
-                && slot.activity.idle_for().is_some_and(|idle| idle >= idle_timeout);
-            if idle {
-                slot.close.notify_one();
+    /// Closes the connections with no request in progress for too long at
+    /// `now`: `first_head` without a whole first request head since they
+    /// were accepted, `idle` since the end of their last answer. A head
+    /// half-sent after an answer is an idle connection here; hyper's own
+    /// header timer, which this replaces, would also have closed it
+    /// within `first_head` of the answer. Closed within a sweep's period
+    /// of their due time, never before it.
+    fn sweep(&mut self, now: Instant, first_head: Duration, idle: Duration) {
+        self.by_age.retain(|_, entry| {
+            let begun = entry.slot.begun.load(Ordering::Acquire);
+            if begun != entry.seen || entry.slot.busy() {
+                entry.seen = begun;
+                entry.quiet_since = now;
+                return true;
             }
-            !idle
+            let limit = if begun == 0 {
+                first_head
+            } else {
+                idle.min(first_head)
+            };
+            let expired = now.saturating_duration_since(entry.quiet_since) >= limit;
+            if expired {
+                entry.slot.close.notify_one();
+            }
+            !expired
         });
+    }
+
+    /// Tells every connection that the server stops.
+    fn stop_all(&mut self) {
+        for entry in self.by_age.values() {
+            entry.slot.stopping.store(true, Ordering::Release);
+            entry.slot.close.notify_one();
+        }
     }
 }
 
@@ -220,21 +278,21 @@ pub(crate) async fn serve<T>(
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes);
-    // One sweep over the table instead of a timer per connection.
+    builder.max_buf_size(limits.max_header_bytes);
+    // One sweep over the table for both deadlines, rather than a timer per
+    // connection for the first byte and one per request for hyper's header
+    // read timeout (set, reset and dropped on every request).
     let sweep = {
         let open = Arc::clone(&open);
-        let idle_timeout = limits.idle_timeout;
-        let mut every = tokio::time::interval((idle_timeout / 4).max(Duration::from_millis(50)));
+        let (first_head, idle) = (limits.header_read_timeout, limits.idle_timeout);
+        let period = (first_head.min(idle) / 4).max(Duration::from_millis(50));
+        let mut every = tokio::time::interval(period);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let stop = stop.clone();
         async move {
             loop {
                 tokio::select! {
-                    _ = every.tick() => open.lock().expect("not poisoned").evict_idle(idle_timeout),
+                    now = every.tick() => open.lock().expect("not poisoned").sweep(now, first_head, idle),
                     () = stop.cancelled() => return,
                 }
             }
@@ -286,11 +344,13 @@ pub(crate) async fn serve<T>(
             }
             let id = open.next;
             open.next += 1;
-            let slot = Arc::new(Slot {
-                activity: Activity::new(),
-                close: Notify::new(),
-            });
-            open.by_age.insert(id, Arc::clone(&slot));
+            let slot = Arc::new(Slot::new());
+            let entry = Entry {
+                slot: Arc::clone(&slot),
+                seen: 0,
+                quiet_since: Instant::now(),
+            };
+            open.by_age.insert(id, entry);
             open.live += 1;
             (id, slot)
         };
@@ -298,9 +358,7 @@ pub(crate) async fn serve<T>(
             stream,
             peer,
             endpoints: endpoints.clone(),
-            header_read_timeout: limits.header_read_timeout,
             slot,
-            stop: stop.clone(),
         };
         let (open, ended) = (Arc::clone(&open), Arc::clone(&ended));
         let builder = builder.clone();
@@ -314,6 +372,7 @@ pub(crate) async fn serve<T>(
     };
     drop(listener);
     stop.cancel();
+    open.lock().expect("not poisoned").stop_all();
     tasks.close();
     let _ = tokio::time::timeout(grace, tasks.wait()).await;
     value
@@ -324,39 +383,7 @@ struct Connection {
     stream: TcpStream,
     peer: SocketAddr,
     endpoints: Endpoints,
-    header_read_timeout: Duration,
     slot: Arc<Slot>,
-    stop: CancellationToken,
-}
-
-/// Requests in progress on a connection, and when the last one ended.
-struct Activity {
-    origin: Instant,
-    /// The first bytes have arrived and hyper reads the connection.
-    reading: AtomicBool,
-    in_flight: AtomicUsize,
-    served: AtomicBool,
-    last_done_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity {
-            origin: Instant::now(),
-            reading: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            served: AtomicBool::new(false),
-            last_done_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn idle_for(&self) -> Option<Duration> {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
-        }
-        let last = Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
-        Some(self.origin.elapsed().saturating_sub(last))
-    }
 }
 
 impl Connection {
@@ -365,50 +392,58 @@ impl Connection {
             stream,
             peer,
             endpoints,
-            header_read_timeout,
             slot,
-            stop,
         } = self;
         // Until its first byte a connection costs its socket and this
-        // task only; hyper's buffers come with the first byte.
-        let first_byte = tokio::time::timeout(header_read_timeout, stream.readable());
+        // task only; hyper's buffers come with the first byte. The sweep
+        // closes it if no head follows in time.
         tokio::select! {
             biased;
             () = slot.close.notified() => return,
-            () = stop.cancelled() => return,
-            readable = first_byte => if !matches!(readable, Ok(Ok(()))) { return },
+            readable = stream.readable() => if readable.is_err() { return },
         }
-        slot.activity.reading.store(true, Ordering::Release);
+        slot.reading.store(true, Ordering::Release);
         let _ = stream.set_nodelay(true);
         let tracked = Arc::clone(&slot);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
-            let slot = Arc::clone(&tracked);
-            slot.activity.in_flight.fetch_add(1, Ordering::AcqRel);
-            let response = endpoints.call(request, peer);
+            tracked.begun.fetch_add(1, Ordering::AcqRel);
+            let call = endpoints.call(request, peer);
+            // A plain probe is answered here and now; only a routed
+            // request's future holds the slot until it ends.
+            let routed = match call {
+                Call::Answered(_) => {
+                    tracked.ended.fetch_add(1, Ordering::AcqRel);
+                    None
+                }
+                Call::Routed(_) => Some(Arc::clone(&tracked)),
+            };
             async move {
-                let response = response.await;
-                let activity = &slot.activity;
-                let now = activity.origin.elapsed().as_millis() as u64;
-                activity.last_done_ms.store(now, Ordering::Release);
-                activity.served.store(true, Ordering::Release);
-                activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+                let response = call.await;
+                if let Some(slot) = routed {
+                    slot.ended.fetch_add(1, Ordering::AcqRel);
+                }
                 response
             }
         });
+        // Boxed: a connection not yet read from holds its task only.
         let mut conn = Box::pin(builder.serve_connection(TokioIo::new(stream), service));
-        // Closed to make room: a connection with no request in progress
-        // (idle, or in the middle of a head, where hyper's graceful
-        // shutdown does nothing) is dropped at once; one with a request
-        // finishes it, within a bound.
+        // Closed to make room or by the sweep: a connection with no
+        // request in progress (idle, or in the middle of a head, where
+        // hyper's graceful shutdown does nothing) is dropped at once; one
+        // with a request finishes it, within a bound. When the server
+        // stops, every connection gets to finish what it has begun.
         let closing = tokio::select! {
+            biased;
             _ = conn.as_mut() => return,
             () = slot.close.notified() => {
-                if slot.activity.in_flight.load(Ordering::Acquire) == 0 {
+                if slot.stopping.load(Ordering::Acquire) {
+                    SHUTDOWN_GRACE
+                } else if slot.busy() {
+                    EVICTION_GRACE
+                } else {
                     return;
                 }
-                EVICTION_GRACE
             }
-            () = stop.cancelled() => SHUTDOWN_GRACE,
         };
         conn.as_mut().graceful_shutdown();
         let _ = tokio::time::timeout(closing, conn).await;
@@ -442,14 +477,15 @@ mod tests {
         assert_eq!(connection_cap(1024, 4000, 1024), 16);
     }
 
-    fn slot(reading: bool, in_flight: usize) -> Arc<Slot> {
-        let slot = Slot {
-            activity: Activity::new(),
-            close: Notify::new(),
-        };
-        slot.activity.reading.store(reading, Ordering::Release);
-        slot.activity.in_flight.store(in_flight, Ordering::Release);
-        Arc::new(slot)
+    fn entry(reading: bool, busy: bool) -> Entry {
+        let slot = Slot::new();
+        slot.reading.store(reading, Ordering::Release);
+        slot.begun.store(u64::from(busy), Ordering::Release);
+        Entry {
+            slot: Arc::new(slot),
+            seen: 0,
+            quiet_since: Instant::now(),
+        }
     }
 
     fn ids(open: &Open) -> Vec<u64> {
@@ -461,11 +497,18 @@ mod tests {
         let mut open = Open::default();
         // Not read from yet, busy, half-sent or idle, not read from, busy,
         // half-sent or idle.
-        let connections = [(false, 0), (true, 1), (true, 0), (false, 0), (true, 1), (true, 0)];
+        let connections = [
+            (false, false),
+            (true, true),
+            (true, false),
+            (false, false),
+            (true, true),
+            (true, false),
+        ];
         for (id, (reading, busy)) in (0..).zip(connections) {
-            open.by_age.insert(id, slot(reading, busy));
+            open.by_age.insert(id, entry(reading, busy));
         }
-        let half_sent = Arc::clone(&open.by_age[&2]);
+        let half_sent = Arc::clone(&open.by_age[&2].slot);
         assert!(open.evict_one());
         assert_eq!(ids(&open), [0, 1, 3, 4, 5]);
         // The permit is kept for the connection to see.
@@ -480,5 +523,48 @@ mod tests {
         // Only busy ones left: the oldest goes.
         assert!(open.evict_one());
         assert_eq!(ids(&open), [4]);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_closes_late_first_heads_and_idle_connections_never_before_their_time() {
+        const FIRST_HEAD: Duration = Duration::from_secs(10);
+        const IDLE: Duration = Duration::from_secs(5);
+        let mut open = Open::default();
+        // 0: never sends a whole head; 1: answered once, then idle; 2: a
+        // request in progress all along; 3: a request now and then.
+        for id in 0..4 {
+            open.by_age.insert(id, entry(true, false));
+        }
+        let start = open.by_age[&0].quiet_since;
+        let slot = |open: &Open, id| Arc::clone(&open.by_age[&id].slot);
+        let (idle, busy, active) = (slot(&open, 1), slot(&open, 2), slot(&open, 3));
+        idle.begun.store(1, Ordering::Release);
+        idle.ended.store(1, Ordering::Release);
+        busy.begun.store(1, Ordering::Release);
+        let second = Duration::from_secs(1);
+        for t in 1..=12 {
+            if t % 3 == 0 {
+                active.begun.fetch_add(1, Ordering::AcqRel);
+                active.ended.fetch_add(1, Ordering::AcqRel);
+            }
+            open.sweep(start + t * second, FIRST_HEAD, IDLE);
+            let open_ids = ids(&open);
+            // Idle from the first sweep on (t = 1): due at t = 6.
+            assert_eq!(open_ids.contains(&1), t < 6, "t = {t}: {open_ids:?}");
+            // Accepted at t = 0 with nothing begun: due at t = 10.
+            assert_eq!(open_ids.contains(&0), t < 10, "t = {t}: {open_ids:?}");
+            assert!(open_ids.contains(&2) && open_ids.contains(&3), "t = {t}");
+        }
+        // The idle one was told to go.
+        idle.close.notified().await;
+        // A kept-alive connection is held no longer than a first head.
+        let mut open = Open::default();
+        open.by_age.insert(0, entry(true, false));
+        let slot = slot(&open, 0);
+        slot.begun.store(1, Ordering::Release);
+        slot.ended.store(1, Ordering::Release);
+        open.sweep(start, Duration::from_secs(2), IDLE);
+        open.sweep(start + Duration::from_secs(2), Duration::from_secs(2), IDLE);
+        assert!(ids(&open).is_empty());
     }
 }

@@ -235,7 +235,7 @@ async fn probe(
 /// An answer, built the same way whichever path the request took.
 pub(crate) struct Answer {
     status: StatusCode,
-    content_type: &'static str,
+    media: Media,
     /// A probe's answer: never cached nor sniffed.
     probe: bool,
     body: Bytes,
@@ -246,7 +246,7 @@ impl Answer {
     fn healthz() -> Answer {
         Answer {
             status: StatusCode::OK,
-            content_type: TEXT,
+            media: Media::Text,
             probe: false,
             body: Bytes::from_static(b"ok"),
         }
@@ -255,7 +255,7 @@ impl Answer {
     fn not_found(body: String) -> Answer {
         Answer {
             status: StatusCode::NOT_FOUND,
-            content_type: TEXT,
+            media: Media::Text,
             probe: false,
             body: Bytes::from(body),
         }
@@ -264,16 +264,7 @@ impl Answer {
     /// The response, without its body for `head` (with the length a GET's
     /// body has, as axum does).
     pub(crate) fn response(self, head: bool) -> axum::http::Response<Full<Bytes>> {
-        let mut headers = HeaderMap::with_capacity(4);
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(self.content_type));
-        if self.probe {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            headers.insert(
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            );
-        }
-        headers.insert(header::CONTENT_LENGTH, content_length(self.body.len()));
+        let headers = self.media.headers(self.probe, self.body.len());
         let body = if head { Bytes::new() } else { self.body };
         let mut response = axum::http::Response::new(Full::new(body));
         *response.status_mut() = self.status;
@@ -282,11 +273,58 @@ impl Answer {
     }
 }
 
-/// A `content-length` value; `ok`'s without formatting or allocating.
-fn content_length(len: usize) -> HeaderValue {
-    match len {
-        2 => HeaderValue::from_static("2"),
-        len => HeaderValue::from(len),
+/// What an answer's body is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Media {
+    Text,
+    Json,
+    HealthJson,
+}
+
+impl Media {
+    const ALL: [Media; 3] = [Media::Text, Media::Json, Media::HealthJson];
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Media::Text => "text/plain; charset=utf-8",
+            Media::Json => "application/json",
+            Media::HealthJson => "application/health+json",
+        }
+    }
+
+    /// The headers of an answer with this body, `len` bytes long, a
+    /// probe's (never cached nor sniffed) or not. Built once for `ok` and
+    /// copied: the kubelet's probes come many times a second, and
+    /// inserting each header hashes it.
+    fn headers(self, probe: bool, len: usize) -> HeaderMap {
+        const OK: usize = b"ok".len();
+        static HEADERS: std::sync::LazyLock<Vec<HeaderMap>> = std::sync::LazyLock::new(|| {
+            let mut all = Vec::new();
+            for media in Media::ALL {
+                for probe in [false, true] {
+                    let mut headers = HeaderMap::with_capacity(4);
+                    headers.insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static(media.content_type()),
+                    );
+                    if probe {
+                        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                        headers.insert(
+                            header::X_CONTENT_TYPE_OPTIONS,
+                            HeaderValue::from_static("nosniff"),
+                        );
+                    }
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(OK));
+                    all.push(headers);
+                }
+            }
+            all
+        });
+        let mut headers = HEADERS[self as usize * 2 + usize::from(probe)].clone();
+        if len != OK {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        headers
     }
 }
 
@@ -346,7 +384,7 @@ impl Shared {
         let plain = format == Format::Text && !options.verbose && options.exclude.is_empty();
         // The kubelet's probe of a passing pod: no body to build.
         if plain && matches!(scope, Scope::All) && snapshot.passes(kind) {
-            return Answer::probe(StatusCode::OK, TEXT, Bytes::from_static(b"ok"));
+            return Answer::probe(StatusCode::OK, Media::Text, Bytes::from_static(b"ok"));
         }
         let mut probe = Probe::evaluate(&snapshot, kind, scope, options);
         if !messages {
@@ -357,12 +395,12 @@ impl Shared {
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        let (content_type, body) = match format {
-            Format::Text => (TEXT, probe.text(options.verbose)),
-            Format::Json => ("application/json", probe.json().to_string()),
-            Format::HealthJson => ("application/health+json", probe.health_json().to_string()),
+        let (media, body) = match format {
+            Format::Text => (Media::Text, probe.text(options.verbose)),
+            Format::Json => (Media::Json, probe.json().to_string()),
+            Format::HealthJson => (Media::HealthJson, probe.health_json().to_string()),
         };
-        Answer::probe(status, content_type, Bytes::from(body))
+        Answer::probe(status, media, Bytes::from(body))
     }
 
     /// Counts a request to `route` answered with `status`.
@@ -372,10 +410,10 @@ impl Shared {
 }
 
 impl Answer {
-    fn probe(status: StatusCode, content_type: &'static str, body: Bytes) -> Answer {
+    fn probe(status: StatusCode, media: Media, body: Bytes) -> Answer {
         Answer {
             status,
-            content_type,
+            media,
             probe: true,
             body,
         }
@@ -522,21 +560,14 @@ async fn exit(
     (StatusCode::OK, "exiting\n").into_response()
 }
 
-/// The content type of the probes' text answers (and of `/healthz`'s).
-const TEXT: &str = "text/plain; charset=utf-8";
-
 fn format(headers: &HeaderMap, options: &Options<'_>) -> Format {
-    let accepts = |media: &str| {
-        headers
-            .get_all(header::ACCEPT)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.contains(media)))
-    };
-    if accepts("application/health+json") {
-        Format::HealthJson
-    } else if options.json || accepts("application/json") {
-        Format::Json
-    } else {
-        Format::Text
+    let mut json = options.json;
+    for value in &headers.get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        if value.contains(Media::HealthJson.content_type()) {
+            return Format::HealthJson;
+        }
+        json |= value.contains(Media::Json.content_type());
     }
+    if json { Format::Json } else { Format::Text }
 }

@@ -60,6 +60,10 @@ impl Route {
     /// The route of `path` (without its query).
     pub(crate) fn parse(path: &str) -> Route {
         match path {
+            // The kubelet's probes first, without splitting the path.
+            "/readyz" => return Route::Probe(ProbeKind::Readiness),
+            "/livez" => return Route::Probe(ProbeKind::Liveness),
+            "/startupz" => return Route::Probe(ProbeKind::Startup),
             "/healthz" => return Route::Healthz,
             "/prestop" => return Route::Prestop,
             "/drain" => return Route::Drain,
