@@ -245,6 +245,9 @@ pub struct Snapshot {
     pub reload: ReloadStatus,
     /// The id the next new check gets.
     next_id: usize,
+    /// `passes` of each probe kind, indexed by kind: worked out once per
+    /// change rather than over every check on every request.
+    passing: [bool; 3],
 }
 
 /// How the last reload of the config went (Prometheus' own
@@ -285,7 +288,19 @@ impl Snapshot {
     /// Whether probe `kind` passes over every check: what `/livez`,
     /// `/readyz` and `/startupz` answer and `healthproxy_probe_ok` shows.
     pub fn passes(&self, kind: ProbeKind) -> bool {
-        self.passes_counting(kind, |c| c.critical)
+        debug_assert_eq!(
+            self.passing[kind as usize],
+            self.passes_counting(kind, |c| c.critical),
+            "{kind:?} passes as of the last change"
+        );
+        self.passing[kind as usize]
+    }
+
+    /// Works out `passing` again; after every change.
+    fn refresh(&mut self) {
+        for kind in ProbeKind::ALL {
+            self.passing[kind as usize] = self.passes_counting(kind, |c| c.critical);
+        }
     }
 
     /// Whether probe `kind` passes: no gate closed, and every check of the
@@ -348,7 +363,7 @@ impl State {
             .map(|(id, c)| CheckStatus::new(id, c))
             .collect();
         let started = startup_done(&checks);
-        let (tx, _) = watch::channel(Snapshot {
+        let mut snapshot = Snapshot {
             next_id: checks.len(),
             checks,
             started,
@@ -359,11 +374,26 @@ impl State {
                 successful: true,
                 last_success: SystemTime::now(),
             },
-        });
+            passing: [false; 3],
+        };
+        snapshot.refresh();
+        let (tx, _) = watch::channel(snapshot);
         State {
             tx: Arc::new(tx),
             lifecycle: Arc::new(Notify::new()),
         }
+    }
+
+    /// Changes the snapshot with `change`, which returns whether it changed
+    /// anything; tells the receivers if so and returns that.
+    fn modify(&self, change: impl FnOnce(&mut Snapshot) -> bool) -> bool {
+        self.tx.send_if_modified(|s| {
+            let changed = change(s);
+            if changed {
+                s.refresh();
+            }
+            changed
+        })
     }
 
     /// The latest snapshot; hold the guard only while rendering.
@@ -389,7 +419,7 @@ impl State {
         duration: Duration,
     ) -> Option<Recorded> {
         let mut recorded = None;
-        self.tx.send_if_modified(|s| {
+        self.modify(|s| {
             if s.generation != generation {
                 return false;
             }
@@ -419,19 +449,20 @@ impl State {
     /// kubelet's workers do for a new container ID (kubelet-semantics
     /// §3.5), and the workers begin again with the initial delay.
     pub fn new_container(&self) {
-        self.tx.send_modify(|s| {
+        self.modify(|s| {
             s.generation += 1;
             for check in &mut s.checks {
                 check.reset();
             }
             s.started = startup_done(&s.checks);
+            true
         });
         self.lifecycle.notify_waiters();
     }
 
     /// Counts `n` restarts of the app container.
     pub(crate) fn record_app_restarts(&self, n: u64) {
-        self.tx.send_if_modified(|s| {
+        self.modify(|s| {
             s.app_restarts += n;
             n > 0
         });
@@ -443,7 +474,7 @@ impl State {
     /// are left as they are: a reload never restarts the pod's lifecycle.
     pub fn reload(&self, slots: &[Slot<'_>]) -> Vec<usize> {
         let mut ids = Vec::with_capacity(slots.len());
-        self.tx.send_modify(|s| {
+        self.modify(|s| {
             let mut old = std::mem::take(&mut s.checks);
             for slot in slots {
                 let status = match *slot {
@@ -467,6 +498,7 @@ impl State {
                 successful: true,
                 last_success: SystemTime::now(),
             };
+            true
         });
         self.lifecycle.notify_waiters();
         ids
@@ -474,14 +506,13 @@ impl State {
 
     /// Records a rejected reload: the running config stays.
     pub fn reload_rejected(&self) {
-        self.tx
-            .send_if_modified(|s| std::mem::replace(&mut s.reload.successful, false));
+        self.modify(|s| std::mem::replace(&mut s.reload.successful, false));
     }
 
     /// Moves the drain's phase with `step`, which returns whether it
     /// changed anything; returns that. Only the drain calls this.
     pub(crate) fn step_drain(&self, step: impl FnOnce(&mut Phase) -> bool) -> bool {
-        self.tx.send_if_modified(|s| step(&mut s.drain))
+        self.modify(|s| step(&mut s.drain))
     }
 
     /// Waits until a drain has finished (or, once reset, had), and returns

@@ -560,9 +560,14 @@ async fn exit(
     (StatusCode::OK, "exiting\n").into_response()
 }
 
+/// The format an answer is asked for: `application/health+json` in
+/// `Accept` wins, then `?format=json` or `application/json`; else text.
+/// The headers are scanned rather than looked up: a probe carries three or
+/// four, and a lookup hashes the name.
 fn format(headers: &HeaderMap, options: &Options<'_>) -> Format {
     let mut json = options.json;
-    for value in &headers.get_all(header::ACCEPT) {
+    let accepted = headers.iter().filter(|(name, _)| *name == header::ACCEPT);
+    for (_, value) in accepted {
         let Ok(value) = value.to_str() else { continue };
         if value.contains(Media::HealthJson.content_type()) {
             return Format::HealthJson;
