@@ -24,6 +24,7 @@
 //! query, no JSON asked for) skip the router (`fast`) and call the same
 //! answer code.
 
+mod answers;
 mod fast;
 pub mod grpc;
 mod listen;
@@ -32,6 +33,7 @@ mod route;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -74,6 +76,48 @@ pub(crate) struct Shared {
     requests: [RouteRequests; route::LABELS.len()],
     /// How many more refused lifecycle requests may be logged now.
     refusals_logged: std::sync::Mutex<LogBudget>,
+    /// What large answers waiting for their clients may hold.
+    answers: answers::Answers,
+    /// `/metrics` renderings shared by the scrapes waiting for them.
+    scrapes: answers::Scrapes<Result<Bytes, Unsent>>,
+    /// One permit: the rendering of a large answer under way.
+    renders: tokio::sync::Semaphore,
+    /// Requests waiting for that permit.
+    waiting_renders: AtomicUsize,
+}
+
+/// How many requests may wait for their turn to render.
+const MAX_WAITING_RENDERS: usize = 8;
+
+/// A request counted among those waiting to render, while it waits.
+struct WaitingRender<'a>(&'a AtomicUsize);
+
+impl<'a> WaitingRender<'a> {
+    /// `None` when [`MAX_WAITING_RENDERS`] already wait.
+    fn enter(waiting: &'a AtomicUsize) -> Option<WaitingRender<'a>> {
+        let fits = waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WAITING_RENDERS).then_some(n + 1)
+            })
+            .is_ok();
+        // Made only when counted: dropped, it counts itself out.
+        fits.then(|| WaitingRender(waiting))
+    }
+}
+
+impl Drop for WaitingRender<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Why a large answer is not sent.
+#[derive(Debug, Clone, Copy)]
+enum Unsent {
+    /// Rendering it failed.
+    Failed,
+    /// The answers' budget is spent, or too many wait to render.
+    Busy,
 }
 
 /// A token bucket for log lines that clients can cause: `BURST` at once,
@@ -143,6 +187,10 @@ fn shared(state: State, lifecycle: Lifecycle, metrics: Metrics, reloads: Option<
         reloads,
         requests,
         refusals_logged: std::sync::Mutex::new(LogBudget::new()),
+        answers: answers::Answers::new(),
+        scrapes: answers::Scrapes::default(),
+        renders: tokio::sync::Semaphore::new(1),
+        waiting_renders: AtomicUsize::new(0),
     })
 }
 
@@ -183,27 +231,31 @@ async fn limit_query(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// `/metrics`: every gauge is computed from the snapshot as it is now.
+/// `/metrics`: every gauge is computed from the snapshot as it is now,
+/// off the thread that answers the probes ([`Shared::render`]). Scrapes
+/// that arrive together share one rendering (see [`answers`]).
 async fn scrape(AxumState(app): AxumState<AppState>) -> Response {
-    // Building and encoding thousands of checks' series takes
-    // milliseconds: on a blocking thread, never on the one that answers
-    // the probes.
-    let (metrics, state) = (app.metrics.clone(), app.state.clone());
-    let body = match tokio::task::spawn_blocking(move || metrics.render(&state)).await {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::error!("rendering the metrics failed: {e}");
-            return (StatusCode::INTERNAL_SERVER_ERROR, "cannot render the metrics\n").into_response();
+    let rendered = app
+        .scrapes
+        .get(async || {
+            let body = app.render(|app| app.metrics.render(&app.state)).await?;
+            app.answers.hold(Bytes::from(body)).ok_or(Unsent::Busy)
+        })
+        .await;
+    match rendered {
+        Ok(body) => (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(prometheus::TEXT_FORMAT),
+            )],
+            body,
+        )
+            .into_response(),
+        Err(Unsent::Failed) => {
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot render the metrics\n").into_response()
         }
-    };
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(prometheus::TEXT_FORMAT),
-        )],
-        body,
-    )
-        .into_response()
+        Err(Unsent::Busy) => Answer::busy().response(false).map(Body::new),
+    }
 }
 
 async fn healthz(method: Method) -> Response {
@@ -224,12 +276,32 @@ async fn probe(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
+    let head = method == Method::HEAD;
+    let messages = app.may_see_messages(peer, &headers);
     let options = Options::parse(query.as_deref());
     let format = format(&headers, &options);
-    let messages = app.may_see_messages(peer, &headers);
-    app.probe(&route, &options, format, messages)
-        .response(method == Method::HEAD)
-        .map(Body::new)
+    // A plain answer (what a kubelet probe of one check or one container
+    // asks for) is cheap and answered here. Anything else takes
+    // milliseconds with many checks: off this thread, one at a time, and
+    // not begun when its bytes could not be kept.
+    if options.is_plain() && format == Format::Text {
+        return app
+            .probe(&route, &options, format, messages)
+            .response(head)
+            .map(Body::new);
+    }
+    let answer = app
+        .render(move |app| {
+            let options = Options::parse(query.as_deref());
+            app.probe(&route, &options, format, messages)
+        })
+        .await;
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(Unsent::Busy) => Answer::busy(),
+        Err(Unsent::Failed) => Answer::failed(),
+    };
+    answer.response(head).map(Body::new)
 }
 
 /// An answer, built the same way whichever path the request took.
@@ -249,6 +321,28 @@ impl Answer {
             media: Media::Text,
             probe: false,
             body: Bytes::from_static(b"ok"),
+        }
+    }
+
+    /// Rendering the answer failed (it panicked).
+    fn failed() -> Answer {
+        Answer {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            media: Media::Text,
+            probe: true,
+            body: Bytes::from_static(b"cannot render the answer\n"),
+        }
+    }
+
+    /// Too many large answers wait for their clients to read them.
+    fn busy() -> Answer {
+        Answer {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            media: Media::Text,
+            probe: true,
+            body: Bytes::from_static(
+                b"busy: too many large answers are waiting for their clients to read them; try again\n",
+            ),
         }
     }
 
@@ -329,6 +423,36 @@ impl Media {
 }
 
 impl Shared {
+    /// What `render` returns, run on a blocking thread once no other
+    /// rendering runs: answers that grow with the checks (JSON, verbose,
+    /// `/metrics`) take milliseconds with thousands of checks, and a flood
+    /// of them must neither hold the thread that answers the kubelet's
+    /// probes nor take more than one core. Past [`MAX_WAITING_RENDERS`]
+    /// waiting, the answer is busy at once: requests in progress are the
+    /// last a full connection table closes, and a queue of them would
+    /// leave a kubelet probe's fresh connection as the one to close.
+    async fn render<T: Send + 'static>(
+        self: &Arc<Self>,
+        render: impl FnOnce(&Shared) -> T + Send + 'static,
+    ) -> Result<T, Unsent> {
+        if self.answers.spent() {
+            return Err(Unsent::Busy);
+        }
+        let turn = {
+            let waiting = WaitingRender::enter(&self.waiting_renders).ok_or(Unsent::Busy)?;
+            let turn = self.renders.acquire().await.expect("never closed");
+            drop(waiting);
+            turn
+        };
+        let app = Arc::clone(self);
+        let rendered = tokio::task::spawn_blocking(move || render(&app)).await;
+        drop(turn);
+        rendered.map_err(|e| {
+            tracing::error!("rendering an answer failed: {e}");
+            Unsent::Failed
+        })
+    }
+
     /// Whether a request from `peer` may see the checks' messages: it
     /// comes from the loopback interface (the pod itself, or a `kubectl
     /// port-forward`), or it carries the lifecycle token
@@ -381,7 +505,7 @@ impl Shared {
             }
             _ => return Answer::not_found("not found\n".into()),
         };
-        let plain = format == Format::Text && !options.verbose && options.exclude.is_empty();
+        let plain = format == Format::Text && options.is_plain();
         // The kubelet's probe of a passing pod: no body to build.
         if plain && matches!(scope, Scope::All) && snapshot.passes(kind) {
             return Answer::probe(StatusCode::OK, Media::Text, Bytes::from_static(b"ok"));
@@ -400,7 +524,10 @@ impl Shared {
             Format::Json => (Media::Json, probe.json().to_string()),
             Format::HealthJson => (Media::HealthJson, probe.health_json().to_string()),
         };
-        Answer::probe(status, media, Bytes::from(body))
+        match self.answers.hold(Bytes::from(body)) {
+            Some(body) => Answer::probe(status, media, body),
+            None => Answer::busy(),
+        }
     }
 
     /// Counts a request to `route` answered with `status`.
@@ -575,4 +702,24 @@ fn format(headers: &HeaderMap, options: &Options<'_>) -> Format {
         json |= value.contains(Media::Json.content_type());
     }
     if json { Format::Json } else { Format::Text }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_waiting_to_render_are_counted_in_and_out_and_bounded() {
+        let waiting = AtomicUsize::new(0);
+        let all: Vec<_> = (0..MAX_WAITING_RENDERS)
+            .map(|_| WaitingRender::enter(&waiting).unwrap())
+            .collect();
+        for _ in 0..3 {
+            assert!(WaitingRender::enter(&waiting).is_none());
+        }
+        assert_eq!(waiting.load(Ordering::Acquire), MAX_WAITING_RENDERS);
+        drop(all);
+        assert_eq!(waiting.load(Ordering::Acquire), 0);
+        assert!(WaitingRender::enter(&waiting).is_some());
+    }
 }

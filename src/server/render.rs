@@ -53,6 +53,11 @@ pub struct Options<'a> {
 }
 
 impl<'a> Options<'a> {
+    /// Neither verbose nor excluding checks: a kubelet's probe.
+    pub fn is_plain(&self) -> bool {
+        !self.verbose && self.exclude.is_empty()
+    }
+
     /// Parses a raw query string. Unknown keys are ignored, as
     /// kube-apiserver does.
     pub fn parse(query: Option<&'a str>) -> Self {

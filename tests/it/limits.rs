@@ -1,5 +1,5 @@
 //! Attacks from the pod network against the real binary, under the limits
-//! `deploy/` ships (a 64 MiB memory limit, through a cgroup the test
+//! `deploy/` ships (its memory limit, through a cgroup the test
 //! creates where the machine allows it; a small open files limit through
 //! `prlimit`), with a kubelet-like prober beside them: a fresh connection
 //! every 100 ms, 1 s timeout. Each attack must cost the prober nothing,
@@ -25,7 +25,7 @@ use crate::support::{App, Proxy, eventually, metric, request};
 const BUDGET: u64 =
     healthproxy::server::memory_budget(healthproxy::config::DEFAULT_MAX_CONNECTIONS, 0, false);
 
-/// The memory limit `deploy/` ships for that budget (64 MiB).
+/// The memory limit `deploy/` ships for that budget (96 MiB).
 const DEPLOY_MEMORY_LIMIT: u64 = healthproxy::server::memory_limit(BUDGET);
 
 /// What a kubelet-like prober saw.
@@ -310,7 +310,7 @@ async fn half_sent_request_heads_are_evicted_within_the_memory_budget() {
     let before = usage(pid);
     let prober = Prober::start(proxy.addr, "/livez");
     // 4,000 half-sent heads of 12 KiB each, four times the connection
-    // cap: without eviction, over 64 MiB. (`scripts/soak --attacks` sends
+    // cap: without eviction, about 110 MiB. (`scripts/soak --attacks` sends
     // more, faster, to a release build.)
     let mut held = half_sent_heads(proxy.addr, 4000 * scale(), 12 * 1024).await;
     let during = usage(pid);
@@ -345,6 +345,145 @@ async fn half_sent_request_heads_are_evicted_within_the_memory_budget() {
         || async { usage(pid).fds <= before.fds + 2 },
     )
     .await;
+}
+
+/// Opens `n` connections that each ask for one of `paths` (in turn) and
+/// never read the answer, with a receive buffer as small as the kernel
+/// allows so that the answers stay on the sidecar's side, one a
+/// millisecond. This process keeps at most a third of its descriptor
+/// limit of them (see [`half_sent_heads`]).
+async fn unread_answers(addr: SocketAddr, n: usize, paths: &[&str]) -> Vec<TcpStream> {
+    let (limit, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let keep = usize::try_from(limit / 3).unwrap_or(usize::MAX).min(n);
+    let mut open = std::collections::VecDeque::with_capacity(keep);
+    let mut pace = tokio::time::interval(Duration::from_millis(1));
+    for path in paths.iter().cycle().take(n) {
+        if scale() == 1 {
+            pace.tick().await;
+        }
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(1024).unwrap();
+        let Ok(mut stream) = socket.connect(addr).await else {
+            continue;
+        };
+        let _ = stream
+            .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
+            .await;
+        if open.len() == keep {
+            open.pop_front();
+        }
+        open.push_back(stream);
+    }
+    open.into()
+}
+
+/// The bytes the kernel queues to send on the connections accepted on
+/// `port` (IPv4), from /proc/net/tcp.
+fn kernel_send_queue(port: u16) -> u64 {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        // local_address rem_address st tx_queue:rx_queue ...; not the
+        // listener (st 0A).
+        .filter(|fields| fields.len() > 4 && fields[1].ends_with(&local) && fields[3] != "0A")
+        .filter_map(|fields| u64::from_str_radix(fields[4].split(':').next()?, 16).ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn answers_that_clients_never_read_are_held_within_the_memory_budget() {
+    raise_own_fd_limit();
+    // Failing readiness checks: /livez answers ok, every other answer
+    // lists them all (/metrics 535 KB, ?format=json 77 KB here).
+    const CHECKS: usize = 300;
+    let config: String = (0..CHECKS)
+        .map(|i| {
+            format!(
+                "[[check]]\nname = \"check-{i}\"\nprobes = [\"readiness\"]\n\
+                 tcp = {{ port = 1 }}\nperiod = \"1h\"\n"
+            )
+        })
+        .collect();
+    let budget =
+        healthproxy::server::memory_budget(healthproxy::config::DEFAULT_MAX_CONNECTIONS, CHECKS, false);
+    let proxy = Proxy::start(&config);
+    let pid = proxy.child.id();
+    let cgroup = MemoryCgroup::create("unread", healthproxy::server::memory_limit(budget));
+    if let Some(cgroup) = &cgroup {
+        cgroup.add(pid);
+    }
+    let before = usage(pid);
+    let prober = Prober::start(proxy.addr, "/livez");
+    // 1,500 such requests, answers unread. Left to the kernel, the
+    // sockets' send queues grow to hundreds of MB (348 MB measured); in
+    // the sidecar, as many answers as it renders while they last.
+    let paths = ["/metrics", "/readyz?format=json", "/readyz?verbose"];
+    let port = proxy.addr.port();
+    let attacking = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let attacking = Arc::clone(&attacking);
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while attacking.load(Ordering::Acquire) {
+                most = most.max(kernel_send_queue(port));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            most
+        })
+    };
+    let unread = unread_answers(proxy.addr, 1500 * scale(), &paths).await;
+    attacking.store(false, Ordering::Release);
+    // What the kernel holds for them counts against a cgroup v2 limit:
+    // 8 KiB or so a connection, not the megabytes it would grow to.
+    let queued = sampler.join().unwrap();
+    let connections = healthproxy::config::DEFAULT_MAX_CONNECTIONS as u64 + 64;
+    assert!(
+        queued <= connections * (16 << 10),
+        "the kernel queues {} MiB to send to clients that do not read",
+        queued >> 20
+    );
+    prober.wait_probes(10).await;
+    let seen = prober.finish();
+    let after = usage(pid);
+    eprintln!(
+        "unread answers: {} held, at most {queued} bytes queued in the kernel; prober {seen:?}; sidecar {after:?}",
+        unread.len()
+    );
+    assert_no_probe_lost(&seen, "unread answers");
+    assert!(
+        after.peak_rss < budget,
+        "peak RSS {} MiB over the {} MiB budget (before: {before:?})",
+        after.peak_rss >> 20,
+        budget >> 20
+    );
+    if let Some(cgroup) = &cgroup {
+        assert_eq!(cgroup.limit_hits(), 0, "the cgroup's memory limit was reached");
+    }
+    // Once those clients are gone, every answer can be had again.
+    drop(unread);
+    for path in paths {
+        eventually(
+            Duration::from_secs(15),
+            &format!("{path} answered whole"),
+            || async {
+                let reply = proxy.get(path).await;
+                !reply.body.starts_with("busy")
+            },
+        )
+        .await;
+    }
+    let metrics = proxy.get("/metrics").await;
+    assert_eq!(metrics.status, 200);
+    assert!(metrics.body.contains("check-299"));
+    // Some were told the sidecar was busy rather than have it hold more.
+    let busy = metric(
+        &metrics.body,
+        "healthproxy_http_requests_total{code=\"503\",route=\"/metrics\"}",
+    );
+    assert!(busy.unwrap_or(0.0) > 0.0, "no scrape was turned away");
 }
 
 #[tokio::test]
