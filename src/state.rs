@@ -385,7 +385,8 @@ impl State {
     }
 
     /// Changes the snapshot with `change`, which returns whether it changed
-    /// anything; tells the receivers if so and returns that.
+    /// anything; tells the receivers if so and returns that. Every change
+    /// but a check's run (see `record`) goes through here.
     fn modify(&self, change: impl FnOnce(&mut Snapshot) -> bool) -> bool {
         self.tx.send_if_modified(|s| {
             let changed = change(s);
@@ -419,7 +420,10 @@ impl State {
         duration: Duration,
     ) -> Option<Recorded> {
         let mut recorded = None;
-        self.modify(|s| {
+        // Not `modify`: a run changes the verdicts only with a transition
+        // of its check or the end of startup, and most runs have neither,
+        // so the verdicts are worked out again only then.
+        self.tx.send_if_modified(|s| {
             if s.generation != generation {
                 return false;
             }
@@ -434,6 +438,9 @@ impl State {
             if !s.started && startup_done(&s.checks) {
                 s.started = true;
                 r.started = true;
+            }
+            if r.transition.is_some() || r.started {
+                s.refresh();
             }
             recorded = Some(r);
             true
