@@ -15,7 +15,7 @@
 //! Scrapes that arrive while `/metrics` is being rendered share the next
 //! rendering ([`Scrapes`]): a flood of scrapes costs one rendering at a
 //! time and one copy of its bytes (held once), not one of each per
-//! request.
+//! request; past [`MAX_WAITING_SCRAPES`] waiting, a scrape is busy at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -101,13 +101,16 @@ impl<T> Default for Scrapes<T> {
 impl<T: Clone> Scrapes<T> {
     /// What a scrape answers: a rendering begun after this scrape arrived,
     /// shared with the scrapes that waited alongside it, or rendered by
-    /// `render` now (one at a time).
-    pub(crate) async fn get<F>(&self, render: F) -> T
+    /// `render` now (one at a time). `None` when [`MAX_WAITING_SCRAPES`]
+    /// already wait: requests in progress are the last that a full
+    /// connection table closes, and a crowd of them would leave a kubelet
+    /// probe's fresh connection as the one to close.
+    pub(crate) async fn get<F>(&self, render: F) -> Option<T>
     where
         F: AsyncFnOnce() -> T,
     {
         let arrived = self.begun.load(Ordering::Acquire);
-        let waiting = Waiting::enter(self);
+        let waiting = Waiting::enter(self)?;
         let mut last = self.last.lock().await;
         let body = match &*last {
             Some((number, body)) if *number >= arrived => body.clone(),
@@ -120,7 +123,7 @@ impl<T: Clone> Scrapes<T> {
         };
         drop(last);
         drop(waiting);
-        body
+        Some(body)
     }
 }
 
@@ -130,11 +133,21 @@ impl<T: Clone> Scrapes<T> {
 struct Waiting<'a, T>(&'a Scrapes<T>);
 
 impl<'a, T> Waiting<'a, T> {
-    fn enter(scrapes: &'a Scrapes<T>) -> Waiting<'a, T> {
-        scrapes.waiting.fetch_add(1, Ordering::AcqRel);
-        Waiting(scrapes)
+    /// `None` when [`MAX_WAITING_SCRAPES`] already wait.
+    fn enter(scrapes: &'a Scrapes<T>) -> Option<Waiting<'a, T>> {
+        let fits = scrapes
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WAITING_SCRAPES).then_some(n + 1)
+            })
+            .is_ok();
+        // Made only when counted: dropped, it counts itself out.
+        fits.then(|| Waiting(scrapes))
     }
 }
+
+/// How many scrapes may wait for a rendering at once.
+pub(crate) const MAX_WAITING_SCRAPES: usize = 8;
 
 impl<T> Drop for Waiting<'_, T> {
     fn drop(&mut self) {
@@ -195,6 +208,7 @@ mod tests {
                 Some(Bytes::from(format!("rendering {n}")))
             })
             .await
+            .unwrap_or(None)
     }
 
     #[tokio::test]
@@ -202,17 +216,20 @@ mod tests {
         let scrapes = Arc::new(Scrapes::<Option<Bytes>>::default());
         let renders = Arc::new(AtomicUsize::new(0));
         let (release, gate) = tokio::sync::watch::channel(false);
-        // The first scrape renders; ten arrive while it does.
+        // The first scrape renders; seven arrive while it does.
         let first = tokio::spawn(scrape(Arc::clone(&scrapes), Arc::clone(&renders), gate.clone()));
         while renders.load(Ordering::Acquire) == 0 {
             tokio::task::yield_now().await;
         }
-        let waiting: Vec<_> = (0..10)
+        let waiting: Vec<_> = (0..MAX_WAITING_SCRAPES - 1)
             .map(|_| tokio::spawn(scrape(Arc::clone(&scrapes), Arc::clone(&renders), gate.clone())))
             .collect();
-        while scrapes.waiting.load(Ordering::Acquire) < 11 {
+        while scrapes.waiting.load(Ordering::Acquire) < MAX_WAITING_SCRAPES {
             tokio::task::yield_now().await;
         }
+        // One more is turned away at once.
+        let crowded = scrapes.get(async || unreachable!("never renders")).await;
+        assert!(crowded.is_none());
         release.send(true).unwrap();
         assert_eq!(first.await.unwrap().unwrap(), "rendering 0");
         for scrape in waiting {

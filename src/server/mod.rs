@@ -241,7 +241,8 @@ async fn scrape(AxumState(app): AxumState<AppState>) -> Response {
             let body = app.render(|app| app.metrics.render(&app.state)).await?;
             app.answers.hold(Bytes::from(body)).ok_or(Unsent::Busy)
         })
-        .await;
+        .await
+        .unwrap_or(Err(Unsent::Busy));
     match rendered {
         Ok(body) => (
             [(
