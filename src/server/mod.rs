@@ -308,7 +308,7 @@ async fn probe(
 /// An answer, built the same way whichever path the request took.
 pub(crate) struct Answer {
     status: StatusCode,
-    media: Media,
+    format: Format,
     /// A probe's answer: never cached nor sniffed.
     probe: bool,
     body: Bytes,
@@ -319,7 +319,7 @@ impl Answer {
     fn healthz() -> Answer {
         Answer {
             status: StatusCode::OK,
-            media: Media::Text,
+            format: Format::Text,
             probe: false,
             body: Bytes::from_static(b"ok"),
         }
@@ -329,7 +329,7 @@ impl Answer {
     fn failed() -> Answer {
         Answer {
             status: StatusCode::INTERNAL_SERVER_ERROR,
-            media: Media::Text,
+            format: Format::Text,
             probe: true,
             body: Bytes::from_static(b"cannot render the answer\n"),
         }
@@ -339,7 +339,7 @@ impl Answer {
     fn busy() -> Answer {
         Answer {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            media: Media::Text,
+            format: Format::Text,
             probe: true,
             body: Bytes::from_static(
                 b"busy: too many large answers are waiting for their clients to read them; try again\n",
@@ -350,7 +350,7 @@ impl Answer {
     fn not_found(body: String) -> Answer {
         Answer {
             status: StatusCode::NOT_FOUND,
-            media: Media::Text,
+            format: Format::Text,
             probe: false,
             body: Bytes::from(body),
         }
@@ -359,7 +359,7 @@ impl Answer {
     /// The response, without its body for `head` (with the length a GET's
     /// body has, as axum does).
     pub(crate) fn response(self, head: bool) -> axum::http::Response<Full<Bytes>> {
-        let headers = self.media.headers(self.probe, self.body.len());
+        let headers = self.format.headers(self.probe, self.body.len());
         let body = if head { Bytes::new() } else { self.body };
         let mut response = axum::http::Response::new(Full::new(body));
         *response.status_mut() = self.status;
@@ -368,26 +368,18 @@ impl Answer {
     }
 }
 
-/// What an answer's body is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Media {
-    Text,
-    Json,
-    HealthJson,
-}
-
-impl Media {
-    const ALL: [Media; 3] = [Media::Text, Media::Json, Media::HealthJson];
+impl Format {
+    const ALL: [Format; 3] = [Format::Text, Format::Json, Format::HealthJson];
 
     fn content_type(self) -> &'static str {
         match self {
-            Media::Text => "text/plain; charset=utf-8",
-            Media::Json => "application/json",
-            Media::HealthJson => "application/health+json",
+            Format::Text => "text/plain; charset=utf-8",
+            Format::Json => "application/json",
+            Format::HealthJson => "application/health+json",
         }
     }
 
-    /// The headers of an answer with this body, `len` bytes long, a
+    /// The headers of an answer in this format, `len` bytes long, a
     /// probe's (never cached nor sniffed) or not. Built once for `ok` and
     /// copied: the kubelet's probes come many times a second, and
     /// inserting each header hashes it.
@@ -395,12 +387,12 @@ impl Media {
         const OK: usize = b"ok".len();
         static HEADERS: std::sync::LazyLock<Vec<HeaderMap>> = std::sync::LazyLock::new(|| {
             let mut all = Vec::new();
-            for media in Media::ALL {
+            for format in Format::ALL {
                 for probe in [false, true] {
                     let mut headers = HeaderMap::with_capacity(4);
                     headers.insert(
                         header::CONTENT_TYPE,
-                        HeaderValue::from_static(media.content_type()),
+                        HeaderValue::from_static(format.content_type()),
                     );
                     if probe {
                         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -509,7 +501,7 @@ impl Shared {
         let plain = format == Format::Text && options.is_plain();
         // The kubelet's probe of a passing pod: no body to build.
         if plain && matches!(scope, Scope::All) && snapshot.passes(kind) {
-            return Answer::probe(StatusCode::OK, Media::Text, Bytes::from_static(b"ok"));
+            return Answer::probe(StatusCode::OK, Format::Text, Bytes::from_static(b"ok"));
         }
         let mut probe = Probe::evaluate(&snapshot, kind, scope, options);
         if !messages {
@@ -520,13 +512,13 @@ impl Shared {
         } else {
             StatusCode::SERVICE_UNAVAILABLE
         };
-        let (media, body) = match format {
-            Format::Text => (Media::Text, probe.text(options.verbose)),
-            Format::Json => (Media::Json, probe.json().to_string()),
-            Format::HealthJson => (Media::HealthJson, probe.health_json().to_string()),
+        let body = match format {
+            Format::Text => probe.text(options.verbose),
+            Format::Json => probe.json().to_string(),
+            Format::HealthJson => probe.health_json().to_string(),
         };
         match self.answers.hold(Bytes::from(body)) {
-            Some(body) => Answer::probe(status, media, body),
+            Some(body) => Answer::probe(status, format, body),
             None => Answer::busy(),
         }
     }
@@ -538,10 +530,10 @@ impl Shared {
 }
 
 impl Answer {
-    fn probe(status: StatusCode, media: Media, body: Bytes) -> Answer {
+    fn probe(status: StatusCode, format: Format, body: Bytes) -> Answer {
         Answer {
             status,
-            media,
+            format,
             probe: true,
             body,
         }
@@ -697,10 +689,10 @@ fn format(headers: &HeaderMap, options: &Options<'_>) -> Format {
     let accepted = headers.iter().filter(|(name, _)| *name == header::ACCEPT);
     for (_, value) in accepted {
         let Ok(value) = value.to_str() else { continue };
-        if value.contains(Media::HealthJson.content_type()) {
+        if value.contains(Format::HealthJson.content_type()) {
             return Format::HealthJson;
         }
-        json |= value.contains(Media::Json.content_type());
+        json |= value.contains(Format::Json.content_type());
     }
     if json { Format::Json } else { Format::Text }
 }
