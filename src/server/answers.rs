@@ -15,7 +15,7 @@
 //! Scrapes that arrive while `/metrics` is being rendered share the next
 //! rendering ([`Scrapes`]): a flood of scrapes costs one rendering at a
 //! time and one copy of its bytes (held once), not one of each per
-//! request; past [`MAX_WAITING_SCRAPES`] waiting, a scrape is busy at once.
+//! request; past [`MAX_WAITING`] waiting, a scrape is busy at once.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -83,7 +83,7 @@ pub(crate) struct Scrapes<T> {
     /// Renderings begun.
     begun: AtomicU64,
     /// Scrapes waiting for or reading `last`.
-    waiting: AtomicUsize,
+    waiting: Waiters,
     /// The latest rendering and its number, while scrapes wait for it.
     last: tokio::sync::Mutex<Option<(u64, T)>>,
 }
@@ -92,7 +92,7 @@ impl<T> Default for Scrapes<T> {
     fn default() -> Self {
         Scrapes {
             begun: AtomicU64::new(0),
-            waiting: AtomicUsize::new(0),
+            waiting: Waiters::default(),
             last: tokio::sync::Mutex::new(None),
         }
     }
@@ -101,16 +101,17 @@ impl<T> Default for Scrapes<T> {
 impl<T: Clone> Scrapes<T> {
     /// What a scrape answers: a rendering begun after this scrape arrived,
     /// shared with the scrapes that waited alongside it, or rendered by
-    /// `render` now (one at a time). `None` when [`MAX_WAITING_SCRAPES`]
-    /// already wait: requests in progress are the last that a full
-    /// connection table closes, and a crowd of them would leave a kubelet
-    /// probe's fresh connection as the one to close.
+    /// `render` now (one at a time). `None` when [`MAX_WAITING`] already
+    /// wait.
     pub(crate) async fn get<F>(&self, render: F) -> Option<T>
     where
         F: AsyncFnOnce() -> T,
     {
         let arrived = self.begun.load(Ordering::Acquire);
-        let waiting = Waiting::enter(self)?;
+        let waiting = Scraping {
+            scrapes: self,
+            waiter: Some(self.waiting.enter()?),
+        };
         let mut last = self.last.lock().await;
         let body = match &*last {
             Some((number, body)) if *number >= arrived => body.clone(),
@@ -130,34 +131,67 @@ impl<T: Clone> Scrapes<T> {
 /// A scrape counted among those waiting, until it has its answer or is
 /// dropped (its client gone). The last one out lets the rendering go:
 /// kept, it would hold its share of the budget until the next scrape.
-struct Waiting<'a, T>(&'a Scrapes<T>);
-
-impl<'a, T> Waiting<'a, T> {
-    /// `None` when [`MAX_WAITING_SCRAPES`] already wait.
-    fn enter(scrapes: &'a Scrapes<T>) -> Option<Waiting<'a, T>> {
-        let fits = scrapes
-            .waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_WAITING_SCRAPES).then_some(n + 1)
-            })
-            .is_ok();
-        // Made only when counted: dropped, it counts itself out.
-        fits.then(|| Waiting(scrapes))
-    }
+struct Scraping<'a, T> {
+    scrapes: &'a Scrapes<T>,
+    waiter: Option<Waiter<'a>>,
 }
 
-/// How many scrapes may wait for a rendering at once.
-pub(crate) const MAX_WAITING_SCRAPES: usize = 8;
-
-impl<T> Drop for Waiting<'_, T> {
+impl<T> Drop for Scraping<'_, T> {
     fn drop(&mut self) {
-        if self.0.waiting.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.waiter.take().is_some_and(|waiter| waiter.leave() == 0) {
             // Held only by a scrape that came in since: it waits, and
             // the last one out after it lets go.
-            if let Ok(mut last) = self.0.last.try_lock() {
+            if let Ok(mut last) = self.scrapes.last.try_lock() {
                 *last = None;
             }
         }
+    }
+}
+
+/// How many requests may wait at once for a rendering, theirs or one to
+/// share. Past it, the answer is busy at once: requests in progress are
+/// the last that a full connection table closes, and a crowd of them
+/// would leave a kubelet probe's fresh connection as the one to close.
+pub(crate) const MAX_WAITING: usize = 8;
+
+/// The requests waiting for something, at most [`MAX_WAITING`].
+#[derive(Debug, Default)]
+pub(crate) struct Waiters(AtomicUsize);
+
+/// One of [`Waiters`], counted until dropped.
+pub(crate) struct Waiter<'a>(&'a AtomicUsize);
+
+impl Waiters {
+    /// A place among the waiters; `None` when [`MAX_WAITING`] already wait.
+    pub(crate) fn enter(&self) -> Option<Waiter<'_>> {
+        let fits = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WAITING).then_some(n + 1)
+            })
+            .is_ok();
+        // Made only when counted: dropped, it counts itself out.
+        fits.then(|| Waiter(&self.0))
+    }
+
+    #[cfg(test)]
+    fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+impl Waiter<'_> {
+    /// Stops waiting; how many still wait.
+    fn leave(self) -> usize {
+        let left = self.0.fetch_sub(1, Ordering::AcqRel) - 1;
+        std::mem::forget(self);
+        left
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -221,10 +255,10 @@ mod tests {
         while renders.load(Ordering::Acquire) == 0 {
             tokio::task::yield_now().await;
         }
-        let waiting: Vec<_> = (0..MAX_WAITING_SCRAPES - 1)
+        let waiting: Vec<_> = (0..MAX_WAITING - 1)
             .map(|_| tokio::spawn(scrape(Arc::clone(&scrapes), Arc::clone(&renders), gate.clone())))
             .collect();
-        while scrapes.waiting.load(Ordering::Acquire) < MAX_WAITING_SCRAPES {
+        while scrapes.waiting.count() < MAX_WAITING {
             tokio::task::yield_now().await;
         }
         // One more is turned away at once.
@@ -242,14 +276,27 @@ mod tests {
         // A scrape whose client goes while it waits is not counted.
         let held = scrapes.last.lock().await;
         let gone = tokio::spawn(scrape(Arc::clone(&scrapes), Arc::clone(&renders), gate.clone()));
-        while scrapes.waiting.load(Ordering::Acquire) == 0 {
+        while scrapes.waiting.count() == 0 {
             tokio::task::yield_now().await;
         }
         gone.abort();
         assert!(gone.await.unwrap_err().is_cancelled());
-        assert_eq!(scrapes.waiting.load(Ordering::Acquire), 0);
+        assert_eq!(scrapes.waiting.count(), 0);
         drop(held);
         let next = scrape(Arc::clone(&scrapes), Arc::clone(&renders), gate.clone()).await;
         assert_eq!(next.unwrap(), "rendering 2");
+    }
+
+    #[test]
+    fn requests_waiting_are_counted_in_and_out_and_bounded() {
+        let waiting = Waiters::default();
+        let all: Vec<_> = (0..MAX_WAITING).map(|_| waiting.enter().unwrap()).collect();
+        for _ in 0..3 {
+            assert!(waiting.enter().is_none());
+        }
+        assert_eq!(waiting.count(), MAX_WAITING);
+        drop(all);
+        assert_eq!(waiting.count(), 0);
+        assert!(waiting.enter().is_some());
     }
 }

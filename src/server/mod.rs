@@ -33,7 +33,6 @@ mod route;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -83,32 +82,7 @@ pub(crate) struct Shared {
     /// One permit: the rendering of a large answer under way.
     renders: tokio::sync::Semaphore,
     /// Requests waiting for that permit.
-    waiting_renders: AtomicUsize,
-}
-
-/// How many requests may wait for their turn to render.
-const MAX_WAITING_RENDERS: usize = 8;
-
-/// A request counted among those waiting to render, while it waits.
-struct WaitingRender<'a>(&'a AtomicUsize);
-
-impl<'a> WaitingRender<'a> {
-    /// `None` when [`MAX_WAITING_RENDERS`] already wait.
-    fn enter(waiting: &'a AtomicUsize) -> Option<WaitingRender<'a>> {
-        let fits = waiting
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_WAITING_RENDERS).then_some(n + 1)
-            })
-            .is_ok();
-        // Made only when counted: dropped, it counts itself out.
-        fits.then(|| WaitingRender(waiting))
-    }
-}
-
-impl Drop for WaitingRender<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+    waiting_renders: answers::Waiters,
 }
 
 /// Why a large answer is not sent.
@@ -190,7 +164,7 @@ fn shared(state: State, lifecycle: Lifecycle, metrics: Metrics, reloads: Option<
         answers: answers::Answers::new(),
         scrapes: answers::Scrapes::default(),
         renders: tokio::sync::Semaphore::new(1),
-        waiting_renders: AtomicUsize::new(0),
+        waiting_renders: answers::Waiters::default(),
     })
 }
 
@@ -420,10 +394,8 @@ impl Shared {
     /// rendering runs: answers that grow with the checks (JSON, verbose,
     /// `/metrics`) take milliseconds with thousands of checks, and a flood
     /// of them must neither hold the thread that answers the kubelet's
-    /// probes nor take more than one core. Past [`MAX_WAITING_RENDERS`]
-    /// waiting, the answer is busy at once: requests in progress are the
-    /// last a full connection table closes, and a queue of them would
-    /// leave a kubelet probe's fresh connection as the one to close.
+    /// probes nor take more than one core. Past [`answers::MAX_WAITING`]
+    /// waiting, the answer is busy at once.
     async fn render<T: Send + 'static>(
         self: &Arc<Self>,
         render: impl FnOnce(&Shared) -> T + Send + 'static,
@@ -432,7 +404,7 @@ impl Shared {
             return Err(Unsent::Busy);
         }
         let turn = {
-            let waiting = WaitingRender::enter(&self.waiting_renders).ok_or(Unsent::Busy)?;
+            let waiting = self.waiting_renders.enter().ok_or(Unsent::Busy)?;
             let turn = self.renders.acquire().await.expect("never closed");
             drop(waiting);
             turn
@@ -695,24 +667,4 @@ fn format(headers: &HeaderMap, options: &Options<'_>) -> Format {
         json |= value.contains(Format::Json.content_type());
     }
     if json { Format::Json } else { Format::Text }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn requests_waiting_to_render_are_counted_in_and_out_and_bounded() {
-        let waiting = AtomicUsize::new(0);
-        let all: Vec<_> = (0..MAX_WAITING_RENDERS)
-            .map(|_| WaitingRender::enter(&waiting).unwrap())
-            .collect();
-        for _ in 0..3 {
-            assert!(WaitingRender::enter(&waiting).is_none());
-        }
-        assert_eq!(waiting.load(Ordering::Acquire), MAX_WAITING_RENDERS);
-        drop(all);
-        assert_eq!(waiting.load(Ordering::Acquire), 0);
-        assert!(WaitingRender::enter(&waiting).is_some());
-    }
 }
