@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use healthproxy::check::{HttpCheck, Outcome, Verdict};
-use healthproxy::config::{Host, HttpMethod, HttpSpec, Scheme, TlsSpec};
+use healthproxy::config::{HttpMethod, HttpSpec, Scheme, TlsSpec};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{HeaderMap, Method, Request, Response, Version};
@@ -20,31 +20,12 @@ use tokio_rustls::rustls;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A spec for `http://127.0.0.1:port/path` with every option at its default.
+/// A spec for `http://127.0.0.1:port/path` with every option at its
+/// default; `path` as written in a config, unparsed.
 pub(super) fn spec(port: u16, path: &str) -> HttpSpec {
-    HttpSpec {
-        scheme: Scheme::Http,
-        host: Host {
-            name: "127.0.0.1".into(),
-            from_env: None,
-        },
-        port,
-        path: path.into(),
-        method: HttpMethod::Get,
-        headers: Vec::new(),
-        keep_alive: false,
-        body_contains: None,
-        user_agent: "kube-probe/1.36".into(),
-        expect_status: None,
-        body_matches: None,
-        body_not_matches: None,
-        header_matches: Vec::new(),
-        secret_headers: Vec::new(),
-        tls: TlsSpec {
-            insecure_skip_verify: true,
-            ..TlsSpec::default()
-        },
-    }
+    let mut spec = HttpSpec::from_url(&format!("http://127.0.0.1:{port}/")).unwrap();
+    spec.path = path.into();
+    spec
 }
 
 async fn run(spec: HttpSpec) -> Outcome {
