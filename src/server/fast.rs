@@ -13,12 +13,12 @@ use std::task::{Context, Poll};
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, Response};
+use axum::http::{Method, Request, Response, header};
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use tower::ServiceExt as _;
 
-use super::{Answer, AppState, Format, Options, Peer, Route, format};
+use super::{Answer, AppState, Format, Options, Peer, Route, accepts, format};
 
 /// A response body: a fast-path answer, or the router's.
 pub(crate) type ResponseBody = Either<Full<Bytes>, Body>;
@@ -102,24 +102,46 @@ impl Endpoints {
         if request.uri().query().is_some() {
             return None;
         }
-        let answer = match route {
-            Route::Healthz => Answer::healthz(),
+        let headers = request.headers();
+        let authorization = || headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
+        let answer = self.plain(route, accepts(headers), authorization, peer)?;
+        Some(answer.response(head))
+    }
+
+    /// The answer to `GET` or `HEAD` of `route` with no query, given the
+    /// values of its `Accept` headers and a way to get its first
+    /// `Authorization`: a plain probe's, or `None` for the router's. Both
+    /// fast paths, hyper's and the front one, come here.
+    pub(crate) fn plain<'h>(
+        &self,
+        route: &Route,
+        accepts: impl IntoIterator<Item = &'h [u8]>,
+        authorization: impl FnOnce() -> Option<&'h [u8]>,
+        peer: SocketAddr,
+    ) -> Option<Answer> {
+        match route {
+            Route::Healthz => Some(Answer::healthz()),
             Route::Probe(_) => {
                 let options = Options::default();
-                if format(request.headers(), &options) != Format::Text {
+                if format(accepts, false) != Format::Text {
                     return None;
                 }
-                let messages = self.app.may_see_messages(peer, request.headers());
-                self.app.probe(route, &options, Format::Text, messages)
+                let messages = self.app.may_see_messages(peer, authorization);
+                Some(self.app.probe(route, &options, Format::Text, messages))
             }
-            _ => return None,
-        };
-        Some(answer.response(head))
+            _ => None,
+        }
+    }
+
+    /// Counts a request to `route` answered with `status` (the router's
+    /// requests count themselves).
+    pub(crate) fn count(&self, route: &Route, status: axum::http::StatusCode) {
+        self.app.count(route, status);
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::time::Duration;
 
     use axum::http::{StatusCode, header};
@@ -131,7 +153,8 @@ mod tests {
     use crate::metrics::Metrics;
     use crate::state::State;
 
-    fn endpoints() -> (Endpoints, State, Metrics) {
+    /// Endpoints over one failing readiness check, `a`.
+    pub(in crate::server) fn endpoints() -> (Endpoints, State, Metrics) {
         let config = Config::from_toml_str(
             "[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\n",
             "t",

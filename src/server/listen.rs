@@ -20,18 +20,21 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Endpoints;
 use super::fast::Call;
+use super::{Endpoints, front};
 use crate::config::ServerConfig;
 
 /// How long open connections get to finish after a clean stop.
@@ -168,10 +171,14 @@ struct Slot {
     /// last saw activity.
     begun: AtomicU64,
     ended: AtomicU64,
-    /// Set before `close` when the server stops, rather than to make room.
+    /// Set before `closing` when the server stops, rather than to make
+    /// room.
     stopping: AtomicBool,
-    /// Told once when the connection must go.
-    close: Notify,
+    /// The connection must go; `waker` wakes its task. A flag and one
+    /// waker rather than a `Notify`, whose waiter list takes a lock on
+    /// every wait: the task waits for it around every request.
+    closing: AtomicBool,
+    waker: AtomicWaker,
 }
 
 impl Slot {
@@ -181,8 +188,31 @@ impl Slot {
             begun: AtomicU64::new(0),
             ended: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
-            close: Notify::new(),
+            closing: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
         }
+    }
+
+    /// Tells the connection to go.
+    fn close(&self) {
+        self.closing.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once the connection has been told to go; the connection's
+    /// own task waits for it.
+    fn closed(&self) -> impl Future<Output = ()> + '_ {
+        std::future::poll_fn(|cx| {
+            if self.closing.load(Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            if self.closing.load(Ordering::Acquire) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
     }
 
     fn busy(&self) -> bool {
@@ -235,7 +265,7 @@ impl Open {
             .map(|(id, _)| *id);
         match victim.and_then(|id| self.by_age.remove(&id)) {
             Some(entry) => {
-                entry.slot.close.notify_one();
+                entry.slot.close();
                 true
             }
             None => false,
@@ -264,7 +294,7 @@ impl Open {
             };
             let expired = now.saturating_duration_since(entry.quiet_since) >= limit;
             if expired {
-                entry.slot.close.notify_one();
+                entry.slot.close();
             }
             !expired
         });
@@ -274,7 +304,7 @@ impl Open {
     fn stop_all(&mut self) {
         for entry in self.by_age.values() {
             entry.slot.stopping.store(true, Ordering::Release);
-            entry.slot.close.notify_one();
+            entry.slot.close();
         }
     }
 }
@@ -412,15 +442,44 @@ impl Connection {
             slot,
         } = self;
         // Until its first byte a connection costs its socket and this
-        // task only; hyper's buffers come with the first byte. The sweep
-        // closes it if no head follows in time.
-        tokio::select! {
-            biased;
-            () = slot.close.notified() => return,
-            readable = stream.readable() => if readable.is_err() { return },
-        }
-        slot.reading.store(true, Ordering::Release);
-        let _ = stream.set_nodelay(true);
+        // task only. Plain probes are answered from the bytes (`front`),
+        // with no buffers kept between them; hyper's buffers come with the
+        // first request that is not one. The sweep closes the connection
+        // if no head follows in time.
+        let mut stream = stream;
+        let mut nodelay = false;
+        let read = loop {
+            tokio::select! {
+                biased;
+                () = slot.closed() => return,
+                readable = stream.readable() => if readable.is_err() { return },
+            }
+            slot.reading.store(true, Ordering::Release);
+            if !nodelay {
+                let _ = stream.set_nodelay(true);
+                nodelay = true;
+            }
+            let reply = match front::read(&stream, &endpoints, peer) {
+                front::Read::Nothing => continue,
+                front::Read::Closed => return,
+                front::Read::Hyper(read) => break read,
+                front::Read::Answered(reply) => reply,
+            };
+            slot.begun.fetch_add(1, Ordering::AcqRel);
+            slot.ended.fetch_add(1, Ordering::AcqRel);
+            let close = reply.close;
+            // Idle while it drains, as a connection whose answer hyper
+            // writes: closed at once when told to.
+            tokio::select! {
+                biased;
+                () = slot.closed() => return,
+                written = reply.write(&mut stream) => if written.is_err() { return },
+            }
+            if close {
+                let _ = stream.shutdown().await;
+                return;
+            }
+        };
         let tracked = Arc::clone(&slot);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             tracked.begun.fetch_add(1, Ordering::AcqRel);
@@ -443,7 +502,8 @@ impl Connection {
             }
         });
         // Boxed: a connection not yet read from holds its task only.
-        let mut conn = Box::pin(builder.serve_connection(TokioIo::new(stream), service));
+        let io = TokioIo::new(front::Prefixed { read, stream });
+        let mut conn = Box::pin(builder.serve_connection(io, service));
         // Closed to make room or by the sweep: a connection with no
         // request in progress (idle, or in the middle of a head, where
         // hyper's graceful shutdown does nothing) is dropped at once; one
@@ -452,7 +512,7 @@ impl Connection {
         let closing = tokio::select! {
             biased;
             _ = conn.as_mut() => return,
-            () = slot.close.notified() => {
+            () = slot.closed() => {
                 if slot.stopping.load(Ordering::Acquire) {
                     SHUTDOWN_GRACE
                 } else if slot.busy() {
@@ -528,8 +588,8 @@ mod tests {
         let half_sent = Arc::clone(&open.by_age[&2].slot);
         assert!(open.evict_one());
         assert_eq!(ids(&open), [0, 1, 3, 4, 5]);
-        // The permit is kept for the connection to see.
-        half_sent.close.notified().await;
+        // Told, for the connection to see when it looks.
+        half_sent.closed().await;
         assert!(open.evict_one());
         assert_eq!(ids(&open), [0, 1, 3, 4]);
         // Then those not read from yet, oldest first.
@@ -573,7 +633,7 @@ mod tests {
             assert!(open_ids.contains(&2) && open_ids.contains(&3), "t = {t}");
         }
         // The idle one was told to go.
-        idle.close.notified().await;
+        idle.closed().await;
         // A kept-alive connection is held no longer than a first head.
         let mut open = Open::default();
         open.by_age.insert(0, entry(true, false));

@@ -26,6 +26,7 @@
 
 mod answers;
 mod fast;
+mod front;
 pub mod grpc;
 mod listen;
 mod render;
@@ -252,9 +253,9 @@ async fn probe(
     headers: HeaderMap,
 ) -> Response {
     let head = method == Method::HEAD;
-    let messages = app.may_see_messages(peer, &headers);
+    let messages = app.may_see_messages(peer, || headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()));
     let options = Options::parse(query.as_deref());
-    let format = format(&headers, &options);
+    let format = format(accepts(&headers), options.json);
     // A plain answer (what a kubelet probe of one check or one container
     // asks for) is cheap and answered here. Anything else takes
     // milliseconds with many checks: off this thread, one at a time, and
@@ -340,6 +341,34 @@ impl Answer {
         *response.headers_mut() = headers;
         response
     }
+
+    /// The head hyper writes for this answer to an HTTP/1.1 request, byte
+    /// for byte, for the front path that answers without it (`front`):
+    /// the status line, [`Format::headers`] in their order, `connection:
+    /// close` when the connection ends after it, and the date. A `HEAD`
+    /// answer has the same head.
+    pub(crate) fn head(&self, close: bool) -> Vec<u8> {
+        let mut out = Vec::with_capacity(224);
+        if self.status == StatusCode::OK {
+            out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        } else {
+            let reason = self.status.canonical_reason().unwrap_or("<none>");
+            for part in ["HTTP/1.1 ", self.status.as_str(), " ", reason, "\r\n"] {
+                out.extend_from_slice(part.as_bytes());
+            }
+        }
+        out.extend_from_slice(&self.format.template(self.probe).lines);
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(self.body.len()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(&front::date());
+        out.extend_from_slice(b"\r\n\r\n");
+        out
+    }
 }
 
 impl Format {
@@ -354,12 +383,21 @@ impl Format {
     }
 
     /// The headers of an answer in this format, `len` bytes long, a
-    /// probe's (never cached nor sniffed) or not. Built once for `ok` and
-    /// copied: the kubelet's probes come many times a second, and
-    /// inserting each header hashes it.
+    /// probe's (never cached nor sniffed) or not: the template, copied.
     fn headers(self, probe: bool, len: usize) -> HeaderMap {
-        const OK: usize = b"ok".len();
-        static HEADERS: std::sync::LazyLock<Vec<HeaderMap>> = std::sync::LazyLock::new(|| {
+        let mut headers = self.template(probe).headers.clone();
+        if len != TEMPLATE_LEN {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        headers
+    }
+
+    /// The headers of an answer in this format, a probe's or not, for a
+    /// body of [`TEMPLATE_LEN`] bytes (`ok`). Built once and copied: the
+    /// kubelet's probes come many times a second, and inserting each
+    /// header hashes it.
+    fn template(self, probe: bool) -> &'static Template {
+        static TEMPLATES: std::sync::LazyLock<Vec<Template>> = std::sync::LazyLock::new(|| {
             let mut all = Vec::new();
             for format in Format::ALL {
                 for probe in [false, true] {
@@ -375,19 +413,31 @@ impl Format {
                             HeaderValue::from_static("nosniff"),
                         );
                     }
-                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(OK));
-                    all.push(headers);
+                    let mut lines = Vec::new();
+                    for (name, value) in &headers {
+                        for part in [name.as_str().as_bytes(), b": ", value.as_bytes(), b"\r\n"] {
+                            lines.extend_from_slice(part);
+                        }
+                    }
+                    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(TEMPLATE_LEN));
+                    all.push(Template { headers, lines });
                 }
             }
             all
         });
-        let mut headers = HEADERS[self as usize * 2 + usize::from(probe)].clone();
-        if len != OK {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-        }
-        headers
+        &TEMPLATES[self as usize * 2 + usize::from(probe)]
     }
 }
+
+/// The headers of one kind of answer.
+struct Template {
+    headers: HeaderMap,
+    /// The lines hyper writes for them, but the last, `content-length`.
+    lines: Vec<u8>,
+}
+
+/// The body length the header templates are built for: `ok`.
+const TEMPLATE_LEN: usize = b"ok".len();
 
 impl Shared {
     /// What `render` returns, run on a blocking thread once no other
@@ -421,15 +471,20 @@ impl Shared {
     /// Whether a request from `peer` may see the checks' messages: it
     /// comes from the loopback interface (the pod itself, or a `kubectl
     /// port-forward`), or it carries the lifecycle token
-    /// (`drain.token_file`). Clients on the pod network get names and
-    /// verdicts only (`reason withheld`).
-    pub(crate) fn may_see_messages(&self, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    /// (`drain.token_file`) in its first `Authorization` header, which
+    /// `authorization` gives when asked. Clients on the pod network get
+    /// names and verdicts only (`reason withheld`).
+    pub(crate) fn may_see_messages<'h>(
+        &self,
+        peer: SocketAddr,
+        authorization: impl FnOnce() -> Option<&'h [u8]>,
+    ) -> bool {
         peer.ip().to_canonical().is_loopback()
             || self
                 .lifecycle
                 .token
                 .as_ref()
-                .is_some_and(|token| token.accepts(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())))
+                .is_some_and(|token| token.accepts(authorization()))
     }
 
     /// The answer of a probe `route` (`/livez`, `/livez/NAME`,
@@ -652,19 +707,37 @@ async fn exit(
     (StatusCode::OK, "exiting\n").into_response()
 }
 
-/// The format an answer is asked for: `application/health+json` in
-/// `Accept` wins, then `?format=json` or `application/json`; else text.
-/// The headers are scanned rather than looked up: a probe carries three or
-/// four, and a lookup hashes the name.
-fn format(headers: &HeaderMap, options: &Options<'_>) -> Format {
-    let mut json = options.json;
-    let accepted = headers.iter().filter(|(name, _)| *name == header::ACCEPT);
-    for (_, value) in accepted {
-        let Ok(value) = value.to_str() else { continue };
+/// The format an answer is asked for, from the values of its `Accept`
+/// headers and `?format=json` (`json`): `application/health+json` in
+/// `Accept` wins, then `?format=json` or `application/json`; else text. A
+/// value that is not visible ASCII is skipped, as `HeaderValue::to_str`
+/// would refuse it.
+fn format<'h>(accepts: impl IntoIterator<Item = &'h [u8]>, mut json: bool) -> Format {
+    for value in accepts {
+        let Some(value) = visible(value) else { continue };
         if value.contains(Format::HealthJson.content_type()) {
             return Format::HealthJson;
         }
         json |= value.contains(Format::Json.content_type());
     }
     if json { Format::Json } else { Format::Text }
+}
+
+/// The values of the `Accept` headers. The headers are scanned rather than
+/// looked up: a probe carries three or four, and a lookup hashes the name.
+fn accepts(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .iter()
+        .filter(|(name, _)| *name == header::ACCEPT)
+        .map(|(_, value)| value.as_bytes())
+}
+
+/// `value` as text when it is visible ASCII (tabs allowed): the rule of
+/// `HeaderValue::to_str`, for header values read from the bytes.
+fn visible(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
 }

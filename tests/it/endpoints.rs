@@ -315,6 +315,99 @@ async fn plain_probes_get_the_bytes_the_router_sends() {
     );
 }
 
+/// Reads one answer from a kept-alive connection: its head without the
+/// `date` line, and its body (none for `HEAD`).
+async fn next_answer(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>, head_only: bool) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut answer = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read_line(&mut line))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed mid-answer: {answer}");
+        if let Some(n) = line.strip_prefix("content-length: ") {
+            length = n.trim().parse().unwrap();
+        }
+        if !line.starts_with("date: ") {
+            answer.push_str(&line);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; if head_only { 0 } else { length }];
+    stream.read_exact(&mut body).await.unwrap();
+    answer + &String::from_utf8(body).unwrap()
+}
+
+#[tokio::test]
+async fn kept_alive_and_pipelined_probes_get_the_routers_bytes_in_order() {
+    use tokio::io::AsyncWriteExt;
+    let proxy = Proxy::start("[[check]]\nname = \"down\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\n");
+    proxy.wait_status("/readyz", 503).await;
+    let ask = |method: &str, path: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: kube-probe/1.33\r\n\r\n",
+            proxy.addr
+        )
+    };
+    // Each plain probe is asked again with a query, which the router
+    // answers. The first ones on a connection are answered before hyper,
+    // the ones after a routed request by hyper's fast path; pipelined
+    // ones, sent in one write, by hyper too.
+    let asks = [
+        ("GET", "/readyz"),
+        ("HEAD", "/livez"),
+        ("GET", "/healthz"),
+        ("GET", "/startupz"),
+    ];
+    for pipelined in [false, true] {
+        let stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let mut stream = tokio::io::BufReader::new(stream);
+        let mut answers = Vec::new();
+        let sequence = || {
+            asks.iter()
+                .flat_map(|(m, p)| [(*m, p.to_string()), (*m, format!("{p}?x")), (*m, p.to_string())])
+        };
+        if pipelined {
+            let all: String = sequence().map(|(m, p)| ask(m, &p)).collect();
+            stream.get_mut().write_all(all.as_bytes()).await.unwrap();
+        }
+        for (method, path) in sequence() {
+            if !pipelined {
+                stream
+                    .get_mut()
+                    .write_all(ask(method, &path).as_bytes())
+                    .await
+                    .unwrap();
+            }
+            answers.push(next_answer(&mut stream, method == "HEAD").await);
+        }
+        for (asked, answers) in asks.iter().zip(answers.chunks(3)) {
+            assert_eq!(answers[0], answers[1], "{asked:?} pipelined={pipelined}");
+            assert_eq!(answers[0], answers[2], "{asked:?} pipelined={pipelined}");
+        }
+        let status = |answer: &String| answer.lines().next().unwrap().to_string();
+        assert_eq!(
+            answers.iter().step_by(3).map(status).collect::<Vec<_>>(),
+            [
+                "HTTP/1.1 503 Service Unavailable",
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 200 OK",
+                "HTTP/1.1 200 OK"
+            ]
+        );
+        let failing = answers[0].split("\r\n\r\n").nth(1).unwrap();
+        assert!(
+            failing.starts_with("[-]down failed: ") && failing.ends_with("\nreadyz check failed\n"),
+            "{failing}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn plain_probes_are_counted_by_route_and_code() {
     let proxy = Proxy::start(
