@@ -3,7 +3,9 @@
 //! what the kubelet sends, many times a second across a node — answered
 //! by the handlers' own code without the router, its middleware and most
 //! of their allocations. Every other request goes to the router with its
-//! [`Route`]. Both count the request by that route.
+//! [`Route`]. Both count the request by that route. Most plain probes
+//! never reach hyper: the front path (`front`) answers them from the
+//! connection's bytes with [`Endpoints::plain`], the code this path uses.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -24,6 +24,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWriteExt as _;
@@ -163,7 +164,8 @@ pub(crate) fn connection_cap(configured: usize, check_fds: u64, fd_limit: u64) -
 
 /// One open connection, shared by its task and the table.
 struct Slot {
-    /// The first bytes have arrived and hyper reads the connection.
+    /// The first bytes have arrived and the connection is read (by the
+    /// front path, then hyper).
     reading: AtomicBool,
     /// Requests begun and ended: one is in progress while they differ
     /// (HTTP/1.1 serves one at a time). Two counters rather than a clock
@@ -436,49 +438,17 @@ struct Connection {
 impl Connection {
     async fn serve(self, builder: &hyper::server::conn::http1::Builder) {
         let Connection {
-            stream,
+            mut stream,
             peer,
             endpoints,
             slot,
         } = self;
         // Until its first byte a connection costs its socket and this
-        // task only. Plain probes are answered from the bytes (`front`),
-        // with no buffers kept between them; hyper's buffers come with the
-        // first request that is not one. The sweep closes the connection
-        // if no head follows in time.
-        let mut stream = stream;
-        let mut nodelay = false;
-        let read = loop {
-            tokio::select! {
-                biased;
-                () = slot.closed() => return,
-                readable = stream.readable() => if readable.is_err() { return },
-            }
-            slot.reading.store(true, Ordering::Release);
-            if !nodelay {
-                let _ = stream.set_nodelay(true);
-                nodelay = true;
-            }
-            let reply = match front::read(&stream, &endpoints, peer) {
-                front::Read::Nothing => continue,
-                front::Read::Closed => return,
-                front::Read::Hyper(read) => break read,
-                front::Read::Answered(reply) => reply,
-            };
-            slot.begun.fetch_add(1, Ordering::AcqRel);
-            slot.ended.fetch_add(1, Ordering::AcqRel);
-            let close = reply.close;
-            // Idle while it drains, as a connection whose answer hyper
-            // writes: closed at once when told to.
-            tokio::select! {
-                biased;
-                () = slot.closed() => return,
-                written = reply.write(&mut stream) => if written.is_err() { return },
-            }
-            if close {
-                let _ = stream.shutdown().await;
-                return;
-            }
+        // task only. Plain probes are answered from the bytes, with no
+        // buffers kept between them; hyper's buffers come with the first
+        // request that is not one.
+        let Some(read) = front(&mut stream, &slot, &endpoints, peer).await else {
+            return;
         };
         let tracked = Arc::clone(&slot);
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -524,6 +494,60 @@ impl Connection {
         };
         conn.as_mut().graceful_shutdown();
         let _ = tokio::time::timeout(closing, conn).await;
+    }
+}
+
+/// Serves the plain probes of a connection from their bytes (`front`)
+/// until it ends (`None`) or a request for hyper arrives: then the bytes
+/// read of it. The sweep closes the connection if no head follows in time.
+async fn front(
+    stream: &mut TcpStream,
+    slot: &Slot,
+    endpoints: &Endpoints,
+    peer: SocketAddr,
+) -> Option<Bytes> {
+    let mut nodelay = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = slot.closed() => return None,
+            readable = stream.readable() => readable.ok()?,
+        }
+        slot.reading.store(true, Ordering::Release);
+        if !nodelay {
+            let _ = stream.set_nodelay(true);
+            nodelay = true;
+        }
+        let reply = match front::read(stream, endpoints, peer) {
+            front::Read::Nothing => continue,
+            front::Read::Closed => return None,
+            front::Read::Hyper(read) => return Some(read),
+            front::Read::Answered(reply) => reply,
+        };
+        slot.begun.fetch_add(1, Ordering::AcqRel);
+        slot.ended.fetch_add(1, Ordering::AcqRel);
+        let close = reply.close;
+        if !write(stream, slot, reply).await || close {
+            let _ = stream.shutdown().await;
+            return None;
+        }
+    }
+}
+
+/// Writes a front-path reply; false if the connection must end. Idle
+/// while it drains, as a connection whose answer hyper writes: closed at
+/// once to make room, given the grace to finish when the server stops.
+async fn write(stream: &mut TcpStream, slot: &Slot, reply: front::Reply) -> bool {
+    let mut write = std::pin::pin!(reply.write(stream));
+    tokio::select! {
+        biased;
+        () = slot.closed() => {
+            if slot.stopping.load(Ordering::Acquire) {
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, write).await;
+            }
+            false
+        }
+        written = &mut write => written.is_ok(),
     }
 }
 

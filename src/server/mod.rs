@@ -22,7 +22,9 @@
 //! `healthproxy_http_requests_total` is counted by it. The kubelet's probes
 //! (`GET` or `HEAD` of `/healthz`, `/startupz`, `/livez` or `/readyz`, no
 //! query, no JSON asked for) skip the router (`fast`) and call the same
-//! answer code.
+//! answer code; one that arrives whole as a connection's next bytes is
+//! answered from them before hyper sees it (`front`), with the bytes
+//! hyper would write.
 
 mod answers;
 mod fast;
