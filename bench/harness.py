@@ -459,13 +459,27 @@ class Bench:
         if self.args.before:
             idle_before = self.idle_cpu_rate(binary=self.args.before)
             for kind in ("tcp", "http"):
-                # Before and after once more, back to back.
-                after = self.cpu_per_run(kind, 100, idle=idle)
-                before = self.cpu_per_run(kind, 100, binary=self.args.before, idle=idle_before)
+                # Before and after alternated, the order swapped every
+                # round: on a shared VM the same binary's CPU per run moves
+                # by ±15 % from one run to the next, and whichever of two
+                # back-to-back runs comes second was seen to gain.
+                measured = {"before": [], "after": []}
+                for i in range(self.args.rounds):
+                    for which in (("after", "before") if i % 2 == 0 else ("before", "after")):
+                        if which == "after":
+                            measured[which].append(self.cpu_per_run(kind, 100, idle=idle))
+                        else:
+                            measured[which].append(
+                                self.cpu_per_run(kind, 100, binary=self.args.before, idle=idle_before))
+                before, after = (sorted(measured[w], key=lambda r: r["own_us"])[len(measured[w]) // 2]
+                                 for w in ("before", "after"))
                 out[f"before {kind}"] = before
                 out[f"after {kind}"] = after
-                self.say(f"- {kind}, before ({self.args.before_label}) / after, back to back: "
-                         f"{before['own_us']:.1f} / {after['own_us']:.1f} µs per run")
+                rounds = ", ".join(f"{b['own_us']:.1f} / {a['own_us']:.1f}"
+                                   for b, a in zip(measured["before"], measured["after"]))
+                self.say(f"- {kind}, before ({self.args.before_label}) / after, alternated, median of "
+                         f"{self.args.rounds}: {before['own_us']:.1f} / {after['own_us']:.1f} µs per run "
+                         f"(rounds: {rounds})")
         self.results["cpu_per_run"] = out
 
     # -- blackbox_exporter
