@@ -128,7 +128,7 @@ fn answer(bytes: &[u8], endpoints: &Endpoints, peer: SocketAddr) -> Option<Reply
     };
     let answer = endpoints.plain(&route, named(b"accept"), || named(b"authorization").next(), peer)?;
     endpoints.count(&route, answer.status);
-    Some(Reply::new(&answer, head, close))
+    Some(Reply::new(answer, head, close))
 }
 
 /// Whether a `Connection` value lists `token`, as hyper reads it: a
@@ -139,16 +139,17 @@ fn has_token(value: &[u8], token: &str) -> bool {
 }
 
 impl Reply {
-    fn new(answer: &Answer, head: bool, close: bool) -> Reply {
+    fn new(answer: Answer, head: bool, close: bool) -> Reply {
         Reply {
             head: answer.head(close),
-            body: if head { Bytes::new() } else { answer.body.clone() },
+            body: if head { Bytes::new() } else { answer.body },
             close,
         }
     }
 
     /// Writes the reply to `stream`: at once when the socket takes it
-    /// whole (a probe's always does), else as it drains.
+    /// whole (as it takes any answer shorter than its 8 KiB buffer),
+    /// else as it drains.
     pub(crate) async fn write(mut self, stream: &mut TcpStream) -> io::Result<()> {
         let slices = [IoSlice::new(&self.head), IoSlice::new(&self.body)];
         let written = match stream.try_write_vectored(&slices) {
