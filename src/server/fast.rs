@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use tower::ServiceExt as _;
 
-use super::{Answer, AppState, Format, Options, Peer, Route, accepts, format};
+use super::{Answer, AppState, Format, Peer, Route, accepts, format};
 
 /// A response body: a fast-path answer, or the router's.
 pub(crate) type ResponseBody = Either<Full<Bytes>, Body>;
@@ -112,8 +112,10 @@ impl Endpoints {
 
     /// The answer to `GET` or `HEAD` of `route` with no query, given the
     /// values of its `Accept` headers and a way to get its first
-    /// `Authorization`: a plain probe's, or `None` for the router's. Both
-    /// fast paths, hyper's and the front one, come here.
+    /// `Authorization`: a plain probe's, or `None` for the router's — any
+    /// other request, and a failing probe that lists too many checks to
+    /// render here (`Shared::plain_probe`). Both fast paths, hyper's and
+    /// the front one, come here.
     pub(crate) fn plain<'h>(
         &self,
         route: &Route,
@@ -124,12 +126,11 @@ impl Endpoints {
         match route {
             Route::Healthz => Some(Answer::healthz()),
             Route::Probe(_) => {
-                let options = Options::default();
                 if format(accepts, false) != Format::Text {
                     return None;
                 }
                 let messages = self.app.may_see_messages(peer, authorization);
-                Some(self.app.probe(route, &options, Format::Text, messages))
+                self.app.plain_probe(route, messages)
             }
             _ => None,
         }
@@ -157,12 +158,11 @@ pub(super) mod tests {
 
     /// Endpoints over one failing readiness check, `a`.
     pub(in crate::server) fn endpoints() -> (Endpoints, State, Metrics) {
-        let config = Config::from_toml_str(
-            "[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\n",
-            "t",
-            &|_: &str| None,
-        )
-        .unwrap();
+        endpoints_of("[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\n")
+    }
+
+    fn endpoints_of(toml: &str) -> (Endpoints, State, Metrics) {
+        let config = Config::from_toml_str(toml, "t", &|_: &str| None).unwrap();
         let state = State::new(&config.checks);
         let lifecycle = Lifecycle::new(Drain::new(config.drain.clone(), state.clone()), None);
         let metrics = Metrics::new();
@@ -265,6 +265,47 @@ pub(super) mod tests {
         ];
         for (method, uri, accept) in cases {
             assert!(!fast(&method, uri, accept), "{method} {uri} accept={accept:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_probe_that_lists_many_checks_is_rendered_off_the_probe_thread() {
+        let config = |n| -> String {
+            (0..n)
+                .map(|i| {
+                    format!(
+                        "[[check]]\nname = \"c{i}\"\nprobes = [\"readiness\", \"liveness\"]\ntcp = {{ port = 1 }}\n"
+                    )
+                })
+                .collect()
+        };
+        let inline_lines = super::super::INLINE_LINES;
+        for (checks, inline) in [(inline_lines, true), (inline_lines + 1, false)] {
+            let (endpoints, _, _) = endpoints_of(&config(checks));
+            let plain = |uri: &str| endpoints.plain(&Route::parse(uri), None::<&[u8]>, || None, LOOPBACK);
+            // Readiness fails until a first success: every check listed.
+            assert_eq!(plain("/readyz").is_some(), inline, "{checks} checks");
+            // Passing, or one check: cheap whatever the count.
+            let livez = plain("/livez").expect("a passing probe is answered at once");
+            assert_eq!(livez.status, StatusCode::OK);
+            let one = Route::parse("/readyz/c0");
+            assert!(endpoints.app.plain_probe(&one, true).is_some(), "{checks} checks");
+            // The router renders it: the same 503 with every check listed.
+            let response = endpoints
+                .call(request(&Method::GET, "/readyz", None), LOOPBACK)
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let body = http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let lines = std::str::from_utf8(&body)
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("[-]c"))
+                .count();
+            assert_eq!(lines, checks);
         }
     }
 }

@@ -154,6 +154,11 @@ impl<'s> Probe<'s> {
         if self.withheld { WITHHELD } else { check.reason() }
     }
 
+    /// How many checks the answer lists when it lists them.
+    pub fn listed(&self) -> usize {
+        self.lines.len()
+    }
+
     /// Whether the probe passes: no gate closed and every counted critical
     /// check passing.
     pub fn ok(&self) -> bool {

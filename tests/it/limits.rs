@@ -927,3 +927,84 @@ async fn a_liveness_exec_check_whose_program_is_missing_is_linted_and_never_fail
     proxy.wait_log("probe errored").await;
     assert_eq!(proxy.get("/livez").await.status, 200);
 }
+
+/// Asks for `path` again and again on one kept-alive connection, reading
+/// every answer, until `stop`; the statuses it got.
+async fn ask_until(addr: SocketAddr, path: &'static str, stop: Arc<AtomicBool>) -> Vec<u16> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
+    let mut statuses = Vec::new();
+    let Ok(stream) = TcpStream::connect(addr).await else {
+        return statuses;
+    };
+    let mut stream = BufReader::new(stream);
+    let ask = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
+    while !stop.load(Ordering::Acquire) {
+        if stream.get_mut().write_all(ask.as_bytes()).await.is_err() {
+            break;
+        }
+        let (mut line, mut length, mut status) = (String::new(), 0, 0);
+        loop {
+            line.clear();
+            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
+                return statuses;
+            }
+            if let Some(code) = line.strip_prefix("HTTP/1.1 ") {
+                status = code[..3].parse().unwrap();
+            }
+            if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
+                length = n.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        if stream.read_exact(&mut body).await.is_err() {
+            break;
+        }
+        statuses.push(status);
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn a_flood_of_long_failing_answers_never_holds_the_probes_behind_it() {
+    raise_own_fd_limit();
+    // A failing /readyz lists every check: 10,000 here. Rendered on the
+    // thread that answers the probes, 256 clients asking for it over and
+    // over would hold a kubelet probe of /livez behind their renders.
+    const CHECKS: usize = 10_000;
+    let config: String = (0..CHECKS)
+        .map(|i| {
+            format!(
+                "[[check]]\nname = \"check-{i}\"\nprobes = [\"readiness\"]\n\
+                 tcp = {{ port = 1 }}\nperiod = \"1h\"\n"
+            )
+        })
+        .collect();
+    let proxy = Proxy::start(&config);
+    proxy.wait_status("/readyz", 503).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood: Vec<_> = (0..256 * scale())
+        .map(|_| tokio::spawn(ask_until(proxy.addr, "/readyz", Arc::clone(&stop))))
+        .collect();
+    let prober = Prober::start(proxy.addr, "/livez");
+    prober.wait_probes(10).await;
+    stop.store(true, Ordering::Release);
+    let seen = prober.finish();
+    let mut answered = 0;
+    for client in flood {
+        let statuses = client.await.unwrap();
+        // Rendered or busy, the verdict is the same.
+        assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+        answered += statuses.len();
+    }
+    eprintln!("long failing answers: {answered} answered; prober {seen:?}");
+    assert!(answered >= 256, "the flood got {answered} answers");
+    assert_no_probe_lost(&seen, "long failing answers");
+    assert!(
+        seen.slowest < Duration::from_millis(500),
+        "a probe waited {:?} behind the flood",
+        seen.slowest
+    );
+}
