@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{App, Proxy, eventually, request, series};
+use crate::support::{App, Proxy, eventually, next_answer, request, series};
 
 fn web_config(app: &App, extra: &str) -> String {
     format!(
@@ -315,34 +315,6 @@ async fn plain_probes_get_the_bytes_the_router_sends() {
     );
 }
 
-/// Reads one answer from a kept-alive connection: its head without the
-/// `date` line, and its body (none for `HEAD`).
-async fn next_answer(stream: &mut tokio::io::BufReader<tokio::net::TcpStream>, head_only: bool) -> String {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
-    let mut answer = String::new();
-    let mut length = 0;
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read_line(&mut line))
-            .await
-            .expect("an answer")
-            .unwrap();
-        assert!(n > 0, "closed mid-answer: {answer}");
-        if let Some(n) = line.strip_prefix("content-length: ") {
-            length = n.trim().parse().unwrap();
-        }
-        if !line.starts_with("date: ") {
-            answer.push_str(&line);
-        }
-        if line == "\r\n" {
-            break;
-        }
-    }
-    let mut body = vec![0; if head_only { 0 } else { length }];
-    stream.read_exact(&mut body).await.unwrap();
-    answer + &String::from_utf8(body).unwrap()
-}
-
 #[tokio::test]
 async fn kept_alive_and_pipelined_probes_get_the_routers_bytes_in_order() {
     use tokio::io::AsyncWriteExt;
@@ -384,7 +356,11 @@ async fn kept_alive_and_pipelined_probes_get_the_routers_bytes_in_order() {
                     .await
                     .unwrap();
             }
-            answers.push(next_answer(&mut stream, method == "HEAD").await);
+            answers.push(
+                next_answer(&mut stream, method == "HEAD")
+                    .await
+                    .expect("an answer"),
+            );
         }
         for (asked, answers) in asks.iter().zip(answers.chunks(3)) {
             assert_eq!(answers[0], answers[1], "{asked:?} pipelined={pipelined}");

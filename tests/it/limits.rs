@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
-use crate::support::{App, Proxy, eventually, metric, request};
+use crate::support::{App, Proxy, eventually, metric, next_answer, request};
 
 /// The sidecar's memory budget with the default `[server]` limits and no
 /// checks, as the attacks here run it (README, "Limits and failure
@@ -931,38 +931,20 @@ async fn a_liveness_exec_check_whose_program_is_missing_is_linted_and_never_fail
 /// Asks for `path` again and again on one kept-alive connection, reading
 /// every answer, until `stop`; the statuses it got.
 async fn ask_until(addr: SocketAddr, path: &'static str, stop: Arc<AtomicBool>) -> Vec<u16> {
-    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, BufReader};
     let mut statuses = Vec::new();
     let Ok(stream) = TcpStream::connect(addr).await else {
         return statuses;
     };
-    let mut stream = BufReader::new(stream);
+    let mut stream = tokio::io::BufReader::new(stream);
     let ask = format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n");
     while !stop.load(Ordering::Acquire) {
         if stream.get_mut().write_all(ask.as_bytes()).await.is_err() {
             break;
         }
-        let (mut line, mut length, mut status) = (String::new(), 0, 0);
-        loop {
-            line.clear();
-            if stream.read_line(&mut line).await.unwrap_or(0) == 0 {
-                return statuses;
-            }
-            if let Some(code) = line.strip_prefix("HTTP/1.1 ") {
-                status = code[..3].parse().unwrap();
-            }
-            if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
-                length = n.trim().parse().unwrap();
-            }
-            if line == "\r\n" {
-                break;
-            }
-        }
-        let mut body = vec![0; length];
-        if stream.read_exact(&mut body).await.is_err() {
+        let Some(answer) = next_answer(&mut stream, false).await else {
             break;
-        }
-        statuses.push(status);
+        };
+        statuses.push(answer["HTTP/1.1 ".len()..][..3].parse().unwrap());
     }
     statuses
 }

@@ -382,3 +382,37 @@ pub fn collect_logs(child: &mut Child, ready: &'static str) -> (Arc<Mutex<Vec<St
         .unwrap_or_else(|_| panic!("no {ready:?} line: {:?}", logs.lock().unwrap()));
     (logs, value)
 }
+
+/// Reads one answer from a kept-alive connection: its head without the
+/// `date` line, and its body (none for `HEAD`); `None` if the connection
+/// closes first.
+pub async fn next_answer(
+    stream: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    head_only: bool,
+) -> Option<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+    let mut answer = String::new();
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read_line(&mut line))
+            .await
+            .expect("an answer within 5 s")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length: ") {
+            length = n.trim().parse().unwrap();
+        }
+        if !line.starts_with("date: ") {
+            answer.push_str(&line);
+        }
+        if line == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; if head_only { 0 } else { length }];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(answer + &String::from_utf8_lossy(&body))
+}
