@@ -36,11 +36,43 @@ pub struct LogLevel {
 }
 
 impl LogLevel {
-    /// The filter that tracing applies.
+    /// The filter that tracing applies. A bare level is the sidecar's own
+    /// (`healthproxy`); the libraries stay at `warn` or quieter, as
+    /// linkerd-proxy's `LINKERD2_PROXY_LOG=debug` does, so `debug` shows
+    /// the checks and the drain rather than every HTTP/2 frame of h2 and
+    /// tower. A directive that names a library (`h2=debug`) reaches it.
     fn targets(&self) -> Targets {
-        self.text
+        self.effective()
             .parse()
             .expect("a validated filter is understood by Targets")
+    }
+
+    /// The directives given to tracing: the bare level split into the
+    /// sidecar's and the libraries'.
+    fn effective(&self) -> String {
+        let directives: Vec<&str> = self.text.split(',').collect();
+        let bare = directives.iter().rev().find(|d| !d.contains('='));
+        let Some(&level) = bare else {
+            return self.text.clone();
+        };
+        let libraries = match level {
+            "error" | "off" => level,
+            _ => "warn",
+        };
+        let mut out = vec![libraries.to_string()];
+        if !directives
+            .iter()
+            .any(|d| d.split_once('=').is_some_and(|(t, _)| t == "healthproxy"))
+        {
+            out.push(format!("healthproxy={level}"));
+        }
+        out.extend(
+            directives
+                .iter()
+                .filter(|d| d.contains('='))
+                .map(|d| d.to_string()),
+        );
+        out.join(",")
     }
 }
 
@@ -269,7 +301,29 @@ mod tests {
     fn directives_are_accepted_and_normalised() {
         let level: LogLevel = "info, healthproxy::engine=warning".parse().unwrap();
         assert_eq!(level.to_string(), "info,healthproxy::engine=warn");
-        assert_eq!(level.targets().default_level(), Some(LevelFilter::INFO));
+        assert_eq!(level.targets().default_level(), Some(LevelFilter::WARN));
+        assert_eq!(
+            level.effective(),
+            "warn,healthproxy=info,healthproxy::engine=warn"
+        );
+    }
+
+    #[test]
+    fn a_bare_level_is_the_sidecars_and_libraries_stay_at_warn_unless_named() {
+        let debug: LogLevel = "debug".parse().unwrap();
+        let t = debug.targets();
+        assert!(t.would_enable("healthproxy::engine", &Level::DEBUG));
+        assert!(!t.would_enable("h2::codec", &Level::DEBUG));
+        assert!(!t.would_enable("tower::buffer", &Level::INFO));
+        assert!(t.would_enable("h2::codec", &Level::WARN));
+        let named: LogLevel = "debug,h2=trace".parse().unwrap();
+        assert!(named.targets().would_enable("h2::codec", &Level::TRACE));
+        let error: LogLevel = "error".parse().unwrap();
+        assert!(!error.targets().would_enable("hyper", &Level::WARN));
+        let own: LogLevel = "trace,healthproxy=info".parse().unwrap();
+        assert_eq!(own.effective(), "warn,healthproxy=info");
+        let only: LogLevel = "healthproxy::engine=debug".parse().unwrap();
+        assert_eq!(only.effective(), "healthproxy::engine=debug");
     }
 
     #[test]

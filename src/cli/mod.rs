@@ -37,7 +37,8 @@ enum Command {
     Run(RunArgs),
     /// Validate a config file: exit 0 when valid, 2 with every error.
     CheckConfig {
-        /// The file to check.
+        /// The file to check: by default the one `run` would read.
+        #[arg(env = "HEALTHPROXY_CONFIG", default_value = "/etc/healthproxy/config.toml")]
         file: PathBuf,
     },
     /// One HTTP GET with the kubelet's semantics: exit 0 for 200–399, 1

@@ -28,7 +28,8 @@ pub(crate) struct WaitArgs {
     /// A command that must exit 0, run with /bin/sh -c (repeatable).
     #[arg(long = "exec", value_name = "CMD")]
     exec: Vec<String>,
-    /// Give up after this long.
+    /// Give up after this long: the last attempt is the one due at this
+    /// deadline (each attempt bounded by --attempt-timeout).
     #[arg(long, default_value = "60s", value_parser = duration)]
     timeout: Duration,
     /// Time between two attempts at one dependency.
@@ -92,14 +93,14 @@ async fn wait_all(targets: Vec<Target>, args: &WaitArgs) -> Vec<(String, String)
     for (index, t) in targets.into_iter().enumerate() {
         set.spawn(async move {
             let check = Arc::new(t.check);
-            // The last failure of an attempt that had its full time; a
-            // final attempt cut short by the deadline says less.
-            let mut reason: Option<String> = None;
+            // Attempts are due every `interval` from the start, whatever
+            // each took, up to and including one due at the deadline: no
+            // attempt starts after it, and each is bounded by its own
+            // timeout.
+            let mut due = began;
             loop {
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                let budget = attempt.min(Duration::from_millis(remaining.as_millis() as u64));
                 let run = Arc::clone(&check);
-                let last = crate::engine::run_guarded(async move { run.run(budget).await }, budget).await;
+                let last = crate::engine::run_guarded(async move { run.run(attempt).await }, attempt).await;
                 if last.verdict.is_success() {
                     eprintln!(
                         "wait: {} is up after {}",
@@ -108,14 +109,11 @@ async fn wait_all(targets: Vec<Target>, args: &WaitArgs) -> Vec<(String, String)
                     );
                     return (index, None);
                 }
-                if budget == attempt || reason.is_none() {
-                    reason = Some(last.message);
+                due += interval;
+                if due > deadline {
+                    return (index, Some((t.label, last.message)));
                 }
-                let next = Instant::now() + interval;
-                if next >= deadline {
-                    return (index, Some((t.label, reason.unwrap_or_default())));
-                }
-                tokio::time::sleep_until(next).await;
+                tokio::time::sleep_until(due).await;
             }
         });
     }

@@ -37,7 +37,17 @@ impl fmt::Display for Lint {
 
 /// Every lint for `config`: the checks' in file order, then the drain's.
 pub fn lints(config: &Config) -> Vec<Lint> {
-    let mut lints: Vec<Lint> = config.checks.iter().flat_map(check_lints).collect();
+    let own = own_ports(config);
+    let mut lints: Vec<Lint> = config.checks.iter().flat_map(|c| check_lints(c, &own)).collect();
+    for port in config.drain.ports.iter().filter(|p| own.contains(p)) {
+        lints.push(Lint {
+            subject: "drain.ports".into(),
+            line: 0,
+            message: format!(
+                "holds {port}, the sidecar's own port: the drain would wait on the sidecar's own listener, which stays open, so every drain lasts drain.max; list the app's ports"
+            ),
+        });
+    }
     if config.drain.token_file.is_none() {
         lints.push(Lint {
             subject: "drain.token_file".into(),
@@ -48,7 +58,16 @@ pub fn lints(config: &Config) -> Vec<Lint> {
     lints
 }
 
-fn check_lints(c: &CheckConfig) -> Vec<Lint> {
+/// The ports the sidecar itself listens on (`listen`, `grpc_listen`).
+fn own_ports(config: &Config) -> Vec<u16> {
+    std::iter::once(config.listen)
+        .chain(config.grpc_listen)
+        .map(|a| a.port())
+        .filter(|p| *p != 0)
+        .collect()
+}
+
+fn check_lints(c: &CheckConfig, own: &[u16]) -> Vec<Lint> {
     let mut out = Vec::new();
     let mut warn = |message: String| {
         out.push(Lint {
@@ -65,6 +84,30 @@ fn check_lints(c: &CheckConfig) -> Vec<Lint> {
         warn(format!(
             "a liveness check aimed at {:?}, which is not this pod: when that service fails, every pod restarts and nothing is fixed; make it a readiness check",
             host.name
+        ));
+    }
+    let port = match &c.kind {
+        CheckKind::Http(h) => Some(h.port),
+        CheckKind::Tcp(t) => Some(t.port),
+        CheckKind::Grpc(g) => Some(g.port),
+        CheckKind::Exec(_) | CheckKind::File(_) => None,
+    };
+    if let (Some(port), Some(host)) = (port, c.kind.host())
+        && host.from_env.is_none()
+        && host.is_loopback()
+        && own.contains(&port)
+    {
+        warn(format!(
+            "it asks the sidecar's own port {port}: it tests healthproxy, not the app; give the app's port"
+        ));
+    }
+    if let CheckKind::Exec(spec) = &c.kind
+        && let Some(found) = found_on_path(spec)
+    {
+        warn(format!(
+            "the command {:?} was found on this machine's PATH ({}), but the healthproxy image is FROM scratch and holds nothing but /healthproxy: in the sidecar it is absent unless the pod mounts it there; name it by the path it is mounted at",
+            spec.command[0],
+            found.display()
         ));
     }
     if let CheckKind::Exec(spec) = &c.kind
@@ -190,6 +233,20 @@ pub fn missing_program(spec: &ExecSpec) -> Option<String> {
         .unwrap_or_default();
     let found = std::env::split_paths(&path).any(|dir| executable(&dir.join(program)));
     (!found).then(|| format!("the command {program:?} is found on no directory of PATH"))
+}
+
+/// Where a program named without a path was found on the `PATH` of the
+/// process that asks (the command's own `PATH` is the image's, if it sets
+/// one: no lint then).
+fn found_on_path(spec: &ExecSpec) -> Option<PathBuf> {
+    let program = spec.command.first()?;
+    if program.contains('/') || spec.env.iter().any(|(k, _)| k == "PATH") {
+        return None;
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 #[cfg(test)]

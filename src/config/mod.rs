@@ -585,11 +585,16 @@ impl fmt::Display for ConfigErrors {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(
-                f,
-                "{}:{}:{}: {}: {}",
-                self.origin, e.line, e.column, e.key, e.message
-            )?;
+            if e.line == 0 {
+                // The file itself (it cannot be read): no place in it.
+                write!(f, "{}: {}", self.origin, e.message)?;
+            } else {
+                write!(
+                    f,
+                    "{}:{}:{}: {}: {}",
+                    self.origin, e.line, e.column, e.key, e.message
+                )?;
+            }
         }
         Ok(())
     }

@@ -280,6 +280,7 @@ pub(super) fn parse(text: &str, env: &dyn Env) -> Result<Config, Vec<ConfigError
     // out of the document, and the document read again. The spans are
     // the text's, so taking an entry out moves no other.
     let mut guessed = HashSet::new();
+    let mut bad_values: HashSet<(Option<usize>, String)> = HashSet::new();
     let raw = loop {
         let e = match RawConfig::deserialize(toml::de::Deserializer::from(table.clone())) {
             Ok(raw) => break Some(raw),
@@ -294,9 +295,20 @@ pub(super) fn parse(text: &str, env: &dyn Env) -> Result<Config, Vec<ConfigError
             .and_then(|span| take_out(table.get_mut(), &span, None, &inline));
         let hint = match (&removed, unknown) {
             (Some(r), Some(key)) => hint(key, &text[r.value.clone()], e.message()),
-            _ => String::new(),
+            _ => value_hint(&key_at(text, &e.span().unwrap_or(0..0)), e.message()),
         };
-        errors.push_serde(&e, hint);
+        // A bad value taken out of a `[check.tcp]` section leaves its
+        // table without the key: that is the same error, not a second.
+        let check = removed.as_ref().and_then(|r| r.check);
+        match missing_field(e.message()) {
+            Some(key) if bad_values.contains(&(check, key.to_string())) => {}
+            _ => errors.push_serde(&e, hint),
+        }
+        if unknown.is_none()
+            && let Some(span) = e.span()
+        {
+            bad_values.insert((check, key_at(text, &span)));
+        }
         // Errors of the check that only say what was taken out is missing.
         match (removed, unknown) {
             (None, _) => break None,
@@ -406,6 +418,52 @@ fn take_out(
 /// The key of an "unknown field `KEY`, expected ..." message.
 fn unknown_field(message: &str) -> Option<&str> {
     message.strip_prefix("unknown field `")?.split('`').next()
+}
+
+/// The key of a "missing field `KEY`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+/// The keys whose value is a duration written as text.
+const DURATION_KEYS: &[&str] = &[
+    "period",
+    "timeout",
+    "initial_delay",
+    "max_age",
+    "min",
+    "max",
+    "quiet",
+    "interval",
+    "header_read_timeout",
+    "request_timeout",
+    "idle_timeout",
+];
+
+/// What to write instead of a value of the wrong type, when it is clear.
+fn value_hint(key: &str, message: &str) -> String {
+    let number = message
+        .strip_prefix("invalid type: integer `")
+        .or_else(|| message.strip_prefix("invalid type: floating point `"))
+        .and_then(|rest| rest.split('`').next());
+    match (key, number) {
+        (k, Some(n)) if DURATION_KEYS.contains(&k) => {
+            return format!("; a duration takes its unit: write `{k} = \"{n}s\"`");
+        }
+        ("port", _) if message.starts_with("invalid value: integer") => {
+            return "; a port is 1 to 65535".into();
+        }
+        ("port", _) if message.starts_with("invalid type: string") => {
+            return "; a named port (a container port's name) is resolved to its number by \
+                    `healthproxy inject`, which reads the pod's container ports; here write the number"
+                .into();
+        }
+        ("[check]", _) if message.contains("expected a sequence") => {
+            return "; write each check as `[[check]]` (an array of tables), not `[check]`".into();
+        }
+        _ => {}
+    }
+    String::new()
 }
 
 /// The handler keys of a check.

@@ -137,3 +137,106 @@ fn check_config_fails_exactly_when_run_would() {
         .unwrap();
     assert_eq!(checked.status.code(), Some(0), "{checked:?}");
 }
+
+/// The one error line check-config prints for a check whose own lines
+/// are `body`.
+fn one_error(body: &str) -> String {
+    let (code, _, stderr) = check_config(&format!(
+        "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\n{body}"
+    ));
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "one error: {stderr}");
+    stderr.trim_end().to_string()
+}
+
+#[test]
+fn check_config_says_what_to_write_for_the_mistakes_people_make() {
+    // A port out of range, inline or as its own section: one error, no
+    // "missing field `port`" beside it.
+    assert_eq!(
+        one_error("tcp = { port = 70000 }\n"),
+        "FILE:4:16: port: invalid value: integer `70000`, expected u16; a port is 1 to 65535"
+    );
+    assert_eq!(
+        one_error("[check.tcp]\nport = 70000\n"),
+        "FILE:5:8: port: invalid value: integer `70000`, expected u16; a port is 1 to 65535"
+    );
+    let named = one_error("tcp = { port = \"http\" }\n");
+    assert!(
+        named.starts_with("FILE:4:16: port: invalid type: string \"http\", expected u16")
+            && named.contains("resolved to its number by `healthproxy inject`"),
+        "{named}"
+    );
+    assert_eq!(
+        one_error("period = 10\ntcp = { port = 80 }\n"),
+        "FILE:4:10: period: invalid type: integer `10`, expected a string; a duration takes its unit: write `period = \"10s\"`"
+    );
+    let (code, _, stderr) =
+        check_config("[check]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 80 }\n");
+    assert_eq!(code, 2);
+    assert_eq!(
+        stderr,
+        "FILE:1:1: [check]: invalid type: map, expected a sequence; write each check as `[[check]]` (an array of tables), not `[check]`\n"
+    );
+}
+
+#[test]
+fn check_config_reads_healthproxy_config_as_run_does_and_a_missing_file_has_no_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.toml");
+    let out = Command::new(binary())
+        .arg("check-config")
+        .env("HEALTHPROXY_CONFIG", &missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("{}: cannot read: no such file or directory\n", missing.display())
+    );
+    let path = dir.path().join("hp.toml");
+    std::fs::write(
+        &path,
+        "[drain]\nmin = \"1s\"\n[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 8080 }\n",
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .arg("check-config")
+        .env("HEALTHPROXY_CONFIG", &path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{}: ok (1 checks)\n", path.display())
+    );
+}
+
+#[test]
+fn check_config_warns_of_checks_of_the_sidecar_itself_and_programs_only_this_machine_has() {
+    let (code, _, stderr) = check_config(
+        "listen = \"[::]:9775\"\n[drain]\nports = [8080, 9775]\n\n\
+         [[check]]\nname = \"self\"\nprobes = [\"readiness\"]\nhttp = { port = 9775, path = \"/healthz\" }\n\n\
+         [[check]]\nname = \"db\"\nprobes = [\"readiness\"]\nexec = { command = [\"sh\", \"-c\", \"true\"] }\n",
+    );
+    assert_eq!(code, 0, "lints only: {stderr}");
+    assert!(
+        stderr.contains("FILE:5: warning: check \"self\": it asks the sidecar's own port 9775: it tests healthproxy, not the app"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("FILE: warning: drain.ports: holds 9775, the sidecar's own port"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(
+            "FILE:10: warning: check \"db\": the command \"sh\" was found on this machine's PATH ("
+        ) && stderr.contains("the healthproxy image is FROM scratch"),
+        "{stderr}"
+    );
+    // Named by its path (mounted there), or with its own PATH: no such lint.
+    let (_, _, stderr) = check_config(
+        "[[check]]\nname = \"db\"\nprobes = [\"readiness\"]\nexec = { command = [\"/bin/sh\", \"-c\", \"true\"] }\n",
+    );
+    assert!(!stderr.contains("PATH"), "{stderr}");
+}

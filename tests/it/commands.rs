@@ -148,3 +148,22 @@ async fn wait_for_a_grpc_service_to_be_serving() {
     let (code, stderr) = run_binary(&["wait", "--grpc", &target, "--timeout", "10s"], WITHIN).await;
     assert_eq!(code, 0, "{stderr}");
 }
+
+#[tokio::test]
+async fn wait_makes_the_attempt_due_at_the_deadline() {
+    // Attempts are due at 0, 1, 2 and 3 s; the one at the deadline counts.
+    let dir = tempfile::tempdir().unwrap();
+    let attempts = dir.path().join("attempts");
+    let command = format!("echo at >> '{}'; exit 1", attempts.display());
+    let began = std::time::Instant::now();
+    let (code, stderr) = run_binary(
+        &["wait", "--exec", &command, "--timeout", "3s", "--interval", "1s"],
+        WITHIN,
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(began.elapsed() >= Duration::from_secs(3), "{:?}", began.elapsed());
+    let made = std::fs::read_to_string(&attempts).unwrap().lines().count();
+    assert_eq!(made, 4, "attempts at 0, 1, 2 and 3 s");
+    assert!(stderr.contains("did not come up within 3s"), "{stderr}");
+}

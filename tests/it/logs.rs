@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{binary, eventually, run_binary};
+use crate::support::{Proxy, binary, eventually, run_binary};
 
 /// Runs the binary at `level` on a config whose exec check fails on every
 /// run (a transition at its first) and whose drain waits on the port of a
@@ -249,5 +249,44 @@ async fn version_names_the_revision_and_the_rustc_version() {
             "healthproxy {} (revision {git}, rustc {rustc})\n",
             env!("CARGO_PKG_VERSION")
         )
+    );
+}
+
+/// The targets of the lines a sidecar with one gRPC check writes at
+/// `level` (from the config's `log_level`) over four runs of the check.
+async fn grpc_targets_at(level: &str) -> Vec<String> {
+    let server = crate::grpc_check::health_server().await;
+    let proxy = Proxy::start(&format!(
+        "log_level = \"{level}\"\n\n[[check]]\nname = \"api\"\nprobes = [\"readiness\"]\nperiod = \"100ms\"\n\
+         grpc = {{ port = {} }}\n",
+        server.addr.port()
+    ));
+    eventually(Duration::from_secs(20), "four runs of the check", || async {
+        proxy.log_lines("\"verdict\"").len() >= 4
+    })
+    .await;
+    let lines = proxy.logs.lock().unwrap().clone();
+    lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["target"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn debug_is_the_sidecars_own_debug_and_libraries_speak_only_when_named() {
+    let targets = grpc_targets_at("debug").await;
+    assert!(
+        targets.iter().all(|t| t.starts_with("healthproxy")),
+        "only the sidecar's lines at debug: {targets:?}"
+    );
+    let named = grpc_targets_at("debug,h2=debug").await;
+    assert!(
+        named.iter().any(|t| t.starts_with("h2")),
+        "a directive naming h2 reaches it: {named:?}"
     );
 }
