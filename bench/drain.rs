@@ -18,9 +18,11 @@
 //!    once, as before `drain.quiet`) against the adaptive one (counts every
 //!    100 ms from the start, to see new connections).
 //!
-//! The sockets are held by `python3` helpers: the sidecar reads its own
-//! descriptors when the app has local clients (to leave its own
-//! connections out), and the host's sockets are no sidecar's.
+//! The sockets are held by `python3` helpers, so that the host's sockets
+//! are no sidecar's. The app's clients connect as Istio's proxy does (from
+//! 127.0.0.6, `drain.mesh = "istio"`) and send a request the app never
+//! reads: loopback clients are otherwise the pod's own, which no drain
+//! waits on.
 //!
 //! Run with `cargo run --release --example bench-drain -- 10000` (as root
 //! for the pod namespace; otherwise everything runs in the root namespace
@@ -31,11 +33,13 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use healthproxy::config::Config;
+use healthproxy::config::{Config, Mesh};
 use healthproxy::lifecycle::diag;
 use healthproxy::lifecycle::procnet::ProcNet;
 use nix::sys::resource::{UsageWho, getrusage};
 
+/// The app's clients connect as Istio's proxy does.
+const ISTIO: Mesh = Mesh::Istio { proxy_uid: 1337 };
 /// Probes per phase, and the pause between two.
 const PROBES: usize = 1500;
 const PAUSE: Duration = Duration::from_millis(2);
@@ -119,12 +123,13 @@ fn enter_pod_namespace() -> bool {
 }
 
 /// An app listening with 3 established connections from a client
-/// process; returns its listener, its ends of them and the client.
+/// process, each with a request waiting; returns its listener, its ends of
+/// them and the client.
 fn app() -> (TcpListener, Vec<TcpStream>, Helper) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("the app listens");
     let port = listener.local_addr().unwrap().port();
     let clients = hold(&format!(
-        "for _ in range(3):\n    keep.append(socket.create_connection(('127.0.0.1',{port})))"
+        "for _ in range(3):\n    s=socket.create_connection(('127.0.0.1',{port}),source_address=('127.0.0.6',0)); s.sendall(b'GET'); keep.append(s)"
     ));
     let served = (0..3).map(|_| listener.accept().unwrap().0).collect();
     (listener, served, clients)
@@ -140,16 +145,16 @@ fn count_costs(place: &str) {
     let (listener, _served, _clients) = app();
     let port = [listener.local_addr().unwrap().port()];
     let proc = ProcNet::default();
-    assert_eq!(proc.sockets(&port).unwrap().established, 3);
-    assert_eq!(diag::sockets(&port).unwrap().established, 3);
+    assert_eq!(proc.sockets(&port, ISTIO).unwrap().established, 3);
+    assert_eq!(diag::sockets(&port, ISTIO).unwrap().established, 3);
     let mut totals = [(Duration::ZERO, Duration::ZERO); 2];
     for _ in 0..COUNTS {
         for (way, total) in totals.iter_mut().enumerate() {
             let (cpu, wall) = (cpu_now(), Instant::now());
             let s = if way == 0 {
-                proc.sockets(&port).unwrap()
+                proc.sockets(&port, ISTIO).unwrap()
             } else {
-                diag::sockets(&port).unwrap()
+                diag::sockets(&port, ISTIO).unwrap()
             };
             std::hint::black_box(s);
             total.0 += cpu_now() - cpu;
@@ -192,7 +197,7 @@ impl Server {
     fn start(app_port: u16, drain: &str) -> Server {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let config = Config::from_toml_str(
-            &format!("listen = \"{addr}\"\n[drain]\nports = [{app_port}]\n{drain}\n"),
+            &format!("listen = \"{addr}\"\n[drain]\nports = [{app_port}]\nmesh = \"istio\"\n{drain}\n"),
             "bench",
             &|_: &str| None,
         )
@@ -215,7 +220,7 @@ impl Server {
                         if old_wanted.wait_for(|w| *w).await.is_err() {
                             return;
                         }
-                        std::hint::black_box(net.sockets(&[app_port]).unwrap());
+                        std::hint::black_box(net.sockets(&[app_port], ISTIO).unwrap());
                         tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 });
@@ -329,7 +334,7 @@ fn drain_cpu() {
         let (cpu, began) = (process_cpu(), Instant::now());
         // As before drain.quiet: sleep min, then count until none is left.
         tokio::time::sleep(Duration::from_secs(5)).await;
-        let left = tokio::task::spawn_blocking(move || diag::sockets(&[port]).unwrap().established)
+        let left = tokio::task::spawn_blocking(move || diag::sockets(&[port], ISTIO).unwrap().established)
             .await
             .unwrap();
         assert_eq!(left, 0);

@@ -211,6 +211,13 @@ pub struct Report {
     pub new_connections: u64,
     /// When the last of them came, from the drain's start.
     pub last_new_connection: Option<Duration>,
+    /// When the last new connection or request (bytes received on an open
+    /// connection, as a mesh proxy sends them) came, from the drain's
+    /// start: `drain.quiet` is counted from it.
+    pub last_traffic: Option<Duration>,
+    /// Connections from inside the pod (not the app's serving traffic)
+    /// open at the last reading: not waited on.
+    pub in_pod_connections: usize,
 }
 
 impl Report {

@@ -134,6 +134,65 @@ pub struct DrainConfig {
     pub token_file: Option<PathBuf>,
     /// Exit by itself once the app has listened on `ports` and stopped.
     pub exit_when_app_exits: bool,
+    /// The mesh whose proxy forwards the app's traffic, if any: it decides
+    /// which connections to `ports` are the app's serving traffic.
+    pub mesh: Mesh,
+}
+
+/// Istio's proxy runs as this user (`istio-proxy`); its iptables rules
+/// know it by this uid (`--uid-owner 1337`).
+pub const ISTIO_PROXY_UID: u32 = 1337;
+/// Linkerd's proxy runs as this user (`proxyUID`, and
+/// `config.linkerd.io/proxy-uid`); its iptables rules know it by this uid.
+pub const LINKERD_PROXY_UID: u32 = 2102;
+
+/// Which of the connections to `drain.ports` are the app's serving
+/// traffic (`drain.mesh`), decided by where they come from in the pod.
+///
+/// - From outside the pod: always serving traffic (with a mesh, the ports
+///   the mesh skips are reached directly).
+/// - From inside the pod (loopback, or the pod's own address at both
+///   ends): another container's client (a cache client, a log shipper),
+///   neither new nor established traffic; unless a mesh's proxy opened
+///   it, which forwards the serving traffic and pools its connections, so
+///   that these count by their new connections and bytes, and as open
+///   only while a request waits for its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mesh {
+    /// No mesh: the serving traffic comes from outside the pod.
+    #[default]
+    None,
+    /// Istio's sidecar: Envoy connects to the pod IP from `127.0.0.6`
+    /// (its inbound passthrough, istio/istio#29603), as user `proxy_uid`.
+    Istio {
+        /// The uid of Envoy's sockets.
+        proxy_uid: u32,
+    },
+    /// Linkerd's proxy: it connects to the pod IP from the pod IP (2.11
+    /// on; to and from loopback before), as user `proxy_uid`.
+    Linkerd {
+        /// The uid of the proxy's sockets.
+        proxy_uid: u32,
+    },
+}
+
+impl Mesh {
+    /// The name written in `drain.mesh`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mesh::None => "none",
+            Mesh::Istio { .. } => "istio",
+            Mesh::Linkerd { .. } => "linkerd",
+        }
+    }
+
+    /// The uid of the mesh proxy's sockets, if there is a mesh.
+    pub fn proxy_uid(self) -> Option<u32> {
+        match self {
+            Mesh::None => None,
+            Mesh::Istio { proxy_uid } | Mesh::Linkerd { proxy_uid } => Some(proxy_uid),
+        }
+    }
 }
 
 /// Limits of the HTTP server (`[server]`), so that hostile or broken

@@ -55,6 +55,17 @@ struct RawDrain {
     ports: Vec<Spanned<u16>>,
     token_file: Option<PathBuf>,
     exit_when_app_exits: Option<Spanned<bool>>,
+    mesh: Option<Spanned<MeshName>>,
+    mesh_proxy_uid: Option<Spanned<u32>>,
+}
+
+/// `drain.mesh` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum MeshName {
+    None,
+    Istio,
+    Linkerd,
 }
 
 #[derive(Debug, Deserialize)]
@@ -705,6 +716,32 @@ fn validate_drain(raw: RawDrain, errors: &mut Errors<'_>) -> DrainConfig {
             "needs drain.ports: the app's ports tell when it has stopped",
         );
     }
+    let name = raw.mesh.as_ref().map_or(MeshName::None, |m| *m.get_ref());
+    let uid = raw.mesh_proxy_uid.as_ref().map(|u| *u.get_ref());
+    let mesh = match name {
+        MeshName::None => Mesh::None,
+        MeshName::Istio => Mesh::Istio {
+            proxy_uid: uid.unwrap_or(ISTIO_PROXY_UID),
+        },
+        MeshName::Linkerd => Mesh::Linkerd {
+            proxy_uid: uid.unwrap_or(LINKERD_PROXY_UID),
+        },
+    };
+    if let Some(u) = &raw.mesh_proxy_uid {
+        if name == MeshName::None {
+            errors.push(
+                "drain.mesh_proxy_uid",
+                u.span(),
+                "needs drain.mesh = \"istio\" or \"linkerd\": without a mesh no proxy forwards the app's traffic",
+            );
+        } else if *u.get_ref() == 0 {
+            errors.push(
+                "drain.mesh_proxy_uid",
+                u.span(),
+                "must not be 0: every root process's connections would be taken for the mesh's",
+            );
+        }
+    }
     DrainConfig {
         min,
         max,
@@ -712,6 +749,7 @@ fn validate_drain(raw: RawDrain, errors: &mut Errors<'_>) -> DrainConfig {
         ports: raw.ports.into_iter().map(Spanned::into_inner).collect(),
         token_file: raw.token_file,
         exit_when_app_exits,
+        mesh,
     }
 }
 

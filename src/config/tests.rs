@@ -259,6 +259,33 @@ fn exit_when_app_exits_needs_ports() {
 }
 
 #[test]
+fn drain_mesh_names_the_proxy_and_its_uid() {
+    let mesh = |text: &str| parse(text).unwrap().drain.mesh;
+    assert_eq!(mesh(""), Mesh::None);
+    assert_eq!(mesh("[drain]\nmesh = \"none\"\n"), Mesh::None);
+    assert_eq!(
+        mesh("[drain]\nmesh = \"istio\"\n"),
+        Mesh::Istio { proxy_uid: 1337 }
+    );
+    assert_eq!(
+        mesh("[drain]\nmesh = \"linkerd\"\n"),
+        Mesh::Linkerd { proxy_uid: 2102 }
+    );
+    assert_eq!(
+        mesh("[drain]\nmesh = \"linkerd\"\nmesh_proxy_uid = 4000\n"),
+        Mesh::Linkerd { proxy_uid: 4000 }
+    );
+    let e = errors("[drain]\nmesh = \"consul\"\n");
+    assert!(e[0].key.ends_with("mesh") && e[0].line == 2, "{e:?}");
+    assert!(e[0].message.contains("istio"), "{}", e[0].message);
+    let e = errors("[drain]\nmesh_proxy_uid = 1337\n");
+    assert_eq!((e[0].key.as_str(), e[0].line), ("drain.mesh_proxy_uid", 2));
+    assert!(e[0].message.contains("needs drain.mesh"), "{}", e[0].message);
+    let e = errors("[drain]\nmesh = \"istio\"\nmesh_proxy_uid = 0\n");
+    assert_eq!((e[0].key.as_str(), e[0].line), ("drain.mesh_proxy_uid", 3));
+}
+
+#[test]
 fn server_limits_have_defaults_and_bounds() {
     assert_eq!(parse("").unwrap().server, ServerConfig::default());
     let c = parse("[server]\nheader_read_timeout = \"2s\"\nmax_connections = 64\n").unwrap();

@@ -5,20 +5,26 @@
 //! app's established connections there have reached zero, never past
 //! `drain.max` (SPEC §5, kubelet-semantics §3.7 and §5).
 //!
-//! New connections are told from old ones by their other end: every
-//! reading lists the peers of the app's connections from outside the pod
-//! in any state, `TIME_WAIT` included, so that a connection opened and
-//! closed between two readings is still seen; a peer not in the previous
-//! reading is a new connection. A balancer that opens one connection per
-//! request leaves no established connection between requests: a drain
-//! that waited only for zero connections would end while requests are
-//! still on their way. Connections are counted through
+//! Only the app's serving traffic counts: connections from outside the
+//! pod, and with a mesh (`drain.mesh`) those its proxy forwards; the
+//! pod's own clients (another container's cache client over loopback)
+//! are neither new traffic nor waited on ([`diag::classify`] has the
+//! rule). New traffic is told by the other ends of the connections:
+//! every reading lists them in any state, `TIME_WAIT` included, so that a
+//! connection opened and closed between two readings is still seen; a
+//! peer not in the previous reading is a new connection, and one whose
+//! received bytes grew carried a request (a mesh proxy keeps its
+//! connections to the app open and sends every request on them). A
+//! balancer that opens one connection per request leaves no established
+//! connection between requests: a drain that waited only for zero
+//! connections would end while requests are still on their way.
+//! Connections are counted through
 //! `sock_diag` on a blocking thread: the kernel walks the host's whole TCP
 //! hash for every count, even from inside a pod's namespace, and the
 //! serving thread keeps answering probes meanwhile. Its phase lives in the
 //! shared snapshot, where `/readyz` and the metrics read it.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,8 +33,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::diag;
-use super::procnet::{ProcNet, Sockets};
-use crate::config::DrainConfig;
+use super::procnet::{Peer, ProcNet, Sockets};
+use crate::config::{DrainConfig, Mesh};
 use crate::state::{Phase, Report, State};
 
 /// How often the socket tables are read while waiting.
@@ -40,9 +46,9 @@ pub(crate) const POLL: Duration = Duration::from_millis(100);
 /// host's TCP hash (BENCHMARKS.md, "Adaptive drain").
 pub(crate) const POLL_DURING_MIN: Duration = Duration::from_millis(500);
 
-/// Counts the sockets on some ports; the real one asks `sock_diag`. It may
-/// block: it is called on a blocking thread.
-pub(crate) type SocketCounter = Arc<dyn Fn(&[u16]) -> io::Result<Sockets> + Send + Sync>;
+/// Counts the sockets on some ports, told apart as a mesh says; the real
+/// one asks `sock_diag`. It may block: it is called on a blocking thread.
+pub(crate) type SocketCounter = Arc<dyn Fn(&[u16], Mesh) -> io::Result<Sockets> + Send + Sync>;
 
 /// A cheap, cloneable handle to the process's one drain.
 #[derive(Clone)]
@@ -138,8 +144,12 @@ impl Drain {
 
 impl Inner {
     async fn sockets(&self) -> io::Result<Sockets> {
-        let (count, ports) = (Arc::clone(&self.sockets), self.config.ports.clone());
-        tokio::task::spawn_blocking(move || count(&ports))
+        let (count, ports, mesh) = (
+            Arc::clone(&self.sockets),
+            self.config.ports.clone(),
+            self.config.mesh,
+        );
+        tokio::task::spawn_blocking(move || count(&ports, mesh))
             .await
             .unwrap_or_else(|e| Err(io::Error::other(e)))
     }
@@ -154,6 +164,7 @@ impl Inner {
             min_ms = crate::log::millis(config.min),
             quiet_ms = crate::log::millis(config.quiet),
             max_ms = crate::log::millis(config.max),
+            mesh = config.mesh.name(),
             "drain started: /readyz fails from now on; waiting drain.min for endpoints to notice"
         );
         let mut traffic = Traffic::default();
@@ -161,11 +172,20 @@ impl Inner {
         // drain.min is from a balancer that has not let go yet.
         let mut readable = !config.ports.is_empty();
         let mut last_logged = None;
+        let mut in_pod = 0;
         let (connections_left, timed_out) = loop {
             let established = if readable {
                 match self.sockets().await {
                     Ok(s) => {
                         traffic.observe(&s.peers, began.elapsed());
+                        if s.in_pod > 0 && in_pod == 0 {
+                            tracing::info!(
+                                connections = s.in_pod,
+                                mesh = config.mesh.name(),
+                                "drain: connections to the app from inside the pod are not its serving traffic: not waited on"
+                            );
+                        }
+                        in_pod = s.in_pod;
                         s.established
                     }
                     Err(e) => {
@@ -212,6 +232,8 @@ impl Inner {
             timed_out,
             new_connections: traffic.new,
             last_new_connection: traffic.last_new,
+            last_traffic: traffic.last,
+            in_pod_connections: in_pod,
         };
         log(&report);
         self.state.step_drain(|p| {
@@ -221,12 +243,12 @@ impl Inner {
     }
 }
 
-/// The new connections a drain has seen: a peer not in the previous
-/// reading is one.
+/// The new traffic a drain has seen: a peer not in the previous reading
+/// is a new connection; one whose received bytes grew carried a request.
 #[derive(Debug, Default)]
 struct Traffic {
-    /// The peers of the last reading.
-    peers: HashSet<SocketAddr>,
+    /// The peers of the last reading, with the bytes received from each.
+    peers: HashMap<SocketAddr, u64>,
     /// Readings so far; the first is what was there before readiness
     /// failed.
     readings: u64,
@@ -234,14 +256,19 @@ struct Traffic {
     new: u64,
     /// When the last one was seen, from the drain's start.
     last_new: Option<Duration>,
+    /// When the last new connection or request was seen.
+    last: Option<Duration>,
 }
 
 impl Traffic {
     /// Takes in the peers read `at` (from the drain's start).
-    fn observe(&mut self, peers: &[SocketAddr], at: Duration) {
-        let now: HashSet<SocketAddr> = peers.iter().copied().collect();
+    fn observe(&mut self, peers: &[Peer], at: Duration) {
+        let now: HashMap<SocketAddr, u64> = peers.iter().map(|p| (p.addr, p.received)).collect();
         if self.readings > 0 {
-            let new = now.difference(&self.peers).count() as u64;
+            let new = now.keys().filter(|p| !self.peers.contains_key(p)).count() as u64;
+            let requests = now
+                .iter()
+                .any(|(p, received)| self.peers.get(p).is_some_and(|before| received > before));
             if new > 0 {
                 if self.new == 0 {
                     tracing::info!(
@@ -252,16 +279,24 @@ impl Traffic {
                 self.new += new;
                 self.last_new = Some(at);
             }
+            if new > 0 || requests {
+                if self.last.is_none() && new == 0 {
+                    tracing::info!(
+                        "drain: requests to the app on open connections after readiness failed; waiting for drain.quiet without any"
+                    );
+                }
+                self.last = Some(at);
+            }
         }
         self.readings += 1;
         self.peers = now;
     }
 
-    /// Whether no new connection has come for `quiet` at `now` (from the
-    /// drain's start); true when none has come at all: an idle pod's drain
-    /// ends at `drain.min`.
+    /// Whether no new connection or request has come for `quiet` at `now`
+    /// (from the drain's start); true when none has come at all: an idle
+    /// pod's drain ends at `drain.min`.
     fn quiet_for(&self, now: Duration, quiet: Duration) -> bool {
-        self.last_new.is_none_or(|last| now.saturating_sub(last) >= quiet)
+        self.last.is_none_or(|last| now.saturating_sub(last) >= quiet)
     }
 }
 
@@ -272,6 +307,8 @@ fn log(report: &Report) {
     let connection_wait_ms = crate::log::millis(report.connection_wait);
     let new_connections = report.new_connections;
     let last_new_connection_ms = report.last_new_connection.map(crate::log::millis);
+    let last_traffic_ms = report.last_traffic.map(crate::log::millis);
+    let in_pod_connections = report.in_pod_connections;
     let ended = report.ended();
     if report.timed_out {
         tracing::warn!(
@@ -282,6 +319,8 @@ fn log(report: &Report) {
             connections_left = report.connections_left,
             new_connections,
             last_new_connection_ms,
+            last_traffic_ms,
+            in_pod_connections,
             ended,
             "drain ended at drain.max with connections still open or still arriving"
         );
@@ -293,18 +332,21 @@ fn log(report: &Report) {
             connection_wait_ms,
             new_connections,
             last_new_connection_ms,
+            last_traffic_ms,
+            in_pod_connections,
             ended,
-            "drain complete: no new connection for drain.quiet and no connections left"
+            "drain complete: no new connection or request for drain.quiet and no serving connection left"
         );
     }
 }
 
 /// The app's sockets through `sock_diag`, or `/proc/net` where it is not
-/// available (the sidecar's own connections are counted there).
-fn count_sockets(ports: &[u16]) -> io::Result<Sockets> {
-    diag::sockets(ports).or_else(|e| {
+/// available (without bytes: a mesh proxy's connections are held open
+/// there).
+fn count_sockets(ports: &[u16], mesh: Mesh) -> io::Result<Sockets> {
+    diag::sockets(ports, mesh).or_else(|e| {
         tracing::debug!("sock_diag is not available ({e}): counting through /proc/net");
-        ProcNet::default().sockets(ports)
+        ProcNet::default().sockets(ports, mesh)
     })
 }
 
@@ -327,7 +369,7 @@ mod tests {
         max: u64,
         ports: &[u16],
         established: Arc<Mutex<usize>>,
-        peers: Arc<Mutex<Vec<SocketAddr>>>,
+        peers: Arc<Mutex<Vec<Peer>>>,
     ) -> (Drain, State) {
         let state = State::new(&[]);
         let config = DrainConfig {
@@ -337,25 +379,30 @@ mod tests {
             ports: ports.to_vec(),
             token_file: None,
             exit_when_app_exits: false,
+            mesh: Mesh::None,
         };
-        let counter: SocketCounter = Arc::new(move |_: &[u16]| {
+        let counter: SocketCounter = Arc::new(move |_: &[u16], _: Mesh| {
             Ok(Sockets {
                 established: *established.lock().unwrap(),
                 listening: 1,
                 peers: peers.lock().unwrap().clone(),
+                in_pod: 0,
             })
         });
         (Drain::with_counter(config, state.clone(), counter), state)
     }
 
-    fn peer(port: u16) -> SocketAddr {
-        SocketAddr::from(([10, 0, 0, 9], port))
+    fn peer(port: u16) -> Peer {
+        Peer {
+            addr: SocketAddr::from(([10, 0, 0, 9], port)),
+            received: 0,
+        }
     }
 
     /// A balancer that opens a connection per request every 500 ms until
     /// `until` (from now): each shows as a new peer, closed (in
     /// `TIME_WAIT`) before the next reading.
-    fn balancer(peers: Arc<Mutex<Vec<SocketAddr>>>, until: Duration) -> tokio::task::JoinHandle<()> {
+    fn balancer(peers: Arc<Mutex<Vec<Peer>>>, until: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             let began = Instant::now();
             let mut port = 40000;
@@ -402,6 +449,42 @@ mod tests {
         assert!(
             took >= last + Duration::from_secs(2) && took <= last + Duration::from_secs(2) + POLL,
             "quiet after the last connection: {took:?}"
+        );
+        assert!(!report.timed_out);
+    }
+
+    /// A mesh proxy that sends a request every 500 ms until `until` on
+    /// the one connection it keeps open: its bytes grow, its peer stays.
+    fn pooled(peers: Arc<Mutex<Vec<Peer>>>, until: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let began = Instant::now();
+            while began.elapsed() < until {
+                peers.lock().unwrap()[0].received += 120;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_on_a_kept_open_connection_are_traffic_until_quiet() {
+        let peers = Arc::new(Mutex::new(vec![peer(40000)]));
+        let (drain, _) = drain_seeing(1, 2, 25, &[8080], Arc::new(Mutex::new(0)), peers.clone());
+        let sending = pooled(peers, Duration::from_millis(3100));
+        tokio::task::yield_now().await;
+        let began = Instant::now();
+        drain.start("/prestop");
+        let report = drain.drained().await;
+        sending.await.unwrap();
+        let took = began.elapsed();
+        assert_eq!(report.new_connections, 0, "{report:?}");
+        let last = report.last_traffic.unwrap();
+        assert!(
+            last >= Duration::from_secs(3) && last <= Duration::from_millis(3100) + POLL,
+            "{last:?}"
+        );
+        assert!(
+            took >= last + Duration::from_secs(2) && took <= last + Duration::from_secs(2) + POLL,
+            "quiet after the last request: {took:?}"
         );
         assert!(!report.timed_out);
     }

@@ -1,30 +1,49 @@
 //! The app's sockets, read from `/proc/net/tcp` and `/proc/net/tcp6`: the
 //! sidecar shares the pod's network namespace, so these list the app's
-//! connections. Only the local port and the state matter, so IPv4, IPv6 and
-//! v4-mapped addresses are all read the same way.
+//! connections, where `sock_diag` is not available. The lines become the
+//! same entries as a dump, told apart by the same rule
+//! ([`diag::classify`](super::diag::classify)), without the kernel's
+//! `tcp_info`: no bytes, and a mesh proxy's connections held open.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-/// `st` of an established connection (include/net/tcp_states.h).
-const ESTABLISHED: u8 = 0x01;
-/// `st` of a listening socket.
+use super::diag::{self, Entry};
+use crate::config::Mesh;
+
+/// `st` of a listening socket (include/net/tcp_states.h).
 const LISTEN: u8 = 0x0A;
 
 /// Sockets on the watched ports.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Sockets {
-    /// Established connections whose local port is watched.
+    /// The app's serving connections that hold a drain: established ones
+    /// from outside the pod, and those of a mesh's proxy while a request
+    /// waits for its answer (`drain.mesh`).
     pub established: usize,
     /// Listening sockets on a watched port.
     pub listening: usize,
-    /// The other ends of the connections on a watched port from outside
-    /// the pod, in any state (`TIME_WAIT` included, so that a short
-    /// connection is still seen after it has closed): a new one is a new
-    /// connection. Left empty by `/proc/net`, which tells no drain about
-    /// new connections.
-    pub peers: Vec<SocketAddr>,
+    /// The other ends of the app's serving connections, in any state
+    /// (`TIME_WAIT` included, so that a short connection is still seen
+    /// after it has closed): a new one is a new connection, and one whose
+    /// bytes grew carried a request. Left empty by `/proc/net`, which
+    /// tells no drain about new connections.
+    pub peers: Vec<Peer>,
+    /// Established connections from other clients inside the pod (another
+    /// container's cache client, a log shipper): not the app's serving
+    /// traffic, never waited on.
+    pub in_pod: usize,
+}
+
+/// The other end of one of the app's serving connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Peer {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// Bytes the app has received on the connection so far (0 where the
+    /// kernel does not say: a closed connection in `TIME_WAIT`).
+    pub received: u64,
 }
 
 /// Where the socket tables are read: `/proc/net` in production, a
@@ -48,16 +67,12 @@ impl ProcNet {
         }
     }
 
-    /// Counts the sockets on `ports`. A missing `tcp6` (IPv6 disabled) is
-    /// not an error.
-    pub fn sockets(&self, ports: &[u16]) -> io::Result<Sockets> {
-        let mut total = Sockets::default();
-        self.each_table(|text| {
-            let s = count(text, ports);
-            total.established += s.established;
-            total.listening += s.listening;
-        })?;
-        Ok(total)
+    /// Counts the sockets on `ports`, told apart as `mesh` says. A missing
+    /// `tcp6` (IPv6 disabled) is not an error.
+    pub fn sockets(&self, ports: &[u16], mesh: Mesh) -> io::Result<Sockets> {
+        let mut all = Vec::new();
+        self.each_table(|text| all.extend(entries(text, ports)))?;
+        Ok(diag::classify(&all, ports, mesh))
     }
 
     /// The inodes of the sockets listening on `ports`, sorted.
@@ -93,62 +108,96 @@ fn listeners<'a>(table: &'a str, ports: &'a [u16]) -> impl Iterator<Item = u32> 
     })
 }
 
-/// Counts the sockets on `ports` in one table's text.
-pub fn count(table: &str, ports: &[u16]) -> Sockets {
-    let mut s = Sockets::default();
-    for line in table.lines().skip(1) {
-        let mut fields = line.split_whitespace();
-        let (Some(_sl), Some(local), Some(_remote), Some(state)) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            continue;
-        };
-        let Some(port) = local
-            .rsplit_once(':')
-            .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
-        else {
-            continue;
-        };
-        if !ports.contains(&port) {
-            continue;
+/// The sockets of one table's text whose local or remote port is one of
+/// `ports`.
+fn entries<'a>(table: &'a str, ports: &'a [u16]) -> impl Iterator<Item = Entry> + 'a {
+    table.lines().skip(1).filter_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().take(10).collect();
+        let (local, remote) = (address(fields.get(1)?)?, address(fields.get(2)?)?);
+        if !ports.contains(&local.port()) && !ports.contains(&remote.port()) {
+            return None;
         }
-        match u8::from_str_radix(state, 16) {
-            Ok(ESTABLISHED) => s.established += 1,
-            Ok(LISTEN) => s.listening += 1,
-            _ => {}
+        Some(Entry {
+            state: u8::from_str_radix(fields.get(3)?, 16).ok()?,
+            local,
+            remote,
+            uid: fields.get(7)?.parse().ok()?,
+            inode: fields.get(9)?.parse().ok()?,
+            info: None,
+        })
+    })
+}
+
+/// An address as the tables write it: the IP's 32-bit words in hex, each
+/// in the host's byte order, then the port in hex.
+fn address(text: &str) -> Option<SocketAddr> {
+    let (ip, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |i: usize| -> Option<[u8; 4]> {
+        let w = u32::from_str_radix(ip.get(i * 8..i * 8 + 8)?, 16).ok()?;
+        Some(w.to_ne_bytes())
+    };
+    let ip = match ip.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
         }
-    }
-    s
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Counts the sockets on `ports` in one table's text, without a mesh.
+#[cfg(test)]
+fn count(table: &str, ports: &[u16]) -> Sockets {
+    diag::classify(&entries(table, ports).collect::<Vec<_>>(), ports, Mesh::None)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    // Port 8080 = 0x1F90; the pod is 10.0.0.5 (0500000A), a balancer
+    // 10.0.0.9; uid 2102 is a mesh proxy's.
     const TCP: &str =
         "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 1 1 0 100 0 0 10 0
-   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0 20 4 30 10 -1
-   2: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 3 1 0 20 4 30 10 -1
-   3: 0100007F:1F90 0100007F:C351 06 00000000:00000000 03:00000BB8 00000000     0        0 0 3 0
-   4: 0100007F:0016 0100007F:C352 01 00000000:00000000 00:00000000 00000000     0        0 4 1 0 20 4 30 10 -1
+   1: 0500000A:1F90 0900000A:C350 01 00000000:00000000 00:00000000 00000000  1000        0 2 1 0 20 4 30 10 -1
+   2: 0100007F:1F90 0100007F:C351 01 00000000:00000000 00:00000000 00000000  1000        0 3 1 0 20 4 30 10 -1
+   3: 0100007F:C351 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  2102        0 4 1 0 20 4 30 10 -1
+   4: 0500000A:1F90 0900000A:C352 06 00000000:00000000 03:00000BB8 00000000     0        0 0 3 0
+   5: 0500000A:0016 0900000A:C353 01 00000000:00000000 00:00000000 00000000     0        0 5 1 0 20 4 30 10 -1
 ";
+    // fd00::5 the pod, fd00::9 a client; then a v4-mapped loopback pair.
     const TCP6: &str = "  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 5 1 0 100 0 0 10 0
-   1: 00000000000000000000000001000000:1F90 00000000000000000000000001000000:D431 01 00000000:00000000 00:00000000 00000000  1000        0 6 1 0 20 4 30 10 -1
-   2: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:D432 01 00000000:00000000 00:00000000 00000000  1000        0 7 1 0 20 4 30 10 -1
+   0: 00000000000000000000000000000000:1F90 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000  1000        0 6 1 0 100 0 0 10 0
+   1: 000000FD000000000000000005000000:1F90 000000FD000000000000000009000000:D431 01 00000000:00000000 00:00000000 00000000  1000        0 7 1 0 20 4 30 10 -1
+   2: 0000000000000000FFFF00000100007F:1F90 0000000000000000FFFF00000100007F:D432 01 00000000:00000000 00:00000000 00000000  1000        0 8 1 0 20 4 30 10 -1
 ";
 
+    fn peer(addr: &str) -> Peer {
+        Peer {
+            addr: addr.parse().unwrap(),
+            received: 0,
+        }
+    }
+
     #[test]
-    fn counts_established_and_listening_on_the_port_only() {
-        // Port 8080 = 0x1F90. The client side of a connection to 8080
-        // (line 2), TIME-WAIT (line 3) and other ports (line 4) don't count.
+    fn counts_connections_from_outside_the_pod_and_sets_apart_the_pods_own() {
+        // The loopback connection (lines 2 and 3) is the pod's own client;
+        // the client's end of it, TIME-WAIT (line 4) and other ports (line
+        // 5) are not established connections to the app.
         assert_eq!(
             count(TCP, &[8080]),
             Sockets {
                 established: 1,
                 listening: 1,
-                peers: Vec::new()
+                peers: vec![peer("10.0.0.9:50000"), peer("10.0.0.9:50002")],
+                in_pod: 1,
             }
         );
         assert_eq!(count(TCP, &[22]).established, 1);
@@ -156,13 +205,24 @@ mod tests {
     }
 
     #[test]
+    fn a_mesh_proxys_connection_is_known_by_its_clients_uid() {
+        let entries: Vec<Entry> = entries(TCP, &[8080]).collect();
+        let linkerd = diag::classify(&entries, &[8080], Mesh::Linkerd { proxy_uid: 2102 });
+        assert_eq!((linkerd.established, linkerd.in_pod), (2, 0), "{linkerd:?}");
+        assert!(linkerd.peers.contains(&peer("127.0.0.1:50001")));
+        let other = diag::classify(&entries, &[8080], Mesh::Linkerd { proxy_uid: 4000 });
+        assert_eq!((other.established, other.in_pod), (1, 1), "another uid's");
+    }
+
+    #[test]
     fn counts_ipv6_and_v4_mapped_connections() {
         assert_eq!(
             count(TCP6, &[8080]),
             Sockets {
-                established: 2,
+                established: 1,
                 listening: 1,
-                peers: Vec::new()
+                peers: vec![peer("[fd00::9]:54321")],
+                in_pod: 1,
             }
         );
     }
@@ -172,16 +232,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tcp"), TCP).unwrap();
         let net = ProcNet::at(dir.path());
-        assert_eq!(net.sockets(&[8080]).unwrap().established, 1);
+        assert_eq!(net.sockets(&[8080], Mesh::None).unwrap().established, 1);
         std::fs::write(dir.path().join("tcp6"), TCP6).unwrap();
-        assert_eq!(net.sockets(&[8080]).unwrap().established, 3);
-        assert!(ProcNet::at(dir.path().join("nope")).sockets(&[8080]).is_err());
+        assert_eq!(net.sockets(&[8080], Mesh::None).unwrap().established, 2);
+        assert!(
+            ProcNet::at(dir.path().join("nope"))
+                .sockets(&[8080], Mesh::None)
+                .is_err()
+        );
     }
 
     #[test]
     fn listeners_are_named_by_their_inode() {
         assert_eq!(listeners(TCP, &[8080]).collect::<Vec<_>>(), [1]);
-        assert_eq!(listeners(TCP6, &[8080]).collect::<Vec<_>>(), [5]);
+        assert_eq!(listeners(TCP6, &[8080]).collect::<Vec<_>>(), [6]);
         assert_eq!(listeners(TCP, &[22]).count(), 0);
     }
 

@@ -438,6 +438,8 @@ mod tests {
             timed_out: true,
             new_connections: 7,
             last_new_connection: Some(Duration::from_millis(2500)),
+            last_traffic: Some(Duration::from_millis(2500)),
+            in_pod_connections: 0,
         };
         state.step_drain(|p| {
             *p = Phase::Serving(Some(report));

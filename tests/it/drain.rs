@@ -8,12 +8,27 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{App, Proxy, eventually, metric};
 
-/// An "app" listening on an ephemeral port, and a sidecar draining it.
+/// An "app" listening on an ephemeral port, and a sidecar draining it as
+/// in a pod whose traffic Istio's proxy forwards (from 127.0.0.6): every
+/// client here is on loopback, and loopback clients are otherwise the
+/// pod's own, which no drain waits on.
 async fn app_and_proxy(drain: &str) -> (TcpListener, Proxy) {
     let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = app.local_addr().unwrap().port();
-    let proxy = Proxy::start(&format!("[drain]\nports = [{port}]\n{drain}\n"));
+    let proxy = Proxy::start(&format!("[drain]\nports = [{port}]\nmesh = \"istio\"\n{drain}\n"));
     (app, proxy)
+}
+
+/// A connection to the app as Istio's proxy opens it (from 127.0.0.6),
+/// with a request whose headers have not all come: serving traffic in
+/// flight, which the app has not answered.
+async fn request_in_flight(app: std::net::SocketAddr) -> TcpStream {
+    use tokio::io::AsyncWriteExt as _;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.6:0".parse().unwrap()).unwrap();
+    let mut stream = socket.connect(app).await.unwrap();
+    stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+    stream
 }
 
 #[tokio::test]
@@ -42,7 +57,7 @@ async fn drain_endpoint_fails_readiness_at_once_and_keeps_liveness() {
 #[tokio::test]
 async fn prestop_answers_once_min_has_passed_and_connections_are_gone() {
     let (app, proxy) = app_and_proxy("min = \"500ms\"\nmax = \"30s\"").await;
-    let client = TcpStream::connect(app.local_addr().unwrap()).await.unwrap();
+    let client = request_in_flight(app.local_addr().unwrap()).await;
     let (server_side, _) = app.accept().await.unwrap();
     let began = Instant::now();
     let addr = proxy.addr;
@@ -113,7 +128,7 @@ async fn a_flood_of_refused_requests_is_counted_whole_and_logged_within_a_budget
 #[tokio::test]
 async fn prestop_gives_up_at_drain_max() {
     let (app, proxy) = app_and_proxy("min = \"100ms\"\nmax = \"1s\"").await;
-    let _client = TcpStream::connect(app.local_addr().unwrap()).await.unwrap();
+    let _client = request_in_flight(app.local_addr().unwrap()).await;
     let _server_side = app.accept().await.unwrap();
     let began = Instant::now();
     let reply = proxy.get("/prestop").await;
@@ -255,7 +270,7 @@ async fn sigterm_waits_for_the_app_at_most_drain_max_after_the_drain() {
 #[tokio::test]
 async fn a_classic_sidecar_answers_prestop_and_serves_until_the_app_has_stopped() {
     let (app, mut proxy) = app_and_proxy("min = \"100ms\"\nmax = \"1s\"").await;
-    let client = TcpStream::connect(app.local_addr().unwrap()).await.unwrap();
+    let client = request_in_flight(app.local_addr().unwrap()).await;
     let (served, _) = app.accept().await.unwrap();
     let addr = proxy.addr;
     let hook = tokio::spawn(async move { crate::support::request(addr, "GET", "/prestop", &[]).await });
@@ -440,15 +455,32 @@ async fn the_sidecars_own_keep_alive_connection_does_not_hold_the_drain() {
     assert_eq!(reply.status, 200);
     assert!(!reply.body.contains("drain.max"), "{}", reply.body);
     assert!(began.elapsed() < Duration::from_secs(10), "{:?}", began.elapsed());
-    // An app client's connection is still waited on.
+    // Another container's kept-alive client (the test is another process
+    // than the sidecar) is the pod's own either: not waited on.
     drop(proxy);
-    let proxy = Proxy::start(&format!(
-        "[drain]\nports = [{port}]\nmin = \"100ms\"\nmax = \"1s\"\n\
-         [[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = {{ port = {port}, path = \"/healthz\", keep_alive = true }}\nperiod = \"100ms\"\n"
-    ));
+    let config = |mesh: &str| {
+        format!(
+            "[drain]\nports = [{port}]\nmin = \"100ms\"\nmax = \"1s\"\nmesh = \"{mesh}\"\n\
+             [[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = {{ port = {port}, path = \"/healthz\", keep_alive = true }}\nperiod = \"100ms\"\n"
+        )
+    };
+    let proxy = Proxy::start(&config("none"));
     proxy.wait_status("/readyz", 200).await;
-    // The test is another process than the sidecar.
-    let _client = TcpStream::connect(app.addr).await.unwrap();
+    let local = TcpStream::connect(app.addr).await.unwrap();
+    let reply = proxy.get("/prestop").await;
+    assert!(!reply.body.contains("drain.max"), "{}", reply.body);
+    assert_eq!(
+        proxy
+            .wait_log("connections to the app from inside the pod are not its serving traffic")
+            .await,
+        1
+    );
+    drop((proxy, local));
+    // A request that the mesh's proxy forwarded and the app has not
+    // answered is waited on.
+    let proxy = Proxy::start(&config("istio"));
+    proxy.wait_status("/readyz", 200).await;
+    let _client = request_in_flight(app.addr).await;
     let reply = proxy.get("/prestop").await;
     assert!(reply.body.contains("stopped at drain.max"), "{}", reply.body);
 }

@@ -322,6 +322,14 @@ fn example_config_defaults_are_the_code_defaults() {
                 assert_eq!(bare.drain.max, DEFAULT_DRAIN_MAX, "{at}");
             }
             "exit_when_app_exits" => assert_eq!(bool_value(), bare.drain.exit_when_app_exits, "{at}"),
+            "mesh" => {
+                assert_eq!(str_value(), "none", "{at}");
+                assert_eq!(bare.drain.mesh, config::Mesh::None, "{at}");
+            }
+            "mesh_proxy_uid" => {
+                assert_eq!(int_value(), i64::from(config::ISTIO_PROXY_UID), "{at}");
+                assert_eq!(config::Mesh::None.proxy_uid(), None, "{at}: only with a mesh");
+            }
             "header_read_timeout" => {
                 assert_eq!(
                     duration(*line, key, value),
