@@ -9,19 +9,22 @@ mod file;
 mod grpc;
 mod http;
 mod reason;
+mod redis;
 mod tcp;
+mod wire;
 
 use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{CheckKind, HttpSpec};
+use crate::config::{CheckKind, HttpSpec, RedisSpec};
 
 pub use exec::{ExecCheck, become_subreaper, kill_orphans, reap_orphans};
 pub use file::FileCheck;
 pub use grpc::GrpcCheck;
 pub use http::HttpCheck;
 pub use reason::Reason;
+pub use redis::RedisCheck;
 pub use tcp::TcpCheck;
 
 /// The most bytes of a response body or of command output that are read.
@@ -205,7 +208,7 @@ pub const MAX_MESSAGE: usize = 1024;
 pub fn fds_while_running(kind: &CheckKind) -> u64 {
     match kind {
         CheckKind::Exec(_) => 3,
-        CheckKind::Http(_) | CheckKind::Tcp(_) | CheckKind::Grpc(_) => 1,
+        CheckKind::Http(_) | CheckKind::Tcp(_) | CheckKind::Grpc(_) | CheckKind::Redis(_) => 1,
         CheckKind::File(_) => 0,
     }
 }
@@ -224,6 +227,8 @@ pub enum Check {
     Grpc(GrpcCheck),
     /// A heartbeat file.
     File(FileCheck),
+    /// `redis-cli ping`.
+    Redis(Box<RedisCheck>),
 }
 
 /// A check that cannot be prepared (a CA file that does not load).
@@ -251,6 +256,9 @@ impl Check {
             CheckKind::Exec(spec) => Check::Exec(ExecCheck::new(spec.clone())),
             CheckKind::Grpc(spec) => Check::Grpc(GrpcCheck::new(spec.clone()).map_err(err)?),
             CheckKind::File(spec) => Check::File(FileCheck::new(spec.clone())),
+            CheckKind::Redis(spec) => {
+                Check::Redis(Box::new(RedisCheck::new(RedisSpec::clone(spec)).map_err(err)?))
+            }
         })
     }
 
@@ -283,6 +291,7 @@ impl Check {
             Check::Exec(c) => c.run(timeout).await,
             Check::Grpc(c) => Box::pin(c.run(timeout)).await,
             Check::File(c) => c.run(timeout).await,
+            Check::Redis(c) => Box::pin(c.run(timeout)).await,
         }
     }
 }

@@ -28,13 +28,21 @@ pub enum Reason {
     Body,
     /// A response header missing or not matching `header_matches`.
     Header,
+    /// The server refused the credentials (Redis `NOAUTH`/`WRONGPASS`,
+    /// MySQL access denied).
+    Auth,
+    /// The server answered, but not what the check expects: an error
+    /// reply, a failed query, a dialogue's pattern not found.
+    Reply,
+    /// The peer does not speak the check's protocol.
+    Protocol,
     /// Anything else.
     Other,
 }
 
 impl Reason {
     /// Every reason, in declaration order: `reason as usize` indexes it.
-    pub(crate) const ALL: [Reason; 12] = [
+    pub(crate) const ALL: [Reason; 15] = [
         Reason::Timeout,
         Reason::Refused,
         Reason::Dns,
@@ -46,6 +54,9 @@ impl Reason {
         Reason::Output,
         Reason::Body,
         Reason::Header,
+        Reason::Auth,
+        Reason::Reply,
+        Reason::Protocol,
         Reason::Other,
     ];
 
@@ -63,6 +74,9 @@ impl Reason {
             Reason::Output => "output",
             Reason::Body => "body",
             Reason::Header => "header",
+            Reason::Auth => "auth",
+            Reason::Reply => "reply",
+            Reason::Protocol => "protocol",
             Reason::Other => "other",
         }
     }

@@ -90,6 +90,7 @@ fn check_lints(c: &CheckConfig, own: &[u16]) -> Vec<Lint> {
         CheckKind::Http(h) => Some(h.port),
         CheckKind::Tcp(t) => Some(t.port),
         CheckKind::Grpc(g) => Some(g.port),
+        CheckKind::Redis(r) => Some(r.port),
         CheckKind::Exec(_) | CheckKind::File(_) => None,
     };
     if let (Some(port), Some(host)) = (port, c.kind.host())

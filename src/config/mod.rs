@@ -6,6 +6,7 @@
 //! line, column and key; all errors are gathered before any is reported.
 
 mod lint;
+mod native;
 mod raw;
 mod rules;
 
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use lint::{Lint, lints, missing_program};
+pub use native::{Credential, RedisExpect, RedisSpec};
 pub use raw::parse_duration;
 pub use rules::{Pattern, SecretHeader, SecretSource, StatusSet, TlsSpec};
 
@@ -376,6 +378,8 @@ pub enum CheckKind {
     Grpc(GrpcSpec),
     /// A heartbeat file's age.
     File(FileSpec),
+    /// PING, as `redis-cli ping`.
+    Redis(Box<RedisSpec>),
 }
 
 impl CheckKind {
@@ -387,6 +391,7 @@ impl CheckKind {
             CheckKind::Exec(_) => "exec",
             CheckKind::Grpc(_) => "grpc",
             CheckKind::File(_) => "file",
+            CheckKind::Redis(_) => "redis",
         }
     }
 
@@ -396,6 +401,7 @@ impl CheckKind {
             CheckKind::Http(h) => Some(&h.host),
             CheckKind::Tcp(t) => Some(&t.host),
             CheckKind::Grpc(g) => Some(&g.host),
+            CheckKind::Redis(r) => Some(&r.host),
             CheckKind::Exec(_) | CheckKind::File(_) => None,
         }
     }

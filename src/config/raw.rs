@@ -11,6 +11,8 @@ use toml::Spanned;
 
 use super::*;
 
+mod native;
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -86,6 +88,7 @@ struct RawCheck {
     exec: Option<Spanned<RawExec>>,
     grpc: Option<Spanned<RawGrpc>>,
     file: Option<Spanned<RawFile>>,
+    redis: Option<Spanned<native::RawRedis>>,
 }
 
 fn yes() -> bool {
@@ -478,7 +481,7 @@ fn value_hint(key: &str, message: &str) -> String {
 }
 
 /// The handler keys of a check.
-const HANDLERS: &[&str] = &["http", "tcp", "exec", "grpc", "file"];
+const HANDLERS: &[&str] = &["http", "tcp", "exec", "grpc", "file", "redis"];
 
 /// Kubernetes probe fields pasted into the config: the key to write
 /// instead, and whether the value is in seconds.
@@ -913,6 +916,7 @@ fn validate_kind(
         c.exec.as_ref().map(|h| ("exec", h.span())),
         c.grpc.as_ref().map(|h| ("grpc", h.span())),
         c.file.as_ref().map(|h| ("file", h.span())),
+        c.redis.as_ref().map(|h| ("redis", h.span())),
     ];
     let given: Vec<_> = handlers.into_iter().flatten().collect();
     match given.as_slice() {
@@ -920,7 +924,7 @@ fn validate_kind(
             errors.push(
                 at("handler"),
                 span.clone(),
-                "must specify a handler type: one of http, tcp, exec, grpc, file",
+                format!("must specify a handler type: one of {}", HANDLERS.join(", ")),
             );
             return None;
         }
@@ -929,7 +933,10 @@ fn validate_kind(
             errors.push(
                 at(second),
                 span.clone(),
-                "may not specify more than 1 handler type: choose one of http, tcp, exec, grpc, file",
+                format!(
+                    "may not specify more than 1 handler type: choose one of {}",
+                    HANDLERS.join(", ")
+                ),
             );
             return None;
         }
@@ -1148,6 +1155,9 @@ fn validate_kind(
             env: e.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             workdir: e.workdir.clone(),
         }));
+    }
+    if let Some(r) = &c.redis {
+        return native::redis(r.get_ref(), &span, env, at, errors);
     }
     if let Some(f) = &c.file {
         let f = f.get_ref();

@@ -420,6 +420,9 @@ fn example_config_defaults_are_the_code_defaults() {
             }
             "grpc.user_agent" => assert_eq!(str_value(), grpc.user_agent, "{at}"),
             "grpc.tls" => assert_eq!(bool_value(), grpc.tls.is_some(), "{at}"),
+            native if crate::oracle::is_native_key(native) => {
+                crate::oracle::assert_stated_default(native, value, &at)
+            }
             other => panic!("{at}: states a default for {other}, which this test does not check"),
         }
     }

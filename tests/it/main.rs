@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod db_redis;
 mod deploy;
 mod drain;
 mod endpoints;
@@ -21,6 +22,7 @@ mod kubelet_parity;
 mod limits;
 mod logs;
 mod metrics;
+mod oracle;
 mod reasons;
 mod reload;
 mod soak;

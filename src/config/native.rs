@@ -1,0 +1,85 @@
+//! The settings of the checks that speak a server's own protocol in place
+//! of the command an exec probe would run (`redis-cli ping`, `mysqladmin
+//! ping`, ...): each follows the verdicts of one tool, named on its type.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use super::{Host, TlsSpec};
+
+/// A credential (a password, a user name): written in the file, read from
+/// a file, or from an environment variable. Its `Debug` names the source,
+/// never a value read from a file or the environment.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// Written in the configuration (a user name).
+    Given(String),
+    /// A file, read at every run (a rotated Secret is used from the next
+    /// run on), trimmed of surrounding whitespace.
+    File(PathBuf),
+    /// An environment variable, read once when the configuration is
+    /// loaded.
+    Env {
+        /// The variable's name.
+        var: String,
+        /// Its value.
+        value: String,
+    },
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::Given(value) => write!(f, "{value:?}"),
+            Credential::File(path) => write!(f, "<from file {}>", path.display()),
+            Credential::Env { var, .. } => write!(f, "<from ${var}>"),
+        }
+    }
+}
+
+impl Credential {
+    /// The value now. The error names the file, never the value.
+    pub fn value(&self) -> Result<String, String> {
+        match self {
+            Credential::Given(value) | Credential::Env { value, .. } => Ok(value.clone()),
+            Credential::File(path) => {
+                let bytes = crate::files::read_bounded(path, crate::files::MAX_TOKEN_BYTES)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                let text =
+                    String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8 text", path.display()))?;
+                Ok(text.trim().to_string())
+            }
+        }
+    }
+}
+
+/// Which answers to PING pass a `redis` check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisExpect {
+    /// Any reply, errors included, as bare `redis-cli ping`'s exit status:
+    /// the port speaks RESP.
+    Reply,
+    /// `PONG`, as `redis-cli ping | grep -q PONG` and `redis-cli -e ping`
+    /// (plus the error codes of `accept_errors`).
+    Pong,
+}
+
+/// A `redis = { ... }` handler: `redis-cli [--tls] [--user U] [-a P] ping`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSpec {
+    /// The server's host.
+    pub host: Host,
+    /// The server's port (6379).
+    pub port: u16,
+    /// `--user`: the ACL user AUTH names, if any.
+    pub user: Option<Credential>,
+    /// `-a` / `REDISCLI_AUTH`: the password; AUTH is sent only with one.
+    pub password: Option<Credential>,
+    /// `--tls`, with its settings.
+    pub tls: Option<TlsSpec>,
+    /// Which replies pass.
+    pub expect: RedisExpect,
+    /// Error codes (the reply's first word, `LOADING`, `MASTERDOWN`) that
+    /// pass as PONG does, with [`RedisExpect::Pong`].
+    pub accept_errors: Vec<String>,
+}

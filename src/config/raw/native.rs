@@ -1,0 +1,271 @@
+//! The tables of the protocol checks (`redis`, ...) as written, and their
+//! validation; the settings they yield are in `config::native`.
+
+use super::*;
+
+/// `redis = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRedis {
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    user: Option<String>,
+    user_env: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    #[serde(default)]
+    tls: bool,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    server_name: Option<String>,
+    insecure_skip_verify: Option<bool>,
+    expect: Option<Spanned<String>>,
+    #[serde(default)]
+    accept_errors: Vec<String>,
+}
+
+/// redis-cli's default port.
+const REDIS_PORT: u16 = 6379;
+
+/// A host as written, or the loopback address.
+fn host_of(
+    field: &str,
+    h: &Option<Spanned<String>>,
+    env: &dyn Env,
+    at: &dyn Fn(&str) -> String,
+    errors: &mut Errors<'_>,
+) -> Option<Host> {
+    match h {
+        None => Some(Host {
+            name: DEFAULT_HOST.into(),
+            from_env: None,
+        }),
+        Some(h) => match expand_host(h.get_ref(), env) {
+            Ok(host) => Some(host),
+            Err(message) => {
+                errors.push(at(field), h.span(), message);
+                None
+            }
+        },
+    }
+}
+
+/// A credential from a literal, a file or an environment variable; at
+/// most one of them.
+#[allow(clippy::too_many_arguments)]
+fn credential(
+    table: &str,
+    name: &str,
+    literal: Option<&String>,
+    file: Option<&PathBuf>,
+    var: Option<&String>,
+    env: &dyn Env,
+    at: &dyn Fn(&str) -> String,
+    span: &Range<usize>,
+    errors: &mut Errors<'_>,
+) -> Option<Credential> {
+    let given = usize::from(literal.is_some()) + usize::from(file.is_some()) + usize::from(var.is_some());
+    if given > 1 {
+        errors.push(
+            at(&format!("{table}.{name}")),
+            span.clone(),
+            format!("give {name} one way only: {name}, {name}_file or {name}_env"),
+        );
+        return None;
+    }
+    if let Some(value) = literal {
+        return Some(Credential::Given(value.clone()));
+    }
+    if let Some(path) = file {
+        return Some(Credential::File(path.clone()));
+    }
+    let var = var?;
+    match env.var(var) {
+        Some(value) => Some(Credential::Env {
+            var: var.clone(),
+            value,
+        }),
+        None => {
+            errors.push(
+                at(&format!("{table}.{name}_env")),
+                span.clone(),
+                format!("the environment variable {var} is not set"),
+            );
+            None
+        }
+    }
+}
+
+/// A port as written, or `default`.
+fn port_of(port: &Option<Spanned<u16>>, default: u16, key: &str, errors: &mut Errors<'_>) -> u16 {
+    match port {
+        Some(p) => {
+            check_port(p, key, errors);
+            *p.get_ref()
+        }
+        None => default,
+    }
+}
+
+pub(super) fn redis(
+    r: &RawRedis,
+    span: &Range<usize>,
+    env: &dyn Env,
+    at: &dyn Fn(&str) -> String,
+    errors: &mut Errors<'_>,
+) -> Option<CheckKind> {
+    let before = errors.list.len();
+    let host = host_of("redis.host", &r.host, env, at, errors);
+    let port = port_of(&r.port, REDIS_PORT, &at("redis.port"), errors);
+    let user = credential(
+        "redis",
+        "user",
+        r.user.as_ref(),
+        None,
+        r.user_env.as_ref(),
+        env,
+        at,
+        span,
+        errors,
+    );
+    let password = credential(
+        "redis",
+        "password",
+        None,
+        r.password_file.as_ref(),
+        r.password_env.as_ref(),
+        env,
+        at,
+        span,
+        errors,
+    );
+    if user.is_some() && password.is_none() && errors.list.len() == before {
+        errors.push(
+            at("redis.user"),
+            span.clone(),
+            "needs a password (password_file or password_env): redis-cli sends AUTH only with one",
+        );
+    }
+    let raw_tls = RawTls {
+        ca_file: &r.ca_file,
+        cert_file: &r.cert_file,
+        key_file: &r.key_file,
+        server_name: &r.server_name,
+        insecure_skip_verify: r.insecure_skip_verify,
+    };
+    if !r.tls {
+        for key in raw_tls.keys_set() {
+            errors.push(
+                at(&format!("redis.{key}")),
+                span.clone(),
+                "only applies with tls = true",
+            );
+        }
+    }
+    let tls = raw_tls.validate("redis", at, span, errors);
+    let expect = match r.expect.as_ref().map(|e| (e.get_ref().as_str(), e.span())) {
+        None | Some(("pong", _)) => RedisExpect::Pong,
+        Some(("reply", _)) => RedisExpect::Reply,
+        Some((other, span)) => {
+            errors.push(
+                at("redis.expect"),
+                span,
+                format!(
+                    "{other:?} is neither \"pong\" (the reply must be PONG, as `redis-cli ping | grep -q PONG`) nor \"reply\" (any reply, as bare `redis-cli ping`)"
+                ),
+            );
+            RedisExpect::Pong
+        }
+    };
+    for code in &r.accept_errors {
+        if code.is_empty() || !code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+            errors.push(
+                at("redis.accept_errors"),
+                span.clone(),
+                format!("{code:?} is not an error code such as \"LOADING\" or \"MASTERDOWN\""),
+            );
+        }
+    }
+    if !r.accept_errors.is_empty() && expect == RedisExpect::Reply {
+        errors.push(
+            at("redis.accept_errors"),
+            span.clone(),
+            "has no use with expect = \"reply\": every reply passes",
+        );
+    }
+    if errors.list.len() != before {
+        return None;
+    }
+    Some(CheckKind::Redis(Box::new(RedisSpec {
+        host: host?,
+        port,
+        user,
+        password,
+        tls: if r.tls { Some(tls?) } else { None },
+        expect,
+        accept_errors: r.accept_errors.clone(),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{CheckKind, Config, Credential, RedisExpect};
+
+    fn parse(table: &str) -> Result<Config, String> {
+        let text = format!("[[check]]\nname = \"r\"\nprobes = [\"readiness\"]\n{table}\n");
+        let env = |var: &str| (var == "REDIS_PASSWORD").then(|| "s3cret".to_string());
+        Config::from_toml_str(&text, "test.toml", &env).map_err(|errors| errors.to_string())
+    }
+
+    #[test]
+    fn redis_defaults_are_redis_clis() {
+        let config = parse("redis = {}").unwrap();
+        let CheckKind::Redis(r) = &config.checks[0].kind else {
+            panic!("a redis check")
+        };
+        assert_eq!((r.host.name.as_str(), r.port), ("127.0.0.1", 6379));
+        assert_eq!(
+            (r.expect, r.password.is_none(), r.tls.is_none()),
+            (RedisExpect::Pong, true, true)
+        );
+    }
+
+    #[test]
+    fn redis_credentials_come_from_one_place_and_never_show() {
+        let config =
+            parse("redis = { password_env = \"REDIS_PASSWORD\", user = \"probe\", expect = \"reply\" }")
+                .unwrap();
+        let CheckKind::Redis(r) = &config.checks[0].kind else {
+            panic!("a redis check")
+        };
+        assert_eq!(r.password.as_ref().unwrap().value().unwrap(), "s3cret");
+        assert!(!format!("{r:?}").contains("s3cret"));
+        assert_eq!(r.user, Some(Credential::Given("probe".into())));
+        let both =
+            parse("redis = { password_env = \"REDIS_PASSWORD\", password_file = \"/p\" }").unwrap_err();
+        assert!(
+            both.contains("redis.password") && both.contains("one way only"),
+            "{both}"
+        );
+        let unset = parse("redis = { password_env = \"NOPE\" }").unwrap_err();
+        assert!(unset.contains("NOPE is not set"), "{unset}");
+        let user_alone = parse("redis = { user = \"probe\" }").unwrap_err();
+        assert!(user_alone.contains("needs a password"), "{user_alone}");
+    }
+
+    #[test]
+    fn redis_rejects_what_it_cannot_mean() {
+        let bad = parse("redis = { expect = \"PONG\" }").unwrap_err();
+        assert!(
+            bad.contains("check[0].redis.expect") && bad.contains("test.toml:4:"),
+            "{bad}"
+        );
+        let bad = parse("redis = { expect = \"reply\", accept_errors = [\"LOADING\"] }").unwrap_err();
+        assert!(bad.contains("has no use"), "{bad}");
+        let bad = parse("redis = { ca_file = \"/ca.pem\" }").unwrap_err();
+        assert!(bad.contains("only applies with tls = true"), "{bad}");
+        let bad = parse("redis = { port = 6379 }\ntcp = { port = 1 }").unwrap_err();
+        assert!(bad.contains("more than 1 handler"), "{bad}");
+    }
+}
