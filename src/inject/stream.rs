@@ -43,6 +43,19 @@ fn transform(stream: &str, options: Option<&Options>) -> Result<Output, Refusal>
         if doc.text.trim().is_empty() {
             continue;
         }
+        if let Some((line, column)) = yaml::too_deep(&doc.text, yaml::MAX_DEPTH) {
+            // Refused before the YAML reader, whose time grows with the
+            // square of the depth.
+            return Err(Refusal {
+                object: format!("the document at line {}", doc.line),
+                field: "(YAML)".into(),
+                message: format!(
+                    "nested deeper than {} levels at line {} column {column}",
+                    yaml::MAX_DEPTH,
+                    doc.line + line - 1
+                ),
+            });
+        }
         let mut value: Value = serde_yaml_ng::from_str(&doc.text).map_err(|e| Refusal {
             object: format!("the document at line {}", doc.line),
             field: "(YAML)".into(),

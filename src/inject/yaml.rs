@@ -8,9 +8,22 @@
 //! strings unquoted. The emitter here quotes every string that is not
 //! plainly a string in both, and writes the one YAML 1.1 number the
 //! parser keeps as text (a file mode such as `defaultMode: 0644`) as it
-//! was.
+//! was. Keys are quoted on one line (never a block scalar), and a key too
+//! long for an implicit key is written as an explicit `? ` key.
+//!
+//! [`too_deep`] bounds the nesting of flow collections before the YAML
+//! reader sees a document: the reader's time grows with the square of
+//! that depth (100,000 levels took 36 s to be refused by its own limit).
 
 use serde_yaml_ng::Value;
+
+/// The deepest nesting read: the YAML reader's own limit (serde_yaml_ng
+/// refuses a document nested deeper), checked for flow collections by
+/// [`too_deep`] before the reader runs.
+pub const MAX_DEPTH: usize = 128;
+
+/// The longest implicit key YAML allows (YAML 1.2 §7.4.2, 1.1 the same).
+const MAX_IMPLICIT_KEY: usize = 1024;
 
 /// One document of a stream: its text as written (without the `---` line
 /// in front of it, unless that line holds content) and its first line.
@@ -49,6 +62,112 @@ pub fn split(stream: &str) -> Vec<Document> {
     docs
 }
 
+/// Where a document nests flow collections (`[`, `{`) deeper than `max`,
+/// as (line, column), both 1-based; `None` when it does not. One pass,
+/// before the YAML reader runs: quoted scalars, comments, block scalars
+/// and plain scalars in block context are skipped, so that brackets in
+/// text are not counted.
+pub fn too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    // Inside a quoted scalar, which may span lines.
+    let mut quote: Option<char> = None;
+    // Inside a block scalar: lines indented more than this are its text.
+    let mut block: Option<usize> = None;
+    for (n, line) in text.split('\n').enumerate() {
+        let indentation = line.len() - line.trim_start_matches(' ').len();
+        if let Some(parent) = block {
+            if line.trim().is_empty() || indentation > parent {
+                continue;
+            }
+            block = None;
+        }
+        let chars: Vec<char> = line.chars().collect();
+        // A plain scalar in block context runs to the end of the line, a
+        // ": " or a " #".
+        let mut plain = false;
+        let mut prev = ' ';
+        let mut i = 0;
+        while i < chars.len() {
+            let c = chars[i];
+            let next = chars.get(i + 1).copied();
+            let spaced = |c: Option<char>| c.is_none_or(|c| c == ' ' || c == '\t' || c == '\r');
+            if let Some(q) = quote {
+                if q == '"' && c == '\\' {
+                    i += 2;
+                    prev = ' ';
+                    continue;
+                }
+                if c == q {
+                    if q == '\'' && next == Some('\'') {
+                        i += 2;
+                        continue;
+                    }
+                    quote = None;
+                }
+                prev = c;
+                i += 1;
+                continue;
+            }
+            let token_start = matches!(prev, ' ' | '\t' | '[' | '{' | ',') || (depth > 0 && prev == ':');
+            if c == '#' && matches!(prev, ' ' | '\t') {
+                break;
+            }
+            if depth > 0 {
+                match c {
+                    '[' | '{' => {
+                        depth += 1;
+                        if depth > max {
+                            return Some((n + 1, i + 1));
+                        }
+                    }
+                    ']' | '}' => depth -= 1,
+                    '"' | '\'' if token_start => quote = Some(c),
+                    _ => {}
+                }
+            } else if plain {
+                if c == ':' && spaced(next) {
+                    plain = false;
+                }
+            } else if token_start {
+                match c {
+                    '[' | '{' => {
+                        depth = 1;
+                        if depth > max {
+                            return Some((n + 1, i + 1));
+                        }
+                    }
+                    '"' | '\'' => quote = Some(c),
+                    '|' | '>' => {
+                        let rest: String = chars[i + 1..].iter().collect();
+                        let rest = rest.split(" #").next().unwrap_or("");
+                        if rest
+                            .trim()
+                            .chars()
+                            .all(|c| c.is_ascii_digit() || c == '+' || c == '-')
+                        {
+                            block = Some(indentation);
+                            break;
+                        }
+                        plain = true;
+                    }
+                    '-' | '?' | ':' if spaced(next) => {}
+                    ' ' | '\t' | '\r' | ']' | '}' | ',' => {}
+                    '&' | '!' | '*' => {
+                        // An anchor, tag or alias: up to the next space.
+                        while i + 1 < chars.len() && !matches!(chars[i + 1], ' ' | '\t') {
+                            i += 1;
+                        }
+                    }
+                    _ => plain = true,
+                }
+            }
+            prev = chars[i];
+            i += 1;
+        }
+    }
+    None
+}
+
 /// Writes `value` as one block-style YAML document, ending with a newline.
 pub fn emit(value: &Value) -> String {
     let mut out = String::new();
@@ -73,10 +192,18 @@ fn mapping(out: &mut String, m: &serde_yaml_ng::Mapping, at: usize) {
         if i > 0 || !out.ends_with("- ") {
             indent(out, at);
         }
-        let key = k.as_str();
-        out.push_str(&inline(k, None, at));
+        let written = key(k);
+        if written.chars().count() > MAX_IMPLICIT_KEY {
+            // `? key` on its line, then `: value`.
+            out.push_str("? ");
+            out.push_str(&written);
+            out.push('\n');
+            indent(out, at);
+        } else {
+            out.push_str(&written);
+        }
         out.push(':');
-        value_after_key(out, v, key, at);
+        value_after_key(out, v, k.as_str(), at);
     }
 }
 
@@ -143,6 +270,39 @@ fn inline(v: &Value, key: Option<&str>, at: usize) -> String {
         Value::Sequence(_) => "[]".into(),
         Value::Mapping(_) => "{}".into(),
         Value::Tagged(t) => format!("{} {}", t.tag, inline(&t.value, None, at)),
+    }
+}
+
+/// A key on one line: plain when it reads back as the same string,
+/// else double-quoted (a block scalar cannot be a key); a collection as a
+/// key in flow style.
+fn key(k: &Value) -> String {
+    match k {
+        Value::String(s) if plain_ok(s) => s.clone(),
+        Value::String(s) => quoted(s),
+        Value::Tagged(t) => format!("{} {}", t.tag, key(&t.value)),
+        Value::Mapping(_) | Value::Sequence(_) => flow(k),
+        other => inline(other, None, 0),
+    }
+}
+
+/// A value in flow style on one line, every string double-quoted.
+fn flow(v: &Value) -> String {
+    match v {
+        Value::String(s) => quoted(s),
+        Value::Sequence(items) => {
+            let items: Vec<String> = items.iter().map(flow).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Mapping(m) => {
+            let items: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{}: {}", flow(k), flow(v)))
+                .collect();
+            format!("{{{}}}", items.join(", "))
+        }
+        Value::Tagged(t) => format!("{} {}", t.tag, flow(&t.value)),
+        other => inline(other, None, 0),
     }
 }
 
@@ -214,7 +374,8 @@ fn plain_ok(s: &str) -> bool {
     true
 }
 
-/// `100m`, `128Mi`, `1.5Gi`: digits, an optional fraction, letters.
+/// `100m`, `128Mi`, `1.5Gi`: digits, an optional fraction, letters; not
+/// `0xdeadbeef` (a hexadecimal number in YAML 1.1 and 1.2) nor `1e3`.
 fn quantity(s: &str) -> bool {
     let digits = s.trim_start_matches(|c: char| c.is_ascii_digit());
     if digits.len() == s.len() {
@@ -230,7 +391,9 @@ fn quantity(s: &str) -> bool {
         }
         None => digits,
     };
-    !rest.is_empty() && rest.chars().all(|c| c.is_ascii_alphabetic()) && !rest.starts_with(['e', 'E'])
+    !rest.is_empty()
+        && rest.chars().all(|c| c.is_ascii_alphabetic())
+        && !rest.starts_with(['e', 'E', 'x', 'X', 'o', 'O', 'b', 'B'])
 }
 
 /// A multi-line string as a literal block (`|`, `|-`, `|+`), when it can
@@ -276,6 +439,53 @@ mod tests {
         for line in out.lines() {
             assert!(line.contains(": \""), "{line} is quoted");
         }
+    }
+
+    #[test]
+    fn hex_looking_strings_are_quoted_and_quantities_stay_plain() {
+        // Issue 27: "0xdeadbeef" was written plain, an integer to YAML 1.1.
+        let (_, out) = round(
+            "a: \"0xdeadbeef\"\nb: \"0XCAFE\"\nc: \"0xbad\"\nd: \"0o17\"\ne: \"0b101\"\nf: \"1E3\"\ng: \"0b\"\n",
+        );
+        for line in out.lines() {
+            assert!(line.contains(": \""), "{line} is quoted");
+        }
+        let (_, out) = round("cpu: 100m\nmem: 1.5Gi\nz: 0m\n");
+        assert_eq!(out, "cpu: 100m\nmem: 1.5Gi\nz: 0m\n");
+    }
+
+    #[test]
+    fn keys_are_written_on_one_line_and_long_ones_as_explicit_keys() {
+        // Issue 27: a key with a newline was written as a block scalar.
+        let mut m = serde_yaml_ng::Mapping::new();
+        m.insert("line\nbreak".into(), "v".into());
+        m.insert("yes".into(), "w".into());
+        m.insert(
+            "k".repeat(2000).into(),
+            serde_yaml_ng::from_str("{a: [1]}").unwrap(),
+        );
+        m.insert(serde_yaml_ng::from_str("{x: [y]}").unwrap(), "z".into());
+        let v = Value::Mapping(m);
+        let out = emit(&v);
+        let back: Value = serde_yaml_ng::from_str(&out).unwrap();
+        assert_eq!(back, v, "{out}");
+        assert!(out.starts_with("\"line\\nbreak\": v\n\"yes\": w\n? "), "{out}");
+    }
+
+    #[test]
+    fn flow_nesting_past_the_bound_is_found_before_parsing() {
+        let deep = |n: usize| format!("a: {}{}\n", "[".repeat(n), "]".repeat(n));
+        assert_eq!(too_deep(&deep(MAX_DEPTH), MAX_DEPTH), None);
+        assert_eq!(
+            too_deep(&deep(MAX_DEPTH + 1), MAX_DEPTH),
+            Some((1, 4 + MAX_DEPTH))
+        );
+        assert!(too_deep(&format!("x:\n  - {{a: {}", "{b: [".repeat(100_000)), MAX_DEPTH).is_some());
+        // Brackets in text are not nesting.
+        let text = "a: \"[[[[\"\nb: '{{{{ it''s'\nc: x [[[[\n# [[[[\nd: |\n  [[[[\n  {{{{\ne: [\"]]\", '[', {f: \"\\\"[\"}]\n";
+        assert_eq!(too_deep(text, 3), None);
+        let v: Value = serde_yaml_ng::from_str(text).unwrap();
+        assert_eq!(v["d"], Value::from("[[[[\n{{{{\n"));
     }
 
     #[test]

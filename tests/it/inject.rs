@@ -979,3 +979,128 @@ async fn an_injected_deployment_answers_its_probes_as_the_original_did() {
         "liveness holds during a drain"
     );
 }
+
+// === Issue 27: YAML that kubectl reads back as written, and bounded reading ===
+
+/// The objects of a stream as `kubectl` reads them (its YAML 1.1 reader,
+/// offline: `label --local`).
+fn kubectl_reading(stream: &str) -> Vec<Json> {
+    use std::io::Write as _;
+    let mut child = Command::new(crate::support::tool("kubectl"))
+        .args(["label", "--local", "-f", "-", "-o", "json", "read=back"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stream.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // One JSON document per object.
+    serde_json::Deserializer::from_slice(&out.stdout)
+        .into_iter::<Json>()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn strings_kubectl_would_read_as_other_types_come_back_as_strings() {
+    let tricky = [
+        "0xdeadbeef",
+        "0XCAFE",
+        "0xbad",
+        "0o17",
+        "0b101",
+        "0777",
+        "1e3",
+        "1E3",
+        "1_000",
+        "1:20",
+        "190:20:30",
+        "yes",
+        "No",
+        "ON",
+        "off",
+        "y",
+        "N",
+        "~",
+        "null",
+        "NULL",
+        "true",
+        ".inf",
+        "-.Inf",
+        ".NaN",
+        "2024-01-01",
+        "+12",
+        "-0x1F",
+        "=",
+        "<<",
+        "12.",
+        "0x",
+        "100m",
+    ];
+    let env: Vec<String> = tricky
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            format!(
+                "        - {{name: V{i}, value: {}}}\n",
+                serde_json::to_string(v).unwrap()
+            )
+        })
+        .collect();
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: tricky\n  annotations:\n    \"multi\\nline key\": \"0xdeadbeef\"\n    ? \"{long}\"\n    : \"yes\"\n\
+         spec:\n  containers:\n    - name: app\n      image: \"app:0x1f\"\n      args: [\"0xdeadbeef\", \"on\"]\n      env:\n{}\
+         \x20     readinessProbe:\n        tcpSocket: {{port: 80}}\n",
+        env.concat(),
+        long = "k".repeat(1100)
+    );
+    let (code, out, err) = cli(&["inject"], &pod);
+    assert_eq!(code, 0, "{err}");
+    let read = kubectl_reading(&out);
+    let pod = read.iter().find(|o| o["kind"] == "Pod").unwrap();
+    let app = &pod["spec"]["containers"][0];
+    for (i, v) in tricky.iter().enumerate() {
+        assert_eq!(
+            app["env"][i]["value"],
+            Json::from(*v),
+            "env V{i} as kubectl reads it:\n{out}"
+        );
+    }
+    assert_eq!(app["args"], serde_json::json!(["0xdeadbeef", "on"]));
+    assert_eq!(app["image"], "app:0x1f");
+    let annotations = &pod["metadata"]["annotations"];
+    assert_eq!(annotations["multi\nline key"], "0xdeadbeef", "{out}");
+    assert_eq!(annotations["k".repeat(1100).as_str()], "yes", "{out}");
+    // Every object kubectl read is the object inject meant.
+    assert_eq!(read.len(), objects(&out).len());
+}
+
+#[test]
+fn deeply_nested_flow_yaml_is_refused_before_it_is_parsed() {
+    // 100,000 levels in 200 KB: 36 s of CPU before the reader's own limit
+    // refused it. Under a CPU limit of 5 s, the refusal must come first.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deep.yaml");
+    let n = 100_000;
+    std::fs::write(&file, format!("a: {}{}\n", "[".repeat(n), "]".repeat(n))).unwrap();
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg("ulimit -t 5; exec \"$0\" inject \"$1\"")
+        .arg(binary())
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "refused, not killed by the CPU limit: {err}"
+    );
+    assert!(
+        err.contains("the document at line 1: (YAML): nested deeper than 128 levels at line 1 column 132"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+}
