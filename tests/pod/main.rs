@@ -4,9 +4,11 @@
 //! kubelet's timing (see `kubelet`). Needs root (CAP_NET_ADMIN) and
 //! iproute2, as `.ci/run` has; elsewhere every test prints why it is
 //! skipped. Each test writes its figures to `target/tmp/pod-*.txt`, which
-//! `.ci/run` prints.
+//! `.ci/run` prints. The mesh cases put HAProxy in the pod as Istio's or
+//! Linkerd's proxy (`mesh`).
 
 mod kubelet;
+mod mesh;
 mod net;
 mod pod;
 
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kubelet::{Balancer, Kubelet, app_addr, get, prestop, probe};
+use mesh::Mesh;
 use net::{Net, pod_or_skip};
 use pod::{App, Sidecar, TOKEN};
 
@@ -43,6 +46,23 @@ period = "200ms"
 /// checks.
 fn config(min: &str, max: &str) -> String {
     format!("[drain]\nports = [8080]\nmin = \"{min}\"\nmax = \"{max}\"\n{CHECKS}")
+}
+
+/// [`config`] for a pod whose traffic `mesh`'s proxy forwards.
+fn config_in(mesh: Option<Mesh>, min: &str, max: &str) -> String {
+    match mesh {
+        None => config(min, max),
+        Some(mesh) => {
+            config(min, max).replacen("[drain]\n", &format!("[drain]\nmesh = \"{}\"\n", mesh.name()), 1)
+        }
+    }
+}
+
+/// The one JSON log line of the sidecar containing `needle`.
+fn log_line(sidecar: &Sidecar, needle: &str) -> serde_json::Value {
+    let lines = sidecar.log_lines(needle);
+    assert_eq!(lines.len(), 1, "{needle}: {lines:?}");
+    serde_json::from_str(&lines[0]).unwrap()
 }
 
 /// Held shared by every case, and alone by the latency measurement, so
@@ -159,24 +179,36 @@ where
 /// A rolling replacement of one pod by another under steady load, through
 /// a balancer that follows readiness `lag` late (the endpoints controller
 /// and kube-proxy), longer than `drain.min` (1 s): the drain waits until
-/// no new connection has come for `drain.quiet`.
-async fn rolling_replacement(native: bool, lag: Duration) -> String {
+/// no new connection or request has come for `drain.quiet`. With `mesh`,
+/// each pod's traffic goes through that mesh's proxy in the pod, which
+/// keeps its connections to the app open.
+async fn rolling_replacement(native: bool, lag: Duration, mesh: Option<Mesh>) -> String {
     let balancer = Balancer::start(Duration::from_millis(10));
-    let config = config("1s", "10s");
+    let config = config_in(mesh, "1s", "10s");
     let old_net = Arc::new(Net::create());
     let mut old_sidecar = Sidecar::start(&old_net, &config, Some(TOKEN));
     let old = Kubelet::start(Arc::clone(&old_net), &old_sidecar, Duration::ZERO);
-    balancer.follow(app_addr(&old_net), old.ready(), lag);
+    let old_proxy = match mesh {
+        Some(mesh) => Some(mesh::Proxy::start(&old_net, mesh).await),
+        None => None,
+    };
+    let old_addr = old_proxy.as_ref().map_or(app_addr(&old_net), |p| p.addr);
+    balancer.follow(old_addr, old.ready(), lag);
     eventually(Duration::from_secs(20), "the old pod serves", || {
-        balancer.has(app_addr(&old_net))
+        balancer.has(old_addr)
     })
     .await;
     let new_net = Arc::new(Net::create());
     let new_sidecar = Sidecar::start(&new_net, &config, Some(TOKEN));
     let new = Kubelet::start(Arc::clone(&new_net), &new_sidecar, Duration::ZERO);
-    balancer.follow(app_addr(&new_net), new.ready(), lag);
+    let new_proxy = match mesh {
+        Some(mesh) => Some(mesh::Proxy::start(&new_net, mesh).await),
+        None => None,
+    };
+    let new_addr = new_proxy.as_ref().map_or(app_addr(&new_net), |p| p.addr);
+    balancer.follow(new_addr, new.ready(), lag);
     eventually(Duration::from_secs(20), "the new pod serves", || {
-        balancer.has(app_addr(&new_net))
+        balancer.has(new_addr)
     })
     .await;
     let sent = balancer.sent();
@@ -185,7 +217,14 @@ async fn rolling_replacement(native: bool, lag: Duration) -> String {
     })
     .await;
 
+    let pooled = match mesh {
+        // The proxy's pooled connections to the app: what held every
+        // drain to drain.max when they counted as open.
+        Some(_) => app_connections(&old_net),
+        None => 0,
+    };
     let deletion = old.delete(&mut old_sidecar, native).await;
+    drop(old_proxy);
     let sent = balancer.sent();
     eventually(Duration::from_secs(10), "traffic goes on", || {
         balancer.sent() > sent + 50
@@ -216,9 +255,30 @@ async fn rolling_replacement(native: bool, lag: Duration) -> String {
         deletion.hook_took > lag,
         "{variant}: the drain outlasted the balancer's lag {lag:?}: {deletion:?}"
     );
-    drop(new);
+    let through = match mesh {
+        None => String::new(),
+        Some(mesh) => {
+            // The forwarded traffic was seen until the balancer let go, and
+            // the drain ended by drain.quiet although the proxy's
+            // connections stayed open.
+            assert!(!hook.body.contains("drain.max"), "{mesh:?}: {}", hook.body);
+            let done = log_line(&old_sidecar, "drain complete");
+            assert_eq!(done["ended"], "quiet", "{done}");
+            let last = done["last_traffic_ms"].as_f64().unwrap();
+            assert!(
+                Duration::from_secs_f64(last / 1000.0) >= lag - Duration::from_millis(500),
+                "{mesh:?}: the proxy's traffic was seen until the balancer let go: {done}"
+            );
+            assert!(pooled > 0, "{mesh:?}: the proxy kept connections to the app open");
+            format!(
+                ", through {mesh:?}'s proxy ({pooled} pooled connections to the app, {} new during the drain; last request seen {last:.0} ms into the drain, drain.quiet 2s, drain.max 10s)",
+                done["new_connections"]
+            )
+        }
+    };
+    drop((new, new_proxy));
     format!(
-        "pod rolling replacement ({variant} sidecar, endpoint lag {lag:?}, drain.min 1s): {sent} requests sent, {} failed; preStop answered after {:.2?} ({}), app exited at {:.2?}, sidecar exited at {:.2?} with {:?}; {} readiness probes answered during termination",
+        "pod rolling replacement ({variant} sidecar{through}, endpoint lag {lag:?}, drain.min 1s): {sent} requests sent, {} failed; preStop answered after {:.2?} ({}), app exited at {:.2?}, sidecar exited at {:.2?} with {:?}; {} readiness probes answered during termination",
         failures.len(),
         deletion.hook_took,
         hook.body.trim(),
@@ -236,7 +296,7 @@ const LAGS: [Duration; 2] = [Duration::from_millis(1500), Duration::from_millis(
 async fn rolling_replacements_with_a_classic_sidecar_lose_no_request_whatever_the_endpoint_lag() {
     pod_or_skip!();
     let _shared = MACHINE.read().await;
-    let runs = futures_join(LAGS.map(|lag| rolling_replacement(false, lag))).await;
+    let runs = futures_join(LAGS.map(|lag| rolling_replacement(false, lag, None))).await;
     figures("rolling-classic", &runs.join("\n"));
 }
 
@@ -244,8 +304,136 @@ async fn rolling_replacements_with_a_classic_sidecar_lose_no_request_whatever_th
 async fn rolling_replacements_with_a_native_sidecar_lose_no_request_whatever_the_endpoint_lag() {
     pod_or_skip!();
     let _shared = MACHINE.read().await;
-    let runs = futures_join(LAGS.map(|lag| rolling_replacement(true, lag))).await;
+    let runs = futures_join(LAGS.map(|lag| rolling_replacement(true, lag, None))).await;
     figures("rolling-native", &runs.join("\n"));
+}
+
+/// The established connections to the app's port in the pod, as `ss`
+/// lists them from inside its namespace.
+fn app_connections(net: &Net) -> usize {
+    let out = net
+        .command("ss".as_ref())
+        .args(["-Htn", "state", "established", "( sport = :8080 )"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// Skips a mesh case where HAProxy cannot play the mesh's proxy.
+macro_rules! proxy_or_skip {
+    () => {
+        if let Some(reason) = mesh::unavailable() {
+            eprintln!("SKIPPED {}: {reason}", module_path!());
+            return;
+        }
+    };
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_replacements_through_istios_proxy_from_127_0_0_6_lose_no_request_and_end_by_quiet() {
+    pod_or_skip!();
+    proxy_or_skip!();
+    let _shared = MACHINE.read().await;
+    let runs = futures_join(LAGS.map(|lag| rolling_replacement(true, lag, Some(Mesh::Istio)))).await;
+    figures("rolling-istio", &runs.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_replacements_through_linkerds_proxy_from_loopback_lose_no_request_and_end_by_quiet() {
+    pod_or_skip!();
+    proxy_or_skip!();
+    let _shared = MACHINE.read().await;
+    let runs = futures_join(LAGS.map(|lag| rolling_replacement(false, lag, Some(Mesh::Linkerd)))).await;
+    figures("rolling-linkerd", &runs.join("\n"));
+}
+
+/// Another container of the pod with a kept-alive connection to the app,
+/// sending a request every 100 ms over it until dropped; returns the
+/// requests answered.
+async fn local_client(net: &Net, to: std::net::SocketAddr, stop: tokio_util::sync::CancellationToken) -> u64 {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let stream = tokio::net::TcpStream::from_std(net.connect(to)).unwrap();
+    let mut stream = tokio::io::BufReader::new(stream);
+    let mut answered = 0;
+    while !stop.is_cancelled() {
+        stream
+            .get_mut()
+            .write_all(b"GET / HTTP/1.1\r\nHost: cache\r\n\r\n")
+            .await
+            .unwrap();
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            stream.read_line(&mut line).await.unwrap();
+            if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = n.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        stream.read_exact(&mut body).await.unwrap();
+        assert_eq!(body, b"hello");
+        answered += 1;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            () = stop.cancelled() => {}
+        }
+    }
+    answered
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_alive_clients_from_inside_the_pod_do_not_hold_the_drain() {
+    pod_or_skip!();
+    let _shared = MACHINE.read().await;
+    let net = Arc::new(Net::create());
+    let sidecar = Sidecar::start(&net, &config("1s", "10s"), Some(TOKEN));
+    let kubelet = Kubelet::start(Arc::clone(&net), &sidecar, Duration::ZERO);
+    kubelet.wait_ready(Duration::from_secs(20)).await;
+    // A cache client over loopback and a log shipper over the pod IP,
+    // each busy on one kept-alive connection throughout the drain.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let clients = [
+        std::net::SocketAddr::from(([127, 0, 0, 1], pod::APP_PORT)),
+        app_addr(&net),
+    ]
+    .map(|to| {
+        let (net, stop) = (Arc::clone(&net), stop.clone());
+        tokio::spawn(async move { local_client(&net, to, stop).await })
+    });
+    eventually(Duration::from_secs(10), "both local clients connected", || {
+        app_connections(&net) == 2
+    })
+    .await;
+    let began = Instant::now();
+    let hook = prestop(sidecar.addr, Some(TOKEN)).await.unwrap();
+    let took = began.elapsed();
+    assert_eq!(app_connections(&net), 2, "the local clients are still connected");
+    stop.cancel();
+    let mut answered = 0;
+    for client in clients {
+        answered += client.await.unwrap();
+    }
+    assert!(!hook.body.contains("drain.max"), "{}", hook.body);
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+        "the drain ends near drain.min (1 s), not at drain.max (10 s): {took:?} {}",
+        hook.body
+    );
+    let done = log_line(&sidecar, "drain complete");
+    assert_eq!(done["in_pod_connections"], 2, "{done}");
+    assert_eq!(done["new_connections"], 0, "{done}");
+    assert!(done["last_traffic_ms"].is_null(), "{done}");
+    assert!(answered > 10, "the local clients were busy: {answered} requests");
+    figures(
+        "local-clients",
+        &format!(
+            "pod with two kept-alive local clients (loopback and pod IP, {answered} requests during the test): drain ended after {took:.2?} (drain.min 1s, drain.max 10s)"
+        ),
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -111,6 +111,23 @@ impl Net {
         })
     }
 
+    /// A connection to `addr` made inside the namespace, as another
+    /// container of the pod makes it.
+    pub fn connect(&self, addr: SocketAddr) -> std::net::TcpStream {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = File::open(&path).unwrap();
+                setns(&ns, CloneFlags::CLONE_NEWNET).unwrap();
+                let stream = std::net::TcpStream::connect(addr).unwrap();
+                stream.set_nonblocking(true).unwrap();
+                stream
+            })
+            .join()
+            .unwrap()
+        })
+    }
+
     /// A command run inside the namespace.
     pub fn command(&self, program: &std::path::Path) -> Command {
         let mut cmd = Command::new("ip");
