@@ -47,6 +47,21 @@ pub struct LastRun {
     pub at: SystemTime,
 }
 
+/// How many state changes of one check are kept for `healthproxy status`:
+/// enough to see a check flap, bounded whatever it does.
+pub const TRANSITIONS_KEPT: usize = 8;
+
+/// A change of a check's state, as kept for `healthproxy status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// When it happened: the end of the run that made it.
+    pub at: SystemTime,
+    /// The state it entered.
+    pub to: Health,
+    /// The message of the run that made it.
+    pub message: String,
+}
+
 /// One check's state, as the endpoints see it.
 #[derive(Debug, Clone)]
 pub struct CheckStatus {
@@ -83,6 +98,8 @@ pub struct CheckStatus {
     pub last_success: Option<SystemTime>,
     /// When the certificate chain of the last TLS handshake first expires.
     pub tls_expiry: Option<SystemTime>,
+    /// The last [`TRANSITIONS_KEPT`] state changes, oldest first.
+    pub transitions: std::collections::VecDeque<Transition>,
 }
 
 impl CheckStatus {
@@ -105,6 +122,7 @@ impl CheckStatus {
             last_transition: None,
             last_success: None,
             tls_expiry: None,
+            transitions: std::collections::VecDeque::new(),
         }
     }
 
@@ -117,6 +135,7 @@ impl CheckStatus {
         self.last_transition = None;
         self.last_success = None;
         self.tls_expiry = None;
+        self.transitions.clear();
     }
 
     /// Records one run and applies the kubelet worker's hysteresis: the
@@ -154,6 +173,18 @@ impl CheckStatus {
         }
         self.health = next;
         self.last_transition = Some(at);
+        if self.transitions.len() == TRANSITIONS_KEPT {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(Transition {
+            at,
+            to: next,
+            message: self
+                .last
+                .as_ref()
+                .map(|l| l.outcome.message.clone())
+                .unwrap_or_default(),
+        });
         if next == Health::Healthy {
             self.ever_healthy = true;
         }
@@ -616,6 +647,23 @@ mod tests {
             None,
             "a transition is reported once"
         );
+    }
+
+    #[test]
+    fn the_last_transitions_are_kept_with_their_messages_and_no_more() {
+        let mut s = status(1, 1);
+        assert!(s.transitions.is_empty());
+        for _ in 0..TRANSITIONS_KEPT {
+            run(&mut s, Verdict::Success);
+            run(&mut s, Verdict::Failure);
+        }
+        assert_eq!(s.transitions.len(), TRANSITIONS_KEPT);
+        let last = s.transitions.back().unwrap();
+        assert_eq!((last.to, last.message.as_str()), (Health::Failed, "failure"));
+        let first = s.transitions.front().unwrap();
+        assert_eq!((first.to, first.message.as_str()), (Health::Healthy, "success"));
+        s.reset();
+        assert!(s.transitions.is_empty());
     }
 
     #[test]

@@ -1,11 +1,12 @@
-//! The command line: `run` (the default), `check-config`, `probe`, `wait`,
-//! `inject`, `uninject`, `webhook`.
+//! The command line: `run` (the default), `check-config`, `probe`,
+//! `status`, `wait`, `inject`, `uninject`, `webhook`.
 
 mod check_config;
 #[cfg(feature = "inject")]
 mod inject;
 mod probe;
 mod run;
+mod status;
 mod wait;
 #[cfg(feature = "webhook")]
 mod webhook;
@@ -52,7 +53,15 @@ enum Command {
         /// An extra request header, "Name: value" (repeatable).
         #[arg(long = "header", short = 'H')]
         headers: Vec<String>,
+        /// Print the answer's body (its first 10 KiB) on stdout, and the
+        /// verdict on stderr even on success.
+        #[arg(long, short = 'v')]
+        verbose: bool,
     },
+    /// Why is this pod unready? Each check of the running sidecar: its
+    /// verdict, last message, consecutive counts, last success and recent
+    /// transitions (`kubectl exec POD -c healthproxy -- healthproxy status`).
+    Status(status::StatusArgs),
     /// Wait until dependencies answer (for init containers): exit 0 when
     /// all have, 1 at the deadline.
     Wait(wait::WaitArgs),
@@ -113,7 +122,9 @@ pub fn main() -> ExitCode {
             url,
             timeout,
             headers,
-        }) => probe::probe(&url, timeout, &headers),
+            verbose,
+        }) => probe::probe(&url, timeout, &headers, verbose),
+        Some(Command::Status(args)) => status::status(args),
         Some(Command::Wait(args)) => wait::wait(args),
         #[cfg(feature = "inject")]
         Some(Command::Inject(args)) => inject::inject(args),

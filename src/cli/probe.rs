@@ -1,6 +1,8 @@
 //! `healthproxy probe URL`: one HTTP GET with the kubelet's semantics, for
 //! Docker `HEALTHCHECK` and exec probes in images without curl. Exit 0 for
-//! 200–399, 1 otherwise, with a one-line reason on stderr.
+//! 200–399, 1 otherwise, with a one-line reason on stderr. With `-v`, the
+//! answer's body (its first 10 KiB) on stdout and the verdict on stderr
+//! either way: `kubectl describe pod` never shows a probe's body.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,7 +10,7 @@ use std::time::Duration;
 use crate::check::HttpCheck;
 use crate::config::HttpSpec;
 
-pub(super) fn probe(url: &str, timeout: Duration, headers: &[String]) -> ExitCode {
+pub(super) fn probe(url: &str, timeout: Duration, headers: &[String], verbose: bool) -> ExitCode {
     let mut spec = match HttpSpec::from_url(url) {
         Ok(spec) => spec,
         Err(e) => {
@@ -28,6 +30,7 @@ pub(super) fn probe(url: &str, timeout: Duration, headers: &[String]) -> ExitCod
         }
     }
     let check = match HttpCheck::new(spec) {
+        Ok(check) if verbose => check.keep_body(),
         Ok(check) => check,
         Err(e) => {
             eprintln!("{e}");
@@ -42,6 +45,19 @@ pub(super) fn probe(url: &str, timeout: Duration, headers: &[String]) -> ExitCod
             return ExitCode::FAILURE;
         }
     };
+    if verbose {
+        use std::io::Write as _;
+        let body = check.body().unwrap_or_default();
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(&body);
+        if !body.is_empty() && !body.ends_with(b"\n") {
+            let _ = out.write_all(b"\n");
+        }
+        let _ = out.flush();
+        if outcome.verdict.is_success() {
+            eprintln!("{}", outcome.message);
+        }
+    }
     if outcome.verdict.is_success() {
         ExitCode::SUCCESS
     } else {

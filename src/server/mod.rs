@@ -12,6 +12,7 @@
 //! | POST      | `/exit`                               | 200, then the process exits 0; 401 / 403 as `/prestop` |
 //! | POST      | `/reload`                             | 200: the config file reloaded; 400: rejected, the running one stays; 401 / 403 as `/prestop` |
 //! | GET, HEAD | `/metrics`                            | 200: Prometheus text format |
+//! | GET, HEAD | `/status`                             | 200: every check's state and recent transitions, JSON (`healthproxy status`) |
 //!
 //! Probes take `?verbose`, `?exclude=NAME` (repeatable) and `?format=json`,
 //! and honour `Accept: application/json` and `application/health+json`.
@@ -190,6 +191,7 @@ fn router(app: AppState, request_timeout: Duration) -> Router {
         .route(Route::Exit.label(), post(exit))
         .route(Route::Reload.label(), post(reload))
         .route(Route::Metrics.label(), get(scrape))
+        .route(Route::Status.label(), get(status))
         .route_layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             request_timeout,
@@ -280,6 +282,39 @@ async fn probe(
         Err(Unsent::Failed) => Answer::failed(),
     };
     answer.response(head).map(Body::new)
+}
+
+/// `/status`: what `healthproxy status` shows, rendered off the thread
+/// that answers the probes as other answers that grow with the checks;
+/// the messages under the rule of the probes' answers
+/// ([`Shared::may_see_messages`]).
+async fn status(
+    AxumState(app): AxumState<AppState>,
+    Extension(Peer(peer)): Extension<Peer>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let messages = app.may_see_messages(peer, || headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()));
+    let answer = app
+        .render(move |app| {
+            let body = render::status(&app.state.borrow(), !messages).to_string();
+            match app.answers.hold(Bytes::from(body)) {
+                Some(body) => Answer {
+                    status: StatusCode::OK,
+                    format: Format::Json,
+                    probe: true,
+                    body,
+                },
+                None => Answer::busy(),
+            }
+        })
+        .await;
+    let answer = match answer {
+        Ok(answer) => answer,
+        Err(Unsent::Busy) => Answer::busy(),
+        Err(Unsent::Failed) => Answer::failed(),
+    };
+    answer.response(method == Method::HEAD).map(Body::new)
 }
 
 /// An answer, built the same way whichever path the request took.

@@ -191,10 +191,17 @@ impl<'s> Probe<'s> {
                 let _ = writeln!(out, "[+]{name} ok");
             } else {
                 let reason = self.reason(line.check);
-                let _ = if line.check.critical {
-                    writeln!(out, "[-]{name} failed: {reason}")
+                // A check that has not run has not failed: it is pending,
+                // and fails its probe as a not-yet-ready one does.
+                let verdict = if line.check.last.is_none() {
+                    "pending"
                 } else {
-                    writeln!(out, "[-]{name} failed (non-critical): {reason}")
+                    "failed"
+                };
+                let _ = if line.check.critical {
+                    writeln!(out, "[-]{name} {verdict}: {reason}")
+                } else {
+                    writeln!(out, "[-]{name} {verdict} (non-critical): {reason}")
                 };
             }
         }
@@ -294,6 +301,68 @@ impl<'s> Probe<'s> {
             "checks": checks,
         })
     }
+}
+
+/// `/status`: every check's whole state with its recent transitions, and
+/// each probe's verdict with the gates that close it, for `healthproxy
+/// status`. With `withheld`, the checks' messages are left out, as
+/// [`Probe::withhold_messages`] leaves them out of a probe's answer.
+pub fn status(snapshot: &Snapshot, withheld: bool) -> Value {
+    let mut probes = Map::new();
+    for kind in ProbeKind::ALL {
+        let gates: Vec<Value> = snapshot
+            .gates(kind)
+            .map(|(name, reason)| json!({ "name": name, "reason": reason }))
+            .collect();
+        probes.insert(
+            kind.as_str().into(),
+            json!({ "ok": snapshot.passes(kind), "gates": gates }),
+        );
+    }
+    let message = |m: &str| (!withheld).then(|| m.to_string());
+    let checks: Vec<Value> = snapshot
+        .checks
+        .iter()
+        .map(|c| {
+            let last = c.last.as_ref();
+            let mut passes = Map::new();
+            for kind in ProbeKind::ALL.into_iter().filter(|k| c.probes.contains(*k)) {
+                passes.insert(kind.as_str().into(), json!(snapshot.check_passes(c, kind)));
+            }
+            let transitions: Vec<Value> = c
+                .transitions
+                .iter()
+                .map(|t| json!({ "at": rfc3339(t.at), "to": t.to.as_str(), "message": message(&t.message) }))
+                .collect();
+            json!({
+                "name": c.name,
+                "kind": c.kind,
+                "container": c.container,
+                "critical": c.critical,
+                "passes": passes,
+                "state": c.health.as_str(),
+                "last_result": last.map(|r| r.outcome.verdict.as_str()),
+                "message": last.and_then(|r| message(&r.outcome.message)),
+                "consecutive_successes": c.consecutive_successes,
+                "consecutive_failures": c.consecutive_failures,
+                "success_threshold": c.timing.success_threshold,
+                "failure_threshold": c.timing.failure_threshold,
+                "period_seconds": c.timing.period.as_secs_f64(),
+                "last_run": last.map(|r| rfc3339(r.at)),
+                "duration_seconds": last.map(|r| r.duration.as_secs_f64()),
+                "last_success": c.last_success.map(rfc3339),
+                "last_transition": c.last_transition.map(rfc3339),
+                "transitions": transitions,
+            })
+        })
+        .collect();
+    json!({
+        "started": snapshot.started,
+        "draining": snapshot.draining(),
+        "messages_withheld": withheld,
+        "probes": probes,
+        "checks": checks,
+    })
 }
 
 fn rfc3339(t: SystemTime) -> String {

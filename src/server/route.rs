@@ -33,13 +33,15 @@ pub(crate) enum Route {
     Reload,
     /// `/metrics`.
     Metrics,
+    /// `/status`: every check's state, for `healthproxy status`.
+    Status,
     /// Anything else: 404.
     Unmatched,
 }
 
 /// The `route` label of each route, indexed by [`Route::index`]; also the
 /// router's patterns.
-pub(crate) const LABELS: [&str; 14] = [
+pub(crate) const LABELS: [&str; 15] = [
     "/healthz",
     "/startupz",
     "/livez",
@@ -53,6 +55,7 @@ pub(crate) const LABELS: [&str; 14] = [
     "/exit",
     "/metrics",
     "/reload",
+    "/status",
     "unmatched",
 ];
 
@@ -70,6 +73,7 @@ impl Route {
             "/exit" => return Route::Exit,
             "/reload" => return Route::Reload,
             "/metrics" => return Route::Metrics,
+            "/status" => return Route::Status,
             _ => {}
         }
         let Some(rest) = path.strip_prefix('/') else {
@@ -110,7 +114,8 @@ impl Route {
             Route::Exit => 10,
             Route::Metrics => 11,
             Route::Reload => 12,
-            Route::Unmatched => 13,
+            Route::Status => 13,
+            Route::Unmatched => 14,
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{App, run_binary};
+use crate::support::{App, Proxy, run_binary};
 
 const WITHIN: Duration = Duration::from_secs(20);
 
@@ -166,4 +166,162 @@ async fn wait_makes_the_attempt_due_at_the_deadline() {
     let made = std::fs::read_to_string(&attempts).unwrap().lines().count();
     assert_eq!(made, 4, "attempts at 0, 1, 2 and 3 s");
     assert!(stderr.contains("did not come up within 3s"), "{stderr}");
+}
+
+/// Runs the binary with `args` and `env`; its exit code, stdout and stderr.
+async fn output_of(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = tokio::time::timeout(
+        WITHIN,
+        tokio::process::Command::new(crate::support::binary())
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .output(),
+    )
+    .await
+    .expect("finishes")
+    .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A sidecar whose check `web` asks `app`, and whose check `later` has
+/// not run; listening on `listen`.
+fn status_proxy(app: &App, listen: &str, token: &std::path::Path) -> Proxy {
+    Proxy::start_with(
+        &format!(
+            "[drain]\ntoken_file = \"{}\"\n\n\
+             [[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nperiod = \"100ms\"\nfailure_threshold = 1\n\
+             http = {{ port = {}, path = \"/healthz\" }}\n\n\
+             [[check]]\nname = \"later\"\nprobes = [\"readiness\"]\ncritical = false\ninitial_delay = \"1h\"\n\
+             tcp = {{ port = 1 }}\n",
+            token.display(),
+            app.addr.port()
+        ),
+        listen,
+        &[],
+    )
+}
+
+#[tokio::test]
+async fn status_says_why_the_pod_is_unready() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let app = App::start().await;
+    let proxy = status_proxy(&app, "127.0.0.1:0", &token);
+    proxy.wait_status("/readyz/web", 200).await;
+    app.set_status(500);
+    proxy.wait_status("/readyz/web", 503).await;
+
+    // As `kubectl exec` runs it: the sidecar's port from its environment.
+    let listen = proxy.addr.to_string();
+    let (code, text, stderr) = output_of(&["status"], &[("HEALTHPROXY_LISTEN", &listen)]).await;
+    assert_eq!(code, 0, "{stderr}");
+    for line in [
+        "  readiness  FAILING\n",
+        "\nweb (http): readiness FAILING\n",
+        "  state        failed\n",
+        "  message      HTTP probe failed with statuscode: 500\n",
+        "  last run     pending: not run yet\n",
+        "\nlater (tcp, non-critical): readiness FAILING\n",
+    ] {
+        assert!(text.contains(line), "{line:?} in:\n{text}");
+    }
+    assert!(text.contains("  last success 20"), "{text}");
+    assert!(
+        text.contains("  transitions  failed 20")
+            && text.contains("): HTTP probe failed with statuscode: 500\n"),
+        "{text}"
+    );
+
+    for json in [
+        &["status", "--json", "--address", &listen][..],
+        &["status", "-o", "json", "--address", &listen],
+    ] {
+        let (code, out, _) = output_of(json, &[]).await;
+        assert_eq!(code, 0);
+        let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(doc["probes"]["readiness"]["ok"], false);
+        let web = &doc["checks"][0];
+        assert_eq!(web["name"], "web");
+        assert_eq!(web["message"], "HTTP probe failed with statuscode: 500");
+        assert!(web["consecutive_failures"].as_u64().unwrap() >= 1);
+        assert!(web["last_success"].is_string(), "{web}");
+        let to: Vec<&str> = web["transitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["to"].as_str().unwrap())
+            .collect();
+        assert_eq!(to, ["healthy", "failed"]);
+        assert_eq!(doc["checks"][1]["last_result"], serde_json::Value::Null);
+    }
+
+    let refusing = crate::support::refusing_port().1;
+    let (code, _, stderr) = output_of(&["status", "--address", &format!("127.0.0.1:{refusing}")], &[]).await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("cannot ask the sidecar at 127.0.0.1:"),
+        "{stderr}"
+    );
+}
+
+/// An address of this machine other than loopback.
+fn non_loopback_address() -> std::net::IpAddr {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    // No packet is sent: connecting a UDP socket only picks a route.
+    socket
+        .connect("203.0.113.1:9")
+        .expect("the tests need a default route");
+    socket.local_addr().unwrap().ip()
+}
+
+#[tokio::test]
+async fn status_from_off_loopback_shows_messages_only_with_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "t0ken\n").unwrap();
+    let app = App::start().await;
+    app.set_status(500);
+    let proxy = status_proxy(&app, "0.0.0.0:0", &token);
+    proxy.wait_status("/readyz/web", 503).await;
+    let address = std::net::SocketAddr::new(non_loopback_address(), proxy.addr.port()).to_string();
+    let (code, text, _) = output_of(&["status", "--address", &address], &[]).await;
+    assert_eq!(code, 0);
+    assert!(!text.contains("statuscode"), "{text}");
+    assert!(text.contains("(messages withheld"), "{text}");
+    let (_, out, _) = output_of(&["status", "--json", "--address", &address], &[]).await;
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(doc["messages_withheld"], true);
+    assert_eq!(doc["checks"][0]["message"], serde_json::Value::Null);
+    assert_eq!(
+        doc["checks"][0]["transitions"][0]["message"],
+        serde_json::Value::Null
+    );
+    let token = token.to_str().unwrap();
+    let (_, text, _) = output_of(&["status", "--token-file", token, "--address", &address], &[]).await;
+    assert!(
+        text.contains("message      HTTP probe failed with statuscode: 500"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn probe_verbose_prints_the_answers_body() {
+    let app = App::start().await;
+    app.set_status(503);
+    let url = format!("http://{}/healthz", app.addr);
+    let (code, out, err) = output_of(&["probe", "-v", &url], &[]).await;
+    assert_eq!((code, out.as_str()), (1, "health\n"));
+    assert_eq!(err, "HTTP probe failed with statuscode: 503\n");
+    app.set_status(200);
+    let (code, out, err) = output_of(&["probe", "--verbose", &url], &[]).await;
+    assert_eq!((code, out.as_str()), (0, "health\n"));
+    assert_eq!(err, "HTTP probe succeeded with statuscode: 200\n");
+    let (code, out, _) = output_of(&["probe", &url], &[]).await;
+    assert_eq!((code, out.as_str()), (0, ""), "no body without -v");
 }

@@ -109,6 +109,9 @@ pub struct HttpCheck {
     /// The app has answered with more than `FEW_HEADERS` header lines:
     /// responses are parsed with room for `MAX_HEADERS`.
     many_headers: AtomicBool,
+    /// The last response's body (its first 10 KiB), kept only when asked
+    /// for by [`HttpCheck::keep_body`]: `healthproxy probe -v` shows it.
+    body: Option<std::sync::Mutex<Bytes>>,
 }
 
 impl HttpCheck {
@@ -189,7 +192,22 @@ impl HttpCheck {
             idle: tokio::sync::Mutex::new(None),
             resolver: Resolver::default(),
             many_headers: AtomicBool::new(false),
+            body: None,
         })
+    }
+
+    /// Keeps the body of each run's final response, for [`HttpCheck::body`].
+    pub fn keep_body(mut self) -> Self {
+        self.body = Some(std::sync::Mutex::new(Bytes::new()));
+        self
+    }
+
+    /// The body of the last run's final response (its first 10 KiB),
+    /// when [`HttpCheck::keep_body`] asked for it.
+    pub fn body(&self) -> Option<Bytes> {
+        self.body
+            .as_ref()
+            .map(|b| b.lock().unwrap_or_else(|e| e.into_inner()).clone())
     }
 
     /// Sends the request, follows same-host redirects, and judges the last
@@ -323,6 +341,9 @@ impl HttpCheck {
             }
             Err(BodyError::Read(e)) => return Outcome::unknown(connection.describe_body_error(&e)),
         };
+        if let Some(kept) = &self.body {
+            *kept.lock().unwrap_or_else(|e| e.into_inner()) = Bytes::copy_from_slice(&body);
+        }
         // A truncated body leaves unread bytes on the wire: hyper closes that
         // connection, and `send` then dials anew.
         if first && self.keep_alive {
