@@ -99,39 +99,93 @@ impl<C: Runnable> Engine<C> {
         tracker: &TaskTracker,
         cancel: &CancellationToken,
     ) -> Vec<CancellationToken> {
-        let mut tokens = Vec::new();
         let count = self.checks.len();
-        for (index, ((config, check), id)) in self.checks.into_iter().zip(ids).enumerate() {
-            let Some(id) = *id else { continue };
-            let counters = {
-                let snapshot = state.borrow();
-                let status = snapshot
-                    .checks
-                    .iter()
-                    .find(|c| c.id == id)
-                    .expect("the check is in the state");
-                Arc::clone(&status.counters)
-            };
-            let worker = Worker {
-                id,
-                phase: phase(index, count, config.timing.period),
-                config,
-                check,
-                counters,
-                state: state.clone(),
-                slot: Arc::new(Semaphore::new(1)),
-            };
-            let token = cancel.child_token();
-            tokens.push(token.clone());
-            tracker.spawn(async move {
-                tokio::select! {
-                    () = worker.run() => {}
-                    () = token.cancelled() => {}
-                }
-            });
+        spawn_range(self.checks, 0, count, ids, state, tracker, cancel)
+    }
+
+    /// [`Engine::spawn_ids`], letting the runtime's thread answer the
+    /// probes after each batch of [`SPAWN_BATCH`] checks: a reload that
+    /// changes thousands of checks does not hold them meanwhile.
+    pub async fn spawn_ids_yielding(
+        self,
+        ids: &[Option<usize>],
+        state: &State,
+        tracker: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> Vec<CancellationToken> {
+        let count = self.checks.len();
+        let mut checks = self.checks.into_iter();
+        let mut tokens = Vec::new();
+        for first in (0..count).step_by(SPAWN_BATCH) {
+            let batch: Vec<_> = checks.by_ref().take(SPAWN_BATCH).collect();
+            let end = (first + SPAWN_BATCH).min(count);
+            tokens.extend(spawn_range(
+                batch,
+                first,
+                count,
+                &ids[first..end],
+                state,
+                tracker,
+                cancel,
+            ));
+            tokio::task::yield_now().await;
         }
         tokens
     }
+}
+
+/// How many checks a reload starts before it lets the probes be answered.
+const SPAWN_BATCH: usize = 256;
+
+/// Starts the checks `checks`, the `first`th to the last of `count`, as
+/// [`Engine::spawn_ids`] does.
+fn spawn_range<C: Runnable>(
+    checks: Vec<(CheckConfig, Arc<C>)>,
+    first: usize,
+    count: usize,
+    ids: &[Option<usize>],
+    state: &State,
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+) -> Vec<CancellationToken> {
+    let mut tokens = Vec::new();
+    // One pass over the snapshot, not one per check: a reload of
+    // thousands of checks stays linear.
+    let counters: std::collections::HashMap<usize, Arc<CheckCounters>> = {
+        let wanted: std::collections::HashSet<usize> = ids.iter().flatten().copied().collect();
+        if wanted.is_empty() {
+            return tokens;
+        }
+        let snapshot = state.borrow();
+        snapshot
+            .checks
+            .iter()
+            .filter(|c| wanted.contains(&c.id))
+            .map(|c| (c.id, Arc::clone(&c.counters)))
+            .collect()
+    };
+    for (index, ((config, check), id)) in checks.into_iter().zip(ids).enumerate() {
+        let Some(id) = *id else { continue };
+        let counters = Arc::clone(counters.get(&id).expect("the check is in the state"));
+        let worker = Worker {
+            id,
+            phase: phase(first + index, count, config.timing.period),
+            config,
+            check,
+            counters,
+            state: state.clone(),
+            slot: Arc::new(Semaphore::new(1)),
+        };
+        let token = cancel.child_token();
+        tokens.push(token.clone());
+        tracker.spawn(async move {
+            tokio::select! {
+                () = worker.run() => {}
+                () = token.cancelled() => {}
+            }
+        });
+    }
+    tokens
 }
 
 /// Check `index` of `count`'s offset within its period: the checks evenly
@@ -181,7 +235,10 @@ impl<C: Runnable> Worker<C> {
     /// The schedule for one app container; never returns.
     async fn run_container(&self, generation: u64) {
         let timing = self.config.timing;
-        tokio::time::sleep(timing.initial_delay).await;
+        // From the container's start, as the kubelet counts it: a check
+        // that a reload starts later waits only for what is left of it.
+        let since = self.state.borrow().since;
+        tokio::time::sleep_until(since + timing.initial_delay).await;
         let probes = self.config.probes;
         if !probes.startup {
             // "Disable other probes until container has started."

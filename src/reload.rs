@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::hash::{Hash as _, Hasher as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::MissedTickBehavior;
@@ -32,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::App;
-use crate::config::Config;
+use crate::config::{Config, ProbeKind};
 use crate::log::{LogLevel, Logging};
 use crate::state::{Slot, State};
 
@@ -120,7 +121,8 @@ pub struct LogControl {
 pub struct Reloader {
     source: Source,
     log: LogControl,
-    config: Config,
+    /// Shared with the blocking thread that compares a new file with it.
+    config: Arc<Config>,
     /// The snapshot id of each check of `config`, in order.
     ids: Vec<usize>,
     /// The task of each running check, by id.
@@ -128,6 +130,95 @@ pub struct Reloader {
     state: State,
     tracker: TaskTracker,
     cancel: CancellationToken,
+}
+
+/// What a new file does to each check, worked out off the runtime's
+/// thread by [`compare`].
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// For each check of the new file, in its order.
+    pub matches: Vec<Match>,
+    /// The running checks (by position) that stop: changed or removed.
+    pub retired: Vec<usize>,
+    /// Names, for the log and the answer.
+    pub unchanged: Vec<String>,
+    /// Checks of a running name with another definition.
+    pub changed: Vec<String>,
+    /// Checks of a new name.
+    pub added: Vec<String>,
+    /// Running checks whose name is gone.
+    pub removed: Vec<String>,
+    /// Probe kinds that had checks and would have none, which the new
+    /// file does not allow (`allow_empty`).
+    pub emptied: Vec<ProbeKind>,
+}
+
+/// How one check of a new file relates to the running config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Match {
+    /// The running check at this position, with the same definition.
+    Same(usize),
+    /// The running check of the same name at this position, changed;
+    /// `same_target` when its handler and target are the same.
+    Changed {
+        /// Its position in the running config.
+        at: usize,
+        /// Same handler, same target: only timing, thresholds, probe
+        /// kinds or the like changed.
+        same_target: bool,
+    },
+    /// A name the running config does not have.
+    New,
+}
+
+/// Matches the checks of `new` with those of `running` by name: linear in
+/// both, with no copy of a check.
+pub fn compare(running: &Config, new: &Config) -> Changes {
+    let by_name: HashMap<&str, usize> = running
+        .checks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    let mut changes = Changes::default();
+    let mut kept = vec![false; running.checks.len()];
+    for c in &new.checks {
+        let found = by_name.get(c.name.as_str()).copied();
+        let m = match found {
+            Some(at) if running.checks[at].same_definition(c) => {
+                kept[at] = true;
+                changes.unchanged.push(c.name.clone());
+                Match::Same(at)
+            }
+            Some(at) => {
+                changes.changed.push(c.name.clone());
+                Match::Changed {
+                    at,
+                    same_target: running.checks[at].kind == c.kind,
+                }
+            }
+            None => {
+                changes.added.push(c.name.clone());
+                Match::New
+            }
+        };
+        changes.matches.push(m);
+    }
+    let names: std::collections::HashSet<&str> = new.checks.iter().map(|c| c.name.as_str()).collect();
+    for (at, old) in running.checks.iter().enumerate() {
+        if !kept[at] {
+            changes.retired.push(at);
+        }
+        if !names.contains(old.name.as_str()) {
+            changes.removed.push(old.name.clone());
+        }
+    }
+    let (had, has) = (running.kinds(), new.kinds());
+    changes.emptied = ProbeKind::ALL
+        .into_iter()
+        .filter(|k| had.contains(*k) && !has.contains(*k) && !new.allow_empty.contains(*k))
+        .collect();
+    changes
 }
 
 impl Reloader {
@@ -147,7 +238,7 @@ impl Reloader {
         Reloader {
             source,
             log,
-            config,
+            config: Arc::new(config),
             tasks: ids.iter().copied().zip(tasks).collect(),
             ids,
             state,
@@ -200,36 +291,65 @@ impl Reloader {
 
     async fn serve(mut self, mut requests: mpsc::Receiver<Request>) {
         while let Some((trigger, reply)) = requests.recv().await {
-            // Reading the file may block on a slow volume: off the runtime's
-            // thread. The checks are applied here.
+            // Reading the file may block on a slow volume, and reading,
+            // preparing and comparing thousands of checks takes
+            // milliseconds: off the runtime's thread, which answers the
+            // probes. Only the swap is made here.
             let (path, listen) = (self.source.path.clone(), self.source.listen);
-            let loaded = tokio::task::spawn_blocking(move || App::load(&path, listen))
-                .await
-                .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
-            let outcome = self.apply(trigger, loaded);
+            let running = Arc::clone(&self.config);
+            let loaded = tokio::task::spawn_blocking(move || {
+                let app = App::load(&path, listen)?;
+                let changes = compare(&running, &app.config);
+                Ok((app, changes))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+            let outcome = self.apply(trigger, loaded).await;
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
             }
         }
     }
 
+    /// Logs and records a refused reload; the running config stays.
+    fn refuse(&self, trigger: Trigger, errors: String) -> Result<String, String> {
+        for line in errors.lines() {
+            tracing::error!(trigger = trigger.as_str(), "{line}");
+        }
+        tracing::error!(
+            trigger = trigger.as_str(),
+            "config reload rejected: the running config stays"
+        );
+        self.state.reload_rejected();
+        Err(errors)
+    }
+
     /// Applies a freshly loaded app, or reports why it was rejected.
-    fn apply(&mut self, trigger: Trigger, loaded: Result<App, String>) -> Result<String, String> {
+    async fn apply(
+        &mut self,
+        trigger: Trigger,
+        loaded: Result<(App, Changes), String>,
+    ) -> Result<String, String> {
         let trigger_name = trigger.as_str();
-        let app = match loaded {
-            Ok(app) => app,
-            Err(errors) => {
-                for line in errors.lines() {
-                    tracing::error!(trigger = trigger_name, "{line}");
-                }
-                tracing::error!(
-                    trigger = trigger_name,
-                    "config reload rejected: the running config stays"
-                );
-                self.state.reload_rejected();
-                return Err(errors);
-            }
+        let (app, changes) = match loaded {
+            Ok(loaded) => loaded,
+            Err(errors) => return self.refuse(trigger, errors),
         };
+        if !changes.emptied.is_empty() {
+            let origin = self.source.path.display();
+            let errors = changes
+                .emptied
+                .iter()
+                .map(|kind| {
+                    format!(
+                        "{origin}: allow_empty: the new file has no {kind} check left: the {} probe would pass whatever the app does; set allow_empty = [\"{kind}\"] if that is meant",
+                        kind.endpoint()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            return self.refuse(trigger, errors);
+        }
         let App {
             config: mut new,
             engine,
@@ -251,54 +371,35 @@ impl Reloader {
             self.config.server,
         );
 
-        // Each new check either is a running one, unchanged, or starts.
         let slots: Vec<Slot<'_>> = new
             .checks
             .iter()
-            .map(|c| {
-                self.config
-                    .checks
-                    .iter()
-                    .position(|old| old.same_definition(c))
-                    .map_or(Slot::Start(c), |at| Slot::Keep(self.ids[at]))
+            .zip(&changes.matches)
+            .map(|(config, m)| match *m {
+                Match::Same(at) => Slot::Keep(self.ids[at]),
+                Match::Changed { at, same_target } => Slot::Change {
+                    id: self.ids[at],
+                    config,
+                    same_target,
+                },
+                Match::New => Slot::Start(config),
             })
             .collect();
-        let kept: Vec<usize> = slots
-            .iter()
-            .filter_map(|s| match s {
-                Slot::Keep(id) => Some(*id),
-                Slot::Start(_) => None,
-            })
-            .collect();
-        let names = |pick: &dyn Fn(&&crate::config::CheckConfig) -> bool| -> Vec<String> {
-            new.checks.iter().filter(pick).map(|c| c.name.clone()).collect()
-        };
-        let was = |name: &str| self.config.checks.iter().any(|c| c.name == name);
-        let unchanged = names(&|c| self.config.checks.iter().any(|old| old.same_definition(c)));
-        let changed = names(&|c| was(&c.name) && !unchanged.contains(&c.name));
-        let added = names(&|c| !was(&c.name));
-        let removed: Vec<String> = self
-            .config
-            .checks
-            .iter()
-            .filter(|old| !new.checks.iter().any(|c| c.name == old.name))
-            .map(|c| c.name.clone())
-            .collect();
-
         let ids = self.state.reload(&slots);
-        for id in &self.ids {
-            if !kept.contains(id)
-                && let Some(task) = self.tasks.remove(id)
-            {
+        for at in &changes.retired {
+            if let Some(task) = self.tasks.remove(&self.ids[*at]) {
                 task.cancel();
             }
         }
-        let started: Vec<Option<usize>> = slots
+        let started: Vec<Option<usize>> = changes
+            .matches
             .iter()
             .zip(&ids)
-            .map(|(slot, id)| matches!(slot, Slot::Start(_)).then_some(*id))
+            .map(|(m, id)| (!matches!(m, Match::Same(_))).then_some(*id))
             .collect();
-        let tokens = engine.spawn_ids(&started, &self.state, &self.tracker, &self.cancel);
+        let tokens = engine
+            .spawn_ids_yielding(&started, &self.state, &self.tracker, &self.cancel)
+            .await;
         for (id, token) in started.iter().flatten().zip(tokens) {
             self.tasks.insert(*id, token);
         }
@@ -311,6 +412,13 @@ impl Reloader {
             }
             tracing::info!(trigger = trigger_name, log_level = %level, "log level changed");
         }
+        let Changes {
+            unchanged,
+            changed,
+            added,
+            removed,
+            ..
+        } = changes;
         tracing::info!(
             trigger = trigger_name,
             checks = new.checks.len(),
@@ -320,7 +428,7 @@ impl Reloader {
             removed = ?removed,
             "config reloaded"
         );
-        self.config = new;
+        self.config = Arc::new(new);
         let list = |names: &[String]| {
             if names.is_empty() {
                 "none".to_string()
@@ -362,24 +470,48 @@ pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str>
 /// the running config was read from), and has stayed the same for one
 /// interval: a file caught half written (an editor's truncate, then write)
 /// is not applied.
+///
+/// Each look reads as the start and SIGHUP do ([`Config::read`]): a
+/// regular file only, opened without blocking, at most
+/// [`crate::files::MAX_CONFIG_BYTES`]. A path turned into a FIFO or a
+/// device (`/dev/zero`), or a file grown past the bound, is logged once
+/// and the running config stays: the watch never parks a thread in
+/// `open()` nor grows the process, so a shutdown never waits on it.
 async fn watch(path: PathBuf, content: u64, interval: std::time::Duration, reloads: Reloads) {
     let read = |path: PathBuf| async move {
-        tokio::task::spawn_blocking(move || std::fs::read(path).ok().map(|c| fingerprint(&c)))
-            .await
-            .ok()
-            .flatten()
+        tokio::task::spawn_blocking(move || {
+            Config::read(&path)
+                .map(|text| fingerprint(text.as_bytes()))
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the read failed: {e}")))
     };
     let mut applied = content;
     let mut pending = None;
+    // The last unreadable file's error, logged once until it changes.
+    let mut unreadable: Option<String> = None;
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     ticks.tick().await;
     loop {
         ticks.tick().await;
         // A file that cannot be read now is looked at again next time.
-        let Some(now) = read(path.clone()).await else {
-            continue;
+        let now = match read(path.clone()).await {
+            Ok(now) => now,
+            Err(e) => {
+                if unreadable.as_ref() != Some(&e) {
+                    tracing::warn!(
+                        trigger = Trigger::FileChanged.as_str(),
+                        "{e}: the running config stays"
+                    );
+                    unreadable = Some(e);
+                }
+                pending = None;
+                continue;
+            }
         };
+        unreadable = None;
         if now == applied {
             pending = None;
         } else if pending == Some(now) {
@@ -389,5 +521,82 @@ async fn watch(path: PathBuf, content: u64, interval: std::time::Duration, reloa
         } else {
             pending = Some(now);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml: &str) -> Config {
+        Config::from_toml_str(toml, "t", &|_: &str| None).unwrap()
+    }
+
+    fn check(name: &str, probes: &str, port: u16) -> String {
+        format!("[[check]]\nname = \"{name}\"\nprobes = [\"{probes}\"]\ntcp = {{ port = {port} }}\n")
+    }
+
+    #[test]
+    fn checks_are_matched_by_name_wherever_they_stand() {
+        let running = config(
+            &[
+                check("a", "readiness", 1),
+                check("b", "liveness", 1),
+                check("c", "readiness", 1),
+            ]
+            .concat(),
+        );
+        let new = config(
+            &[
+                check("c", "readiness", 1),
+                check("a", "readiness", 2),
+                check("d", "readiness", 1),
+                check("b", "liveness", 1).replace("tcp", "period = \"2s\"\ntcp"),
+            ]
+            .concat(),
+        );
+        let changes = compare(&running, &new);
+        assert_eq!(
+            changes.matches,
+            [
+                Match::Same(2),
+                Match::Changed {
+                    at: 0,
+                    same_target: false
+                },
+                Match::New,
+                Match::Changed {
+                    at: 1,
+                    same_target: true
+                },
+            ]
+        );
+        assert_eq!(changes.retired, [0, 1]);
+        assert_eq!(changes.unchanged, ["c"]);
+        assert_eq!(changes.changed, ["a", "b"]);
+        assert_eq!(changes.added, ["d"]);
+        assert!(changes.removed.is_empty());
+        assert!(changes.emptied.is_empty());
+    }
+
+    #[test]
+    fn emptying_a_probe_kind_needs_the_new_file_to_allow_it() {
+        let running = config(&[check("a", "readiness", 1), check("b", "liveness", 1)].concat());
+        let only_live = config(&check("b", "liveness", 1));
+        let changes = compare(&running, &only_live);
+        assert_eq!(changes.emptied, [ProbeKind::Readiness]);
+        assert_eq!(changes.removed, ["a"]);
+        let allowed = config(&format!(
+            "allow_empty = [\"readiness\"]\n{}",
+            check("b", "liveness", 1)
+        ));
+        assert!(compare(&running, &allowed).emptied.is_empty());
+        let nothing = config("allow_empty = true\n");
+        assert!(compare(&running, &nothing).emptied.is_empty());
+        let renamed = config(&[check("a2", "readiness", 1), check("b", "liveness", 1)].concat());
+        assert!(
+            compare(&running, &renamed).emptied.is_empty(),
+            "a rename empties nothing"
+        );
     }
 }

@@ -86,6 +86,12 @@ pub struct CheckStatus {
     pub health: Health,
     /// Whether it has ever been healthy (the startup latch of one check).
     pub ever_healthy: bool,
+    /// Added to a ready pod by a reload, and not yet moved by a threshold:
+    /// it passes readiness as a liveness check passes before its first
+    /// run, so that a reload never takes a ready pod out of service before
+    /// the new check has failed `failure_threshold` times (see
+    /// [`State::reload`]).
+    pub presumed: bool,
     /// The last run, if any.
     pub last: Option<LastRun>,
     /// Consecutive successes ending with the last counted run.
@@ -116,6 +122,7 @@ impl CheckStatus {
             timing: config.timing,
             health: Health::Initial,
             ever_healthy: false,
+            presumed: false,
             last: None,
             consecutive_successes: 0,
             consecutive_failures: 0,
@@ -130,6 +137,7 @@ impl CheckStatus {
     fn reset(&mut self) {
         self.health = Health::Initial;
         self.ever_healthy = false;
+        self.presumed = false;
         self.last = None;
         (self.consecutive_successes, self.consecutive_failures) = (0, 0);
         self.last_transition = None;
@@ -172,6 +180,7 @@ impl CheckStatus {
             return None;
         }
         self.health = next;
+        self.presumed = false;
         self.last_transition = Some(at);
         if self.transitions.len() == TRANSITIONS_KEPT {
             self.transitions.pop_front();
@@ -195,8 +204,42 @@ impl CheckStatus {
     pub fn passes(&self, kind: ProbeKind) -> bool {
         match kind {
             ProbeKind::Liveness => self.health != Health::Failed,
-            ProbeKind::Readiness => self.health == Health::Healthy,
+            ProbeKind::Readiness => {
+                self.health == Health::Healthy || (self.presumed && self.health == Health::Initial)
+            }
             ProbeKind::Startup => self.ever_healthy,
+        }
+    }
+
+    /// Takes `config` as this check's new definition (a reload), keeping
+    /// its verdict; `ready` says whether the readiness it would join
+    /// passes now.
+    fn redefine(&mut self, config: &CheckConfig, same_target: bool, ready: bool) {
+        let joins = ProbeKind::ALL
+            .into_iter()
+            .any(|k| config.probes.contains(k) && !self.probes.contains(k));
+        if self.kind != config.kind.as_str() {
+            // The counters' labels name the handler.
+            self.counters = Arc::new(CheckCounters::new(config));
+        }
+        (self.kind, self.probes, self.critical, self.timing) = (
+            config.kind.as_str(),
+            config.probes,
+            config.critical,
+            config.timing,
+        );
+        self.container.clone_from(&config.container);
+        if joins && self.health != Health::Healthy {
+            // Its verdict would be new to the kind it joins (a failed
+            // readiness check that becomes a liveness check too): it
+            // joins as a new check would.
+            self.reset();
+            self.presumed = config.probes.readiness && ready;
+        } else if !same_target {
+            // Runs against another target say nothing of the next ones:
+            // the verdict stays until the new target's runs move it.
+            (self.consecutive_successes, self.consecutive_failures) = (0, 0);
+            self.tls_expiry = None;
         }
     }
 
@@ -281,6 +324,9 @@ pub struct Snapshot {
     pub app_restarts: u64,
     /// How the last reload of the config went.
     pub reload: ReloadStatus,
+    /// When the current app container was first seen (the sidecar's
+    /// start for the first): initial delays count from here.
+    pub since: tokio::time::Instant,
     /// The id the next new check gets.
     next_id: usize,
     /// `passes` of each probe kind, indexed by kind: worked out once per
@@ -304,7 +350,20 @@ pub enum Slot<'a> {
     /// The running check `id`, unchanged: it keeps its state, counters
     /// and schedule.
     Keep(usize),
-    /// A new or changed check, from its initial state.
+    /// The running check `id` of the same name, changed to `config`: it
+    /// keeps its verdict until its own runs move it by its thresholds,
+    /// under a new id (a run of the old definition still under way is
+    /// not counted).
+    Change {
+        /// The running check's id.
+        id: usize,
+        /// Its new definition.
+        config: &'a CheckConfig,
+        /// It probes what it probed: same handler, same target. Its
+        /// consecutive counts go on; otherwise they start again.
+        same_target: bool,
+    },
+    /// A new check.
     Start(&'a CheckConfig),
 }
 
@@ -356,9 +415,15 @@ impl Snapshot {
     /// startup has completed, no liveness probe has run (the kubelet
     /// starts its liveness worker only then), so a check that is also a
     /// startup check, and runs meanwhile, passes liveness whatever its
-    /// startup runs said (kubelet-semantics §3.3).
+    /// startup runs said (kubelet-semantics §3.3). Once it has completed,
+    /// the kubelet probes startup no more until a new container: a startup
+    /// check that a reload added since passes with the latch.
     pub fn check_passes(&self, c: &CheckStatus, kind: ProbeKind) -> bool {
-        (kind == ProbeKind::Liveness && !self.started) || c.passes(kind)
+        match kind {
+            ProbeKind::Liveness => !self.started || c.passes(kind),
+            ProbeKind::Startup => self.started || c.passes(kind),
+            ProbeKind::Readiness => c.passes(kind),
+        }
     }
 
     /// The reasons other than checks why probe `kind` fails, as (name,
@@ -371,6 +436,43 @@ impl Snapshot {
         ]
         .into_iter()
         .flatten()
+    }
+}
+
+/// Which readiness probes pass before a reload: the pod's, and each app
+/// container's (`/containers/NAME/readyz`).
+struct Readiness {
+    /// No gate (startup, drain) holds readiness.
+    open: bool,
+    /// `/readyz` passes.
+    pod: bool,
+    /// The containers with a critical readiness check that fails.
+    failing: std::collections::HashSet<String>,
+}
+
+impl Readiness {
+    fn of(s: &Snapshot) -> Readiness {
+        let failing = s
+            .checks
+            .iter()
+            .filter(|c| c.critical && c.probes.readiness && !s.check_passes(c, ProbeKind::Readiness))
+            .filter_map(|c| c.container.clone())
+            .collect();
+        Readiness {
+            open: s.gates(ProbeKind::Readiness).next().is_none(),
+            pod: s.passes(ProbeKind::Readiness),
+            failing,
+        }
+    }
+
+    /// Whether the readiness that a check of `config` is part of passes:
+    /// its container's, or the pod's for a check of no container.
+    fn passes(&self, config: &CheckConfig) -> bool {
+        self.open
+            && match &config.container {
+                Some(name) => !self.failing.contains(name),
+                None => self.pod,
+            }
     }
 }
 
@@ -407,6 +509,7 @@ impl State {
             started,
             drain: Phase::Serving(None),
             generation: 0,
+            since: tokio::time::Instant::now(),
             app_restarts: 0,
             reload: ReloadStatus {
                 successful: true,
@@ -496,6 +599,7 @@ impl State {
     pub fn new_container(&self) {
         self.modify(|s| {
             s.generation += 1;
+            s.since = tokio::time::Instant::now();
             for check in &mut s.checks {
                 check.reset();
             }
@@ -514,25 +618,47 @@ impl State {
     }
 
     /// Applies a reloaded config's checks, `slots` in the new file order;
-    /// every running check not kept disappears. Returns each slot's id.
-    /// The drain, the app container's generation and a completed startup
-    /// are left as they are: a reload never restarts the pod's lifecycle.
+    /// every running check not kept or changed disappears with its
+    /// verdict. Returns each slot's id. The drain, the app container's
+    /// generation and a completed startup are left as they are: a reload
+    /// never restarts the pod's lifecycle.
+    ///
+    /// The rule (README, "Reload"): a reload never turns a passing probe
+    /// into a failing one unless a check fails under its new definition.
+    /// A changed check keeps its verdict, and its consecutive counts when
+    /// it still probes the same thing; a check that joins a probe kind it
+    /// would fail, or a new one, starts from the initial state, and
+    /// passes readiness until a threshold moves it if the readiness it
+    /// joins (its container's, or the pod's) passes now.
+    ///
+    /// Linear in the number of checks: a no-op reload of thousands of
+    /// checks must not hold the thread that answers the probes.
     pub fn reload(&self, slots: &[Slot<'_>]) -> Vec<usize> {
         let mut ids = Vec::with_capacity(slots.len());
         self.modify(|s| {
-            let mut old = std::mem::take(&mut s.checks);
+            let ready = Readiness::of(s);
+            let old = std::mem::take(&mut s.checks);
+            let mut old: std::collections::HashMap<usize, CheckStatus> =
+                old.into_iter().map(|c| (c.id, c)).collect();
             for slot in slots {
                 let status = match *slot {
-                    Slot::Keep(id) => {
-                        let at = old
-                            .iter()
-                            .position(|c| c.id == id)
-                            .expect("a kept check is running");
-                        old.swap_remove(at)
+                    Slot::Keep(id) => old.remove(&id).expect("a kept check is running"),
+                    Slot::Change {
+                        id,
+                        config,
+                        same_target,
+                    } => {
+                        let mut status = old.remove(&id).expect("a changed check is running");
+                        s.next_id += 1;
+                        status.id = s.next_id - 1;
+                        status.redefine(config, same_target, ready.passes(config));
+                        status
                     }
                     Slot::Start(config) => {
                         s.next_id += 1;
-                        CheckStatus::new(s.next_id - 1, config)
+                        let mut status = CheckStatus::new(s.next_id - 1, config);
+                        status.presumed = config.probes.readiness && ready.passes(config);
+                        status
                     }
                 };
                 ids.push(status.id);
@@ -749,5 +875,186 @@ mod tests {
         run(&mut s, Verdict::Success);
         run(&mut s, Verdict::Failure);
         assert!(s.passes(ProbeKind::Startup));
+    }
+
+    fn checks(toml: &str) -> Vec<CheckConfig> {
+        crate::config::Config::from_toml_str(toml, "t", &|_: &str| None)
+            .unwrap()
+            .checks
+    }
+
+    fn check(name: &str, probes: &str, extra: &str) -> String {
+        format!("[[check]]\nname = \"{name}\"\nprobes = [{probes}]\ntcp = {{ port = 1 }}\n{extra}")
+    }
+
+    fn pass(state: &State, id: usize) {
+        state.record(id, 0, Outcome::success("up"), Duration::ZERO);
+    }
+
+    fn fail(state: &State, id: usize) {
+        let down = Outcome::failure(crate::check::Reason::Refused, "down");
+        state.record(id, 0, down, Duration::ZERO);
+    }
+
+    #[test]
+    fn a_changed_check_keeps_its_verdict_and_its_counts_while_it_probes_the_same() {
+        let old = checks(&check("a", "\"readiness\"", "failure_threshold = 3\n"));
+        let state = State::new(&old);
+        pass(&state, 0);
+        fail(&state, 0);
+        let new = checks(&check(
+            "a",
+            "\"readiness\"",
+            "failure_threshold = 2\nperiod = \"2s\"\n",
+        ));
+        let ids = state.reload(&[Slot::Change {
+            id: 0,
+            config: &new[0],
+            same_target: true,
+        }]);
+        {
+            let s = state.borrow();
+            let a = &s.checks[0];
+            assert_ne!(ids[0], 0, "a changed check runs under a new id");
+            assert_eq!((a.health, a.consecutive_failures), (Health::Healthy, 1));
+            assert_eq!(a.timing.failure_threshold, 2);
+            assert!(s.passes(ProbeKind::Readiness));
+        }
+        fail(&state, 0);
+        assert!(
+            state.borrow().passes(ProbeKind::Readiness),
+            "a run of the old id is not counted"
+        );
+        // The second failure in a row reaches the new threshold.
+        fail(&state, ids[0]);
+        assert!(!state.borrow().passes(ProbeKind::Readiness));
+
+        // Another target: the verdict stays, the counts start again.
+        let elsewhere = checks(&check("a", "\"readiness\"", "").replace("port = 1", "port = 2"));
+        let ids = state.reload(&[Slot::Change {
+            id: ids[0],
+            config: &elsewhere[0],
+            same_target: false,
+        }]);
+        let s = state.borrow();
+        let a = &s.checks[0];
+        assert_eq!((a.health, a.consecutive_failures), (Health::Failed, 0));
+        assert_eq!(a.id, ids[0]);
+    }
+
+    #[test]
+    fn a_check_added_to_a_ready_pod_passes_until_its_failure_threshold() {
+        let old = checks(&check("a", "\"readiness\"", ""));
+        let state = State::new(&old);
+        pass(&state, 0);
+        let new = checks(&format!(
+            "{}{}",
+            check("a", "\"readiness\"", ""),
+            check("b", "\"readiness\"", "failure_threshold = 2\n")
+        ));
+        let ids = state.reload(&[Slot::Keep(0), Slot::Start(&new[1])]);
+        assert!(state.borrow().passes(ProbeKind::Readiness), "b has not run yet");
+        fail(&state, ids[1]);
+        assert!(state.borrow().passes(ProbeKind::Readiness), "one failure of two");
+        fail(&state, ids[1]);
+        assert!(
+            !state.borrow().passes(ProbeKind::Readiness),
+            "b fails by its threshold"
+        );
+        pass(&state, ids[1]);
+        assert!(state.borrow().passes(ProbeKind::Readiness));
+        assert!(
+            !state.borrow().checks[1].presumed,
+            "moved by a threshold: no longer presumed"
+        );
+    }
+
+    #[test]
+    fn a_check_added_to_an_unready_pod_starts_not_ready_as_the_kubelet_does() {
+        let old = checks(&check("a", "\"readiness\"", ""));
+        let state = State::new(&old);
+        let new = checks(&format!(
+            "{}{}",
+            check("a", "\"readiness\"", ""),
+            check("b", "\"readiness\"", "")
+        ));
+        let ids = state.reload(&[Slot::Keep(0), Slot::Start(&new[1])]);
+        pass(&state, 0);
+        assert!(
+            !state.borrow().passes(ProbeKind::Readiness),
+            "b has not shown it is ready"
+        );
+        pass(&state, ids[1]);
+        assert!(state.borrow().passes(ProbeKind::Readiness));
+    }
+
+    #[test]
+    fn containers_are_ready_each_on_their_own_for_a_new_check() {
+        let text = |extra: &str| {
+            format!(
+                "{}container = \"web\"\n{}container = \"db\"\n{extra}",
+                check("web", "\"readiness\"", ""),
+                check("db", "\"readiness\"", "")
+            )
+        };
+        let state = State::new(&checks(&text("")));
+        pass(&state, 0);
+        let new = checks(&text(&format!(
+            "{}container = \"web\"\n{}container = \"db\"\n",
+            check("web-2", "\"readiness\"", ""),
+            check("db-2", "\"readiness\"", "")
+        )));
+        state.reload(&[
+            Slot::Keep(0),
+            Slot::Keep(1),
+            Slot::Start(&new[2]),
+            Slot::Start(&new[3]),
+        ]);
+        let s = state.borrow();
+        assert!(
+            s.checks[2].presumed,
+            "web is ready: its new check does not fail it"
+        );
+        assert!(!s.checks[3].presumed, "db is not ready yet");
+    }
+
+    #[test]
+    fn startup_stays_complete_and_a_check_joining_a_kind_joins_as_a_new_one() {
+        let old = checks(&format!(
+            "{}{}",
+            check("boot", "\"startup\"", ""),
+            check("db", "\"readiness\"", "failure_threshold = 1\n")
+        ));
+        let state = State::new(&old);
+        pass(&state, 0);
+        fail(&state, 1);
+        let new = checks(&format!(
+            "{}{}{}",
+            check("boot", "\"startup\"", ""),
+            check("db", "\"readiness\", \"liveness\"", "failure_threshold = 1\n"),
+            check("migrated", "\"startup\"", "")
+        ));
+        let ids = state.reload(&[
+            Slot::Keep(0),
+            Slot::Change {
+                id: 1,
+                config: &new[1],
+                same_target: true,
+            },
+            Slot::Start(&new[2]),
+        ]);
+        let s = state.borrow();
+        assert!(s.started);
+        assert!(s.passes(ProbeKind::Startup), "startup completion is kept");
+        assert!(
+            s.passes(ProbeKind::Liveness),
+            "db has not run as a liveness check yet"
+        );
+        assert!(
+            !s.passes(ProbeKind::Readiness),
+            "and was not ready: it is still not"
+        );
+        assert_eq!(s.checks[1].health, Health::Initial);
+        assert_eq!(s.checks[2].id, ids[2]);
     }
 }

@@ -9,6 +9,9 @@ use crate::reload::LogControl;
 /// Bound on the runtime's blocking threads (file checks, name lookups).
 const MAX_BLOCKING_THREADS: usize = 8;
 
+/// How long the exit waits for blocking threads still under way.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub(super) fn run(args: RunArgs) -> ExitCode {
     // Before anything that can take long (a large config): a SIGTERM from
     // here on waits for the drain instead of killing the process, and a
@@ -44,11 +47,16 @@ pub(super) fn run(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(crate::run(app, signals, Some(hangups), log)) {
+    let code = match runtime.block_on(crate::run(app, signals, Some(hangups), log)) {
         Ok(exit) => ExitCode::from(exit.code()),
         Err(e) => {
             tracing::error!("{e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // Dropping a runtime waits for every blocking thread, and one may be
+    // parked in a read that never returns (a file check on a hung NFS
+    // mount): the exit does not wait for it.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    code
 }

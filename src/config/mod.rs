@@ -93,8 +93,30 @@ pub struct Config {
     pub drain: DrainConfig,
     /// Limits of the HTTP server.
     pub server: ServerConfig,
+    /// The probe kinds that may be left without a check (`allow_empty`):
+    /// a file without any check is refused unless it names every kind,
+    /// and a reload that takes the last check of a kind away is refused
+    /// unless it names that kind. A kind without checks passes whatever
+    /// the app does, which is what an empty or truncated file would
+    /// otherwise do by accident.
+    pub allow_empty: ProbeSet,
     /// The checks, in file order.
     pub checks: Vec<CheckConfig>,
+}
+
+impl Config {
+    /// The probe kinds some check of this config belongs to.
+    pub fn kinds(&self) -> ProbeSet {
+        let mut set = ProbeSet::default();
+        for c in &self.checks {
+            for kind in ProbeKind::ALL {
+                if c.probes.contains(kind) {
+                    set.insert(kind);
+                }
+            }
+        }
+        set
+    }
 }
 
 /// How often the config file is looked at for a change, unless told
@@ -250,11 +272,22 @@ impl CheckConfig {
     /// Whether `other` defines the same check: everything but where it
     /// stands in the file. A reload keeps such a check running as it is.
     pub fn same_definition(&self, other: &CheckConfig) -> bool {
-        *self
-            == CheckConfig {
-                line: self.line,
-                ..other.clone()
-            }
+        // Field by field, without a copy: a reload compares every check.
+        let CheckConfig {
+            name,
+            probes,
+            critical,
+            container,
+            timing,
+            kind,
+            line: _,
+        } = self;
+        *name == other.name
+            && *probes == other.probes
+            && *critical == other.critical
+            && *container == other.container
+            && *timing == other.timing
+            && *kind == other.kind
     }
 }
 
@@ -347,6 +380,13 @@ pub struct ProbeSet {
 }
 
 impl ProbeSet {
+    /// Every probe kind.
+    pub const ALL: ProbeSet = ProbeSet {
+        startup: true,
+        liveness: true,
+        readiness: true,
+    };
+
     /// Whether `kind` is in the set.
     pub fn contains(self, kind: ProbeKind) -> bool {
         match kind {

@@ -20,6 +20,7 @@ struct RawConfig {
     kubelet_version: Option<Spanned<String>>,
     grpc_listen: Option<Spanned<String>>,
     log_level: Option<Spanned<String>>,
+    allow_empty: Option<Spanned<toml::Value>>,
     #[serde(default)]
     reload: RawReload,
     #[serde(default)]
@@ -576,6 +577,16 @@ fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
     let drain = validate_drain(raw.drain, errors);
     let server = validate_server(raw.server, errors);
     let user_agent = kube_probe_user_agent(&validate_kubelet_version(raw.kubelet_version, errors));
+    let allow_empty = validate_allow_empty(raw.allow_empty, errors);
+    if raw.check.is_empty() && allow_empty != ProbeSet::ALL {
+        // Where a template rendered to nothing or a write was cut short:
+        // every probe would pass whatever the app does.
+        errors.push(
+            "check",
+            0..0,
+            "no [[check]]: every probe would pass whatever the app does; add checks, or set allow_empty = true",
+        );
+    }
     let mut names = HashSet::new();
     let checks = raw
         .check
@@ -590,7 +601,42 @@ fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
         reload,
         drain,
         server,
+        allow_empty,
         checks,
+    }
+}
+
+/// `allow_empty = true`, or a list of the probe kinds that may be left
+/// without a check.
+fn validate_allow_empty(raw: Option<Spanned<toml::Value>>, errors: &mut Errors<'_>) -> ProbeSet {
+    let Some(raw) = raw else {
+        return ProbeSet::default();
+    };
+    const MESSAGE: &str =
+        "must be true, false or a list of probe kinds (\"startup\", \"liveness\", \"readiness\")";
+    match raw.get_ref() {
+        toml::Value::Boolean(true) => ProbeSet::ALL,
+        toml::Value::Boolean(false) => ProbeSet::default(),
+        toml::Value::Array(kinds) => {
+            let mut set = ProbeSet::default();
+            for kind in kinds {
+                match kind
+                    .as_str()
+                    .and_then(|k| ProbeKind::ALL.into_iter().find(|p| p.as_str() == k))
+                {
+                    Some(kind) => set.insert(kind),
+                    None => {
+                        errors.push("allow_empty", raw.span(), MESSAGE);
+                        return ProbeSet::default();
+                    }
+                }
+            }
+            set
+        }
+        _ => {
+            errors.push("allow_empty", raw.span(), MESSAGE);
+            ProbeSet::default()
+        }
     }
 }
 

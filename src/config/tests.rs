@@ -4,8 +4,16 @@ fn no_env(_: &str) -> Option<String> {
     None
 }
 
+/// Parses `text`; one without a check gets one at its end (a file
+/// without checks is refused, see `an_empty_config_is_refused_unless_allowed`),
+/// which moves no line of an error.
 fn parse(text: &str) -> Result<Config, ConfigErrors> {
-    Config::from_toml_str(text, "t.toml", &no_env)
+    if text.contains("[[check]]") || text.contains("allow_empty") {
+        return Config::from_toml_str(text, "t.toml", &no_env);
+    }
+    let filled =
+        format!("{text}\n[[check]]\nname = \"filler\"\nprobes = [\"liveness\"]\ntcp = {{ port = 1 }}\n");
+    Config::from_toml_str(&filled, "t.toml", &no_env)
 }
 
 fn errors(text: &str) -> Vec<ConfigError> {
@@ -665,4 +673,41 @@ fn lints_name_patterns_that_match_anything_and_secret_files_anyone_can_read() {
     }
     let after = lints(&parse(&text).unwrap());
     assert!(!after.iter().any(|l| l.message.contains("readable")), "{after:?}");
+}
+
+#[test]
+fn an_empty_config_is_refused_unless_allowed() {
+    for text in ["", "\n", "# nothing yet\n", "[drain]\nmin = \"1s\"\n"] {
+        let e = Config::from_toml_str(text, "t.toml", &no_env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:1:1: check: no [[check]]: every probe would pass whatever the app does; add checks, or set allow_empty = true",
+            "{text:?}"
+        );
+    }
+    let c = Config::from_toml_str("allow_empty = true\n", "t.toml", &no_env).unwrap();
+    assert_eq!(c.allow_empty, ProbeSet::ALL);
+    // Allowing some kinds is not allowing a file without any check.
+    let e = Config::from_toml_str("allow_empty = [\"readiness\"]\n", "t.toml", &no_env).unwrap_err();
+    assert_eq!(e.errors[0].key, "check");
+    let c = parse(&format!("allow_empty = [\"readiness\", \"startup\"]\n{WEB}")).unwrap();
+    assert_eq!(
+        c.allow_empty,
+        ProbeSet {
+            startup: true,
+            liveness: false,
+            readiness: true
+        }
+    );
+    for bad in [
+        "allow_empty = \"yes\"",
+        "allow_empty = [\"ready\"]",
+        "allow_empty = 1",
+    ] {
+        let e = errors(&format!("{bad}\n{WEB}"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!(e[0].key, "allow_empty");
+        assert_eq!(e[0].line, 1);
+        assert!(e[0].message.contains("a list of probe kinds"), "{}", e[0].message);
+    }
 }

@@ -340,7 +340,8 @@ mod tests {
     #[tokio::test]
     async fn without_a_token_only_loopback_clients_are_let_through() {
         let state = State::new(&[]);
-        let config = crate::config::Config::from_toml_str("", "t", &|_: &str| None).unwrap();
+        let config =
+            crate::config::Config::from_toml_str("allow_empty = true\n", "t", &|_: &str| None).unwrap();
         let open = Lifecycle::new(Drain::new(config.drain.clone(), state.clone()), None);
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         for loopback in ["127.0.0.1", "127.3.2.1", "::1", "::ffff:127.0.0.1"] {

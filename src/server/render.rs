@@ -238,6 +238,7 @@ impl<'s> Probe<'s> {
                     "excluded": l.excluded,
                     "ok": l.passes,
                     "state": c.health.as_str(),
+                    "presumed": c.presumed,
                     "last_result": last.map(|r| r.outcome.verdict.as_str()),
                     "message": last.filter(|_| !self.withheld).map(|r| r.outcome.message.as_str()),
                     "consecutive_successes": c.consecutive_successes,

@@ -33,7 +33,10 @@ fn check_config_accepts_a_valid_file() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "t0ken\n").unwrap();
-    let (code, _, stderr) = check_config(&format!("[drain]\ntoken_file = \"{}\"\n", token.display()));
+    let (code, _, stderr) = check_config(&format!(
+        "allow_empty = true\n[drain]\ntoken_file = \"{}\"\n",
+        token.display()
+    ));
     assert_eq!((code, stderr.as_str()), (0, ""));
 }
 
@@ -107,7 +110,10 @@ fn check_config_fails_exactly_when_run_would() {
     let missing = dir.path().join("no-such-token");
     std::fs::write(
         &path,
-        format!("[drain]\ntoken_file = {:?}\n", missing.display().to_string()),
+        format!(
+            "allow_empty = true\n[drain]\ntoken_file = {:?}\n",
+            missing.display().to_string()
+        ),
     )
     .unwrap();
     let checked = Command::new(binary())

@@ -15,7 +15,14 @@ use crate::support::{App, Proxy, eventually, metric};
 async fn app_and_proxy(drain: &str) -> (TcpListener, Proxy) {
     let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = app.local_addr().unwrap().port();
-    let proxy = Proxy::start(&format!("[drain]\nports = [{port}]\nmesh = \"istio\"\n{drain}\n"));
+    let proxy = Proxy::start(&format!(
+        "allow_empty = true
+[drain]
+ports = [{port}]
+mesh = \"istio\"
+{drain}
+"
+    ));
     (app, proxy)
 }
 

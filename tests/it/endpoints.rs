@@ -188,7 +188,7 @@ async fn startup_gates_readiness_and_latches() {
 
 #[tokio::test]
 async fn healthz_head_and_wrong_methods() {
-    let proxy = Proxy::start("");
+    let proxy = Proxy::start("allow_empty = true\n");
     let healthz = proxy.get("/healthz").await;
     assert_eq!((healthz.status, healthz.body.as_str()), (200, "ok"));
     let head = request(proxy.addr, "HEAD", "/readyz", &[]).await;
@@ -200,7 +200,7 @@ async fn healthz_head_and_wrong_methods() {
 
 #[tokio::test]
 async fn sigterm_stops_the_sidecar_cleanly() {
-    let mut proxy = Proxy::start("");
+    let mut proxy = Proxy::start("allow_empty = true\n");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(proxy.child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -221,7 +221,7 @@ async fn sigterm_stops_the_sidecar_cleanly() {
 async fn the_default_listen_address_takes_ipv4_and_ipv6() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hp.toml");
-    std::fs::write(&path, "").unwrap();
+    std::fs::write(&path, "allow_empty = true\n").unwrap();
     // Not the test's usual 127.0.0.1:0: the wildcard of the default listen address.
     let mut child = std::process::Command::new(crate::support::binary())
         .args(["run", "--log-format", "json", "--listen", "[::]:0", "--config"])
@@ -276,7 +276,7 @@ async fn raw(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
 async fn plain_probes_get_the_bytes_the_router_sends() {
     // A query, even one ignored, takes a probe past the fast path to the
     // router: both must send the same bytes, passing or failing.
-    let passing = Proxy::start("");
+    let passing = Proxy::start("allow_empty = true\n");
     // Startup is not done: /startupz and /readyz fail (liveness waits).
     let starting = Proxy::start(
         "[[check]]\nname = \"boot\"\nprobes = [\"startup\"]\n\

@@ -22,6 +22,7 @@ const ALL_KEYS: &[&str] = &[
     "kubelet_version",
     "grpc_listen",
     "log_level",
+    "allow_empty",
     "watch",
     "interval",
     "header_read_timeout",

@@ -38,7 +38,7 @@ async fn prompt_200(proxy: &Proxy, path: &str) -> Duration {
 
 #[tokio::test]
 async fn a_thousand_idle_connections_do_not_slow_the_probes() {
-    let proxy = Proxy::start("");
+    let proxy = Proxy::start("allow_empty = true\n");
     let mut idle = Vec::new();
     for _ in 0..1000 {
         idle.push(TcpStream::connect(proxy.addr).await.unwrap());
@@ -51,7 +51,7 @@ async fn a_thousand_idle_connections_do_not_slow_the_probes() {
 
 #[tokio::test]
 async fn past_max_connections_the_oldest_are_closed_not_the_newest_refused() {
-    let proxy = Proxy::start("[server]\nmax_connections = 16\n");
+    let proxy = Proxy::start("allow_empty = true\n[server]\nmax_connections = 16\n");
     let mut idle = Vec::new();
     for _ in 0..100 {
         idle.push(TcpStream::connect(proxy.addr).await.unwrap());
@@ -67,7 +67,7 @@ async fn past_max_connections_the_oldest_are_closed_not_the_newest_refused() {
 
 #[tokio::test]
 async fn a_200_kb_header_gets_431() {
-    let proxy = Proxy::start("");
+    let proxy = Proxy::start("allow_empty = true\n");
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let head = format!(
         "GET /livez HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
@@ -81,7 +81,7 @@ async fn a_200_kb_header_gets_431() {
 
 #[tokio::test]
 async fn a_slowloris_is_cut_off_within_the_header_timeout() {
-    let proxy = Proxy::start("[server]\nheader_read_timeout = \"1s\"\n");
+    let proxy = Proxy::start("allow_empty = true\n[server]\nheader_read_timeout = \"1s\"\n");
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let began = Instant::now();
     // One byte at a time, never finishing the head.
@@ -101,7 +101,7 @@ async fn a_slowloris_is_cut_off_within_the_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
-    let proxy = Proxy::start("[server]\nidle_timeout = \"300ms\"\n");
+    let proxy = Proxy::start("allow_empty = true\n[server]\nidle_timeout = \"300ms\"\n");
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
@@ -119,7 +119,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
 
 #[tokio::test]
 async fn a_flood_of_unknown_paths_gets_404s_and_the_probes_still_answer() {
-    let proxy = Proxy::start("");
+    let proxy = Proxy::start("allow_empty = true\n");
     let addr = proxy.addr;
     let floods: Vec<_> = (0..8)
         .map(|c| {
@@ -142,7 +142,7 @@ async fn a_flood_of_unknown_paths_gets_404s_and_the_probes_still_answer() {
 
 #[tokio::test]
 async fn an_overlong_query_gets_414() {
-    let proxy = Proxy::start("");
+    let proxy = Proxy::start("allow_empty = true\n");
     let long = format!("/readyz?exclude={}", "a".repeat(3000));
     assert_eq!(proxy.get(&long).await.status, 414);
     prompt_200(&proxy, "/readyz?verbose").await;
@@ -150,7 +150,8 @@ async fn an_overlong_query_gets_414() {
 
 #[tokio::test]
 async fn prestop_outlasts_the_request_timeout() {
-    let proxy = Proxy::start("[server]\nrequest_timeout = \"300ms\"\n[drain]\nmin = \"1s\"\n");
+    let proxy =
+        Proxy::start("allow_empty = true\n[server]\nrequest_timeout = \"300ms\"\n[drain]\nmin = \"1s\"\n");
     let began = Instant::now();
     let reply = proxy.get("/prestop").await;
     assert_eq!(reply.status, 200, "{reply:?}");

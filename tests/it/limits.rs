@@ -301,7 +301,7 @@ fn assert_no_probe_lost(seen: &Seen, attack: &str) {
 #[tokio::test]
 async fn half_sent_request_heads_are_evicted_within_the_memory_budget() {
     raise_own_fd_limit();
-    let proxy = Proxy::start("");
+    let proxy = Proxy::start("allow_empty = true\n");
     let pid = proxy.child.id();
     let cgroup = MemoryCgroup::create("heads", DEPLOY_MEMORY_LIMIT);
     if let Some(cgroup) = &cgroup {
@@ -649,7 +649,7 @@ async fn wait_handled(pid: u32, signal: nix::sys::signal::Signal) {
 #[tokio::test]
 async fn signals_sent_by_habit_are_logged_and_ignored() {
     use nix::sys::signal::Signal;
-    let mut proxy = Proxy::start("");
+    let mut proxy = Proxy::start("allow_empty = true\n");
     // SIGHUP is a reload, the habit it comes from: never an exit.
     proxy.signal(Signal::SIGHUP);
     proxy.wait_log("reloading the config").await;
@@ -750,7 +750,11 @@ async fn a_fifo_or_a_device_as_token_file_is_a_clear_error() {
     let config = dir.path().join("config.toml");
     // `run` with `token_file`: its exit code and standard error.
     let run_with = |token_file: String| {
-        std::fs::write(&config, format!("[drain]\ntoken_file = \"{token_file}\"\n")).unwrap();
+        std::fs::write(
+            &config,
+            format!("allow_empty = true\n[drain]\ntoken_file = \"{token_file}\"\n"),
+        )
+        .unwrap();
         let args = [
             "run",
             "--listen",

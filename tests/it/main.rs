@@ -25,6 +25,7 @@ mod metrics;
 mod oracle;
 mod reasons;
 mod reload;
+mod reload_rule;
 mod soak;
 mod support;
 mod thresholds;

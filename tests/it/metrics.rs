@@ -182,7 +182,7 @@ async fn request_labels_stay_bounded_whatever_the_paths() {
 
 #[tokio::test]
 async fn drain_metrics_after_a_drain() {
-    let proxy = Proxy::start("[drain]\nmin = \"200ms\"\n");
+    let proxy = Proxy::start("allow_empty = true\n[drain]\nmin = \"200ms\"\n");
     assert_eq!(proxy.get("/prestop").await.status, 200);
     let m = proxy.get("/metrics").await.body;
     assert_eq!(metric(&m, "healthproxy_draining"), Some(1.0));

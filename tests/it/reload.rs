@@ -6,7 +6,7 @@
 //! drain untouched.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
@@ -182,7 +182,7 @@ async fn a_bad_file_is_rejected_whole_and_the_running_checks_go_on_untouched() {
 }
 
 #[tokio::test]
-async fn unchanged_checks_keep_their_counters_changed_restart_and_removed_leave_metrics() {
+async fn unchanged_and_changed_checks_keep_their_counters_and_removed_leave_metrics() {
     let app = App::start().await;
     let head = "[reload]\nwatch = false\n";
     let proxy = Proxy::start(&format!(
@@ -213,8 +213,8 @@ async fn unchanged_checks_keep_their_counters_changed_restart_and_removed_leave_
         "an unchanged check keeps its counters"
     );
     assert!(
-        successes(&proxy, "changed").await.unwrap_or(0.0) < 5.0,
-        "a changed check starts from zero"
+        successes(&proxy, "changed").await.unwrap() >= 10.0,
+        "a changed check of the same kind keeps its counters"
     );
     assert_eq!(proxy.get("/readyz/removed").await.status, 404);
     let verbose = proxy.get("/readyz?verbose").await.body;
@@ -334,4 +334,212 @@ async fn a_reload_never_touches_a_drain_and_reports_what_needs_a_restart() {
         !text.contains("healthproxy_drain_duration_seconds"),
         "the drain has not ended at the new drain.min"
     );
+}
+
+/// `check`, with the probe kinds `probes` and the failure threshold 1.
+fn check_of(name: &str, probes: &str, app: &App) -> String {
+    check(name, app).replace("[\"readiness\"]", probes) + "failure_threshold = 1\n"
+}
+
+#[tokio::test]
+async fn an_empty_file_or_one_without_a_kind_never_passes_a_failing_probe() {
+    let app = App::start().await;
+    app.set_status(500);
+    let head = "[reload]\ninterval = \"100ms\"\n";
+    let checks = format!(
+        "{}{}",
+        check_of("ready", "[\"readiness\"]", &app),
+        check_of("live", "[\"liveness\"]", &app)
+    );
+    let proxy = Proxy::start(&format!("{head}{checks}"));
+    proxy.wait_status("/readyz", 503).await;
+    proxy.wait_status("/livez", 503).await;
+
+    // Truncated in place (a template that rendered to nothing, a full
+    // disk), then asked for by every trigger.
+    std::fs::File::create(proxy.config_path()).unwrap();
+    proxy.wait_log("config reload rejected").await;
+    proxy.signal(Signal::SIGHUP);
+    let reply = proxy.send("POST", "/reload", &[]).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .contains("check: no [[check]]: every probe would pass whatever the app does"),
+        "{}",
+        reply.body
+    );
+    eventually(Duration::from_secs(10), "three refusals", || async {
+        proxy.log_lines("config reload rejected").len() == 3
+    })
+    .await;
+    // Runs go on and every answer stays a failure.
+    let runs = |text: &str| {
+        metric(
+            text,
+            "healthproxy_check_runs_total{check=\"live\",kind=\"http\",result=\"failure\"}",
+        )
+        .unwrap_or(0.0)
+    };
+    let before = runs(&scrape(&proxy).await);
+    eventually(Duration::from_secs(20), "five more runs", || async {
+        for path in ["/readyz", "/livez"] {
+            assert_eq!(proxy.get(path).await.status, 503, "{path}");
+        }
+        runs(&scrape(&proxy).await) >= before + 5.0
+    })
+    .await;
+    let text = scrape(&proxy).await;
+    assert_eq!(
+        metric(&text, "healthproxy_config_last_reload_successful"),
+        Some(0.0)
+    );
+
+    // The last readiness check removed: refused unless the file says so.
+    let only_live = format!("{head}{}", check_of("live", "[\"liveness\"]", &app));
+    std::fs::write(proxy.config_path(), &only_live).unwrap();
+    let reply = proxy.send("POST", "/reload", &[]).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        reply.body.contains(
+            "config.toml: allow_empty: the new file has no readiness check left: the readyz probe would pass whatever the app does; set allow_empty = [\"readiness\"] if that is meant\n"
+        ),
+        "{}",
+        reply.body
+    );
+    assert_eq!(proxy.get("/readyz").await.status, 503);
+    std::fs::write(
+        proxy.config_path(),
+        format!("allow_empty = [\"readiness\"]\n{only_live}"),
+    )
+    .unwrap();
+    let reply = proxy.send("POST", "/reload", &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        proxy.get("/readyz").await.status,
+        200,
+        "no readiness check, as the file says"
+    );
+    assert_eq!(proxy.get("/livez").await.status, 503);
+}
+
+#[tokio::test]
+async fn a_file_without_checks_does_not_start_and_check_config_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, "").unwrap();
+    let file = path.to_str().unwrap();
+    let expected = format!(
+        "{file}:1:1: check: no [[check]]: every probe would pass whatever the app does; add checks, or set allow_empty = true"
+    );
+    for args in [
+        &["run", "--listen", "127.0.0.1:0", "--config", file][..],
+        &["check-config", file][..],
+    ] {
+        let (code, out) = run_binary(args, Duration::from_secs(10)).await;
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains(&expected), "{args:?}: {out}");
+    }
+    std::fs::write(&path, "allow_empty = true\n").unwrap();
+    let (code, out) = run_binary(&["check-config", file], Duration::from_secs(10)).await;
+    assert_eq!(code, 0, "{out}");
+}
+
+/// The watched path turned into `make(path)`: the running config stays,
+/// the refusal is logged once, the process stays small, and SIGTERM ends
+/// it promptly.
+async fn an_unreadable_watched_path_keeps_the_config(make: impl Fn(&Path), what: &str) {
+    let app = App::start().await;
+    let head = "[reload]\ninterval = \"100ms\"\n[drain]\nmin = \"0s\"\nmax = \"1s\"\n";
+    let mut proxy = Proxy::start(&format!("{head}{}", check("web", &app)));
+    proxy.wait_status("/readyz/web", 200).await;
+    let path = proxy.config_path();
+    std::fs::remove_file(&path).unwrap();
+    make(&path);
+    proxy.wait_log(what).await;
+    // Ten more looks at the path.
+    let runs = successes(&proxy, "web").await.unwrap();
+    wait_successes(&proxy, "web", runs + 10.0).await;
+    assert_eq!(proxy.get("/readyz/web").await.status, 200);
+    assert_eq!(proxy.log_lines(what).len(), 1, "logged once");
+    assert!(proxy.log_lines("config reloaded").is_empty());
+    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.child.id())).unwrap();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    assert!(rss_kib < 64 << 10, "VmRSS {rss_kib} kB");
+    proxy.signal(Signal::SIGTERM);
+    let exit = proxy.wait_exit(Duration::from_secs(10)).await;
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test]
+async fn a_watched_path_that_becomes_dev_zero_is_refused_and_sigterm_still_exits() {
+    an_unreadable_watched_path_keeps_the_config(
+        |path| std::os::unix::fs::symlink("/dev/zero", path).unwrap(),
+        "is a character device, not a regular file: the running config stays",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_watched_path_that_becomes_a_fifo_is_refused_and_sigterm_still_exits() {
+    an_unreadable_watched_path_keeps_the_config(
+        |path| {
+            let made = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+            assert!(made.success());
+        },
+        "is a FIFO, not a regular file: the running config stays",
+    )
+    .await;
+}
+
+/// Finding: a reload compared every check with every other on the thread
+/// that answers the probes; 6,000 checks held it 1.73 s, and a probe
+/// timed out. Matched by name, off that thread, a no-op reload and one
+/// that changes every check leave the probes answering within the
+/// kubelet's default timeout of one second.
+#[tokio::test]
+async fn a_reload_of_thousands_of_checks_never_holds_the_probes() {
+    let app = App::start().await;
+    let checks = |period: &str| -> String {
+        (0..6000)
+            .map(|i| {
+                format!(
+                    "[[check]]\nname = \"c{i}\"\nprobes = [\"liveness\"]\ntcp = {{ port = {} }}\nperiod = \"{period}\"\n",
+                    app.addr.port()
+                )
+            })
+            .collect()
+    };
+    let head = "[reload]\nwatch = false\n";
+    let proxy = Proxy::start(&format!("{head}{}", checks("1h")));
+    proxy.wait_status("/livez", 200).await;
+    for (what, text) in [("no-op", checks("1h")), ("every check changed", checks("2h"))] {
+        std::fs::write(proxy.config_path(), format!("{head}{text}")).unwrap();
+        let applied = proxy.log_lines("config reloaded").len();
+        let asked = Instant::now();
+        proxy.signal(Signal::SIGHUP);
+        let mut slowest = Duration::ZERO;
+        while proxy.log_lines("config reloaded").len() == applied {
+            let start = Instant::now();
+            assert_eq!(proxy.get("/livez").await.status, 200);
+            slowest = slowest.max(start.elapsed());
+            assert!(
+                asked.elapsed() < Duration::from_secs(120),
+                "{what}: the reload was not applied"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        eprintln!(
+            "{what}: applied after {:?}, slowest /livez {slowest:?}",
+            asked.elapsed()
+        );
+        assert!(
+            slowest < Duration::from_secs(1),
+            "{what}: /livez took {slowest:?}"
+        );
+    }
 }
