@@ -578,9 +578,10 @@ fn validate(raw: RawConfig, env: &dyn Env, errors: &mut Errors<'_>) -> Config {
     let server = validate_server(raw.server, errors);
     let user_agent = kube_probe_user_agent(&validate_kubelet_version(raw.kubelet_version, errors));
     let allow_empty = validate_allow_empty(raw.allow_empty, errors);
-    if raw.check.is_empty() && allow_empty != ProbeSet::ALL {
+    if raw.check.is_empty() && allow_empty != ProbeSet::ALL && errors.list.is_empty() {
         // Where a template rendered to nothing or a write was cut short:
-        // every probe would pass whatever the app does.
+        // every probe would pass whatever the app does. (A file with
+        // other errors, such as `[check]` for `[[check]]`, says those.)
         errors.push(
             "check",
             0..0,
