@@ -2,7 +2,8 @@
 # Runs the cargo-fuzz targets of fuzz/ for a bounded time each.
 #
 #   fuzz/run.sh                 every target, FUZZ_SECONDS (default 60) each
-#   fuzz/run.sh config          only the named targets (config, config_fields, query)
+#   fuzz/run.sh config          only the named targets (config, config_fields, query,
+#                               cert_expiry)
 #   FUZZ_SECONDS=600 fuzz/run.sh
 #
 # Installs cargo-fuzz from crates.io when missing. Uses the stable toolchain
@@ -25,7 +26,7 @@ toolchain="${FUZZ_TOOLCHAIN:-stable}"
 sanitizer="${FUZZ_SANITIZER:-none}"
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(config config_fields query)
+    targets=(config config_fields query cert_expiry)
 fi
 
 if ! cargo fuzz --version >/dev/null 2>&1; then

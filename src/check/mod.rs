@@ -23,6 +23,7 @@ pub use exec::{ExecCheck, become_subreaper, kill_orphans, reap_orphans};
 pub use file::FileCheck;
 pub use grpc::GrpcCheck;
 pub use http::HttpCheck;
+pub use http::expiry::not_after as certificate_not_after;
 pub use reason::Reason;
 pub use redis::RedisCheck;
 pub use tcp::TcpCheck;

@@ -529,6 +529,76 @@ http = {{ scheme = "https", port = {}, path = "/healthz", ca_file = {}, cert_fil
     );
 }
 
+/// A server whose chain holds a certificate with a non-ASCII `notAfter`
+/// (crafted bytes: rcgen writes only valid times; unsigned, as a check
+/// without `ca_file` reads but never verifies the chain past the leaf).
+/// The certificate-expiry reader used to panic on it, so every run was
+/// Unknown and `/livez` stayed 200 while the app answered 500. Now the
+/// time is unread, the run is judged by the app's answer, and the chain's
+/// readable expiry is still exported.
+#[tokio::test]
+async fn a_certificate_time_that_is_not_ascii_fails_nothing_but_the_apps_own_failure() {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let ca = Ca::new("server ca");
+    let leaf = ca.issue("app", false);
+    let crafted = super::fuzz_regressions::certificate_expiring_at("3\u{e9}517000000Z".as_bytes());
+    let chain = vec![
+        CertificateDer::from_pem_slice(leaf.cert_pem.as_bytes()).unwrap(),
+        CertificateDer::from(crafted),
+    ];
+    let key = ring::default_provider()
+        .key_provider
+        .load_private_key(PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap())
+        .unwrap();
+    let presented = Arc::new(Rotating(Mutex::new(Arc::new(CertifiedKey::new(chain, key)))));
+    let status = Arc::new(AtomicU16::new(200));
+    let answer = Arc::clone(&status);
+    let server = Server::start_with(
+        Some(serving(presented, &[b"http/1.1"])),
+        Arc::new(move |_: &super::http_check::Seen| reply(answer.load(Ordering::SeqCst), "app")),
+    )
+    .await;
+    let proxy = super::support::Proxy::start(&format!(
+        r#"
+[[check]]
+name = "app"
+probes = ["liveness"]
+period = "1s"
+failure_threshold = 1
+http = {{ scheme = "https", port = {}, path = "/healthz" }}
+"#,
+        server.port(),
+    ));
+    super::support::eventually(Duration::from_secs(20), "a successful run", || async {
+        proxy
+            .get("/livez?verbose&format=json")
+            .await
+            .body
+            .contains("HTTP probe succeeded")
+    })
+    .await;
+    let metrics = proxy.get("/metrics").await.body;
+    assert_eq!(
+        super::support::metric(
+            &metrics,
+            "healthproxy_check_tls_cert_expiry_timestamp_seconds{check=\"app\"}"
+        ),
+        Some(
+            expiry()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        ),
+        "{metrics}"
+    );
+    status.store(500, Ordering::SeqCst);
+    proxy.wait_status("/livez", 503).await;
+    let json = proxy.get("/livez?verbose&format=json").await.body;
+    assert!(json.contains("HTTP probe failed with statuscode: 500"), "{json}");
+    let logs = proxy.log_lines("").join("\n");
+    assert!(!logs.contains("panicked"), "{logs}");
+}
+
 /// A reload that adds a client certificate to a running check applies it:
 /// the check is rebuilt with the new TLS settings, without a restart.
 #[tokio::test]
