@@ -198,8 +198,12 @@ fn check_lints(c: &CheckConfig, own: &[u16]) -> Vec<Lint> {
     out
 }
 
-/// What to do about a secret file that every user may read.
-const CHMOD: &str = "chmod o-r it (or mount the Secret with defaultMode 0400; Kubernetes' default is 0644)";
+/// What to do about a secret file that every user may read. A Secret's
+/// files belong to root unless the pod sets `fsGroup`, so 0400 or 0440
+/// alone leaves the sidecar (deploy/'s `runAsUser: 65532`) "permission
+/// denied"; with `fsGroup` the kubelet gives the files that group (and
+/// adds group read to a read-only volume's files). Issue 27.
+const CHMOD: &str = "chmod o-r it (or mount the Secret with defaultMode 0440 and the pod's securityContext.fsGroup set to the sidecar's runAsGroup, 65532 in deploy/: without fsGroup the files belong to root and the sidecar cannot read them; Kubernetes' default mode is 0644)";
 
 /// Whether every user may read the file at `path` (through a symlink, as
 /// a mounted Secret's files are).

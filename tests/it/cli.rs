@@ -246,3 +246,93 @@ fn check_config_warns_of_checks_of_the_sidecar_itself_and_programs_only_this_mac
     );
     assert!(!stderr.contains("PATH"), "{stderr}");
 }
+
+/// Issue 27: the `key_file` lint advised `defaultMode 0400`, which with
+/// deploy/'s `runAsUser: 65532` and no `fsGroup` leaves the key readable by
+/// root only: "permission denied". Its advice, applied as the kubelet
+/// applies a Secret volume's mode and `fsGroup`, must leave a key the
+/// sidecar's user reads and the lint no longer flags. Needs root (chown,
+/// and running as another user), as CI runs.
+#[test]
+fn the_key_file_lints_advice_gives_a_key_the_sidecars_user_can_read() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    // deploy/native/sidecar.yaml and deploy/classic/sidecar.yaml.
+    const RUN_AS: u32 = 65532;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["client".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert_file, key_file, config) = (
+        dir.path().join("tls.crt"),
+        dir.path().join("tls.key"),
+        dir.path().join("config.toml"),
+    );
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = {{ scheme = \"https\", port = 8443, cert_file = {:?}, key_file = {:?} }}\n",
+            cert_file.display().to_string(),
+            key_file.display().to_string()
+        ),
+    )
+    .unwrap();
+    for file in [&cert_file, &config, &key_file] {
+        // A Secret's or ConfigMap's files without defaultMode.
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let check_config = |as_user: bool| {
+        let mut command = Command::new(binary());
+        command.arg("check-config").arg(&config);
+        if as_user {
+            command.uid(RUN_AS).gid(RUN_AS);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (_, err) = check_config(false);
+    let advice = err
+        .lines()
+        .find(|l| l.contains("key_file") && l.contains("is readable by every user"))
+        .unwrap_or_else(|| panic!("the lint: {err}"));
+    let after = |word: &str| -> Option<String> {
+        let rest = &advice[advice.find(word)? + word.len()..];
+        let digits: String = rest
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(char::is_ascii_digit)
+            .collect();
+        Some(digits)
+    };
+    let mode = u32::from_str_radix(&after("defaultMode").expect("a defaultMode"), 8).unwrap();
+    let fs_group: Option<u32> = after("fsGroup").map(|g| g.parse().unwrap());
+    // The kubelet: the Secret's files are root's; with fsGroup they get
+    // that group, and a read-only volume's files gain group read
+    // (SetVolumeOwnership's 0440 mask).
+    match fs_group {
+        Some(group) => {
+            std::os::unix::fs::chown(&key_file, Some(0), Some(group)).unwrap();
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(mode | 0o440)).unwrap();
+        }
+        None => {
+            std::os::unix::fs::chown(&key_file, Some(0), Some(0)).unwrap();
+            std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+    let (code, err) = check_config(true);
+    assert_eq!(
+        code,
+        Some(0),
+        "the advice as written ({advice}) must work for runAsUser {RUN_AS}: {err}"
+    );
+    assert!(!err.contains("permission denied"), "{err}");
+    assert!(!err.contains("is readable by every user"), "{err}");
+}
