@@ -7,7 +7,7 @@
 //! - [`config`]: the TOML file, validated into typed settings, and lints.
 //! - [`App`]: a config built into a ready application, for `run` and
 //!   `check-config` alike.
-//! - [`check`]: one run of one check (http, tcp, exec, grpc, file), and
+//! - [`check`]: one run of one check (http, tcp, exec, grpc, file, postgres), and
 //!   the reason of a failure.
 //! - [`engine`]: one task per check: timers, timeouts, thresholds.
 //! - [`state`]: the shared snapshot, the one owner of every check's state

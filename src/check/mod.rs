@@ -8,6 +8,7 @@ mod exec;
 mod file;
 mod grpc;
 mod http;
+mod postgres;
 mod reason;
 mod redis;
 mod tcp;
@@ -17,13 +18,14 @@ use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{CheckKind, HttpSpec, RedisSpec};
+use crate::config::{CheckKind, HttpSpec, PostgresSpec, RedisSpec};
 
 pub use exec::{ExecCheck, become_subreaper, kill_orphans, reap_orphans};
 pub use file::FileCheck;
 pub use grpc::GrpcCheck;
 pub use http::HttpCheck;
 pub use http::expiry::not_after as certificate_not_after;
+pub use postgres::PostgresCheck;
 pub use reason::Reason;
 pub use redis::RedisCheck;
 pub use tcp::TcpCheck;
@@ -209,7 +211,11 @@ pub const MAX_MESSAGE: usize = 1024;
 pub fn fds_while_running(kind: &CheckKind) -> u64 {
     match kind {
         CheckKind::Exec(_) => 3,
-        CheckKind::Http(_) | CheckKind::Tcp(_) | CheckKind::Grpc(_) | CheckKind::Redis(_) => 1,
+        CheckKind::Http(_)
+        | CheckKind::Tcp(_)
+        | CheckKind::Grpc(_)
+        | CheckKind::Redis(_)
+        | CheckKind::Postgres(_) => 1,
         CheckKind::File(_) => 0,
     }
 }
@@ -230,6 +236,8 @@ pub enum Check {
     File(FileCheck),
     /// `redis-cli ping`.
     Redis(Box<RedisCheck>),
+    /// A PostgreSQL server.
+    Postgres(Box<PostgresCheck>),
 }
 
 /// A check that cannot be prepared (a CA file that does not load).
@@ -260,6 +268,9 @@ impl Check {
             CheckKind::Redis(spec) => {
                 Check::Redis(Box::new(RedisCheck::new(RedisSpec::clone(spec)).map_err(err)?))
             }
+            CheckKind::Postgres(spec) => Check::Postgres(Box::new(
+                PostgresCheck::new(PostgresSpec::clone(spec)).map_err(err)?,
+            )),
         })
     }
 
@@ -293,6 +304,7 @@ impl Check {
             Check::Grpc(c) => Box::pin(c.run(timeout)).await,
             Check::File(c) => c.run(timeout).await,
             Check::Redis(c) => Box::pin(c.run(timeout)).await,
+            Check::Postgres(c) => Box::pin(c.run(timeout)).await,
         }
     }
 }

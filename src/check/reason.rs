@@ -34,6 +34,10 @@ pub enum Reason {
     /// The server answered, but not what the check expects: an error
     /// reply, a failed query, a dialogue's pattern not found.
     Reply,
+    /// A server that answered it is not accepting connections now:
+    /// starting up, shutting down, in recovery (PostgreSQL's SQLSTATE
+    /// 57P03, `pg_isready`'s "rejecting connections").
+    Rejecting,
     /// The peer does not speak the check's protocol.
     Protocol,
     /// Anything else.
@@ -42,7 +46,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in declaration order: `reason as usize` indexes it.
-    pub(crate) const ALL: [Reason; 15] = [
+    pub(crate) const ALL: [Reason; 16] = [
         Reason::Timeout,
         Reason::Refused,
         Reason::Dns,
@@ -56,6 +60,7 @@ impl Reason {
         Reason::Header,
         Reason::Auth,
         Reason::Reply,
+        Reason::Rejecting,
         Reason::Protocol,
         Reason::Other,
     ];
@@ -76,6 +81,7 @@ impl Reason {
             Reason::Header => "header",
             Reason::Auth => "auth",
             Reason::Reply => "reply",
+            Reason::Rejecting => "rejecting",
             Reason::Protocol => "protocol",
             Reason::Other => "other",
         }

@@ -10,7 +10,8 @@ use tokio::time::Instant;
 
 use crate::check::Check;
 use crate::config::{
-    CheckKind, DEFAULT_KUBELET_VERSION, ExecSpec, GrpcSpec, Host, HttpSpec, TcpSpec, kube_probe_user_agent,
+    CheckKind, DEFAULT_KUBELET_VERSION, DEFAULT_POSTGRES_USER, ExecSpec, GrpcSpec, Host, HttpSpec, PgAddress,
+    PostgresSpec, SslMode, TcpSpec, kube_probe_user_agent,
 };
 
 /// What to wait for, from the command line.
@@ -25,6 +26,11 @@ pub(crate) struct WaitArgs {
     /// A gRPC health service that must be SERVING: HOST:PORT[/SERVICE] (repeatable).
     #[arg(long = "grpc", value_name = "HOST:PORT[/SERVICE]")]
     grpc: Vec<String>,
+    /// A PostgreSQL server that must accept connections, as `pg_isready`
+    /// says it: [USER@]HOST:PORT[/DBNAME], HOST a name, an address or a
+    /// socket directory (repeatable).
+    #[arg(long = "postgres", value_name = "[USER@]HOST:PORT[/DBNAME]")]
+    postgres: Vec<String>,
     /// A command that must exit 0, run with /bin/sh -c (repeatable).
     #[arg(long = "exec", value_name = "CMD")]
     exec: Vec<String>,
@@ -53,7 +59,7 @@ struct Target {
 pub(super) fn wait(args: WaitArgs) -> ExitCode {
     let targets = match targets(&args) {
         Ok(t) if t.is_empty() => {
-            eprintln!("nothing to wait for: give --tcp, --http, --grpc or --exec");
+            eprintln!("nothing to wait for: give --tcp, --http, --grpc, --postgres or --exec");
             return ExitCode::from(super::EXIT_CONFIG);
         }
         Ok(t) => t,
@@ -146,6 +152,42 @@ fn host_port(text: &str) -> Result<(Host, u16), String> {
     ))
 }
 
+/// `[USER@]HOST:PORT[/DBNAME]` as a pg_isready check (no query).
+fn postgres(text: &str) -> Result<PostgresSpec, String> {
+    let (user, rest) = match text.split_once('@') {
+        Some((user, rest)) if !user.is_empty() => (user, rest),
+        _ => (DEFAULT_POSTGRES_USER, text),
+    };
+    let (authority, dbname) = rest
+        .split_once('/')
+        .filter(|_| !rest.starts_with('/'))
+        .unwrap_or((rest, user));
+    let (address, port) = if authority.starts_with('/') {
+        let (dir, port) = authority
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{text:?}: write [USER@]HOST:PORT[/DBNAME]"))?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{text:?}: {port:?} is not a port"))?;
+        (PgAddress::Socket(dir.into()), port)
+    } else {
+        let (host, port) = host_port(authority)?;
+        (PgAddress::Tcp(host), port)
+    };
+    Ok(PostgresSpec {
+        address,
+        port,
+        user: user.to_string(),
+        dbname: if dbname.is_empty() { user } else { dbname }.to_string(),
+        sslmode: SslMode::Prefer,
+        connect_timeout: None,
+        password: None,
+        query: None,
+    })
+}
+
 fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
     let mut out = Vec::new();
     let mut push = |label: String, kind: CheckKind| -> Result<(), String> {
@@ -175,6 +217,12 @@ fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
         };
         push(format!("grpc {g}"), CheckKind::Grpc(spec))?;
     }
+    for p in &args.postgres {
+        push(
+            format!("postgres {p}"),
+            CheckKind::Postgres(Box::new(postgres(p)?)),
+        )?;
+    }
     for e in &args.exec {
         let spec = ExecSpec {
             command: vec!["/bin/sh".into(), "-c".into(), e.clone()],
@@ -184,4 +232,35 @@ fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
         push(format!("exec {e:?}"), CheckKind::Exec(spec))?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_targets_read_as_libpq_defaults_them() {
+        let spec = postgres("db:5432").unwrap();
+        assert_eq!(
+            spec.address,
+            PgAddress::Tcp(Host {
+                name: "db".into(),
+                from_env: None
+            })
+        );
+        assert_eq!(
+            (spec.port, spec.user.as_str(), spec.dbname.as_str()),
+            (5432, "postgres", "postgres")
+        );
+        let spec = postgres("app@127.0.0.1:6432/orders").unwrap();
+        assert_eq!(
+            (spec.user.as_str(), spec.dbname.as_str(), spec.port),
+            ("app", "orders", 6432)
+        );
+        let spec = postgres("app@/var/run/postgresql:5432").unwrap();
+        assert_eq!(spec.address, PgAddress::Socket("/var/run/postgresql".into()));
+        assert_eq!(spec.dbname, "app");
+        assert!(postgres("db").unwrap_err().contains("HOST:PORT"));
+        assert!(postgres("/run/pg:0").unwrap_err().contains("not a port"));
+    }
 }

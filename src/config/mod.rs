@@ -7,6 +7,7 @@
 
 mod lint;
 mod native;
+mod postgres;
 mod raw;
 mod rules;
 
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use lint::{Lint, lints, missing_program};
 pub use native::{Credential, RedisExpect, RedisSpec};
+pub use postgres::{DEFAULT_POSTGRES_PORT, DEFAULT_POSTGRES_USER, PgAddress, PostgresSpec, SslMode};
 pub use raw::parse_duration;
 pub use rules::{Pattern, SecretHeader, SecretSource, StatusSet, TlsSpec};
 
@@ -420,6 +422,8 @@ pub enum CheckKind {
     File(FileSpec),
     /// PING, as `redis-cli ping`.
     Redis(Box<RedisSpec>),
+    /// A PostgreSQL server, as `pg_isready` or `psql -c QUERY` sees it.
+    Postgres(Box<PostgresSpec>),
 }
 
 impl CheckKind {
@@ -432,6 +436,7 @@ impl CheckKind {
             CheckKind::Grpc(_) => "grpc",
             CheckKind::File(_) => "file",
             CheckKind::Redis(_) => "redis",
+            CheckKind::Postgres(_) => "postgres",
         }
     }
 
@@ -442,6 +447,10 @@ impl CheckKind {
             CheckKind::Tcp(t) => Some(&t.host),
             CheckKind::Grpc(g) => Some(&g.host),
             CheckKind::Redis(r) => Some(&r.host),
+            CheckKind::Postgres(p) => match &p.address {
+                PgAddress::Tcp(host) => Some(host),
+                PgAddress::Socket(_) => None,
+            },
             CheckKind::Exec(_) | CheckKind::File(_) => None,
         }
     }

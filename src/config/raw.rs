@@ -12,6 +12,7 @@ use toml::Spanned;
 use super::*;
 
 mod native;
+mod postgres;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -90,6 +91,7 @@ struct RawCheck {
     grpc: Option<Spanned<RawGrpc>>,
     file: Option<Spanned<RawFile>>,
     redis: Option<Spanned<native::RawRedis>>,
+    postgres: Option<Spanned<postgres::RawPostgres>>,
 }
 
 fn yes() -> bool {
@@ -482,7 +484,7 @@ fn value_hint(key: &str, message: &str) -> String {
 }
 
 /// The handler keys of a check.
-const HANDLERS: &[&str] = &["http", "tcp", "exec", "grpc", "file", "redis"];
+const HANDLERS: &[&str] = &["http", "tcp", "exec", "grpc", "file", "redis", "postgres"];
 
 /// Kubernetes probe fields pasted into the config: the key to write
 /// instead, and whether the value is in seconds.
@@ -964,6 +966,7 @@ fn validate_kind(
         c.grpc.as_ref().map(|h| ("grpc", h.span())),
         c.file.as_ref().map(|h| ("file", h.span())),
         c.redis.as_ref().map(|h| ("redis", h.span())),
+        c.postgres.as_ref().map(|h| ("postgres", h.span())),
     ];
     let given: Vec<_> = handlers.into_iter().flatten().collect();
     match given.as_slice() {
@@ -1205,6 +1208,9 @@ fn validate_kind(
     }
     if let Some(r) = &c.redis {
         return native::redis(r.get_ref(), &span, env, at, errors);
+    }
+    if let Some(p) = &c.postgres {
+        return postgres::validate(p, env, at, errors);
     }
     if let Some(f) = &c.file {
         let f = f.get_ref();

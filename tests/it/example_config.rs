@@ -81,6 +81,15 @@ const ALL_KEYS: &[&str] = &[
     "grpc.insecure_skip_verify",
     "file.path",
     "file.max_age",
+    "postgres.host",
+    "postgres.port",
+    "postgres.user",
+    "postgres.dbname",
+    "postgres.sslmode",
+    "postgres.connect_timeout",
+    "postgres.query",
+    "postgres.password_file",
+    "postgres.password_env",
 ];
 
 /// The keys whose default the file must state.
@@ -115,6 +124,10 @@ const KEYS_WITH_DEFAULTS: &[&str] = &[
     "grpc.service",
     "grpc.user_agent",
     "grpc.tls",
+    "postgres.host",
+    "postgres.port",
+    "postgres.user",
+    "postgres.sslmode",
 ];
 
 fn no_env(_: &str) -> Option<String> {

@@ -54,7 +54,7 @@ fn host_of(
 /// A credential from a literal, a file or an environment variable; at
 /// most one of them.
 #[allow(clippy::too_many_arguments)]
-fn credential(
+pub(super) fn credential(
     table: &str,
     name: &str,
     literal: Option<&String>,

@@ -1,0 +1,192 @@
+//! `postgres = { ... }` as written, and its validation.
+
+use std::ops::Range;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::native::credential;
+use super::{Dur, Errors, check_port, expand_host};
+use crate::config::{
+    CheckKind, DEFAULT_POSTGRES_PORT, DEFAULT_POSTGRES_USER, Env, PgAddress, PostgresSpec, SslMode,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPostgres {
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    user: Option<Spanned<String>>,
+    dbname: Option<Spanned<String>>,
+    sslmode: Option<SslMode>,
+    connect_timeout: Option<Spanned<Dur>>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    query: Option<Spanned<String>>,
+}
+
+/// The validated handler, or `None` after recording what is wrong.
+pub(super) fn validate(
+    raw: &Spanned<RawPostgres>,
+    env: &dyn Env,
+    at: &dyn Fn(&str) -> String,
+    errors: &mut Errors<'_>,
+) -> Option<CheckKind> {
+    let span: Range<usize> = raw.span();
+    let p = raw.get_ref();
+    let before = errors.list.len();
+    let address = match &p.host {
+        None => PgAddress::Tcp(crate::config::Host {
+            name: crate::config::DEFAULT_HOST.into(),
+            from_env: None,
+        }),
+        // libpq: a host that starts with a slash is a socket directory.
+        Some(h) if h.get_ref().starts_with('/') => PgAddress::Socket(PathBuf::from(h.get_ref())),
+        Some(h) => match expand_host(h.get_ref(), env) {
+            Ok(host) => PgAddress::Tcp(host),
+            Err(message) => {
+                errors.push(at("postgres.host"), h.span(), message);
+                PgAddress::Socket(PathBuf::new())
+            }
+        },
+    };
+    let port = match &p.port {
+        Some(port) => {
+            check_port(port, &at("postgres.port"), errors);
+            *port.get_ref()
+        }
+        None => DEFAULT_POSTGRES_PORT,
+    };
+    let mut text = |key: &str, value: &Option<Spanned<String>>| -> Option<String> {
+        let value = value.as_ref()?;
+        if value.get_ref().is_empty() || value.get_ref().contains('\0') {
+            errors.push(
+                at(&format!("postgres.{key}")),
+                value.span(),
+                "must not be empty or hold a NUL byte",
+            );
+        }
+        Some(value.get_ref().clone())
+    };
+    let user = text("user", &p.user).unwrap_or_else(|| DEFAULT_POSTGRES_USER.to_string());
+    let dbname = text("dbname", &p.dbname).unwrap_or_else(|| user.clone());
+    let query = text("query", &p.query);
+    let connect_timeout = p.connect_timeout.as_ref().map(|d| {
+        if d.get_ref().0.is_zero() {
+            errors.push(at("postgres.connect_timeout"), d.span(), "must be longer than 0s");
+        }
+        d.get_ref().0
+    });
+    let password = credential(
+        "postgres",
+        "password",
+        None,
+        p.password_file.as_ref(),
+        p.password_env.as_ref(),
+        env,
+        at,
+        &span,
+        errors,
+    );
+    if password.is_some() && query.is_none() {
+        let key = if p.password_file.is_some() {
+            "password_file"
+        } else {
+            "password_env"
+        };
+        errors.push(
+            at(&format!("postgres.{key}")),
+            span.clone(),
+            "is only used with `query`: without one the check asks as pg_isready does, which never logs in",
+        );
+    }
+    (errors.list.len() == before).then(|| {
+        CheckKind::Postgres(Box::new(PostgresSpec {
+            address,
+            port,
+            user,
+            dbname,
+            sslmode: p.sslmode.unwrap_or(SslMode::Prefer),
+            connect_timeout,
+            password,
+            query,
+        }))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{CheckKind, Config, PgAddress, SslMode};
+
+    fn parse(table: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let text = format!("[[check]]\nname = \"db\"\nprobes = [\"readiness\"]\npostgres = {table}\n");
+        let env = |name: &str| env.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+        Config::from_toml_str(&text, "c.toml", &env).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_bare_postgres_check_is_pg_isready_with_libpqs_defaults() {
+        let config = parse("{}", &[]).unwrap();
+        let CheckKind::Postgres(spec) = &config.checks[0].kind else {
+            panic!("not postgres");
+        };
+        assert!(matches!(&spec.address, PgAddress::Tcp(h) if h.name == "127.0.0.1"));
+        assert_eq!(
+            (spec.port, spec.user.as_str(), spec.dbname.as_str()),
+            (5432, "postgres", "postgres")
+        );
+        assert_eq!(spec.sslmode, SslMode::Prefer);
+        assert_eq!((spec.query.as_ref(), spec.password.as_ref()), (None, None));
+        let config = parse("{ host = \"/var/run/postgresql\", user = \"app\" }", &[]).unwrap();
+        let CheckKind::Postgres(spec) = &config.checks[0].kind else {
+            panic!("not postgres");
+        };
+        assert_eq!(spec.address, PgAddress::Socket("/var/run/postgresql".into()));
+        assert_eq!(spec.dbname, "app", "the user's name, as libpq");
+    }
+
+    #[test]
+    fn postgres_keys_are_validated_naming_the_key() {
+        let err = parse("{ password_env = \"PW\" }", &[("PW", "x")]).unwrap_err();
+        assert!(
+            err.contains("check[0].postgres.password_env: is only used with `query`"),
+            "{err}"
+        );
+        let err = parse("{ query = \"SELECT 1\", password_env = \"PW\" }", &[]).unwrap_err();
+        assert!(
+            err.contains("postgres.password_env: the environment variable PW is not set"),
+            "{err}"
+        );
+        let err = parse(
+            "{ query = \"SELECT 1\", password_env = \"PW\", password_file = \"/p\" }",
+            &[("PW", "x")],
+        )
+        .unwrap_err();
+        assert!(err.contains("give password one way only"), "{err}");
+        let err = parse("{ user = \"\" }", &[]).unwrap_err();
+        assert!(err.contains("check[0].postgres.user: must not be empty"), "{err}");
+        let err = parse("{ port = 0 }", &[]).unwrap_err();
+        assert!(err.contains("postgres.port: invalid port number: 0"), "{err}");
+        let err = parse("{ sslmode = \"verify-full\" }", &[]).unwrap_err();
+        assert!(err.contains("sslmode"), "{err}");
+        let err = parse("{ host = \"${NOPE}\" }", &[]).unwrap_err();
+        assert!(err.contains("postgres.host"), "{err}");
+        let err = parse("{ connect_timeout = \"0s\" }", &[]).unwrap_err();
+        assert!(err.contains("must be longer than 0s"), "{err}");
+        let err = parse("{ password = \"x\" }", &[]).unwrap_err();
+        assert!(err.contains("unknown field `password`"), "{err}");
+    }
+
+    #[test]
+    fn the_password_from_the_environment_is_never_shown() {
+        let config = parse(
+            "{ query = \"SELECT 1\", password_env = \"PW\" }",
+            &[("PW", "hunter2")],
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<from $PW>"), "{shown}");
+    }
+}

@@ -1,0 +1,769 @@
+//! The `postgres` check against a real PostgreSQL 15 from Debian, with the
+//! real `pg_isready` and `psql -c 'SELECT 1'` as oracles: in every state,
+//! the check's verdict must be the tool's exit status, asked with the same
+//! parameters in the same test.
+//!
+//! One server serves every state that does not change it (up, passwords
+//! right, wrong and missing with SCRAM, MD5 and cleartext, an unknown
+//! database or user, a failing query, TLS, the Unix socket); it starts
+//! once per test binary and a watchdog stops it when the binary exits. A
+//! second server goes through the states that do change it, one after the
+//! other in one test: without TLS, connections exhausted, frozen
+//! (SIGSTOP), shutting down with a client attached (57P03), and in
+//! recovery without hot standby (57P03 again).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use healthproxy::check::{Check, Outcome, Reason, Verdict};
+use healthproxy::config::Config;
+
+use crate::support::{eventually, refusing_port, tool};
+
+/// The check's timeout: long enough for a loaded CI machine, and shorter
+/// than the tools' connect timeout where a state makes both wait.
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The PostgreSQL server binaries (Debian's layout).
+fn server_bin(name: &str) -> PathBuf {
+    let found = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin").join(name))
+        .filter(|p| p.is_file())
+        .max();
+    found.unwrap_or_else(|| {
+        panic!("PostgreSQL's {name} is not installed: .ci/install.d/databases.sh installs it")
+    })
+}
+
+/// PostgreSQL refuses to run as root: as root, the server runs as the
+/// `postgres` user the Debian package creates.
+fn as_server_user(program: &Path) -> Command {
+    if nix::unistd::Uid::effective().is_root() {
+        let user = nix::unistd::User::from_name("postgres")
+            .ok()
+            .flatten()
+            .expect("the postgres user (created by Debian's postgresql package)");
+        let mut cmd = Command::new(tool("setpriv"));
+        cmd.arg(format!("--reuid={}", user.uid))
+            .arg(format!("--regid={}", user.gid))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+fn chown_to_server_user(path: &Path) {
+    if nix::unistd::Uid::effective().is_root() {
+        let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+        std::os::unix::fs::chown(path, Some(user.uid.as_raw()), Some(user.gid.as_raw())).unwrap();
+    }
+}
+
+/// A data directory made by initdb, with the roles and `pg_hba.conf` the
+/// tests use, and a self-signed certificate for TLS.
+fn init(dir: &Path) -> PathBuf {
+    chown_to_server_user(dir);
+    let data = dir.join("data");
+    let out = as_server_user(&server_bin("initdb"))
+        .args(["-D"])
+        .arg(&data)
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "initdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\n\
+         host all trusty 127.0.0.1/32 trust\n\
+         host all md5user 127.0.0.1/32 md5\n\
+         host all clear 127.0.0.1/32 password\n\
+         host all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(data.join("server.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(data.join("server.key"), cert.signing_key.serialize_pem()).unwrap();
+    for file in ["pg_hba.conf", "server.crt", "server.key"] {
+        let path = data.join(file);
+        chown_to_server_user(&path);
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+    let sockets = dir.join("sock");
+    std::fs::create_dir(&sockets).unwrap();
+    chown_to_server_user(&sockets);
+    data
+}
+
+/// A running postmaster.
+struct Server {
+    dir: PathBuf,
+    port: u16,
+    postmaster: Child,
+}
+
+impl Server {
+    /// Starts `postgres` on `data` with `settings`, on 127.0.0.1 and a
+    /// socket in `dir/sock`, and returns once it accepts connections (or,
+    /// with `until_rejecting`, once it answers 57P03). The port is one the
+    /// kernel had free; if another process takes it first, the server
+    /// fails to bind and another port is tried.
+    fn start(dir: &Path, settings: &[&str], until: i32) -> Server {
+        for _ in 0..5 {
+            let port = crate::oracle::free_port();
+            let mut cmd = as_server_user(&server_bin("postgres"));
+            cmd.arg("-D")
+                .arg(dir.join("data"))
+                .args(["-p", &port.to_string(), "-k"])
+                .arg(dir.join("sock"))
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join(format!("log-{port}"))).unwrap());
+            for s in settings {
+                cmd.args(["-c", s]);
+            }
+            let mut postmaster = cmd.spawn().unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                if postmaster.try_wait().unwrap().is_some() {
+                    break;
+                }
+                let status = pg_isready(port, &[]).0;
+                if status == until {
+                    return Server {
+                        dir: dir.to_path_buf(),
+                        port,
+                        postmaster,
+                    };
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "postgres did not start: {}",
+                    std::fs::read_to_string(dir.join(format!("log-{port}"))).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        panic!("postgres could not bind a port in 5 tries");
+    }
+
+    fn sockets(&self) -> PathBuf {
+        self.dir.join("sock")
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.postmaster.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// SQL run as the superuser over the Unix socket.
+    fn sql(&self, sql: &str) {
+        let out = Command::new(tool("psql"))
+            .args([
+                "-X",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-h",
+            ])
+            .arg(self.sockets())
+            .args(["-p", &self.port.to_string(), "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A psql session that stays connected until dropped: a client held
+    /// open, as an app's connection pool holds one.
+    fn session(&self, user: &str) -> Session {
+        let mut child = Command::new(tool("psql"))
+            .args([
+                "-X",
+                "-q",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                user,
+                "-d",
+                "postgres",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // The session is established once it answers a query.
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "SELECT 'ready';").unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("ready") {
+            line.clear();
+            let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+            assert!(n > 0, "the held psql session ended");
+        }
+        Session {
+            child,
+            _stdin: stdin,
+            _stdout: out,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Only a postmaster not yet reaped: its pid is still its own.
+        if let Ok(None) = self.postmaster.try_wait() {
+            // Immediate shutdown: nothing here needs to be kept.
+            self.signal_quietly(nix::sys::signal::Signal::SIGCONT);
+            self.signal_quietly(nix::sys::signal::Signal::SIGQUIT);
+            let _ = self.postmaster.wait();
+        }
+    }
+}
+
+impl Server {
+    fn signal_quietly(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.postmaster.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+    }
+}
+
+struct Session {
+    child: Child,
+    _stdin: ChildStdin,
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server that every state test but the sequential one shares,
+/// started on first use. It outlives the tests (statics are not dropped):
+/// a watchdog shell whose stdin is held here stops it and removes its
+/// directory when the test binary exits and the pipe closes.
+struct Shared {
+    server: Server,
+    _watchdog: (Child, ChildStdin),
+}
+
+fn shared() -> &'static Server {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    &SHARED
+        .get_or_init(|| {
+            let dir = tempfile::Builder::new().prefix("hp-pg-").tempdir().unwrap().keep();
+            init(&dir);
+            let server = Server::start(&dir, &["ssl=on", "max_connections=40"], 0);
+            let mut watchdog = Command::new("/bin/sh")
+                .args([
+                    "-c",
+                    "read _; kill -QUIT \"$1\"; while kill -0 \"$1\" 2>/dev/null; do sleep 0.1; done; rm -rf \"$2\"",
+                    "watchdog",
+                ])
+                .arg(server.postmaster.id().to_string())
+                .arg(&dir)
+                .stdin(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let watchdog_stdin = watchdog.stdin.take().unwrap();
+            server.sql("CREATE ROLE trusty LOGIN");
+            server.sql("CREATE ROLE scram LOGIN PASSWORD 'scram-secret'");
+            server.sql("CREATE ROLE clear LOGIN PASSWORD 'clear-secret'");
+            server.sql("SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN PASSWORD 'md5-secret'");
+            Shared {
+                server,
+                _watchdog: (watchdog, watchdog_stdin),
+            }
+        })
+        .server
+}
+
+/// What one probe is asked with, for the check and both tools.
+#[derive(Clone, Default)]
+struct Ask {
+    host: String,
+    port: u16,
+    user: String,
+    dbname: String,
+    password: Option<String>,
+    sslmode: Option<&'static str>,
+    query: String,
+    connect_timeout: Option<u32>,
+}
+
+impl Ask {
+    fn tcp(port: u16, user: &str) -> Ask {
+        Ask {
+            host: "127.0.0.1".into(),
+            port,
+            user: user.into(),
+            dbname: "postgres".into(),
+            query: "SELECT 1".into(),
+            ..Ask::default()
+        }
+    }
+
+    fn password(mut self, password: &str) -> Ask {
+        self.password = Some(password.into());
+        self
+    }
+
+    fn dbname(mut self, dbname: &str) -> Ask {
+        self.dbname = dbname.into();
+        self
+    }
+
+    fn sslmode(mut self, mode: &'static str) -> Ask {
+        self.sslmode = Some(mode);
+        self
+    }
+
+    fn query(mut self, query: &str) -> Ask {
+        self.query = query.into();
+        self
+    }
+
+    /// The check's table, as written in a config; the password comes
+    /// from the environment variable PGPASSWORD, as the tools take it.
+    fn table(&self, query: bool) -> String {
+        let mut keys = vec![
+            format!("host = {:?}", self.host),
+            format!("port = {}", self.port),
+            format!("user = {:?}", self.user),
+            format!("dbname = {:?}", self.dbname),
+        ];
+        if let Some(mode) = self.sslmode {
+            keys.push(format!("sslmode = {mode:?}"));
+        }
+        if let Some(t) = self.connect_timeout {
+            keys.push(format!("connect_timeout = \"{t}s\""));
+        }
+        if query {
+            keys.push(format!("query = {:?}", self.query));
+            if self.password.is_some() {
+                keys.push("password_env = \"PGPASSWORD\"".into());
+            }
+        }
+        format!("{{ {} }}", keys.join(", "))
+    }
+
+    async fn native(&self, query: bool) -> Outcome {
+        let text = format!(
+            "[[check]]\nname = \"db\"\nprobes = [\"readiness\"]\npostgres = {}\n",
+            self.table(query)
+        );
+        let password = self.password.clone();
+        let env = move |name: &str| (name == "PGPASSWORD").then(|| password.clone()).flatten();
+        let config = Config::from_toml_str(&text, "test", &env).unwrap_or_else(|e| panic!("{e}"));
+        let check = Check::new("db", &config.checks[0].kind).unwrap();
+        check.run(TIMEOUT).await
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env_remove("PGPASSWORD")
+            .env_remove("PGSSLMODE")
+            .env_remove("PGCONNECT_TIMEOUT")
+            .env("PGPASSFILE", "/nonexistent")
+            .stdin(Stdio::null());
+        if let Some(p) = &self.password {
+            cmd.env("PGPASSWORD", p);
+        }
+        if let Some(mode) = self.sslmode {
+            cmd.env("PGSSLMODE", mode);
+        }
+        if let Some(t) = self.connect_timeout {
+            cmd.env("PGCONNECT_TIMEOUT", t.to_string());
+        }
+    }
+
+    /// `pg_isready -h H -p P -U U -d D [-t T]`: exit status and output.
+    fn pg_isready(&self) -> (i32, String) {
+        let mut cmd = Command::new(tool("pg_isready"));
+        cmd.args([
+            "-h",
+            &self.host,
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            &self.user,
+            "-d",
+            &self.dbname,
+        ]);
+        if let Some(t) = self.connect_timeout {
+            cmd.args(["-t", &t.to_string()]);
+        }
+        self.env(&mut cmd);
+        run(cmd)
+    }
+
+    /// `psql -h H -p P -U U -d D -c QUERY`, without a password prompt
+    /// (`-w`: a probe has no terminal to answer one; psql's exit status is
+    /// the same either way).
+    fn psql(&self) -> (i32, String) {
+        let mut cmd = Command::new(tool("psql"));
+        cmd.args([
+            "-X",
+            "-w",
+            "-h",
+            &self.host,
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            &self.user,
+        ])
+        .args(["-d", &self.dbname, "-c", &self.query]);
+        self.env(&mut cmd);
+        run(cmd)
+    }
+
+    /// Asks the check as pg_isready and pg_isready itself; asserts that
+    /// they agree and returns both.
+    async fn as_pg_isready(&self) -> (Outcome, i32) {
+        let (status, said) = self.pg_isready();
+        let outcome = self.native(false).await;
+        assert_eq!(
+            outcome.verdict == Verdict::Success,
+            status == 0,
+            "pg_isready exited {status} ({said}), the check said {outcome:?}"
+        );
+        (outcome, status)
+    }
+
+    /// Asks the check as psql and psql itself; asserts that they agree.
+    async fn as_psql(&self) -> (Outcome, i32) {
+        let (status, said) = self.psql();
+        let outcome = self.native(true).await;
+        assert_eq!(
+            outcome.verdict == Verdict::Success,
+            status == 0,
+            "psql exited {status} ({said}), the check said {outcome:?}"
+        );
+        (outcome, status)
+    }
+}
+
+fn run(mut cmd: Command) -> (i32, String) {
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text.trim().to_string())
+}
+
+fn pg_isready(port: u16, extra: &[&str]) -> (i32, String) {
+    let mut cmd = Command::new(tool("pg_isready"));
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "1"])
+        .args(extra)
+        .env("PGSSLMODE", "disable");
+    run(cmd)
+}
+
+fn failed(outcome: &Outcome) -> Option<Reason> {
+    (outcome.verdict == Verdict::Failure)
+        .then_some(outcome.reason)
+        .flatten()
+}
+
+#[tokio::test]
+async fn up_with_trust_both_agree_and_pg_isready_words_are_kept() {
+    let server = shared();
+    let ask = Ask::tcp(server.port, "trusty");
+    let (outcome, status) = ask.as_pg_isready().await;
+    assert_eq!(status, 0);
+    assert_eq!(
+        outcome.message,
+        format!("127.0.0.1:{} - accepting connections", server.port)
+    );
+    assert_eq!(ask.pg_isready().1, outcome.message, "pg_isready's own line");
+    let (outcome, status) = ask.as_psql().await;
+    assert_eq!(status, 0);
+    assert_eq!(outcome.message, "SELECT 1: (1 row)");
+}
+
+#[tokio::test]
+async fn passwords_right_wrong_and_missing_for_scram_md5_and_cleartext() {
+    let server = shared();
+    for (user, secret) in [
+        ("scram", "scram-secret"),
+        ("md5user", "md5-secret"),
+        ("clear", "clear-secret"),
+    ] {
+        let right = Ask::tcp(server.port, user).password(secret);
+        assert_eq!(right.as_pg_isready().await.1, 0, "{user}");
+        let (outcome, status) = right.as_psql().await;
+        assert_eq!(
+            (status, outcome.verdict),
+            (0, Verdict::Success),
+            "{user}: {outcome:?}"
+        );
+
+        // pg_isready never logs in: a wrong or missing password is "up".
+        let wrong = Ask::tcp(server.port, user).password("wrong");
+        assert_eq!(wrong.as_pg_isready().await.1, 0, "{user}");
+        let (outcome, status) = wrong.as_psql().await;
+        assert_eq!(status, 2, "{user}");
+        assert_eq!(failed(&outcome), Some(Reason::Auth), "{user}: {outcome:?}");
+        assert!(
+            outcome.message.contains("password authentication failed"),
+            "{user}: {}",
+            outcome.message
+        );
+
+        let missing = Ask::tcp(server.port, user);
+        assert_eq!(missing.as_pg_isready().await.1, 0, "{user}");
+        let (outcome, status) = missing.as_psql().await;
+        assert_eq!(status, 2, "{user}");
+        assert_eq!(failed(&outcome), Some(Reason::Auth), "{user}: {outcome:?}");
+        assert!(
+            outcome.message.ends_with("fe_sendauth: no password supplied"),
+            "{}",
+            outcome.message
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_database_or_user_is_up_for_pg_isready_and_down_for_psql() {
+    let server = shared();
+    let no_db = Ask::tcp(server.port, "trusty").dbname("nope");
+    // With trust the server accepts the login before it looks for the
+    // database: the authentication request alone says "up".
+    assert_eq!(no_db.as_pg_isready().await.1, 0);
+    let (outcome, status) = no_db.as_psql().await;
+    assert_eq!(status, 2);
+    assert_eq!(failed(&outcome), Some(Reason::Reply), "{outcome:?}");
+
+    let no_user = Ask::tcp(server.port, "nobody-such").password("x");
+    assert_eq!(no_user.as_pg_isready().await.1, 0);
+    let (outcome, status) = no_user.as_psql().await;
+    assert_eq!(status, 2);
+    assert_eq!(failed(&outcome), Some(Reason::Auth), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn a_failing_query_is_psqls_exit_1() {
+    let server = shared();
+    let ask = Ask::tcp(server.port, "trusty").query("SELECT * FROM no_such_table");
+    let (outcome, status) = ask.as_psql().await;
+    assert_eq!(status, 1);
+    assert_eq!(failed(&outcome), Some(Reason::Reply), "{outcome:?}");
+    // psql's `ERROR:  relation ...`, its spaces folded as every message.
+    assert_eq!(
+        outcome.message,
+        "ERROR: relation \"no_such_table\" does not exist"
+    );
+}
+
+#[tokio::test]
+async fn every_sslmode_against_a_server_with_tls() {
+    let server = shared();
+    for mode in ["disable", "prefer", "require"] {
+        let ask = Ask::tcp(server.port, "scram")
+            .password("scram-secret")
+            .sslmode(mode);
+        assert_eq!(ask.as_pg_isready().await.1, 0, "{mode}");
+        assert_eq!(ask.as_psql().await.1, 0, "{mode}");
+    }
+}
+
+#[tokio::test]
+async fn over_the_unix_socket() {
+    let server = shared();
+    let mut ask = Ask::tcp(server.port, "trusty");
+    ask.host = server.sockets().display().to_string();
+    let (outcome, status) = ask.as_pg_isready().await;
+    assert_eq!(status, 0);
+    assert_eq!(ask.pg_isready().1, outcome.message, "pg_isready's own line");
+    assert_eq!(ask.as_psql().await.1, 0);
+
+    // A socket directory with no server in it.
+    ask.host = server.dir.join("data").display().to_string();
+    let (outcome, status) = ask.as_pg_isready().await;
+    assert_eq!(status, 2);
+    assert_eq!(failed(&outcome), Some(Reason::Refused), "{outcome:?}");
+    assert_eq!(ask.as_psql().await.1, 2);
+}
+
+#[tokio::test]
+async fn not_running_is_no_response() {
+    let (_socket, port) = refusing_port();
+    let ask = Ask::tcp(port, "trusty");
+    let (outcome, status) = ask.as_pg_isready().await;
+    assert_eq!(status, 2);
+    assert_eq!(failed(&outcome), Some(Reason::Refused));
+    assert!(
+        outcome
+            .message
+            .starts_with(&format!("127.0.0.1:{port} - no response")),
+        "{}",
+        outcome.message
+    );
+    let (outcome, status) = ask.as_psql().await;
+    assert_eq!(status, 2);
+    assert_eq!(failed(&outcome), Some(Reason::Refused));
+}
+
+/// The states that change the server, in order, on a server of their own.
+#[tokio::test]
+async fn states_that_change_the_server_in_order() {
+    let dir = tempfile::Builder::new().prefix("hp-pg-").tempdir().unwrap();
+    init(dir.path());
+    let mut server = Server::start(
+        dir.path(),
+        &["max_connections=3", "superuser_reserved_connections=0"],
+        0,
+    );
+    server.sql("CREATE ROLE trusty LOGIN");
+    let ask = Ask::tcp(server.port, "trusty");
+
+    // TLS required of a server without it: psql and pg_isready both give
+    // up before the server says a word.
+    let tls = ask.clone().sslmode("require");
+    let (outcome, status) = tls.as_pg_isready().await;
+    assert_eq!(status, 2);
+    assert_eq!(failed(&outcome), Some(Reason::Tls), "{outcome:?}");
+    assert_eq!(tls.as_psql().await.1, 2);
+
+    // Connections exhausted: "sorry, too many clients already" (53300)
+    // is an answer, so pg_isready says up and psql fails.
+    {
+        let _held: Vec<Session> = (0..3).map(|_| server.session("trusty")).collect();
+        let (outcome, status) = ask.as_pg_isready().await;
+        assert_eq!(status, 0);
+        assert!(
+            outcome.message.contains("too many clients"),
+            "{}",
+            outcome.message
+        );
+        let (outcome, status) = ask.as_psql().await;
+        assert_eq!(status, 2);
+        assert_eq!(failed(&outcome), Some(Reason::Reply), "{outcome:?}");
+    }
+    eventually(
+        Duration::from_secs(30),
+        "a connection slot free again",
+        || async { ask.psql().0 == 0 },
+    )
+    .await;
+
+    // Frozen: the kernel accepts the connection, nobody answers.
+    server.signal(nix::sys::signal::Signal::SIGSTOP);
+    let mut frozen = ask.clone();
+    frozen.connect_timeout = Some(2);
+    let (outcome, status) = frozen.as_pg_isready().await;
+    assert_eq!(status, 2);
+    assert_eq!(failed(&outcome), Some(Reason::Timeout), "{outcome:?}");
+    let (outcome, status) = frozen.as_psql().await;
+    assert_eq!(status, 2);
+    assert_eq!(failed(&outcome), Some(Reason::Timeout), "{outcome:?}");
+    server.signal(nix::sys::signal::Signal::SIGCONT);
+    eventually(Duration::from_secs(30), "the server answering again", || async {
+        ask.pg_isready().0 == 0
+    })
+    .await;
+
+    // Shutting down (smart) while a client stays attached: 57P03.
+    {
+        let _client = server.session("trusty");
+        server.signal(nix::sys::signal::Signal::SIGTERM);
+        eventually(Duration::from_secs(30), "the shutdown to begin", || async {
+            ask.pg_isready().0 == 1
+        })
+        .await;
+        let (outcome, status) = ask.as_pg_isready().await;
+        assert_eq!(status, 1);
+        assert_eq!(failed(&outcome), Some(Reason::Rejecting), "{outcome:?}");
+        assert!(
+            outcome
+                .message
+                .starts_with(&format!("127.0.0.1:{} - rejecting connections", server.port)),
+            "{}",
+            outcome.message
+        );
+        let (outcome, status) = ask.as_psql().await;
+        assert_eq!(status, 2);
+        assert_eq!(failed(&outcome), Some(Reason::Rejecting), "{outcome:?}");
+    }
+    let exited = server.postmaster.wait().unwrap();
+    assert!(exited.success(), "smart shutdown: {exited}");
+
+    // In recovery without hot standby: a standby with no primary waits
+    // for WAL for ever, and every connection gets 57P03.
+    std::fs::write(dir.path().join("data/standby.signal"), "").unwrap();
+    chown_to_server_user(&dir.path().join("data/standby.signal"));
+    let server = Server::start(dir.path(), &["hot_standby=off"], 1);
+    let ask = Ask::tcp(server.port, "trusty");
+    let (outcome, status) = ask.as_pg_isready().await;
+    assert_eq!(status, 1);
+    assert_eq!(failed(&outcome), Some(Reason::Rejecting), "{outcome:?}");
+    let (outcome, status) = ask.as_psql().await;
+    assert_eq!(status, 2);
+    assert_eq!(failed(&outcome), Some(Reason::Rejecting), "{outcome:?}");
+}
+
+#[tokio::test]
+async fn wait_returns_once_the_server_accepts_connections() {
+    let server = shared();
+    let target = format!("trusty@127.0.0.1:{}/postgres", server.port);
+    let (code, stderr) = crate::support::run_binary(
+        &["wait", "--postgres", &target, "--timeout", "10s"],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains(&format!("postgres {target} is up")), "{stderr}");
+
+    let (_socket, port) = refusing_port();
+    let target = format!("127.0.0.1:{port}");
+    let (code, stderr) = crate::support::run_binary(
+        &[
+            "wait",
+            "--postgres",
+            &target,
+            "--timeout",
+            "1s",
+            "--interval",
+            "200ms",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no response"), "{stderr}");
+}
