@@ -767,3 +767,46 @@ async fn wait_returns_once_the_server_accepts_connections() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("no response"), "{stderr}");
 }
+
+/// A port where something else answers: an HTTP server's reply to the
+/// SSL request, or an authentication request that is no such thing.
+#[tokio::test]
+async fn a_server_that_is_not_postgresql_is_no_response() {
+    for (name, reply) in [
+        ("http", b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()),
+        ("oversized auth request", {
+            let mut r = b"NR".to_vec();
+            r.extend_from_slice(&4000u32.to_be_bytes());
+            r.extend_from_slice(&[0; 3996]);
+            r
+        }),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            // pg_isready, then the check: each connection gets the reply
+            // once the client has spoken.
+            for _ in 0..2 {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut first = [0u8; 8];
+                let _ = std::io::Read::read_exact(&mut stream, &mut first);
+                if !reply.starts_with(b"HTTP") {
+                    // After 'N' to the SSL request, wait for the startup packet.
+                    let mut len = [0u8; 4];
+                    let _ = std::io::Write::write_all(&mut stream, &reply[..1]);
+                    let _ = std::io::Read::read_exact(&mut stream, &mut len);
+                    let mut rest = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+                    let _ = std::io::Read::read_exact(&mut stream, &mut rest);
+                    let _ = std::io::Write::write_all(&mut stream, &reply[1..]);
+                } else {
+                    let _ = std::io::Write::write_all(&mut stream, &reply);
+                }
+            }
+        });
+        let ask = Ask::tcp(port, "trusty");
+        let (outcome, status) = ask.as_pg_isready().await;
+        assert_eq!(status, 2, "{name}");
+        assert_eq!(failed(&outcome), Some(Reason::Protocol), "{name}: {outcome:?}");
+        server.join().unwrap();
+    }
+}

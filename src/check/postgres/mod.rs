@@ -49,6 +49,12 @@ const APPLICATION: &str = "healthproxy";
 /// not accepting connections": `ERRCODE_CANNOT_CONNECT_NOW`.
 const CANNOT_CONNECT_NOW: &str = "57P03";
 
+/// The longest authentication request body libpq reads as one
+/// (fe-connect.c: `beresp == 'R' && (msgLength < 8 || msgLength > 2000)`
+/// is "expected authentication request from server"; the length counts
+/// its own four bytes).
+const MAX_AUTH_REQUEST: usize = 1996;
+
 /// A prepared `postgres` check.
 #[derive(Debug)]
 pub struct PostgresCheck {
@@ -157,8 +163,11 @@ impl PostgresCheck {
             let said = loop {
                 match conn.read().await {
                     // Any authentication request: the server is up
-                    // (internal_ping: `auth_req_received`).
-                    Ok((b'R', _)) => return Ping::Accepting(None),
+                    // (internal_ping: `auth_req_received`), once libpq
+                    // has taken it for one: 8 to 2000 bytes long.
+                    Ok((b'R', body)) if (4..=MAX_AUTH_REQUEST).contains(&body.len()) => {
+                        return Ping::Accepting(None);
+                    }
                     Ok((b'E', body)) => break ServerError::parse(body),
                     Ok((b'N', _)) => continue,
                     Ok((tag, _)) => {
@@ -284,6 +293,11 @@ impl PostgresCheck {
         loop {
             let (tag, body) = conn.read().await.map_err(wire_failed)?;
             match tag {
+                b'R' if !(4..=MAX_AUTH_REQUEST).contains(&body.len()) => {
+                    return Err(
+                        protocol("expected authentication request from server, but received R").into(),
+                    );
+                }
                 b'R' => {
                     let code = body
                         .get(..4)
