@@ -810,3 +810,29 @@ async fn a_server_that_is_not_postgresql_is_no_response() {
         server.join().unwrap();
     }
 }
+
+/// A password file is read at every run: a rotated Secret is used at
+/// once, and a file that cannot be read makes the run Unknown (the app
+/// was not checked).
+#[tokio::test]
+async fn a_password_file_is_read_at_every_run() {
+    let server = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("password");
+    std::fs::write(&file, "scram-secret\n").unwrap();
+    let text = format!(
+        "[[check]]\nname = \"db\"\nprobes = [\"readiness\"]\n\
+         postgres = {{ port = {}, user = \"scram\", dbname = \"postgres\", query = \"SELECT 1\", password_file = {:?} }}\n",
+        server.port,
+        file.display().to_string()
+    );
+    let config = Config::from_toml_str(&text, "test", &|_: &str| None).unwrap();
+    let check = Check::new("db", &config.checks[0].kind).unwrap();
+    assert_eq!(check.run(TIMEOUT).await.verdict, Verdict::Success);
+    std::fs::write(&file, "rotated-away").unwrap();
+    let outcome = check.run(TIMEOUT).await;
+    assert_eq!(failed(&outcome), Some(Reason::Auth), "{outcome:?}");
+    assert!(!outcome.message.contains("rotated-away"), "{}", outcome.message);
+    std::fs::remove_file(&file).unwrap();
+    assert_eq!(check.run(TIMEOUT).await.verdict, Verdict::Unknown);
+}
