@@ -38,7 +38,17 @@ impl fmt::Display for Lint {
 /// Every lint for `config`: the checks' in file order, then the drain's.
 pub fn lints(config: &Config) -> Vec<Lint> {
     let own = own_ports(config);
-    let mut lints: Vec<Lint> = config.checks.iter().flat_map(|c| check_lints(c, &own)).collect();
+    let mut lints: Vec<Lint> = config
+        .checks
+        .iter()
+        .flat_map(|c| {
+            let mut found = check_lints(c, &own);
+            if c.origin.is_none() {
+                found.extend(probe_lints(c));
+            }
+            found
+        })
+        .collect();
     for port in config.drain.ports.iter().filter(|p| own.contains(p)) {
         lints.push(Lint {
             subject: "drain.ports".into(),
@@ -48,7 +58,11 @@ pub fn lints(config: &Config) -> Vec<Lint> {
             ),
         });
     }
-    if config.drain.token_file.is_none() {
+    // A config whose checks all come from probes was written by `inject`,
+    // which sets token_file whenever it writes the preStop hook that needs
+    // it: without one, no preStop is sent to the sidecar.
+    let generated = !config.checks.is_empty() && config.checks.iter().all(|c| c.origin.is_some());
+    if config.drain.token_file.is_none() && !generated {
         lints.push(Lint {
             subject: "drain.token_file".into(),
             line: 0,
@@ -76,16 +90,6 @@ fn check_lints(c: &CheckConfig, own: &[u16]) -> Vec<Lint> {
             message,
         })
     };
-    if c.probes.liveness
-        && let Some(host) = c.kind.host()
-        && host.from_env.is_none()
-        && !host.is_loopback()
-    {
-        warn(format!(
-            "a liveness check aimed at {:?}, which is not this pod: when that service fails, every pod restarts and nothing is fixed; make it a readiness check",
-            host.name
-        ));
-    }
     let port = match &c.kind {
         CheckKind::Http(h) => Some(h.port),
         CheckKind::Tcp(t) => Some(t.port),
@@ -173,6 +177,31 @@ fn check_lints(c: &CheckConfig, own: &[u16]) -> Vec<Lint> {
             key.display()
         ));
     }
+    out
+}
+
+/// The lints about what a check shares with a Kubernetes probe (where it
+/// points, its timing): for checks people write, and for what `inject`
+/// says about an original probe ([`original_probe_lints`]).
+fn probe_lints(c: &CheckConfig) -> Vec<Lint> {
+    let mut out = Vec::new();
+    let mut warn = |message: String| {
+        out.push(Lint {
+            subject: format!("check {:?}", c.name),
+            line: c.line,
+            message,
+        })
+    };
+    if c.probes.liveness
+        && let Some(host) = c.kind.host()
+        && host.from_env.is_none()
+        && !host.is_loopback()
+    {
+        warn(format!(
+            "a liveness check aimed at {:?}, which is not this pod: when that service fails, every pod restarts and nothing is fixed; make it a readiness check",
+            host.name
+        ));
+    }
     let t = &c.timing;
     if t.timeout >= t.period {
         warn(format!(
@@ -197,6 +226,24 @@ fn check_lints(c: &CheckConfig, own: &[u16]) -> Vec<Lint> {
         }
     }
     out
+}
+
+/// What is worth saying about the original probes of the checks `inject`
+/// took from them (those with an `origin`): the lints [`lints`] leaves
+/// out for them. `inject` prints these once, the webhook returns them as
+/// admission warnings.
+pub fn original_probe_lints(config: &Config) -> Vec<Lint> {
+    config
+        .checks
+        .iter()
+        .filter_map(|c| Some((c.origin.as_ref()?, c)))
+        .flat_map(|(origin, c)| {
+            probe_lints(c).into_iter().map(|lint| Lint {
+                subject: origin.clone(),
+                ..lint
+            })
+        })
+        .collect()
 }
 
 /// What to do about a secret file that every user may read. A Secret's

@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use lint::{Lint, lints, missing_program};
+pub use lint::{Lint, lints, missing_program, original_probe_lints};
 pub use native::{Credential, RedisExpect, RedisSpec};
 pub use postgres::{DEFAULT_POSTGRES_PORT, DEFAULT_POSTGRES_USER, PgAddress, PostgresSpec, SslMode};
 pub use raw::parse_duration;
@@ -266,6 +266,11 @@ pub struct CheckConfig {
     pub timing: Timing,
     /// What the check does.
     pub kind: CheckKind,
+    /// Where the check was taken from, when `inject` wrote it: the probe
+    /// (`containers[app].readinessProbe`) whose handler and timing it
+    /// keeps. Lints about those are for checks people write: `inject`
+    /// says once what is worth saying about the original probe.
+    pub origin: Option<String>,
     /// The line of the check's table in the file, for lint messages.
     pub line: usize,
 }
@@ -282,6 +287,8 @@ impl CheckConfig {
             container,
             timing,
             kind,
+            // Where it came from changes nothing in how it runs.
+            origin: _,
             line: _,
         } = self;
         *name == other.name

@@ -80,6 +80,7 @@ struct RawCheck {
     #[serde(default = "yes")]
     critical: bool,
     container: Option<Spanned<String>>,
+    origin: Option<String>,
     initial_delay: Option<Spanned<Dur>>,
     period: Option<Spanned<Dur>>,
     timeout: Option<Spanned<Dur>>,
@@ -903,6 +904,7 @@ fn validate_check(
         container: c.container.as_ref().map(|c| c.get_ref().clone()),
         timing,
         kind: kind?,
+        origin: c.origin.clone(),
         line,
     })
 }

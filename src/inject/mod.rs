@@ -99,6 +99,16 @@ pub const WORKLOADS: &[(&str, &[&str])] = &[
     ("ReplicationController", &["spec", "template"]),
     ("Job", &["spec", "template"]),
     ("CronJob", &["spec", "jobTemplate", "spec", "template"]),
+    // Argo Rollouts (`argoproj.io/v1alpha1`): a Deployment's template.
+    ("Rollout", &["spec", "template"]),
+];
+
+/// Where other kinds commonly keep a pod template: such an object is
+/// passed through with a note naming its kind.
+pub const TEMPLATE_PATHS: &[&[&str]] = &[
+    &["spec", "template"],
+    &["template"],
+    &["spec", "jobTemplate", "spec", "template"],
 ];
 
 impl Workload {

@@ -178,6 +178,11 @@ impl Moved {
         let _ = writeln!(out, "name = {}", q(&self.check_name()));
         let _ = writeln!(out, "container = {}", q(&self.container));
         let _ = writeln!(out, "probes = [{}]", q(self.kind.as_str()));
+        let _ = writeln!(
+            out,
+            "origin = {}",
+            q(&format!("containers[{}].{}", self.container, field(self.kind)))
+        );
         let host = |h: &Option<String>| {
             h.as_ref()
                 .map(|h| format!("host = {}, ", q(h)))

@@ -123,6 +123,15 @@ fn transform(stream: &str, options: Option<&Options>) -> Result<Output, Refusal>
 fn workload(value: &Value) -> Option<Workload> {
     let kind = value.get("kind")?.as_str()?;
     WORKLOADS.iter().find(|(k, _)| *k == kind)?;
+    // `Rollout` is Argo's; another group's kind of that name is unknown.
+    if kind == "Rollout"
+        && !value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.starts_with("argoproj.io/"))
+    {
+        return None;
+    }
     let metadata = value.get("metadata");
     Some(Workload {
         kind: kind.to_string(),
@@ -136,6 +145,31 @@ fn workload(value: &Value) -> Option<Workload> {
             .and_then(Value::as_str)
             .map(str::to_string),
     })
+}
+
+/// The note for an object of a kind `inject` does not handle that holds
+/// a pod template with containers: passed through, its kind named.
+fn unknown_template(value: &Value) -> Option<String> {
+    let kind = value.get("kind")?.as_str()?;
+    let path = super::TEMPLATE_PATHS.iter().find(|path| {
+        path.iter()
+            .try_fold(value, |v, key| v.get(*key))
+            .and_then(|t| t.get("spec"))
+            .and_then(|s| s.get("containers"))
+            .is_some_and(Value::is_sequence)
+    })?;
+    let api = value.get("apiVersion").and_then(Value::as_str).unwrap_or("?");
+    let name = value
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let known: Vec<&str> = super::WORKLOADS.iter().map(|(k, _)| *k).collect();
+    Some(format!(
+        "{kind} {name} ({api}): holds a pod template at {}, but inject handles only {}: passed through unchanged (the admission webhook injects the pods it creates)",
+        path.join("."),
+        known.join(", ")
+    ))
 }
 
 fn collect_workloads(value: &Value, into: &mut HashSet<String>) {
@@ -211,6 +245,11 @@ impl Job<'_> {
             return Ok(Some(vec![value]));
         }
         let Some(mut w) = workload(&value) else {
+            if self.options.is_some()
+                && let Some(note) = unknown_template(&value)
+            {
+                self.out.warnings.push(note);
+            }
             return Ok(None);
         };
         let path = WORKLOADS
@@ -220,6 +259,14 @@ impl Job<'_> {
             .unwrap_or(&[]);
         if w.namespace.as_deref() == Some("") {
             w.namespace = None;
+        }
+        if w.kind == "Rollout" && value.get("spec").and_then(|s| s.get("workloadRef")).is_some() {
+            if self.options.is_some() {
+                self.out.warnings.push(format!(
+                    "{w}: its pods come from spec.workloadRef, not a template of its own: passed through unchanged; inject the workload it names"
+                ));
+            }
+            return Ok(None);
         }
         let Some(template) = pod_template(&mut value, path) else {
             if self.options.is_none() {

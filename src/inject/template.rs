@@ -14,7 +14,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::probe::{self, Moved, Plan};
 use super::record::{self, Recorder, lookup};
 use super::{Options, Refusal, Sidecar, Workload};
-use crate::config::{Config, ProbeKind, lints};
+use crate::config::{Config, ProbeKind, original_probe_lints};
 
 /// The sidecar container's name.
 pub const SIDECAR: &str = "healthproxy";
@@ -266,7 +266,7 @@ pub fn inject(
             // The checks' lints come from the original probes; the lifecycle
             // guard is inject's own doing (a token whenever a preStop hook
             // is written).
-            for lint in lints(&parsed).iter().filter(|l| l.subject.starts_with("check ")) {
+            for lint in original_probe_lints(&parsed) {
                 warnings.push(format!(
                     "{workload}: {}: {} (as in the original probe)",
                     lint.subject, lint.message

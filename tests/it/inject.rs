@@ -17,7 +17,8 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Pod, PodSpec, Probe, ReplicationController, Secret, Service,
+    ConfigMap, Container, Pod, PodSpec, PodTemplate, PodTemplateSpec, Probe, ReplicationController, Secret,
+    Service,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
@@ -100,6 +101,15 @@ fn typed(object: &Json) {
         "ConfigMap" => typed_as::<ConfigMap>(object),
         "Secret" => typed_as::<Secret>(object),
         "Service" => typed_as::<Service>(object),
+        "PodTemplate" => typed_as::<PodTemplate>(object),
+        // Kinds k8s-openapi has no type for (Argo's Rollout, OpenKruise's
+        // CloneSet): their pod template, where they keep one, is typed.
+        "Rollout" | "CloneSet" => {
+            let template = &object["spec"]["template"];
+            if !template.is_null() {
+                typed_as::<PodTemplateSpec>(template);
+            }
+        }
         other => panic!("no typed check for {other}"),
     }
 }
@@ -111,6 +121,9 @@ fn pod_spec(object: &Json) -> Option<PodSpec> {
         "CronJob" => &object["spec"]["jobTemplate"]["spec"]["template"],
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ReplicationController" | "Job" => {
             &object["spec"]["template"]
+        }
+        "Rollout" if object["apiVersion"].as_str()?.starts_with("argoproj.io/") => {
+            object["spec"].get("template")?
         }
         _ => return None,
     };
@@ -1103,4 +1116,133 @@ fn deeply_nested_flow_yaml_is_refused_before_it_is_parsed() {
         "{err}"
     );
     assert!(out.stdout.is_empty());
+}
+
+/// `healthproxy inject FILE` through the binary: stdout and stderr.
+fn inject_binary(path: &std::path::Path) -> (String, String) {
+    let out = Command::new(binary()).arg("inject").arg(path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+#[test]
+fn every_generated_config_passes_check_config_without_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut configs = 0;
+    for (name, _) in fixtures() {
+        let (stdout, _) = inject_binary(&repo().join("tests/fixtures/inject").join(&name));
+        for object in objects(&stdout).iter().filter(|o| o["kind"] == "ConfigMap") {
+            let Some(text) = object["data"]["config.toml"].as_str() else {
+                continue;
+            };
+            // The token's Secret, mounted where the sidecar reads it.
+            let token = dir.path().join("token");
+            std::fs::write(&token, "t0ken\n").unwrap();
+            let text = text.replace("/var/run/secrets/healthproxy/token", token.to_str().unwrap());
+            let path = dir.path().join(format!("{configs}.toml"));
+            std::fs::write(&path, &text).unwrap();
+            configs += 1;
+            let out = Command::new(binary())
+                .arg("check-config")
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(0), "{name}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stderr),
+                "",
+                "{name}: {} warns:\n{text}",
+                object["metadata"]["name"]
+            );
+        }
+    }
+    assert!(configs >= 12, "{configs} configs checked");
+}
+
+#[test]
+fn what_is_worth_saying_about_an_original_probe_is_said_once_by_inject() {
+    let fixture = |f: &str| repo().join("tests/fixtures/inject").join(f);
+    let (_, stderr) = inject_binary(&fixture("real-argo-rollout.yaml"));
+    let said = |needle: &str| stderr.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        said(
+            "warning: Rollout rollouts-demo: containers[rollouts-demo].livenessProbe: timeout (10s) is not shorter than period (10s)"
+        ),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        said(
+            "warning: Rollout rollouts-demo: containers[rollouts-demo].readinessProbe: a failed app stays in rotation for up to 1m 40s"
+        ),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(
+        said("Rollout rollout-ref: its pods come from spec.workloadRef"),
+        1,
+        "{stderr}"
+    );
+    let (stdout, stderr) = inject_binary(&fixture("real-other-kinds.yaml"));
+    for note in [
+        "CloneSet sample (apps.kruise.io/v1alpha1): holds a pod template at spec.template, but inject handles only Pod, Deployment,",
+        "PodTemplate batch-worker (v1): holds a pod template at template,",
+    ] {
+        assert_eq!(stderr.lines().filter(|l| l.contains(note)).count(), 1, "{stderr}");
+    }
+    assert!(
+        stdout.contains("keycloak-healthproxy"),
+        "the StatefulSet is injected"
+    );
+    // The app keeps its own preStop hook: no token, and no lint about one.
+    let (stdout, _) = inject_binary(&fixture("real-ingress-nginx.yaml"));
+    assert!(!stdout.contains("token_file"), "{stdout}");
+    assert!(stdout.contains("- /wait-shutdown"), "{stdout}");
+}
+
+#[test]
+fn inject_is_a_helm_post_renderer_reading_stdin_and_writing_stdout() {
+    // What `helm install --post-renderer healthproxy --post-renderer-args
+    // inject` does: the rendered chart on the program's stdin (each
+    // document behind `---` and a `# Source:` comment), stdin closed,
+    // the manifests to apply read from its stdout.
+    let pod = std::fs::read_to_string(repo().join("tests/fixtures/inject/pod.yaml")).unwrap();
+    let grafana = std::fs::read_to_string(repo().join("tests/fixtures/inject/real-grafana.yaml")).unwrap();
+    let rendered = format!(
+        "---\n# Source: web/templates/pod.yaml\n{pod}---\n# Source: web/templates/grafana.yaml\n{grafana}"
+    );
+    for args in [&["inject"][..], &["inject", "-"]] {
+        let mut child = Command::new(binary())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rendered.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let output = objects(&stdout);
+        output.iter().for_each(typed);
+        for name in ["grafana-healthproxy", "grafana-healthproxy-token"] {
+            assert!(
+                output.iter().any(|o| o["metadata"]["name"] == name),
+                "{args:?}: {name} in\n{stdout}"
+            );
+        }
+        // What helm applies is stdout alone: notes go to stderr.
+        assert!(!stdout.contains("warning"), "{stdout}");
+        let back = inject::uninject(&stdout).unwrap().text;
+        assert_same_stream(&back, &rendered, "the chart comes back");
+    }
 }

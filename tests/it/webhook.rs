@@ -841,3 +841,28 @@ async fn a_key_pair_that_does_not_load_is_a_startup_error_naming_the_file() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains(&cert.display().to_string()), "{stderr}");
 }
+
+#[tokio::test]
+async fn what_is_worth_saying_about_an_original_probe_is_an_admission_warning() {
+    let ca = Ca::new();
+    let webhook = Webhook::start(&ca, &[]);
+    let mut pod = api_pod(Some(("ReplicaSet", "web-7d9f8b6c5")));
+    let probe = &mut pod["spec"]["containers"][0]["readinessProbe"];
+    probe["periodSeconds"] = 10.into();
+    probe["timeoutSeconds"] = 30.into();
+    let response = webhook.admit(&review(&pod, "kubernetes-admin")).await;
+    assert!(response.get("patch").is_some(), "injected: {response}");
+    let warnings: Vec<&str> = response["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let said = warnings
+        .iter()
+        .filter(|w| {
+            w.contains("containers[web].readinessProbe: timeout (30s) is not shorter than period (10s)")
+        })
+        .count();
+    assert_eq!(said, 1, "{warnings:?}");
+}
