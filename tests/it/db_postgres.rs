@@ -836,3 +836,17 @@ async fn a_password_file_is_read_at_every_run() {
     std::fs::remove_file(&file).unwrap();
     assert_eq!(check.run(TIMEOUT).await.verdict, Verdict::Unknown);
 }
+
+/// Rows larger than the 10 KiB kept of a message are read and dropped,
+/// never kept: the query passes as psql's does.
+#[tokio::test]
+async fn rows_larger_than_the_bound_are_dropped_unkept() {
+    let server = shared();
+    let ask = Ask::tcp(server.port, "trusty").query("SELECT repeat('x', 1000000) FROM generate_series(1, 4)");
+    let (outcome, status) = ask.as_psql().await;
+    assert_eq!(status, 0);
+    assert_eq!(
+        outcome.message,
+        "SELECT repeat('x', 1000000) FROM generate_series(1, 4): (4 rows)"
+    );
+}
