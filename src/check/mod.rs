@@ -8,6 +8,7 @@ mod exec;
 mod file;
 mod grpc;
 mod http;
+mod mysql;
 mod postgres;
 mod reason;
 mod redis;
@@ -18,13 +19,14 @@ use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
-use crate::config::{CheckKind, HttpSpec, PostgresSpec, RedisSpec};
+use crate::config::{CheckKind, HttpSpec, MysqlSpec, PostgresSpec, RedisSpec};
 
 pub use exec::{ExecCheck, become_subreaper, kill_orphans, reap_orphans};
 pub use file::FileCheck;
 pub use grpc::GrpcCheck;
 pub use http::HttpCheck;
 pub use http::expiry::not_after as certificate_not_after;
+pub use mysql::MysqlCheck;
 pub use postgres::PostgresCheck;
 pub use reason::Reason;
 pub use redis::RedisCheck;
@@ -215,7 +217,8 @@ pub fn fds_while_running(kind: &CheckKind) -> u64 {
         | CheckKind::Tcp(_)
         | CheckKind::Grpc(_)
         | CheckKind::Redis(_)
-        | CheckKind::Postgres(_) => 1,
+        | CheckKind::Postgres(_)
+        | CheckKind::Mysql(_) => 1,
         CheckKind::File(_) => 0,
     }
 }
@@ -238,6 +241,8 @@ pub enum Check {
     Redis(Box<RedisCheck>),
     /// A PostgreSQL server.
     Postgres(Box<PostgresCheck>),
+    /// `mysqladmin ping|status`, `mysql -e`.
+    Mysql(Box<MysqlCheck>),
 }
 
 /// A check that cannot be prepared (a CA file that does not load).
@@ -271,6 +276,7 @@ impl Check {
             CheckKind::Postgres(spec) => Check::Postgres(Box::new(
                 PostgresCheck::new(PostgresSpec::clone(spec)).map_err(err)?,
             )),
+            CheckKind::Mysql(spec) => Check::Mysql(Box::new(MysqlCheck::new(MysqlSpec::clone(spec)))),
         })
     }
 
@@ -305,6 +311,7 @@ impl Check {
             Check::File(c) => c.run(timeout).await,
             Check::Redis(c) => Box::pin(c.run(timeout)).await,
             Check::Postgres(c) => Box::pin(c.run(timeout)).await,
+            Check::Mysql(c) => Box::pin(c.run(timeout)).await,
         }
     }
 }

@@ -96,6 +96,7 @@ fn check_lints(c: &CheckConfig, own: &[u16]) -> Vec<Lint> {
         CheckKind::Grpc(g) => Some(g.port),
         CheckKind::Redis(r) => Some(r.port),
         CheckKind::Postgres(p) => Some(p.port),
+        CheckKind::Mysql(m) => Some(m.port),
         CheckKind::Exec(_) | CheckKind::File(_) => None,
     };
     if let (Some(port), Some(host)) = (port, c.kind.host())

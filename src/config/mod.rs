@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use lint::{Lint, lints, missing_program, original_probe_lints};
-pub use native::{Credential, RedisExpect, RedisSpec};
+pub use native::{Credential, MysqlCommand, MysqlSpec, RedisExpect, RedisSpec};
 pub use postgres::{DEFAULT_POSTGRES_PORT, DEFAULT_POSTGRES_USER, PgAddress, PostgresSpec, SslMode};
 pub use raw::parse_duration;
 pub use rules::{Pattern, SecretHeader, SecretSource, StatusSet, TlsSpec};
@@ -431,6 +431,8 @@ pub enum CheckKind {
     Redis(Box<RedisSpec>),
     /// A PostgreSQL server, as `pg_isready` or `psql -c QUERY` sees it.
     Postgres(Box<PostgresSpec>),
+    /// `mysqladmin ping|status`, `mysql -e`.
+    Mysql(Box<MysqlSpec>),
 }
 
 impl CheckKind {
@@ -444,6 +446,7 @@ impl CheckKind {
             CheckKind::File(_) => "file",
             CheckKind::Redis(_) => "redis",
             CheckKind::Postgres(_) => "postgres",
+            CheckKind::Mysql(_) => "mysql",
         }
     }
 
@@ -458,6 +461,7 @@ impl CheckKind {
                 PgAddress::Tcp(host) => Some(host),
                 PgAddress::Socket(_) => None,
             },
+            CheckKind::Mysql(m) => Some(&m.host),
             CheckKind::Exec(_) | CheckKind::File(_) => None,
         }
     }

@@ -83,3 +83,39 @@ pub struct RedisSpec {
     /// pass as PONG does, with [`RedisExpect::Pong`].
     pub accept_errors: Vec<String>,
 }
+
+/// What a `mysql` check does once connected, and the tool it stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MysqlCommand {
+    /// `mysqladmin ping`: any answer of the server is alive, an access
+    /// denied, too many connections or host not allowed included.
+    Ping,
+    /// `mysqladmin status`: a login and `COM_STATISTICS`; any error fails.
+    Status,
+    /// `mysql -e QUERY`: a login and the query; any error fails.
+    Query(String),
+}
+
+/// A `mysql = { ... }` handler: `mysqladmin -h H -P P -u U -p ping`,
+/// `... status` or `mysql ... -e QUERY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlSpec {
+    /// The server's host.
+    pub host: Host,
+    /// The server's port (3306).
+    pub port: u16,
+    /// `-u`: the user to log in as (none: the empty user name).
+    pub user: Option<Credential>,
+    /// `-p`, `MYSQL_PWD`: the password (none: no password).
+    pub password: Option<Credential>,
+    /// `-D`: the database to log into.
+    pub database: Option<String>,
+    /// What to do once connected.
+    pub command: MysqlCommand,
+    /// `--skip-ssl`: an error the server sends instead of its greeting
+    /// (too many connections, host not allowed) is the server's. Without
+    /// it, the client (Connector/C 3.3, which asks for TLS by default)
+    /// cannot trust an error before the TLS handshake and fails with its
+    /// own error 2002: `mysqladmin ping` exits 1.
+    pub skip_ssl: bool,
+}

@@ -93,6 +93,7 @@ struct RawCheck {
     file: Option<Spanned<RawFile>>,
     redis: Option<Spanned<native::RawRedis>>,
     postgres: Option<Spanned<postgres::RawPostgres>>,
+    mysql: Option<Spanned<native::RawMysql>>,
 }
 
 fn yes() -> bool {
@@ -485,7 +486,9 @@ fn value_hint(key: &str, message: &str) -> String {
 }
 
 /// The handler keys of a check.
-const HANDLERS: &[&str] = &["http", "tcp", "exec", "grpc", "file", "redis", "postgres"];
+const HANDLERS: &[&str] = &[
+    "http", "tcp", "exec", "grpc", "file", "redis", "postgres", "mysql",
+];
 
 /// Kubernetes probe fields pasted into the config: the key to write
 /// instead, and whether the value is in seconds.
@@ -969,6 +972,7 @@ fn validate_kind(
         c.file.as_ref().map(|h| ("file", h.span())),
         c.redis.as_ref().map(|h| ("redis", h.span())),
         c.postgres.as_ref().map(|h| ("postgres", h.span())),
+        c.mysql.as_ref().map(|h| ("mysql", h.span())),
     ];
     let given: Vec<_> = handlers.into_iter().flatten().collect();
     match given.as_slice() {
@@ -1213,6 +1217,9 @@ fn validate_kind(
     }
     if let Some(p) = &c.postgres {
         return postgres::validate(p, env, at, errors);
+    }
+    if let Some(m) = &c.mysql {
+        return native::mysql(m.get_ref(), &span, env, at, errors);
     }
     if let Some(f) = &c.file {
         let f = f.get_ref();

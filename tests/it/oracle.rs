@@ -86,7 +86,7 @@ pub fn free_port() -> u16 {
 
 /// The tables of the protocol checks, each with the keys it needs besides
 /// the one whose default is checked.
-const NATIVE_TABLES: &[(&str, &str)] = &[("redis", ""), ("postgres", "")];
+const NATIVE_TABLES: &[(&str, &str)] = &[("redis", ""), ("postgres", ""), ("mysql", "command = \"query\"")];
 
 /// Whether `key` (`redis.port`) belongs to a protocol check.
 pub fn is_native_key(key: &str) -> bool {
@@ -99,11 +99,15 @@ pub fn is_native_key(key: &str) -> bool {
 /// default, yields the check that leaving it out yields.
 pub fn assert_stated_default(key: &str, value: &toml::Value, at: &str) {
     let (table, field) = key.split_once('.').expect("table.field");
-    let needs = NATIVE_TABLES
+    let needs: Vec<&str> = NATIVE_TABLES
         .iter()
         .find(|(t, _)| *t == table)
         .map(|(_, needs)| *needs)
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .split(", ")
+        .filter(|part| !part.is_empty() && part.split(" = ").next() != Some(field))
+        .collect();
+    let needs = needs.join(", ");
     let sep = if needs.is_empty() { "" } else { ", " };
     let check = |inner: String| {
         let text = format!("[[check]]\nname = \"n\"\nprobes = [\"readiness\"]\n{table} = {{ {inner} }}\n");

@@ -208,6 +208,112 @@ pub(super) fn redis(
     })))
 }
 
+/// `mysql = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMysql {
+    host: Option<Spanned<String>>,
+    port: Option<Spanned<u16>>,
+    user: Option<String>,
+    user_env: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    database: Option<String>,
+    command: Option<Spanned<String>>,
+    query: Option<Spanned<String>>,
+    #[serde(default)]
+    skip_ssl: bool,
+}
+
+/// The MySQL protocol's default port.
+const MYSQL_PORT: u16 = 3306;
+
+pub(super) fn mysql(
+    m: &RawMysql,
+    span: &Range<usize>,
+    env: &dyn Env,
+    at: &dyn Fn(&str) -> String,
+    errors: &mut Errors<'_>,
+) -> Option<CheckKind> {
+    let before = errors.list.len();
+    let host = host_of("mysql.host", &m.host, env, at, errors);
+    let port = port_of(&m.port, MYSQL_PORT, &at("mysql.port"), errors);
+    let user = credential(
+        "mysql",
+        "user",
+        m.user.as_ref(),
+        None,
+        m.user_env.as_ref(),
+        env,
+        at,
+        span,
+        errors,
+    );
+    let password = credential(
+        "mysql",
+        "password",
+        None,
+        m.password_file.as_ref(),
+        m.password_env.as_ref(),
+        env,
+        at,
+        span,
+        errors,
+    );
+    let command = match m.command.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
+        None | Some(("ping", _)) => MysqlCommand::Ping,
+        Some(("status", _)) => MysqlCommand::Status,
+        Some(("query", _)) => MysqlCommand::Query(
+            m.query
+                .as_ref()
+                .map_or_else(|| DEFAULT_QUERY.to_string(), |q| q.get_ref().clone()),
+        ),
+        Some((other, span)) => {
+            errors.push(
+                at("mysql.command"),
+                span,
+                format!(
+                    "{other:?} is none of \"ping\" (mysqladmin ping), \"status\" (mysqladmin status), \"query\" (mysql -e QUERY)"
+                ),
+            );
+            MysqlCommand::Ping
+        }
+    };
+    if let Some(q) = &m.query {
+        if !matches!(command, MysqlCommand::Query(_)) {
+            errors.push(
+                at("mysql.query"),
+                q.span(),
+                "only applies with command = \"query\"",
+            );
+        } else if q.get_ref().trim().is_empty() || q.get_ref().len() > MAX_QUERY {
+            errors.push(
+                at("mysql.query"),
+                q.span(),
+                format!("must be a statement of at most {MAX_QUERY} bytes"),
+            );
+        }
+    }
+    if errors.list.len() != before {
+        return None;
+    }
+    Some(CheckKind::Mysql(Box::new(MysqlSpec {
+        host: host?,
+        port,
+        user,
+        password,
+        database: m.database.clone(),
+        command,
+        skip_ssl: m.skip_ssl,
+    })))
+}
+
+/// `mysql -e`'s query when none is written.
+const DEFAULT_QUERY: &str = "SELECT 1";
+
+/// The longest query accepted: a health check's statement is short.
+const MAX_QUERY: usize = 4096;
+
 #[cfg(test)]
 mod tests {
     use crate::config::{CheckKind, Config, Credential, RedisExpect};
@@ -267,5 +373,29 @@ mod tests {
         assert!(bad.contains("only applies with tls = true"), "{bad}");
         let bad = parse("redis = { port = 6379 }\ntcp = { port = 1 }").unwrap_err();
         assert!(bad.contains("more than 1 handler"), "{bad}");
+    }
+
+    #[test]
+    fn mysql_defaults_are_mysqladmin_pings() {
+        use crate::config::MysqlCommand;
+        let config = parse("mysql = {}").unwrap();
+        let CheckKind::Mysql(m) = &config.checks[0].kind else {
+            panic!("a mysql check")
+        };
+        assert_eq!(
+            (m.port, &m.command, m.skip_ssl, m.user.is_none()),
+            (3306, &MysqlCommand::Ping, false, true)
+        );
+        let config =
+            parse("mysql = { command = \"query\", user = \"probe\", password_env = \"REDIS_PASSWORD\" }")
+                .unwrap();
+        let CheckKind::Mysql(m) = &config.checks[0].kind else {
+            panic!("a mysql check")
+        };
+        assert_eq!(m.command, MysqlCommand::Query("SELECT 1".into()));
+        let bad = parse("mysql = { command = \"pong\" }").unwrap_err();
+        assert!(bad.contains("mysql.command"), "{bad}");
+        let bad = parse("mysql = { query = \"SELECT 2\" }").unwrap_err();
+        assert!(bad.contains("only applies with command = \"query\""), "{bad}");
     }
 }
