@@ -421,11 +421,27 @@ impl Resolver {
     }
 }
 
+/// A failed lookup in Go's words (`net.DNSError`): getaddrinfo's "name
+/// or service not known" and "no address associated with hostname" are
+/// Go's `no such host`; other failures keep their own words.
+fn go_dns_error(e: &str) -> String {
+    let lower = e.to_ascii_lowercase();
+    if lower.contains("name or service not known")
+        || lower.contains("no address associated")
+        || lower.contains("nodename nor servname")
+    {
+        "no such host".into()
+    } else {
+        e.trim_start_matches("failed to lookup address information: ")
+            .to_string()
+    }
+}
+
 /// Connects to `host:port` within `timeout`, as the kubelet's dialer, one
 /// address after the other: failures read
 /// `dial tcp ADDR: connect: connection refused` ([`Reason::Refused`]),
 /// `dial tcp ADDR: i/o timeout` ([`Reason::Timeout`]) or
-/// `dial tcp ADDR: lookup NAME: ...` ([`Reason::Dns`]).
+/// `dial tcp: lookup NAME: no such host` ([`Reason::Dns`]).
 pub(crate) async fn dial(
     resolver: &Resolver,
     host: &crate::config::Host,
@@ -448,7 +464,7 @@ pub(crate) async fn dial_timed(
         let addrs = resolver
             .lookup(&host.name)
             .await
-            .map_err(|e| Failed::new(Reason::Dns, format!("lookup {}: {e}", host.name)))?;
+            .map_err(|e| Failed::new(Reason::Dns, format!("lookup {}: {}", host.name, go_dns_error(&e))))?;
         *resolved = Some(tokio::time::Instant::now());
         let mut last = Failed::new(Reason::Dns, format!("lookup {}: no addresses", host.name));
         for ip in addrs {
@@ -471,6 +487,11 @@ pub(crate) async fn dial_timed(
     };
     match tokio::time::timeout(timeout, connect).await {
         Ok(Ok(stream)) => Ok(stream),
+        // Go's `net.OpError` names the address only once there is one:
+        // a failed lookup reads `dial tcp: lookup NAME: no such host`.
+        Ok(Err(why)) if why.reason == Reason::Dns => {
+            Err(Failed::new(why.reason, format!("dial tcp: {}", why.message)))
+        }
         Ok(Err(why)) => Err(Failed::new(
             why.reason,
             format!("dial tcp {authority}: {}", why.message),

@@ -29,9 +29,12 @@ pub(super) fn probe(url: &str, timeout: Duration, headers: &[String], verbose: b
             }
         }
     }
+    let unwritten = url.parse::<hyper::Uri>().is_ok_and(|u| u.port().is_none());
     let check = match HttpCheck::new(spec) {
-        Ok(check) if verbose => check.keep_body(),
-        Ok(check) => check,
+        Ok(check) => {
+            let check = if unwritten { check.port_unwritten() } else { check };
+            if verbose { check.keep_body() } else { check }
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::from(super::EXIT_CONFIG);

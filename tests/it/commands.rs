@@ -325,3 +325,19 @@ async fn probe_verbose_prints_the_answers_body() {
     let (code, out, _) = output_of(&["probe", &url], &[]).await;
     assert_eq!((code, out.as_str()), (0, ""), "no body without -v");
 }
+
+#[tokio::test]
+async fn probe_writes_the_url_as_given_and_dns_failures_as_go_does() {
+    // `.invalid` never resolves (RFC 6761): no traffic leaves the machine.
+    let (_, stderr) = run_binary(&["probe", "http://no-such-host.invalid:80/x"], WITHIN).await;
+    assert!(
+        stderr.starts_with("Get \"http://no-such-host.invalid:80/x\": "),
+        "a port given is written: {stderr}"
+    );
+    let (code, stderr) = run_binary(&["probe", "http://no-such-host.invalid/x"], WITHIN).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        stderr,
+        "Get \"http://no-such-host.invalid/x\": dial tcp: lookup no-such-host.invalid: no such host\n"
+    );
+}

@@ -196,6 +196,20 @@ impl HttpCheck {
         })
     }
 
+    /// The URL as given without a port (`healthproxy probe
+    /// http://127.0.0.1/x`): written without one, as Go's client writes
+    /// it (`Get "http://127.0.0.1/x"`) and sends its `Host`; the dial
+    /// still takes the scheme's port. The kubelet always writes the port
+    /// (`formatURL` joins host and port), so checks keep it.
+    pub fn port_unwritten(mut self) -> Self {
+        if let Some((host, _)) = self.start.host.rsplit_once(':')
+            && (host.starts_with('[') || !host.contains(':'))
+        {
+            self.start.host = host.to_string();
+        }
+        self
+    }
+
     /// Keeps the body of each run's final response, for [`HttpCheck::body`].
     pub fn keep_body(mut self) -> Self {
         self.body = Some(std::sync::Mutex::new(Bytes::new()));
