@@ -6,6 +6,8 @@
 //! items (`containers`, `volumes`) a key is an item's name. An entry whose
 //! path ends at a list item without a `was` means "inject added this item".
 
+use std::collections::HashSet;
+
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 
@@ -47,6 +49,9 @@ pub struct Record {
 #[derive(Debug, Default)]
 pub struct Recorder {
     record: Record,
+    /// The paths of the maps, lists and items inject created (joined by
+    /// NUL), which undo removes whole: a change under one is not recorded.
+    created: HashSet<String>,
 }
 
 impl Recorder {
@@ -57,32 +62,57 @@ impl Recorder {
                 v: VERSION,
                 changes: Vec::new(),
             },
+            created: HashSet::new(),
         }
     }
 
     /// Whether a change at `at` is already undone by an earlier one (a
-    /// map or list that did not exist and will be removed whole).
+    /// map or list that did not exist and will be removed whole). In the
+    /// path's length, not the number of changes: a pod of thousands of
+    /// containers must not cost their square (issue 27).
     fn covered(&self, at: &[&str]) -> bool {
-        self.record
-            .changes
-            .iter()
-            .any(|e| e.was.is_none() && at.len() > e.at.len() && e.at.iter().zip(at).all(|(a, b)| a == b))
+        let mut key = String::new();
+        for (i, step) in at.iter().take(at.len().saturating_sub(1)).enumerate() {
+            if i > 0 {
+                key.push('\0');
+            }
+            key.push_str(step);
+            if self.created.contains(&key) {
+                return true;
+            }
+        }
+        false
+    }
+
+    fn push(&mut self, at: &[&str], was: Option<Value>) {
+        if self.covered(at) {
+            return;
+        }
+        if was.is_none() {
+            self.created.insert(at.join("\0"));
+        }
+        self.record.changes.push(Entry {
+            at: at.iter().map(|s| s.to_string()).collect(),
+            was,
+        });
     }
 
     /// Sets the field at `at` (its parent must exist) to `value`.
     pub fn set(&mut self, root: &mut Value, at: &[&str], value: Value) {
-        let (key, parent) = at.split_last().expect("a path has a key");
+        let parent = &at[..at.len() - 1];
         let map = lookup(root, parent)
             .and_then(Value::as_mapping_mut)
             .expect("the parent of a field inject sets exists");
-        let was = map.get(*key).cloned();
-        if !self.covered(at) {
-            self.record.changes.push(Entry {
-                at: at.iter().map(|s| s.to_string()).collect(),
-                was,
-            });
-        }
-        map.insert(Value::from(*key), value);
+        self.set_in(map, at, value);
+    }
+
+    /// Sets the field at `at` to `value` in `map`, the mapping at `at`'s
+    /// parent, which the caller found (in a list of many, by index rather
+    /// than by a search for its name).
+    pub fn set_in(&mut self, map: &mut Mapping, at: &[&str], value: Value) {
+        let key = *at.last().expect("a path has a key");
+        self.push(at, map.get(key).cloned());
+        map.insert(Value::from(key), value);
     }
 
     /// Makes sure the map at `at` exists (recording it when it did not).
@@ -107,11 +137,9 @@ impl Recorder {
                 } else {
                     list.push(item);
                 }
-                let mut path: Vec<String> = at.iter().map(|s| s.to_string()).collect();
-                path.push(name);
-                if !self.covered(&path.iter().map(String::as_str).collect::<Vec<_>>()) {
-                    self.record.changes.push(Entry { at: path, was: None });
-                }
+                let mut path: Vec<&str> = at.to_vec();
+                path.push(&name);
+                self.push(&path, None);
             }
             _ => self.set(root, at, Value::Sequence(vec![item])),
         }

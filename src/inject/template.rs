@@ -7,6 +7,7 @@
 //! pass through untouched; an admission webhook can call it with a pod
 //! read from JSON.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
@@ -94,10 +95,25 @@ pub fn inject(
             ));
         }
     };
+    // Names are unique among a pod's containers, and among its volumes
+    // (the API rejects a pod otherwise): the record finds items by name.
+    let mut container_names = HashSet::new();
+    let mut volume_names = HashSet::new();
     for list in ["containers", "initContainers", "volumes"] {
         let taken = [SIDECAR, CONFIG_VOLUME, TOKEN_VOLUME];
         for item in spec.get(list).and_then(Value::as_sequence).into_iter().flatten() {
             let name = item.get("name").and_then(Value::as_str).unwrap_or("");
+            let names = if list == "volumes" {
+                &mut volume_names
+            } else {
+                &mut container_names
+            };
+            if !name.is_empty() && !names.insert(name) {
+                return Err(refuse(
+                    &format!("spec.{list}[{name}]"),
+                    "this name is given twice: names are unique in a pod (the API rejects it)".into(),
+                ));
+            }
             if taken.contains(&name) {
                 return Err(refuse(
                     &format!("spec.{list}[{name}]"),
@@ -142,7 +158,7 @@ pub fn inject(
         {
             continue;
         }
-        selected.push(name.to_string());
+        selected.push(i);
         let at = |f: &str| format!("spec.containers[{name}].{f}");
         for p in c.get("ports").and_then(Value::as_sequence).into_iter().flatten() {
             let tcp = p
@@ -184,7 +200,7 @@ pub fn inject(
                     if m.handler.on_pod() {
                         drain_ports.push(m.handler.port());
                     }
-                    moved.push((m, original.clone()));
+                    moved.push((m, original.clone(), i));
                 }
             }
         }
@@ -209,13 +225,13 @@ pub fn inject(
     drain_ports.sort_unstable();
     drain_ports.dedup();
 
-    let wants_prestop: Vec<&String> = selected
-        .iter()
-        .filter(|name| {
-            let has = containers
-                .iter()
-                .find(|c| c.get("name").and_then(Value::as_str) == Some(name.as_str()))
-                .and_then(|c| c.get("lifecycle"))
+    let name_of = |i: usize| containers[i].get("name").and_then(Value::as_str).unwrap_or("");
+    let wants_prestop: Vec<usize> = selected
+        .into_iter()
+        .filter(|&i| {
+            let name = name_of(i);
+            let has = containers[i]
+                .get("lifecycle")
                 .and_then(|l| l.get("preStop"))
                 .is_some_and(|p| !p.is_null());
             if has {
@@ -275,31 +291,40 @@ pub fn inject(
         }
     }
 
-    // Every check is valid: change the template.
+    // Every check is valid: change the template. Containers are reached
+    // by index: a search by name per field would cost the square of their
+    // number (issue 27).
     let mut rec = Recorder::new();
-    for (m, original) in &moved {
-        let rewritten = m.rewritten(options.port, original).map_err(|message| {
+    let mut rewritten = Vec::with_capacity(moved.len());
+    for (m, original, i) in &moved {
+        let probe = m.rewritten(options.port, original).map_err(|message| {
             refuse(
                 &format!("spec.containers[{}].{}", m.container, probe::field(m.kind)),
                 message,
             )
         })?;
-        rec.set(
-            template,
-            &["spec", "containers", &m.container, probe::field(m.kind)],
-            rewritten,
-        );
+        rewritten.push((*i, m.container.as_str(), probe::field(m.kind), probe));
+    }
+    let list = template
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("containers"))
+        .and_then(Value::as_sequence_mut)
+        .expect("the containers were read above");
+    for (i, name, field, probe) in rewritten {
+        let c = list[i].as_mapping_mut().expect("a container is a mapping");
+        rec.set_in(c, &["spec", "containers", name, field], probe);
     }
     if let Some(token) = &token {
-        for name in &wants_prestop {
-            let lifecycle = lookup(template, &["spec", "containers", name, "lifecycle"]).cloned();
-            let mut lifecycle = match lifecycle {
-                Some(Value::Mapping(m)) => m,
+        for &i in &wants_prestop {
+            let name = name_of(i);
+            let c = list[i].as_mapping_mut().expect("a container is a mapping");
+            let mut lifecycle = match c.get("lifecycle") {
+                Some(Value::Mapping(m)) => m.clone(),
                 _ => Mapping::new(),
             };
             lifecycle.insert("preStop".into(), prestop(options.port, token));
-            rec.set(
-                template,
+            rec.set_in(
+                c,
                 &["spec", "containers", name, "lifecycle"],
                 Value::Mapping(lifecycle),
             );
@@ -375,7 +400,7 @@ pub fn inject(
     Ok(Injected::Changed(Injection {
         config,
         token,
-        moved: moved.into_iter().map(|(m, _)| m).collect(),
+        moved: moved.into_iter().map(|(m, ..)| m).collect(),
         warnings,
     }))
 }
@@ -443,7 +468,7 @@ fn config_text(
     ports: &[u16],
     token: bool,
     exit_with_app: bool,
-    moved: &[(Moved, Mapping)],
+    moved: &[(Moved, Mapping, usize)],
 ) -> String {
     let mut out = format!(
         "# Generated by `healthproxy inject` from {workload}: its containers'\n\
@@ -465,7 +490,7 @@ fn config_text(
             "# A Job's pod completes only once every container has exited.\nexit_when_app_exits = true\n",
         );
     }
-    for (m, _) in moved {
+    for (m, ..) in moved {
         out.push('\n');
         out.push_str(&m.toml());
     }

@@ -196,12 +196,28 @@ impl Webhook {
     }
 }
 
-/// The patch of an AdmissionResponse (kube-core writes the bytes as a
-/// JSON array, Go's encoding/json reads that as readily as base64).
+/// The patch of an AdmissionResponse: base64 text, as the AdmissionReview
+/// API has it (Go's encoding/json reads a `[]byte` so).
 fn patch_of(response: &Value) -> Option<json_patch::Patch> {
-    let bytes: Vec<u8> = serde_json::from_value(response.get("patch")?.clone()).unwrap();
+    let text = response.get("patch")?.as_str().expect("the patch is base64 text");
     assert_eq!(response["patchType"], "JSONPatch");
-    Some(serde_json::from_slice(&bytes).unwrap())
+    Some(serde_json::from_slice(&base64_decode(text)).unwrap())
+}
+
+/// RFC 4648 base64 with padding, strictly: anything else panics.
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    assert_eq!(text.len() % 4, 0, "padded base64");
+    let mut out = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let pad = chunk.iter().filter(|b| **b == b'=').count();
+        let n = chunk.iter().take(4 - pad).enumerate().fold(0u32, |n, (i, b)| {
+            let v = ALPHABET.iter().position(|a| a == b).expect("a base64 character") as u32;
+            n | v << (18 - 6 * i)
+        });
+        out.extend(n.to_be_bytes()[1..4 - pad].iter());
+    }
+    out
 }
 
 /// The AdmissionReview the API server sends for creating `pod`.
@@ -865,4 +881,212 @@ async fn what_is_worth_saying_about_an_original_probe_is_an_admission_warning() 
         })
         .count();
     assert_eq!(said, 1, "{warnings:?}");
+}
+
+// === Issue 27: work linear in the pod, an answer bounded by the patch ===
+
+/// A pod of `n` small containers, each with `probes` probes (readiness,
+/// then liveness), as in the issue's 2,000-container pod of 260 KB.
+fn pod_of(n: usize, probes: usize) -> Value {
+    let containers: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut c = json!({"name": format!("c{i}"), "image": "registry.example/app:1", "ports": [{"containerPort": 8080}]});
+            c["readinessProbe"] = json!({"tcpSocket": {"port": 8080}});
+            if probes > 1 {
+                c["livenessProbe"] = json!({"httpGet": {"path": "/healthz", "port": 8080}});
+            }
+            c
+        })
+        .collect();
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("big-{n}"), "namespace": "shop"},
+        "spec": {"containers": containers},
+    })
+}
+
+/// The CPU time of this thread (user and system), in seconds.
+fn thread_cpu() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let usage = getrusage(UsageWho::RUSAGE_THREAD).unwrap();
+    let seconds = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    seconds(usage.user_time()) + seconds(usage.system_time())
+}
+
+/// CPU seconds per container of `work` on a pod of `n` containers: the
+/// least of three runs.
+fn cpu_per_container(n: usize, work: impl Fn()) -> f64 {
+    (0..3)
+        .map(|_| {
+            let start = thread_cpu();
+            work();
+            (thread_cpu() - start) / n as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+fn the_cpu_per_container_stays_flat_as_the_pod_grows() {
+    // The issue: 1k/2k/4k/8k containers took 0.19/0.43/1.6/7.8 s, a cost
+    // per container 5 times higher at 8k than at 1k.
+    let options = healthproxy::inject::Options::default();
+    let yaml = |n| serde_json::to_string(&pod_of(n, 2)).unwrap();
+    let (small, large) = (yaml(1000), yaml(8000));
+    let inject = |text: &str| {
+        healthproxy::inject::inject(text, &options).unwrap();
+    };
+    let per_small = cpu_per_container(1000, || inject(&small));
+    let per_large = cpu_per_container(8000, || inject(&large));
+    let ratio = per_large / per_small;
+    eprintln!("inject: {per_small:.2e} s per container at 1,000, {per_large:.2e} at 8,000: x{ratio:.2}");
+    assert!(
+        ratio < 2.0,
+        "inject: the cost per container grew x{ratio:.2} from 1,000 to 8,000 containers"
+    );
+
+    // The webhook, up to the most containers it injects.
+    let body = |n| serde_json::to_vec(&review(&pod_of(n, 1), "kubernetes-admin")).unwrap();
+    let (small, large) = (body(32), body(healthproxy::webhook::MAX_CONTAINERS));
+    let admit = |body: &[u8]| {
+        let (answer, outcome) = healthproxy::webhook::review(body, &options).unwrap();
+        assert_eq!(outcome, healthproxy::webhook::Outcome::Injected, "{answer}");
+    };
+    let per_small = cpu_per_container(32, || admit(&small));
+    let per_large = cpu_per_container(healthproxy::webhook::MAX_CONTAINERS, || admit(&large));
+    let ratio = per_large / per_small;
+    eprintln!("webhook: {per_small:.2e} s per container at 32, {per_large:.2e} at 256: x{ratio:.2}");
+    assert!(
+        ratio < 2.0,
+        "webhook: the cost per container grew x{ratio:.2} from 32 to 256 containers"
+    );
+}
+
+/// The webhook's peak resident memory, from /proc (bytes).
+fn peak_rss(webhook: &Webhook) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", webhook._process.0.id())).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+        .unwrap();
+    kb << 10
+}
+
+#[tokio::test]
+async fn the_answer_carries_the_patch_in_base64_and_grows_with_it() {
+    let ca = Ca::new();
+    let webhook = Webhook::start(&ca, &[]);
+    for n in [1, 16, 128] {
+        let pod = pod_of(n, 1);
+        let (status, body, _) = webhook
+            .post(
+                "/mutate",
+                serde_json::to_vec(&review(&pod, "kubernetes-admin")).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        let answer: Value = serde_json::from_slice(&body).unwrap();
+        let response = &answer["response"];
+        let text = response["patch"]
+            .as_str()
+            .expect("base64 text, as the API has it");
+        let patch = base64_decode(text);
+        // The patch in base64 (4/3) and a few hundred bytes: no more.
+        assert!(
+            body.len() <= patch.len() * 4 / 3 + 512,
+            "{n} containers: an answer of {} bytes for a patch of {}",
+            body.len(),
+            patch.len()
+        );
+        let got = patched(&pod, response);
+        assert_eq!(got["spec"]["initContainers"][0]["name"], "healthproxy");
+        assert_eq!(got["spec"]["containers"].as_array().unwrap().len(), n);
+    }
+    // Classic: the sidecar put first is one add, not a change of every
+    // container after it.
+    let classic = Webhook::start(&ca, &["--sidecar", "classic"]);
+    let pod = pod_of(64, 1);
+    let response = classic.admit(&review(&pod, "kubernetes-admin")).await;
+    let patch = patch_of(&response).unwrap();
+    let ops = serde_json::to_value(&patch).unwrap();
+    let whole_containers: Vec<&Value> = ops
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|op| {
+            let path = op["path"].as_str().unwrap();
+            path.strip_prefix("/spec/containers/")
+                .is_some_and(|i| i.chars().all(|c| c.is_ascii_digit()))
+        })
+        .collect();
+    assert_eq!(whole_containers.len(), 1, "one container written whole");
+    assert_eq!(whole_containers[0]["op"], "add");
+    assert_eq!(whole_containers[0]["path"], "/spec/containers/0");
+    let got = patched(&pod, &response);
+    assert_eq!(got["spec"]["containers"][0]["name"], "healthproxy");
+    assert_eq!(got["spec"]["containers"][1]["name"], "c0");
+}
+
+#[tokio::test]
+async fn a_pod_past_the_stated_size_is_admitted_unchanged_with_a_warning() {
+    let ca = Ca::new();
+    let webhook = Webhook::start(&ca, &[]);
+    let cases = [
+        // The issue's pod: 2,000 containers, 260 KB, OOM-killed the webhook
+        // under its 128 Mi limit.
+        (
+            pod_of(2000, 1),
+            "the pod has 2000 containers, more than the 256 the webhook injects",
+        ),
+        (
+            pod_of(healthproxy::webhook::MAX_CONTAINERS + 1, 1),
+            "the pod has 257 containers, more than the 256",
+        ),
+        // Within the count, but the config and the record would pass the
+        // API server's limit on annotations: it would reject the pod.
+        (
+            {
+                let mut pod = pod_of(16, 2);
+                pod["metadata"]["annotations"] = json!({"notes": "n".repeat((256 << 10) - 100)});
+                pod
+            },
+            "the pod's annotations would be",
+        ),
+    ];
+    for (pod, warning) in cases {
+        let response = webhook.admit(&review(&pod, "kubernetes-admin")).await;
+        assert!(response.get("patch").is_none(), "{warning}: no patch");
+        let warnings = response["warnings"].as_array().unwrap();
+        assert!(
+            warnings[0]
+                .as_str()
+                .unwrap()
+                .starts_with("healthproxy: not injected: ")
+                && warnings[0].as_str().unwrap().contains(warning),
+            "{warnings:?}"
+        );
+    }
+    // The largest pod it injects is injected.
+    let pod = pod_of(healthproxy::webhook::MAX_CONTAINERS, 1);
+    assert!(
+        webhook
+            .admit(&review(&pod, "kubernetes-admin"))
+            .await
+            .get("patch")
+            .is_some()
+    );
+    let peak = peak_rss(&webhook);
+    eprintln!("the webhook's peak RSS: {} KiB", peak >> 10);
+    assert!(
+        peak < 128 << 20,
+        "under deploy/webhook's 128 Mi limit: {peak} bytes"
+    );
+    assert_eq!(
+        metric(
+            &webhook.metrics().await,
+            "healthproxy_webhook_admissions_total{result=\"refused\"}"
+        ),
+        Some(3.0)
+    );
 }
