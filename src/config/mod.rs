@@ -20,7 +20,7 @@ pub use lint::{Lint, lints, missing_program, original_probe_lints};
 pub use native::{Credential, MysqlCommand, MysqlSpec, RedisExpect, RedisSpec};
 pub use postgres::{DEFAULT_POSTGRES_PORT, DEFAULT_POSTGRES_USER, PgAddress, PostgresSpec, SslMode};
 pub use raw::parse_duration;
-pub use rules::{Pattern, SecretHeader, SecretSource, StatusSet, TlsSpec};
+pub use rules::{MAX_PATTERN_PROGRAM, Pattern, SecretHeader, SecretSource, StatusSet, TlsSpec};
 
 /// Kubelet default for `initialDelaySeconds` (kubelet-semantics §3.1).
 pub const DEFAULT_INITIAL_DELAY: Duration = Duration::ZERO;

@@ -117,7 +117,7 @@ struct RawHttp {
     body_matches: Option<Spanned<String>>,
     body_not_matches: Option<Spanned<String>>,
     #[serde(default)]
-    header_matches: BTreeMap<String, String>,
+    header_matches: BTreeMap<String, Spanned<String>>,
     #[serde(default)]
     header_files: BTreeMap<String, PathBuf>,
     #[serde(default)]
@@ -1101,22 +1101,29 @@ fn validate_kind(
                 break;
             }
         }
-        let mut pattern = |key: &str, text: &Spanned<String>| match Pattern::new(text.get_ref()) {
-            Ok(p) => Some(p),
-            Err(message) => {
-                errors.push(at(&format!("http.{key}")), text.span(), message);
-                None
-            }
+        // `header` names the header of a `header_matches` entry.
+        let mut pattern = |key: &str, header: Option<&str>, text: &Spanned<String>| {
+            Pattern::new(text.get_ref())
+                .map_err(|message| {
+                    let message = match header {
+                        Some(name) => format!("{name}: {message}"),
+                        None => message,
+                    };
+                    errors.push(at(&format!("http.{key}")), text.span(), message);
+                })
+                .ok()
         };
-        let body_matches = h.body_matches.as_ref().and_then(|t| pattern("body_matches", t));
+        let body_matches = h
+            .body_matches
+            .as_ref()
+            .and_then(|t| pattern("body_matches", None, t));
         let body_not_matches = h
             .body_not_matches
             .as_ref()
-            .and_then(|t| pattern("body_not_matches", t));
+            .and_then(|t| pattern("body_not_matches", None, t));
         let mut header_matches = Vec::new();
         for (name, text) in &h.header_matches {
-            let text = Spanned::new(span.clone(), text.clone());
-            if let Some(p) = pattern("header_matches", &text) {
+            if let Some(p) = pattern("header_matches", Some(name), text) {
                 header_matches.push((name.clone(), p));
             }
         }

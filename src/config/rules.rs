@@ -79,30 +79,74 @@ impl fmt::Display for StatusSet {
     }
 }
 
-/// A regular expression from the configuration, shown as written.
+/// The largest compiled program a pattern may have, in `regex-lite`'s
+/// accounting (`RegexBuilder::size_limit`): 16 KiB. Matching costs time in
+/// proportion to the program's size times the text's length, and counted
+/// repetitions are compiled as copies (`.{0,5000}` is 5,000 of them), so a
+/// short pattern can be costly: `.{0,5000}ok` took 552 ms a run on a 10 KiB
+/// body, `(?:.{0,1000}){20}z` 3.4 s. At the bound the worst found takes
+/// about 0.1 s (README, "Limits and failure behaviour"); such patterns as
+/// `"status":\s*"(ok|UP)"` compile to well under 1 KiB.
+pub const MAX_PATTERN_PROGRAM: usize = 16 * 1024;
+
+/// A regular expression from the configuration, shown as written, with an
+/// estimate of what matching it costs.
 #[derive(Debug, Clone)]
-pub struct Pattern(regex_lite::Regex);
+pub struct Pattern {
+    regex: regex_lite::Regex,
+    /// An upper bound of the compiled program's size, in bytes (within a
+    /// factor of two): a match costs about this times the text's length.
+    program: usize,
+}
 
 impl Pattern {
-    /// Compiles `text`; the error is the regex crate's, on one line.
+    /// Compiles `text`; the error is the regex crate's, on one line, or
+    /// says that the compiled program is over [`MAX_PATTERN_PROGRAM`].
     pub fn new(text: &str) -> Result<Pattern, String> {
-        regex_lite::Regex::new(text)
-            .map(Pattern)
-            .map_err(|e| crate::check::one_line(&e.to_string()))
+        // The size is not exposed: the smallest power of two it compiles
+        // within, from 512 bytes up (at most six compilations, each
+        // stopped as soon as it is over).
+        let mut limit = 512;
+        loop {
+            match regex_lite::RegexBuilder::new(text).size_limit(limit).build() {
+                Ok(regex) => {
+                    return Ok(Pattern {
+                        regex,
+                        program: limit,
+                    });
+                }
+                Err(_) if limit < MAX_PATTERN_PROGRAM => limit = (limit * 2).min(MAX_PATTERN_PROGRAM),
+                Err(e) if e.to_string().contains("size limit") => {
+                    return Err(format!(
+                        "too costly to match: compiled, it is over {} KiB, the most a pattern may be \
+                         (a counted repetition is compiled as that many copies: `.{{0,100}}` is 100 \
+                         copies of `.`); use a shorter repetition, or body_contains for plain text",
+                        MAX_PATTERN_PROGRAM / 1024
+                    ));
+                }
+                Err(e) => return Err(crate::check::one_line(&e.to_string())),
+            }
+        }
     }
 
     /// Whether the pattern matches anywhere in `text`. A body that is not
     /// UTF-8 is matched with its invalid bytes replaced by U+FFFD.
     pub fn is_match(&self, text: &[u8]) -> bool {
         match std::str::from_utf8(text) {
-            Ok(text) => self.0.is_match(text),
-            Err(_) => self.0.is_match(&String::from_utf8_lossy(text)),
+            Ok(text) => self.regex.is_match(text),
+            Err(_) => self.regex.is_match(&String::from_utf8_lossy(text)),
         }
+    }
+
+    /// What matching `len` bytes may cost, in units of about a
+    /// nanosecond's work or less: the program's size times the length.
+    pub fn cost(&self, len: usize) -> usize {
+        self.program.saturating_mul(len)
     }
 
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
-        self.0.as_str()
+        self.regex.as_str()
     }
 }
 

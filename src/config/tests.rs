@@ -541,6 +541,14 @@ fn rules_beyond_the_kubelet_are_validated_naming_the_key() {
         ),
         (r#"body_matches = "(ready""#, "check[0].http.body_matches: "),
         (
+            r#"body_matches = ".{0,5000}ok""#,
+            "check[0].http.body_matches: too costly to match: compiled, it is over 16 KiB",
+        ),
+        (
+            r#"header_matches = { "X-A" = "(?:.{0,1000}){20}z" }"#,
+            "check[0].http.header_matches: X-A: too costly to match",
+        ),
+        (
             r#"header_matches = { "X-A" = "[" }"#,
             "check[0].http.header_matches: ",
         ),

@@ -994,3 +994,109 @@ async fn a_flood_of_long_failing_answers_never_holds_the_probes_behind_it() {
         seen.slowest
     );
 }
+
+/// The costliest pattern a config may hold, near the 16 KiB bound of its
+/// compiled program (`MAX_PATTERN_PROGRAM`): about 0.1 s to match 10 KiB
+/// in a release build, seconds in a debug one.
+const COSTLY_PATTERN: &str = "(?:[^z]{0,16}){10}z";
+
+/// An app whose every answer is 200 with a 10 KiB body and two 10 KiB
+/// headers, none holding the `z` the patterns look for; it answers
+/// nothing until `gate` is opened.
+async fn app_with_long_answers(gate: tokio::sync::watch::Receiver<bool>) -> SocketAddr {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let long = "a".repeat(10 * 1024);
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nX-A: {long}\r\nX-B: {long}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{long}",
+        long.len()
+    );
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let (answer, mut gate) = (answer.clone(), gate.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = gate.wait_for(|open| *open).await;
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// The threads of process `pid`.
+fn threads(pid: u32) -> usize {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// A check whose patterns are as costly as a config may make them, over
+/// the longest body and headers an app can give them, longer to match
+/// than the check's period and timeout: the probes never wait for a
+/// match (they run on a blocking thread, not the one that answers), the
+/// runs fail at their timeout, and however many runs time out, one match
+/// at a time is under way (one thread). Matched where the run was, a
+/// debug build held every probe for seconds.
+#[tokio::test]
+async fn a_costly_pattern_match_never_delays_a_probe() {
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let app = app_with_long_answers(gate).await;
+    let proxy = Proxy::start(&format!(
+        r#"
+[[check]]
+name = "costly"
+probes = ["readiness"]
+period = "1s"
+timeout = "1s"
+failure_threshold = 1
+http = {{ port = {port}, body_matches = {pattern:?}, header_matches = {{ "X-A" = {pattern:?}, "X-B" = {pattern:?} }} }}
+"#,
+        port = app.port(),
+        pattern = COSTLY_PATTERN,
+    ));
+    let pid = proxy.child.id();
+    // The first run waits for the app's answer: the threads that are not
+    // a match's exist by now (blocking threads left idle are reused).
+    let before = threads(pid);
+    open.send(true).unwrap();
+    let prober = Prober::start(proxy.addr, "/livez");
+    // Eight periods, in which a debug build's match (seconds) outlasts
+    // several runs: each run that started a match of its own would hold a
+    // thread more. Only the prober asks the sidecar meanwhile (answers
+    // with messages are rendered on blocking threads too).
+    let mut most = before;
+    eventually(Duration::from_secs(60), "80 probes", || {
+        most = most.max(threads(pid));
+        let probes = prober.seen.lock().unwrap().probes;
+        async move { probes >= 80 * scale() }
+    })
+    .await;
+    let seen = prober.finish();
+    let metrics = proxy.get("/metrics").await.body;
+    let failed = metric(
+        &metrics,
+        "healthproxy_check_runs_total{check=\"costly\",kind=\"http\",result=\"failure\"}",
+    );
+    let status = proxy.get("/readyz/costly?verbose").await.body;
+    eprintln!(
+        "costly pattern: prober {seen:?}; threads {before} -> at most {most}; {failed:?} failed runs; {status}"
+    );
+    assert_no_probe_lost(&seen, "costly pattern");
+    assert!(failed >= Some(4.0), "the check ran: {failed:?} failed runs");
+    assert!(
+        most <= before + 2,
+        "one match under way at a time: {before} threads before, {most} at most"
+    );
+}

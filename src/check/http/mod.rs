@@ -70,6 +70,14 @@ const MAX_HEADERS: usize = 10_000;
 /// new connection with room for them, and the check keeps that room.
 const FEW_HEADERS: usize = 100;
 
+/// The [`Pattern::cost`] up to which a run's patterns are matched where
+/// the run is, on the thread that answers the probes: at most some 80 µs
+/// (a typical `"status":\s*"ok"` over a 400-byte body is a third of it).
+/// Past it, the match goes to a blocking thread: handing it over costs
+/// less than such a match, and a match at the cost bound of a pattern
+/// (`MAX_PATTERN_PROGRAM` over 10 KiB) takes some 0.1 s.
+const INLINE_MATCH_COST: usize = 1 << 18;
+
 /// Extra time given to `dial`'s own bound, so that the run's deadline fires
 /// first and the message is the HTTP client's.
 const DIAL_SLACK: Duration = Duration::from_secs(1);
@@ -91,10 +99,13 @@ pub struct HttpCheck {
     host_override: Option<String>,
     /// Whether to keep one idle connection between runs.
     keep_alive: bool,
-    /// The text the body must contain.
-    body_contains: Option<String>,
-    /// What the response must be, beyond the kubelet's rules.
-    rules: Box<Rules>,
+    /// What the response must be, beyond the kubelet's rules: shared
+    /// with the blocking thread that matches its patterns.
+    rules: Arc<Rules>,
+    /// One permit, held by the pattern match under way (see
+    /// [`HttpCheck::judge_content`]): a match that outlasts its run is
+    /// never joined by another.
+    matching: Arc<tokio::sync::Semaphore>,
     /// Request headers whose values are secrets.
     secrets: SecretHeaders,
     /// TLS client settings, used for every `https` hop (a redirect may
@@ -180,13 +191,14 @@ impl HttpCheck {
             headers,
             host_override,
             keep_alive: spec.keep_alive,
-            body_contains: spec.body_contains,
-            rules: Box::new(Rules {
+            rules: Arc::new(Rules {
                 expect_status: spec.expect_status,
+                body_contains: spec.body_contains,
                 body_matches: spec.body_matches,
                 body_not_matches: spec.body_not_matches,
                 header_matches,
             }),
+            matching: Arc::new(tokio::sync::Semaphore::new(1)),
             secrets,
             tls,
             idle: tokio::sync::Mutex::new(None),
@@ -379,25 +391,64 @@ impl HttpCheck {
             }
             _ => {}
         }
-        if let Some(failed) = self.rules.judge_headers(&head.headers) {
-            return failed;
-        }
-        if let Some(needle) = &self.body_contains
-            && !contains(&body, needle.as_bytes())
-        {
-            return Outcome::failure(
-                Reason::Output,
-                format!("HTTP probe failed: response body does not contain {needle:?}"),
-            );
-        }
-        if let Some(failed) = self.rules.judge_body(&body) {
-            return failed;
-        }
+        let body = match self.judge_content(&head.headers, body, deadline).await {
+            Ok(body) => body,
+            Err(failed) => return failed,
+        };
         if (300..400).contains(&status) {
             let body = String::from_utf8_lossy(&body);
             Outcome::warning(format!("Probe terminated redirects, Response body: {body}"))
         } else {
             Outcome::success(format!("HTTP probe succeeded with statuscode: {status}"))
+        }
+    }
+
+    /// Judges the headers and body by the content rules (`header_matches`,
+    /// `body_contains`, `body_matches`, `body_not_matches`); gives the body
+    /// back when they pass.
+    ///
+    /// A match whose cost ([`Pattern::cost`]: the compiled program's size
+    /// times the text's length) could be felt runs on a blocking thread,
+    /// so that the thread answering the probes never waits for it, and
+    /// within the run's deadline: a match still going then fails the run.
+    /// A match cannot be stopped, so it holds the check's one permit until
+    /// it ends; a run that finds it still held waits for it, within its
+    /// own deadline. However slow the patterns, a check has at most one
+    /// match under way.
+    async fn judge_content(
+        &self,
+        headers: &hyper::HeaderMap,
+        body: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, Outcome> {
+        if self.rules.cost(headers, body.len()) <= INLINE_MATCH_COST {
+            return match self.rules.judge_content(headers, &body) {
+                Some(failed) => Err(failed),
+                None => Ok(body),
+            };
+        }
+        let unfinished = |what: &str| {
+            Outcome::failure(
+                Reason::Timeout,
+                format!("HTTP probe failed: {what} did not finish within the check's timeout"),
+            )
+        };
+        let Ok(permit) = timeout_at(deadline, Arc::clone(&self.matching).acquire_owned()).await else {
+            return Err(unfinished("the previous run's pattern match"));
+        };
+        let permit = permit.expect("the permit is never closed");
+        let rules = Arc::clone(&self.rules);
+        let headers = rules.headers_matched(headers);
+        let job = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let failed = rules.judge_content(&headers, &body);
+            (failed, body)
+        });
+        match timeout_at(deadline, job).await {
+            Ok(Ok((Some(failed), _))) => Err(failed),
+            Ok(Ok((None, body))) => Ok(body),
+            Ok(Err(e)) => Err(Outcome::unknown(format!("the pattern match failed: {e}"))),
+            Err(_) => Err(unfinished("matching the response against the patterns")),
         }
     }
 
@@ -648,18 +699,73 @@ fn sort_as_go_writes(headers: &mut [(HeaderName, HeaderValue)]) {
 struct Rules {
     /// The statuses that pass, when not the kubelet's 200–399.
     expect_status: Option<StatusSet>,
+    /// The text the body must contain.
+    body_contains: Option<String>,
     body_matches: Option<Pattern>,
     body_not_matches: Option<Pattern>,
     header_matches: Vec<(HeaderName, Pattern)>,
 }
 
 impl Rules {
+    /// The first content rule the response breaks, as a failure: the
+    /// header rules, then the body's.
+    fn judge_content(&self, headers: &hyper::HeaderMap, body: &[u8]) -> Option<Outcome> {
+        if let Some(failed) = self.judge_headers(headers) {
+            return Some(failed);
+        }
+        if let Some(needle) = &self.body_contains
+            && !contains(body, needle.as_bytes())
+        {
+            return Some(Outcome::failure(
+                Reason::Output,
+                format!("HTTP probe failed: response body does not contain {needle:?}"),
+            ));
+        }
+        self.judge_body(body)
+    }
+
+    /// What judging these headers and a body of `body` bytes may cost
+    /// ([`Pattern::cost`]; `body_contains` compares up to its length at
+    /// each byte).
+    fn cost(&self, headers: &hyper::HeaderMap, body: usize) -> usize {
+        let body_patterns = self.body_matches.iter().chain(&self.body_not_matches);
+        let mut cost = body_patterns.map(|p| p.cost(body)).fold(0, usize::saturating_add);
+        if let Some(needle) = &self.body_contains {
+            cost = cost.saturating_add(needle.len().saturating_mul(body));
+        }
+        for (name, pattern) in &self.header_matches {
+            let len = headers.get_all(name).iter().map(|v| v.len()).sum::<usize>();
+            cost = cost.saturating_add(pattern.cost(len.min(MAX_OUTPUT)));
+        }
+        cost
+    }
+
+    /// The headers the header rules look at, for a blocking thread (the
+    /// values are shared, not copied).
+    fn headers_matched(&self, headers: &hyper::HeaderMap) -> hyper::HeaderMap {
+        let mut matched = hyper::HeaderMap::new();
+        for (name, _) in &self.header_matches {
+            if !matched.contains_key(name) {
+                for value in headers.get_all(name) {
+                    matched.append(name.clone(), value.clone());
+                }
+            }
+        }
+        matched
+    }
+
     /// The first header rule the response breaks, as a failure. Any value
-    /// of a repeated header may match.
+    /// of a repeated header may match; the values are looked at up to 10
+    /// KiB in all, as the body is.
     fn judge_headers(&self, headers: &hyper::HeaderMap) -> Option<Outcome> {
         for (name, pattern) in &self.header_matches {
-            let mut values = headers.get_all(name).iter().peekable();
-            if values.peek().is_none() {
+            let mut budget = MAX_OUTPUT;
+            let mut values = headers.get_all(name).iter().map_while(|v| {
+                let seen = &v.as_bytes()[..v.len().min(budget)];
+                budget -= seen.len();
+                (!seen.is_empty() || v.is_empty()).then_some(seen)
+            });
+            if headers.get_all(name).iter().next().is_none() {
                 return Some(Outcome::failure(
                     Reason::Header,
                     format!(
@@ -668,7 +774,7 @@ impl Rules {
                     ),
                 ));
             }
-            if !values.any(|v| pattern.is_match(v.as_bytes())) {
+            if !values.any(|v| pattern.is_match(v)) {
                 return Some(Outcome::failure(
                     Reason::Header,
                     format!(
