@@ -9,16 +9,30 @@ use std::time::Duration;
 use clap::Args;
 
 use super::EXIT_CONFIG;
-use crate::inject::{self, Options, Output, Refusal, Sidecar};
+use crate::inject::{self, ConfigMapName, Options, Output, Refusal, Sidecar};
 
 /// Options of `healthproxy inject`.
 #[derive(Debug, Args)]
 pub struct InjectArgs {
     /// YAML files (several documents, `kind: List`); `-` or none: stdin.
     files: Vec<PathBuf>,
-    /// The sidecar's image.
+    /// The sidecar's image, built from this repository's Dockerfile and
+    /// pushed where the cluster pulls from (README, "Build and push the
+    /// image"). Without it, a placeholder that no cluster can pull, with a
+    /// warning.
     #[arg(long, default_value = inject::DEFAULT_IMAGE)]
     image: String,
+    /// How the generated ConfigMap is named. `hashed` (the default):
+    /// WORKLOAD-healthproxy-HASH, named by its content as kustomize's
+    /// configMapGenerator does, so that a config change reaches only the
+    /// pods of the new template: the rollout carries it, a config that
+    /// fails stops at the first new pods while the old ones keep theirs,
+    /// and a rollback brings the old config back. Old ConfigMaps stay
+    /// until deleted (keep those of the ReplicaSets you may roll back to).
+    /// `fixed`: WORKLOAD-healthproxy, changed in place: running pods reload
+    /// it within seconds (their probes keep their verdicts), all at once.
+    #[arg(long, value_enum, default_value_t = ConfigMapName::Hashed)]
+    config_map: ConfigMapName,
     /// `native`: an initContainers entry with restartPolicy Always
     /// (Kubernetes 1.29+); `classic`: the first of `containers`.
     #[arg(long, value_enum, default_value_t = Sidecar::Native)]
@@ -52,7 +66,11 @@ pub(super) fn inject(args: InjectArgs) -> ExitCode {
         port: args.port,
         drain_max: args.drain_max,
         containers: (!args.containers.is_empty()).then_some(args.containers),
+        config_map: args.config_map,
     };
+    if let Some(warning) = inject::placeholder_image(&options.image) {
+        eprintln!("warning: {warning}");
+    }
     run("inject", &args.files, args.dry_run, |text| {
         inject::inject(text, &options)
     })

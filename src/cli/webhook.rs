@@ -66,7 +66,12 @@ pub(super) fn webhook(args: WebhookArgs) -> ExitCode {
         port: args.port,
         drain_max: args.drain_max,
         containers: None,
+        // The config travels in the pod's annotations: no ConfigMap.
+        config_map: inject::ConfigMapName::default(),
     };
+    if let Some(warning) = inject::placeholder_image(&options.image) {
+        tracing::warn!("{warning} (--image or HEALTHPROXY_WEBHOOK_IMAGE)");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -24,8 +24,42 @@ use std::time::Duration;
 pub use stream::{Output, inject, uninject};
 
 /// The image of the sidecar unless `--image` says otherwise: the one
-/// deploy/ uses (built from this repository's Dockerfile).
+/// deploy/ uses (built from this repository's Dockerfile). Its registry is
+/// a placeholder (`.example` is reserved): no cluster can pull it, so
+/// `inject` and the webhook warn while it is used ([`placeholder_image`]).
 pub const DEFAULT_IMAGE: &str = concat!("registry.example/healthproxy:", env!("CARGO_PKG_VERSION"));
+
+/// The registry of [`DEFAULT_IMAGE`], which no cluster can pull from.
+pub const PLACEHOLDER_REGISTRY: &str = "registry.example";
+
+/// What to tell the user when `image` is on the placeholder registry: the
+/// first `kubectl apply` would end in ImagePullBackOff.
+pub fn placeholder_image(image: &str) -> Option<String> {
+    let (registry, _) = image.split_once('/')?;
+    (registry == PLACEHOLDER_REGISTRY).then(|| {
+        format!(
+            "the sidecar's image {image} is a placeholder that no cluster can pull: the pods would end in ImagePullBackOff. \
+             Build and push the image first (README, \"Build and push the image\"), then pass --image REGISTRY/healthproxy:{}",
+            env!("CARGO_PKG_VERSION")
+        )
+    })
+}
+
+/// How the generated ConfigMap is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ConfigMapName {
+    /// `WORKLOAD-healthproxy-HASH`, the hash of its content, as kustomize's
+    /// `configMapGenerator` names one: a config change is a new ConfigMap
+    /// that only the new pods mount, so the rollout carries it, a bad
+    /// config stops at the first new pods, and a rollback brings the old
+    /// config back with the old template.
+    #[default]
+    Hashed,
+    /// `WORKLOAD-healthproxy`, edited in place: every running pod reloads
+    /// the change within seconds (the reload rule keeps their probes), and
+    /// no old ConfigMap is left behind.
+    Fixed,
+}
 
 /// `drain.max` unless `--drain-max` says otherwise: deploy/'s, which the
 /// default grace period of 30 s covers with 10 s to spare for the app.
@@ -64,6 +98,8 @@ pub struct Options {
     pub drain_max: Duration,
     /// Only these app containers (all when `None`).
     pub containers: Option<Vec<String>>,
+    /// How the generated ConfigMap is named.
+    pub config_map: ConfigMapName,
 }
 
 impl Default for Options {
@@ -74,6 +110,7 @@ impl Default for Options {
             port: 9775,
             drain_max: DEFAULT_DRAIN_MAX,
             containers: None,
+            config_map: ConfigMapName::default(),
         }
     }
 }
@@ -122,9 +159,23 @@ impl Workload {
             .unwrap_or_default()
     }
 
-    /// The generated ConfigMap's name.
+    /// The generated ConfigMap's name, without its hash.
     pub fn config_map(&self) -> String {
         format!("{}-healthproxy", self.name)
+    }
+
+    /// The name of the ConfigMap that holds `config`: with
+    /// [`ConfigMapName::Hashed`], [`Workload::config_map`] and the first
+    /// ten hex digits of the config's SHA-256.
+    pub fn config_map_of(&self, config: &str, naming: ConfigMapName) -> String {
+        match naming {
+            ConfigMapName::Fixed => self.config_map(),
+            ConfigMapName::Hashed => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, config.as_bytes());
+                let hex: String = digest.as_ref()[..5].iter().map(|b| format!("{b:02x}")).collect();
+                format!("{}-{hex}", self.config_map())
+            }
+        }
     }
 
     /// The generated Secret's name.

@@ -12,6 +12,8 @@ use super::{Options, Refusal, WORKLOADS, Workload, yaml};
 
 /// The label on the objects `inject` generates.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "healthproxy-inject");
+/// The longest name of a ConfigMap or Secret (a DNS subdomain).
+const MAX_NAME: usize = 253;
 /// The annotation naming the workload a generated object belongs to.
 pub const GENERATED_FOR: &str = "healthproxy.io/generated-for";
 
@@ -309,7 +311,7 @@ impl Job<'_> {
                         super::probe::field(m.kind),
                         m.handler.describe(),
                         m.check_name(),
-                        w.config_map(),
+                        injection.config_map,
                         options.port,
                         m.endpoint()
                     ));
@@ -325,6 +327,16 @@ impl Job<'_> {
                         String::new()
                     }
                 ));
+                if injection.config_map.len() > MAX_NAME {
+                    return Err(Refusal {
+                        object: w.to_string(),
+                        field: "metadata.name".into(),
+                        message: format!(
+                            "the ConfigMap's name {} would be longer than {MAX_NAME} characters",
+                            injection.config_map
+                        ),
+                    });
+                }
                 if !self.generated.insert((w.namespace.clone(), w.config_map())) {
                     return Err(Refusal {
                         object: w.to_string(),
@@ -337,7 +349,7 @@ impl Job<'_> {
                 }
                 self.containers
                     .extend(injection.moved.iter().map(|m| m.container.clone()));
-                let mut objects = vec![config_map(&w, &injection.config)];
+                let mut objects = vec![config_map(&w, &injection.config_map, &injection.config)];
                 if let Some(token) = &injection.token {
                     objects.push(secret(&w, token));
                 }
@@ -368,13 +380,13 @@ fn metadata(w: &Workload, name: String) -> Value {
     Value::Mapping(m)
 }
 
-fn config_map(w: &Workload, config: &str) -> Value {
+fn config_map(w: &Workload, name: &str, config: &str) -> Value {
     let mut data = Mapping::new();
     data.insert("config.toml".into(), config.into());
     let mut m = Mapping::new();
     m.insert("apiVersion".into(), "v1".into());
     m.insert("kind".into(), "ConfigMap".into());
-    m.insert("metadata".into(), metadata(w, w.config_map()));
+    m.insert("metadata".into(), metadata(w, name.to_string()));
     m.insert("data".into(), Value::Mapping(data));
     Value::Mapping(m)
 }

@@ -40,6 +40,8 @@ const DEFAULT_GRACE: u64 = 30;
 pub struct Injection {
     /// The sidecar's config file.
     pub config: String,
+    /// The name of the ConfigMap the pod mounts it from.
+    pub config_map: String,
     /// The token the preStop hooks send, when any container got one.
     pub token: Option<String>,
     /// The probes the sidecar took over.
@@ -335,10 +337,11 @@ pub fn inject(
         Sidecar::Native => rec.add_item(template, &["spec", "initContainers"], sidecar, false),
         Sidecar::Classic => rec.add_item(template, &["spec", "containers"], sidecar, true),
     }
+    let config_map = workload.config_map_of(&config, options.config_map);
     rec.add_item(
         template,
         &["spec", "volumes"],
-        volume(CONFIG_VOLUME, "configMap", "name", &workload.config_map()),
+        volume(CONFIG_VOLUME, "configMap", "name", &config_map),
         false,
     );
     if token.is_some() {
@@ -399,6 +402,7 @@ pub fn inject(
     }
     Ok(Injected::Changed(Injection {
         config,
+        config_map,
         token,
         moved: moved.into_iter().map(|(m, ..)| m).collect(),
         warnings,

@@ -252,10 +252,15 @@ pub fn mutate(pod: &Value, namespace: Option<&str>, options: &Options) -> Mutati
             "the patch would be {size} bytes, more than the {MAX_PATCH} the webhook answers"
         ));
     }
+    let mut warnings = injection.warnings;
+    if let Some(warning) = crate::inject::placeholder_image(&options.image) {
+        // Said to whoever creates the pod, which would not start.
+        warnings.push(format!("healthproxy: {warning}"));
+    }
     Mutation {
         outcome: Outcome::Injected,
         patch: Some(patch),
-        warnings: injection.warnings,
+        warnings,
     }
 }
 

@@ -1619,8 +1619,13 @@ async fn the_webhook_runs_with_the_ca_make_ca_sh_makes_without_cert_manager() {
         .spawn()
         .unwrap();
     let mut lines = std::io::BufRead::lines(std::io::BufReader::new(webhook.stderr.take().unwrap()));
-    let first = lines.next().unwrap().unwrap();
+    // The first lines: the placeholder image's warning, then serving.
+    let first: Vec<String> = lines.by_ref().take(2).map(Result::unwrap).collect();
     let _ = webhook.kill();
     let _ = webhook.wait();
-    assert!(first.contains("healthproxy webhook serving"), "{first}");
+    assert!(
+        first[0].contains("is a placeholder that no cluster can pull"),
+        "{first:?}"
+    );
+    assert!(first[1].contains("healthproxy webhook serving"), "{first:?}");
 }

@@ -136,6 +136,27 @@ fn find<'a>(objects: &'a [Json], kind: &str, name: &str) -> Option<&'a Json> {
         .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
 }
 
+/// The ConfigMap that the injected `workload` mounts as its sidecar's
+/// config, whatever it is named.
+fn mounted_config_map<'a>(objects: &'a [Json], workload: &Json) -> &'a Json {
+    let volumes = pod_spec(workload).unwrap().volumes.unwrap();
+    let volume = volumes.iter().find(|v| v.name == "healthproxy-config").unwrap();
+    let name = &volume.config_map.as_ref().unwrap().name;
+    find(objects, "ConfigMap", name).unwrap_or_else(|| panic!("ConfigMap {name} is in the stream"))
+}
+
+/// The config.toml of the sidecar of the workload named `name`.
+fn config_of(objects: &[Json], name: &str) -> String {
+    let workload = objects
+        .iter()
+        .find(|o| o["metadata"]["name"] == name && pod_spec(o).is_some())
+        .unwrap();
+    mounted_config_map(objects, workload)["data"]["config.toml"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A check as the kubelet would run the original probe.
 #[derive(Debug, PartialEq, Eq)]
 enum Handler {
@@ -283,7 +304,13 @@ fn check_workload(original: &Json, output: &[Json], sidecar: Sidecar) {
         assert_eq!(original, injected, "{kind} {name}: nothing to move, unchanged");
         return;
     }
-    let config_map = find(output, "ConfigMap", &format!("{name}-healthproxy")).expect("the ConfigMap");
+    let config_map = mounted_config_map(output, injected);
+    let config_text = config_map["data"]["config.toml"].as_str().unwrap();
+    assert_eq!(
+        config_map["metadata"]["name"].as_str().unwrap(),
+        format!("{name}-healthproxy-{}", &sha256_hex(config_text)[..10]),
+        "{kind} {name}: named by the hash of its content"
+    );
     let text = config_map["data"]["config.toml"].as_str().unwrap();
     let config = Config::from_toml_str(text, "generated", &|_: &str| None).unwrap();
     assert_eq!(
@@ -632,10 +659,7 @@ fn only_the_containers_asked_for_are_injected() {
         Some("/health"),
         "collector is left alone"
     );
-    let config = find(&output, "ConfigMap", "agent-healthproxy").unwrap()["data"]["config.toml"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let config = config_of(&output, "agent");
     assert!(config.contains("container = \"shipper\"") && !config.contains("collector"));
 }
 
@@ -684,10 +708,7 @@ fn another_port_is_used_everywhere() {
     )
     .unwrap();
     let output = objects(&out.text);
-    let config = find(&output, "ConfigMap", "solo-healthproxy").unwrap()["data"]["config.toml"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let config = config_of(&output, "solo");
     assert!(config.contains("listen = \"[::]:9999\""), "{config}");
     let spec = pod_spec(find(&output, "Pod", "solo").unwrap()).unwrap();
     let web = &spec.containers[0];
@@ -794,7 +815,11 @@ fn dry_run_says_what_moved_where_and_writes_nothing() {
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "");
     assert!(
-        err.contains("StatefulSet store: container db: readinessProbe grpc :50051 service \"store.v1.Store\" -> check \"db-readiness\" in ConfigMap store-healthproxy; the probe now asks :9775/containers/db/readyz"),
+        err.contains("StatefulSet store: container db: readinessProbe grpc :50051 service \"store.v1.Store\" -> check \"db-readiness\" in ConfigMap store-healthproxy-"),
+        "{err}"
+    );
+    assert!(
+        err.contains("; the probe now asks :9775/containers/db/readyz"),
         "{err}"
     );
     assert!(err.contains("classic sidecar"), "{err}");
@@ -812,8 +837,11 @@ fn the_generated_config_passes_check_config_with_no_warning() {
         {
             // check-config reads the token as run does: the Secret's file,
             // where this test can put it.
-            let workload = cm["metadata"]["name"].as_str().unwrap();
-            let secret = find(&objects, "Secret", &format!("{workload}-token"));
+            let owner = &cm["metadata"]["annotations"]["healthproxy.io/generated-for"];
+            let secret = objects.iter().find(|o| {
+                o["kind"] == "Secret"
+                    && &o["metadata"]["annotations"]["healthproxy.io/generated-for"] == owner
+            });
             let token_file = dir.path().join("token");
             if let Some(secret) = secret {
                 std::fs::write(&token_file, secret["stringData"]["token"].as_str().unwrap()).unwrap();
@@ -877,10 +905,7 @@ async fn an_injected_deployment_answers_its_probes_as_the_original_did() {
     let (code, out, err) = cli(&["inject", "-"], &manifest);
     assert_eq!(code, 0, "{err}");
     let output = objects(&out);
-    let config = find(&output, "ConfigMap", "demo-healthproxy").unwrap()["data"]["config.toml"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let config = config_of(&output, "demo");
     let token = find(&output, "Secret", "demo-healthproxy-token").unwrap()["stringData"]["token"]
         .as_str()
         .unwrap()
@@ -1234,15 +1259,213 @@ fn inject_is_a_helm_post_renderer_reading_stdin_and_writing_stdout() {
         let stdout = String::from_utf8(out.stdout).unwrap();
         let output = objects(&stdout);
         output.iter().for_each(typed);
-        for name in ["grafana-healthproxy", "grafana-healthproxy-token"] {
-            assert!(
-                output.iter().any(|o| o["metadata"]["name"] == name),
-                "{args:?}: {name} in\n{stdout}"
-            );
-        }
+        let grafana = output.iter().find(|o| o["kind"] == "Deployment").unwrap();
+        assert!(
+            mounted_config_map(&output, grafana)["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .starts_with("grafana-healthproxy-"),
+            "{args:?}: {stdout}"
+        );
+        assert!(
+            output
+                .iter()
+                .any(|o| o["metadata"]["name"] == "grafana-healthproxy-token"),
+            "{args:?}: the Secret in\n{stdout}"
+        );
         // What helm applies is stdout alone: notes go to stderr.
         assert!(!stdout.contains("warning"), "{stdout}");
         let back = inject::uninject(&stdout).unwrap().text;
         assert_same_stream(&back, &rendered, "the chart comes back");
     }
+}
+
+// === The ConfigMap's name and the image ===
+
+fn sha256_hex(text: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `text` with the generated tokens (random for each new injection) made
+/// one.
+fn without_tokens(text: &str) -> String {
+    let mut out = text.to_string();
+    for secret in objects(text).iter().filter(|o| o["kind"] == "Secret") {
+        if let Some(token) = secret["stringData"]["token"].as_str() {
+            out = out.replace(token, "TOKEN");
+        }
+    }
+    out
+}
+
+fn naming(config_map: inject::ConfigMapName) -> Options {
+    Options {
+        config_map,
+        ..Options::default()
+    }
+}
+
+#[test]
+fn either_configmap_naming_round_trips_and_reinjects_from_the_original() {
+    use inject::ConfigMapName::{Fixed, Hashed};
+    for (name, text) in fixtures() {
+        let mut outputs = Vec::new();
+        for config_map in [Hashed, Fixed] {
+            let once = inject::inject(&text, &naming(config_map)).unwrap().text;
+            for object in objects(&once) {
+                typed(&object);
+            }
+            let twice = inject::inject(&once, &naming(config_map)).unwrap().text;
+            assert_eq!(
+                once, twice,
+                "{name} {config_map:?}: inject(inject(x)) == inject(x)"
+            );
+            let back = inject::uninject(&once).unwrap().text;
+            assert_same_stream(
+                &back,
+                &text,
+                &format!("{name} {config_map:?}: uninject(inject(x)) == x"),
+            );
+            outputs.push(once);
+        }
+        // From one naming to the other and back: the original is the start.
+        for (from, to, expected) in [
+            (&outputs[0], Fixed, &outputs[1]),
+            (&outputs[1], Hashed, &outputs[0]),
+        ] {
+            let switched = inject::inject(from, &naming(to)).unwrap().text;
+            assert_eq!(
+                objects(&without_tokens(&switched)),
+                objects(&without_tokens(expected)),
+                "{name}: re-injected as {to:?}"
+            );
+        }
+        let (hashed, fixed) = (objects(&outputs[0]), objects(&outputs[1]));
+        for workload in hashed.iter().filter(|o| pod_spec(o).is_some()) {
+            let wname = workload["metadata"]["name"].as_str().unwrap();
+            let Some(volumes) = pod_spec(workload).unwrap().volumes else {
+                continue;
+            };
+            if !volumes.iter().any(|v| v.name == "healthproxy-config") {
+                continue;
+            }
+            let ours = mounted_config_map(&hashed, workload);
+            let config = ours["data"]["config.toml"].as_str().unwrap();
+            assert_eq!(
+                ours["metadata"]["name"],
+                format!("{wname}-healthproxy-{}", &sha256_hex(config)[..10]),
+                "{name}"
+            );
+            let same = fixed
+                .iter()
+                .find(|o| o["kind"] == workload["kind"] && o["metadata"]["name"] == wname)
+                .unwrap();
+            let theirs = mounted_config_map(&fixed, same);
+            assert_eq!(
+                theirs["metadata"]["name"],
+                format!("{wname}-healthproxy"),
+                "{name}"
+            );
+            assert_eq!(theirs["data"], ours["data"], "{name}: the same config either way");
+        }
+    }
+}
+
+#[test]
+fn a_config_change_is_a_new_configmap_and_a_new_template() {
+    let text = std::fs::read_to_string(fixture_path("deployment.yaml")).unwrap();
+    let name_and_template = |text: &str| {
+        let output = objects(&without_tokens(
+            &inject::inject(text, &Options::default()).unwrap().text,
+        ));
+        let deployment = output.iter().find(|o| o["kind"] == "Deployment").unwrap().clone();
+        let config_map = mounted_config_map(&output, &deployment)["metadata"]["name"].clone();
+        (config_map, deployment["spec"]["template"].clone())
+    };
+    let (before, template) = name_and_template(&text);
+    assert_eq!(
+        name_and_template(&text),
+        (before.clone(), template.clone()),
+        "the same config, the same name"
+    );
+    let changed = text.replacen("periodSeconds: 5", "periodSeconds: 7", 1);
+    assert_ne!(changed, text, "the fixture has a period to change");
+    let (after, new_template) = name_and_template(&changed);
+    assert_ne!(after, before, "another config, another ConfigMap");
+    assert_ne!(new_template, template, "the template changes, so the pods roll");
+}
+
+#[test]
+fn the_command_warns_of_the_placeholder_image_once_and_names_the_configmap_as_asked() {
+    let files = [fixture_path("pod.yaml"), fixture_path("job.yaml")];
+    let (code, out, err) = cli(&["inject", &files[0], &files[1]], "");
+    assert_eq!(code, 0, "{err}");
+    let warning = format!(
+        "warning: the sidecar's image {} is a placeholder that no cluster can pull: the pods would end in ImagePullBackOff. \
+         Build and push the image first (README, \"Build and push the image\"), then pass --image REGISTRY/healthproxy:{}\n",
+        inject::DEFAULT_IMAGE,
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(err.matches(&warning).count(), 1, "{err}");
+    assert!(
+        err.starts_with(&warning),
+        "first, before the workloads' warnings: {err}"
+    );
+    assert!(out.contains("image: registry.example/healthproxy:"));
+    let (code, out, err) = cli(
+        &[
+            "inject",
+            "--image",
+            "ghcr.io/acme/healthproxy:0.1.0",
+            "--config-map",
+            "fixed",
+            &files[0],
+        ],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("placeholder"), "{err}");
+    let output = objects(&out);
+    assert_eq!(
+        mounted_config_map(&output, find(&output, "Pod", "solo").unwrap())["metadata"]["name"],
+        "solo-healthproxy"
+    );
+    let (code, help, _) = cli(&["inject", "--help"], "");
+    assert_eq!(code, 0);
+    assert!(
+        help.contains("[default: hashed]") && help.contains("configMapGenerator"),
+        "{help}"
+    );
+    assert!(help.contains("Without it, a placeholder"), "{help}");
+}
+
+#[cfg(feature = "webhook")]
+#[test]
+fn the_webhook_tells_whoever_creates_the_pod_of_the_placeholder_image() {
+    let pod: Json = serde_json::from_str(
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},
+        "spec":{"containers":[{"name":"app","image":"x",
+        "readinessProbe":{"httpGet":{"path":"/ready","port":8080}}}]}}"#,
+    )
+    .unwrap();
+    let placeholder = healthproxy::webhook::mutate(&pod, Some("n"), &Options::default());
+    assert!(placeholder.patch.is_some());
+    assert!(
+        placeholder.warnings.iter().any(|w| w
+            .starts_with("healthproxy: the sidecar's image registry.example/healthproxy:")
+            && w.contains("ImagePullBackOff")),
+        "{:?}",
+        placeholder.warnings
+    );
+    let pushed = Options {
+        image: "ghcr.io/acme/healthproxy:0.1.0".into(),
+        ..Options::default()
+    };
+    let mutation = healthproxy::webhook::mutate(&pod, Some("n"), &pushed);
+    assert!(
+        mutation.warnings.iter().all(|w| !w.contains("placeholder")),
+        "{:?}",
+        mutation.warnings
+    );
 }

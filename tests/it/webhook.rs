@@ -422,7 +422,7 @@ fn injected_by_cli(pod: &Value, owner: Option<(&str, &str)>, args: &[&str], toke
     for volume in expected["spec"]["volumes"].as_array_mut().unwrap() {
         if volume
             .get("configMap")
-            .is_some_and(|c| c["name"].as_str().unwrap().ends_with("-healthproxy"))
+            .is_some_and(|c| c["name"].as_str().unwrap().contains("-healthproxy"))
         {
             *volume = json!({"name": volume["name"], "downwardAPI": {"items": [
                 {"path": "config.toml", "fieldRef": {"fieldPath": "metadata.annotations['healthproxy.io/config']"}}
