@@ -1,5 +1,6 @@
 //! The command line: `run` (the default), `check-config`, `probe`,
-//! `status`, `wait`, `inject`, `uninject`, `webhook`.
+//! `status`, `wait`, `inject`, `uninject`, `webhook`, and where `inject`
+//! is built, `completions` and `man`.
 
 mod check_config;
 #[cfg(feature = "inject")]
@@ -76,6 +77,21 @@ enum Command {
     /// Serve a mutating admission webhook that injects healthproxy into
     /// opted-in pods as they are created.
     Webhook(webhook::WebhookArgs),
+    #[cfg(feature = "inject")]
+    /// Print a completion script for SHELL on stdout, e.g.
+    /// `healthproxy completions bash > /etc/bash_completion.d/healthproxy`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    #[cfg(feature = "inject")]
+    /// Print the man page (roff) on stdout: of healthproxy, or of one
+    /// subcommand (`healthproxy man status | man -l -`).
+    Man {
+        /// A subcommand, for its own page.
+        subcommand: Option<String>,
+    },
 }
 
 /// Options of `healthproxy run`.
@@ -132,5 +148,41 @@ pub fn main() -> ExitCode {
         Some(Command::Uninject(args)) => inject::uninject(args),
         #[cfg(feature = "webhook")]
         Some(Command::Webhook(args)) => webhook::webhook(args),
+        #[cfg(feature = "inject")]
+        Some(Command::Completions { shell }) => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "healthproxy", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        #[cfg(feature = "inject")]
+        Some(Command::Man { subcommand }) => man(subcommand.as_deref()),
+    }
+}
+
+/// Writes the man page of healthproxy, or of `subcommand`, on stdout.
+#[cfg(feature = "inject")]
+fn man(subcommand: Option<&str>) -> ExitCode {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
+    let page = match subcommand {
+        None => command,
+        Some(name) => match command.find_subcommand(name) {
+            // Built, a subcommand is displayed as `healthproxy-NAME`.
+            Some(sub) => sub.clone(),
+            None => {
+                eprintln!("man: no subcommand {name:?}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let mut out = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(page).render(&mut out) {
+        eprintln!("man: {e}");
+        return ExitCode::FAILURE;
+    }
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(&out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
     }
 }

@@ -336,3 +336,65 @@ fn the_key_file_lints_advice_gives_a_key_the_sidecars_user_can_read() {
     assert!(!err.contains("permission denied"), "{err}");
     assert!(!err.contains("is readable by every user"), "{err}");
 }
+
+#[test]
+fn bash_completes_subcommands_and_options_from_the_generated_script() {
+    let out = Command::new(binary())
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("healthproxy.bash");
+    std::fs::write(&script, &out.stdout).unwrap();
+    // What bash does on TAB: the completion function with the words typed.
+    let complete = |words: &str| {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source '{}'; COMP_WORDS=({words}); COMP_CWORD=$((${{#COMP_WORDS[@]}} - 1)); \
+                 COMP_LINE=\"${{COMP_WORDS[*]}}\"; _healthproxy healthproxy \"${{COMP_WORDS[-1]}}\" \
+                 \"${{COMP_WORDS[-2]}}\"; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                script.display()
+            ))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let subcommands = complete("healthproxy st");
+    assert!(subcommands.lines().any(|l| l == "status"), "{subcommands}");
+    let options = complete("healthproxy status --");
+    for option in ["--json", "--output", "--address", "--token-file"] {
+        assert!(options.lines().any(|l| l == option), "{option}: {options}");
+    }
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = Command::new(binary())
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+}
+
+#[test]
+fn man_writes_a_page_for_healthproxy_and_each_subcommand() {
+    let page = |args: &[&str]| {
+        let out = Command::new(binary()).arg("man").args(args).output().unwrap();
+        (out.status.code(), String::from_utf8(out.stdout).unwrap())
+    };
+    let (code, main) = page(&[]);
+    assert_eq!(code, Some(0));
+    assert!(main.contains(".TH healthproxy 1"), "{main}");
+    for sub in ["check\\-config", "status", "probe", "wait", "inject"] {
+        assert!(main.contains(sub), "{sub} listed: {main}");
+    }
+    let (code, status) = page(&["status"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        status.contains(".TH healthproxy\\-status 1") || status.contains(".TH healthproxy-status 1"),
+        "{status}"
+    );
+    assert!(status.contains("\\-\\-json"), "{status}");
+    let (code, _) = page(&["nosuch"]);
+    assert_eq!(code, Some(2));
+}
