@@ -231,6 +231,26 @@ fn main() {
         }
         return;
     }
+    // What a prepared check holds between runs: with sslmode "disable",
+    // and with "prefer" (its TLS client settings).
+    for mode in ["disable", "prefer"] {
+        let form = Form {
+            name: "held",
+            table: format!("{{ port = {port}, sslmode = \"{mode}\" }}"),
+            command: Vec::new(),
+            password: None,
+        };
+        let before = IN_USE.load(Ordering::Relaxed);
+        let held = check(&form);
+        let after = IN_USE.load(Ordering::Relaxed);
+        println!(
+            "a prepared check, sslmode {mode}: {} bytes on the heap, {} inline",
+            after - before,
+            std::mem::size_of_val(&held)
+        );
+        drop(held);
+    }
+    println!();
     println!(
         "| form | native CPU per run | heap peak per run | tool CPU per run (child) | + spawning (parent) | native / tool |"
     );
