@@ -91,6 +91,7 @@ fn run(
     let mut text = String::new();
     let mut warnings = Vec::new();
     let mut summary = Vec::new();
+    let mut restored = Vec::new();
     for file in files {
         let input = match read(file) {
             Ok(input) => input,
@@ -107,6 +108,7 @@ fn run(
                 text.push_str(&out.text);
                 warnings.extend(out.warnings);
                 summary.extend(out.summary);
+                restored.extend(out.restored);
             }
             Err(refusal) => {
                 // Nothing is written: a partial stream must not be applied.
@@ -114,6 +116,9 @@ fn run(
                 return ExitCode::from(EXIT_CONFIG);
             }
         }
+    }
+    for field in &restored {
+        eprintln!("restored: {field}");
     }
     for w in &warnings {
         eprintln!("warning: {w}");

@@ -26,6 +26,9 @@ pub struct Output {
     pub warnings: Vec<String>,
     /// What moved where, one line each.
     pub summary: Vec<String>,
+    /// Every field restored from an injection record, as `OBJECT: FIELD`
+    /// (written on stderr: the record is text few people read).
+    pub restored: Vec<String>,
 }
 
 /// Injects every workload of `stream`.
@@ -283,6 +286,9 @@ impl Job<'_> {
         let undone = template::uninject(template, &w)?;
         let undone = undone.map(|u| {
             self.out.warnings.extend(u.warnings);
+            self.out
+                .restored
+                .extend(u.restored.iter().map(|f| format!("{w}: {f}")));
             u.token
         });
         let Some(options) = self.options else {

@@ -416,54 +416,223 @@ pub struct Uninjected {
     pub token: Option<String>,
     /// Fields changed since `inject` that could not be restored.
     pub warnings: Vec<String>,
+    /// Every field restored or removed, from the pod template
+    /// (`spec.containers[web].livenessProbe`), for the user to see.
+    pub restored: Vec<String>,
 }
 
 /// Restores `template` as it was before [`inject`]; `None` when it was
 /// not injected.
+///
+/// The record is an annotation anyone who writes the manifest can write,
+/// so it is checked first (issue 27): every change it lists must be one
+/// `inject` makes — a moved probe, a preStop hook, the sidecar, its
+/// volumes, the grace period, its own annotations — with a former value
+/// `inject` would have replaced and the value `inject` writes still in
+/// place, and the sidecar must be among them. Anything else (a kind, a
+/// name, an image, a securityContext, hostPID, a volume of the host's) is
+/// refused, naming the field; nothing is restored then.
 pub fn uninject(template: &mut Value, workload: &Workload) -> Result<Option<Uninjected>, Refusal> {
+    let refuse = |field: &str, message: String| Refusal {
+        object: workload.to_string(),
+        field: format!("{}{field}", workload.template_path()),
+        message,
+    };
+    let record_field = format!("metadata.annotations.{}", record::ANNOTATION);
     let record = match record::read(template) {
         None => return Ok(None),
         Some(Ok(r)) => r,
-        Some(Err(message)) => {
-            return Err(Refusal {
-                object: workload.to_string(),
-                field: format!(
-                    "{}metadata.annotations.{}",
-                    workload.template_path(),
-                    record::ANNOTATION
-                ),
-                message: format!("cannot be read: {message}"),
-            });
-        }
+        Some(Err(message)) => return Err(refuse(&record_field, format!("cannot be read: {message}"))),
     };
-    let token = existing_token(template);
+    let token = verify(template, &record).map_err(|(field, message)| {
+        refuse(
+            &field,
+            format!(
+                "{message}: the {} record does not match what inject writes",
+                record::ANNOTATION
+            ),
+        )
+    })?;
+    let restored = record
+        .changes
+        .iter()
+        .map(|e| format!("{}{}", workload.template_path(), field_name(&e.at)))
+        .collect();
     record::remove(template);
     let warnings = record::undo(template, &record)
         .into_iter()
         .map(|path| format!("{workload}: {path} was changed since inject and could not be restored"))
         .collect();
-    Ok(Some(Uninjected { token, warnings }))
+    Ok(Some(Uninjected {
+        token,
+        warnings,
+        restored,
+    }))
 }
 
-/// The token in the injected preStop hook of any container.
-fn existing_token(template: &Value) -> Option<String> {
-    let containers = template.get("spec")?.get("containers")?.as_sequence()?;
-    containers.iter().find_map(|c| {
-        let get = c.get("lifecycle")?.get("preStop")?.get("httpGet")?;
-        if get.get("path")?.as_str()? != "/prestop" {
-            return None;
+/// `spec.containers[web].livenessProbe` for a record's path.
+fn field_name(at: &[String]) -> String {
+    let mut out = String::new();
+    let mut item = false;
+    for step in at {
+        if item {
+            out.push_str(&format!("[{step}]"));
+            item = false;
+            continue;
         }
-        get.get("httpHeaders")?.as_sequence()?.iter().find_map(|h| {
-            (h.get("name")?.as_str()? == "Authorization")
-                .then(|| {
-                    h.get("value")?
-                        .as_str()?
-                        .strip_prefix("Bearer ")
-                        .map(str::to_string)
-                })
-                .flatten()
-        })
-    })
+        if !out.is_empty() {
+            out.push('.');
+        }
+        out.push_str(step);
+        item =
+            matches!(step.as_str(), "containers" | "initContainers" | "volumes") && out.starts_with("spec.");
+    }
+    out
+}
+
+/// Checks `record` against what [`inject`] writes and against `template`
+/// as it is; returns the preStop hooks' token. An error is (field, why).
+fn verify(template: &Value, record: &record::Record) -> Result<Option<String>, (String, String)> {
+    let absent_or_null = |was: &Option<Value>| matches!(was, None | Some(Value::Null));
+    let spec = template.get("spec");
+    let list = |name: &str| spec.and_then(|s| s.get(name)).and_then(Value::as_sequence);
+    let find = |name: &str, item: &str| {
+        list(name)
+            .into_iter()
+            .flatten()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some(item))
+    };
+    let sidecar = find("initContainers", SIDECAR).or_else(|| find("containers", SIDECAR));
+    let port = sidecar
+        .and_then(|c| c.get("ports"))
+        .and_then(|p| p.get(0))
+        .and_then(|p| p.get("containerPort"))
+        .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok());
+    let lists_sidecar = record.changes.iter().any(|e| {
+        matches!(
+            e.at.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
+            ["spec", "initContainers", SIDECAR]
+                | ["spec", "containers", SIDECAR]
+                | ["spec", "initContainers"]
+        )
+    });
+    if !lists_sidecar || sidecar.is_none() {
+        return Err((
+            format!("metadata.annotations.{}", record::ANNOTATION),
+            "lists no healthproxy sidecar, or the pod has none".into(),
+        ));
+    }
+    let mut seen = HashSet::new();
+    let mut token: Option<String> = None;
+    for entry in &record.changes {
+        let at: Vec<&str> = entry.at.iter().map(String::as_str).collect();
+        let field = field_name(&entry.at);
+        let bad = |why: &str| Err((field.clone(), why.to_string()));
+        if !seen.insert(&entry.at) {
+            return bad("listed twice");
+        }
+        match at.as_slice() {
+            [
+                "spec",
+                "containers",
+                name,
+                kind @ ("livenessProbe" | "readinessProbe" | "startupProbe"),
+            ] if *name != SIDECAR => {
+                let kind = match *kind {
+                    "livenessProbe" => ProbeKind::Liveness,
+                    "readinessProbe" => ProbeKind::Readiness,
+                    _ => ProbeKind::Startup,
+                };
+                let Some(c) = find("containers", name).and_then(Value::as_mapping) else {
+                    continue; // The container is gone: undo warns.
+                };
+                let (Some(Value::Mapping(was)), Some(port)) = (&entry.was, port) else {
+                    return bad("is not a probe inject takes over");
+                };
+                let Ok(Plan::Move(m)) = probe::plan(name, c, kind, was) else {
+                    return bad("is not a probe inject takes over");
+                };
+                if m.rewritten(port, was).ok().as_ref() != c.get(probe::field(kind)) {
+                    return bad("is not the probe inject wrote (changed since, or not inject's)");
+                }
+            }
+            ["spec", "containers", name, "lifecycle"] if *name != SIDECAR => {
+                let Some(c) = find("containers", name) else {
+                    continue;
+                };
+                let now = c.get("lifecycle").and_then(Value::as_mapping);
+                let hook_token = now
+                    .and_then(|l| l.get("preStop"))
+                    .and_then(|p| hook_token(p, port?));
+                let Some(hook_token) = hook_token else {
+                    return bad("its preStop hook is not the one inject writes");
+                };
+                if token.as_ref().is_some_and(|t| *t != hook_token) {
+                    return bad("its preStop hook sends another token than the others");
+                }
+                token = Some(hook_token);
+                let mut rest = now.cloned().unwrap_or_default();
+                rest.shift_remove("preStop");
+                let matches = match &entry.was {
+                    None | Some(Value::Null) => rest.is_empty(),
+                    Some(Value::Mapping(was)) => {
+                        let mut was = was.clone();
+                        let pre_stop = was.shift_remove("preStop");
+                        pre_stop.is_none_or(|p| p.is_null()) && was == rest
+                    }
+                    Some(_) => false,
+                };
+                if !matches {
+                    return bad("its former value is not one inject would have added a preStop hook to");
+                }
+            }
+            ["spec", "initContainers", SIDECAR] | ["spec", "containers", SIDECAR] if entry.was.is_none() => {}
+            ["spec", "initContainers"] if absent_or_null(&entry.was) => {}
+            ["spec", "volumes", CONFIG_VOLUME | TOKEN_VOLUME] if entry.was.is_none() => {}
+            ["spec", "volumes"] if absent_or_null(&entry.was) => {}
+            ["spec", "terminationGracePeriodSeconds"] => {
+                let now = spec
+                    .and_then(|s| s.get("terminationGracePeriodSeconds"))
+                    .and_then(Value::as_u64);
+                let lower = match &entry.was {
+                    None | Some(Value::Null) => true,
+                    Some(v) => v.as_u64().zip(now).is_some_and(|(was, now)| was < now),
+                };
+                if !lower {
+                    return bad("inject only raises it");
+                }
+            }
+            ["metadata"] if entry.was.is_none() => {}
+            ["metadata", "annotations"] if absent_or_null(&entry.was) => {}
+            ["metadata", "annotations", HASH_ANNOTATION]
+                if matches!(entry.was, None | Some(Value::String(_))) => {}
+            [
+                "metadata",
+                "annotations",
+                "kubectl.kubernetes.io/default-container",
+            ] if entry.was.is_none() => {}
+            _ => return bad("is not a field inject sets, or not to that former value"),
+        }
+    }
+    Ok(token)
+}
+
+/// The token of a preStop hook exactly as [`prestop`] writes it, with a
+/// token as [`new_token`] makes (64 hexadecimal digits).
+fn hook_token(hook: &Value, port: u16) -> Option<String> {
+    let header = hook
+        .get("httpGet")?
+        .get("httpHeaders")?
+        .get(0)?
+        .get("value")?
+        .as_str()?;
+    let token = header.strip_prefix("Bearer ")?;
+    let shaped = token.len() == 64
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (shaped && *hook == prestop(port, token)).then(|| token.to_string())
 }
 
 fn config_text(

