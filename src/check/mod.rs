@@ -4,12 +4,14 @@
 //! Every kind bounds its own run by the timeout it is given, so that its
 //! timeout message is the kubelet's; the engine adds a safety net on top.
 
+mod dialogue;
 mod exec;
 mod file;
 mod grpc;
 mod http;
 mod mysql;
 mod postgres;
+mod process;
 mod reason;
 mod redis;
 mod tcp;
@@ -21,6 +23,7 @@ use std::time::Duration;
 
 use crate::config::{CheckKind, HttpSpec, MysqlSpec, PostgresSpec, RedisSpec};
 
+pub use dialogue::DialogueCheck;
 pub use exec::{ExecCheck, become_subreaper, kill_orphans, reap_orphans};
 pub use file::FileCheck;
 pub use grpc::GrpcCheck;
@@ -28,6 +31,7 @@ pub use http::HttpCheck;
 pub use http::expiry::not_after as certificate_not_after;
 pub use mysql::MysqlCheck;
 pub use postgres::PostgresCheck;
+pub use process::ProcessCheck;
 pub use reason::Reason;
 pub use redis::RedisCheck;
 pub use tcp::TcpCheck;
@@ -218,7 +222,10 @@ pub fn fds_while_running(kind: &CheckKind) -> u64 {
         | CheckKind::Grpc(_)
         | CheckKind::Redis(_)
         | CheckKind::Postgres(_)
-        | CheckKind::Mysql(_) => 1,
+        | CheckKind::Mysql(_)
+        | CheckKind::Dialogue(_) => 1,
+        // A directory and a file of /proc at a time.
+        CheckKind::Process(_) => 2,
         CheckKind::File(_) => 0,
     }
 }
@@ -243,6 +250,10 @@ pub enum Check {
     Postgres(Box<PostgresCheck>),
     /// `mysqladmin ping|status`, `mysql -e`.
     Mysql(Box<MysqlCheck>),
+    /// `echo ruok | nc`.
+    Dialogue(Box<DialogueCheck>),
+    /// `pgrep -f`.
+    Process(Box<ProcessCheck>),
 }
 
 /// A check that cannot be prepared (a CA file that does not load).
@@ -277,6 +288,12 @@ impl Check {
                 PostgresCheck::new(PostgresSpec::clone(spec)).map_err(err)?,
             )),
             CheckKind::Mysql(spec) => Check::Mysql(Box::new(MysqlCheck::new(MysqlSpec::clone(spec)))),
+            CheckKind::Dialogue(spec) => Check::Dialogue(Box::new(
+                DialogueCheck::new(crate::config::DialogueSpec::clone(spec)).map_err(err)?,
+            )),
+            CheckKind::Process(spec) => Check::Process(Box::new(ProcessCheck::new(
+                crate::config::ProcessSpec::clone(spec),
+            ))),
         })
     }
 
@@ -312,6 +329,8 @@ impl Check {
             Check::Redis(c) => Box::pin(c.run(timeout)).await,
             Check::Postgres(c) => Box::pin(c.run(timeout)).await,
             Check::Mysql(c) => Box::pin(c.run(timeout)).await,
+            Check::Dialogue(c) => Box::pin(c.run(timeout)).await,
+            Check::Process(c) => c.run(timeout).await,
         }
     }
 }

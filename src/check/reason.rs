@@ -40,13 +40,15 @@ pub enum Reason {
     Rejecting,
     /// The peer does not speak the check's protocol.
     Protocol,
+    /// No process matched (`process`).
+    NoProcess,
     /// Anything else.
     Other,
 }
 
 impl Reason {
     /// Every reason, in declaration order: `reason as usize` indexes it.
-    pub(crate) const ALL: [Reason; 16] = [
+    pub(crate) const ALL: [Reason; 17] = [
         Reason::Timeout,
         Reason::Refused,
         Reason::Dns,
@@ -62,6 +64,7 @@ impl Reason {
         Reason::Reply,
         Reason::Rejecting,
         Reason::Protocol,
+        Reason::NoProcess,
         Reason::Other,
     ];
 
@@ -83,6 +86,7 @@ impl Reason {
             Reason::Reply => "reply",
             Reason::Rejecting => "rejecting",
             Reason::Protocol => "protocol",
+            Reason::NoProcess => "no_process",
             Reason::Other => "other",
         }
     }

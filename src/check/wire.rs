@@ -178,4 +178,21 @@ impl Reader {
         self.start += n;
         Ok(out)
     }
+
+    /// Reads once more from `stream`: what arrives joins [`Reader::pending`].
+    pub(crate) async fn more(&mut self, stream: &mut Stream) -> Result<(), ReadError> {
+        self.fill(stream).await
+    }
+
+    /// The bytes read and not yet taken.
+    pub(crate) fn pending(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+
+    /// Takes everything pending.
+    pub(crate) fn take_all(&mut self) -> Vec<u8> {
+        let out = self.buf[self.start..].to_vec();
+        self.start = self.buf.len();
+        out
+    }
 }

@@ -97,6 +97,8 @@ fn check_lints(c: &CheckConfig, own: &[u16]) -> Vec<Lint> {
         CheckKind::Redis(r) => Some(r.port),
         CheckKind::Postgres(p) => Some(p.port),
         CheckKind::Mysql(m) => Some(m.port),
+        CheckKind::Dialogue(d) => Some(d.port),
+        CheckKind::Process(_) => None,
         CheckKind::Exec(_) | CheckKind::File(_) => None,
     };
     if let (Some(port), Some(host)) = (port, c.kind.host())

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use lint::{Lint, lints, missing_program, original_probe_lints};
-pub use native::{Credential, MysqlCommand, MysqlSpec, RedisExpect, RedisSpec};
+pub use native::{
+    Credential, DialogueSpec, DialogueStep, MysqlCommand, MysqlSpec, ProcessSpec, RedisExpect, RedisSpec,
+};
 pub use postgres::{DEFAULT_POSTGRES_PORT, DEFAULT_POSTGRES_USER, PgAddress, PostgresSpec, SslMode};
 pub use raw::parse_duration;
 pub use rules::{MAX_PATTERN_PROGRAM, Pattern, SecretHeader, SecretSource, StatusSet, TlsSpec};
@@ -433,6 +435,10 @@ pub enum CheckKind {
     Postgres(Box<PostgresSpec>),
     /// `mysqladmin ping|status`, `mysql -e`.
     Mysql(Box<MysqlSpec>),
+    /// Bytes sent and patterns expected, as `echo ruok | nc`.
+    Dialogue(Box<DialogueSpec>),
+    /// A process whose command line matches, as `pgrep -f`.
+    Process(Box<ProcessSpec>),
 }
 
 impl CheckKind {
@@ -447,6 +453,8 @@ impl CheckKind {
             CheckKind::Redis(_) => "redis",
             CheckKind::Postgres(_) => "postgres",
             CheckKind::Mysql(_) => "mysql",
+            CheckKind::Dialogue(_) => "dialogue",
+            CheckKind::Process(_) => "process",
         }
     }
 
@@ -462,6 +470,8 @@ impl CheckKind {
                 PgAddress::Socket(_) => None,
             },
             CheckKind::Mysql(m) => Some(&m.host),
+            CheckKind::Dialogue(d) => Some(&d.host),
+            CheckKind::Process(_) => None,
             CheckKind::Exec(_) | CheckKind::File(_) => None,
         }
     }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
-use super::{Host, TlsSpec};
+use super::{Host, Pattern, TlsSpec};
 
 /// A credential (a password, a user name): written in the file, read from
 /// a file, or from an environment variable. Its `Debug` names the source,
@@ -118,4 +118,35 @@ pub struct MysqlSpec {
     /// cannot trust an error before the TLS handshake and fails with its
     /// own error 2002: `mysqladmin ping` exits 1.
     pub skip_ssl: bool,
+}
+
+/// One step of a `dialogue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DialogueStep {
+    /// Write these bytes.
+    Send(Vec<u8>),
+    /// Read until what arrived since the last match matches.
+    Expect(Pattern),
+}
+
+/// A `dialogue = { ... }` handler: blackbox_exporter's `query_response`,
+/// the `echo ruok | nc HOST PORT | grep imok` of exec probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DialogueSpec {
+    /// The server's host.
+    pub host: Host,
+    /// The server's port.
+    pub port: u16,
+    /// TLS from the first byte, with its settings.
+    pub tls: Option<TlsSpec>,
+    /// The steps, in order.
+    pub steps: Vec<DialogueStep>,
+}
+
+/// A `process = { ... }` handler: `pgrep -f PATTERN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// Matched against each process's full command line, its arguments
+    /// joined by spaces, as `pgrep -f`.
+    pub pattern: Pattern,
 }

@@ -94,6 +94,8 @@ struct RawCheck {
     redis: Option<Spanned<native::RawRedis>>,
     postgres: Option<Spanned<postgres::RawPostgres>>,
     mysql: Option<Spanned<native::RawMysql>>,
+    dialogue: Option<Spanned<native::RawDialogue>>,
+    process: Option<Spanned<native::RawProcess>>,
 }
 
 fn yes() -> bool {
@@ -487,7 +489,7 @@ fn value_hint(key: &str, message: &str) -> String {
 
 /// The handler keys of a check.
 const HANDLERS: &[&str] = &[
-    "http", "tcp", "exec", "grpc", "file", "redis", "postgres", "mysql",
+    "http", "tcp", "exec", "grpc", "file", "redis", "postgres", "mysql", "dialogue", "process",
 ];
 
 /// Kubernetes probe fields pasted into the config: the key to write
@@ -973,6 +975,8 @@ fn validate_kind(
         c.redis.as_ref().map(|h| ("redis", h.span())),
         c.postgres.as_ref().map(|h| ("postgres", h.span())),
         c.mysql.as_ref().map(|h| ("mysql", h.span())),
+        c.dialogue.as_ref().map(|h| ("dialogue", h.span())),
+        c.process.as_ref().map(|h| ("process", h.span())),
     ];
     let given: Vec<_> = handlers.into_iter().flatten().collect();
     match given.as_slice() {
@@ -1227,6 +1231,12 @@ fn validate_kind(
     }
     if let Some(m) = &c.mysql {
         return native::mysql(m.get_ref(), &span, env, at, errors);
+    }
+    if let Some(d) = &c.dialogue {
+        return native::dialogue(d.get_ref(), &span, env, at, errors);
+    }
+    if let Some(p) = &c.process {
+        return native::process(p.get_ref(), at, errors);
     }
     if let Some(f) = &c.file {
         let f = f.get_ref();

@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod db_dialogue;
 mod db_mysql;
 mod db_postgres;
 mod db_redis;

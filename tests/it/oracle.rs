@@ -86,7 +86,13 @@ pub fn free_port() -> u16 {
 
 /// The tables of the protocol checks, each with the keys it needs besides
 /// the one whose default is checked.
-const NATIVE_TABLES: &[(&str, &str)] = &[("redis", ""), ("postgres", ""), ("mysql", "command = \"query\"")];
+const NATIVE_TABLES: &[(&str, &str)] = &[
+    ("redis", ""),
+    ("postgres", ""),
+    ("mysql", "command = \"query\""),
+    ("dialogue", "port = 1, steps = [{ send = \"x\" }]"),
+    ("process", "pattern = \"x\""),
+];
 
 /// Whether `key` (`redis.port`) belongs to a protocol check.
 pub fn is_native_key(key: &str) -> bool {

@@ -314,6 +314,128 @@ const DEFAULT_QUERY: &str = "SELECT 1";
 /// The longest query accepted: a health check's statement is short.
 const MAX_QUERY: usize = 4096;
 
+/// `dialogue = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDialogue {
+    host: Option<Spanned<String>>,
+    port: Spanned<u16>,
+    #[serde(default)]
+    tls: bool,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    server_name: Option<String>,
+    insecure_skip_verify: Option<bool>,
+    steps: Spanned<Vec<RawStep>>,
+}
+
+/// One step: exactly one of `send` and `expect`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    send: Option<String>,
+    expect: Option<String>,
+}
+
+/// The most steps a dialogue may have.
+const MAX_STEPS: usize = 32;
+
+pub(super) fn dialogue(
+    d: &RawDialogue,
+    span: &Range<usize>,
+    env: &dyn Env,
+    at: &dyn Fn(&str) -> String,
+    errors: &mut Errors<'_>,
+) -> Option<CheckKind> {
+    let before = errors.list.len();
+    let host = host_of("dialogue.host", &d.host, env, at, errors);
+    check_port(&d.port, &at("dialogue.port"), errors);
+    let raw_tls = RawTls {
+        ca_file: &d.ca_file,
+        cert_file: &d.cert_file,
+        key_file: &d.key_file,
+        server_name: &d.server_name,
+        insecure_skip_verify: d.insecure_skip_verify,
+    };
+    if !d.tls {
+        for key in raw_tls.keys_set() {
+            errors.push(
+                at(&format!("dialogue.{key}")),
+                span.clone(),
+                "only applies with tls = true",
+            );
+        }
+    }
+    let tls = raw_tls.validate("dialogue", at, span, errors);
+    let mut steps = Vec::new();
+    let list = d.steps.get_ref();
+    if list.is_empty() || list.len() > MAX_STEPS {
+        errors.push(
+            at("dialogue.steps"),
+            d.steps.span(),
+            format!(
+                "must list 1 to {MAX_STEPS} steps, each {{ send = \"...\" }} or {{ expect = \"REGEX\" }}"
+            ),
+        );
+    }
+    for (i, step) in list.iter().enumerate() {
+        match (&step.send, &step.expect) {
+            (Some(send), None) if !send.is_empty() => {
+                steps.push(DialogueStep::Send(send.clone().into_bytes()))
+            }
+            (None, Some(expect)) => match Pattern::new(expect) {
+                Ok(p) => steps.push(DialogueStep::Expect(p)),
+                Err(e) => errors.push(at(&format!("dialogue.steps[{i}].expect")), d.steps.span(), e),
+            },
+            _ => errors.push(
+                at(&format!("dialogue.steps[{i}]")),
+                d.steps.span(),
+                "must be exactly one of { send = \"...\" } (not empty) and { expect = \"REGEX\" }",
+            ),
+        }
+    }
+    if errors.list.len() != before {
+        return None;
+    }
+    Some(CheckKind::Dialogue(Box::new(DialogueSpec {
+        host: host?,
+        port: *d.port.get_ref(),
+        tls: if d.tls { Some(tls?) } else { None },
+        steps,
+    })))
+}
+
+/// `process = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawProcess {
+    pattern: Spanned<String>,
+}
+
+pub(super) fn process(
+    p: &RawProcess,
+    at: &dyn Fn(&str) -> String,
+    errors: &mut Errors<'_>,
+) -> Option<CheckKind> {
+    let text = p.pattern.get_ref();
+    if text.is_empty() {
+        errors.push(
+            at("process.pattern"),
+            p.pattern.span(),
+            "must not be empty: it would match every process",
+        );
+        return None;
+    }
+    match Pattern::new(text) {
+        Ok(pattern) => Some(CheckKind::Process(Box::new(ProcessSpec { pattern }))),
+        Err(e) => {
+            errors.push(at("process.pattern"), p.pattern.span(), e);
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::config::{CheckKind, Config, Credential, RedisExpect};

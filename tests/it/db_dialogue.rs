@@ -1,0 +1,210 @@
+//! The `dialogue` check against a real memcached from Debian, and the
+//! `process` check against real processes, each beside the one-liner an
+//! exec probe runs as the oracle: `echo version | nc -q1 HOST PORT | grep
+//! -q VERSION` (written in Python: the image has no nc) and `pgrep -f`.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use healthproxy::check::{DialogueCheck, Outcome, ProcessCheck, Reason, Verdict};
+use healthproxy::config::{DialogueSpec, DialogueStep, Host, Pattern, ProcessSpec};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::oracle::{agree, free_port, sh};
+use crate::support::{Process, eventually, tool};
+
+const TIMEOUT: Duration = Duration::from_secs(2);
+const BOUND: Duration = Duration::from_secs(5);
+
+/// `echo version | nc -q1 127.0.0.1 PORT | grep -q '^VERSION '`: send, read
+/// until the server closes or is quiet for a second, match.
+fn nc_form(port: u16) -> String {
+    format!(
+        "python3 -c \"
+import re, socket, sys
+s = socket.create_connection(('127.0.0.1', {port}))
+s.sendall(b'version\\r\\n')
+s.settimeout(1)
+got = b''
+try:
+    while True:
+        d = s.recv(4096)
+        if not d: break
+        got += d
+except socket.timeout:
+    pass
+sys.exit(0 if re.search(rb'^VERSION ', got, re.M) else 1)
+\""
+    )
+}
+
+fn memcached_version(port: u16) -> DialogueSpec {
+    DialogueSpec {
+        host: Host {
+            name: "127.0.0.1".into(),
+            from_env: None,
+        },
+        port,
+        tls: None,
+        steps: vec![
+            DialogueStep::Send(b"version\r\n".to_vec()),
+            DialogueStep::Expect(Pattern::new("(?m)^VERSION ").unwrap()),
+        ],
+    }
+}
+
+async fn dialogue(spec: &DialogueSpec) -> Outcome {
+    DialogueCheck::new(spec.clone()).unwrap().run(TIMEOUT).await
+}
+
+async fn compare(state: &str, port: u16) -> Outcome {
+    let form = nc_form(port);
+    let spec = memcached_version(port);
+    let (real, ours) = tokio::join!(sh(&form, &[], BOUND), dialogue(&spec));
+    agree(state, "echo version | nc -q1 | grep -q VERSION", &real, &ours);
+    ours
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialogue_gives_the_nc_one_liners_verdict_against_memcached() {
+    let (_hold, refused) = crate::support::refusing_port();
+    let out = compare("not running", refused).await;
+    assert_eq!(out.reason, Some(Reason::Refused), "{out:?}");
+
+    let mut server = None;
+    let mut port = 0;
+    for _ in 0..5 {
+        port = free_port();
+        let mut child = Command::new(tool("memcached"))
+            .args([
+                "-l",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-U",
+                "0",
+                "-u",
+                "root",
+                "-c",
+                "16",
+                "-t",
+                "1",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none()
+            && std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+        {
+            assert!(std::time::Instant::now() < deadline, "memcached did not listen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if child.try_wait().unwrap().is_none() {
+            server = Some(Process(child));
+            break;
+        }
+    }
+    let server = server.expect("memcached started");
+    let pid = Pid::from_raw(server.0.id() as i32);
+
+    let out = compare("up", port).await;
+    assert_eq!(out.verdict, Verdict::Success);
+    assert!(out.message.starts_with("VERSION 1."), "{}", out.message);
+
+    // A pattern the server's answer does not match.
+    let mut wrong = memcached_version(port);
+    wrong.steps[1] = DialogueStep::Expect(Pattern::new("^imok$").unwrap());
+    let out = dialogue(&wrong).await;
+    assert_eq!(
+        out.reason,
+        Some(Reason::Timeout),
+        "memcached keeps the connection open: {out:?}"
+    );
+
+    // Connections exhausted: memcached's -c held by idle clients.
+    let mut held = Vec::new();
+    // memcached needs a few of its 16 for itself.
+    for _ in 0..20 {
+        held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    compare("connections exhausted", port).await;
+    drop(held);
+    eventually(Duration::from_secs(10), "memcached answers again", || async {
+        dialogue(&memcached_version(port)).await.verdict == Verdict::Success
+    })
+    .await;
+
+    // Frozen.
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let out = compare("frozen", port).await;
+    assert_eq!(out.reason, Some(Reason::Timeout), "{out:?}");
+    kill(pid, Signal::SIGCONT).unwrap();
+    compare("thawed", port).await;
+}
+
+async fn process(pattern: &str) -> Outcome {
+    ProcessCheck::new(ProcessSpec {
+        pattern: Pattern::new(pattern).unwrap(),
+    })
+    .run(TIMEOUT)
+    .await
+}
+
+/// `pgrep -f PATTERN` (exec'd by the shell, so that no shell holds the
+/// pattern in its own command line), then the check: one after the
+/// other, so that neither sees the other.
+async fn compare_pgrep(state: &str, pattern: &str) -> Outcome {
+    let form = format!("exec pgrep -f '{pattern}'");
+    let real = sh(&form, &[], BOUND).await;
+    let ours = process(pattern).await;
+    agree(state, &form, &real, &ours);
+    ours
+}
+
+#[tokio::test]
+async fn process_check_gives_pgrep_f_verdict() {
+    let marker = format!("hp-marker-{}-{}", std::process::id(), free_port());
+    let mut child = Command::new(tool("python3"))
+        .args(["-c", "import time; time.sleep(600)", &marker])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = Pid::from_raw(child.id() as i32);
+    eventually(
+        Duration::from_secs(10),
+        "the child's command line is written",
+        || async {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+        },
+    )
+    .await;
+
+    let out = compare_pgrep("running", &marker).await;
+    assert!(out.message.starts_with(&format!("{pid} ")), "{}", out.message);
+    compare_pgrep(
+        "running, a pattern over the arguments",
+        "time\\.sleep\\(600\\) hp-marker",
+    )
+    .await;
+    compare_pgrep("no such process", &format!("{marker}-not")).await;
+    compare_pgrep("a kernel thread, by its name", "^\\[kthreadd\\]$").await;
+    compare_pgrep("a kernel thread, unbracketed", "^kthreadd$").await;
+
+    kill(pid, Signal::SIGSTOP).unwrap();
+    compare_pgrep("stopped", &marker).await;
+    kill(pid, Signal::SIGKILL).unwrap();
+    eventually(Duration::from_secs(10), "the child is a zombie", || async {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    })
+    .await;
+    let out = compare_pgrep("a zombie (its command line is gone)", &marker).await;
+    assert_eq!(out.reason, Some(Reason::NoProcess), "{out:?}");
+    compare_pgrep("a zombie, by its name", "^\\[python3\\] <defunct>$").await;
+    child.wait().unwrap();
+    compare_pgrep("gone", &marker).await;
+}
