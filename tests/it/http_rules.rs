@@ -406,3 +406,155 @@ async fn costly_patterns_are_refused_naming_the_key_and_line() {
     .await;
     assert_eq!(code, 0, "{stderr}");
 }
+
+/// An app that echoes the secret headers it is sent, in a redirect's body
+/// and `Location` (to another host: a warning whose message is the body;
+/// to itself, ten times: a failure naming the `Location`), decoded from
+/// `Basic`, and where the message is cut at its bound: no form of a
+/// secret reaches the log, `?verbose`, the JSON status or the metrics.
+#[tokio::test]
+async fn a_secret_echoed_by_the_app_is_redacted_everywhere() {
+    const TOKEN: &str = "s3cr3t-echo-t0ken-4d1f";
+    const PASSWORD: &str = "pa55-echo-w0rd-77e2";
+    let basic = "Basic dXNlcjpwYTU1LWVjaG8tdzByZC03N2Uy"; // base64("user:" + PASSWORD)
+    let server = Server::start(|seen| {
+        let header = |name: &str| {
+            seen.headers
+                .get(name)
+                .map(|v| v.to_str().unwrap().to_string())
+                .unwrap_or_default()
+        };
+        let (auth, token) = (header("authorization"), header("x-token"));
+        let echo = |location: String, body: String| {
+            Response::builder()
+                .status(302)
+                .header("location", location)
+                .body(Full::new(Bytes::from(body)))
+                .unwrap()
+        };
+        match seen.path.as_str() {
+            "/bearer" => echo(
+                format!("http://login.example/?auth={}", auth.replace(' ', "%20")),
+                format!(
+                    "{{\"you_sent\": \"{auth}\", \"token\": \"{}\"}}",
+                    auth.trim_start_matches("Bearer ")
+                ),
+            ),
+            "/basic" => echo(
+                "http://login.example/".into(),
+                format!("credentials {auth} are user:{PASSWORD}; password {PASSWORD}"),
+            ),
+            "/cut" => echo(
+                "http://login.example/".into(),
+                format!("{}{token}", "x".repeat(1024 - 43 - 9)),
+            ),
+            _ => echo(format!("/loop?token={token}"), String::new()),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let bearer = dir.path().join("bearer");
+    std::fs::write(&bearer, format!("Bearer {TOKEN}")).unwrap();
+    let check = |name: &str, secret: String| {
+        format!(
+            "[[check]]\nname = \"{name}\"\nprobes = [\"readiness\"]\nperiod = \"1s\"\nfailure_threshold = 1\n\
+             http = {{ port = {}, path = \"/{name}\", {secret} }}\n",
+            server.port()
+        )
+    };
+    let config = [
+        check(
+            "bearer",
+            format!(
+                "header_files = {{ \"Authorization\" = {:?} }}",
+                bearer.display().to_string()
+            ),
+        ),
+        check(
+            "basic",
+            "header_env = { \"Authorization\" = \"ECHO_TEST_BASIC\" }".into(),
+        ),
+        check(
+            "cut",
+            format!(
+                "header_files = {{ \"X-Token\" = {:?} }}",
+                token.display().to_string()
+            ),
+        ),
+        check(
+            "loop",
+            format!(
+                "header_files = {{ \"X-Token\" = {:?} }}",
+                token.display().to_string()
+            ),
+        ),
+    ]
+    .concat();
+    let dir2 = tempfile::tempdir().unwrap();
+    let path = dir2.path().join("config.toml");
+    std::fs::write(&path, &config).unwrap();
+    let child = std::process::Command::new(super::support::binary())
+        .args([
+            "run",
+            "--log-format",
+            "json",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&path)
+        .env("ECHO_TEST_BASIC", basic)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = super::support::Process(child);
+    let (logs, ready) = super::support::collect_logs(&mut child.0, "healthproxy serving");
+    let addr: std::net::SocketAddr = ready["listen"].as_str().unwrap().parse().unwrap();
+    let get = |path: &'static str| async move { super::support::request(addr, "GET", path, &[]).await.body };
+    eventually(Duration::from_secs(20), "every check to have run", || async {
+        let json = get("/readyz?verbose&format=json").await;
+        json.matches("\"last_result\":").count() == 4 && !json.contains("\"last_result\":null")
+    })
+    .await;
+    // The app saw the secrets and echoed them: the messages are its.
+    assert!(
+        server
+            .seen()
+            .iter()
+            .any(|s| s.headers.get("authorization").is_some_and(|v| v == basic))
+    );
+    let mut outputs = Vec::new();
+    for path in [
+        "/readyz?verbose",
+        "/readyz?verbose&format=json",
+        "/readyz/loop?verbose",
+        "/metrics",
+    ] {
+        outputs.push((path.to_string(), get(path).await));
+    }
+    let json = &outputs[1].1;
+    assert!(json.contains("Probe terminated redirects"), "{json}");
+    assert!(json.contains("stopped after 10 redirects"), "{json}");
+    eventually(Duration::from_secs(10), "the warning's log line", || async {
+        logs.lock().unwrap().iter().any(|l| l.contains("probe warning"))
+    })
+    .await;
+    outputs.push(("log".into(), logs.lock().unwrap().join("\n")));
+    let forms = [
+        TOKEN,
+        &TOKEN[..12],
+        PASSWORD,
+        "dXNlcjpwYTU1LWVjaG8tdzByZC03N2Uy",
+        "s3cr3t-echo",
+    ];
+    for (what, text) in &outputs {
+        for form in forms {
+            assert!(!text.contains(form), "{what} shows {form:?}:\n{text}");
+        }
+    }
+    assert!(outputs[1].1.contains("[redacted]"), "{}", outputs[1].1);
+}

@@ -243,6 +243,11 @@ impl HttpCheck {
         let mut phases = Phases::default();
         let mut outcome = self.run_timed(timeout, &mut phases).await;
         outcome.phases = Some(phases);
+        // Before anyone stores or logs it: the app may have echoed a
+        // secret header.
+        if let Some(message) = self.secrets.redact(&outcome.message) {
+            outcome.message = message;
+        }
         outcome
     }
 

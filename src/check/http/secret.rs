@@ -79,6 +79,159 @@ impl SecretHeaders {
         }
         !self.0.is_empty()
     }
+
+    /// `message` with every form of every secret value replaced by
+    /// `[redacted]`, or `None` when it holds none. An app may echo a
+    /// request header (a redirect's body or `Location`, an error page), and
+    /// a message is stored, logged and served. The forms: the value, the
+    /// credentials after an auth scheme (`Bearer TOKEN`), a `Basic`
+    /// value's decoded `user:password` and password, and each of those
+    /// escaped as a message quotes it, as JSON, URL (percent and form) and
+    /// HTML write it. A message cut at its bound in the middle of a value
+    /// loses the part that is there too.
+    pub(super) fn redact(&self, message: &str) -> Option<String> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let mut forms = Vec::new();
+        for secret in &self.0 {
+            let value = secret.current.lock().expect("not poisoned").1.clone();
+            if let Ok(value) = value.to_str() {
+                forms_of(value, &mut forms);
+            }
+        }
+        forms.retain(|f| !f.is_empty());
+        // Longest first, so that `Bearer TOKEN` goes whole.
+        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+        forms.dedup();
+        let mut out = message.to_string();
+        for form in &forms {
+            if out.contains(form.as_str()) {
+                out = out.replace(form.as_str(), REDACTED);
+            }
+        }
+        if let Some(kept) = out.strip_suffix('…') {
+            // The longest end of the cut text that begins a form.
+            let cut = forms
+                .iter()
+                .filter_map(|form| {
+                    (1..form.len().min(kept.len() + 1))
+                        .rev()
+                        .filter(|n| form.is_char_boundary(*n) && kept.is_char_boundary(kept.len() - n))
+                        .find(|n| kept.ends_with(&form[..*n]))
+                })
+                .max();
+            if let Some(n) = cut {
+                out = format!("{}{REDACTED}…", &kept[..kept.len() - n]);
+            }
+        }
+        if out == message {
+            return None;
+        }
+        if out.len() > crate::check::MAX_MESSAGE {
+            let mut end = crate::check::MAX_MESSAGE;
+            while !out.is_char_boundary(end) {
+                end -= 1;
+            }
+            out.truncate(end);
+            out.push('…');
+        }
+        Some(out)
+    }
+}
+
+/// What a secret value is replaced by in messages.
+const REDACTED: &str = "[redacted]";
+
+/// The forms in which `value` may come back in a message (see
+/// [`SecretHeaders::redact`]).
+fn forms_of(value: &str, forms: &mut Vec<String>) {
+    let mut bare = vec![value.to_string()];
+    // `Bearer TOKEN`, `Basic CREDENTIALS`, `Token T`: the credentials
+    // alone too.
+    if let Some((scheme, rest)) = value.split_once([' ', '\t'])
+        && !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        let rest = rest.trim();
+        bare.push(rest.to_string());
+        if scheme.eq_ignore_ascii_case("basic")
+            && let Some(decoded) = base64_decode(rest)
+            && let Ok(decoded) = String::from_utf8(decoded)
+        {
+            if let Some((_, password)) = decoded.split_once(':') {
+                bare.push(password.to_string());
+            }
+            bare.push(decoded);
+        }
+    }
+    for form in bare {
+        let folded = crate::check::one_line(&form);
+        let debug = form.escape_debug().to_string();
+        let json = serde_json::to_string(&form).unwrap_or_default();
+        let json = json
+            .get(1..json.len().saturating_sub(1))
+            .unwrap_or_default()
+            .to_string();
+        let upper = percent(&form, false, b"0123456789ABCDEF");
+        let lower = percent(&form, false, b"0123456789abcdef");
+        let plus = percent(&form, true, b"0123456789ABCDEF");
+        let html = form
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;");
+        forms.extend([folded, debug, json, upper, lower, plus, html, form]);
+    }
+}
+
+/// `text` percent-encoded as a URL's query writes it: every byte but the
+/// unreserved ones, with `+` for a space when `plus`.
+fn percent(text: &str, plus: bool, hex: &[u8; 16]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else if plus && b == b' ' {
+            out.push('+');
+        } else {
+            out.extend([
+                '%',
+                char::from(hex[usize::from(b >> 4)]),
+                char::from(hex[usize::from(b & 15)]),
+            ]);
+        }
+    }
+    out
+}
+
+/// Standard base64 (RFC 4648 §4), padding optional; `None` when `text`
+/// is not.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim_end_matches('=');
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 fn stamp(path: &std::path::Path) -> Stamp {
@@ -104,4 +257,45 @@ fn sensitive(name: &HeaderName, value: &str, from: &str) -> Result<HeaderValue, 
         .map_err(|_| format!("header {name} from {from}: not a valid header value"))?;
     value.set_sensitive(true);
     Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secrets(values: &[&str]) -> SecretHeaders {
+        let headers: Vec<SecretHeader> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| SecretHeader {
+                name: format!("x-secret-{i}"),
+                source: SecretSource::Env {
+                    var: format!("V{i}"),
+                    value: (*v).to_string(),
+                },
+            })
+            .collect();
+        SecretHeaders::new(&headers).unwrap()
+    }
+
+    #[test]
+    fn every_form_of_a_value_is_redacted() {
+        let s = secrets(&["Bearer tok/en+1 \"q\"", "Basic dXNlcjpwYXNzd29yZA=="]);
+        for (message, want) in [
+            ("got Bearer tok/en+1 \"q\" back", "got [redacted] back"),
+            ("token tok/en+1 \"q\"", "token [redacted]"),
+            ("\"tok/en+1 \\\"q\\\"\"", "\"[redacted]\""),
+            ("?a=tok%2Fen%2B1%20%22q%22", "?a=[redacted]"),
+            ("?a=tok%2fen%2b1%20%22q%22", "?a=[redacted]"),
+            ("?a=tok%2Fen%2B1+%22q%22", "?a=[redacted]"),
+            ("user:password", "[redacted]"),
+            ("the password is password", "the [redacted] is [redacted]"),
+            ("dXNlcjpwYXNzd29yZA==", "[redacted]"),
+            ("cut at tok/e…", "cut at [redacted]…"),
+        ] {
+            assert_eq!(s.redact(message).as_deref(), Some(want), "{message}");
+        }
+        assert_eq!(s.redact("nothing here"), None);
+        assert_eq!(secrets(&[]).redact("Bearer x"), None);
+    }
 }
