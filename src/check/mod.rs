@@ -8,7 +8,7 @@ mod dialogue;
 mod exec;
 mod file;
 mod grpc;
-mod http;
+pub(crate) mod http;
 mod mysql;
 mod postgres;
 mod process;

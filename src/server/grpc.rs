@@ -12,41 +12,79 @@
 //! `NOT_FOUND` to `Check` and `SERVICE_UNKNOWN` to `Watch`, which keeps the
 //! stream open as the health protocol says; `Watch` sends the status at
 //! once and then every change of it.
+//!
+//! Anyone on the pod network can reach it, so everything a client can make
+//! it hold is bounded (README, "Limits and failure behaviour"): the
+//! connections ([`MAX_CONNECTIONS`], the oldest closed to make room), the
+//! time to send the HTTP/2 preface, the streams per connection, the bytes
+//! a stream and a connection may have in flight (HTTP/2 flow control), a
+//! request's header block and message, the time a request may take, and
+//! the `Watch` streams open at once. `memory_budget` counts each.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::server::{Connected, TcpConnectInfo};
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
+use super::held::{Held, Open};
 use super::render::{Options, Probe, Scope};
 use crate::config::ProbeKind;
 use crate::state::{Snapshot, State};
 
 /// Streams open at once on one connection: a kubelet probe is one unary
-/// call per connection; a `Watch` is one stream.
-const MAX_STREAMS_PER_CONNECTION: u32 = 16;
-/// Largest request header block accepted, as the HTTP endpoints'.
-const MAX_HEADER_BYTES: u32 = 16 * 1024;
+/// call per connection; a `Watch` is one stream. A client with more waits
+/// for one to end (HTTP/2 `MAX_CONCURRENT_STREAMS`).
+pub(crate) const MAX_STREAMS_PER_CONNECTION: u32 = 4;
+/// Largest request header block accepted. A probe's is about 200 bytes;
+/// this leaves room for a bearer token.
+pub(crate) const MAX_HEADER_BYTES: u32 = 8 * 1024;
+/// Largest request message decoded. A `HealthCheckRequest` is a service
+/// name (`CONTAINER/readiness`: tens of bytes); tonic's default, 4 MiB, let
+/// every stream of every connection buffer a message that claimed it and
+/// never ended (issue 27).
+pub(crate) const MAX_MESSAGE: usize = 1024;
+/// What a client may send on one stream before the server has read it
+/// (the HTTP/2 stream window): a message and its framing. The connection
+/// window stays at the protocol's initial 64 KiB, which the streams' own
+/// windows (`MAX_STREAMS_PER_CONNECTION` × this) never reach.
+pub(crate) const STREAM_WINDOW: u32 = 4 * 1024;
+/// Largest HTTP/2 frame read (the protocol's minimum).
+const MAX_FRAME: u32 = 16 * 1024;
+/// Time a request may take, its message's arrival included: a `Check` is
+/// answered from the snapshot at once, so only a client that does not
+/// finish its message is ever cut off. (A `Watch` stream lives on once its
+/// request has come.)
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time a new connection has to send the HTTP/2 client preface. The
+/// kubelet sends it with its first packet; a connection that has not
+/// after this is closed rather than left to the cap.
+pub(crate) const PREFACE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A ping on a connection silent this long, and closed when the answer
+/// does not come within `KEEPALIVE_TIMEOUT`: a `Watch` whose client has
+/// vanished without a FIN does not hold its stream for ever.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+/// `Watch` streams open at once, across connections. One more is refused
+/// (`RESOURCE_EXHAUSTED`); the kubelet's probes are `Check` calls and
+/// never need one.
+pub const MAX_WATCHES: usize = 64;
 /// Statuses a `Watch` may have queued for a slow reader before it waits.
 const WATCH_BUFFER: usize = 4;
 /// Connections open at once. A new one past it closes the oldest, so that
 /// connections opened and left (idle, or a preface never finished) can
 /// neither hold memory and descriptors without bound nor keep the
 /// kubelet's probe, a fresh connection, out.
-pub(crate) const MAX_CONNECTIONS: usize = 128;
+pub const MAX_CONNECTIONS: usize = 48;
 
 /// Binds `addr` (IPv4 and IPv6 for `[::]`, as the HTTP listener).
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -56,14 +94,28 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// Serves the health service on `listener` until `cancel` fires; open
 /// `Watch` streams end then too.
 pub async fn serve(listener: TcpListener, state: State, cancel: CancellationToken) {
+    let watched = Watched::default();
+    tokio::spawn(watched.clone().publish(state.clone(), cancel.clone()));
     let service = HealthService {
         state,
+        watched,
+        watches: Arc::new(Semaphore::new(MAX_WATCHES)),
         cancel: cancel.clone(),
     };
     let served = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
         .http2_max_header_list_size(MAX_HEADER_BYTES)
-        .add_service(HealthServer::new(service))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(65_535)
+        .max_frame_size(MAX_FRAME)
+        .timeout(REQUEST_TIMEOUT)
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+        .add_service(
+            HealthServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+        )
         .serve_with_incoming_shutdown(
             capped(listener, MAX_CONNECTIONS, cancel.clone()),
             cancel.clone().cancelled_owned(),
@@ -106,127 +158,13 @@ fn capped(listener: TcpListener, cap: usize, cancel: CancellationToken) -> Recei
                 }
             };
             let _ = stream.set_nodelay(true);
-            let held = Open::admit(&open, stream, cap);
+            let held = Open::admit(&open, stream, cap, Some(PREFACE_TIMEOUT));
             if tx.send(Ok(held)).await.is_err() {
                 return;
             }
         }
     });
     ReceiverStream::new(rx)
-}
-
-/// The open connections of the gRPC endpoint, oldest first.
-#[derive(Default)]
-struct Open {
-    next: u64,
-    by_age: VecDeque<(u64, CancellationToken)>,
-}
-
-impl Open {
-    /// Takes `stream` in, closing the oldest connection first when `cap`
-    /// are open.
-    fn admit(open: &Arc<Mutex<Open>>, stream: TcpStream, cap: usize) -> Held {
-        let mut table = open.lock().expect("not poisoned");
-        while table.by_age.len() >= cap && table.evict_oldest() {}
-        let id = table.next;
-        table.next += 1;
-        let evicted = CancellationToken::new();
-        table.by_age.push_back((id, evicted.clone()));
-        Held {
-            stream,
-            evicted: Box::pin(evicted.cancelled_owned()),
-            id,
-            open: Arc::clone(open),
-        }
-    }
-
-    fn evict_oldest(&mut self) -> bool {
-        match self.by_age.pop_front() {
-            Some((_, evicted)) => {
-                evicted.cancel();
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// One connection of the gRPC endpoint: its reads and writes fail once it
-/// is evicted, which ends it, and dropping it leaves the table.
-struct Held {
-    stream: TcpStream,
-    evicted: Pin<Box<WaitForCancellationFutureOwned>>,
-    id: u64,
-    open: Arc<Mutex<Open>>,
-}
-
-impl Held {
-    /// `Err` once evicted (and the task woken when that happens).
-    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        match self.evicted.as_mut().poll(cx) {
-            Poll::Ready(()) => Err(io::Error::new(
-                io::ErrorKind::ConnectionAborted,
-                "closed to make room for a new connection",
-            )),
-            Poll::Pending => Ok(()),
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        let mut table = self.open.lock().expect("not poisoned");
-        if let Some(at) = table.by_age.iter().position(|(id, _)| *id == self.id) {
-            table.by_age.remove(at);
-        }
-    }
-}
-
-impl Connected for Held {
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-impl AsyncRead for Held {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        self.check(cx)?;
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Held {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        self.check(cx)?;
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.check(cx)?;
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
 }
 
 /// What a service name asks about.
@@ -286,8 +224,60 @@ fn response(status: ServingStatus) -> HealthCheckResponse {
     }
 }
 
+/// The served status of each service that a `Watch` stream follows, one
+/// channel per service name. One task works the statuses out again when
+/// the snapshot changes (every check run changes it) and wakes a service's
+/// streams only when its status changes: a run that changes no verdict
+/// costs one evaluation per followed name, not a wake of every stream.
+#[derive(Clone, Default)]
+struct Watched {
+    by_name: Arc<Mutex<HashMap<String, watch::Sender<ServingStatus>>>>,
+}
+
+impl Watched {
+    /// The status of `name` now and each change of it from here on.
+    fn follow(&self, name: &str, state: &State) -> watch::Receiver<ServingStatus> {
+        // The map's lock before the snapshot's, as in `publish`.
+        let mut by_name = self.by_name.lock().expect("not poisoned");
+        // Names no stream follows any more go, so that the map holds at
+        // most one name per open stream and this one.
+        by_name.retain(|_, tx| tx.receiver_count() > 0);
+        if let Some(tx) = by_name.get(name) {
+            return tx.subscribe();
+        }
+        let status = status_of(name, &state.borrow()).unwrap_or(ServingStatus::ServiceUnknown);
+        let (tx, rx) = watch::channel(status);
+        by_name.insert(name.to_string(), tx);
+        rx
+    }
+
+    /// Publishes each change of a followed status until `cancel`.
+    async fn publish(self, state: State, cancel: CancellationToken) {
+        let mut snapshots = state.subscribe();
+        loop {
+            tokio::select! {
+                changed = snapshots.changed() => if changed.is_err() { return },
+                () = cancel.cancelled() => return,
+            }
+            let mut by_name = self.by_name.lock().expect("not poisoned");
+            let snapshot = snapshots.borrow_and_update();
+            by_name.retain(|name, tx| {
+                if tx.receiver_count() == 0 {
+                    return false;
+                }
+                let status = status_of(name, &snapshot).unwrap_or(ServingStatus::ServiceUnknown);
+                tx.send_if_modified(|sent| std::mem::replace(sent, status) != status);
+                true
+            });
+        }
+    }
+}
+
 struct HealthService {
     state: State,
+    watched: Watched,
+    /// A permit per open `Watch` stream.
+    watches: Arc<Semaphore>,
     cancel: CancellationToken,
 }
 
@@ -310,15 +300,22 @@ impl Health for HealthService {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let Ok(permit) = Arc::clone(&self.watches).try_acquire_owned() else {
+            return Err(Status::resource_exhausted(format!(
+                "{MAX_WATCHES} Watch streams are open, the most this endpoint serves"
+            )));
+        };
         let name = request.into_inner().service;
-        let mut snapshots = self.state.subscribe();
+        let mut statuses = self.watched.follow(&name, &self.state);
         let cancel = self.cancel.clone();
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
         tokio::spawn(async move {
+            let _permit = permit;
             let mut sent = None;
             loop {
-                let status =
-                    status_of(&name, &snapshots.borrow_and_update()).unwrap_or(ServingStatus::ServiceUnknown);
+                // A status that changed and changed back before this read
+                // is no change.
+                let status = *statuses.borrow_and_update();
                 if sent != Some(status) {
                     if tx.send(Ok(response(status))).await.is_err() {
                         return;
@@ -326,7 +323,7 @@ impl Health for HealthService {
                     sent = Some(status);
                 }
                 tokio::select! {
-                    changed = snapshots.changed() => if changed.is_err() { return },
+                    changed = statuses.changed() => if changed.is_err() { return },
                     () = tx.closed() => return,
                     () = cancel.cancelled() => return,
                 }

@@ -111,8 +111,18 @@ const BUDGET_BASE: u64 = 16 << 20;
 /// kernel's send and receive buffers (8 KiB each, see `SOCKET_BUFFER`),
 /// which a cgroup v2 memory limit counts too.
 const BUDGET_PER_CONNECTION: u64 = 48 << 10;
-/// What one gRPC connection may hold (HTTP/2 state and buffers).
-const BUDGET_PER_GRPC_CONNECTION: u64 = 64 << 10;
+/// What one gRPC connection may hold: HTTP/2 state and its read, write
+/// and HPACK buffers (32 KiB), the kernel's socket buffers (16 KiB), and
+/// for each of its streams (`grpc::MAX_STREAMS_PER_CONNECTION`, 4) a
+/// header block of up to 8 KiB, what flow control lets the client send
+/// unread (4 KiB) and tonic's decode buffer (8 KiB, a message being at
+/// most 1 KiB), and the tasks and futures of each. Measured: 150 KiB a
+/// connection on a debug build, 56 connections with every stream held
+/// (tests/it/surfaces.rs).
+const BUDGET_PER_GRPC_CONNECTION: u64 = 160 << 10;
+/// What one `Watch` stream holds beyond its connection's stream: its task,
+/// its channels and its service name (up to the 1 KiB message bound).
+const BUDGET_PER_WATCH: u64 = 4 << 10;
 /// What one check may hold: its state, metrics and schedule (6 KiB,
 /// measured as the slope from 100 to 1000 checks) and its last message,
 /// up to 10 KiB of a body or of a command's output.
@@ -128,6 +138,7 @@ pub const fn memory_budget(max_connections: usize, checks: usize, grpc: bool) ->
     let connections = (max_connections + CLOSING_SLACK) as u64 * BUDGET_PER_CONNECTION;
     let grpc = if grpc {
         super::grpc::MAX_CONNECTIONS as u64 * BUDGET_PER_GRPC_CONNECTION
+            + super::grpc::MAX_WATCHES as u64 * BUDGET_PER_WATCH
     } else {
         0
     };

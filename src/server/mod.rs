@@ -31,6 +31,7 @@ mod answers;
 mod fast;
 mod front;
 pub mod grpc;
+pub(crate) mod held;
 mod listen;
 mod render;
 mod route;
@@ -104,7 +105,7 @@ enum Unsent {
 /// then costs a few lines a second, not one per request (the metric counts
 /// every one).
 #[derive(Debug)]
-struct LogBudget {
+pub(crate) struct LogBudget {
     tokens: f64,
     at: std::time::Instant,
     held_back: u64,
@@ -114,7 +115,7 @@ impl LogBudget {
     const BURST: f64 = 20.0;
     const PER_SECOND: f64 = 1.0;
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         LogBudget {
             tokens: Self::BURST,
             at: std::time::Instant::now(),
@@ -124,7 +125,7 @@ impl LogBudget {
 
     /// `Some(n)` when a line may be logged, `n` being how many were held
     /// back since the last; `None` when this one is held back.
-    fn take(&mut self) -> Option<u64> {
+    pub(crate) fn take(&mut self) -> Option<u64> {
         let now = std::time::Instant::now();
         let refill = now.duration_since(self.at).as_secs_f64() * Self::PER_SECOND;
         self.tokens = (self.tokens + refill).min(Self::BURST);

@@ -179,9 +179,8 @@ async fn grpc_readiness_fails_from_the_first_moment_of_a_drain() {
     );
 }
 
-/// The gRPC endpoint's connection cap (`MAX_CONNECTIONS` in
-/// src/server/grpc.rs).
-const GRPC_CONNECTIONS: usize = 128;
+/// The gRPC endpoint's connection cap.
+const GRPC_CONNECTIONS: usize = healthproxy::server::grpc::MAX_CONNECTIONS;
 
 #[tokio::test]
 async fn connections_left_open_are_capped_and_a_probe_still_gets_in() {

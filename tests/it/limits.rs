@@ -30,23 +30,23 @@ const DEPLOY_MEMORY_LIMIT: u64 = healthproxy::server::memory_limit(BUDGET);
 
 /// What a kubelet-like prober saw.
 #[derive(Debug, Default)]
-struct Seen {
-    probes: usize,
-    failures: Vec<String>,
-    slowest: Duration,
+pub(crate) struct Seen {
+    pub(crate) probes: usize,
+    pub(crate) failures: Vec<String>,
+    pub(crate) slowest: Duration,
 }
 
 /// Probes `GET path` on a fresh connection every 100 ms with a 1 s
 /// timeout, as the kubelet does, on a thread of its own so that the
 /// attack's load in the test cannot delay it.
-struct Prober {
+pub(crate) struct Prober {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Seen>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Prober {
-    fn start(addr: SocketAddr, path: &'static str) -> Prober {
+    pub(crate) fn start(addr: SocketAddr, path: &'static str) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (halt, record) = (Arc::clone(&stop), Arc::clone(&seen));
@@ -77,7 +77,7 @@ impl Prober {
     }
 
     /// Waits until `n` probes have been sent in all.
-    async fn wait_probes(&self, n: usize) {
+    pub(crate) async fn wait_probes(&self, n: usize) {
         eventually(Duration::from_secs(30), &format!("{n} probes"), || async {
             self.seen.lock().unwrap().probes >= n
         })
@@ -85,7 +85,7 @@ impl Prober {
     }
 
     /// Stops probing; what was seen.
-    fn finish(mut self) -> Seen {
+    pub(crate) fn finish(mut self) -> Seen {
         self.stop.store(true, Ordering::Release);
         self.thread.take().unwrap().join().unwrap();
         std::mem::take(&mut *self.seen.lock().unwrap())
@@ -127,13 +127,13 @@ fn probe_once(addr: SocketAddr, path: &str) -> Result<(), String> {
 
 /// What the sidecar process holds, from /proc.
 #[derive(Debug, Clone, Copy)]
-struct Usage {
-    rss: u64,
-    peak_rss: u64,
-    fds: usize,
+pub(crate) struct Usage {
+    pub(crate) rss: u64,
+    pub(crate) peak_rss: u64,
+    pub(crate) fds: usize,
 }
 
-fn usage(pid: u32) -> Usage {
+pub(crate) fn usage(pid: u32) -> Usage {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib = |name: &str| -> u64 {
         status
@@ -152,13 +152,13 @@ fn usage(pid: u32) -> Usage {
 /// A memory cgroup of this test's own, limiting the processes moved into
 /// it; removed (its processes killed) on drop. `None` where the machine
 /// gives no writable memory cgroup: the measured peak RSS still counts.
-struct MemoryCgroup {
+pub(crate) struct MemoryCgroup {
     dir: PathBuf,
     v2: bool,
 }
 
 impl MemoryCgroup {
-    fn create(name: &str, limit: u64) -> Option<MemoryCgroup> {
+    pub(crate) fn create(name: &str, limit: u64) -> Option<MemoryCgroup> {
         let unique = format!("healthproxy-{name}-{}", std::process::id());
         let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
         for line in own.lines() {
@@ -186,12 +186,12 @@ impl MemoryCgroup {
         None
     }
 
-    fn add(&self, pid: u32) {
+    pub(crate) fn add(&self, pid: u32) {
         std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).unwrap();
     }
 
     /// How many times the limit was hit (v1), or the OOM kills (v2).
-    fn limit_hits(&self) -> u64 {
+    pub(crate) fn limit_hits(&self) -> u64 {
         let (file, key) = if self.v2 {
             ("memory.events", Some("oom_kill "))
         } else {
@@ -224,7 +224,7 @@ impl Drop for MemoryCgroup {
 
 /// How many times larger than in the suite the attacks are
 /// (`HEALTHPROXY_ATTACK_SCALE`, which `scripts/soak --attacks` sets).
-fn scale() -> usize {
+pub(crate) fn scale() -> usize {
     std::env::var("HEALTHPROXY_ATTACK_SCALE")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -232,7 +232,7 @@ fn scale() -> usize {
 }
 
 /// Lets this test process open as many sockets as the attacks need.
-fn raise_own_fd_limit() {
+pub(crate) fn raise_own_fd_limit() {
     healthproxy::server::raise_fd_limit().unwrap();
 }
 
@@ -282,7 +282,7 @@ async fn idle_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
     open
 }
 
-fn assert_no_probe_lost(seen: &Seen, attack: &str) {
+pub(crate) fn assert_no_probe_lost(seen: &Seen, attack: &str) {
     assert!(
         seen.probes >= 10,
         "{attack}: only {} probes were sent",

@@ -31,6 +31,7 @@ mod reload;
 mod reload_rule;
 mod soak;
 mod support;
+mod surfaces;
 mod thresholds;
 mod tls_checks;
 #[cfg(feature = "webhook")]

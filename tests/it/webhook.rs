@@ -21,12 +21,12 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use crate::support::{Process, binary, collect_logs, eventually, metric, request};
 
 /// A CA and serving key pairs it signs, as cert-manager's would be.
-struct Ca {
+pub(crate) struct Ca {
     issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(crate) fn new() -> Ca {
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params
@@ -51,6 +51,17 @@ impl Ca {
         (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     }
 
+    /// A serving certificate as [`Ca::serving`] that expired on 1 January
+    /// 2021: (cert PEM, key PEM).
+    pub(crate) fn serving_expired(&self) -> (String, String) {
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     fn client(&self) -> tokio_rustls::TlsConnector {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.issuer.der().clone()).unwrap();
@@ -69,22 +80,46 @@ impl Ca {
 }
 
 /// A running `healthproxy webhook`, killed on drop.
-struct Webhook {
-    _process: Process,
-    addr: std::net::SocketAddr,
-    admin: std::net::SocketAddr,
-    dir: tempfile::TempDir,
-    client: tokio_rustls::TlsConnector,
-    logs: Arc<Mutex<Vec<String>>>,
+pub(crate) struct Webhook {
+    pub(crate) process: Process,
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) admin: std::net::SocketAddr,
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) client: tokio_rustls::TlsConnector,
+    pub(crate) logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl Webhook {
-    fn start(ca: &Ca, extra: &[&str]) -> Webhook {
-        let dir = tempfile::tempdir().unwrap();
+    pub(crate) fn start(ca: &Ca, extra: &[&str]) -> Webhook {
+        Webhook::start_with(ca, extra, &[])
+    }
+
+    /// Started through `wrapper` (a command that execs its arguments, such
+    /// as `prlimit --nofile=256: --`), when not empty.
+    pub(crate) fn start_with(ca: &Ca, extra: &[&str], wrapper: &[&str]) -> Webhook {
         let (cert, key, _) = ca.serving();
+        Webhook::start_pair(ca, (&cert, &key), extra, wrapper)
+    }
+
+    /// Started with the key pair `(cert, key)` (PEM), through `wrapper`.
+    pub(crate) fn start_pair(
+        ca: &Ca,
+        (cert, key): (&str, &str),
+        extra: &[&str],
+        wrapper: &[&str],
+    ) -> Webhook {
+        let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tls.crt"), cert).unwrap();
         std::fs::write(dir.path().join("tls.key"), key).unwrap();
-        let mut child = Command::new(binary())
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = command
             .args([
                 "webhook",
                 "--log-format",
@@ -109,7 +144,7 @@ impl Webhook {
         let (addr, admin) = (address("listen"), address("admin"));
         let process = Process(child);
         Webhook {
-            _process: process,
+            process,
             addr,
             admin,
             dir,
@@ -120,7 +155,7 @@ impl Webhook {
 
     /// One request on a new TLS connection: (status, body, the server's
     /// certificate).
-    async fn post(&self, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
+    pub(crate) async fn post(&self, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>, Vec<u8>), String> {
         let tcp = tokio::net::TcpStream::connect(self.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -176,7 +211,7 @@ impl Webhook {
     }
 
     /// Sends `review` to `/mutate`; returns the AdmissionResponse.
-    async fn admit(&self, review: &Value) -> Value {
+    pub(crate) async fn admit(&self, review: &Value) -> Value {
         let (status, body, _) = self
             .post("/mutate", serde_json::to_vec(review).unwrap())
             .await
@@ -221,7 +256,7 @@ fn base64_decode(text: &str) -> Vec<u8> {
 }
 
 /// The AdmissionReview the API server sends for creating `pod`.
-fn review(pod: &Value, user: &str) -> Value {
+pub(crate) fn review(pod: &Value, user: &str) -> Value {
     json!({
         "kind": "AdmissionReview",
         "apiVersion": "admission.k8s.io/v1",
@@ -281,7 +316,7 @@ fn app_container() -> Value {
 
 /// A pod as the API server sends it to a mutating webhook, created by
 /// `owner` (kind, name) or, without one, by a user.
-fn api_pod(owner: Option<(&str, &str)>) -> Value {
+pub(crate) fn api_pod(owner: Option<(&str, &str)>) -> Value {
     let mut meta = json!({
         "namespace": "shop",
         "creationTimestamp": null,
@@ -963,7 +998,7 @@ fn the_cpu_per_container_stays_flat_as_the_pod_grows() {
 
 /// The webhook's peak resident memory, from /proc (bytes).
 fn peak_rss(webhook: &Webhook) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", webhook._process.0.id())).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", webhook.process.0.id())).unwrap();
     let kb: u64 = status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
