@@ -190,20 +190,31 @@ fn postgres(text: &str) -> Result<PostgresSpec, String> {
 
 fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
     let mut out = Vec::new();
-    let mut push = |label: String, kind: CheckKind| -> Result<(), String> {
+    let push = |out: &mut Vec<Target>, label: String, kind: CheckKind| -> Result<(), String> {
         let check = Check::new(&label, &kind).map_err(|e| e.to_string())?;
         out.push(Target { label, check });
         Ok(())
     };
     for t in &args.tcp {
         let (host, port) = host_port(t)?;
-        push(format!("tcp {t}"), CheckKind::Tcp(TcpSpec { host, port }))?;
+        push(
+            &mut out,
+            format!("tcp {t}"),
+            CheckKind::Tcp(TcpSpec { host, port }),
+        )?;
     }
     for u in &args.http {
-        push(
-            format!("http {u}"),
-            CheckKind::Http(Box::new(HttpSpec::from_url(u)?)),
-        )?;
+        // The URL as given, as Go's client writes it in its messages.
+        let check = crate::check::HttpCheck::new(HttpSpec::from_url(u)?)?;
+        let check = if u.parse::<hyper::Uri>().is_ok_and(|u| u.port().is_none()) {
+            check.port_unwritten()
+        } else {
+            check
+        };
+        out.push(Target {
+            label: format!("http {u}"),
+            check: Check::Http(Box::new(check)),
+        });
     }
     for g in &args.grpc {
         let (addr, service) = g.split_once('/').unwrap_or((g, ""));
@@ -215,10 +226,11 @@ fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
             user_agent: kube_probe_user_agent(DEFAULT_KUBELET_VERSION),
             tls: None,
         };
-        push(format!("grpc {g}"), CheckKind::Grpc(spec))?;
+        push(&mut out, format!("grpc {g}"), CheckKind::Grpc(spec))?;
     }
     for p in &args.postgres {
         push(
+            &mut out,
             format!("postgres {p}"),
             CheckKind::Postgres(Box::new(postgres(p)?)),
         )?;
@@ -229,7 +241,7 @@ fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
             env: Vec::new(),
             workdir: None,
         };
-        push(format!("exec {e:?}"), CheckKind::Exec(spec))?;
+        push(&mut out, format!("exec {e:?}"), CheckKind::Exec(spec))?;
     }
     Ok(out)
 }

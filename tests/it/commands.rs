@@ -341,3 +341,19 @@ async fn probe_writes_the_url_as_given_and_dns_failures_as_go_does() {
         "Get \"http://no-such-host.invalid/x\": dial tcp: lookup no-such-host.invalid: no such host\n"
     );
 }
+
+#[tokio::test]
+async fn wait_names_an_http_dependency_by_the_url_as_given() {
+    let (code, stderr) = run_binary(
+        &["wait", "--http", "http://no-such-host.invalid/ready", "--timeout", "0s"],
+        WITHIN,
+    )
+    .await;
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(
+            "did not come up within 0s: Get \"http://no-such-host.invalid/ready\": dial tcp: lookup no-such-host.invalid: no such host"
+        ),
+        "{stderr}"
+    );
+}
