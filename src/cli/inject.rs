@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::EXIT_CONFIG;
-use crate::inject::{self, ConfigMapName, Options, Output, Refusal, Sidecar};
+use crate::inject::{self, ConfigMapName, MeshChoice, Options, Output, Refusal, Sidecar};
 
 /// Options of `healthproxy inject`.
 #[derive(Debug, Args)]
@@ -47,6 +47,11 @@ pub struct InjectArgs {
     /// Only these app containers (comma-separated); all by default.
     #[arg(long, value_delimiter = ',')]
     containers: Vec<String>,
+    /// The mesh whose proxy forwards the app's traffic (drain.mesh):
+    /// `auto` finds Istio's or Linkerd's in the pod, its annotations or its
+    /// Namespace in the stream.
+    #[arg(long, value_enum, default_value_t = MeshChoice::Auto)]
+    mesh: MeshChoice,
     /// Write nothing: print on stderr what would move where.
     #[arg(long)]
     dry_run: bool,
@@ -67,6 +72,7 @@ pub(super) fn inject(args: InjectArgs) -> ExitCode {
         drain_max: args.drain_max,
         containers: (!args.containers.is_empty()).then_some(args.containers),
         config_map: args.config_map,
+        mesh: args.mesh,
     };
     if let Some(warning) = inject::placeholder_image(&options.image) {
         eprintln!("warning: {warning}");
@@ -90,6 +96,7 @@ fn run(
     let files = if files.is_empty() { &stdin[..] } else { files };
     let mut text = String::new();
     let mut warnings = Vec::new();
+    let mut notes = Vec::new();
     let mut summary = Vec::new();
     let mut restored = Vec::new();
     for file in files {
@@ -107,6 +114,7 @@ fn run(
                 }
                 text.push_str(&out.text);
                 warnings.extend(out.warnings);
+                notes.extend(out.notes);
                 summary.extend(out.summary);
                 restored.extend(out.restored);
             }
@@ -122,6 +130,9 @@ fn run(
     }
     for w in &warnings {
         eprintln!("warning: {w}");
+    }
+    for n in &notes {
+        eprintln!("note: {n}");
     }
     if dry_run {
         for line in &summary {

@@ -68,6 +68,7 @@ pub(super) fn webhook(args: WebhookArgs) -> ExitCode {
         containers: None,
         // The config travels in the pod's annotations: no ConfigMap.
         config_map: inject::ConfigMapName::default(),
+        mesh: crate::inject::MeshChoice::Auto,
     };
     if let Some(warning) = inject::placeholder_image(&options.image) {
         tracing::warn!("{warning} (--image or HEALTHPROXY_WEBHOOK_IMAGE)");

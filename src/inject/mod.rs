@@ -9,11 +9,14 @@
 //!   becomes and the probe that replaces it (the timing rule is there).
 //! - [`record`]: what `inject` changed, kept in an annotation so that
 //!   `uninject` restores the original exactly.
+//! - [`serving`]: `drain.mesh` and `drain.ports`, from the pod's mesh and
+//!   the Services of the stream.
 //! - [`yaml`]: splitting a stream and writing YAML that `kubectl` reads
 //!   back with the same types.
 
 pub mod probe;
 pub mod record;
+pub mod serving;
 pub mod stream;
 pub mod template;
 pub mod yaml;
@@ -21,6 +24,7 @@ pub mod yaml;
 use std::fmt;
 use std::time::Duration;
 
+pub use serving::MeshChoice;
 pub use stream::{Output, inject, uninject};
 
 /// The image of the sidecar unless `--image` says otherwise: the one
@@ -100,6 +104,8 @@ pub struct Options {
     pub containers: Option<Vec<String>>,
     /// How the generated ConfigMap is named.
     pub config_map: ConfigMapName,
+    /// `drain.mesh`: found in the pod, or as given.
+    pub mesh: MeshChoice,
 }
 
 impl Default for Options {
@@ -111,6 +117,7 @@ impl Default for Options {
             drain_max: DEFAULT_DRAIN_MAX,
             containers: None,
             config_map: ConfigMapName::default(),
+            mesh: MeshChoice::Auto,
         }
     }
 }

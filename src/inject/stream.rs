@@ -7,6 +7,7 @@ use std::collections::HashSet;
 
 use serde_yaml_ng::{Mapping, Value};
 
+use super::serving::Surroundings;
 use super::template::{self, Injected};
 use super::{Options, Refusal, WORKLOADS, Workload, yaml};
 
@@ -29,6 +30,9 @@ pub struct Output {
     /// Every field restored from an injection record, as `OBJECT: FIELD`
     /// (written on stderr: the record is text few people read).
     pub restored: Vec<String>,
+    /// What was chosen for the user (the drain's mesh and ports), one
+    /// line each: always worth saying.
+    pub notes: Vec<String>,
 }
 
 /// Injects every workload of `stream`.
@@ -75,12 +79,14 @@ fn transform(stream: &str, options: Option<&Options>) -> Result<Output, Refusal>
         docs.push((doc, value));
     }
     let mut owners = HashSet::new();
+    let mut around = Surroundings::default();
     for (_, value) in &docs {
-        collect_workloads(value, &mut owners);
+        collect_workloads(value, &mut owners, &mut around);
     }
     let mut job = Job {
         options,
         owners,
+        around,
         generated: HashSet::new(),
         containers: HashSet::new(),
         out: Output::default(),
@@ -177,14 +183,15 @@ fn unknown_template(value: &Value) -> Option<String> {
     ))
 }
 
-fn collect_workloads(value: &Value, into: &mut HashSet<String>) {
+fn collect_workloads(value: &Value, into: &mut HashSet<String>, around: &mut Surroundings) {
     if let Some(w) = workload(value) {
         into.insert(w.key());
     }
+    around.add(value);
     if is_list(value)
         && let Some(items) = value.get("items").and_then(Value::as_sequence)
     {
-        items.iter().for_each(|i| collect_workloads(i, into));
+        items.iter().for_each(|i| collect_workloads(i, into, around));
     }
 }
 
@@ -210,6 +217,8 @@ fn generated_for(value: &Value, owners: &HashSet<String>) -> bool {
 struct Job<'a> {
     options: Option<&'a Options>,
     owners: HashSet<String>,
+    /// The Services and Namespaces of the stream.
+    around: Surroundings,
     /// The generated objects' names, by namespace: two workloads of the
     /// same name (a Deployment and a CronJob) would share them.
     generated: HashSet<(Option<String>, String)>,
@@ -298,7 +307,7 @@ impl Job<'_> {
             }
             return Ok(None);
         };
-        match template::inject(template, &w, options, undone.clone().flatten())? {
+        match template::inject(template, &w, options, &self.around, undone.clone().flatten())? {
             Injected::Unchanged { warnings } => {
                 self.out.warnings.extend(warnings);
                 Ok(undone.map(|_| vec![value]))
@@ -310,6 +319,7 @@ impl Job<'_> {
             }),
             Injected::Changed(injection) => {
                 self.out.warnings.extend(injection.warnings);
+                self.out.notes.extend(injection.notes);
                 for m in &injection.moved {
                     self.out.summary.push(format!(
                         "{w}: container {}: {} {} -> check {:?} in ConfigMap {}; the probe now asks :{}{}",

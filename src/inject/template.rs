@@ -14,8 +14,9 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::probe::{self, Moved, Plan};
 use super::record::{self, Recorder, lookup};
+use super::serving::{self, Surroundings};
 use super::{Options, Refusal, Sidecar, Workload};
-use crate::config::{Config, ProbeKind, original_probe_lints};
+use crate::config::{Config, Mesh, ProbeKind, original_probe_lints};
 
 /// The sidecar container's name.
 pub const SIDECAR: &str = "healthproxy";
@@ -48,6 +49,8 @@ pub struct Injection {
     pub moved: Vec<Moved>,
     /// What the user should know (kept exec probes, kept preStop hooks).
     pub warnings: Vec<String>,
+    /// What was chosen for the user (the drain's mesh and ports).
+    pub notes: Vec<String>,
 }
 
 /// What [`inject`] did.
@@ -62,13 +65,15 @@ pub enum Injected {
     },
 }
 
-/// Injects the sidecar into `template`. `token` is reused when given (a
-/// template injected before keeps its token). An injected template must
-/// be [`uninject`]ed first.
+/// Injects the sidecar into `template`, with the Services and Namespaces
+/// `around` it in the stream. `token` is reused when given (a template
+/// injected before keeps its token). An injected template must be
+/// [`uninject`]ed first.
 pub fn inject(
     template: &mut Value,
     workload: &Workload,
     options: &Options,
+    around: &Surroundings,
     token: Option<String>,
 ) -> Result<Injected, Refusal> {
     let refuse = |field: &str, message: String| Refusal {
@@ -142,7 +147,7 @@ pub fn inject(
     let mut warnings = Vec::new();
     let mut moved = Vec::new();
     let mut selected = Vec::new();
-    let mut drain_ports = Vec::new();
+    let mut probed = Vec::new();
     for (i, c) in containers.iter().enumerate() {
         let Some(c) = c.as_mapping() else {
             return Err(refuse(
@@ -162,18 +167,6 @@ pub fn inject(
         }
         selected.push(i);
         let at = |f: &str| format!("spec.containers[{name}].{f}");
-        for p in c.get("ports").and_then(Value::as_sequence).into_iter().flatten() {
-            let tcp = p
-                .get("protocol")
-                .is_none_or(|proto| proto.as_str() == Some("TCP"));
-            let port = p
-                .get("containerPort")
-                .and_then(Value::as_u64)
-                .and_then(|p| u16::try_from(p).ok());
-            if let (true, Some(port)) = (tcp, port) {
-                drain_ports.push(port);
-            }
-        }
         for kind in ProbeKind::ALL {
             let field = probe::field(kind);
             let original = match c.get(field) {
@@ -200,7 +193,7 @@ pub fn inject(
                         ));
                     }
                     if m.handler.on_pod() {
-                        drain_ports.push(m.handler.port());
+                        probed.push(m.handler.port());
                     }
                     moved.push((m, original.clone(), i));
                 }
@@ -224,8 +217,37 @@ pub fn inject(
             options.port
         ));
     }
-    drain_ports.sort_unstable();
-    drain_ports.dedup();
+    probed.sort_unstable();
+    probed.dedup();
+    let namespace = workload.namespace.as_deref();
+    let (mesh, mesh_why) = serving::mesh(template, namespace, around, options.mesh)
+        .map_err(|message| refuse("metadata", message))?;
+    let (mut drain_ports, mut ports_why) = serving::ports(template, namespace, around, &probed);
+    let exit_with_app = workload.is_job() && options.sidecar == Sidecar::Classic;
+    if exit_with_app && drain_ports.is_empty() {
+        // A Job's classic sidecar follows the app by its listeners: any
+        // port it declares tells when it has stopped.
+        drain_ports = serving::declared(template);
+        ports_why = "the declared ports: a Job's classic sidecar exits once the app stops listening".into();
+    }
+    let mut notes = Vec::new();
+    let left_out: Vec<String> = serving::declared(template)
+        .into_iter()
+        .filter(|p| !drain_ports.contains(p))
+        .map(|p| p.to_string())
+        .collect();
+    notes.push(format!(
+        "{workload}: drain.ports = {drain_ports:?}: {ports_why}{}",
+        if left_out.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; declared {} left out (no balancer sends there)",
+                left_out.join(", ")
+            )
+        }
+    ));
+    notes.push(format!("{workload}: drain.mesh = {mesh_why}"));
 
     let name_of = |i: usize| containers[i].get("name").and_then(Value::as_str).unwrap_or("");
     let wants_prestop: Vec<usize> = selected
@@ -253,7 +275,6 @@ pub fn inject(
     } else {
         Some(token.unwrap_or_else(new_token))
     };
-    let exit_with_app = workload.is_job() && options.sidecar == Sidecar::Classic;
     if exit_with_app && drain_ports.is_empty() {
         return Err(refuse(
             "spec.containers",
@@ -265,6 +286,7 @@ pub fn inject(
         workload,
         options,
         &drain_ports,
+        mesh,
         token.is_some(),
         exit_with_app,
         &moved,
@@ -406,6 +428,7 @@ pub fn inject(
         token,
         moved: moved.into_iter().map(|(m, ..)| m).collect(),
         warnings,
+        notes,
     }))
 }
 
@@ -639,6 +662,7 @@ fn config_text(
     workload: &Workload,
     options: &Options,
     ports: &[u16],
+    mesh: Mesh,
     token: bool,
     exit_with_app: bool,
     moved: &[(Moved, Mapping, usize)],
@@ -654,6 +678,19 @@ fn config_text(
     if !ports.is_empty() {
         let list: Vec<String> = ports.iter().map(u16::to_string).collect();
         out.push_str(&format!("ports = [{}]\n", list.join(", ")));
+    }
+    if let Some(uid) = mesh.proxy_uid() {
+        out.push_str(&format!(
+            "# The app's traffic comes through the mesh's proxy in the pod.\nmesh = \"{}\"\n",
+            mesh.name()
+        ));
+        let default = match mesh {
+            Mesh::Istio { .. } => crate::config::ISTIO_PROXY_UID,
+            _ => crate::config::LINKERD_PROXY_UID,
+        };
+        if uid != default {
+            out.push_str(&format!("mesh_proxy_uid = {uid}\n"));
+        }
     }
     if token {
         out.push_str(&format!("token_file = \"{TOKEN_DIR}/token\"\n"));

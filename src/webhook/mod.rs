@@ -224,7 +224,10 @@ pub fn mutate(pod: &Value, namespace: Option<&str>, options: &Options) -> Mutati
         Ok(v) => v,
         Err(e) => return refused(format!("the pod: {e}")),
     };
-    let injection = match template::inject(&mut changed, &workload, options, None) {
+    // A pod alone: no Service to tell its serving ports (the probed ones
+    // are used), no Namespace; its own mesh containers and annotations.
+    let around = crate::inject::serving::Surroundings::default();
+    let injection = match template::inject(&mut changed, &workload, options, &around, None) {
         Err(refusal) => return refused(refusal.to_string()),
         Ok(Injected::Unchanged { warnings }) => return unchanged(Outcome::NoProbes, warnings),
         Ok(Injected::Changed(injection)) => injection,

@@ -17,8 +17,8 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Pod, PodSpec, PodTemplate, PodTemplateSpec, Probe, ReplicationController, Secret,
-    Service,
+    ConfigMap, Container, Namespace, Pod, PodSpec, PodTemplate, PodTemplateSpec, Probe,
+    ReplicationController, Secret, Service,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
@@ -26,8 +26,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 use serde_yaml_ng::Value;
 
-use healthproxy::config::{CheckKind, Config, ProbeKind, Scheme, lints};
-use healthproxy::inject::{self, Options, Sidecar};
+use healthproxy::config::{CheckKind, Config, Mesh, ProbeKind, Scheme, lints};
+use healthproxy::inject::{self, MeshChoice, Options, Sidecar};
 
 use crate::support::{Proxy, binary, eventually, request};
 
@@ -110,6 +110,7 @@ fn typed(object: &Json) {
                 typed_as::<PodTemplateSpec>(template);
             }
         }
+        "Namespace" => typed_as::<Namespace>(object),
         other => panic!("no typed check for {other}"),
     }
 }
@@ -663,6 +664,107 @@ fn only_the_containers_asked_for_are_injected() {
     assert!(config.contains("container = \"shipper\"") && !config.contains("collector"));
 }
 
+/// The `[drain]` of the config `inject` generated for `name` in `output`.
+fn drain_of(output: &[Json], name: &str) -> healthproxy::config::DrainConfig {
+    let text = config_of(output, name);
+    Config::from_toml_str(&text, "generated", &|_: &str| None)
+        .unwrap()
+        .drain
+}
+
+#[test]
+fn the_drain_gets_the_ports_a_service_targets_and_the_mesh_each_pod_shows() {
+    let text = std::fs::read_to_string(fixture_path("mesh.yaml")).unwrap();
+    for sidecar in [Sidecar::Native, Sidecar::Classic] {
+        let out = inject::inject(&text, &options(sidecar)).unwrap();
+        let output = objects(&out.text);
+        output.iter().for_each(typed);
+        let drains: Vec<(Vec<u16>, Mesh)> = ["web", "worker", "payments", "reports", "export"]
+            .iter()
+            .map(|name| {
+                let d = drain_of(&output, name);
+                (d.ports, d.mesh)
+            })
+            .collect();
+        assert_eq!(
+            drains,
+            [
+                // The Service's target, not the probed management port nor
+                // the cache; Istio from the Namespace's label.
+                (vec![8080], Mesh::Istio { proxy_uid: 1337 }),
+                // The probed port; the pod opts out of its Namespace's mesh.
+                (vec![8081], Mesh::None),
+                (vec![8443], Mesh::Linkerd { proxy_uid: 2102 }),
+                (vec![7000], Mesh::Istio { proxy_uid: 1400 }),
+                (vec![8000], Mesh::Linkerd { proxy_uid: 2200 }),
+            ],
+            "{sidecar:?}"
+        );
+        let notes = out.notes.join("\n");
+        for line in [
+            "Deployment shop/web: drain.ports = [8080]: the ports Service web targets; declared 6379, 9090 left out (no balancer sends there)",
+            "Deployment shop/web: drain.mesh = istio, from its Namespace's istio-injection: enabled",
+            "Deployment shop/worker: drain.ports = [8081]: the probed ports: no Service in the stream selects the pod; declared 9102 left out",
+            "Deployment shop/worker: drain.mesh = none: no mesh in the pod or the stream",
+            "Pod payments/payments: drain.mesh = linkerd, from its classic linkerd-proxy container",
+            "Pod reports: drain.mesh = istio, from its native istio-proxy container",
+            "Job export: drain.mesh = linkerd, from linkerd.io/inject: enabled",
+        ] {
+            assert!(notes.contains(line), "{sidecar:?}: {line}\nin:\n{notes}");
+        }
+        // The round trip, as for every fixture.
+        let twice = inject::inject(&out.text, &options(sidecar)).unwrap();
+        assert_eq!(out.text, twice.text, "inject(inject(x)) == inject(x)");
+        assert_eq!(out.notes, twice.notes, "the same choices again");
+        let back = inject::uninject(&out.text).unwrap().text;
+        assert_same_stream(&back, &text, "uninject(inject(x)) == x");
+    }
+}
+
+#[test]
+fn a_pod_in_two_meshes_is_refused_unless_mesh_says_which() {
+    let text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: both\n  annotations: {linkerd.io/inject: enabled}\n\
+                spec:\n  containers:\n  - name: app\n    image: app\n    readinessProbe: {tcpSocket: {port: 8080}}\n  \
+                - name: istio-proxy\n    image: proxyv2\n";
+    let refusal = inject::inject(text, &Options::default()).unwrap_err();
+    assert_eq!(refusal.object, "Pod both");
+    assert!(
+        refusal.message.contains("Istio (its classic istio-proxy container) and Linkerd (linkerd.io/inject: enabled): choose with --mesh"),
+        "{refusal}"
+    );
+    for (choice, mesh) in [
+        (MeshChoice::Istio, Mesh::Istio { proxy_uid: 1337 }),
+        (MeshChoice::Linkerd, Mesh::Linkerd { proxy_uid: 2102 }),
+        (MeshChoice::None, Mesh::None),
+    ] {
+        let options = Options {
+            mesh: choice,
+            ..Options::default()
+        };
+        let out = inject::inject(text, &options).unwrap();
+        assert_eq!(drain_of(&objects(&out.text), "both").mesh, mesh);
+        assert!(
+            out.notes.iter().any(|n| n.ends_with("(--mesh)")),
+            "{:?}",
+            out.notes
+        );
+    }
+    // The command says the same.
+    let (code, out, err) = cli(&["inject", "--mesh", "istio"], text);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("mesh = \"istio\""), "{out}");
+    assert!(
+        err.contains("note: Pod both: drain.mesh = istio (--mesh)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("note: Pod both: drain.ports = [8080]: the probed ports"),
+        "{err}"
+    );
+    let (code, out, err) = cli(&["inject"], text);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+}
+
 #[test]
 fn a_pod_read_from_json_is_injected_by_the_same_function() {
     // As an admission request carries it: JSON, no name of a workload but
@@ -677,7 +779,14 @@ fn a_pod_read_from_json_is_injected_by_the_same_function() {
         name: "p".into(),
         namespace: Some("n".into()),
     };
-    let injected = inject::template::inject(&mut pod, &workload, &Options::default(), None).unwrap();
+    let injected = inject::template::inject(
+        &mut pod,
+        &workload,
+        &Options::default(),
+        &Default::default(),
+        None,
+    )
+    .unwrap();
     let inject::template::Injected::Changed(injection) = injected else {
         panic!("the probe moves");
     };
