@@ -170,12 +170,19 @@ pub fn lookup<'a>(root: &'a mut Value, at: &[&str]) -> Option<&'a mut Value> {
 /// restore because they were changed since (for a warning).
 pub fn undo(template: &mut Value, record: &Record) -> Vec<String> {
     let mut lost = Vec::new();
+    // Items' indices by name, per list: one search per list rather than
+    // one per change (thousands of containers, issue 27). Dropped when a
+    // change may move or replace a list: one above a container's fields.
+    let mut index = Index::default();
     for entry in record.changes.iter().rev() {
         let path: Vec<&str> = entry.at.iter().map(String::as_str).collect();
         let Some((key, parent)) = path.split_last() else {
             continue;
         };
-        match (lookup(template, parent), &entry.was) {
+        if path.len() < 4 {
+            index.clear();
+        }
+        match (index.lookup(template, parent), &entry.was) {
             (Some(Value::Mapping(m)), Some(was)) => {
                 m.insert(Value::from(*key), was.clone());
             }
@@ -184,11 +191,48 @@ pub fn undo(template: &mut Value, record: &Record) -> Vec<String> {
             }
             (Some(Value::Sequence(list)), None) => {
                 list.retain(|item| item.get("name").and_then(Value::as_str) != Some(key));
+                index.clear();
             }
             _ => lost.push(entry.at.join(".")),
         }
     }
     lost
+}
+
+/// [`lookup`] with each list's items indexed by name once.
+#[derive(Default)]
+struct Index(std::collections::HashMap<String, std::collections::HashMap<String, usize>>);
+
+impl Index {
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    fn lookup<'a>(&mut self, root: &'a mut Value, at: &[&str]) -> Option<&'a mut Value> {
+        let mut here = root;
+        let mut path = String::new();
+        for key in at {
+            here = match here {
+                Value::Mapping(m) => m.get_mut(*key)?,
+                Value::Sequence(list) => {
+                    let names = self.0.entry(path.clone()).or_insert_with(|| {
+                        // The first item of a name wins, as in `lookup`.
+                        let named = list
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(i, item)| Some((item.get("name")?.as_str()?.to_string(), i)));
+                        named.collect::<Vec<_>>().into_iter().rev().collect()
+                    });
+                    let i = *names.get(*key)?;
+                    list.get_mut(i)?
+                }
+                _ => return None,
+            };
+            path.push('\0');
+            path.push_str(key);
+        }
+        Some(here)
+    }
 }
 
 /// Reads the record in `template`'s annotation, if it has one.

@@ -519,7 +519,18 @@ fn verify(template: &Value, record: &record::Record) -> Result<Option<String>, (
     let absent_or_null = |was: &Option<Value>| matches!(was, None | Some(Value::Null));
     let spec = template.get("spec");
     let list = |name: &str| spec.and_then(|s| s.get(name)).and_then(Value::as_sequence);
-    let find = |name: &str, item: &str| {
+    // The app containers by name, once: a search per change would cost
+    // the square of their number (issue 27).
+    let mut containers = std::collections::HashMap::new();
+    for c in list("containers").into_iter().flatten() {
+        if let Some(name) = c.get("name").and_then(Value::as_str) {
+            containers.entry(name).or_insert(c);
+        }
+    }
+    let find = |name: &str, item: &str| -> Option<&Value> {
+        if name == "containers" {
+            return containers.get(item).copied();
+        }
         list(name)
             .into_iter()
             .flatten()

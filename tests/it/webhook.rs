@@ -979,6 +979,23 @@ fn the_cpu_per_container_stays_flat_as_the_pod_grows() {
         "inject: the cost per container grew x{ratio:.2} from 1,000 to 8,000 containers"
     );
 
+    // uninject, which inject does first on an injected stream.
+    let (small, large) = (
+        healthproxy::inject::inject(&small, &options).unwrap().text,
+        healthproxy::inject::inject(&large, &options).unwrap().text,
+    );
+    let uninject = |text: &str| {
+        healthproxy::inject::uninject(text).unwrap();
+    };
+    let per_small = cpu_per_container(1000, || uninject(&small));
+    let per_large = cpu_per_container(8000, || uninject(&large));
+    let ratio = per_large / per_small;
+    eprintln!("uninject: {per_small:.2e} s per container at 1,000, {per_large:.2e} at 8,000: x{ratio:.2}");
+    assert!(
+        ratio < 2.0,
+        "uninject: the cost per container grew x{ratio:.2} from 1,000 to 8,000 containers"
+    );
+
     // The webhook, up to the most containers it injects.
     let body = |n| serde_json::to_vec(&review(&pod_of(n, 1), "kubernetes-admin")).unwrap();
     let (small, large) = (body(32), body(healthproxy::webhook::MAX_CONTAINERS));
