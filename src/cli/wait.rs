@@ -31,6 +31,16 @@ pub(crate) struct WaitArgs {
     /// socket directory (repeatable).
     #[arg(long = "postgres", value_name = "[USER@]HOST:PORT[/DBNAME]")]
     postgres: Vec<String>,
+    /// A Redis server that must answer PING with PONG, as `redis-cli -h
+    /// HOST -p PORT ping | grep -q PONG`; the password, if any, from
+    /// REDISCLI_AUTH as redis-cli reads it (repeatable).
+    #[arg(long = "redis", value_name = "HOST:PORT")]
+    redis: Vec<String>,
+    /// A MySQL or MariaDB server that must answer, as `mysqladmin -h HOST
+    /// -P PORT ping` says it: any answer of the server, an access denied
+    /// included (repeatable).
+    #[arg(long = "mysql", value_name = "HOST:PORT")]
+    mysql: Vec<String>,
     /// A command that must exit 0, run with /bin/sh -c (repeatable).
     #[arg(long = "exec", value_name = "CMD")]
     exec: Vec<String>,
@@ -59,7 +69,9 @@ struct Target {
 pub(super) fn wait(args: WaitArgs) -> ExitCode {
     let targets = match targets(&args) {
         Ok(t) if t.is_empty() => {
-            eprintln!("nothing to wait for: give --tcp, --http, --grpc, --postgres or --exec");
+            eprintln!(
+                "nothing to wait for: give --tcp, --http, --grpc, --postgres, --redis, --mysql or --exec"
+            );
             return ExitCode::from(super::EXIT_CONFIG);
         }
         Ok(t) => t,
@@ -153,6 +165,37 @@ fn host_port(text: &str) -> Result<(Host, u16), String> {
 }
 
 /// `[USER@]HOST:PORT[/DBNAME]` as a pg_isready check (no query).
+/// `--redis HOST:PORT`: PONG, with REDISCLI_AUTH's password if set.
+fn redis(text: &str, password: Option<String>) -> Result<crate::config::RedisSpec, String> {
+    let (host, port) = host_port(text)?;
+    Ok(crate::config::RedisSpec {
+        host,
+        port,
+        user: None,
+        password: password.map(|value| crate::config::Credential::Env {
+            var: "REDISCLI_AUTH".into(),
+            value,
+        }),
+        tls: None,
+        expect: crate::config::RedisExpect::Pong,
+        accept_errors: Vec::new(),
+    })
+}
+
+/// `--mysql HOST:PORT`: mysqladmin ping.
+fn mysql(text: &str) -> Result<crate::config::MysqlSpec, String> {
+    let (host, port) = host_port(text)?;
+    Ok(crate::config::MysqlSpec {
+        host,
+        port,
+        user: None,
+        password: None,
+        database: None,
+        command: crate::config::MysqlCommand::Ping,
+        skip_ssl: false,
+    })
+}
+
 fn postgres(text: &str) -> Result<PostgresSpec, String> {
     let (user, rest) = match text.split_once('@') {
         Some((user, rest)) if !user.is_empty() => (user, rest),
@@ -235,6 +278,15 @@ fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
             CheckKind::Postgres(Box::new(postgres(p)?)),
         )?;
     }
+    for r in &args.redis {
+        push(
+            format!("redis {r}"),
+            CheckKind::Redis(Box::new(redis(r, std::env::var("REDISCLI_AUTH").ok())?)),
+        )?;
+    }
+    for m in &args.mysql {
+        push(format!("mysql {m}"), CheckKind::Mysql(Box::new(mysql(m)?)))?;
+    }
     for e in &args.exec {
         let spec = ExecSpec {
             command: vec!["/bin/sh".into(), "-c".into(), e.clone()],
@@ -249,6 +301,16 @@ fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_and_mysql_targets_are_host_and_port() {
+        let spec = redis("127.0.0.1:6379", Some("s3cret".into())).unwrap();
+        assert_eq!((spec.port, spec.password.is_some()), (6379, true));
+        assert!(redis("127.0.0.1", None).unwrap_err().contains("HOST:PORT"));
+        let spec = mysql("[::1]:3306").unwrap();
+        assert_eq!((spec.host.name.as_str(), spec.port), ("::1", 3306));
+        assert_eq!(spec.command, crate::config::MysqlCommand::Ping);
+    }
 
     #[test]
     fn postgres_targets_read_as_libpq_defaults_them() {

@@ -263,11 +263,27 @@ async fn mysql_check_gives_mysqladmin_and_mysql_verdicts_in_every_state() {
     drop(held);
     server.sql("SET GLOBAL max_connections = 151").await;
 
+    // `wait --mysql` returns once the server answers (an access denied
+    // is an answer, as mysqladmin ping says).
+    let target = format!("127.0.0.1:{port}");
+    let (code, err) = crate::support::run_binary(
+        &["wait", "--mysql", &target, "--timeout", "10s", "--attempt-timeout", "1s"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+
     // Frozen: accepted by the kernel, never answered.
     kill(server.pid(), Signal::SIGSTOP).unwrap();
     compare("frozen", port, Some("probe"), Some("s3cret")).await;
     let out = native(&spec(port, MysqlCommand::Ping, None, None)).await;
     assert_eq!(out.reason, Some(Reason::Timeout), "{out:?}");
+    let (code, _) = crate::support::run_binary(
+        &["wait", "--mysql", &target, "--timeout", "2s", "--attempt-timeout", "1s"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(code, 1, "a frozen server is never up");
     kill(server.pid(), Signal::SIGCONT).unwrap();
     compare("thawed", port, Some("probe"), Some("s3cret")).await;
 }

@@ -206,6 +206,15 @@ async fn redis_check_gives_redis_cli_verdict_in_every_state() {
     let out = native(&spec(port, RedisExpect::Pong)).await;
     assert_eq!((out.verdict, out.message.as_str()), (Verdict::Success, "PONG"));
 
+    // `wait --redis` returns once PONG comes.
+    let target = format!("127.0.0.1:{port}");
+    let (code, err) = crate::support::run_binary(
+        &["wait", "--redis", &target, "--timeout", "10s", "--attempt-timeout", "1s"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+
     // Frozen: the kernel accepts, nothing answers.
     kill(server.pid(), Signal::SIGSTOP).unwrap();
     compare("frozen", port, None).await;
