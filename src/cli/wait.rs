@@ -280,12 +280,17 @@ fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
     }
     for r in &args.redis {
         push(
+            &mut out,
             format!("redis {r}"),
             CheckKind::Redis(Box::new(redis(r, std::env::var("REDISCLI_AUTH").ok())?)),
         )?;
     }
     for m in &args.mysql {
-        push(format!("mysql {m}"), CheckKind::Mysql(Box::new(mysql(m)?)))?;
+        push(
+            &mut out,
+            format!("mysql {m}"),
+            CheckKind::Mysql(Box::new(mysql(m)?)),
+        )?;
     }
     for e in &args.exec {
         let spec = ExecSpec {

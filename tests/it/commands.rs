@@ -345,7 +345,13 @@ async fn probe_writes_the_url_as_given_and_dns_failures_as_go_does() {
 #[tokio::test]
 async fn wait_names_an_http_dependency_by_the_url_as_given() {
     let (code, stderr) = run_binary(
-        &["wait", "--http", "http://no-such-host.invalid/ready", "--timeout", "0s"],
+        &[
+            "wait",
+            "--http",
+            "http://no-such-host.invalid/ready",
+            "--timeout",
+            "0s",
+        ],
         WITHIN,
     )
     .await;

@@ -267,7 +267,15 @@ async fn mysql_check_gives_mysqladmin_and_mysql_verdicts_in_every_state() {
     // is an answer, as mysqladmin ping says).
     let target = format!("127.0.0.1:{port}");
     let (code, err) = crate::support::run_binary(
-        &["wait", "--mysql", &target, "--timeout", "10s", "--attempt-timeout", "1s"],
+        &[
+            "wait",
+            "--mysql",
+            &target,
+            "--timeout",
+            "10s",
+            "--attempt-timeout",
+            "1s",
+        ],
         Duration::from_secs(20),
     )
     .await;
@@ -279,7 +287,15 @@ async fn mysql_check_gives_mysqladmin_and_mysql_verdicts_in_every_state() {
     let out = native(&spec(port, MysqlCommand::Ping, None, None)).await;
     assert_eq!(out.reason, Some(Reason::Timeout), "{out:?}");
     let (code, _) = crate::support::run_binary(
-        &["wait", "--mysql", &target, "--timeout", "2s", "--attempt-timeout", "1s"],
+        &[
+            "wait",
+            "--mysql",
+            &target,
+            "--timeout",
+            "2s",
+            "--attempt-timeout",
+            "1s",
+        ],
         Duration::from_secs(20),
     )
     .await;
