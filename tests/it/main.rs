@@ -19,6 +19,7 @@ mod haproxy;
 mod hostile;
 mod http_check;
 mod http_rules;
+mod http_tools;
 #[cfg(feature = "inject")]
 mod inject;
 mod kubelet_parity;
