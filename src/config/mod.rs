@@ -576,6 +576,9 @@ pub struct HttpSpec {
     pub user_agent: String,
     /// The statuses that pass; the kubelet's 200–399 by default.
     pub expect_status: Option<StatusSet>,
+    /// Follow same-host redirects, as the kubelet (the default); off, a
+    /// 3xx is the final answer, as `curl -f` without `-L` takes it.
+    pub follow_redirects: bool,
     /// The (first 10 KiB of the) body must match this pattern.
     pub body_matches: Option<Pattern>,
     /// The (first 10 KiB of the) body must not match this pattern.
@@ -625,6 +628,7 @@ impl HttpSpec {
             body_contains: None,
             user_agent: kube_probe_user_agent(DEFAULT_KUBELET_VERSION),
             expect_status: None,
+            follow_redirects: true,
             body_matches: None,
             body_not_matches: None,
             header_matches: Vec::new(),

@@ -116,6 +116,8 @@ struct RawHttp {
     keep_alive: bool,
     body_contains: Option<String>,
     expect_status: Option<Spanned<Vec<toml::Value>>>,
+    #[serde(default = "yes")]
+    follow_redirects: bool,
     body_matches: Option<Spanned<String>>,
     body_not_matches: Option<Spanned<String>>,
     #[serde(default)]
@@ -1168,6 +1170,7 @@ fn validate_kind(
             body_contains: h.body_contains.clone(),
             user_agent: user_agent.to_string(),
             expect_status,
+            follow_redirects: h.follow_redirects,
             body_matches,
             body_not_matches,
             header_matches,

@@ -54,6 +54,7 @@ const ALL_KEYS: &[&str] = &[
     "http.keep_alive",
     "http.body_contains",
     "http.expect_status",
+    "http.follow_redirects",
     "http.body_matches",
     "http.body_not_matches",
     "http.header_matches",
@@ -119,6 +120,7 @@ const KEYS_WITH_DEFAULTS: &[&str] = &[
     "http.path",
     "http.method",
     "http.keep_alive",
+    "http.follow_redirects",
     "tcp.host",
     "grpc.host",
     "grpc.service",
@@ -419,6 +421,7 @@ fn example_config_defaults_are_the_code_defaults() {
             }
             "http.path" => assert_eq!(str_value(), http.path, "{at}"),
             "http.keep_alive" => assert_eq!(bool_value(), http.keep_alive, "{at}"),
+            "http.follow_redirects" => assert_eq!(bool_value(), http.follow_redirects, "{at}"),
             "http.host" | "tcp.host" | "grpc.host" => {
                 assert_eq!(str_value(), DEFAULT_HOST, "{at}");
                 assert_eq!(http.host.name, DEFAULT_HOST, "{at}");

@@ -99,6 +99,9 @@ pub struct HttpCheck {
     host_override: Option<String>,
     /// Whether to keep one idle connection between runs.
     keep_alive: bool,
+    /// Whether same-host redirects are followed (the kubelet's way) or a
+    /// 3xx is final.
+    follow_redirects: bool,
     /// What the response must be, beyond the kubelet's rules: shared
     /// with the blocking thread that matches its patterns.
     rules: Arc<Rules>,
@@ -191,6 +194,7 @@ impl HttpCheck {
             headers,
             host_override,
             keep_alive: spec.keep_alive,
+            follow_redirects: spec.follow_redirects,
             rules: Arc::new(Rules {
                 expect_status: spec.expect_status,
                 body_contains: spec.body_contains,
@@ -287,7 +291,7 @@ impl HttpCheck {
                 .get(header::LOCATION)
                 .filter(|l| !l.is_empty())
                 .cloned();
-            if let (true, Some(location)) = (is_followed(status), location) {
+            if let (true, Some(location)) = (self.follow_redirects && is_followed(status), location) {
                 let next = match url.join(location.as_bytes()) {
                     Ok(next) => next,
                     Err(e) => {
