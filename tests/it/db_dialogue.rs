@@ -76,7 +76,7 @@ async fn dialogue_gives_the_nc_one_liners_verdict_against_memcached() {
     let mut port = 0;
     for _ in 0..5 {
         port = free_port();
-        let mut child = Command::new(tool("memcached"))
+        let child = Command::new(tool("memcached"))
             .args([
                 "-l",
                 "127.0.0.1",
@@ -96,15 +96,17 @@ async fn dialogue_gives_the_nc_one_liners_verdict_against_memcached() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
+        // Killed and reaped on drop from here on, a failed wait included.
+        let mut child = Process(child);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while child.try_wait().unwrap().is_none()
+        while child.0.try_wait().unwrap().is_none()
             && std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
         {
             assert!(std::time::Instant::now() < deadline, "memcached did not listen");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if child.try_wait().unwrap().is_none() {
-            server = Some(Process(child));
+        if child.0.try_wait().unwrap().is_none() {
+            server = Some(child);
             break;
         }
     }
@@ -168,12 +170,14 @@ async fn compare_pgrep(state: &str, pattern: &str) -> Outcome {
 #[tokio::test]
 async fn process_check_gives_pgrep_f_verdict() {
     let marker = format!("hp-marker-{}-{}", std::process::id(), free_port());
-    let mut child = Command::new(tool("python3"))
-        .args(["-c", "import time; time.sleep(600)", &marker])
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = Pid::from_raw(child.id() as i32);
+    let mut child = Process(
+        Command::new(tool("python3"))
+            .args(["-c", "import time; time.sleep(600)", &marker])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = Pid::from_raw(child.0.id() as i32);
     eventually(
         Duration::from_secs(10),
         "the child's command line is written",
@@ -205,6 +209,6 @@ async fn process_check_gives_pgrep_f_verdict() {
     let out = compare_pgrep("a zombie (its command line is gone)", &marker).await;
     assert_eq!(out.reason, Some(Reason::NoProcess), "{out:?}");
     compare_pgrep("a zombie, by its name", "^\\[python3\\] <defunct>$").await;
-    child.wait().unwrap();
+    child.0.wait().unwrap();
     compare_pgrep("gone", &marker).await;
 }

@@ -72,7 +72,11 @@ impl Server {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                     return Server { child, port, socket };
                 }
-                assert!(std::time::Instant::now() < deadline, "mariadbd did not listen");
+                if std::time::Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("mariadbd did not listen");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

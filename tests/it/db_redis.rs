@@ -59,10 +59,11 @@ impl Server {
                         dir: dir.to_path_buf(),
                     };
                 }
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "redis-server did not listen"
-                );
+                if std::time::Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!("redis-server did not listen");
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
