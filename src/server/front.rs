@@ -8,24 +8,25 @@
 //! alone in what was read, `GET` or `HEAD` of `/healthz`, `/startupz`,
 //! `/livez` or `/readyz` with no query, and no header that gives the
 //! request a body, an expectation or an upgrade. It is parsed by
-//! `httparse` with hyper's settings, answered by the fast path's code and
+//! `httparse` with hyper's settings, answered by [`Endpoints::plain`] and
 //! written as hyper writes it (`Answer::head`). Anything else — a partial
 //! head, pipelined requests, any other request — goes to hyper with the
 //! bytes read so far, and hyper serves the connection from then on
 //! exactly as if it had read them itself.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::{Answer, Endpoints, Route};
+use super::answer::{Answer, visible};
+use super::endpoints::Endpoints;
+use super::route::Route;
 
 /// The most bytes read for a head answered here: a kubelet
 /// probe's head is about 120 bytes, one with a few `httpHeaders` a few
@@ -135,7 +136,7 @@ fn answer(bytes: &[u8], endpoints: &Endpoints, peer: SocketAddr) -> Option<Reply
 /// comma-separated list, compared without case, of a value that is
 /// visible ASCII.
 fn has_token(value: &[u8], token: &str) -> bool {
-    super::visible(value).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    visible(value).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
 impl Reply {
@@ -162,26 +163,6 @@ impl Reply {
         stream.write_all(&self.head[in_head..]).await?;
         stream.write_all(&self.body).await
     }
-}
-
-/// The value of the `date` header, as hyper writes it: formatted once a
-/// second per thread.
-pub(crate) fn date() -> [u8; 29] {
-    thread_local! {
-        static CACHED: Cell<(u64, [u8; 29])> = const { Cell::new((u64::MAX, [0; 29])) };
-    }
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    CACHED.with(|cached| {
-        let (at, date) = cached.get();
-        if at == second {
-            return date;
-        }
-        let mut date = [0; 29];
-        date.copy_from_slice(httpdate::fmt_http_date(now).as_bytes());
-        cached.set((second, date));
-        date
-    })
 }
 
 /// A connection whose first bytes the front path read: hyper reads them
@@ -246,7 +227,7 @@ mod tests {
 
     /// What the front path makes of `sent`, written in one piece.
     async fn front(sent: &[u8]) -> Read {
-        let (endpoints, _, _) = super::super::fast::tests::endpoints();
+        let (endpoints, _, _) = super::super::endpoints::tests::endpoints();
         let (mut client, server) = pair().await;
         client.write_all(sent).await.unwrap();
         loop {
@@ -353,17 +334,5 @@ mod tests {
         let mut answer = String::new();
         client.read_to_string(&mut answer).await.unwrap();
         assert_eq!(answer, "HTTP/1.1 200 OK\r\n\r\n");
-    }
-
-    #[test]
-    fn the_date_is_an_http_date_of_now() {
-        let date = date();
-        let date = std::str::from_utf8(&date).unwrap();
-        let parsed = httpdate::parse_http_date(date).unwrap();
-        let now = SystemTime::now();
-        assert!(
-            parsed <= now && now.duration_since(parsed).unwrap().as_secs() < 2,
-            "{date}"
-        );
     }
 }

@@ -34,8 +34,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::fast::Call;
-use super::{Endpoints, front};
+use super::endpoints::Endpoints;
+use super::front;
 use crate::config::ServerConfig;
 
 /// How long open connections get to finish after a clean stop.
@@ -465,20 +465,10 @@ impl Connection {
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             tracked.begun.fetch_add(1, Ordering::AcqRel);
             let call = endpoints.call(request, peer);
-            // A plain probe is answered here and now; only a routed
-            // request's future holds the slot until it ends.
-            let routed = match call {
-                Call::Answered(_) => {
-                    tracked.ended.fetch_add(1, Ordering::AcqRel);
-                    None
-                }
-                Call::Routed(_) => Some(Arc::clone(&tracked)),
-            };
+            let slot = Arc::clone(&tracked);
             async move {
                 let response = call.await;
-                if let Some(slot) = routed {
-                    slot.ended.fetch_add(1, Ordering::AcqRel);
-                }
+                slot.ended.fetch_add(1, Ordering::AcqRel);
                 response
             }
         });

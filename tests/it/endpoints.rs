@@ -274,7 +274,7 @@ async fn raw(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
 
 #[tokio::test]
 async fn plain_probes_get_the_bytes_the_router_sends() {
-    // A query, even one ignored, takes a probe past the fast path to the
+    // A query, even one ignored, takes a probe past the front path to the
     // router: both must send the same bytes, passing or failing.
     let passing = Proxy::start("allow_empty = true\n");
     // Startup is not done: /startupz and /readyz fail (liveness waits).
@@ -333,8 +333,8 @@ async fn kept_alive_and_pipelined_probes_get_the_routers_bytes_in_order() {
     };
     // Each plain probe is asked again with a query, which the router
     // answers. The first ones on a connection are answered before hyper,
-    // the ones after a routed request by hyper's fast path; pipelined
-    // ones, sent in one write, by hyper too.
+    // the ones after a routed request by the router; pipelined ones, sent
+    // in one write, by the router too.
     let asks = [
         ("GET", "/readyz"),
         ("HEAD", "/livez"),

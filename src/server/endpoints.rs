@@ -1,49 +1,52 @@
-//! The fast path: `GET` and `HEAD` of `/healthz`, `/startupz`, `/livez`
-//! and `/readyz` with no query string and no `Accept` asking for JSON —
-//! what the kubelet sends, many times a second across a node — answered
-//! by the handlers' own code without the router, its middleware and most
-//! of their allocations. Every other request goes to the router with its
-//! [`Route`]. Both count the request by that route. Most plain probes
-//! never reach hyper: the front path (`front`) answers them from the
-//! connection's bytes with [`Endpoints::plain`], the code this path uses.
+//! Every endpoint behind one handle: the router for what hyper reads, and
+//! [`Endpoints::plain`] for the plain probes the front path (`front`)
+//! answers from a connection's bytes. Both count the request by its
+//! [`Route`].
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Method, Request, Response, header};
+use axum::http::{Request, Response, StatusCode};
 use bytes::Bytes;
-use http_body_util::{Either, Full};
 use tower::ServiceExt as _;
 
-use super::{Answer, AppState, Format, Peer, Route, accepts, format};
+use super::answer::{Answer, format};
+use super::handlers::{Peer, router};
+use super::render::Format;
+use super::route::Route;
+use super::shared::{AppState, shared};
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+use crate::reload::Reloads;
+use crate::state::State;
 
-/// A response body: a fast-path answer, or the router's.
-pub(crate) type ResponseBody = Either<Full<Bytes>, Body>;
-
-/// A response to come: ready at once from the fast path, or the router's.
-pub(crate) enum Call {
-    /// Taken when polled.
-    Answered(Option<Response<ResponseBody>>),
-    Routed(Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>),
+/// The endpoints over `state`, `lifecycle` and `metrics`. Requests other
+/// than `/prestop` (which lasts as long as the drain) get 408 after
+/// `request_timeout`.
+pub(crate) fn endpoints(
+    state: State,
+    lifecycle: Lifecycle,
+    metrics: Metrics,
+    reloads: Option<Reloads>,
+    request_timeout: Duration,
+) -> Endpoints {
+    let app = shared(state, lifecycle, metrics, reloads);
+    let router = router(Arc::clone(&app), request_timeout);
+    Endpoints { app, router }
 }
 
-impl Future for Call {
-    type Output = Result<Response<ResponseBody>, Infallible>;
+/// A routed request's response to come. Boxed: held inline, the router's
+/// future would make every connection that hyper serves that much larger
+/// (752 bytes instead of a pointer), idle ones too.
+pub(crate) type Call = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.get_mut() {
-            Call::Answered(response) => Poll::Ready(Ok(response.take().expect("polled once"))),
-            Call::Routed(routed) => routed.as_mut().poll(cx),
-        }
-    }
-}
-
-/// Every endpoint: the fast path in front of the router. A cheap handle.
+/// Every endpoint. A cheap handle.
 #[derive(Clone)]
 pub(crate) struct Endpoints {
     app: AppState,
@@ -57,65 +60,32 @@ impl std::fmt::Debug for Endpoints {
 }
 
 impl Endpoints {
-    pub(super) fn new(app: AppState, router: Router) -> Endpoints {
-        Endpoints { app, router }
-    }
-
-    /// Answers `request` from `peer`: a plain probe at once, anything else
-    /// through the router. The router's handlers see the peer as a
-    /// [`Peer`] extension; the fast path has no use for it.
+    /// Answers `request` from `peer` through the router, whose handlers
+    /// see the peer as a [`Peer`] extension and the route as a [`Route`].
     pub(crate) fn call<B>(&self, request: Request<B>, peer: SocketAddr) -> Call
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
     {
         let route = Route::parse(request.uri().path());
-        if let Some(response) = self.answer(&route, &request, peer) {
-            self.app.count(&route, response.status());
-            return Call::Answered(Some(response.map(Either::Left)));
-        }
         let app = AppState::clone(&self.app);
         let router = self.router.clone();
         let mut request = request.map(Body::new);
         request.extensions_mut().insert(route.clone());
         request.extensions_mut().insert(Peer(peer));
-        // Boxed: held inline, the router's future would make every call
-        // that large (752 bytes instead of a pointer), a fast one's too.
-        Call::Routed(Box::pin(async move {
+        Box::pin(async move {
             let response = router.oneshot(request).await?;
             app.count(&route, response.status());
-            Ok(response.map(Either::Right))
-        }))
-    }
-
-    /// The answer to a plain probe of `route`; `None` leaves the request
-    /// to the router.
-    fn answer<B>(
-        &self,
-        route: &Route,
-        request: &Request<B>,
-        peer: SocketAddr,
-    ) -> Option<Response<Full<Bytes>>> {
-        let head = match *request.method() {
-            Method::GET => false,
-            Method::HEAD => true,
-            _ => return None,
-        };
-        if request.uri().query().is_some() {
-            return None;
-        }
-        let headers = request.headers();
-        let authorization = || headers.get(header::AUTHORIZATION).map(|v| v.as_bytes());
-        let answer = self.plain(route, accepts(headers), authorization, peer)?;
-        Some(answer.response(head))
+            Ok(response)
+        })
     }
 
     /// The answer to `GET` or `HEAD` of `route` with no query, given the
     /// values of its `Accept` headers and a way to get its first
     /// `Authorization`: a plain probe's, or `None` for the router's — any
     /// other request, and a failing probe that lists too many checks to
-    /// render here (`Shared::plain_probe`). Both fast paths, hyper's and
-    /// the front one, come here.
+    /// render on this thread (`Shared::plain_probe`). The front path asks
+    /// it; the router's handlers give the same answer.
     pub(crate) fn plain<'h>(
         &self,
         route: &Route,
@@ -138,16 +108,14 @@ impl Endpoints {
 
     /// Counts a request to `route` answered with `status` (the router's
     /// requests count themselves).
-    pub(crate) fn count(&self, route: &Route, status: axum::http::StatusCode) {
+    pub(crate) fn count(&self, route: &Route, status: StatusCode) {
         self.app.count(route, status);
     }
 }
 
 #[cfg(test)]
 pub(super) mod tests {
-    use std::time::Duration;
-
-    use axum::http::{StatusCode, header};
+    use axum::http::{Method, header};
 
     use super::*;
 
@@ -166,7 +134,7 @@ pub(super) mod tests {
         let state = State::new(&config.checks);
         let lifecycle = Lifecycle::new(Drain::new(config.drain.clone(), state.clone()), None);
         let metrics = Metrics::new();
-        let endpoints = super::super::endpoints(
+        let endpoints = super::endpoints(
             state.clone(),
             lifecycle,
             metrics.clone(),
@@ -202,14 +170,15 @@ pub(super) mod tests {
     #[tokio::test]
     async fn both_paths_count_by_route() {
         let (endpoints, state, metrics) = endpoints();
+        // The front path's plain probes, counted by the front path.
         for _ in 0..3 {
-            let response = endpoints
-                .call(request(&Method::GET, "/readyz", None), LOOPBACK)
-                .await
-                .unwrap();
-            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+            let route = Route::parse("/readyz");
+            let answer = endpoints.plain(&route, None::<&[u8]>, || None, LOOPBACK).unwrap();
+            assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+            endpoints.count(&route, answer.status);
         }
-        for uri in ["/readyz?verbose", "/readyz/a"] {
+        // The router's, counted by the router.
+        for uri in ["/readyz", "/readyz?verbose", "/readyz/a"] {
             let response = endpoints
                 .call(request(&Method::GET, uri, None), LOOPBACK)
                 .await
@@ -227,7 +196,7 @@ pub(super) mod tests {
             .unwrap();
         assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
         let count = |route, code| requests(&metrics, &state, route, code);
-        assert_eq!(count("/readyz", StatusCode::SERVICE_UNAVAILABLE), 4);
+        assert_eq!(count("/readyz", StatusCode::SERVICE_UNAVAILABLE), 5);
         assert_eq!(count("/readyz/{name}", StatusCode::SERVICE_UNAVAILABLE), 1);
         assert_eq!(count("/livez", StatusCode::OK), 1);
         assert_eq!(count("/livez", StatusCode::METHOD_NOT_ALLOWED), 1);
@@ -235,36 +204,26 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn only_plain_probes_take_the_fast_path() {
+    fn only_plain_probes_are_answered_for_the_front_path() {
         let (endpoints, _, _) = endpoints();
-        let fast = |method: &Method, uri: &str, accept| {
-            let request = request(method, uri, accept);
+        let plain = |uri: &str, accept: Option<&str>| {
             endpoints
-                .answer(&Route::parse(request.uri().path()), &request, LOOPBACK)
+                .plain(&Route::parse(uri), accept.map(str::as_bytes), || None, LOOPBACK)
                 .is_some()
         };
-        for (method, uri) in [
-            (Method::GET, "/readyz"),
-            (Method::HEAD, "/livez"),
-            (Method::GET, "/healthz"),
-        ] {
-            assert!(fast(&method, uri, None), "{method} {uri}");
-            assert!(fast(&method, uri, Some("*/*")), "{method} {uri}");
+        for uri in ["/readyz", "/livez", "/healthz"] {
+            assert!(plain(uri, None), "{uri}");
+            assert!(plain(uri, Some("*/*")), "{uri}");
         }
         let cases = [
-            (Method::POST, "/readyz", None),
-            (Method::OPTIONS, "/livez", None),
-            (Method::GET, "/readyz?verbose", None),
-            (Method::GET, "/readyz?", None),
-            (Method::GET, "/readyz", Some("application/json")),
-            (Method::HEAD, "/livez", Some("application/health+json")),
-            (Method::GET, "/readyz/a", None),
-            (Method::GET, "/metrics", None),
-            (Method::GET, "/prestop", None),
-            (Method::GET, "/healthz?x", None),
+            ("/readyz", Some("application/json")),
+            ("/livez", Some("application/health+json")),
+            ("/readyz/a", None),
+            ("/metrics", None),
+            ("/prestop", None),
         ];
-        for (method, uri, accept) in cases {
-            assert!(!fast(&method, uri, accept), "{method} {uri} accept={accept:?}");
+        for (uri, accept) in cases {
+            assert!(!plain(uri, accept), "{uri} accept={accept:?}");
         }
     }
 
@@ -279,7 +238,7 @@ pub(super) mod tests {
                 })
                 .collect()
         };
-        let inline_lines = super::super::INLINE_LINES;
+        let inline_lines = super::super::shared::INLINE_LINES;
         for (checks, inline) in [(inline_lines, true), (inline_lines + 1, false)] {
             let (endpoints, _, _) = endpoints_of(&config(checks));
             let plain = |uri: &str| endpoints.plain(&Route::parse(uri), None::<&[u8]>, || None, LOOPBACK);
