@@ -1,6 +1,7 @@
 //! The tables of the protocol checks (`redis`, ...) as written, and their
 //! validation; the settings they yield are in `config::native`.
 
+use super::kinds::{ONLY_WITH_TLS, Site, host_of, tls_keys};
 use super::*;
 
 /// `redis = { ... }`.
@@ -28,48 +29,93 @@ pub(super) struct RawRedis {
 /// redis-cli's default port.
 const REDIS_PORT: u16 = 6379;
 
-/// A host as written, or the loopback address.
-fn host_of(
-    field: &str,
-    h: &Option<Spanned<String>>,
-    env: &dyn Env,
-    at: &dyn Fn(&str) -> String,
-    errors: &mut Errors<'_>,
-) -> Option<Host> {
-    match h {
-        None => Some(Host {
-            name: DEFAULT_HOST.into(),
-            from_env: None,
-        }),
-        Some(h) => match expand_host(h.get_ref(), env) {
-            Ok(host) => Some(host),
-            Err(message) => {
-                errors.push(at(field), h.span(), message);
-                None
+/// The keys `redis` and `mysql` share, as written: where the server is
+/// and who logs in.
+struct RawLogin<'a> {
+    host: &'a Option<Spanned<String>>,
+    port: &'a Option<Spanned<u16>>,
+    user: &'a Option<String>,
+    user_env: &'a Option<String>,
+    password_file: &'a Option<PathBuf>,
+    password_env: &'a Option<String>,
+}
+
+/// The login keys of table `$t` as a [`RawLogin`].
+macro_rules! login_keys {
+    ($t:expr) => {
+        RawLogin {
+            host: &$t.host,
+            port: &$t.port,
+            user: &$t.user,
+            user_env: &$t.user_env,
+            password_file: &$t.password_file,
+            password_env: &$t.password_env,
+        }
+    };
+}
+
+/// Where the server is and who logs in, each `None` when wrong (and
+/// recorded) or, for the credentials, not given.
+struct Login {
+    host: Option<Host>,
+    port: u16,
+    user: Option<Credential>,
+    password: Option<Credential>,
+}
+
+impl RawLogin<'_> {
+    fn validate(&self, table: &str, default_port: u16, site: &Site<'_>, errors: &mut Errors<'_>) -> Login {
+        let host = host_of(&format!("{table}.host"), self.host, site, errors);
+        let port = match self.port {
+            Some(p) => {
+                check_port(p, &site.at(&format!("{table}.port")), errors);
+                *p.get_ref()
             }
-        },
+            None => default_port,
+        };
+        let user = credential(
+            table,
+            "user",
+            self.user.as_ref(),
+            None,
+            self.user_env.as_ref(),
+            site,
+            errors,
+        );
+        let password = credential(
+            table,
+            "password",
+            None,
+            self.password_file.as_ref(),
+            self.password_env.as_ref(),
+            site,
+            errors,
+        );
+        Login {
+            host,
+            port,
+            user,
+            password,
+        }
     }
 }
 
 /// A credential from a literal, a file or an environment variable; at
 /// most one of them.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn credential(
     table: &str,
     name: &str,
     literal: Option<&String>,
     file: Option<&PathBuf>,
     var: Option<&String>,
-    env: &dyn Env,
-    at: &dyn Fn(&str) -> String,
-    span: &Range<usize>,
+    site: &Site<'_>,
     errors: &mut Errors<'_>,
 ) -> Option<Credential> {
     let given = usize::from(literal.is_some()) + usize::from(file.is_some()) + usize::from(var.is_some());
     if given > 1 {
         errors.push(
-            at(&format!("{table}.{name}")),
-            span.clone(),
+            site.at(&format!("{table}.{name}")),
+            site.span.clone(),
             format!("give {name} one way only: {name}, {name}_file or {name}_env"),
         );
         return None;
@@ -81,15 +127,15 @@ pub(super) fn credential(
         return Some(Credential::File(path.clone()));
     }
     let var = var?;
-    match env.var(var) {
+    match site.env.var(var) {
         Some(value) => Some(Credential::Env {
             var: var.clone(),
             value,
         }),
         None => {
             errors.push(
-                at(&format!("{table}.{name}_env")),
-                span.clone(),
+                site.at(&format!("{table}.{name}_env")),
+                site.span.clone(),
                 format!("the environment variable {var} is not set"),
             );
             None
@@ -97,79 +143,23 @@ pub(super) fn credential(
     }
 }
 
-/// A port as written, or `default`.
-fn port_of(port: &Option<Spanned<u16>>, default: u16, key: &str, errors: &mut Errors<'_>) -> u16 {
-    match port {
-        Some(p) => {
-            check_port(p, key, errors);
-            *p.get_ref()
-        }
-        None => default,
-    }
-}
-
-pub(super) fn redis(
-    r: &RawRedis,
-    span: &Range<usize>,
-    env: &dyn Env,
-    at: &dyn Fn(&str) -> String,
-    errors: &mut Errors<'_>,
-) -> Option<CheckKind> {
+pub(super) fn redis(r: &RawRedis, site: &Site<'_>, errors: &mut Errors<'_>) -> Option<CheckKind> {
     let before = errors.list.len();
-    let host = host_of("redis.host", &r.host, env, at, errors);
-    let port = port_of(&r.port, REDIS_PORT, &at("redis.port"), errors);
-    let user = credential(
-        "redis",
-        "user",
-        r.user.as_ref(),
-        None,
-        r.user_env.as_ref(),
-        env,
-        at,
-        span,
-        errors,
-    );
-    let password = credential(
-        "redis",
-        "password",
-        None,
-        r.password_file.as_ref(),
-        r.password_env.as_ref(),
-        env,
-        at,
-        span,
-        errors,
-    );
-    if user.is_some() && password.is_none() && errors.list.len() == before {
+    let login = login_keys!(r).validate("redis", REDIS_PORT, site, errors);
+    if login.user.is_some() && login.password.is_none() && errors.list.len() == before {
         errors.push(
-            at("redis.user"),
-            span.clone(),
+            site.at("redis.user"),
+            site.span.clone(),
             "needs a password (password_file or password_env): redis-cli sends AUTH only with one",
         );
     }
-    let raw_tls = RawTls {
-        ca_file: &r.ca_file,
-        cert_file: &r.cert_file,
-        key_file: &r.key_file,
-        server_name: &r.server_name,
-        insecure_skip_verify: r.insecure_skip_verify,
-    };
-    if !r.tls {
-        for key in raw_tls.keys_set() {
-            errors.push(
-                at(&format!("redis.{key}")),
-                span.clone(),
-                "only applies with tls = true",
-            );
-        }
-    }
-    let tls = raw_tls.validate("redis", at, span, errors);
+    let tls = tls_keys!(r).validate_when(r.tls, ONLY_WITH_TLS, "redis", site, errors);
     let expect = match r.expect.as_ref().map(|e| (e.get_ref().as_str(), e.span())) {
         None | Some(("pong", _)) => RedisExpect::Pong,
         Some(("reply", _)) => RedisExpect::Reply,
         Some((other, span)) => {
             errors.push(
-                at("redis.expect"),
+                site.at("redis.expect"),
                 span,
                 format!(
                     "{other:?} is neither \"pong\" (the reply must be PONG, as `redis-cli ping | grep -q PONG`) nor \"reply\" (any reply, as bare `redis-cli ping`)"
@@ -181,16 +171,16 @@ pub(super) fn redis(
     for code in &r.accept_errors {
         if code.is_empty() || !code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
             errors.push(
-                at("redis.accept_errors"),
-                span.clone(),
+                site.at("redis.accept_errors"),
+                site.span.clone(),
                 format!("{code:?} is not an error code such as \"LOADING\" or \"MASTERDOWN\""),
             );
         }
     }
     if !r.accept_errors.is_empty() && expect == RedisExpect::Reply {
         errors.push(
-            at("redis.accept_errors"),
-            span.clone(),
+            site.at("redis.accept_errors"),
+            site.span.clone(),
             "has no use with expect = \"reply\": every reply passes",
         );
     }
@@ -198,10 +188,10 @@ pub(super) fn redis(
         return None;
     }
     Some(CheckKind::Redis(Box::new(RedisSpec {
-        host: host?,
-        port,
-        user,
-        password,
+        host: login.host?,
+        port: login.port,
+        user: login.user,
+        password: login.password,
         tls: if r.tls { Some(tls?) } else { None },
         expect,
         accept_errors: r.accept_errors.clone(),
@@ -228,38 +218,9 @@ pub(super) struct RawMysql {
 /// The MySQL protocol's default port.
 const MYSQL_PORT: u16 = 3306;
 
-pub(super) fn mysql(
-    m: &RawMysql,
-    span: &Range<usize>,
-    env: &dyn Env,
-    at: &dyn Fn(&str) -> String,
-    errors: &mut Errors<'_>,
-) -> Option<CheckKind> {
+pub(super) fn mysql(m: &RawMysql, site: &Site<'_>, errors: &mut Errors<'_>) -> Option<CheckKind> {
     let before = errors.list.len();
-    let host = host_of("mysql.host", &m.host, env, at, errors);
-    let port = port_of(&m.port, MYSQL_PORT, &at("mysql.port"), errors);
-    let user = credential(
-        "mysql",
-        "user",
-        m.user.as_ref(),
-        None,
-        m.user_env.as_ref(),
-        env,
-        at,
-        span,
-        errors,
-    );
-    let password = credential(
-        "mysql",
-        "password",
-        None,
-        m.password_file.as_ref(),
-        m.password_env.as_ref(),
-        env,
-        at,
-        span,
-        errors,
-    );
+    let login = login_keys!(m).validate("mysql", MYSQL_PORT, site, errors);
     let command = match m.command.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
         None | Some(("ping", _)) => MysqlCommand::Ping,
         Some(("status", _)) => MysqlCommand::Status,
@@ -270,7 +231,7 @@ pub(super) fn mysql(
         ),
         Some((other, span)) => {
             errors.push(
-                at("mysql.command"),
+                site.at("mysql.command"),
                 span,
                 format!(
                     "{other:?} is none of \"ping\" (mysqladmin ping), \"status\" (mysqladmin status), \"query\" (mysql -e QUERY)"
@@ -282,13 +243,13 @@ pub(super) fn mysql(
     if let Some(q) = &m.query {
         if !matches!(command, MysqlCommand::Query(_)) {
             errors.push(
-                at("mysql.query"),
+                site.at("mysql.query"),
                 q.span(),
                 "only applies with command = \"query\"",
             );
         } else if q.get_ref().trim().is_empty() || q.get_ref().len() > MAX_QUERY {
             errors.push(
-                at("mysql.query"),
+                site.at("mysql.query"),
                 q.span(),
                 format!("must be a statement of at most {MAX_QUERY} bytes"),
             );
@@ -298,10 +259,10 @@ pub(super) fn mysql(
         return None;
     }
     Some(CheckKind::Mysql(Box::new(MysqlSpec {
-        host: host?,
-        port,
-        user,
-        password,
+        host: login.host?,
+        port: login.port,
+        user: login.user,
+        password: login.password,
         database: m.database.clone(),
         command,
         skip_ssl: m.skip_ssl,
@@ -341,38 +302,16 @@ struct RawStep {
 /// The most steps a dialogue may have.
 const MAX_STEPS: usize = 32;
 
-pub(super) fn dialogue(
-    d: &RawDialogue,
-    span: &Range<usize>,
-    env: &dyn Env,
-    at: &dyn Fn(&str) -> String,
-    errors: &mut Errors<'_>,
-) -> Option<CheckKind> {
+pub(super) fn dialogue(d: &RawDialogue, site: &Site<'_>, errors: &mut Errors<'_>) -> Option<CheckKind> {
     let before = errors.list.len();
-    let host = host_of("dialogue.host", &d.host, env, at, errors);
-    check_port(&d.port, &at("dialogue.port"), errors);
-    let raw_tls = RawTls {
-        ca_file: &d.ca_file,
-        cert_file: &d.cert_file,
-        key_file: &d.key_file,
-        server_name: &d.server_name,
-        insecure_skip_verify: d.insecure_skip_verify,
-    };
-    if !d.tls {
-        for key in raw_tls.keys_set() {
-            errors.push(
-                at(&format!("dialogue.{key}")),
-                span.clone(),
-                "only applies with tls = true",
-            );
-        }
-    }
-    let tls = raw_tls.validate("dialogue", at, span, errors);
+    let host = host_of("dialogue.host", &d.host, site, errors);
+    check_port(&d.port, &site.at("dialogue.port"), errors);
+    let tls = tls_keys!(d).validate_when(d.tls, ONLY_WITH_TLS, "dialogue", site, errors);
     let mut steps = Vec::new();
     let list = d.steps.get_ref();
     if list.is_empty() || list.len() > MAX_STEPS {
         errors.push(
-            at("dialogue.steps"),
+            site.at("dialogue.steps"),
             d.steps.span(),
             format!(
                 "must list 1 to {MAX_STEPS} steps, each {{ send = \"...\" }} or {{ expect = \"REGEX\" }}"
@@ -386,10 +325,10 @@ pub(super) fn dialogue(
             }
             (None, Some(expect)) => match Pattern::new(expect) {
                 Ok(p) => steps.push(DialogueStep::Expect(p)),
-                Err(e) => errors.push(at(&format!("dialogue.steps[{i}].expect")), d.steps.span(), e),
+                Err(e) => errors.push(site.at(&format!("dialogue.steps[{i}].expect")), d.steps.span(), e),
             },
             _ => errors.push(
-                at(&format!("dialogue.steps[{i}]")),
+                site.at(&format!("dialogue.steps[{i}]")),
                 d.steps.span(),
                 "must be exactly one of { send = \"...\" } (not empty) and { expect = \"REGEX\" }",
             ),
@@ -413,15 +352,11 @@ pub(super) struct RawProcess {
     pattern: Spanned<String>,
 }
 
-pub(super) fn process(
-    p: &RawProcess,
-    at: &dyn Fn(&str) -> String,
-    errors: &mut Errors<'_>,
-) -> Option<CheckKind> {
+pub(super) fn process(p: &RawProcess, site: &Site<'_>, errors: &mut Errors<'_>) -> Option<CheckKind> {
     let text = p.pattern.get_ref();
     if text.is_empty() {
         errors.push(
-            at("process.pattern"),
+            site.at("process.pattern"),
             p.pattern.span(),
             "must not be empty: it would match every process",
         );
@@ -430,7 +365,7 @@ pub(super) fn process(
     match Pattern::new(text) {
         Ok(pattern) => Some(CheckKind::Process(Box::new(ProcessSpec { pattern }))),
         Err(e) => {
-            errors.push(at("process.pattern"), p.pattern.span(), e);
+            errors.push(site.at("process.pattern"), p.pattern.span(), e);
             None
         }
     }

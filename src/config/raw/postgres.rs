@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::kinds::Site;
 use super::native::credential;
 use super::{Dur, Errors, check_port, expand_host};
 use crate::config::{
-    CheckKind, DEFAULT_POSTGRES_PORT, DEFAULT_POSTGRES_USER, Env, PgAddress, PostgresSpec, SslMode,
+    CheckKind, DEFAULT_POSTGRES_PORT, DEFAULT_POSTGRES_USER, PgAddress, PostgresSpec, SslMode,
 };
 
 #[derive(Debug, Deserialize)]
@@ -29,11 +30,16 @@ pub(super) struct RawPostgres {
 /// The validated handler, or `None` after recording what is wrong.
 pub(super) fn validate(
     raw: &Spanned<RawPostgres>,
-    env: &dyn Env,
-    at: &dyn Fn(&str) -> String,
+    site: &Site<'_>,
     errors: &mut Errors<'_>,
 ) -> Option<CheckKind> {
     let span: Range<usize> = raw.span();
+    // Errors about keys that do not go together point at this table.
+    let site = Site {
+        span: span.clone(),
+        env: site.env,
+        prefix: site.prefix,
+    };
     let p = raw.get_ref();
     let before = errors.list.len();
     let address = match &p.host {
@@ -43,17 +49,17 @@ pub(super) fn validate(
         }),
         // libpq: a host that starts with a slash is a socket directory.
         Some(h) if h.get_ref().starts_with('/') => PgAddress::Socket(PathBuf::from(h.get_ref())),
-        Some(h) => match expand_host(h.get_ref(), env) {
+        Some(h) => match expand_host(h.get_ref(), site.env) {
             Ok(host) => PgAddress::Tcp(host),
             Err(message) => {
-                errors.push(at("postgres.host"), h.span(), message);
+                errors.push(site.at("postgres.host"), h.span(), message);
                 PgAddress::Socket(PathBuf::new())
             }
         },
     };
     let port = match &p.port {
         Some(port) => {
-            check_port(port, &at("postgres.port"), errors);
+            check_port(port, &site.at("postgres.port"), errors);
             *port.get_ref()
         }
         None => DEFAULT_POSTGRES_PORT,
@@ -62,7 +68,7 @@ pub(super) fn validate(
         let value = value.as_ref()?;
         if value.get_ref().is_empty() || value.get_ref().contains('\0') {
             errors.push(
-                at(&format!("postgres.{key}")),
+                site.at(&format!("postgres.{key}")),
                 value.span(),
                 "must not be empty or hold a NUL byte",
             );
@@ -74,7 +80,11 @@ pub(super) fn validate(
     let query = text("query", &p.query);
     let connect_timeout = p.connect_timeout.as_ref().map(|d| {
         if d.get_ref().0.is_zero() {
-            errors.push(at("postgres.connect_timeout"), d.span(), "must be longer than 0s");
+            errors.push(
+                site.at("postgres.connect_timeout"),
+                d.span(),
+                "must be longer than 0s",
+            );
         }
         d.get_ref().0
     });
@@ -84,9 +94,7 @@ pub(super) fn validate(
         None,
         p.password_file.as_ref(),
         p.password_env.as_ref(),
-        env,
-        at,
-        &span,
+        &site,
         errors,
     );
     if password.is_some() && query.is_none() {
@@ -96,7 +104,7 @@ pub(super) fn validate(
             "password_env"
         };
         errors.push(
-            at(&format!("postgres.{key}")),
+            site.at(&format!("postgres.{key}")),
             span.clone(),
             "is only used with `query`: without one the check asks as pg_isready does, which never logs in",
         );
