@@ -976,6 +976,13 @@ struct GrpcReply {
     /// `grpc-status` and `grpc-message` in the trailers.
     grpc_status: &'static str,
     grpc_message: &'static str,
+    /// More fields of the response head, and of the trailers.
+    headers: Vec<(&'static str, &'static [u8])>,
+    trailers: Vec<(&'static str, &'static [u8])>,
+    /// The compression flag of every message.
+    flag: u8,
+    /// The server's SETTINGS_MAX_HEADER_LIST_SIZE, if it sends one.
+    max_header_list_size: Option<u32>,
 }
 
 /// A `HealthCheckResponse` with `status` (field 1, a varint).
@@ -993,6 +1000,10 @@ impl GrpcReply {
             messages: vec![health(SERVING)],
             grpc_status: "0",
             grpc_message: "",
+            headers: Vec::new(),
+            trailers: Vec::new(),
+            flag: 0,
+            max_header_list_size: None,
         }
     }
 }
@@ -1005,7 +1016,11 @@ async fn h2_app(reply: GrpcReply) -> std::net::SocketAddr {
         while let Ok((stream, _)) = listener.accept().await {
             let reply = reply.clone();
             tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(stream).await else {
+                let mut builder = h2::server::Builder::new();
+                if let Some(max) = reply.max_header_list_size {
+                    builder.max_header_list_size(max);
+                }
+                let Ok(mut conn) = builder.handshake(stream).await else {
                     return;
                 };
                 while let Some(Ok((_request, mut respond))) = conn.accept().await {
@@ -1013,11 +1028,14 @@ async fn h2_app(reply: GrpcReply) -> std::net::SocketAddr {
                     if let Some(ct) = reply.content_type {
                         head = head.header("content-type", ct);
                     }
+                    for (name, value) in &reply.headers {
+                        head = head.header(*name, hyper::header::HeaderValue::from_bytes(value).unwrap());
+                    }
                     let Ok(mut send) = respond.send_response(head.body(()).unwrap(), false) else {
                         return;
                     };
                     for message in &reply.messages {
-                        let mut framed = vec![0u8];
+                        let mut framed = vec![reply.flag];
                         framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
                         framed.extend_from_slice(message);
                         let _ = send.send_data(bytes::Bytes::from(framed), false);
@@ -1026,6 +1044,9 @@ async fn h2_app(reply: GrpcReply) -> std::net::SocketAddr {
                     trailers.insert("grpc-status", reply.grpc_status.parse().unwrap());
                     if !reply.grpc_message.is_empty() {
                         trailers.insert("grpc-message", reply.grpc_message.parse().unwrap());
+                    }
+                    for (name, value) in &reply.trailers {
+                        trailers.append(*name, hyper::header::HeaderValue::from_bytes(value).unwrap());
                     }
                     let _ = send.send_trailers(trailers);
                 }
@@ -1382,4 +1403,145 @@ async fn a_body_that_stalls_is_tried_three_times_and_moves_no_threshold() {
         "context deadline exceeded (Client.Timeout or context cancellation while reading body)"
     );
     assert_eq!(v["checks"][0]["consecutive_failures"], 0);
+}
+
+// === Round 2: TLS, HTTP/2 and gRPC (issue 32 items 8-15) ===
+
+const RECV_PAYLOAD: &str = "grpc-go rpc_util.go recv, checkRecvPayload (the flag, not grpc-encoding)";
+const DECODE_HEADER: &str = "grpc-go internal/transport/http_util.go (*decodeState).processHeaderField";
+
+/// Runs gRPC rows and reports every disagreement at once.
+async fn check_grpc_rows(rows: &[(&str, GrpcReply, Verdict, &str, &str)]) {
+    let mut wrong = Vec::new();
+    for (app, reply, verdict, message, source) in rows {
+        let addr = h2_app(reply.clone()).await;
+        let outcome = run(grpc(addr), PROMPT).await;
+        if outcome.verdict != *verdict || !matches(message, &outcome.message) {
+            wrong.push(format!(
+                "{app}\n    kubelet: {verdict:?} {message:?} ({source})\n    got:     {:?} {:?}",
+                outcome.verdict, outcome.message
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} rows differ:\n{}",
+        wrong.len(),
+        rows.len(),
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn grpc_status_fields_and_compression_as_grpc_go_reads_them() {
+    let rows: Vec<(&str, GrpcReply, Verdict, &str, &str)> = vec![
+        (
+            "says grpc-encoding: gzip but sends its message uncompressed (flag 0)",
+            GrpcReply {
+                headers: vec![("grpc-encoding", b"gzip")],
+                ..GrpcReply::serving()
+            },
+            Verdict::Success,
+            "service healthy",
+            RECV_PAYLOAD,
+        ),
+        (
+            "sends a message with the compression flag and no grpc-encoding",
+            GrpcReply {
+                flag: 1,
+                ..GrpcReply::serving()
+            },
+            Verdict::Failure,
+            "error: health rpc probe failed: rpc error: code = Internal desc = \
+             grpc: compressed flag set with identity or empty encoding",
+            RECV_PAYLOAD,
+        ),
+        (
+            "sends a message with compression flag 2",
+            GrpcReply {
+                flag: 2,
+                ..GrpcReply::serving()
+            },
+            Verdict::Failure,
+            "error: health rpc probe failed: rpc error: code = Internal desc = \
+             grpc: received unexpected payload format 2",
+            RECV_PAYLOAD,
+        ),
+        (
+            "ends OK with a grpc-message of raw Latin-1 bytes",
+            GrpcReply {
+                trailers: vec![("grpc-message", b"d\xe9j\xe0 vu 100%")],
+                ..GrpcReply::serving()
+            },
+            Verdict::Success,
+            "service healthy",
+            "grpc-go http_util.go decodeGrpcMessage never fails; an OK status ignores its message",
+        ),
+        (
+            "fails with a grpc-message of raw Latin-1 bytes",
+            GrpcReply {
+                messages: vec![],
+                grpc_status: "14",
+                trailers: vec![("grpc-message", b"arr\xeat%zz%41")],
+                ..GrpcReply::serving()
+            },
+            Verdict::Failure,
+            "error: health rpc probe failed: rpc error: code = Unavailable desc = arr\u{fffd}t%zzA",
+            "grpc-go http_util.go decodeGrpcMessage",
+        ),
+        (
+            "ends OK with a grpc-status-details-bin that is not base64",
+            GrpcReply {
+                trailers: vec![("grpc-status-details-bin", b"not base64!")],
+                ..GrpcReply::serving()
+            },
+            Verdict::Failure,
+            "error: health rpc probe failed: rpc error: code = Internal desc = \
+             transport: malformed grpc-status-details-bin: illegal base64 data at input byte 3",
+            DECODE_HEADER,
+        ),
+        (
+            "sends a grpc-status-details-bin that is not base64 in its response head",
+            GrpcReply {
+                headers: vec![("grpc-status-details-bin", b"%%%%")],
+                ..GrpcReply::serving()
+            },
+            Verdict::Failure,
+            "error: health rpc probe failed: rpc error: code = Internal desc = \
+             transport: malformed grpc-status-details-bin: illegal base64 data at input byte 0",
+            DECODE_HEADER,
+        ),
+        (
+            "ends OK with an unpadded grpc-status-details-bin whose last bits are not zero",
+            GrpcReply {
+                trailers: vec![("grpc-status-details-bin", b"CAB")],
+                ..GrpcReply::serving()
+            },
+            Verdict::Success,
+            "service healthy",
+            "grpc-go http_util.go decodeBinHeader (RawStdEncoding, not strict)",
+        ),
+        (
+            "announces SETTINGS_MAX_HEADER_LIST_SIZE 64, less than the request's headers",
+            GrpcReply {
+                max_header_list_size: Some(64),
+                ..GrpcReply::serving()
+            },
+            Verdict::Failure,
+            "error: health rpc probe failed: rpc error: code = Internal desc = \
+             header list size to send violates the maximum size (64 bytes) set by server",
+            "grpc-go internal/transport/http2_client.go NewStream, checkForHeaderListSize",
+        ),
+        (
+            "announces SETTINGS_MAX_HEADER_LIST_SIZE 16 KiB",
+            GrpcReply {
+                max_header_list_size: Some(16 << 10),
+                ..GrpcReply::serving()
+            },
+            Verdict::Success,
+            "service healthy",
+            "grpc-go internal/transport/http2_client.go NewStream, checkForHeaderListSize",
+        ),
+    ];
+    check_grpc_rows(&rows).await;
 }

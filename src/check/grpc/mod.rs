@@ -19,6 +19,7 @@
 use std::error::Error as _;
 use std::future::{Ready, ready};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -36,14 +37,16 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+mod status;
+
 use super::http::expiry;
 use super::http::tls::{ALPN_H2, TlsClient, caused_by_tls};
 use super::{Failed, Outcome, Reason, Resolver, dial, error_chain};
 use crate::config::GrpcSpec;
 
-/// A ready channel, and when the certificate chain of its TLS handshake
-/// first expires.
-type Connected = (Channel, Option<SystemTime>);
+/// A ready channel, when the certificate chain of its TLS handshake
+/// first expires, and what the server's SETTINGS frames announce.
+type Connected = (Channel, Option<SystemTime>, Arc<PeerSettings>);
 
 /// grpc-go's reconnect backoff (grpc-go `backoff.DefaultConfig`: a base
 /// delay of 1 s, multiplied by 1.6 after each attempt; the jitter is left
@@ -96,8 +99,8 @@ impl GrpcCheck {
         // A TLS failure is the one cause the kubelet's words would hide
         // from a check that asked for TLS (a CA or client certificate
         // that does not fit): its text follows theirs.
-        let (channel, tls_expiry) = match self.connect(&authority, deadline).await {
-            Ok(pair) => pair,
+        let (channel, tls_expiry, peer) = match self.connect(&authority, deadline).await {
+            Ok(connected) => connected,
             Err(last) => {
                 let mut message = format!(
                     "timeout: failed to connect service {authority:?} within {within}: context deadline exceeded"
@@ -117,6 +120,7 @@ impl GrpcCheck {
         let raw_code = Arc::new(Mutex::new(None));
         let service = GoRules {
             inner: channel,
+            peer,
             raw_code: Arc::clone(&raw_code),
         };
         let call = async { HealthClient::new(service).check(request).await };
@@ -209,7 +213,8 @@ impl GrpcCheck {
             .and_then(|e| e.user_agent(self.spec.user_agent.as_str()))
             .map_err(|e| Failed::new(Reason::Other, error_chain(&e)))?;
         let Some(tls) = &self.tls else {
-            return Ok((ready_channel(&endpoint, stream).await?, None));
+            let (channel, peer) = ready_channel(&endpoint, stream).await?;
+            return Ok((channel, None, peer));
         };
         let name = tls
             .server_name(&self.spec.host.name)
@@ -231,24 +236,25 @@ impl GrpcCheck {
             ));
         }
         let tls_expiry = expiry::earliest(stream.get_ref().1.peer_certificates().unwrap_or_default());
-        Ok((ready_channel(&endpoint, stream).await?, tls_expiry))
+        let (channel, peer) = ready_channel(&endpoint, stream).await?;
+        Ok((channel, tls_expiry, peer))
     }
 }
 
 /// Completes the HTTP/2 handshake on `stream` and waits, as grpc-go's
 /// transport does, for the server preface (a SETTINGS frame; grpc-go
 /// `http2_client.go`) before the connection counts as ready.
-async fn ready_channel<S>(endpoint: &Endpoint, stream: S) -> Result<Channel, Failed>
+async fn ready_channel<S>(endpoint: &Endpoint, stream: S) -> Result<(Channel, Arc<PeerSettings>), Failed>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (stream, mut settings) = Preface::new(stream);
+    let (stream, mut settings, peer) = Preface::new(stream);
     let channel = endpoint
         .connect_with_connector(Dialed(Some(stream)))
         .await
         .map_err(|e| Failed::new(Reason::Other, error_chain(&e)))?;
     match settings.wait_for(|s| *s != PrefaceState::Pending).await {
-        Ok(s) if *s == PrefaceState::Settings => Ok(channel),
+        Ok(s) if *s == PrefaceState::Settings => Ok((channel, peer)),
         _ => Err(Failed::new(
             Reason::Other,
             "the server did not send an HTTP/2 SETTINGS frame",
@@ -346,29 +352,124 @@ enum PrefaceState {
     Broken,
 }
 
-/// A stream that watches the first frame the server sends.
-struct Preface<S> {
-    inner: S,
-    head: Vec<u8>,
-    state: watch::Sender<PrefaceState>,
+/// What the server's SETTINGS frames have said so far, read by the call.
+#[derive(Debug, Default)]
+struct PeerSettings {
+    /// SETTINGS_MAX_HEADER_LIST_SIZE, `u64::MAX` until one is announced.
+    max_header_list_size: AtomicU64,
 }
 
+impl PeerSettings {
+    fn new() -> Self {
+        PeerSettings {
+            max_header_list_size: AtomicU64::new(u64::MAX),
+        }
+    }
+}
+
+/// A stream that follows the frames the server sends: whether the first
+/// is a SETTINGS frame, and what every SETTINGS frame announces.
+struct Preface<S> {
+    inner: S,
+    /// The header of the frame being read, until its 9 bytes are in.
+    head: Vec<u8>,
+    /// Payload bytes of the current frame still to come.
+    left: usize,
+    /// The payload of the SETTINGS frame being read.
+    settings: Option<Vec<u8>>,
+    state: watch::Sender<PrefaceState>,
+    peer: Arc<PeerSettings>,
+}
+
+/// The type of an HTTP/2 SETTINGS frame (RFC 9113 §6.5), its ACK flag,
+/// and the identifier of SETTINGS_MAX_HEADER_LIST_SIZE.
+const FRAME_SETTINGS: u8 = 0x4;
+const FLAG_ACK: u8 = 0x1;
+const SETTINGS_MAX_HEADER_LIST_SIZE: u16 = 0x6;
+
+/// The largest SETTINGS payload followed: the client's largest frame
+/// (h2's default SETTINGS_MAX_FRAME_SIZE); a larger frame is the HTTP/2
+/// client's error to report.
+const MAX_SETTINGS_PAYLOAD: usize = 16_384;
+
 impl<S> Preface<S> {
-    fn new(inner: S) -> (Preface<S>, watch::Receiver<PrefaceState>) {
+    fn new(inner: S) -> (Preface<S>, watch::Receiver<PrefaceState>, Arc<PeerSettings>) {
         let (state, rx) = watch::channel(PrefaceState::Pending);
+        let peer = Arc::new(PeerSettings::new());
         (
             Preface {
                 inner,
                 head: Vec::with_capacity(9),
+                left: 0,
+                settings: None,
                 state,
+                peer: Arc::clone(&peer),
             },
             rx,
+            peer,
         )
     }
-}
 
-/// The type of an HTTP/2 SETTINGS frame (RFC 9113 §6.5).
-const FRAME_SETTINGS: u8 = 0x4;
+    /// Follows the frame boundaries through `data`, as read from the
+    /// server.
+    fn follow(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            if self.left > 0 {
+                let n = self.left.min(data.len());
+                if let Some(payload) = &mut self.settings {
+                    payload.extend_from_slice(&data[..n]);
+                }
+                self.left -= n;
+                data = &data[n..];
+                if self.left == 0 {
+                    self.end_frame();
+                }
+                continue;
+            }
+            let n = (9 - self.head.len()).min(data.len());
+            self.head.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.head.len() < 9 {
+                continue;
+            }
+            let length =
+                usize::from(self.head[0]) << 16 | usize::from(self.head[1]) << 8 | usize::from(self.head[2]);
+            let (kind, flags) = (self.head[3], self.head[4]);
+            self.head.clear();
+            if *self.state.borrow() == PrefaceState::Pending {
+                self.state.send_replace(if kind == FRAME_SETTINGS {
+                    PrefaceState::Settings
+                } else {
+                    PrefaceState::Broken
+                });
+            }
+            self.settings =
+                (kind == FRAME_SETTINGS && flags & FLAG_ACK == 0 && length <= MAX_SETTINGS_PAYLOAD)
+                    .then(|| Vec::with_capacity(length));
+            self.left = length;
+            if length == 0 {
+                self.end_frame();
+            }
+        }
+    }
+
+    /// A frame has been read to its end: a SETTINGS frame's values are
+    /// taken, as grpc-go's `handleSettings` takes them.
+    fn end_frame(&mut self) {
+        let Some(payload) = self.settings.take() else {
+            return;
+        };
+        for setting in payload.chunks_exact(6) {
+            let id = u16::from_be_bytes([setting[0], setting[1]]);
+            let value = u32::from_be_bytes([setting[2], setting[3], setting[4], setting[5]]);
+            if id == SETTINGS_MAX_HEADER_LIST_SIZE {
+                self.peer
+                    .max_header_list_size
+                    .store(u64::from(value), Ordering::Relaxed);
+            }
+        }
+    }
+}
 
 impl<S: AsyncRead + Unpin> AsyncRead for Preface<S> {
     fn poll_read(
@@ -379,28 +480,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Preface<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if *this.state.borrow() == PrefaceState::Pending {
-            match &polled {
-                Poll::Ready(Ok(())) if buf.filled().len() == before => {
-                    this.state.send_replace(PrefaceState::Broken);
-                }
-                Poll::Ready(Ok(())) => {
-                    let new = &buf.filled()[before..];
-                    let want = 9 - this.head.len();
-                    this.head.extend_from_slice(&new[..new.len().min(want)]);
-                    if this.head.len() == 9 {
-                        this.state.send_replace(if this.head[3] == FRAME_SETTINGS {
-                            PrefaceState::Settings
-                        } else {
-                            PrefaceState::Broken
-                        });
-                    }
-                }
-                Poll::Ready(Err(_)) => {
-                    this.state.send_replace(PrefaceState::Broken);
-                }
-                Poll::Pending => {}
+        match &polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => this.follow(&buf.filled()[before..]),
+            Poll::Ready(_) if *this.state.borrow() == PrefaceState::Pending => {
+                this.state.send_replace(PrefaceState::Broken);
             }
+            _ => {}
         }
         polled
     }
@@ -455,6 +540,8 @@ where
 #[derive(Clone)]
 struct GoRules {
     inner: Channel,
+    /// What the server's SETTINGS frames announce.
+    peer: Arc<PeerSettings>,
     raw_code: Arc<Mutex<Option<String>>>,
 }
 
@@ -470,13 +557,35 @@ impl tower::Service<hyper::Request<GrpcBody>> for GoRules {
     }
 
     fn call(&mut self, request: hyper::Request<GrpcBody>) -> Self::Future {
+        // grpc-go refuses to send a request whose header list is larger
+        // than the server's SETTINGS_MAX_HEADER_LIST_SIZE
+        // (http2_client.go `NewStream`, `checkForHeaderListSize`).
+        let max = self.peer.max_header_list_size.load(Ordering::Relaxed);
+        if header_list_size(&request) > max {
+            *self.raw_code.lock().expect("not poisoned") = None;
+            let status = tonic::Status::internal(format!(
+                "header list size to send violates the maximum size ({max} bytes) set by server"
+            ));
+            return Box::pin(ready(Ok(status.into_http::<GrpcBody>())));
+        }
         let call = tower::Service::call(&mut self.inner, request);
         let raw_code = Arc::clone(&self.raw_code);
         Box::pin(async move {
-            let response = call.await?;
+            let mut response = call.await?;
             if let Some(refused) = refuse_head(&response) {
                 return Ok(refused);
             }
+            // grpc-go reads the status fields of every header block and
+            // fails the call on those it cannot decode.
+            if let Err(status) = status::as_grpc_go_reads(response.headers_mut()) {
+                *raw_code.lock().expect("not poisoned") = None;
+                return Ok(status.into_http::<GrpcBody>());
+            }
+            // grpc-go looks at `grpc-encoding` only for a message whose
+            // compression flag is set (rpc_util.go `checkRecvPayload`);
+            // tonic refuses an encoding it was not built with, whatever
+            // the messages. The flag is judged in `OneMessage::scan`.
+            let encoding = response.headers_mut().remove("grpc-encoding");
             if let Some(code) = response.headers().get("grpc-status") {
                 *raw_code.lock().expect("not poisoned") = code.to_str().ok().map(str::to_string);
             }
@@ -486,11 +595,36 @@ impl tower::Service<hyper::Request<GrpcBody>> for GoRules {
                     header: Vec::with_capacity(5),
                     left: 0,
                     messages: 0,
+                    encoding,
                     raw_code,
                 })
             }))
         })
     }
+}
+
+/// The size of a request's header list as HTTP/2 counts it (RFC 9113
+/// §6.5.2; x/net hpack `HeaderField.Size`): each field's name and value
+/// and 32 bytes, the pseudo-header fields included.
+fn header_list_size(request: &hyper::Request<GrpcBody>) -> u64 {
+    let field = |name: usize, value: usize| (name + value + 32) as u64;
+    let uri = request.uri();
+    let pseudo = field(":method".len(), request.method().as_str().len())
+        + field(":scheme".len(), uri.scheme_str().unwrap_or("http").len())
+        + field(
+            ":path".len(),
+            uri.path_and_query().map_or(1, |p| p.as_str().len()),
+        )
+        + field(
+            ":authority".len(),
+            uri.authority().map_or(0, |a| a.as_str().len()),
+        );
+    let regular: u64 = request
+        .headers()
+        .iter()
+        .map(|(name, value)| field(name.as_str().len(), value.len()))
+        .sum();
+    pseudo + regular
 }
 
 /// grpc-go's verdict on a response head: `None` when it is a gRPC
@@ -550,6 +684,8 @@ struct OneMessage {
     left: usize,
     /// Messages whose prefix has been read.
     messages: usize,
+    /// The response's `grpc-encoding`, taken out of tonic's sight.
+    encoding: Option<hyper::header::HeaderValue>,
     raw_code: Arc<Mutex<Option<String>>>,
 }
 
@@ -579,12 +715,37 @@ impl OneMessage {
                         "grpc: received message larger than max ({length} vs. {MAX_MESSAGE})"
                     )));
                 }
+                self.check_flag(self.header[0])?;
                 self.header.clear();
                 self.left = length;
                 self.messages += 1;
             }
         }
         Ok(())
+    }
+}
+
+impl OneMessage {
+    /// grpc-go's `checkRecvPayload` (rpc_util.go), after the size check
+    /// as there: a message without the compression flag is read whatever
+    /// `grpc-encoding` says. A compressed message fails as it does in a
+    /// grpc-go without that decompressor registered: this client has
+    /// none.
+    fn check_flag(&self, flag: u8) -> Result<(), tonic::Status> {
+        let encoding = self.encoding.as_ref().map(|e| e.as_bytes()).unwrap_or_default();
+        match flag {
+            0 => Ok(()),
+            1 if encoding.is_empty() || encoding == b"identity" => Err(tonic::Status::internal(
+                "grpc: compressed flag set with identity or empty encoding",
+            )),
+            1 => Err(tonic::Status::unimplemented(format!(
+                "grpc: Decompressor is not installed for grpc-encoding {:?}",
+                String::from_utf8_lossy(encoding)
+            ))),
+            other => Err(tonic::Status::internal(format!(
+                "grpc: received unexpected payload format {other}"
+            ))),
+        }
     }
 }
 
@@ -598,19 +759,26 @@ impl Body for OneMessage {
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref()
-                && let Err(status) = this.scan(data)
-            {
-                return Poll::Ready(Some(Err(status)));
-            }
-            if let Some(trailers) = frame.trailers_ref()
-                && let Some(code) = trailers.get("grpc-status")
-            {
-                *this.raw_code.lock().expect("not poisoned") = code.to_str().ok().map(str::to_string);
-            }
+        let Poll::Ready(Some(Ok(frame))) = polled else {
+            return polled;
+        };
+        if let Some(data) = frame.data_ref()
+            && let Err(status) = this.scan(data)
+        {
+            return Poll::Ready(Some(Err(status)));
         }
-        polled
+        let mut trailers = match frame.into_trailers() {
+            Ok(trailers) => trailers,
+            Err(frame) => return Poll::Ready(Some(Ok(frame))),
+        };
+        if let Err(status) = status::as_grpc_go_reads(&mut trailers) {
+            *this.raw_code.lock().expect("not poisoned") = None;
+            return Poll::Ready(Some(Err(status)));
+        }
+        if let Some(code) = trailers.get("grpc-status") {
+            *this.raw_code.lock().expect("not poisoned") = code.to_str().ok().map(str::to_string);
+        }
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
     }
 
     fn is_end_stream(&self) -> bool {
