@@ -183,9 +183,7 @@ pub async fn run(
         server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
     let grpc_listener = config
         .grpc_listen
-        .map(|addr| {
-            server::grpc::bind(addr).with_context(|| format!("cannot listen on {addr} (grpc_listen)"))
-        })
+        .map(|addr| server::bind(addr).with_context(|| format!("cannot listen on {addr} (grpc_listen)")))
         .transpose()?;
     if let Err(e) = check::become_subreaper() {
         tracing::warn!("cannot become a child subreaper, orphaned check processes may linger: {e}");

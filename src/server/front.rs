@@ -18,6 +18,7 @@ use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
@@ -25,8 +26,10 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::answer::{Answer, visible};
+use super::budget::SHUTDOWN_GRACE;
 use super::endpoints::Endpoints;
 use super::route::Route;
+use super::table::Slot;
 
 /// The most bytes read for a head answered here: a kubelet
 /// probe's head is about 120 bytes, one with a few `httpHeaders` a few
@@ -207,6 +210,60 @@ impl AsyncWrite for Prefixed {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+/// Serves the plain probes of a connection from their bytes (`front`)
+/// until it ends (`None`) or a request for hyper arrives: then the bytes
+/// read of it. The sweep closes the connection if no head follows in time.
+pub(crate) async fn serve(
+    stream: &mut TcpStream,
+    slot: &Slot,
+    endpoints: &Endpoints,
+    peer: SocketAddr,
+) -> Option<Bytes> {
+    let mut nodelay = false;
+    loop {
+        tokio::select! {
+            biased;
+            () = slot.closed() => return None,
+            readable = stream.readable() => readable.ok()?,
+        }
+        slot.reading.store(true, Ordering::Release);
+        if !nodelay {
+            let _ = stream.set_nodelay(true);
+            nodelay = true;
+        }
+        let reply = match read(stream, endpoints, peer) {
+            Read::Nothing => continue,
+            Read::Closed => return None,
+            Read::Hyper(read) => return Some(read),
+            Read::Answered(reply) => reply,
+        };
+        slot.begun.fetch_add(1, Ordering::AcqRel);
+        slot.ended.fetch_add(1, Ordering::AcqRel);
+        let close = reply.close;
+        if !write(stream, slot, reply).await || close {
+            let _ = stream.shutdown().await;
+            return None;
+        }
+    }
+}
+
+/// Writes a front-path reply; false if the connection must end. Idle
+/// while it drains, as a connection whose answer hyper writes: closed at
+/// once to make room, given the grace to finish when the server stops.
+async fn write(stream: &mut TcpStream, slot: &Slot, reply: Reply) -> bool {
+    let mut write = std::pin::pin!(reply.write(stream));
+    tokio::select! {
+        biased;
+        () = slot.closed() => {
+            if slot.stopping.load(Ordering::Acquire) {
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, write).await;
+            }
+            false
+        }
+        written = &mut write => written.is_ok(),
     }
 }
 

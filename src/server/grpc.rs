@@ -23,7 +23,6 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -36,6 +35,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
+pub use super::budget::{MAX_GRPC_CONNECTIONS as MAX_CONNECTIONS, MAX_WATCHES};
 use super::held::{Held, Open};
 use super::render::{Options, Probe, Scope};
 use crate::config::ProbeKind;
@@ -74,22 +74,8 @@ pub(crate) const PREFACE_TIMEOUT: Duration = Duration::from_secs(2);
 /// vanished without a FIN does not hold its stream for ever.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// `Watch` streams open at once, across connections. One more is refused
-/// (`RESOURCE_EXHAUSTED`); the kubelet's probes are `Check` calls and
-/// never need one.
-pub const MAX_WATCHES: usize = 64;
 /// Statuses a `Watch` may have queued for a slow reader before it waits.
 const WATCH_BUFFER: usize = 4;
-/// Connections open at once. A new one past it closes the oldest, so that
-/// connections opened and left (idle, or a preface never finished) can
-/// neither hold memory and descriptors without bound nor keep the
-/// kubelet's probe, a fresh connection, out.
-pub const MAX_CONNECTIONS: usize = 48;
-
-/// Binds `addr` (IPv4 and IPv6 for `[::]`, as the HTTP listener).
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    super::listen::bind(addr)
-}
 
 /// Serves the health service on `listener` until `cancel` fires; open
 /// `Watch` streams end then too.
@@ -124,7 +110,7 @@ pub async fn serve(listener: TcpListener, state: State, cancel: CancellationToke
     // hold the exit up for longer than the HTTP endpoints' grace.
     let bounded = async {
         cancel.cancelled().await;
-        tokio::time::sleep(super::SHUTDOWN_GRACE).await;
+        tokio::time::sleep(super::budget::SHUTDOWN_GRACE).await;
     };
     tokio::select! {
         served = served => if let Err(e) = served {

@@ -27,7 +27,7 @@
 //! (`front`), with the bytes hyper would write. Everything else, plain
 //! probes on a connection hyper already serves included, goes through
 //! hyper to the router (`handlers`). Each request's path is parsed once
-//! into a [`Route`] (`route`): the router is built from its patterns, the
+//! into a `Route` (`route`): the router is built from its patterns, the
 //! handlers answer from it, and `healthproxy_http_requests_total` is
 //! counted by it.
 //!
@@ -35,12 +35,13 @@
 //! service call without the router. It went (issue 28) because the front
 //! path already takes every plain probe the kubelet sends, at half the
 //! instructions: under callgrind (`bench/request_cost.py`, GET /readyz
-//! with the kubelet's headers) the front path costs 6,127 instructions a
-//! request on kept-alive connections and 14,331 on a fresh one, hyper
-//! with that service-call path 12,996 and 26,866 (BENCHMARKS.md). What
-//! the third path still served — a plain probe after a routed request on
-//! the same connection, pipelined probes, HTTP/1.0 — is rare and now pays
-//! the router's cost, for the same bytes. Keeping hyper's path and
+//! with the kubelet's headers, 4,000 requests) the front path costs 6,448
+//! instructions a request on 64 kept-alive connections and 14,998 on a
+//! fresh connection each, hyper with the service-call path 12,699 and
+//! 26,783 (both measured on 912593c, the second with the front path
+//! turned off). What the third path still served — a plain probe after a
+//! routed request on the same connection, pipelined probes, HTTP/1.0 — is
+//! rare and now pays the router's cost, for the same bytes. Keeping hyper's path and
 //! deleting the front one instead would have encoded every answer once,
 //! as hyper does, but doubled the kubelet's cost per probe; so the answer
 //! keeps two encodings of one template (`answer`), checked byte for byte
@@ -48,19 +49,24 @@
 //!
 //! # Layout
 //!
-//! - `endpoints`: [`Endpoints`], the handle both paths answer through.
-//! - `answer`: [`Answer`], its response for hyper and its head for the
+//! - `endpoints`: `Endpoints`, the handle both paths answer through.
+//! - `answer`: `Answer`, its response for hyper and its head for the
 //!   front path; the format a request asks for.
 //! - `shared`: what the handlers share (the snapshot, the lifecycle, the
 //!   metrics, the reloads) and the probes' answers built from it.
 //! - `handlers`: the router and the handlers of every route.
-//! - `front`: the front path. `listen`: binding, the connection table and
-//!   the accept loop. `answers`: the budget of large answers.
+//! - `listen`: the accept loop of the HTTP listener; `table`: its
+//!   connections and the sweep; `front`: the front path, a connection's
+//!   plain probes answered from its bytes.
+//! - `budget`: what the sidecar may hold (binding, the open files limit,
+//!   the connection caps, the memory budget). `answers`: the budget of
+//!   large answers.
 //! - `render`: the bodies (text, JSON, health+json, `/status`).
 //! - `grpc`: the gRPC health endpoint. `held`: its connection cap.
 
 mod answer;
 mod answers;
+mod budget;
 mod endpoints;
 mod front;
 pub mod grpc;
@@ -70,9 +76,11 @@ mod listen;
 mod render;
 mod route;
 mod shared;
+mod table;
 
+pub(crate) use budget::{SHUTDOWN_GRACE, bind, connection_cap};
+pub use budget::{memory_budget, memory_limit, raise_fd_limit};
 pub(crate) use endpoints::endpoints;
-pub(crate) use listen::{SHUTDOWN_GRACE, bind, connection_cap, serve};
-pub use listen::{memory_budget, memory_limit, raise_fd_limit};
+pub(crate) use listen::serve;
 pub use render::{Format, Options, Probe, Scope};
 pub(crate) use shared::LogBudget;
