@@ -17,6 +17,7 @@
 //! from the kubelet into the sidecar.
 
 pub(crate) mod expiry;
+mod head;
 mod secret;
 pub(crate) mod tls;
 mod url;
@@ -38,6 +39,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsConnector;
 
+use self::head::GoHead;
 use self::secret::SecretHeaders;
 use self::tls::{ALPN_H2, ALPN_HTTP, TlsClient, describe_tls};
 use self::url::Url;
@@ -905,24 +907,23 @@ impl Connection {
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let seen = Arc::clone(&io.seen);
-        let io = TokioIo::new(io);
         // Errors surface through the sender and the body.
         let (send, task) = if h2 {
-            let (send, conn) = http2::handshake(TokioExecutor::new(), io)
+            let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
                 .await
                 .map_err(|e| error_chain(&e))?;
             (Sender::Http2(send), tokio::spawn(async move { drop(conn.await) }))
         } else {
-            // As lenient as Go's reader (net/http/transport.go,
-            // net/textproto `ReadMIMEHeader`): large heads, any number of
-            // headers, folded lines joined; header names written in
-            // Go's canonical case, which naive servers match literally.
+            // Each response head read first as Go reads it (head.rs:
+            // folded lines arrive joined); as large as Go's, any number of
+            // headers; header names written in Go's canonical case, which
+            // naive servers match literally.
+            let io = TokioIo::new(GoHead::new(io));
             let (send, conn) = http1::Builder::new()
                 .title_case_headers(true)
                 .max_header_size(MAX_HEAD_BYTES)
                 .max_buf_size(MAX_HEAD_BYTES + (64 << 10))
                 .max_headers(max_headers)
-                .allow_obsolete_multiline_headers_in_responses(true)
                 .handshake(io)
                 .await
                 .map_err(|e| error_chain(&e))?;
@@ -944,6 +945,9 @@ impl Connection {
         let head = self.seen.lock().expect("not poisoned").head.clone();
         let why = if let Some(io) = io_cause(e) {
             match io.kind() {
+                _ if let Some(refused) = io.get_ref().and_then(|e| e.downcast_ref::<head::Refused>()) => {
+                    refused.to_string()
+                }
                 std::io::ErrorKind::UnexpectedEof => eof(&head),
                 _ => self.addrs.read_error(io),
             }
@@ -951,8 +955,6 @@ impl Connection {
             eof(&head)
         } else if e.is_parse_too_large() {
             format!("net/http: server response headers exceeded {MAX_HEAD_BYTES} bytes; aborted")
-        } else if e.is_parse() {
-            go_head_error(&head).unwrap_or_else(|| error_chain(e))
         } else {
             error_chain(e)
         };
@@ -995,38 +997,6 @@ impl Drop for Connection {
 /// `unexpected EOF` in the middle of a head.
 fn eof(head: &[u8]) -> String {
     if head.is_empty() { "EOF" } else { "unexpected EOF" }.into()
-}
-
-/// What Go's `ReadResponse` says of a head that hyper refused, read from
-/// its first bytes: the status line checks of net/http/response.go, then
-/// a header line without a colon (net/textproto `ReadMIMEHeader`).
-fn go_head_error(head: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(head);
-    let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-    let line = lines.next()?;
-    let Some((proto, status)) = line.split_once(' ') else {
-        return Some(format!("malformed HTTP response {line:?}"));
-    };
-    let status = status.trim_start_matches(' ');
-    let code = status.split_once(' ').map_or(status, |(c, _)| c);
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_digit()) {
-        return Some(format!("malformed HTTP status code {code:?}"));
-    }
-    let version_ok = proto
-        .strip_prefix("HTTP/")
-        .and_then(|v| v.split_once('.'))
-        .is_some_and(|(major, minor)| {
-            !major.is_empty()
-                && !minor.is_empty()
-                && major.bytes().chain(minor.bytes()).all(|b| b.is_ascii_digit())
-        });
-    if !version_ok {
-        return Some(format!("malformed HTTP version {proto:?}"));
-    }
-    lines
-        .take_while(|l| !l.is_empty())
-        .find(|l| !l.starts_with([' ', '\t']) && !l.contains(':'))
-        .map(|l| format!("malformed MIME header line: {l}"))
 }
 
 /// The local and remote addresses of a connection, for Go's
