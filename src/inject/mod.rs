@@ -14,6 +14,7 @@
 //! - [`yaml`]: splitting a stream and writing YAML that `kubectl` reads
 //!   back with the same types.
 
+pub mod exec;
 pub mod probe;
 pub mod record;
 pub mod serving;

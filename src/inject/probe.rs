@@ -34,6 +34,7 @@ use std::fmt::Write as _;
 
 use serde_yaml_ng::{Mapping, Value};
 
+use super::exec::{self, Converted};
 use crate::config::ProbeKind;
 
 /// The probe fields the kubelet knows; any other makes the translation
@@ -106,23 +107,27 @@ pub enum Handler {
         /// `service`; empty for the server.
         service: String,
     },
+    /// `exec`, its command recognised as a tool a native check stands for.
+    Native(Box<Converted>),
 }
 
 impl Handler {
-    /// The port it dials.
-    pub fn port(&self) -> u16 {
+    /// The port it dials (a process check dials none).
+    pub fn port(&self) -> Option<u16> {
         match self {
-            Handler::Http { port, .. } | Handler::Tcp { port, .. } | Handler::Grpc { port, .. } => *port,
+            Handler::Http { port, .. } | Handler::Tcp { port, .. } | Handler::Grpc { port, .. } => {
+                Some(*port)
+            }
+            Handler::Native(c) => c.port,
         }
     }
 
     /// Whether it dials the pod itself (no host, or loopback).
     pub fn on_pod(&self) -> bool {
         match self {
-            Handler::Http { host, .. } | Handler::Tcp { host, .. } => host.as_deref().is_none_or(|h| {
-                h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-            }),
+            Handler::Http { host, .. } | Handler::Tcp { host, .. } => is_local(host.as_deref()),
             Handler::Grpc { .. } => true,
+            Handler::Native(c) => c.port.is_some() && is_local(c.host.as_deref()),
         }
     }
 
@@ -142,8 +147,14 @@ impl Handler {
             ),
             Handler::Tcp { host, port } => format!("tcpSocket {}:{port}", host.as_deref().unwrap_or("")),
             Handler::Grpc { port, service } => format!("grpc :{port} service {service:?}"),
+            Handler::Native(c) => format!("exec `{}` as {}", c.command, c.table()),
         }
     }
+}
+
+/// No host, or the loopback.
+fn is_local(host: Option<&str>) -> bool {
+    host.is_none_or(|h| h == "localhost" || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()))
 }
 
 /// A probe that the sidecar takes over.
@@ -213,6 +224,9 @@ impl Moved {
             Handler::Grpc { port, service } => {
                 let _ = writeln!(out, "grpc = {{ port = {port}, service = {} }}", q(service));
             }
+            Handler::Native(c) => {
+                let _ = writeln!(out, "{}", c.table());
+            }
         }
         let t = &self.timing;
         let _ = writeln!(out, "initial_delay = \"{}s\"", t.initial_delay);
@@ -262,17 +276,19 @@ impl Moved {
 pub enum Plan {
     /// The sidecar runs it.
     Move(Moved),
-    /// It stays with the kubelet (an `exec` probe).
-    Keep,
+    /// It stays with the kubelet (an `exec` probe): why.
+    Keep(String),
 }
 
-/// Reads the probe `kind` of `container` (its mapping `c`). Errors name
-/// the field under the probe, such as `httpGet.port`.
+/// Reads the probe `kind` of `container` (its mapping `c`) in a pod that
+/// shares its process namespace or not. Errors name the field under the
+/// probe, such as `httpGet.port`.
 pub fn plan(
     container: &str,
     c: &Mapping,
     kind: ProbeKind,
     probe: &Mapping,
+    shares_processes: bool,
 ) -> Result<Plan, (String, String)> {
     let err = |f: &str, m: String| (f.to_string(), m);
     for key in probe.keys() {
@@ -298,26 +314,54 @@ pub fn plan(
         [one] => *one,
         [_, second, ..] => return Err(err(second, "may not specify more than 1 handler type".into())),
     };
+    let timing = timing(probe, kind);
     if handler == "exec" {
-        return Ok(Plan::Keep);
+        // An exec probe stays when it cannot move, as before this version
+        // moved any: its timing is the kubelet's to judge then.
+        let mut timing = match timing {
+            Ok(t) => t,
+            Err((f, m)) => return Ok(Plan::Keep(format!("{f} {m}"))),
+        };
+        let command = match probe.get("exec").and_then(|e| e.get("command")) {
+            Some(Value::Sequence(list)) => list
+                .iter()
+                .map(|a| a.as_str().map(str::to_string))
+                .collect::<Option<Vec<String>>>(),
+            _ => None,
+        };
+        let Some(command) = command else {
+            return Ok(Plan::Keep("its command is not a list of strings".into()));
+        };
+        if probe
+            .get("exec")
+            .and_then(Value::as_mapping)
+            .is_some_and(|m| m.keys().any(|k| k.as_str() != Some("command")))
+        {
+            return Ok(Plan::Keep("exec has fields this version does not know".into()));
+        }
+        let ctx = exec::Context {
+            container: c,
+            name: container,
+            probe: kind.as_str(),
+            shares_processes,
+            timeout: timing.timeout,
+        };
+        return Ok(match exec::convert(&command, &ctx) {
+            Err(why) => Plan::Keep(why),
+            Ok(converted) => {
+                if let Some(t) = converted.timeout {
+                    timing.timeout = timing.timeout.min(t.max(1));
+                }
+                Plan::Move(Moved {
+                    container: container.to_string(),
+                    kind,
+                    handler: Handler::Native(Box::new(converted)),
+                    timing,
+                })
+            }
+        });
     }
-    let number = |f: &str| int(probe, f).map_err(|m| err(f, m));
-    let or = |n: Option<u64>, default: u64| n.filter(|n| *n > 0).unwrap_or(default);
-    let success = number("successThreshold")?;
-    if kind != ProbeKind::Readiness && success.is_some_and(|s| s > 1) {
-        return Err(err(
-            "successThreshold",
-            "must be 1 for liveness and startup probes (the API rejects it)".into(),
-        ));
-    }
-    let timing = Timing {
-        initial_delay: number("initialDelaySeconds")?.unwrap_or(0),
-        period: or(number("periodSeconds")?, 10),
-        timeout: or(number("timeoutSeconds")?, 1),
-        success: or(success, 1),
-        failure: or(number("failureThreshold")?, 3),
-    };
-    number("terminationGracePeriodSeconds")?;
+    let timing = timing?;
     let body = match probe.get(handler) {
         Some(Value::Mapping(m)) => m,
         _ => return Err(err(handler, "must be a mapping".into())),
@@ -390,6 +434,29 @@ pub fn plan(
         handler,
         timing,
     }))
+}
+
+/// The probe's timing, the kubelet's defaults applied.
+fn timing(probe: &Mapping, kind: ProbeKind) -> Result<Timing, (String, String)> {
+    let err = |f: &str, m: String| (f.to_string(), m);
+    let number = |f: &str| int(probe, f).map_err(|m| err(f, m));
+    let or = |n: Option<u64>, default: u64| n.filter(|n| *n > 0).unwrap_or(default);
+    let success = number("successThreshold")?;
+    if kind != ProbeKind::Readiness && success.is_some_and(|s| s > 1) {
+        return Err(err(
+            "successThreshold",
+            "must be 1 for liveness and startup probes (the API rejects it)".into(),
+        ));
+    }
+    let timing = Timing {
+        initial_delay: number("initialDelaySeconds")?.unwrap_or(0),
+        period: or(number("periodSeconds")?, 10),
+        timeout: or(number("timeoutSeconds")?, 1),
+        success: or(success, 1),
+        failure: or(number("failureThreshold")?, 3),
+    };
+    number("terminationGracePeriodSeconds")?;
+    Ok(timing)
 }
 
 /// A whole, non-negative 32-bit number, or `None` when absent.
@@ -480,9 +547,9 @@ mod tests {
     }
 
     fn moved(container: &str, probe: &str, kind: ProbeKind) -> Moved {
-        match plan("app", &map(container), kind, &map(probe)).unwrap() {
+        match plan("app", &map(container), kind, &map(probe), false).unwrap() {
             Plan::Move(m) => m,
-            Plan::Keep => panic!("kept"),
+            Plan::Keep(why) => panic!("kept: {why}"),
         }
     }
 
@@ -522,7 +589,7 @@ mod tests {
             moved(c, "tcpSocket: {port: web}", ProbeKind::Readiness)
                 .handler
                 .port(),
-            8080
+            Some(8080)
         );
         assert_eq!(
             moved(c, "httpGet: {port: admin, path: healthz}", ProbeKind::Readiness).handler,
@@ -538,13 +605,14 @@ mod tests {
             moved("name: app", "tcpSocket: {port: \"8080\"}", ProbeKind::Readiness)
                 .handler
                 .port(),
-            8080
+            Some(8080)
         );
         let (field, message) = plan(
             "app",
             &map(c),
             ProbeKind::Liveness,
             &map("httpGet: {port: metrics}"),
+            false,
         )
         .unwrap_err();
         assert_eq!(field, "httpGet.port");
@@ -553,7 +621,11 @@ mod tests {
 
     #[test]
     fn what_cannot_be_carried_over_is_refused_with_its_field() {
-        let refuse = |probe: &str, kind| plan("app", &map("name: app"), kind, &map(probe)).unwrap_err().0;
+        let refuse = |probe: &str, kind| {
+            plan("app", &map("name: app"), kind, &map(probe), false)
+                .unwrap_err()
+                .0
+        };
         assert_eq!(refuse("httpGet: {port: 1}\nfoo: 1", ProbeKind::Liveness), "foo");
         assert_eq!(
             refuse("httpGet: {port: 1, bar: 1}", ProbeKind::Liveness),
@@ -600,10 +672,11 @@ mod tests {
                 "app",
                 &map("name: app"),
                 ProbeKind::Liveness,
-                &map("exec: {command: [true]}")
+                &map("exec: {command: [true]}"),
+                false
             )
             .unwrap(),
-            Plan::Keep
+            Plan::Keep(_)
         ));
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
 
-use super::probe::{self, Moved, Plan};
+use super::probe::{self, Handler, Moved, Plan};
 use super::record::{self, Recorder, lookup};
 use super::serving::{self, Surroundings};
 use super::{Options, Refusal, Sidecar, Workload};
@@ -148,6 +148,10 @@ pub fn inject(
     let mut moved = Vec::new();
     let mut selected = Vec::new();
     let mut probed = Vec::new();
+    // The variables the converted exec probes read, copied into the
+    // sidecar by reference.
+    let mut sidecar_env: Vec<(String, Value)> = Vec::new();
+    let shares_processes = shares_processes(template);
     for (i, c) in containers.iter().enumerate() {
         let Some(c) = c.as_mapping() else {
             return Err(refuse(
@@ -174,16 +178,37 @@ pub fn inject(
                 Some(Value::Mapping(m)) => m,
                 Some(_) => return Err(refuse(&at(field), "must be a mapping".into())),
             };
-            match probe::plan(name, c, kind, original) {
+            let keep = |why: &str| {
+                format!("{workload}: container {name}: {field} is an exec probe kept with the kubelet: {why}")
+            };
+            match probe::plan(name, c, kind, original, shares_processes) {
                 Err((f, message)) => {
-                    let f = if f.is_empty() { field.to_string() } else { format!("{field}.{f}") };
+                    let f = if f.is_empty() {
+                        field.to_string()
+                    } else {
+                        format!("{field}.{f}")
+                    };
                     return Err(refuse(&at(&f), message));
                 }
-                Ok(Plan::Keep) => warnings.push(format!(
-                    "{workload}: container {name}: {field} is an exec probe: it stays with the kubelet (it runs in the app's filesystem)"
-                )),
+                Ok(Plan::Keep(why)) => warnings.push(keep(&why)),
                 Ok(Plan::Move(m)) => {
-                    if m.handler.port() == options.port && m.handler.on_pod() {
+                    if let Handler::Native(n) = &m.handler {
+                        let clash = n.env.iter().find(|(var, item)| {
+                            sidecar_env.iter().any(|(v, other)| v == var && other != item)
+                        });
+                        if let Some((var, _)) = clash {
+                            warnings.push(keep(&format!(
+                                "it reads ${var}, which another container defines otherwise"
+                            )));
+                            continue;
+                        }
+                        for (var, item) in &n.env {
+                            if !sidecar_env.iter().any(|(v, _)| v == var) {
+                                sidecar_env.push((var.clone(), item.clone()));
+                            }
+                        }
+                    }
+                    if m.handler.port() == Some(options.port) && m.handler.on_pod() {
                         return Err(refuse(
                             &at(field),
                             format!(
@@ -192,8 +217,10 @@ pub fn inject(
                             ),
                         ));
                     }
-                    if m.handler.on_pod() {
-                        probed.push(m.handler.port());
+                    if m.handler.on_pod()
+                        && let Some(port) = m.handler.port()
+                    {
+                        probed.push(port);
                     }
                     moved.push((m, original.clone(), i));
                 }
@@ -202,7 +229,7 @@ pub fn inject(
     }
     if moved.is_empty() {
         warnings.push(format!(
-            "{workload}: no httpGet, tcpSocket or grpc probe to take over: left unchanged"
+            "{workload}: no httpGet, tcpSocket, grpc or recognised exec probe to take over: left unchanged"
         ));
         return Ok(Injected::Unchanged { warnings });
     }
@@ -291,7 +318,15 @@ pub fn inject(
         exit_with_app,
         &moved,
     );
-    match Config::from_toml_str(&config, "generated config", &|_: &str| None) {
+    // The checks' *_env variables are the sidecar's, set by the kubelet:
+    // any value stands for theirs here.
+    let sidecar_var = |var: &str| {
+        sidecar_env
+            .iter()
+            .any(|(v, _)| v == var)
+            .then(|| "set-by-the-kubelet".to_string())
+    };
+    match Config::from_toml_str(&config, "generated config", &sidecar_var) {
         Err(errors) => {
             let e = &errors.errors[0];
             return Err(refuse(
@@ -354,7 +389,7 @@ pub fn inject(
             );
         }
     }
-    let sidecar = sidecar(options, token.is_some(), moved.len());
+    let sidecar = sidecar(options, token.is_some(), moved.len(), &sidecar_env);
     match options.sidecar {
         Sidecar::Native => rec.add_item(template, &["spec", "initContainers"], sidecar, false),
         Sidecar::Classic => rec.add_item(template, &["spec", "containers"], sidecar, true),
@@ -584,7 +619,7 @@ fn verify(template: &Value, record: &record::Record) -> Result<Option<String>, (
                 let (Some(Value::Mapping(was)), Some(port)) = (&entry.was, port) else {
                     return bad("is not a probe inject takes over");
                 };
-                let Ok(Plan::Move(m)) = probe::plan(name, c, kind, was) else {
+                let Ok(Plan::Move(m)) = probe::plan(name, c, kind, was, shares_processes(template)) else {
                     return bad("is not a probe inject takes over");
                 };
                 if m.rewritten(port, was).ok().as_ref() != c.get(probe::field(kind)) {
@@ -736,7 +771,7 @@ fn volume(name: &str, kind: &str, key: &str, source: &str) -> Value {
 
 /// The sidecar container, as deploy/native/sidecar.yaml and
 /// deploy/classic/sidecar.yaml write it.
-fn sidecar(options: &Options, token: bool, checks: usize) -> Value {
+fn sidecar(options: &Options, token: bool, checks: usize, env: &[(String, Value)]) -> Value {
     // The memory limit follows from the budget of the generated config
     // (the default `[server]` limits, no gRPC endpoint).
     let budget = crate::server::memory_budget(crate::config::DEFAULT_MAX_CONNECTIONS, checks, false);
@@ -772,7 +807,33 @@ fn sidecar(options: &Options, token: bool, checks: usize) -> Value {
             "  - {{name: {TOKEN_VOLUME}, mountPath: {TOKEN_DIR}, readOnly: true}}\n"
         ));
     }
-    serde_yaml_ng::from_str(&text).expect("the sidecar container parses")
+    let container: Mapping = serde_yaml_ng::from_str(&text).expect("the sidecar container parses");
+    if env.is_empty() {
+        return Value::Mapping(container);
+    }
+    // After `args`, where a reader looks for what the process is given.
+    let mut out = Mapping::new();
+    for (k, v) in container {
+        let after = k.as_str() == Some("args");
+        out.insert(k, v);
+        if after {
+            out.insert(
+                "env".into(),
+                Value::Sequence(env.iter().map(|(_, item)| item.clone()).collect()),
+            );
+        }
+    }
+    Value::Mapping(out)
+}
+
+/// `spec.shareProcessNamespace: true`: every container sees the others'
+/// processes, the sidecar too.
+pub fn shares_processes(template: &Value) -> bool {
+    template
+        .get("spec")
+        .and_then(|s| s.get("shareProcessNamespace"))
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 /// The first 16 hex digits of the config's SHA-256.

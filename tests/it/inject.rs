@@ -264,9 +264,34 @@ fn check_reading(kind: &CheckKind) -> Handler {
             port: g.port,
             service: g.service.clone(),
         },
-        other => panic!("inject never writes a {} check", other.as_str()),
+        other => panic!(
+            "inject never writes a {} check from a kubelet's handler",
+            other.as_str()
+        ),
     }
 }
+
+/// The sidecar environment variables a generated config reads: its
+/// `*_env` keys and its `${VAR}` hosts.
+pub fn config_vars(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (open, close) in [("_env = \"", '"'), ("\"${", '}')] {
+        let mut rest = text;
+        while let Some(at) = rest.find(open) {
+            rest = &rest[at + open.len()..];
+            let end = rest.find(close).unwrap();
+            out.push(rest[..end].to_string());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The kinds of check an exec probe becomes.
+const NATIVE_KINDS: &[&str] = &[
+    "postgres", "redis", "mysql", "dialogue", "process", "http", "grpc", "tcp",
+];
 
 fn probe_of(c: &Container, kind: ProbeKind) -> Option<&Probe> {
     match kind {
@@ -296,12 +321,17 @@ fn check_workload(original: &Json, output: &[Json], sidecar: Sidecar) {
     let before = pod_spec(original).unwrap();
     let injected = find(output, kind, name).unwrap();
     let after = pod_spec(injected).unwrap();
-    let moved_any = before.containers.iter().any(|c| {
-        ProbeKind::ALL
-            .iter()
-            .any(|k| probe_of(c, *k).is_some_and(|p| p.exec.is_none()))
-    });
-    if !moved_any {
+    if pod_spec(injected)
+        .unwrap()
+        .volumes
+        .is_none_or(|v| v.iter().all(|v| v.name != "healthproxy-config"))
+    {
+        let moved_any = before.containers.iter().any(|c| {
+            ProbeKind::ALL
+                .iter()
+                .any(|k| probe_of(c, *k).is_some_and(|p| p.exec.is_none()))
+        });
+        assert!(!moved_any, "{kind} {name}: a kubelet's handler moves");
         assert_eq!(original, injected, "{kind} {name}: nothing to move, unchanged");
         return;
     }
@@ -313,7 +343,12 @@ fn check_workload(original: &Json, output: &[Json], sidecar: Sidecar) {
         "{kind} {name}: named by the hash of its content"
     );
     let text = config_map["data"]["config.toml"].as_str().unwrap();
-    let config = Config::from_toml_str(text, "generated", &|_: &str| None).unwrap();
+    // The sidecar's variables, as the kubelet sets them.
+    let vars = config_vars(text);
+    let config = Config::from_toml_str(text, "generated", &|v: &str| {
+        vars.iter().any(|x| x == v).then(|| "from-the-pod".to_string())
+    })
+    .unwrap();
     assert_eq!(
         lints(&config),
         vec![],
@@ -331,22 +366,53 @@ fn check_workload(original: &Json, output: &[Json], sidecar: Sidecar) {
                 assert!(rewritten.is_none(), "{name}/{}: no {kind} probe appears", c.name);
                 continue;
             };
-            let Some((handler, timing)) = kubelet_reading(c, probe) else {
-                assert_eq!(rewritten, Some(probe), "{name}/{}: an exec probe stays", c.name);
-                continue;
-            };
             let check = config
                 .checks
                 .iter()
-                .find(|k| k.container.as_deref() == Some(c.name.as_str()) && k.probes.contains(kind))
-                .unwrap_or_else(|| panic!("{name}/{}: the {kind} probe became a check", c.name));
-            let mut expected = handler;
-            if let Handler::Http { headers, .. } = &mut expected {
-                headers.sort();
-            }
-            assert_eq!(check_reading(&check.kind), expected, "{name}/{} {kind}", c.name);
-            let t = &check.timing;
+                .find(|k| k.container.as_deref() == Some(c.name.as_str()) && k.probes.contains(kind));
             let secs = |d: Duration| d.as_secs();
+            let timing = match kubelet_reading(c, probe) {
+                Some((handler, timing)) => {
+                    let check =
+                        check.unwrap_or_else(|| panic!("{name}/{}: the {kind} probe became a check", c.name));
+                    let mut expected = handler;
+                    if let Handler::Http { headers, .. } = &mut expected {
+                        headers.sort();
+                    }
+                    assert_eq!(check_reading(&check.kind), expected, "{name}/{} {kind}", c.name);
+                    timing
+                }
+                None => {
+                    // An exec probe: kept as it is, or a native check
+                    // (the exact tables are asserted per fixture below).
+                    let Some(check) = check else {
+                        assert_eq!(rewritten, Some(probe), "{name}/{}: an exec probe stays", c.name);
+                        continue;
+                    };
+                    assert!(
+                        NATIVE_KINDS.contains(&check.kind.as_str()),
+                        "{name}/{}: {kind} became a {} check",
+                        c.name,
+                        check.kind.as_str()
+                    );
+                    let or = |v: Option<i32>, d: u64| v.filter(|v| *v > 0).map_or(d, |v| v as u64);
+                    let timeout = or(probe.timeout_seconds, 1);
+                    assert!(
+                        secs(check.timing.timeout) <= timeout,
+                        "{name}/{}: never longer than the kubelet waits",
+                        c.name
+                    );
+                    [
+                        probe.initial_delay_seconds.unwrap_or(0) as u64,
+                        or(probe.period_seconds, 10),
+                        secs(check.timing.timeout),
+                        or(probe.success_threshold, 1),
+                        or(probe.failure_threshold, 3),
+                    ]
+                }
+            };
+            let check = check.unwrap();
+            let t = &check.timing;
             assert_eq!(
                 [
                     secs(t.initial_delay),
@@ -428,6 +494,42 @@ fn check_workload(original: &Json, output: &[Json], sidecar: Sidecar) {
         Sidecar::Classic => list[0].clone(),
     };
     assert_eq!(ours.name, "healthproxy");
+    // The variables the checks read, each by reference to the app's own
+    // definition (a Secret's value is never written), or a literal the
+    // probe's command held (a password written in the pod spec stays
+    // there, never in the ConfigMap).
+    for var in ours.env.take().unwrap_or_default() {
+        assert!(
+            vars.contains(&var.name),
+            "{kind} {name}: ${} is read by a check",
+            var.name
+        );
+        match &var.value_from {
+            Some(from) => {
+                let app = before.containers.iter().find_map(|c| {
+                    c.env
+                        .iter()
+                        .flatten()
+                        .find(|e| e.name == var.name)
+                        .map(|e| (c, e))
+                });
+                let (app, def) = app.unwrap_or_else(|| panic!("{kind} {name}: ${} is the app's", var.name));
+                let mut expected = def.value_from.clone().unwrap();
+                if let Some(r) = &mut expected.resource_field_ref {
+                    r.container_name.get_or_insert_with(|| app.name.clone());
+                }
+                assert_eq!(from, &expected, "{kind} {name}: ${} by reference", var.name);
+            }
+            None => {
+                assert!(var.name.starts_with("HEALTHPROXY_"), "{}", var.name);
+                let value = var.value.unwrap();
+                assert!(
+                    !config_text.contains(&value),
+                    "{kind} {name}: a credential in the ConfigMap"
+                );
+            }
+        }
+    }
     let mut reference = deploy_sidecar(sidecar);
     ours.image = None;
     reference.image = None;
@@ -960,10 +1062,12 @@ fn the_generated_config_passes_check_config_with_no_warning() {
                 .unwrap()
                 .replace("/var/run/secrets/healthproxy/token", token_file.to_str().unwrap());
             let path = dir.path().join("config.toml");
+            let vars = config_vars(&config);
             std::fs::write(&path, config).unwrap();
             let out = Command::new(binary())
                 .arg("check-config")
                 .arg(&path)
+                .envs(vars.iter().map(|v| (v, "set-by-the-kubelet")))
                 .output()
                 .unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
@@ -1282,6 +1386,7 @@ fn every_generated_config_passes_check_config_without_a_warning() {
             let out = Command::new(binary())
                 .arg("check-config")
                 .arg(&path)
+                .envs(config_vars(&text).into_iter().map(|v| (v, "set-by-the-kubelet")))
                 .output()
                 .unwrap();
             assert_eq!(out.status.code(), Some(0), "{name}");
@@ -1733,4 +1838,203 @@ fn uninject_lists_every_restored_field_on_stderr() {
             "{field}: {err}"
         );
     }
+}
+
+// === Exec probes converted ===
+
+/// What each exec probe of the exec fixtures becomes: the check's table,
+/// or the reason it stays (a part of the warning).
+const EXEC_EXPECTED: &[(&str, &str, &str, &str)] = &[
+    (
+        "real-exec-postgresql.yaml",
+        "postgresql",
+        "livenessProbe",
+        r#"postgres = { host = "127.0.0.1", user = "postgres", dbname = "postgres", connect_timeout = "3s" }"#,
+    ),
+    (
+        "real-exec-postgresql.yaml",
+        "postgresql",
+        "readinessProbe",
+        "kept: several commands (lines) in the sh -c script",
+    ),
+    (
+        "real-exec-postgresql.yaml",
+        "postgresql",
+        "startupProbe",
+        r#"postgres = { host = "127.0.0.1", user = "app", dbname = "shop", query = "SELECT 1" }"#,
+    ),
+    (
+        "real-exec-postgresql.yaml",
+        "metrics",
+        "livenessProbe",
+        r#"postgres = { host = "${POD_IP}", user = "postgres", connect_timeout = "2s" }"#,
+    ),
+    (
+        "real-exec-postgresql.yaml",
+        "metrics",
+        "readinessProbe",
+        "kept: psql's -h \"$(DATA_SOURCE_HOST)\" is not one host",
+    ),
+    (
+        "real-exec-redis.yaml",
+        "redis",
+        "livenessProbe",
+        r#"redis = { host = "localhost", password_env = "REDIS_PASSWORD", expect = "pong" }"#,
+    ),
+    (
+        "real-exec-redis.yaml",
+        "redis",
+        "readinessProbe",
+        r#"redis = { expect = "reply" }"#,
+    ),
+    (
+        "real-exec-redis.yaml",
+        "replica",
+        "livenessProbe",
+        "kept: ping_liveness_local.sh is not a command healthproxy knows",
+    ),
+    (
+        "real-exec-redis.yaml",
+        "replica",
+        "readinessProbe",
+        r#"redis = { port = 6380, password_env = "REDIS_PASSWORD", expect = "pong" }"#,
+    ),
+    (
+        "real-exec-mariadb.yaml",
+        "mariadb",
+        "livenessProbe",
+        r#"mysql = { user = "root", password_env = "MARIADB_ROOT_PASSWORD", command = "status" }"#,
+    ),
+    (
+        "real-exec-mariadb.yaml",
+        "mariadb",
+        "readinessProbe",
+        r#"mysql = { user = "shop", password_env = "MARIADB_PASSWORD", command = "query" }"#,
+    ),
+    (
+        "real-exec-mariadb.yaml",
+        "mariadb",
+        "startupProbe",
+        r#"mysql = { skip_ssl = true }"#,
+    ),
+    (
+        "real-exec-mariadb.yaml",
+        "mysqld-exporter",
+        "livenessProbe",
+        "kept: mysqladmin without -h (or with -h localhost) and without --protocol=tcp uses the Unix socket",
+    ),
+    (
+        "real-exec-mariadb.yaml",
+        "mysqld-exporter",
+        "readinessProbe",
+        "kept: the expansion ${MARIADB_ROOT_PASSWORD:-} in the bash -c script",
+    ),
+    (
+        "real-exec-kept.yaml",
+        "mongodb",
+        "livenessProbe",
+        "kept: mongosh is not a command",
+    ),
+    (
+        "real-exec-kept.yaml",
+        "worker",
+        "readinessProbe",
+        "kept: cat is not a command",
+    ),
+    (
+        "real-exec-kept.yaml",
+        "worker",
+        "startupProbe",
+        "kept: `&&` in the sh -c script",
+    ),
+];
+
+#[test]
+fn every_exec_probe_of_the_fixtures_is_converted_or_kept_with_its_reason() {
+    let mut fixtures_seen = std::collections::BTreeSet::new();
+    for (fixture, container, field, expected) in EXEC_EXPECTED {
+        fixtures_seen.insert(*fixture);
+        let text = std::fs::read_to_string(repo().join("tests/fixtures/inject").join(fixture)).unwrap();
+        let out = inject::inject(&text, &Options::default()).unwrap();
+        let objects = objects(&out.text);
+        let origin = format!("origin = \"containers[{container}].{field}\"");
+        let config = objects
+            .iter()
+            .filter(|o| o["kind"] == "ConfigMap")
+            .filter_map(|o| o["data"]["config.toml"].as_str())
+            .find(|c| c.contains(&origin));
+        match expected.strip_prefix("kept: ") {
+            Some(why) => {
+                assert!(config.is_none(), "{fixture} {container} {field}: kept");
+                let warning =
+                    format!("container {container}: {field} is an exec probe kept with the kubelet: {why}");
+                assert!(
+                    out.warnings.iter().any(|w| w.contains(&warning)),
+                    "{fixture}: {warning}\n{:#?}",
+                    out.warnings
+                );
+            }
+            None => {
+                let config = config.unwrap_or_else(|| panic!("{fixture} {container} {field}: converted"));
+                let check = &config[config.find(&origin).unwrap()..];
+                let line = check.lines().nth(1).unwrap();
+                assert_eq!(line, *expected, "{fixture} {container} {field}");
+            }
+        }
+    }
+    // The dry run says the same for every probe: converted to what, or
+    // kept and why.
+    for fixture in fixtures_seen {
+        let (code, stdout, stderr) = cli(&["inject", "--dry-run", &fixture_path(fixture)], "");
+        assert_eq!((code, stdout.as_str()), (0, ""), "{fixture}: {stderr}");
+        for (f, container, field, expected) in EXEC_EXPECTED.iter().filter(|e| e.0 == fixture) {
+            let said = match expected.strip_prefix("kept: ") {
+                Some(why) => {
+                    format!("container {container}: {field} is an exec probe kept with the kubelet: {why}")
+                }
+                None => format!("container {container}: {field} exec `"),
+            };
+            assert!(stderr.contains(&said), "{f}: {said}\n{stderr}");
+            if !expected.starts_with("kept: ") {
+                assert!(
+                    stderr.contains(&format!("as {expected} -> check")),
+                    "{f}: {expected}\n{stderr}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_secrets_value_never_reaches_the_configmap_and_a_literal_password_stays_in_the_pod_spec() {
+    let text = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: literal}
+spec:
+  containers:
+    - name: redis
+      image: redis:7
+      livenessProbe:
+        exec:
+          command: ["redis-cli", "-a", "hunter2-literal", "ping"]
+"#;
+    let out = inject::inject(text, &Options::default()).unwrap();
+    let objects = objects(&out.text);
+    let cm = objects.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
+    let config = cm["data"]["config.toml"].as_str().unwrap();
+    assert!(!config.contains("hunter2-literal"), "{config}");
+    assert!(
+        config.contains(r#"password_env = "HEALTHPROXY_REDIS_LIVENESS_PASSWORD""#),
+        "{config}"
+    );
+    let pod = find(&objects, "Pod", "literal").unwrap();
+    let sidecar = &pod_spec(pod).unwrap().init_containers.unwrap()[0];
+    let env = &sidecar.env.as_ref().unwrap()[0];
+    assert_eq!(
+        (env.name.as_str(), env.value.as_deref()),
+        ("HEALTHPROXY_REDIS_LIVENESS_PASSWORD", Some("hunter2-literal"))
+    );
+    let back = inject::uninject(&out.text).unwrap().text;
+    assert_same_stream(&back, text, "uninject restores the exec probe");
 }

@@ -19,7 +19,12 @@ pub(super) struct RawPostgres {
     host: Option<Spanned<String>>,
     port: Option<Spanned<u16>>,
     user: Option<Spanned<String>>,
+    /// The user name from the sidecar's environment (a Secret's key, as
+    /// `inject` copies it from the app container), read at load.
+    user_env: Option<Spanned<String>>,
     dbname: Option<Spanned<String>>,
+    /// The database's name from the sidecar's environment.
+    dbname_env: Option<Spanned<String>>,
     sslmode: Option<SslMode>,
     connect_timeout: Option<Spanned<Dur>>,
     password_file: Option<PathBuf>,
@@ -64,6 +69,31 @@ pub(super) fn validate(
         }
         None => DEFAULT_POSTGRES_PORT,
     };
+    // `user_env`/`dbname_env`: the variable's value, as if written.
+    let mut from_env = |key: &str, literal: &Option<Spanned<String>>, var: &Option<Spanned<String>>| {
+        let var = var.as_ref()?;
+        if literal.is_some() {
+            errors.push(
+                site.at(&format!("postgres.{key}")),
+                var.span(),
+                format!("give {key} one way only: {key} or {key}_env"),
+            );
+            return None;
+        }
+        match site.env.var(var.get_ref()) {
+            Some(value) => Some(Spanned::new(var.span(), value)),
+            None => {
+                errors.push(
+                    site.at(&format!("postgres.{key}_env")),
+                    var.span(),
+                    format!("the environment variable {} is not set", var.get_ref()),
+                );
+                None
+            }
+        }
+    };
+    let user_value = from_env("user", &p.user, &p.user_env);
+    let dbname_value = from_env("dbname", &p.dbname, &p.dbname_env);
     let mut text = |key: &str, value: &Option<Spanned<String>>| -> Option<String> {
         let value = value.as_ref()?;
         if value.get_ref().is_empty() || value.get_ref().contains('\0') {
@@ -75,8 +105,12 @@ pub(super) fn validate(
         }
         Some(value.get_ref().clone())
     };
-    let user = text("user", &p.user).unwrap_or_else(|| DEFAULT_POSTGRES_USER.to_string());
-    let dbname = text("dbname", &p.dbname).unwrap_or_else(|| user.clone());
+    let user = text("user", &p.user)
+        .or_else(|| text("user_env", &user_value))
+        .unwrap_or_else(|| DEFAULT_POSTGRES_USER.to_string());
+    let dbname = text("dbname", &p.dbname)
+        .or_else(|| text("dbname_env", &dbname_value))
+        .unwrap_or_else(|| user.clone());
     let query = text("query", &p.query);
     let connect_timeout = p.connect_timeout.as_ref().map(|d| {
         if d.get_ref().0.is_zero() {
@@ -182,8 +216,33 @@ mod tests {
         assert!(err.contains("postgres.host"), "{err}");
         let err = parse("{ connect_timeout = \"0s\" }", &[]).unwrap_err();
         assert!(err.contains("must be longer than 0s"), "{err}");
+        let err = parse("{ user = \"a\", user_env = \"U\" }", &[("U", "b")]).unwrap_err();
+        assert!(err.contains("give user one way only"), "{err}");
+        let err = parse("{ dbname_env = \"D\" }", &[]).unwrap_err();
+        assert!(
+            err.contains("postgres.dbname_env: the environment variable D is not set"),
+            "{err}"
+        );
         let err = parse("{ password = \"x\" }", &[]).unwrap_err();
         assert!(err.contains("unknown field `password`"), "{err}");
+    }
+
+    #[test]
+    fn user_and_dbname_may_come_from_the_environment() {
+        let config = parse(
+            "{ user_env = \"U\", dbname_env = \"D\" }",
+            &[("U", "app"), ("D", "shop")],
+        )
+        .unwrap();
+        let CheckKind::Postgres(spec) = &config.checks[0].kind else {
+            panic!("not postgres");
+        };
+        assert_eq!((spec.user.as_str(), spec.dbname.as_str()), ("app", "shop"));
+        let config = parse("{ user_env = \"U\" }", &[("U", "app")]).unwrap();
+        let CheckKind::Postgres(spec) = &config.checks[0].kind else {
+            panic!("not postgres");
+        };
+        assert_eq!(spec.dbname, "app", "the user's name, as libpq");
     }
 
     #[test]

@@ -1,0 +1,655 @@
+//! Exec probes that a native check can run instead: the command is read
+//! as the kubelet and the shell read it, recognised as one of the tools of
+//! docs/native-checks.md, and each of its flags (and the tool's defaults)
+//! mapped to the check's keys. Whatever cannot be carried over exactly
+//! keeps the probe exec, with the part that kept it named.
+//!
+//! - [`shell`]: the `sh -c` script, as one pipeline of simple commands.
+//! - [`tools`]: one reader per tool.
+//!
+//! # Variables
+//!
+//! The kubelet expands `$(VAR)` in an exec probe's command with the
+//! container's *static* `env` values only
+//! (`ExpandContainerCommandOnlyStatic`: a `valueFrom` variable becomes the
+//! empty string, an unknown one stays `$(VAR)`, `$$` is `$`). The shell
+//! then sees the container's environment: `$VAR` of a plain `value` is
+//! inlined; of a `valueFrom` (a Secret's or ConfigMap's key, a `fieldRef`,
+//! a `resourceFieldRef`), the sidecar gets the same `valueFrom` under the
+//! same name and the check reads it with its `*_env` key, so no value lands
+//! in the ConfigMap. A variable the container does not define (the image's
+//! own, or one of `envFrom`) keeps the probe: copying a whole Secret into
+//! the sidecar for one key is not done.
+
+pub mod shell;
+pub mod tools;
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use serde_yaml_ng::{Mapping, Value};
+
+use shell::Part;
+
+/// What the probe's pod and container say about how its command runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The app container (its `env` and `envFrom`).
+    pub container: &'a Mapping,
+    /// The container's name.
+    pub name: &'a str,
+    /// Which probe: names the variables made for literal credentials.
+    pub probe: &'a str,
+    /// `spec.shareProcessNamespace` is true: the sidecar sees the app's
+    /// processes.
+    pub shares_processes: bool,
+    /// The probe's `timeoutSeconds` (defaults applied).
+    pub timeout: u64,
+}
+
+/// One argument after expansion: text, with the sidecar's variables in it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Arg(pub Vec<Piece>);
+
+/// A piece of an [`Arg`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Known text.
+    Text(String),
+    /// The value of the sidecar's variable of this name (copied by
+    /// reference from the app container).
+    Env(String),
+}
+
+impl Arg {
+    /// An argument of known text.
+    pub fn text(s: &str) -> Arg {
+        Arg(vec![Piece::Text(s.to_string())])
+    }
+
+    /// Its text, when it holds no variable.
+    pub fn as_text(&self) -> Option<String> {
+        let mut out = String::new();
+        for p in &self.0 {
+            match p {
+                Piece::Text(t) => out.push_str(t),
+                Piece::Env(_) => return None,
+            }
+        }
+        Some(out)
+    }
+
+    /// The variable it is made of alone.
+    pub fn as_env(&self) -> Option<&str> {
+        match self.0.as_slice() {
+            [Piece::Env(v)] => Some(v),
+            _ => None,
+        }
+    }
+
+    /// Starts with this text (before any variable).
+    pub fn starts_with(&self, prefix: &str) -> bool {
+        matches!(self.0.first(), Some(Piece::Text(t)) if t.starts_with(prefix))
+    }
+
+    /// What follows `prefix`.
+    pub fn strip_prefix(&self, prefix: &str) -> Option<Arg> {
+        let Some(Piece::Text(first)) = self.0.first() else {
+            return None;
+        };
+        let rest = first.strip_prefix(prefix)?;
+        let mut pieces = Vec::new();
+        if !rest.is_empty() {
+            pieces.push(Piece::Text(rest.to_string()));
+        }
+        pieces.extend(self.0[1..].iter().cloned());
+        Some(Arg(pieces))
+    }
+
+    /// Shown as the shell would write it.
+    pub fn show(&self) -> String {
+        self.0
+            .iter()
+            .map(|p| match p {
+                Piece::Text(t) => t.clone(),
+                Piece::Env(v) => format!("${v}"),
+            })
+            .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|p| matches!(p, Piece::Text(t) if t.is_empty()))
+    }
+}
+
+/// An exec probe turned into a check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Converted {
+    /// The command as the probe gave it (argv joined, for messages).
+    pub command: String,
+    /// The check's kind: `postgres`, `redis`, ...
+    pub kind: &'static str,
+    /// The kind's keys, each with its value as TOML.
+    pub keys: Vec<(String, String)>,
+    /// The sidecar's environment variables the check reads: (name, the
+    /// container's `env` entry, by reference).
+    pub env: Vec<(String, Value)>,
+    /// A bound shorter than the probe's `timeoutSeconds` (`timeout N`,
+    /// `curl --max-time N`), in seconds.
+    pub timeout: Option<u64>,
+    /// The port it dials, when it dials one.
+    pub port: Option<u16>,
+    /// The host it dials, when not the loopback default.
+    pub host: Option<String>,
+}
+
+impl Converted {
+    fn new(command: &str, kind: &'static str) -> Converted {
+        Converted {
+            command: command.to_string(),
+            kind,
+            keys: Vec::new(),
+            env: Vec::new(),
+            timeout: None,
+            port: None,
+            host: None,
+        }
+    }
+
+    /// Adds a key with a text value.
+    pub fn text(&mut self, key: &str, value: &str) {
+        self.keys.push((key.into(), toml_str(value)));
+    }
+
+    /// Adds a key with a value already written as TOML.
+    pub fn raw(&mut self, key: &str, value: String) {
+        self.keys.push((key.into(), value));
+    }
+
+    /// The `kind = { ... }` line.
+    pub fn table(&self) -> String {
+        let mut out = format!("{} = {{ ", self.kind);
+        for (i, (k, v)) in self.keys.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "{k} = {v}");
+        }
+        out.push_str(if self.keys.is_empty() { "}" } else { " }" });
+        out
+    }
+}
+
+/// A TOML string.
+pub fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
+}
+
+/// The container's environment as the kubelet builds it.
+pub struct Env<'a> {
+    /// Name → definition; the last of a name wins.
+    vars: HashMap<String, &'a Mapping>,
+    from: bool,
+    container: &'a str,
+    prefix: String,
+    /// Variables the check needs in the sidecar.
+    pub copied: Vec<(String, Value)>,
+}
+
+impl<'a> Env<'a> {
+    /// The environment of `ctx`'s container.
+    pub fn of(ctx: &Context<'a>) -> Env<'a> {
+        let mut vars = HashMap::new();
+        for item in ctx
+            .container
+            .get("env")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(m), Some(name)) = (item.as_mapping(), item.get("name").and_then(Value::as_str)) {
+                vars.insert(name.to_string(), m);
+            }
+        }
+        let from = ctx
+            .container
+            .get("envFrom")
+            .and_then(Value::as_sequence)
+            .is_some_and(|l| !l.is_empty());
+        let prefix: String = format!("HEALTHPROXY_{}_{}", ctx.name, ctx.probe)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_uppercase()
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        Env {
+            vars,
+            from,
+            container: ctx.name,
+            prefix,
+            copied: Vec::new(),
+        }
+    }
+
+    /// The kubelet's `$(VAR)` expansion of one argument of the probe's
+    /// command (kubernetes `third_party/forked/golang/expansion`).
+    pub fn kubelet_expand(&self, input: &str) -> Result<String, String> {
+        let b = input.as_bytes();
+        let mut out = String::new();
+        let mut checkpoint = 0;
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'$' && i + 1 < b.len() {
+                out.push_str(&input[checkpoint..i]);
+                match b[i + 1] {
+                    b'$' => {
+                        out.push('$');
+                        i += 1;
+                    }
+                    b'(' => match input[i + 2..].find(')') {
+                        Some(end) => {
+                            let name = &input[i + 2..i + 2 + end];
+                            match self.vars.get(name) {
+                                Some(def) => match def.get("value").and_then(Value::as_str) {
+                                    Some(v) => out.push_str(v),
+                                    None if def.get("valueFrom").is_some_and(|v| !v.is_null()) => {
+                                        return Err(format!(
+                                            "$({name}) is a valueFrom variable, which the kubelet expands to the empty string in a probe's command (only static values are expanded): use $${name} in sh -c"
+                                        ));
+                                    }
+                                    None => {}
+                                },
+                                None => out.push_str(&format!("$({name})")),
+                            }
+                            i += 2 + end;
+                        }
+                        None => {
+                            out.push_str("$(");
+                            i += 1;
+                        }
+                    },
+                    _ => {
+                        out.push('$');
+                        let ch = input[i + 1..].chars().next().expect("a char");
+                        out.push(ch);
+                        i += ch.len_utf8();
+                    }
+                }
+                checkpoint = i + 1;
+            }
+            i += 1;
+        }
+        out.push_str(&input[checkpoint.min(input.len())..]);
+        Ok(out)
+    }
+
+    /// The shell's `$NAME` in the container: text, or a variable copied
+    /// into the sidecar.
+    pub fn shell_var(&mut self, name: &str) -> Result<Piece, String> {
+        match self.lookup(name)? {
+            Some(piece) => Ok(piece),
+            None if self.from => Err(format!(
+                "${name} is not in the container's env; it may come from envFrom, which is not copied whole into the sidecar"
+            )),
+            None => Err(format!(
+                "${name} is not in the container's env (the image may set it)"
+            )),
+        }
+    }
+
+    /// A variable the tool itself reads (`PGPASSWORD`, `MYSQL_PWD`): its
+    /// piece when the container's `env` defines it.
+    pub fn tool_var(&mut self, name: &str) -> Result<Option<Arg>, String> {
+        Ok(self.lookup(name)?.map(|p| Arg(vec![p])))
+    }
+
+    fn lookup(&mut self, name: &str) -> Result<Option<Piece>, String> {
+        let Some(def) = self.vars.get(name).copied() else {
+            return Ok(None);
+        };
+        if let Some(from) = def.get("valueFrom").filter(|v| !v.is_null()) {
+            let mut from = from.clone();
+            // A resourceFieldRef names its container, or means its own:
+            // in the sidecar it must still mean the app's.
+            if let Some(Value::Mapping(r)) = from.get_mut("resourceFieldRef")
+                && r.get("containerName")
+                    .is_none_or(|c| c.as_str().is_none_or(str::is_empty))
+            {
+                r.insert("containerName".into(), self.container.into());
+            }
+            let mut item = Mapping::new();
+            item.insert("name".into(), name.into());
+            item.insert("valueFrom".into(), from);
+            self.copy(name, Value::Mapping(item));
+            return Ok(Some(Piece::Env(name.to_string())));
+        }
+        let value = def.get("value").and_then(Value::as_str).unwrap_or("");
+        if value.contains("$(") {
+            return Err(format!("${name}'s value refers to other variables ($(...))"));
+        }
+        Ok(Some(Piece::Text(value.to_string())))
+    }
+
+    fn copy(&mut self, name: &str, item: Value) {
+        if !self.copied.iter().any(|(n, _)| n == name) {
+            self.copied.push((name.to_string(), item));
+        }
+    }
+
+    /// The name of a sidecar variable that holds `arg`: the variable
+    /// itself, or one made for a literal (a password written in the
+    /// command stays in the pod spec, where it was, not in the ConfigMap).
+    pub fn var_for(&mut self, arg: &Arg, what: &str) -> Result<String, String> {
+        if let Some(v) = arg.as_env() {
+            return Ok(v.to_string());
+        }
+        let Some(text) = arg.as_text() else {
+            return Err(format!("{what} {} mixes text and variables", arg.show()));
+        };
+        let name = format!("{}_{what}", self.prefix).to_ascii_uppercase();
+        let mut item = Mapping::new();
+        item.insert("name".into(), name.clone().into());
+        item.insert("value".into(), text.into());
+        self.copy(&name, Value::Mapping(item));
+        Ok(name)
+    }
+}
+
+/// Turns one shell word into an argument.
+fn resolve(word: &[Part], env: &mut Env<'_>) -> Result<Arg, String> {
+    let mut pieces = Vec::new();
+    for part in word {
+        match part {
+            Part::Lit(t) => pieces.push(Piece::Text(t.clone())),
+            Part::Var { name, quoted } => {
+                let piece = env.shell_var(name)?;
+                if let Piece::Text(t) = &piece
+                    && !quoted
+                    && (t.is_empty() || t.contains([' ', '\t', '\n', '*', '?', '[']))
+                {
+                    return Err(format!(
+                        "${name} unquoted: its value is split or matched against files by the shell"
+                    ));
+                }
+                pieces.push(piece);
+            }
+            Part::Subst(script) => return Err(format!("the command substitution $({script})")),
+        }
+    }
+    // Join neighbouring text.
+    let mut joined: Vec<Piece> = Vec::new();
+    for p in pieces {
+        match (joined.last_mut(), p) {
+            (Some(Piece::Text(a)), Piece::Text(b)) => a.push_str(&b),
+            (_, p) => joined.push(p),
+        }
+    }
+    if joined.is_empty() {
+        joined.push(Piece::Text(String::new()));
+    }
+    Ok(Arg(joined))
+}
+
+/// One command of the pipeline, its words resolved.
+#[derive(Debug, Clone)]
+pub struct Cmd {
+    /// Its arguments, the name first.
+    pub args: Vec<Arg>,
+}
+
+impl Cmd {
+    /// The command's name without its directory (`/usr/bin/redis-cli`).
+    pub fn name(&self) -> String {
+        let first = self.args[0].as_text().unwrap_or_default();
+        first.rsplit('/').next().unwrap_or("").to_string()
+    }
+}
+
+/// `grep` at the end of a pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grep {
+    /// The pattern.
+    pub pattern: String,
+    /// `-F`.
+    pub fixed: bool,
+    /// `-i`.
+    pub icase: bool,
+    /// `-x`.
+    pub line: bool,
+    /// `-w`.
+    pub word: bool,
+    /// `-v`.
+    pub invert: bool,
+}
+
+impl Grep {
+    /// Whether it passes on `line` and on nothing that does not hold
+    /// `line` whole: the pattern, without its anchors, is plain text found
+    /// in `line` (`grep -q PONG`, `grep '^PONG$'`, `grep alive`).
+    pub fn finds(&self, line: &str) -> bool {
+        if self.invert {
+            return false;
+        }
+        let p = self.pattern.as_str();
+        let (core, anchored) = if self.fixed {
+            (p, false)
+        } else {
+            let a = p.strip_prefix('^');
+            let core = a.unwrap_or(p);
+            let b = core.strip_suffix('$');
+            (b.unwrap_or(core), a.is_some() || b.is_some())
+        };
+        if core.is_empty()
+            || (!self.fixed && core.contains(['.', '*', '[', '\\', '+', '?', '(', '|', '{', '^', '$']))
+        {
+            return false;
+        }
+        let (core, line) = if self.icase {
+            (core.to_ascii_lowercase(), line.to_ascii_lowercase())
+        } else {
+            (core.to_string(), line.to_string())
+        };
+        if anchored || self.line {
+            return core == line;
+        }
+        line.contains(&core)
+    }
+
+    fn parse(cmd: &Cmd) -> Result<Grep, String> {
+        let mut g = Grep {
+            pattern: String::new(),
+            fixed: false,
+            icase: false,
+            line: false,
+            word: false,
+            invert: false,
+        };
+        let mut pattern = None;
+        let mut args = cmd.args[1..].iter();
+        while let Some(a) = args.next() {
+            let t = a
+                .as_text()
+                .ok_or_else(|| format!("grep's argument {} is a variable", a.show()))?;
+            if t == "-e" || t == "--regexp" {
+                pattern = args.next().and_then(Arg::as_text);
+                continue;
+            }
+            if let Some(flags) = t
+                .strip_prefix('-')
+                .filter(|f| !f.is_empty() && !f.starts_with('-'))
+            {
+                for f in flags.chars() {
+                    match f {
+                        'q' | 's' => {}
+                        'F' => g.fixed = true,
+                        'E' | 'G' => {}
+                        'i' => g.icase = true,
+                        'x' => g.line = true,
+                        'w' => g.word = true,
+                        'v' => g.invert = true,
+                        _ => return Err(format!("grep's flag -{f}")),
+                    }
+                }
+                continue;
+            }
+            match t.as_str() {
+                "--quiet" | "--silent" | "--no-messages" => continue,
+                "--fixed-strings" => {
+                    g.fixed = true;
+                    continue;
+                }
+                "--extended-regexp" => continue,
+                _ if t.starts_with("--") => return Err(format!("grep's flag {t}")),
+                _ => {}
+            }
+            if pattern.is_some() {
+                return Err("grep with a file argument".into());
+            }
+            pattern = Some(t);
+        }
+        g.pattern = pattern.ok_or("grep without a pattern")?;
+        Ok(g)
+    }
+}
+
+/// Recognises the exec probe `command`; the error says which part keeps
+/// it exec.
+pub fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted, String> {
+    let mut env = Env::of(ctx);
+    let shown = show_command(command);
+    let argv: Vec<String> = command
+        .iter()
+        .map(|a| env.kubelet_expand(a))
+        .collect::<Result<_, _>>()?;
+    let Some(first) = argv.first() else {
+        return Err("an empty command".into());
+    };
+    let base = first.rsplit('/').next().unwrap_or("");
+    let pipeline: Vec<Cmd> = if matches!(base, "sh" | "bash" | "ash" | "dash") {
+        // Options first (`sh -c -e SCRIPT` is `sh -ec SCRIPT`), then the
+        // script; any later argument is `$0`, `$1`...
+        let mut command_mode = false;
+        let mut script = None;
+        for a in &argv[1..] {
+            if a == "--" {
+                continue;
+            }
+            match a.strip_prefix('-').filter(|f| !f.is_empty()) {
+                Some(flags) if flags.chars().all(|c| matches!(c, 'c' | 'e' | 'x' | 'u')) => {
+                    command_mode |= flags.contains('c');
+                }
+                Some(_) => return Err(format!("{base}'s option {a}")),
+                None => {
+                    script = Some(a);
+                    break;
+                }
+            }
+        }
+        let script = match script {
+            Some(s) if command_mode => s,
+            Some(file) => return Err(format!("{base} runs the script file {file}")),
+            None => return Err(format!("{base} without -c reads a script")),
+        };
+        let parsed = shell::parse(script).map_err(|e| format!("{e} in the {base} -c script"))?;
+        // `[ "$(echo ruok | nc HOST PORT)" = "imok" ]`.
+        if let [only] = parsed.as_slice()
+            && let Some(c) = tools::comparison(&only.words, &mut env, &shown)?
+        {
+            return finish(c, env);
+        }
+        let mut cmds = Vec::new();
+        for c in &parsed {
+            let args = c
+                .words
+                .iter()
+                .map(|w| resolve(w, &mut env))
+                .collect::<Result<Vec<_>, _>>()?;
+            cmds.push((Cmd { args }, c.stdout_null));
+        }
+        // Output thrown away matters only where a later command reads it.
+        if cmds.len() > 1 && cmds[..cmds.len() - 1].iter().any(|(_, null)| *null) {
+            return Err("a redirection to /dev/null inside the pipeline".into());
+        }
+        cmds.into_iter().map(|(c, _)| c).collect()
+    } else {
+        vec![Cmd {
+            args: argv.iter().map(|a| Arg::text(a)).collect(),
+        }]
+    };
+    let mut pipeline = pipeline;
+    // `exec` and `timeout N` in front of the first command.
+    let mut timeout = None;
+    loop {
+        let first = &mut pipeline[0];
+        match first.name().as_str() {
+            "exec" if first.args.len() > 1 => {
+                first.args.remove(0);
+            }
+            "timeout" => {
+                let n = first
+                    .args
+                    .get(1)
+                    .and_then(Arg::as_text)
+                    .and_then(|t| t.strip_suffix('s').unwrap_or(&t).parse::<u64>().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or("timeout's options or a duration that is not whole seconds")?;
+                if first.args.len() < 3 {
+                    return Err("timeout without a command".into());
+                }
+                first.args.drain(..2);
+                timeout = Some(timeout.map_or(n, |t: u64| t.min(n)));
+            }
+            _ => break,
+        }
+    }
+    let mut c = match pipeline.as_slice() {
+        [tool] => tools::tool(tool, None, &mut env, ctx, &shown)?,
+        [tool, grep] if grep.name() == "grep" => {
+            let g = Grep::parse(grep)?;
+            tools::tool(tool, Some(&g), &mut env, ctx, &shown)?
+        }
+        [echo, nc, grep] if grep.name() == "grep" => {
+            let g = Grep::parse(grep)?;
+            tools::dialogue(echo, nc, Some(&g), &shown)?
+        }
+        [_, ..] if pipeline.len() > 1 => {
+            let names: Vec<String> = pipeline.iter().map(Cmd::name).collect();
+            return Err(format!("the pipeline {}", names.join(" | ")));
+        }
+        _ => return Err("no command".into()),
+    };
+    if let Some(n) = timeout {
+        c.timeout = Some(c.timeout.map_or(n, |t| t.min(n)));
+    }
+    finish(c, env)
+}
+
+fn finish(mut c: Converted, env: Env<'_>) -> Result<Converted, String> {
+    c.env = env.copied;
+    Ok(c)
+}
+
+/// The command as one line: argv joined, quoted where needed.
+pub fn show_command(command: &[String]) -> String {
+    command
+        .iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+".contains(&b))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,935 @@
+//! One reader per tool: its options as the tool parses them, its defaults,
+//! and the keys of the check that gives its exit status
+//! (docs/native-checks.md has the verdicts; the tools' sources the flags).
+
+use super::{Arg, Cmd, Context, Converted, Env, Grep, Piece, toml_str};
+
+/// How a tool reads its options.
+#[derive(Default)]
+struct Spec {
+    /// Short options that take a value (`-h HOST`, `-hHOST`).
+    short_val: &'static str,
+    /// Short flags.
+    short_flag: &'static str,
+    /// Short options whose value, if any, is attached (`mysql -pPASS`).
+    short_opt: &'static str,
+    /// Long options that take a value (`--host=H`, `--host H`).
+    long_val: &'static [&'static str],
+    /// Long flags.
+    long_flag: &'static [&'static str],
+    /// Long options with an optional `=VALUE` (`--password[=P]`).
+    long_opt: &'static [&'static str],
+    /// Options end at the first argument that is not one (redis-cli).
+    stop_at_first: bool,
+    /// `_` in a long name is `-` (MariaDB's my_getopt).
+    underscores: bool,
+}
+
+/// One option as read.
+#[derive(Debug)]
+enum Opt {
+    /// A flag: its name (one letter, or the long name).
+    Flag(String),
+    /// An option and its value (`None`: an optional value not given).
+    Val(String, Option<Arg>),
+    /// An argument that is not an option.
+    Pos(Arg),
+}
+
+/// Reads `args` (the tool's name excluded) as getopt_long does.
+fn getopt(tool: &str, args: &[Arg], spec: &Spec) -> Result<Vec<Opt>, String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    let mut only_pos = false;
+    while i < args.len() {
+        let a = &args[i];
+        i += 1;
+        let is_opt = !only_pos && a.starts_with("-") && a.as_text().is_none_or(|t| t != "-");
+        if !is_opt {
+            if spec.stop_at_first {
+                only_pos = true;
+            }
+            out.push(Opt::Pos(a.clone()));
+            continue;
+        }
+        if a.as_text().as_deref() == Some("--") {
+            only_pos = true;
+            continue;
+        }
+        if let Some(long) = a.strip_prefix("--") {
+            let (name, value) = match &long.0.first() {
+                Some(Piece::Text(t)) => match t.split_once('=') {
+                    Some((n, v)) => {
+                        let mut rest = vec![Piece::Text(v.to_string())];
+                        rest.extend(long.0[1..].iter().cloned());
+                        (n.to_string(), Some(Arg(rest).trimmed()))
+                    }
+                    None if long.0.len() == 1 => (t.clone(), None),
+                    None => return Err(format!("{tool}'s option {}", a.show())),
+                },
+                _ => return Err(format!("{tool}'s option {}", a.show())),
+            };
+            let name = if spec.underscores {
+                name.replace('_', "-")
+            } else {
+                name
+            };
+            if spec.long_val.contains(&name.as_str()) {
+                let value = match value {
+                    Some(v) => v,
+                    None => {
+                        i += 1;
+                        args.get(i - 1)
+                            .cloned()
+                            .ok_or_else(|| format!("{tool}'s --{name} without a value"))?
+                    }
+                };
+                out.push(Opt::Val(name, Some(value)));
+            } else if spec.long_opt.contains(&name.as_str()) {
+                out.push(Opt::Val(name, value));
+            } else if spec.long_flag.contains(&name.as_str()) && value.is_none() {
+                out.push(Opt::Flag(name));
+            } else {
+                return Err(format!("{tool}'s option --{name}"));
+            }
+            continue;
+        }
+        // Short options, perhaps several in one argument.
+        let Some(Piece::Text(first)) = a.0.first() else {
+            return Err(format!("{tool}'s option {}", a.show()));
+        };
+        let letters: Vec<char> = first[1..].chars().collect();
+        let mut j = 0;
+        while j < letters.len() {
+            let l = letters[j];
+            let rest = || {
+                let offset: usize = 1 + letters[..=j].iter().map(|c| c.len_utf8()).sum::<usize>();
+                let mut pieces = Vec::new();
+                if offset < first.len() {
+                    pieces.push(Piece::Text(first[offset..].to_string()));
+                }
+                pieces.extend(a.0[1..].iter().cloned());
+                Arg(pieces)
+            };
+            if spec.short_val.contains(l) {
+                let attached = rest();
+                let value = if attached.0.is_empty() {
+                    i += 1;
+                    args.get(i - 1)
+                        .cloned()
+                        .ok_or_else(|| format!("{tool}'s -{l} without a value"))?
+                } else {
+                    attached
+                };
+                out.push(Opt::Val(l.to_string(), Some(value)));
+                break;
+            } else if spec.short_opt.contains(l) {
+                let attached = rest();
+                out.push(Opt::Val(
+                    l.to_string(),
+                    (!attached.0.is_empty()).then_some(attached),
+                ));
+                break;
+            } else if spec.short_flag.contains(l) {
+                out.push(Opt::Flag(l.to_string()));
+            } else {
+                return Err(format!("{tool}'s option -{l}"));
+            }
+            j += 1;
+        }
+        if letters.is_empty() || a.0.len() > 1 && !out.last().is_some_and(|o| matches!(o, Opt::Val(..))) {
+            return Err(format!("{tool}'s option {}", a.show()));
+        }
+    }
+    Ok(out)
+}
+
+impl Arg {
+    fn trimmed(self) -> Arg {
+        Arg(self
+            .0
+            .into_iter()
+            .filter(|p| !matches!(p, Piece::Text(t) if t.is_empty()))
+            .collect())
+    }
+}
+
+/// A port number as text.
+fn port_of(tool: &str, flag: &str, a: &Arg) -> Result<u16, String> {
+    a.as_text()
+        .and_then(|t| t.trim().parse::<u16>().ok())
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{tool}'s {flag} {} is not a port number", a.show()))
+}
+
+/// A host: text (not a socket path), or `${VAR}`.
+fn host_of(tool: &str, flag: &str, a: &Arg) -> Result<String, String> {
+    if let Some(v) = a.as_env() {
+        return Ok(format!("${{{v}}}"));
+    }
+    let t = a
+        .as_text()
+        .ok_or_else(|| format!("{tool}'s {flag} {} mixes text and variables", a.show()))?;
+    if t.starts_with('/') || t.starts_with('@') {
+        return Err(format!(
+            "{tool}'s {flag} {t} is a Unix socket in the app container's filesystem, which the sidecar does not see"
+        ));
+    }
+    if t.is_empty() || t.contains([',', ' ', '$', '[', ']']) {
+        return Err(format!("{tool}'s {flag} {t:?} is not one host"));
+    }
+    Ok(t)
+}
+
+/// Whole seconds.
+fn seconds(tool: &str, flag: &str, a: &Arg) -> Result<u64, String> {
+    a.as_text()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .ok_or_else(|| format!("{tool}'s {flag} {} is not whole seconds", a.show()))
+}
+
+/// Which tool, and its reader.
+pub fn tool(
+    cmd: &Cmd,
+    grep: Option<&Grep>,
+    env: &mut Env<'_>,
+    ctx: &Context<'_>,
+    shown: &str,
+) -> Result<Converted, String> {
+    let name = cmd.name();
+    let no_grep = |c: Converted| match grep {
+        None => Ok(c),
+        Some(g) => Err(format!("{name} piped into grep {:?}", g.pattern)),
+    };
+    match name.as_str() {
+        "pg_isready" => no_grep(pg_isready(cmd, env, ctx, shown)?),
+        "psql" => no_grep(psql(cmd, env, shown)?),
+        "redis-cli" => redis_cli(cmd, grep, env, shown),
+        "mysqladmin" | "mariadb-admin" => mysqladmin(cmd, grep, env, shown),
+        "mysql" | "mariadb" => no_grep(mysql(cmd, env, shown)?),
+        "" => Err("a command named by a variable".into()),
+        _ => Err(format!("{name} is not a command healthproxy knows")),
+    }
+}
+
+/// A libpq connection's settings, from flags, a conninfo string and the
+/// container's PG* variables.
+#[derive(Default)]
+struct Pg {
+    host: Option<Arg>,
+    port: Option<Arg>,
+    user: Option<Arg>,
+    dbname: Option<Arg>,
+    sslmode: Option<Arg>,
+    connect_timeout: Option<Arg>,
+}
+
+/// The PG* variables libpq reads that no key stands for.
+const PG_UNSUPPORTED: &[&str] = &[
+    "PGHOSTADDR",
+    "PGSERVICE",
+    "PGSERVICEFILE",
+    "PGREQUIRESSL",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSSLROOTCERT",
+    "PGTARGETSESSIONATTRS",
+    "PGGSSENCMODE",
+    "PGREQUIREAUTH",
+    "PGLOADBALANCEHOSTS",
+    "PGPASSFILE",
+];
+
+impl Pg {
+    /// Fills what the flags left unset from the container's variables.
+    fn env_defaults(&mut self, env: &mut Env<'_>, tool: &str) -> Result<(), String> {
+        for var in PG_UNSUPPORTED {
+            if env.tool_var(var)?.is_some() {
+                return Err(format!("the container sets {var}, which {tool} reads"));
+            }
+        }
+        for (slot, var) in [
+            (&mut self.host, "PGHOST"),
+            (&mut self.port, "PGPORT"),
+            (&mut self.user, "PGUSER"),
+            (&mut self.dbname, "PGDATABASE"),
+            (&mut self.sslmode, "PGSSLMODE"),
+            (&mut self.connect_timeout, "PGCONNECT_TIMEOUT"),
+        ] {
+            if slot.is_none() {
+                *slot = env.tool_var(var)?.filter(|a| !a.is_empty());
+            }
+        }
+        Ok(())
+    }
+
+    /// `-d "dbname=x host=y"`: libpq expands a dbname holding `=`; its
+    /// fields override the flags before it (pg_isready and psql pass
+    /// host, port and user first).
+    fn dbname(&mut self, tool: &str, a: &Arg) -> Result<(), String> {
+        let Some(text) = a.as_text() else {
+            self.dbname = Some(a.clone());
+            return Ok(());
+        };
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Err(format!("{tool}'s connection URI {text}"));
+        }
+        if !text.contains('=') {
+            self.dbname = Some(a.clone());
+            return Ok(());
+        }
+        for (k, v) in conninfo(&text).ok_or_else(|| format!("{tool}'s connection string {text:?}"))? {
+            let v = Some(Arg::text(&v));
+            match k.as_str() {
+                "dbname" => self.dbname = v,
+                "host" => self.host = v,
+                "port" => self.port = v,
+                "user" => self.user = v,
+                "sslmode" => self.sslmode = v,
+                "connect_timeout" => self.connect_timeout = v,
+                "application_name" | "fallback_application_name" => {}
+                _ => return Err(format!("{tool}'s connection string key {k}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// The keys; `query` and the password are the caller's.
+    fn keys(&self, c: &mut Converted, tool: &str, env: &mut Env<'_>) -> Result<(), String> {
+        let host = self.host.as_ref().ok_or_else(|| {
+            format!(
+                "{tool} without -h (nor PGHOST) uses the Unix socket in /var/run/postgresql, in the app container's filesystem"
+            )
+        })?;
+        let host = host_of(tool, "-h", host)?;
+        c.host = Some(host.clone());
+        c.text("host", &host);
+        if let Some(p) = &self.port {
+            let port = port_of(tool, "-p", p)?;
+            c.port = Some(port);
+            if port != crate::config::DEFAULT_POSTGRES_PORT {
+                c.raw("port", port.to_string());
+            }
+        } else {
+            c.port = Some(crate::config::DEFAULT_POSTGRES_PORT);
+        }
+        for (key, arg) in [("user", &self.user), ("dbname", &self.dbname)] {
+            match arg {
+                None => {}
+                Some(a) => match (a.as_text(), a.as_env()) {
+                    (Some(t), _) if !t.is_empty() => c.text(key, &t),
+                    (_, Some(v)) => c.text(&format!("{key}_env"), v),
+                    _ => return Err(format!("{tool}'s {key} {}", a.show())),
+                },
+            }
+        }
+        if let Some(m) = &self.sslmode {
+            match m.as_text().as_deref() {
+                Some(m @ ("disable" | "prefer" | "require")) => c.text("sslmode", m),
+                _ => {
+                    return Err(format!(
+                        "sslmode {} (disable, prefer and require carry over)",
+                        m.show()
+                    ));
+                }
+            }
+        }
+        let _ = env;
+        Ok(())
+    }
+}
+
+/// `key=value key='quoted value'` (libpq's `conninfo_parse`).
+fn conninfo(text: &str) -> Option<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Some(out);
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == '=' || c.is_whitespace() {
+                break;
+            }
+            key.push(c);
+            chars.next();
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.next() != Some('=') || key.is_empty() {
+            return None;
+        }
+        while chars.peek().is_some_and(|c| c.is_whitespace()) {
+            chars.next();
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'\'') {
+            chars.next();
+            loop {
+                match chars.next()? {
+                    '\\' => value.push(chars.next()?),
+                    '\'' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                chars.next();
+                if c == '\\' {
+                    value.push(chars.next()?);
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+/// pg_isready's default `-t`, in seconds (`DEFAULT_CONNECT_TIMEOUT`).
+const PG_ISREADY_TIMEOUT: u64 = 3;
+
+/// `pg_isready` (postgres `src/bin/scripts/pg_isready.c`, getopt_long
+/// "d:h:p:qt:U:V?").
+fn pg_isready(cmd: &Cmd, env: &mut Env<'_>, ctx: &Context<'_>, shown: &str) -> Result<Converted, String> {
+    let spec = Spec {
+        short_val: "dhptU",
+        short_flag: "q",
+        long_val: &["dbname", "host", "port", "timeout", "username"],
+        long_flag: &["quiet"],
+        ..Spec::default()
+    };
+    let mut pg = Pg::default();
+    let mut timeout = PG_ISREADY_TIMEOUT;
+    let mut dbname = None;
+    for o in getopt("pg_isready", &cmd.args[1..], &spec)? {
+        match o {
+            Opt::Val(n, Some(v)) => match n.as_str() {
+                "h" | "host" => pg.host = Some(v),
+                "p" | "port" => pg.port = Some(v),
+                "U" | "username" => pg.user = Some(v),
+                "d" | "dbname" => dbname = Some(v),
+                _ => timeout = seconds("pg_isready", "-t", &v)?,
+            },
+            Opt::Flag(_) => {}
+            Opt::Pos(p) => return Err(format!("pg_isready's extra argument {}", p.show())),
+            Opt::Val(..) => unreachable!("no optional values"),
+        }
+    }
+    if let Some(d) = dbname {
+        pg.dbname("pg_isready", &d)?;
+    }
+    // pg_isready always passes its own connect_timeout: PGCONNECT_TIMEOUT
+    // is not read.
+    let saved = pg.connect_timeout.take();
+    pg.env_defaults(env, "pg_isready")?;
+    pg.connect_timeout = saved;
+    if let Some(t) = &pg.connect_timeout {
+        timeout = seconds("pg_isready", "connect_timeout", t)?;
+    }
+    let mut c = Converted::new(shown, "postgres");
+    pg.keys(&mut c, "pg_isready", env)?;
+    // 0 is no limit; a limit at or over the probe's timeout never acts.
+    if timeout > 0 && timeout < ctx.timeout {
+        c.raw("connect_timeout", toml_str(&format!("{timeout}s")));
+    }
+    Ok(c)
+}
+
+/// `psql -c QUERY` (postgres `src/bin/psql/startup.c`).
+fn psql(cmd: &Cmd, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> {
+    let spec = Spec {
+        short_val: "cdhpUvoPFR",
+        short_flag: "AtqXwnxeb1a",
+        long_val: &[
+            "command",
+            "dbname",
+            "host",
+            "port",
+            "username",
+            "set",
+            "variable",
+            "output",
+            "pset",
+            "field-separator",
+            "record-separator",
+        ],
+        long_flag: &[
+            "no-align",
+            "tuples-only",
+            "quiet",
+            "no-psqlrc",
+            "no-password",
+            "no-readline",
+            "expanded",
+            "echo-queries",
+            "echo-errors",
+            "single-transaction",
+            "echo-all",
+        ],
+        ..Spec::default()
+    };
+    let mut pg = Pg::default();
+    let mut query = None;
+    let mut positional = Vec::new();
+    let mut dbname = None;
+    for o in getopt("psql", &cmd.args[1..], &spec)? {
+        match o {
+            Opt::Val(n, Some(v)) => match n.as_str() {
+                "c" | "command" => {
+                    if query.is_some() {
+                        return Err("psql with several -c".into());
+                    }
+                    query = Some(v);
+                }
+                "h" | "host" => pg.host = Some(v),
+                "p" | "port" => pg.port = Some(v),
+                "U" | "username" => pg.user = Some(v),
+                "d" | "dbname" => dbname = Some(v),
+                "o" | "output" if v.as_text().as_deref() == Some("/dev/null") => {}
+                "o" | "output" => return Err(format!("psql's -o {}", v.show())),
+                _ => {}
+            },
+            Opt::Flag(_) => {}
+            Opt::Pos(p) => positional.push(p),
+            Opt::Val(..) => unreachable!("no optional values"),
+        }
+    }
+    let query = query.ok_or("psql without -c reads its commands from stdin")?;
+    let query = query
+        .as_text()
+        .ok_or_else(|| format!("psql's query {} holds a variable", query.show()))?;
+    if query.trim_start().starts_with('\\') || query.trim().is_empty() {
+        return Err(format!("psql's -c {query:?} is not an SQL statement"));
+    }
+    let mut positional = positional.into_iter();
+    if let Some(d) = positional.next()
+        && dbname.is_none()
+    {
+        dbname = Some(d);
+    }
+    if let Some(u) = positional.next()
+        && pg.user.is_none()
+    {
+        pg.user = Some(u);
+    }
+    if let Some(extra) = positional.next() {
+        return Err(format!("psql's extra argument {}", extra.show()));
+    }
+    if let Some(d) = dbname {
+        pg.dbname("psql", &d)?;
+    }
+    pg.env_defaults(env, "psql")?;
+    let mut c = Converted::new(shown, "postgres");
+    pg.keys(&mut c, "psql", env)?;
+    if let Some(t) = &pg.connect_timeout {
+        let t = seconds("psql", "connect_timeout", t)?;
+        if t > 0 {
+            c.raw("connect_timeout", toml_str(&format!("{t}s")));
+        }
+    }
+    if let Some(pw) = env.tool_var("PGPASSWORD")? {
+        let var = env.var_for(&pw, "password")?;
+        c.text("password_env", &var);
+    }
+    c.text("query", &query);
+    Ok(c)
+}
+
+/// `redis-cli [options] ping` (redis `src/redis-cli.c` `parseOptions`:
+/// options end at the first argument that is not one).
+fn redis_cli(cmd: &Cmd, grep: Option<&Grep>, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> {
+    let spec = Spec {
+        short_val: "hpan",
+        short_flag: "ec",
+        long_val: &["user", "pass", "sni"],
+        long_flag: &["tls", "insecure", "no-auth-warning", "raw", "no-raw"],
+        stop_at_first: true,
+        ..Spec::default()
+    };
+    let mut c = Converted::new(shown, "redis");
+    let (mut host, mut port, mut password, mut user) = (None, None, None, None);
+    let (mut tls, mut insecure, mut errcode, mut sni) = (false, false, false, None);
+    let mut words = Vec::new();
+    for o in getopt("redis-cli", &cmd.args[1..], &spec)? {
+        match o {
+            Opt::Val(n, Some(v)) => match n.as_str() {
+                "h" => host = Some(v),
+                "p" => port = Some(v),
+                "a" | "pass" => password = Some(v),
+                "user" => user = Some(v),
+                "sni" => sni = Some(v),
+                _ => {
+                    if v.as_text().as_deref() != Some("0") {
+                        return Err(format!(
+                            "redis-cli's -n {}: a database other than 0 (the check does not SELECT)",
+                            v.show()
+                        ));
+                    }
+                }
+            },
+            Opt::Flag(f) => match f.as_str() {
+                "tls" => tls = true,
+                "insecure" => insecure = true,
+                "e" => errcode = true,
+                _ => {}
+            },
+            Opt::Pos(p) => words.push(p),
+            Opt::Val(..) => unreachable!("no optional values"),
+        }
+    }
+    match words.as_slice() {
+        [w] if w.as_text().is_some_and(|t| t.eq_ignore_ascii_case("ping")) => {}
+        [] => return Err("redis-cli without a command is interactive".into()),
+        _ => {
+            let shown: Vec<String> = words.iter().map(Arg::show).collect();
+            return Err(format!("redis-cli {}: only PING carries over", shown.join(" ")));
+        }
+    }
+    if let Some(h) = &host {
+        let h = host_of("redis-cli", "-h", h)?;
+        c.host = Some(h.clone());
+        c.text("host", &h);
+    }
+    c.port = Some(match &port {
+        Some(p) => {
+            let p = port_of("redis-cli", "-p", p)?;
+            if p != 6379 {
+                c.raw("port", p.to_string());
+            }
+            p
+        }
+        None => 6379,
+    });
+    if password.is_none() {
+        password = env.tool_var("REDISCLI_AUTH")?;
+    }
+    if let Some(pw) = &password {
+        if pw.is_empty() {
+            return Err("redis-cli's -a with an empty password".into());
+        }
+        // redis-cli sends AUTH only with a password; --user alone is unused.
+        if let Some(u) = &user {
+            match (u.as_text(), u.as_env()) {
+                (Some(t), _) if !t.is_empty() => c.text("user", &t),
+                (_, Some(v)) => c.text("user_env", v),
+                _ => return Err(format!("redis-cli's --user {}", u.show())),
+            }
+        }
+        let var = env.var_for(pw, "password")?;
+        c.text("password_env", &var);
+    }
+    if tls {
+        if !insecure {
+            return Err(
+                "redis-cli --tls verifies the server against the app container's CA files, which the sidecar does not see (--insecure carries over)".into(),
+            );
+        }
+        c.raw("tls", "true".into());
+        c.raw("insecure_skip_verify", "true".into());
+        if let Some(s) = &sni {
+            let s = s.as_text().ok_or("redis-cli's --sni from a variable")?;
+            c.text("server_name", &s);
+        }
+    } else if insecure || sni.is_some() {
+        return Err("redis-cli's --insecure or --sni without --tls".into());
+    }
+    match grep {
+        Some(g) if g.finds("PONG") => c.text("expect", "pong"),
+        Some(g) => {
+            return Err(format!(
+                "redis-cli ping piped into grep {:?}: only grep PONG carries over",
+                g.pattern
+            ));
+        }
+        None if errcode => c.text("expect", "pong"),
+        None => c.text("expect", "reply"),
+    }
+    Ok(c)
+}
+
+/// MariaDB's client options shared by mysqladmin and mysql.
+#[derive(Default)]
+struct My {
+    host: Option<Arg>,
+    port: Option<Arg>,
+    user: Option<Arg>,
+    password: Option<Option<Arg>>,
+    tcp: bool,
+    skip_ssl: bool,
+    connect_timeout: Option<Arg>,
+}
+
+impl My {
+    const SHORT_VAL: &'static str = "hPuS";
+    const LONG_VAL: &'static [&'static str] =
+        &["host", "port", "user", "protocol", "socket", "connect-timeout"];
+    const LONG_FLAG: &'static [&'static str] =
+        &["skip-ssl", "disable-ssl", "ssl", "no-defaults", "silent", "force"];
+
+    /// Takes the option if it is a connection's; `false` if not.
+    fn take(&mut self, tool: &str, o: &Opt) -> Result<bool, String> {
+        match o {
+            Opt::Val(n, v) => {
+                let v = v.clone();
+                match n.as_str() {
+                    "h" | "host" => self.host = v,
+                    "P" | "port" => self.port = v,
+                    "u" | "user" => self.user = v,
+                    "p" | "password" => self.password = Some(v),
+                    "S" | "socket" => {
+                        return Err(format!(
+                            "{tool}'s --socket: a Unix socket in the app container's filesystem"
+                        ));
+                    }
+                    "protocol" => match v
+                        .and_then(|v| v.as_text())
+                        .map(|t| t.to_ascii_lowercase())
+                        .as_deref()
+                    {
+                        Some("tcp") => self.tcp = true,
+                        Some("socket") => {
+                            return Err(format!(
+                                "{tool}'s --protocol=socket: a Unix socket in the app container's filesystem"
+                            ));
+                        }
+                        other => return Err(format!("{tool}'s --protocol={}", other.unwrap_or(""))),
+                    },
+                    "connect-timeout" => self.connect_timeout = v,
+                    "ssl" => {
+                        if let Some("0" | "OFF" | "off" | "FALSE" | "false") =
+                            v.and_then(|v| v.as_text()).as_deref()
+                        {
+                            self.skip_ssl = true;
+                        }
+                    }
+                    _ => return Ok(false),
+                }
+                Ok(true)
+            }
+            Opt::Flag(f) => match f.as_str() {
+                "skip-ssl" | "disable-ssl" => {
+                    self.skip_ssl = true;
+                    Ok(true)
+                }
+                "ssl" | "no-defaults" | "s" | "silent" | "f" | "force" => Ok(true),
+                _ => Ok(false),
+            },
+            Opt::Pos(_) => Ok(false),
+        }
+    }
+
+    fn keys(
+        &self,
+        c: &mut Converted,
+        tool: &str,
+        env: &mut Env<'_>,
+        needs_login: bool,
+    ) -> Result<(), String> {
+        let host = match &self.host {
+            Some(h) => Some(h.clone()),
+            None => env.tool_var("MYSQL_HOST")?,
+        };
+        let host = match host {
+            Some(h) if h.as_text().as_deref() != Some("localhost") || self.tcp => host_of(tool, "-h", &h)?,
+            _ => {
+                return Err(format!(
+                    "{tool} without -h (or with -h localhost) and without --protocol=tcp uses the Unix socket in the app container's filesystem"
+                ));
+            }
+        };
+        if host != "127.0.0.1" {
+            c.text("host", &host);
+        }
+        c.host = Some(host);
+        let port = match &self.port {
+            Some(p) => Some(p.clone()),
+            None => env.tool_var("MYSQL_TCP_PORT")?,
+        };
+        c.port = Some(match port {
+            Some(p) => {
+                let p = port_of(tool, "-P", &p)?;
+                if p != 3306 {
+                    c.raw("port", p.to_string());
+                }
+                p
+            }
+            None => 3306,
+        });
+        if let Some(u) = &self.user {
+            match (u.as_text(), u.as_env()) {
+                (Some(t), _) if !t.is_empty() => c.text("user", &t),
+                (_, Some(v)) => c.text("user_env", v),
+                _ => return Err(format!("{tool}'s -u {}", u.show())),
+            }
+        }
+        let password = match &self.password {
+            Some(None) => {
+                return Err(format!(
+                    "{tool}'s -p without a value asks for the password on a terminal"
+                ));
+            }
+            Some(Some(p)) => Some(p.clone()),
+            None => env.tool_var("MYSQL_PWD")?,
+        };
+        if let Some(p) = password
+            && !p.is_empty()
+        {
+            let var = env.var_for(&p, "password")?;
+            c.text("password_env", &var);
+        }
+        if self.skip_ssl {
+            c.raw("skip_ssl", "true".into());
+        }
+        if let Some(t) = &self.connect_timeout {
+            let t = seconds(tool, "--connect-timeout", t)?;
+            if t > 0 {
+                c.timeout = Some(t);
+            }
+        }
+        let _ = needs_login;
+        Ok(())
+    }
+}
+
+/// `mysqladmin ping|status` (MariaDB `client/mysqladmin.cc`).
+fn mysqladmin(cmd: &Cmd, grep: Option<&Grep>, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> {
+    let tool = cmd.name();
+    let spec = Spec {
+        short_val: My::SHORT_VAL,
+        short_opt: "p",
+        short_flag: "sf",
+        long_val: My::LONG_VAL,
+        long_opt: &["password"],
+        long_flag: My::LONG_FLAG,
+        underscores: true,
+        ..Spec::default()
+    };
+    let mut my = My::default();
+    let mut commands = Vec::new();
+    for o in getopt(&tool, &cmd.args[1..], &spec)? {
+        if !my.take(&tool, &o)? {
+            match o {
+                Opt::Pos(p) => commands.push(p.as_text().unwrap_or_default().to_ascii_lowercase()),
+                _ => return Err(format!("{tool}'s option {o:?}")),
+            }
+        }
+    }
+    let command = match commands.as_slice() {
+        [c] if c == "ping" || c == "status" => c.clone(),
+        _ => {
+            return Err(format!(
+                "{tool} {}: only ping and status carry over",
+                commands.join(" ")
+            ));
+        }
+    };
+    let mut c = Converted::new(shown, "mysql");
+    my.keys(&mut c, &tool, env, command == "status")?;
+    // `ping | grep alive` passes only once logged in and answered, as
+    // `status` does (the server's errors fail it too).
+    let command = match grep {
+        None => command,
+        Some(g) if command == "ping" && g.finds("mysqld is alive") => "status".into(),
+        Some(g) => {
+            return Err(format!("{tool} {command} piped into grep {:?}", g.pattern));
+        }
+    };
+    if command != "ping" {
+        c.text("command", &command);
+    }
+    Ok(c)
+}
+
+/// `mysql -e QUERY` (MariaDB `client/mysql.cc`).
+fn mysql(cmd: &Cmd, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> {
+    let tool = cmd.name();
+    let spec = Spec {
+        short_val: "hPuSeD",
+        short_opt: "p",
+        short_flag: "sfNBrtnqA",
+        long_val: &[
+            "host",
+            "port",
+            "user",
+            "protocol",
+            "socket",
+            "connect-timeout",
+            "execute",
+            "database",
+        ],
+        long_opt: &["password"],
+        long_flag: &[
+            "skip-ssl",
+            "disable-ssl",
+            "ssl",
+            "no-defaults",
+            "silent",
+            "force",
+            "skip-column-names",
+            "batch",
+            "raw",
+            "table",
+            "unbuffered",
+            "quick",
+            "no-auto-rehash",
+            "skip-auto-rehash",
+        ],
+        underscores: true,
+        ..Spec::default()
+    };
+    let mut my = My::default();
+    let (mut query, mut database) = (None, None);
+    for o in getopt(&tool, &cmd.args[1..], &spec)? {
+        if my.take(&tool, &o)? {
+            continue;
+        }
+        match o {
+            Opt::Val(n, Some(v)) if n == "e" || n == "execute" => query = Some(v),
+            Opt::Val(n, Some(v)) if n == "D" || n == "database" => database = Some(v),
+            Opt::Pos(p) if database.is_none() => database = Some(p),
+            Opt::Flag(_) => {}
+            other => return Err(format!("{tool}'s argument {other:?}")),
+        }
+    }
+    let query = query.ok_or_else(|| format!("{tool} without -e reads its statements from stdin"))?;
+    let query = query
+        .as_text()
+        .ok_or_else(|| format!("{tool}'s -e {} holds a variable", query.show()))?;
+    let mut c = Converted::new(shown, "mysql");
+    my.keys(&mut c, &tool, env, true)?;
+    if let Some(d) = database {
+        let d = d
+            .as_text()
+            .filter(|d| !d.is_empty())
+            .ok_or_else(|| format!("{tool}'s database {} from a variable", d.show()))?;
+        c.text("database", &d);
+    }
+    c.text("command", "query");
+    if query.trim() != "SELECT 1" {
+        c.text("query", query.trim_end_matches([';', ' ']));
+    }
+    Ok(c)
+}
+
+/// `echo WORD | nc HOST PORT | grep ...`. Not yet carried over.
+pub fn dialogue(_echo: &Cmd, _nc: &Cmd, _grep: Option<&Grep>, _shown: &str) -> Result<Converted, String> {
+    Err("the pipeline echo | nc | grep".into())
+}
+
+/// `[ "$(echo ruok | nc HOST PORT)" = "imok" ]`. Not yet carried over.
+pub fn comparison(
+    _words: &[super::shell::Word],
+    _env: &mut Env<'_>,
+    _shown: &str,
+) -> Result<Option<Converted>, String> {
+    Ok(None)
+}
