@@ -14,10 +14,11 @@ use axum::routing::{get, post};
 use bytes::Bytes;
 use tower_http::timeout::TimeoutLayer;
 
+use super::admission::Unsent;
 use super::answer::{Answer, accepts, format};
 use super::render::{self, Format, Options};
 use super::route::Route;
-use super::shared::{AppState, Unsent};
+use super::shared::AppState;
 use crate::config::ProbeKind;
 use crate::lifecycle::Refusal;
 use crate::reload::Trigger;
@@ -69,10 +70,11 @@ async fn limit_query(request: Request, next: Next) -> Response {
 /// that arrive together share one rendering (see [`answers`]).
 async fn scrape(AxumState(app): AxumState<AppState>) -> Response {
     let rendered = app
+        .admission
         .scrapes
         .get(async || {
             let body = app.render(|app| app.metrics.render(&app.state)).await?;
-            app.answers.hold(Bytes::from(body)).ok_or(Unsent::Busy)
+            app.admission.answers.hold(Bytes::from(body)).ok_or(Unsent::Busy)
         })
         .await
         .unwrap_or(Err(Unsent::Busy));
@@ -152,7 +154,7 @@ async fn status(
     let answer = app
         .render(move |app| {
             let body = render::status(&app.state.borrow(), !messages).to_string();
-            match app.answers.hold(Bytes::from(body)) {
+            match app.admission.answers.hold(Bytes::from(body)) {
                 Some(body) => Answer {
                     status: StatusCode::OK,
                     format: Format::Json,
@@ -196,7 +198,7 @@ fn guard(
         .err()?;
     let source = peer.map_or_else(|| "unknown".to_string(), |p| p.to_string());
     app.metrics.record_refused(route, refusal);
-    let log = app.refusals_logged.lock().expect("not poisoned").take();
+    let log = app.admission.refusals_logged.lock().expect("not poisoned").take();
     if let Some(held_back) = log.filter(|n| *n > 0) {
         tracing::warn!(
             held_back,

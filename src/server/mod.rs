@@ -54,6 +54,8 @@
 //!   front path; the format a request asks for.
 //! - `shared`: what the handlers share (the snapshot, the lifecycle, the
 //!   metrics, the reloads) and the probes' answers built from it.
+//! - `admission`: what clients may make the endpoints hold or do at once
+//!   (large answers, renderings, scrapes, log lines).
 //! - `handlers`: the router and the handlers of every route.
 //! - `listen`: the accept loop of the HTTP listener; `table`: its
 //!   connections and the sweep; `front`: the front path, a connection's
@@ -64,6 +66,7 @@
 //! - `render`: the bodies (text, JSON, health+json, `/status`).
 //! - `grpc`: the gRPC health endpoint. `held`: its connection cap.
 
+mod admission;
 mod answer;
 mod answers;
 mod budget;
@@ -78,9 +81,9 @@ mod route;
 mod shared;
 mod table;
 
+pub(crate) use admission::LogBudget;
 pub(crate) use budget::{SHUTDOWN_GRACE, bind, connection_cap};
 pub use budget::{memory_budget, memory_limit, raise_fd_limit};
 pub(crate) use endpoints::endpoints;
 pub(crate) use listen::serve;
 pub use render::{Format, Options, Probe, Scope};
-pub(crate) use shared::LogBudget;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use bytes::Bytes;
 
+use super::admission::{Admission, Unsent};
 use super::answer::Answer;
-use super::answers;
 use super::render::{Format, Options, Probe, Scope};
 use super::route::{self, Route};
 use crate::lifecycle::Lifecycle;
@@ -20,7 +20,8 @@ use crate::state::State;
 /// is one reference count, not one per field.
 pub(crate) type AppState = Arc<Shared>;
 
-/// The fields of [`AppState`].
+/// The fields of [`AppState`]: what the endpoints answer from, and the
+/// bounds of their work for clients ([`Admission`]).
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(super) state: State,
@@ -30,65 +31,8 @@ pub(crate) struct Shared {
     pub(super) reloads: Option<Reloads>,
     /// The request counters, one per route, indexed by [`Route::index`].
     pub(super) requests: [RouteRequests; route::LABELS.len()],
-    /// How many more refused lifecycle requests may be logged now.
-    pub(super) refusals_logged: std::sync::Mutex<LogBudget>,
-    /// What large answers waiting for their clients may hold.
-    pub(super) answers: answers::Answers,
-    /// `/metrics` renderings shared by the scrapes waiting for them.
-    pub(super) scrapes: answers::Scrapes<Result<Bytes, Unsent>>,
-    /// One permit: the rendering of a large answer under way.
-    pub(super) renders: tokio::sync::Semaphore,
-    /// Requests waiting for that permit.
-    pub(super) waiting_renders: answers::Waiters,
-}
-
-/// Why a large answer is not sent.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Unsent {
-    /// Rendering it failed.
-    Failed,
-    /// The answers' budget is spent, or too many wait to render.
-    Busy,
-}
-
-/// A token bucket for log lines that clients can cause: `BURST` at once,
-/// then `PER_SECOND`; what it holds back is counted and said with the next
-/// line it lets through. A flood of refused requests from the pod network
-/// then costs a few lines a second, not one per request (the metric counts
-/// every one).
-#[derive(Debug)]
-pub(crate) struct LogBudget {
-    tokens: f64,
-    at: std::time::Instant,
-    held_back: u64,
-}
-
-impl LogBudget {
-    const BURST: f64 = 20.0;
-    const PER_SECOND: f64 = 1.0;
-
-    pub(crate) fn new() -> Self {
-        LogBudget {
-            tokens: Self::BURST,
-            at: std::time::Instant::now(),
-            held_back: 0,
-        }
-    }
-
-    /// `Some(n)` when a line may be logged, `n` being how many were held
-    /// back since the last; `None` when this one is held back.
-    pub(crate) fn take(&mut self) -> Option<u64> {
-        let now = std::time::Instant::now();
-        let refill = now.duration_since(self.at).as_secs_f64() * Self::PER_SECOND;
-        self.tokens = (self.tokens + refill).min(Self::BURST);
-        self.at = now;
-        if self.tokens < 1.0 {
-            self.held_back += 1;
-            return None;
-        }
-        self.tokens -= 1.0;
-        Some(std::mem::take(&mut self.held_back))
-    }
+    /// What clients may make the endpoints hold or do at once.
+    pub(super) admission: Admission,
 }
 
 /// What the handlers share.
@@ -105,11 +49,7 @@ pub(super) fn shared(
         metrics,
         reloads,
         requests,
-        refusals_logged: std::sync::Mutex::new(LogBudget::new()),
-        answers: answers::Answers::new(),
-        scrapes: answers::Scrapes::default(),
-        renders: tokio::sync::Semaphore::new(1),
-        waiting_renders: answers::Waiters::default(),
+        admission: Admission::new(),
     })
 }
 
@@ -119,32 +59,14 @@ pub(super) fn shared(
 pub(super) const INLINE_LINES: usize = 100;
 
 impl Shared {
-    /// What `render` returns, run on a blocking thread once no other
-    /// rendering runs: answers that grow with the checks (JSON, verbose,
-    /// `/metrics`) take milliseconds with thousands of checks, and a flood
-    /// of them must neither hold the thread that answers the kubelet's
-    /// probes nor take more than one core. Past [`answers::MAX_WAITING`]
-    /// waiting, the answer is busy at once.
+    /// What `render` returns, rendered within [`Admission::render`]'s
+    /// bounds: off the thread that answers the probes, one at a time.
     pub(super) async fn render<T: Send + 'static>(
         self: &Arc<Self>,
         render: impl FnOnce(&Shared) -> T + Send + 'static,
     ) -> Result<T, Unsent> {
-        if self.answers.spent() {
-            return Err(Unsent::Busy);
-        }
-        let turn = {
-            let waiting = self.waiting_renders.enter().ok_or(Unsent::Busy)?;
-            let turn = self.renders.acquire().await.expect("never closed");
-            drop(waiting);
-            turn
-        };
         let app = Arc::clone(self);
-        let rendered = tokio::task::spawn_blocking(move || render(&app)).await;
-        drop(turn);
-        rendered.map_err(|e| {
-            tracing::error!("rendering an answer failed: {e}");
-            Unsent::Failed
-        })
+        self.admission.render(move || render(&app)).await
     }
 
     /// Whether a request from `peer` may see the checks' messages: it
@@ -262,7 +184,7 @@ impl Shared {
             Format::Json => probe.json().to_string(),
             Format::HealthJson => probe.health_json().to_string(),
         };
-        Some(match self.answers.hold(Bytes::from(body)) {
+        Some(match self.admission.answers.hold(Bytes::from(body)) {
             Some(body) => Answer::probe(status, format, body),
             None => Answer::busy(),
         })
