@@ -35,8 +35,9 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 
+use super::accept::Listener;
 pub use super::budget::{MAX_GRPC_CONNECTIONS as MAX_CONNECTIONS, MAX_WATCHES};
-use super::held::{Held, Open};
+use super::held::Held;
 use super::render::{Options, Probe, Scope};
 use crate::config::ProbeKind;
 use crate::state::{Snapshot, State};
@@ -124,27 +125,15 @@ pub async fn serve(listener: TcpListener, state: State, cancel: CancellationToke
 /// more closes the oldest. Ends with `cancel`.
 fn capped(listener: TcpListener, cap: usize, cancel: CancellationToken) -> ReceiverStream<io::Result<Held>> {
     let (tx, rx) = mpsc::channel(1);
-    let open = Arc::new(Mutex::new(Open::default()));
+    let mut listener = Listener::new(listener, cap, "gRPC");
     tokio::spawn(async move {
         loop {
-            let accepted = tokio::select! {
+            let (stream, _, admitted) = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = cancel.cancelled() => return,
             };
-            let stream = match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of descriptors: give one back, and the kernel a
-                    // moment; anything else, the next accept may work.
-                    let evicted = matches!(e.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE))
-                        && open.lock().expect("not poisoned").evict_oldest();
-                    tracing::debug!(evicted, "gRPC endpoint: accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(if evicted { 1 } else { 50 })).await;
-                    continue;
-                }
-            };
             let _ = stream.set_nodelay(true);
-            let held = Open::admit(&open, stream, cap, Some(PREFACE_TIMEOUT));
+            let held = Held::new(stream, admitted, Some(PREFACE_TIMEOUT));
             if tx.send(Ok(held)).await.is_err() {
                 return;
             }

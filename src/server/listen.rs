@@ -11,37 +11,29 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::budget::{CLOSING_SLACK, SHUTDOWN_GRACE};
+use super::accept::Listener;
+use super::budget::SHUTDOWN_GRACE;
 use super::endpoints::Endpoints;
 use super::front;
-use super::table::{Open, Slot};
+use super::table::Slot;
 use crate::config::ServerConfig;
 
 /// How long a connection closed while a request is in progress gets to
 /// finish it before it is dropped.
 const EVICTION_GRACE: Duration = Duration::from_secs(1);
 
-/// How long the accept loop pauses after running out of file descriptors
-/// and closing a connection, so that it can release its own.
-const EMFILE_PAUSE: Duration = Duration::from_millis(1);
-
-/// How long it pauses when there was no connection to close (the checks
-/// hold the descriptors): it backs off rather than spin.
-const EMFILE_BACKOFF: Duration = Duration::from_millis(50);
-
 /// Serves `endpoints` on `listener` within `limits`, at most `cap`
-/// connections at a time (see [`connection_cap`]), until `shutdown`
+/// connections at a time (see [`connection_cap`](super::budget::connection_cap)), until `shutdown`
 /// completes with a value and a grace, then lets open connections finish
 /// for that grace and returns the value.
 pub(crate) async fn serve<T>(
@@ -51,8 +43,7 @@ pub(crate) async fn serve<T>(
     cap: usize,
     shutdown: impl Future<Output = (T, Duration)>,
 ) -> T {
-    let open = Arc::new(Mutex::new(Open::default()));
-    let ended = Arc::new(Notify::new());
+    let mut listener = Listener::new(listener, cap, "HTTP");
     let tasks = TaskTracker::new();
     let stop = CancellationToken::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -61,7 +52,7 @@ pub(crate) async fn serve<T>(
     // connection for the first byte and one per request for hyper's header
     // read timeout (set, reset and dropped on every request).
     let sweep = {
-        let open = Arc::clone(&open);
+        let open = Arc::clone(listener.open());
         let (first_head, idle) = (limits.header_read_timeout, limits.idle_timeout);
         let period = (first_head.min(idle) / 4).max(Duration::from_millis(50));
         let mut every = tokio::time::interval(period);
@@ -79,60 +70,25 @@ pub(crate) async fn serve<T>(
     tasks.spawn(sweep);
     tokio::pin!(shutdown);
     let (value, grace) = loop {
-        // Past the cap and its slack: wait for a closed one to be gone.
-        let room = async {
-            loop {
-                let gone = ended.notified();
-                tokio::pin!(gone);
-                gone.as_mut().enable();
-                if open.lock().expect("not poisoned").live() < cap + CLOSING_SLACK {
-                    return;
-                }
-                gone.await;
-            }
-        };
-        tokio::select! {
-            () = room => {}
-            stop = &mut shutdown => break stop,
-        }
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    if matches!(e.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE)) {
-                        // Out of file descriptors: close a connection to
-                        // get one back, and give it the time to go.
-                        let evicted = open.lock().expect("not poisoned").evict_one();
-                        tracing::debug!(evicted, "accept failed: {e}");
-                        tokio::time::sleep(if evicted { EMFILE_PAUSE } else { EMFILE_BACKOFF }).await;
-                    } else {
-                        // ECONNABORTED and the like: the next one may work.
-                        tracing::debug!("accept failed: {e}");
-                        tokio::task::yield_now().await;
-                    }
-                    continue;
-                }
-            },
+        let (stream, peer, admitted) = tokio::select! {
+            accepted = listener.accept() => accepted,
             stop = &mut shutdown => break stop,
         };
-        let (id, slot) = open.lock().expect("not poisoned").admit(cap);
         let connection = Connection {
             stream,
             peer,
             endpoints: endpoints.clone(),
-            slot,
+            slot: Arc::clone(&admitted.slot),
         };
-        let (open, ended) = (Arc::clone(&open), Arc::clone(&ended));
         let builder = builder.clone();
         tasks.spawn(async move {
             connection.serve(&builder).await;
-            open.lock().expect("not poisoned").leave(id);
-            ended.notify_one();
+            drop(admitted);
         });
     };
+    listener.stop_all();
     drop(listener);
     stop.cancel();
-    open.lock().expect("not poisoned").stop_all();
     tasks.close();
     let _ = tokio::time::timeout(grace, tasks.wait()).await;
     value

@@ -64,8 +64,12 @@
 //!   the connection caps, the memory budget). `answers`: the budget of
 //!   large answers.
 //! - `render`: the bodies (text, JSON, health+json, `/status`).
-//! - `grpc`: the gRPC health endpoint. `held`: its connection cap.
+//! - `accept`: the accept loop every listener shares (HTTP, gRPC, the
+//!   webhook's two ports), over one connection table (`table`).
+//! - `grpc`: the gRPC health endpoint. `held`: a gRPC or webhook
+//!   connection, closed when its table makes room.
 
+pub(crate) mod accept;
 mod admission;
 mod answer;
 mod answers;
@@ -81,7 +85,6 @@ mod route;
 mod shared;
 mod table;
 
-pub(crate) use admission::LogBudget;
 pub(crate) use budget::{SHUTDOWN_GRACE, bind, connection_cap};
 pub use budget::{memory_budget, memory_limit, raise_fd_limit};
 pub(crate) use endpoints::endpoints;

@@ -1,15 +1,18 @@
-//! The open connections of the HTTP listener, oldest first, and the sweep
+//! The open connections of a listener, oldest first, and the sweep
 //! that closes those with no request in progress for too long. Every
 //! accepted connection is in it from its first moment, including while
 //! its request head is still arriving: hyper's graceful shutdown does
 //! nothing to a connection in the middle of a head, so closing one here
-//! means dropping it, which frees its socket and buffers at once.
+//! means dropping it, which frees its socket and buffers at once. The
+//! gRPC endpoint and the webhook keep theirs in the same table (`held`):
+//! their connections never say whether a request is in progress, so the
+//! oldest is the one closed to make room.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use atomic_waker::AtomicWaker;
@@ -57,17 +60,21 @@ impl Slot {
     /// Ready once the connection has been told to go; the connection's
     /// own task waits for it.
     pub(super) fn closed(&self) -> impl Future<Output = ()> + '_ {
-        std::future::poll_fn(|cx| {
-            if self.closing.load(Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            if self.closing.load(Ordering::Acquire) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
+        std::future::poll_fn(|cx| self.poll_closed(cx))
+    }
+
+    /// [`Slot::closed`] for a connection's reads and writes (`held`),
+    /// which its one task polls.
+    pub(super) fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.closing.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        if self.closing.load(Ordering::Acquire) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     pub(super) fn busy(&self) -> bool {

@@ -32,8 +32,8 @@ use tower_http::limit::RequestBodyLimitLayer;
 use super::tls::{self, Reloading};
 use super::{Outcome, review};
 use crate::inject::Options;
-use crate::server::LogBudget;
-use crate::server::held::Open;
+use crate::server::accept::Listener;
+use crate::server::held::Held;
 
 /// The largest AdmissionReview read. The API server stores objects of up
 /// to 1.5 MiB; a review carries the object (and, on updates, the old one).
@@ -446,40 +446,24 @@ async fn serve_capped<S, F>(
     cap: usize,
     routes: Router,
     stop: CancellationToken,
-    open: impl Fn(crate::server::held::Held) -> F,
+    open: impl Fn(Held) -> F,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     F: Future<Output = Option<S>> + Send + 'static,
 {
     let tasks = TaskTracker::new();
-    let table = Arc::new(Mutex::new(Open::default()));
+    let mut listener = Listener::new(listener, cap, "webhook");
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HANDSHAKE_TIMEOUT)
         .max_buf_size(READ_BUFFER);
-    let mut failures = LogBudget::new();
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of descriptors: give one back and go on at once;
-                    // anything else, the next accept may work. Logged at a
-                    // bounded rate, however fast they come.
-                    let evicted = matches!(e.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE))
-                        && table.lock().expect("not poisoned").evict_oldest();
-                    if let Some(held_back) = failures.take() {
-                        tracing::warn!(held_back, "accept failed: {e}");
-                    }
-                    tokio::time::sleep(Duration::from_millis(if evicted { 1 } else { 50 })).await;
-                    continue;
-                }
-            },
+        let (stream, _, admitted) = tokio::select! {
+            accepted = listener.accept() => accepted,
             () = stop.cancelled() => break,
         };
-        let held = Open::admit(&table, stream, cap, None);
-        let opening = open(held);
+        let opening = open(Held::new(stream, admitted, None));
         let service = TowerToHyperService::new(routes.clone());
         let builder = builder.clone();
         let stop = stop.clone();
