@@ -33,7 +33,7 @@ pub enum ReadError {
 impl fmt::Display for ReadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReadError::Io(e) => write!(f, "{}", crate::check::describe_io(e)),
+            ReadError::Io(e) => write!(f, "{}", crate::text::describe_io(e)),
             ReadError::NotAFile(what) => write!(f, "is {what}, not a regular file"),
             ReadError::TooLarge(limit) => write!(f, "is larger than {limit} bytes"),
         }

@@ -11,7 +11,7 @@
 //!   the reason of a failure.
 //! - [`engine`]: one task per check: timers, timeouts, thresholds.
 //! - [`state`]: the shared snapshot, the one owner of every check's state
-//!   and of the drain's phase.
+//!   and of the drain's phase, and each check's run counters.
 //! - [`server`]: the HTTP endpoints, their route table and limits, and the
 //!   gRPC health service.
 //! - [`metrics`]: the Prometheus registry; gauges read from the snapshot
@@ -21,6 +21,8 @@
 //! - [`signals`]: SIGTERM and SIGINT as a channel, SIGHUP as another;
 //!   other signals sent by habit logged and ignored.
 //! - [`files`]: reading the files the sidecar is given, bounded.
+//! - [`text`]: how things are worded on one line (check messages, I/O
+//!   errors, error chains, durations); a leaf every module may use.
 //! - [`reload`]: the config read again while running.
 //! - [`log`]: the log filter and the JSON lines.
 //! - [`version`]: the version, git revision and rustc of the build.
@@ -47,6 +49,9 @@ pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod state;
+pub mod text;
+// Where the checks of other modules name it; new code names `text`.
+pub(crate) use text::whole_ms;
 pub mod version;
 #[cfg(feature = "webhook")]
 pub mod webhook;
@@ -152,14 +157,6 @@ impl App {
     pub fn config(&self) -> &Config {
         &self.config
     }
-}
-
-/// `d` rounded down to whole milliseconds, for messages and logs:
-/// `1s 234ms`, never `1s 234ms 567us 890ns`.
-pub(crate) fn whole_ms(d: Duration) -> humantime::FormattedDuration {
-    humantime::format_duration(Duration::from_millis(
-        u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
-    ))
 }
 
 /// Binds the listener, starts every check and serves until the lifecycle

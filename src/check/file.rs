@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{Outcome, Reason, describe_io};
 use crate::config::FileSpec;
-use crate::whole_ms;
+use crate::text::whole_ms;
 
 /// A prepared heartbeat-file check.
 #[derive(Debug)]

@@ -36,6 +36,9 @@ pub use reason::Reason;
 pub use redis::RedisCheck;
 pub use tcp::TcpCheck;
 
+pub use crate::text::{MAX_MESSAGE, one_line};
+pub(crate) use crate::text::{describe_io, error_chain};
+
 /// The most bytes of a response body or of command output that are read.
 pub const MAX_OUTPUT: usize = 10 * 1024;
 
@@ -185,32 +188,6 @@ impl Failed {
     }
 }
 
-/// Folds text onto one line: newlines become spaces, runs of whitespace
-/// shrink, other control characters (binary output) become U+FFFD, and the
-/// result is cut at [`MAX_MESSAGE`] bytes.
-pub fn one_line(text: &str) -> String {
-    let mut out = String::with_capacity(text.len().min(MAX_MESSAGE));
-    for word in text.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.extend(word.chars().map(|c| if c.is_control() { '\u{FFFD}' } else { c }));
-        if out.len() > MAX_MESSAGE {
-            let mut cut = MAX_MESSAGE;
-            while !out.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            out.truncate(cut);
-            out.push('…');
-            break;
-        }
-    }
-    out
-}
-
-/// Longest message kept for one run, in bytes.
-pub const MAX_MESSAGE: usize = 1024;
-
 /// The file descriptors a check of `kind` holds while it runs: an exec
 /// check's two pipes and the child's pidfd, a socket for the network
 /// kinds, none for a file check (a `stat`).
@@ -355,40 +332,6 @@ pub(crate) fn note_exhaustion(e: &std::io::Error) -> bool {
     };
     let _ = LOCAL_EXHAUSTION.try_with(|cell| cell.set(Some(why)));
     true
-}
-
-/// An I/O error as a short lower-case phrase, without the
-/// "(os error N)" suffix: "connection refused".
-pub(crate) fn describe_io(e: &std::io::Error) -> String {
-    let text = e.to_string();
-    let text = match text.find(" (os error") {
-        Some(i) => &text[..i],
-        None => &text,
-    };
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
-}
-
-/// An error and its causes on one line, `a: b: c`, the way Go prints a
-/// wrapped error: I/O errors as [`describe_io`] words them, and a cause
-/// whose text an earlier part already holds left out.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut next = Some(e);
-    while let Some(e) = next {
-        let text = match e.downcast_ref::<std::io::Error>() {
-            Some(io) => describe_io(io),
-            None => e.to_string(),
-        };
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        next = e.source();
-    }
-    parts.join(": ")
 }
 
 /// The result of one name lookup, shared by everyone waiting on it.

@@ -124,7 +124,7 @@ impl Pattern {
                         MAX_PATTERN_PROGRAM / 1024
                     ));
                 }
-                Err(e) => return Err(crate::check::one_line(&e.to_string())),
+                Err(e) => return Err(crate::text::one_line(&e.to_string())),
             }
         }
     }

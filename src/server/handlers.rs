@@ -22,7 +22,7 @@ use super::shared::AppState;
 use crate::config::ProbeKind;
 use crate::lifecycle::Refusal;
 use crate::reload::Trigger;
-use crate::whole_ms;
+use crate::text::whole_ms;
 
 /// The longest query string accepted; a longer one gets 414.
 pub(crate) const MAX_QUERY_BYTES: usize = 2048;
