@@ -17,7 +17,7 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 use crate::check::{Check, Outcome, PrepareError, Reason, Verdict};
 use crate::config::{CheckConfig, ProbeKind};
-use crate::metrics::CheckCounters;
+use crate::state::CheckCounters;
 use crate::state::{Health, State};
 
 /// Extra time a run gets past its own timeout before the engine gives up on

@@ -1,98 +1,20 @@
-//! The families read at scrape time: each check's counters, plain atomics
-//! the engine adds to, and the gauges of the checks, the probes and the
-//! drain, computed from the snapshot that owns those facts.
+//! The families read at scrape time: each check's counters (plain atomics
+//! the engine adds to, which the snapshot holds: `state::CheckCounters`),
+//! and the gauges of the checks, the probes and the drain, computed from
+//! the snapshot that owns those facts.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 
 use prometheus::core::Desc;
 use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
-use std::time::Duration;
-
-use crate::check::{Phases, Reason, Verdict};
-use crate::config::{CheckConfig, ProbeKind};
-use crate::state::{Health, Snapshot};
-
-/// Buckets from half a millisecond (an in-process TCP connect) to ten
-/// seconds (a slow exec).
-pub(super) const DURATION_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+use crate::check::{Phases, Reason};
+use crate::config::ProbeKind;
+use crate::state::{DURATION_BUCKETS, Snapshot};
 
 /// The `result` label of `healthproxy_check_runs_total`, by index.
 const RESULTS: [&str; 3] = ["success", "failure", "unknown"];
-
-/// One check's counters: plain atomics the engine adds to, held by the
-/// check's status in the snapshot so that they go where the check goes (a
-/// reload keeps an unchanged check's, drops a removed check's).
-#[derive(Debug)]
-pub struct CheckCounters {
-    pub(super) name: String,
-    pub(super) kind: &'static str,
-    /// Indexed like [`RESULTS`].
-    pub(super) runs: [AtomicU64; 3],
-    /// Runs per bucket, not cumulative: `buckets[i]` counts durations in
-    /// (`DURATION_BUCKETS[i-1]`, `DURATION_BUCKETS[i]`], the last one those
-    /// above every bound. The histogram's count is their sum, so that it
-    /// always equals the `+Inf` bucket.
-    pub(super) buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
-    /// Sum of the durations, in nanoseconds.
-    pub(super) sum_nanos: AtomicU64,
-    /// Indexed by `Reason as usize`.
-    pub(super) failures: [AtomicU64; Reason::ALL.len()],
-    pub(super) to_healthy: AtomicU64,
-    pub(super) to_failed: AtomicU64,
-}
-
-impl CheckCounters {
-    /// Zeroed counters of check `c`.
-    pub fn new(c: &CheckConfig) -> Self {
-        CheckCounters {
-            name: c.name.clone(),
-            kind: c.kind.as_str(),
-            runs: Default::default(),
-            buckets: Default::default(),
-            sum_nanos: AtomicU64::new(0),
-            failures: Default::default(),
-            to_healthy: AtomicU64::new(0),
-            to_failed: AtomicU64::new(0),
-        }
-    }
-}
-
-impl CheckCounters {
-    /// Counts a run that the snapshot kept: its result, its duration and,
-    /// for a failure, its reason.
-    pub fn record_run(&self, verdict: Verdict, reason: Option<Reason>, duration: Duration) {
-        let result = match verdict {
-            Verdict::Success | Verdict::Warning => 0,
-            Verdict::Failure => 1,
-            Verdict::Unknown => 2,
-        };
-        self.runs[result].fetch_add(1, Relaxed);
-        let seconds = duration.as_secs_f64();
-        let bucket = DURATION_BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(DURATION_BUCKETS.len());
-        self.buckets[bucket].fetch_add(1, Relaxed);
-        let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
-        self.sum_nanos.fetch_add(nanos, Relaxed);
-        if let Some(reason) = reason {
-            self.failures[reason as usize].fetch_add(1, Relaxed);
-        }
-    }
-
-    /// Counts a state transition.
-    pub fn record_transition(&self, to: Health) {
-        match to {
-            Health::Healthy => self.to_healthy.fetch_add(1, Relaxed),
-            Health::Failed => self.to_failed.fetch_add(1, Relaxed),
-            Health::Initial => 0,
-        };
-    }
-}
 
 /// The families built at each scrape. Reading the counters takes no lock
 /// a check run could hold; the gauges are read from one snapshot.

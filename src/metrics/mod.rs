@@ -16,9 +16,9 @@ use std::sync::{Arc, OnceLock};
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-pub use self::collector::CheckCounters;
 use self::collector::{CheckFamilies, desc};
 use crate::lifecycle::Refusal;
+pub use crate::state::CheckCounters;
 use crate::state::State;
 
 /// The process's metrics: a cheap handle to one registry.
