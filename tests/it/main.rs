@@ -30,6 +30,7 @@ mod oracle;
 mod reasons;
 mod reload;
 mod reload_rule;
+mod response_fuzz;
 mod soak;
 mod support;
 mod surfaces;
