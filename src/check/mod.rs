@@ -8,6 +8,7 @@ mod dialogue;
 mod exec;
 mod file;
 mod grpc;
+mod h2_headers;
 pub(crate) mod http;
 mod mysql;
 mod postgres;

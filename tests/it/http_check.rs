@@ -684,9 +684,9 @@ async fn keep_alive_dials_again_when_the_server_closed_the_idle_connection() {
 
 // === HTTPS ===
 
-struct Tls {
+pub(crate) struct Tls {
     cert_pem: String,
-    acceptor: tokio_rustls::TlsAcceptor,
+    pub(crate) acceptor: tokio_rustls::TlsAcceptor,
 }
 
 /// A self-signed certificate for 127.0.0.1 and localhost, named `name`, and
@@ -696,7 +696,7 @@ fn self_signed(name: &str) -> Tls {
 }
 
 /// The same, with the ALPN protocols `alpn`.
-fn self_signed_speaking(name: &str, alpn: &[&[u8]]) -> Tls {
+pub(crate) fn self_signed_speaking(name: &str, alpn: &[&[u8]]) -> Tls {
     let mut params =
         rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
     params.distinguished_name.push(rcgen::DnType::CommonName, name);

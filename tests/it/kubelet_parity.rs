@@ -1741,3 +1741,405 @@ async fn grpc_status_fields_and_compression_as_grpc_go_reads_them() {
     ];
     check_grpc_rows(&rows).await;
 }
+
+/// `openssl s_server -www` (a real TLS server from Debian) on a port the
+/// kernel chose, answering `HTTP/1.0 200 ok` with a status page; killed
+/// and reaped on drop.
+struct OpensslServer {
+    port: u16,
+    _process: crate::support::Process,
+    _dir: tempfile::TempDir,
+}
+
+/// Runs `openssl ARGS` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new(crate::support::tool("openssl"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl OpensslServer {
+    /// Makes `cert.pem` and `key.pem` with the `openssl` commands given,
+    /// then serves them with `server_args` added.
+    fn start(make: Commands, server_args: &[&str]) -> OpensslServer {
+        use std::io::BufRead;
+        let dir = tempfile::tempdir().unwrap();
+        for args in make {
+            openssl(dir.path(), args);
+        }
+        let mut child = std::process::Command::new(crate::support::tool("openssl"))
+            .args([
+                "s_server", "-accept", "0", "-cert", "cert.pem", "-key", "key.pem", "-www",
+            ])
+            .args(server_args)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut process = crate::support::Process(child);
+        // `ACCEPT [::]:PORT` once it listens; the pipe closes if it fails.
+        let mut line = String::new();
+        let port = loop {
+            line.clear();
+            if stdout.read_line(&mut line).unwrap() == 0 {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(process.0.stderr.as_mut().unwrap(), &mut err);
+                panic!("openssl s_server {server_args:?} did not start: {err}");
+            }
+            if let Some(port) = line
+                .trim()
+                .strip_prefix("ACCEPT ")
+                .and_then(|a| a.rsplit(':').next())
+            {
+                break port.parse().unwrap();
+            }
+        };
+        // Drain what it prints per connection, so it never blocks on a
+        // full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        OpensslServer {
+            port,
+            _process: process,
+            _dir: dir,
+        }
+    }
+}
+
+/// The `openssl` commands that make a certificate and its key.
+type Commands = &'static [&'static [&'static str]];
+
+const RSA_1024: Commands = &[&[
+    "req", "-x509", "-newkey", "rsa:1024", "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-subj",
+    "/CN=app", "-days", "2",
+]];
+const ECDSA_P521: Commands = &[&[
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-521",
+    "-nodes",
+    "-keyout",
+    "key.pem",
+    "-out",
+    "cert.pem",
+    "-subj",
+    "/CN=app",
+    "-days",
+    "2",
+]];
+/// `x509 -req -signkey` writes a version 1 certificate (no extensions).
+const X509_V1: Commands = &[
+    &[
+        "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "req.csr", "-subj",
+        "/CN=app",
+    ],
+    &[
+        "x509", "-req", "-in", "req.csr", "-signkey", "key.pem", "-out", "cert.pem", "-days", "2",
+    ],
+];
+const RSA_2048: Commands = &[&[
+    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-subj",
+    "/CN=app", "-days", "2",
+]];
+
+/// Debian's OpenSSL refuses to serve a 1,024-bit key at its default
+/// security level; the app's operator lowered it.
+const ANY_KEY: &str = "DEFAULT:@SECLEVEL=0";
+
+#[tokio::test]
+async fn https_completes_every_handshake_gos_client_completes_without_verifying() {
+    // The kubelet's client: tls.Config{InsecureSkipVerify: true}
+    // (pkg/probe/http/http.go New). crypto/tls handshake_client.go
+    // verifyServerCertificate skips the chain; the certificate's key
+    // only has to sign the handshake with a scheme Go offers (defaults.go
+    // defaultSupportedSignatureAlgorithms: ECDSAWithP521AndSHA512
+    // included), and Go 1.24's crypto/rsa accepts keys from 1,024 bits.
+    let rows: Vec<(&str, Commands, Vec<&str>)> = vec![
+        (
+            "an RSA key of 1,024 bits, TLS 1.3",
+            RSA_1024,
+            vec!["-cipher", ANY_KEY],
+        ),
+        (
+            "an RSA key of 1,024 bits, TLS 1.2",
+            RSA_1024,
+            vec!["-cipher", ANY_KEY, "-tls1_2"],
+        ),
+        ("an ECDSA P-521 key, TLS 1.3", ECDSA_P521, vec![]),
+        ("an ECDSA P-521 key, TLS 1.2", ECDSA_P521, vec!["-tls1_2"]),
+        ("an X.509 version 1 certificate, TLS 1.3", X509_V1, vec![]),
+        (
+            "an X.509 version 1 certificate, TLS 1.2",
+            X509_V1,
+            vec!["-tls1_2"],
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (app, make, args) in &rows {
+        let server = OpensslServer::start(make, args);
+        let outcome = run(
+            CheckKind::Http(Box::new(http(Scheme::Https, server.port, "/"))),
+            PROMPT,
+        )
+        .await;
+        if outcome.verdict != Verdict::Success
+            || outcome.message != "HTTP probe succeeded with statuscode: 200"
+        {
+            wrong.push(format!(
+                "a server with {app}\n    kubelet: Success (crypto/tls handshake_client.go)\n    got:     {:?} {:?}",
+                outcome.verdict, outcome.message
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {} rows differ:\n{}",
+        wrong.len(),
+        rows.len(),
+        wrong.join("\n")
+    );
+}
+
+#[tokio::test]
+async fn known_deviation_a_tls_1_2_server_with_only_cbc_suites() {
+    // Go's default suites include TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA
+    // (crypto/tls cipher_suites.go cipherSuitesPreferenceOrder; not in
+    // disabledCipherSuites, rsaKexCiphers or tdesCiphers), so the kubelet
+    // says Success. rustls has no CBC suite: healthproxy fails the
+    // handshake (docs/kubelet-parity.md, known deviations).
+    let server = OpensslServer::start(RSA_2048, &["-tls1_2", "-cipher", "ECDHE-RSA-AES128-SHA"]);
+    let outcome = run(
+        CheckKind::Http(Box::new(http(Scheme::Https, server.port, "/"))),
+        PROMPT,
+    )
+    .await;
+    assert_eq!(outcome.verdict, Verdict::Failure, "{outcome:?}");
+    assert!(
+        matches(
+            "Get \"https://127.0.0.1:*/\": tls: *HandshakeFailure*",
+            &outcome.message
+        ),
+        "{outcome:?}"
+    );
+    // The same server with an AEAD suite beside: the handshake completes.
+    let server = OpensslServer::start(
+        RSA_2048,
+        &[
+            "-tls1_2",
+            "-cipher",
+            "ECDHE-RSA-AES128-SHA:ECDHE-RSA-AES128-GCM-SHA256",
+        ],
+    );
+    let outcome = run(
+        CheckKind::Http(Box::new(http(Scheme::Https, server.port, "/"))),
+        PROMPT,
+    )
+    .await;
+    assert_eq!(outcome.verdict, Verdict::Success, "{outcome:?}");
+}
+
+/// One HTTP/2 frame (RFC 9113 §4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut frame = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    frame.extend_from_slice(&[kind, flags]);
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// A header block of literals that touch no HPACK table (RFC 7541
+/// §6.2.2), in the order given: what the h2 crate will not send.
+fn literal_block(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        for s in [name, value] {
+            assert!(s.len() < 127);
+            block.push(s.len() as u8);
+            block.extend_from_slice(s.as_bytes());
+        }
+        block.insert(block.len() - name.len() - value.len() - 2, 0x00);
+    }
+    block
+}
+
+const HEADERS: u8 = 0x1;
+const DATA: u8 = 0x0;
+const END_STREAM: u8 = 0x1;
+const END_HEADERS: u8 = 0x4;
+
+/// Answers the first request of one HTTP/2 connection with `frames`
+/// (stream 1), written frame by frame, then holds the connection until
+/// the client closes it.
+async fn raw_h2_answer<S>(mut io: S, frames: Vec<Vec<u8>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if io.write_all(&h2_frame(0x4, 0, 0, &[])).await.is_err() {
+        return;
+    }
+    let mut preface = [0u8; 24];
+    if io.read_exact(&mut preface).await.is_err() {
+        return;
+    }
+    loop {
+        let mut head = [0u8; 9];
+        if io.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0u8; length];
+        if io.read_exact(&mut payload).await.is_err() {
+            return;
+        }
+        if head[3] == 0x4 && head[4] & 0x1 == 0 {
+            let _ = io.write_all(&h2_frame(0x4, 0x1, 0, &[])).await;
+        }
+        if head[3] == HEADERS {
+            break;
+        }
+    }
+    for frame in frames {
+        if io.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+    let mut rest = [0u8; 1024];
+    while io.read(&mut rest).await.is_ok_and(|n| n > 0) {}
+}
+
+/// A plaintext raw HTTP/2 server answering every connection with `frames`.
+async fn raw_h2_app(frames: Vec<Vec<u8>>) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(raw_h2_answer(stream, frames.clone()));
+        }
+    });
+    addr
+}
+
+/// The same over TLS, `h2` chosen by ALPN.
+async fn raw_h2_tls_app(frames: Vec<Vec<u8>>) -> std::net::SocketAddr {
+    let acceptor = crate::http_check::self_signed_speaking("app", &[b"h2"]).acceptor;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (acceptor, frames) = (acceptor.clone(), frames.clone());
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(stream).await {
+                    raw_h2_answer(tls, frames).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A gRPC answer to `Check`: SERVING, with `extra` fields in its head.
+fn grpc_frames(extra: &[(&str, &str)]) -> Vec<Vec<u8>> {
+    let mut head = vec![(":status", "200"), ("content-type", "application/grpc")];
+    head.extend_from_slice(extra);
+    let mut message = vec![0u8, 0, 0, 0, 2];
+    message.extend_from_slice(&health(SERVING));
+    vec![
+        h2_frame(HEADERS, END_HEADERS, 1, &literal_block(&head)),
+        h2_frame(DATA, 0, 1, &message),
+        h2_frame(
+            HEADERS,
+            END_HEADERS | END_STREAM,
+            1,
+            &literal_block(&[("grpc-status", "0")]),
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn http2_responses_keep_what_x_net_keeps() {
+    // x/net http2 frame.go (*Framer).readMetaFrame checks only that names
+    // and values are valid (httpguts); connection-specific fields stay in
+    // the response (transport.go (*clientConnReadLoop).handleResponse).
+    // grpc-go reads its headers through the same Framer
+    // (internal/transport/http_util.go newFramer, ReadMetaHeaders), and
+    // operateHeaders puts unknown fields in the metadata.
+    let mut wrong = Vec::new();
+    for extra in [
+        ("connection", "keep-alive"),
+        ("keep-alive", "timeout=5"),
+        ("transfer-encoding", "chunked"),
+        ("te", "gzip"),
+        ("upgrade", "h2c"),
+    ] {
+        let addr = raw_h2_app(grpc_frames(&[extra])).await;
+        let outcome = run(grpc(addr), PROMPT).await;
+        if outcome != Outcome::success("service healthy") {
+            wrong.push(format!("gRPC head with {extra:?}: {outcome:?}"));
+        }
+        // The kubelet's HTTPS transport speaks HTTP/2 when the app
+        // chooses it by ALPN (kubelet-semantics §1.1).
+        let head = [(":status", "200"), extra, ("content-length", "2")];
+        let addr = raw_h2_tls_app(vec![
+            h2_frame(HEADERS, END_HEADERS, 1, &literal_block(&head)),
+            h2_frame(DATA, END_STREAM, 1, b"ok"),
+        ])
+        .await;
+        let outcome = run(
+            CheckKind::Http(Box::new(http(Scheme::Https, addr.port(), "/"))),
+            PROMPT,
+        )
+        .await;
+        if (outcome.verdict, outcome.message.as_str())
+            != (Verdict::Success, "HTTP probe succeeded with statuscode: 200")
+        {
+            wrong.push(format!("HTTPS/2 head with {extra:?}: {outcome:?}"));
+        }
+    }
+    // The same in the trailers of a gRPC answer, and a second answer on
+    // the same connection after the table has been rewritten.
+    let mut frames = grpc_frames(&[]);
+    frames[2] = h2_frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &literal_block(&[("grpc-status", "0"), ("connection", "close")]),
+    );
+    let addr = raw_h2_app(frames).await;
+    let outcome = run(grpc(addr), PROMPT).await;
+    if outcome != Outcome::success("service healthy") {
+        wrong.push(format!("gRPC trailers with connection: close: {outcome:?}"));
+    }
+    // A status in the trailers is still read: the fields after the
+    // dropped one count.
+    let mut frames = grpc_frames(&[("connection", "keep-alive")]);
+    frames[1] = h2_frame(DATA, 0, 1, &[]);
+    frames[2] = h2_frame(
+        HEADERS,
+        END_HEADERS | END_STREAM,
+        1,
+        &literal_block(&[
+            ("upgrade", "x"),
+            ("grpc-status", "14"),
+            ("grpc-message", "draining"),
+        ]),
+    );
+    let addr = raw_h2_app(frames).await;
+    let outcome = run(grpc(addr), PROMPT).await;
+    let want = "error: health rpc probe failed: rpc error: code = Unavailable desc = draining";
+    if outcome.verdict != Verdict::Failure || outcome.message != want {
+        wrong.push(format!("gRPC failure after a dropped field: {outcome:?}"));
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -39,6 +39,7 @@ use tonic_health::pb::health_client::HealthClient;
 
 mod status;
 
+use super::h2_headers::GoHeaders;
 use super::http::expiry;
 use super::http::tls::{ALPN_H2, TlsClient, caused_by_tls};
 use super::{Failed, Outcome, Reason, Resolver, dial, error_chain};
@@ -248,7 +249,8 @@ async fn ready_channel<S>(endpoint: &Endpoint, stream: S) -> Result<(Channel, Ar
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (stream, mut settings, peer) = Preface::new(stream);
+    // Header blocks as x/net reads them (src/check/h2_headers.rs).
+    let (stream, mut settings, peer) = Preface::new(GoHeaders::new(stream));
     let channel = endpoint
         .connect_with_connector(Dialed(Some(stream)))
         .await

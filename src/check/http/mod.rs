@@ -43,6 +43,7 @@ use self::head::GoHead;
 use self::secret::SecretHeaders;
 use self::tls::{ALPN_H2, ALPN_HTTP, TlsClient, describe_tls};
 use self::url::Url;
+use super::h2_headers::GoHeaders;
 use super::{Failed, MAX_OUTPUT, Outcome, Phases, Reason, Resolver, dial_timed, error_chain};
 use crate::config::{Host, HttpMethod, HttpSpec, Pattern, Scheme, StatusSet};
 
@@ -909,7 +910,11 @@ impl Connection {
         let seen = Arc::clone(&io.seen);
         // Errors surface through the sender and the body.
         let (send, task) = if h2 {
-            let (send, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            // Header blocks as x/net's client reads them: h2 refuses
+            // connection-specific fields that Go keeps
+            // (src/check/h2_headers.rs).
+            let io = TokioIo::new(GoHeaders::new(io));
+            let (send, conn) = http2::handshake(TokioExecutor::new(), io)
                 .await
                 .map_err(|e| error_chain(&e))?;
             (Sender::Http2(send), tokio::spawn(async move { drop(conn.await) }))

@@ -11,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::client::Resumption;
 use tokio_rustls::rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use tokio_rustls::rustls::crypto::{self, CryptoProvider};
+use tokio_rustls::rustls::crypto;
 use tokio_rustls::rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::config::TlsSpec;
@@ -107,8 +107,10 @@ fn stamps(spec: &TlsSpec) -> Vec<Stamp> {
 /// provider, either the CA bundle in `ca_file` or no verification at all,
 /// and the client certificate when one is configured.
 fn build(spec: &TlsSpec, alpn: &[&[u8]]) -> Result<ClientConfig, String> {
-    let provider = Arc::new(crypto::ring::default_provider());
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+    let mut provider = crypto::ring::default_provider();
+    provider.kx_groups.push(&P521_NAMED_ONLY);
+    let provider = Arc::new(provider);
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("tls: {e}"))?;
     let builder = match &spec.ca_file {
@@ -123,7 +125,7 @@ fn build(spec: &TlsSpec, alpn: &[&[u8]]) -> Result<ClientConfig, String> {
         }
         _ => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(SkipVerification { provider })),
+            .with_custom_certificate_verifier(Arc::new(SkipVerification)),
     };
     let mut config = match (&spec.cert_file, &spec.key_file) {
         (Some(cert_file), Some(key_file)) => {
@@ -163,13 +165,33 @@ fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, 
     Ok(certs)
 }
 
-/// The kubelet's `InsecureSkipVerify`: any certificate is accepted, but the
-/// handshake signatures are still checked, so the peer holds the key of the
-/// certificate it sent.
+/// The kubelet's `InsecureSkipVerify`: any certificate is accepted, and
+/// nothing in it is read. Go goes on to check the handshake signature
+/// against the key of the certificate, but without the certificate
+/// verified that proves nothing: whoever sits in the middle sends a
+/// certificate of their own and signs with its key. Checking it here
+/// would take parsing the certificate (webpki refuses X.509 v1) and keys
+/// the provider cannot use (ring has no P-521 and no RSA key under 2,048
+/// bits), and turn handshakes Go completes into failures
+/// (docs/kubelet-parity.md, "HTTPS").
 #[derive(Debug)]
-struct SkipVerification {
-    provider: Arc<CryptoProvider>,
-}
+struct SkipVerification;
+
+/// The signature schemes Go's client offers, in its order (crypto/tls
+/// defaults.go `defaultSupportedSignatureAlgorithms`, Go 1.25 and later:
+/// without the SHA-1 schemes, which Go 1.24 still offered in TLS 1.2).
+const GO_SIGNATURE_SCHEMES: [SignatureScheme; 10] = [
+    SignatureScheme::RSA_PSS_SHA256,
+    SignatureScheme::ECDSA_NISTP256_SHA256,
+    SignatureScheme::ED25519,
+    SignatureScheme::RSA_PSS_SHA384,
+    SignatureScheme::RSA_PSS_SHA512,
+    SignatureScheme::RSA_PKCS1_SHA256,
+    SignatureScheme::RSA_PKCS1_SHA384,
+    SignatureScheme::RSA_PKCS1_SHA512,
+    SignatureScheme::ECDSA_NISTP384_SHA384,
+    SignatureScheme::ECDSA_NISTP521_SHA512,
+];
 
 impl ServerCertVerifier for SkipVerification {
     fn verify_server_cert(
@@ -185,36 +207,49 @@ impl ServerCertVerifier for SkipVerification {
 
     fn verify_tls12_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
-        crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        Ok(HandshakeSignatureValid::assertion())
     }
 
     fn verify_tls13_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, tokio_rustls::rustls::Error> {
-        crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        Ok(HandshakeSignatureValid::assertion())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        GO_SIGNATURE_SCHEMES.to_vec()
+    }
+}
+
+/// secp521r1, named in the ClientHello's supported groups after the
+/// others, as Go's `defaultCurvePreferences` names it, but never used for
+/// a key exchange (ring has no P-521). A TLS 1.2 server serves an ECDSA
+/// certificate only on a curve the client names (RFC 8422 §5.1; OpenSSL
+/// refuses the handshake otherwise), so naming it lets such a server
+/// complete the handshake with X25519, P-256 or P-384, as with Go. A
+/// server that will do the key exchange on P-521 alone still fails here
+/// (docs/kubelet-parity.md, known deviations).
+#[derive(Debug)]
+struct P521NamedOnly;
+
+static P521_NAMED_ONLY: P521NamedOnly = P521NamedOnly;
+
+impl crypto::SupportedKxGroup for P521NamedOnly {
+    fn start(&self) -> Result<Box<dyn crypto::ActiveKeyExchange>, tokio_rustls::rustls::Error> {
+        Err(tokio_rustls::rustls::Error::General(
+            "a key exchange on P-521 is not supported".into(),
+        ))
+    }
+
+    fn name(&self) -> tokio_rustls::rustls::NamedGroup {
+        tokio_rustls::rustls::NamedGroup::secp521r1
     }
 }
 
