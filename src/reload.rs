@@ -22,8 +22,6 @@
 //! small file every 2 s costs microseconds (BENCHMARKS.md).
 
 use std::collections::HashMap;
-use std::hash::{Hash as _, Hasher as _};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -32,28 +30,10 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::App;
+use crate::app::{App, Source, fingerprint};
 use crate::config::{Config, ProbeKind};
 use crate::log::{LogLevel, Logging};
 use crate::state::{Slot, State};
-
-/// Where a running config came from, to be read again.
-#[derive(Debug, Clone)]
-pub struct Source {
-    /// The config file's path, as given.
-    pub path: PathBuf,
-    /// `--listen`, which replaces the file's `listen`.
-    pub listen: Option<SocketAddr>,
-    /// The [`fingerprint`] of the text the running config was read from.
-    pub content: u64,
-}
-
-/// A fingerprint of a file's content, to notice a change.
-pub fn fingerprint(content: &[u8]) -> u64 {
-    let mut hasher = std::hash::DefaultHasher::new();
-    content.hash(&mut hasher);
-    hasher.finish()
-}
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
