@@ -10,8 +10,9 @@ use tokio::time::Instant;
 
 use crate::check::Check;
 use crate::config::{
-    CheckKind, DEFAULT_KUBELET_VERSION, DEFAULT_POSTGRES_USER, ExecSpec, GrpcSpec, Host, HttpSpec, PgAddress,
-    PostgresSpec, SslMode, TcpSpec, kube_probe_user_agent,
+    CheckKind, DEFAULT_KUBELET_VERSION, DEFAULT_POSTGRES_USER, DialogueSpec, DialogueStep, ExecSpec,
+    GrpcSpec, Host, HttpSpec, Pattern, PgAddress, PostgresSpec, ProcessSpec, SslMode, TcpSpec,
+    kube_probe_user_agent,
 };
 
 /// What to wait for, from the command line.
@@ -41,6 +42,18 @@ pub(crate) struct WaitArgs {
     /// included (repeatable).
     #[arg(long = "mysql", value_name = "HOST:PORT")]
     mysql: Vec<String>,
+    /// A TCP dialogue that must succeed, as `printf SEND | nc HOST PORT |
+    /// grep -q REGEX`: SEND is written (printf's escapes `\r`, `\n`,
+    /// `\t`, `\\`; empty sends nothing, to read a banner), then what
+    /// arrives must match REGEX, the rest after the second comma
+    /// (repeatable).
+    #[arg(long = "dialogue", value_name = "HOST:PORT,SEND,REGEX")]
+    dialogue: Vec<String>,
+    /// A process whose command line matches PATTERN must run, as `pgrep -f
+    /// PATTERN` says it; the sidecar sees the app's processes only when
+    /// the pod shares its process namespace (repeatable).
+    #[arg(long = "process", value_name = "PATTERN")]
+    process: Vec<String>,
     /// A command that must exit 0, run with /bin/sh -c (repeatable).
     #[arg(long = "exec", value_name = "CMD")]
     exec: Vec<String>,
@@ -70,7 +83,7 @@ pub(super) fn wait(args: WaitArgs) -> ExitCode {
     let targets = match targets(&args) {
         Ok(t) if t.is_empty() => {
             eprintln!(
-                "nothing to wait for: give --tcp, --http, --grpc, --postgres, --redis, --mysql or --exec"
+                "nothing to wait for: give --tcp, --http, --grpc, --postgres, --redis, --mysql, --dialogue, --process or --exec"
             );
             return ExitCode::from(super::EXIT_CONFIG);
         }
@@ -196,6 +209,64 @@ fn mysql(text: &str) -> Result<crate::config::MysqlSpec, String> {
     })
 }
 
+/// `--dialogue HOST:PORT,SEND,REGEX`: send, then expect.
+fn dialogue(text: &str) -> Result<DialogueSpec, String> {
+    let usage = || format!("{text:?}: write HOST:PORT,SEND,REGEX");
+    let mut parts = text.splitn(3, ',');
+    let (authority, send, expect) = match (parts.next(), parts.next(), parts.next()) {
+        (Some(a), Some(s), Some(e)) => (a, s, e),
+        _ => return Err(usage()),
+    };
+    let (host, port) = host_port(authority)?;
+    if expect.is_empty() {
+        return Err(format!("{text:?}: REGEX is empty: every answer would match"));
+    }
+    let expect = Pattern::new(expect).map_err(|e| format!("{text:?}: REGEX: {e}"))?;
+    let send = unescape(send);
+    let steps = (!send.is_empty())
+        .then_some(DialogueStep::Send(send))
+        .into_iter()
+        .chain([DialogueStep::Expect(expect)])
+        .collect();
+    Ok(DialogueSpec {
+        host,
+        port,
+        tls: None,
+        steps,
+    })
+}
+
+/// printf's escapes `\r`, `\n`, `\t` and `\\`; any other backslash
+/// stays as written.
+fn unescape(text: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match bytes.next() {
+            Some(b'r') => out.push(b'\r'),
+            Some(b'n') => out.push(b'\n'),
+            Some(b't') => out.push(b'\t'),
+            Some(b'\\') => out.push(b'\\'),
+            Some(other) => out.extend([b'\\', other]),
+            None => out.push(b'\\'),
+        }
+    }
+    out
+}
+
+/// `--process PATTERN`: pgrep -f.
+fn process(text: &str) -> Result<ProcessSpec, String> {
+    if text.is_empty() {
+        return Err("--process: PATTERN is empty: it would match every process".into());
+    }
+    let pattern = Pattern::new(text).map_err(|e| format!("--process {text:?}: {e}"))?;
+    Ok(ProcessSpec { pattern })
+}
+
 fn postgres(text: &str) -> Result<PostgresSpec, String> {
     let (user, rest) = match text.split_once('@') {
         Some((user, rest)) if !user.is_empty() => (user, rest),
@@ -292,6 +363,20 @@ fn targets(args: &WaitArgs) -> Result<Vec<Target>, String> {
             CheckKind::Mysql(Box::new(mysql(m)?)),
         )?;
     }
+    for d in &args.dialogue {
+        push(
+            &mut out,
+            format!("dialogue {d}"),
+            CheckKind::Dialogue(Box::new(dialogue(d)?)),
+        )?;
+    }
+    for p in &args.process {
+        push(
+            &mut out,
+            format!("process {p}"),
+            CheckKind::Process(Box::new(process(p)?)),
+        )?;
+    }
     for e in &args.exec {
         let spec = ExecSpec {
             command: vec!["/bin/sh".into(), "-c".into(), e.clone()],
@@ -315,6 +400,43 @@ mod tests {
         let spec = mysql("[::1]:3306").unwrap();
         assert_eq!((spec.host.name.as_str(), spec.port), ("::1", 3306));
         assert_eq!(spec.command, crate::config::MysqlCommand::Ping);
+    }
+
+    #[test]
+    fn dialogue_targets_are_a_send_and_an_expect() {
+        let spec = dialogue("127.0.0.1:11211,version\\r\\n,^VERSION ").unwrap();
+        assert_eq!(spec.port, 11211);
+        assert_eq!(
+            spec.steps,
+            vec![
+                DialogueStep::Send(b"version\r\n".to_vec()),
+                DialogueStep::Expect(Pattern::new("^VERSION ").unwrap())
+            ]
+        );
+        // A banner: nothing sent; a regular expression with commas.
+        let spec = dialogue("mail:25,,^220 (ESMTP|SMTP){1,2}").unwrap();
+        assert_eq!(
+            spec.steps,
+            vec![DialogueStep::Expect(
+                Pattern::new("^220 (ESMTP|SMTP){1,2}").unwrap()
+            )]
+        );
+        assert_eq!(unescape("a\\\\b\\x\\"), b"a\\b\\x\\");
+        assert!(
+            dialogue("zk:2181,ruok")
+                .unwrap_err()
+                .contains("HOST:PORT,SEND,REGEX")
+        );
+        assert!(dialogue("zk:2181,ruok,").unwrap_err().contains("REGEX is empty"));
+        assert!(dialogue("zk:2181,ruok,(").unwrap_err().contains("REGEX"));
+        assert!(dialogue("zk,ruok,imok").unwrap_err().contains("HOST:PORT"));
+    }
+
+    #[test]
+    fn process_targets_are_pgrep_patterns() {
+        assert!(process("nginx: master").is_ok());
+        assert!(process("").unwrap_err().contains("every process"));
+        assert!(process("(").unwrap_err().contains("--process"));
     }
 
     #[test]

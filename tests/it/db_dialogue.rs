@@ -11,7 +11,7 @@ use healthproxy::config::{DialogueSpec, DialogueStep, Host, Pattern, ProcessSpec
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::oracle::{agree, free_port, sh};
+use crate::oracle::{Ran, agree, free_port, sh};
 use crate::support::{Process, eventually, tool};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
@@ -54,6 +54,28 @@ fn memcached_version(port: u16) -> DialogueSpec {
     }
 }
 
+/// `healthproxy wait ARGS --timeout 3s`, which must exit 0 when the
+/// one-liner `real` passed and 1 when it failed.
+async fn wait_agrees(state: &str, args: &[&str], real: &Ran) {
+    let mut argv = vec!["wait"];
+    argv.extend_from_slice(args);
+    argv.extend([
+        "--timeout",
+        "3s",
+        "--interval",
+        "200ms",
+        "--attempt-timeout",
+        "1s",
+    ]);
+    let (code, err) = crate::support::run_binary(&argv, Duration::from_secs(20)).await;
+    assert_eq!(
+        code,
+        if real.passed() { 0 } else { 1 },
+        "{state}: {argv:?} exited {code} ({err}), the one-liner {:?}",
+        real.code
+    );
+}
+
 async fn dialogue(spec: &DialogueSpec) -> Outcome {
     DialogueCheck::new(spec.clone()).unwrap().run(TIMEOUT).await
 }
@@ -71,6 +93,9 @@ async fn dialogue_gives_the_nc_one_liners_verdict_against_memcached() {
     let (_hold, refused) = crate::support::refusing_port();
     let out = compare("not running", refused).await;
     assert_eq!(out.reason, Some(Reason::Refused), "{out:?}");
+    let real = sh(&nc_form(refused), &[], BOUND).await;
+    let target = format!("127.0.0.1:{refused},version\\r\\n,^VERSION ");
+    wait_agrees("not running", &["--dialogue", &target], &real).await;
 
     let mut server = None;
     let mut port = 0;
@@ -116,6 +141,10 @@ async fn dialogue_gives_the_nc_one_liners_verdict_against_memcached() {
     let out = compare("up", port).await;
     assert_eq!(out.verdict, Verdict::Success);
     assert!(out.message.starts_with("VERSION 1."), "{}", out.message);
+    // `wait --dialogue` returns once the answer matches.
+    let real = sh(&nc_form(port), &[], BOUND).await;
+    let target = format!("127.0.0.1:{port},version\\r\\n,(?m)^VERSION ");
+    wait_agrees("up", &["--dialogue", &target], &real).await;
 
     // A pattern the server's answer does not match.
     let mut wrong = memcached_version(port);
@@ -190,6 +219,13 @@ async fn process_check_gives_pgrep_f_verdict() {
 
     let out = compare_pgrep("running", &marker).await;
     assert!(out.message.starts_with(&format!("{pid} ")), "{}", out.message);
+    // `wait --process`, whose own command line holds the pattern, as
+    // pgrep's does: neither counts itself.
+    let real = sh(&format!("exec pgrep -f '{marker}'"), &[], BOUND).await;
+    wait_agrees("running", &["--process", &marker], &real).await;
+    let absent = format!("{marker}-not");
+    let real = sh(&format!("exec pgrep -f '{absent}'"), &[], BOUND).await;
+    wait_agrees("no such process", &["--process", &absent], &real).await;
     compare_pgrep(
         "running, a pattern over the arguments",
         "time\\.sleep\\(600\\) hp-marker",
