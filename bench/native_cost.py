@@ -4,7 +4,7 @@ beside the real tool each replaces run as a child, against one server in
 one run (BENCHMARKS.md, "PostgreSQL checks" and "Redis, MySQL and
 memcached checks").
 
-    bench/native_cost.py KIND BINARY [PORT] [SECONDS] [--callgrind]
+    bench/native_cost.py KIND BINARY [PORT] [SECONDS] [--callgrind] [--before OTHER]
 
 KIND is postgres, redis, mysql or memcached. For postgres, PORT is a
 server on 127.0.0.1 with the roles of tests/it/db_postgres.rs (`trusty`
@@ -19,6 +19,8 @@ by the runs its /metrics counted over the same window. Then the tool runs
 200 times as a child (fork+exec, what an exec probe costs the node besides
 the runtime's own exec machinery): the children's CPU from
 getrusage(RUSAGE_CHILDREN), and this script's own share of spawning them.
+With --before OTHER, the binary OTHER (an earlier build) is measured the
+same way right after BINARY, in the same run, for a side-by-side figure.
 With --callgrind, one check of each form runs under valgrind's callgrind
 for SECONDS after its first run, and the instructions since then are
 divided by the runs counted.
@@ -225,7 +227,13 @@ def server(kind, tmp):
 
 def main():
     kind, binary = sys.argv[1], sys.argv[2]
-    rest = [a for a in sys.argv[3:] if not a.startswith("--")]
+    args = sys.argv[3:]
+    before = None
+    if "--before" in args:
+        at = args.index("--before")
+        before = args[at + 1]
+        del args[at:at + 2]
+    rest = [a for a in args if not a.startswith("--")]
     port = rest[0] if rest and rest[0] != "-" else None
     seconds = float(rest[1]) if len(rest) > 1 else 10
     tmp, srv = None, None
@@ -233,7 +241,7 @@ def main():
         tmp = tempfile.mkdtemp(prefix=f"native-cost-{kind}.")
         srv, port = server(kind, tmp)
     try:
-        measure(kind, binary, str(port), seconds)
+        measure(kind, binary, str(port), seconds, before)
     finally:
         if srv:
             srv.terminate()
@@ -241,16 +249,21 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def measure(kind, binary, port, seconds):
-    print(f"| form | healthproxy CPU per run | runs | tool CPU per run (child) | + spawning (this script) | healthproxy / tool |")
-    print("|---|---|---|---|---|---|")
+def measure(kind, binary, port, seconds, before=None):
+    extra = (" OTHER CPU per run | OTHER / tool |", "---|---|") if before else ("", "")
+    print(f"| form | healthproxy CPU per run | runs | tool CPU per run (child) | + spawning (this script) | healthproxy / tool |{extra[0]}")
+    print(f"|---|---|---|---|---|---|{extra[1]}")
     for name, key, table, argv, password in FORMS[kind]:
         table = table.format(port=port)
         argv = [a.format(port=port) for a in argv]
         per_run, n = native(binary, key, table, password, seconds)
         child, parent = tool(argv, password)
-        print(f"| {name} | {per_run * 1e6:.0f} µs | {n:.0f} | {child * 1e6:.0f} µs | {parent * 1e6:.0f} µs "
-              f"| 1/{(child + parent) / per_run:.0f} |", flush=True)
+        row = (f"| {name} | {per_run * 1e6:.0f} µs | {n:.0f} | {child * 1e6:.0f} µs | {parent * 1e6:.0f} µs "
+               f"| 1/{(child + parent) / per_run:.1f} |")
+        if before:
+            other, _ = native(before, key, table, password, seconds)
+            row += f" {other * 1e6:.0f} µs | 1/{(child + parent) / other:.1f} |"
+        print(row, flush=True)
     if "--callgrind" in sys.argv:
         print()
         print("| form | instructions per run (callgrind) | runs |")

@@ -69,13 +69,13 @@ impl RedisCheck {
 
     /// PINGs once, within `timeout`.
     pub async fn run(&self, timeout: Duration) -> Outcome {
-        let authority = self.spec.host.authority(self.spec.port);
         match tokio::time::timeout(timeout, self.exchange()).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::failure(
                 Reason::Timeout,
                 format!(
-                    "redis-cli ping: no reply from {authority} within {}",
+                    "redis-cli ping: no reply from {} within {}",
+                    self.spec.host.authority(self.spec.port),
                     humantime::format_duration(timeout)
                 ),
             ),
@@ -191,13 +191,16 @@ impl RedisCheck {
 
     /// A connection, TLS included, in redis-cli's words when it fails.
     async fn connect(&self) -> Result<Stream, Failed> {
-        let authority = self.spec.host.authority(self.spec.port);
         let tcp = wire::connect(&self.resolver, &self.spec.host, self.spec.port)
             .await
             .map_err(|f| {
                 Failed::new(
                     f.reason,
-                    format!("Could not connect to Redis at {authority}: {}", f.message),
+                    format!(
+                        "Could not connect to Redis at {}: {}",
+                        self.spec.host.authority(self.spec.port),
+                        f.message
+                    ),
                 )
             })?;
         wire::secure(tcp, self.tls.as_ref(), &self.spec.host)

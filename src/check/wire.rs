@@ -4,6 +4,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::BufMut as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 
 use super::http::tls::{TlsClient, caused_by_tls};
@@ -134,22 +135,15 @@ impl Reader {
             return Err(ReadError::TooLong);
         }
         let room = (self.limit - self.buf.len()).min(4096);
-        let len = self.buf.len();
-        self.buf.resize(len + room, 0);
-        let n = stream.read(&mut self.buf[len..]).await;
-        match n {
-            Ok(0) => {
-                self.buf.truncate(len);
-                Err(ReadError::Closed)
-            }
-            Ok(n) => {
-                self.buf.truncate(len + n);
-                Ok(())
-            }
-            Err(e) => {
-                self.buf.truncate(len);
-                Err(ReadError::Io(e))
-            }
+        self.buf.reserve(room);
+        // Into the spare capacity, which is not zeroed first: zeroing 4
+        // KiB before each read was a tenth of a Redis check's
+        // instructions.
+        let mut spare = (&mut self.buf).limit(room);
+        match stream.read_buf(&mut spare).await {
+            Ok(0) => Err(ReadError::Closed),
+            Ok(_) => Ok(()),
+            Err(e) => Err(ReadError::Io(e)),
         }
     }
 
