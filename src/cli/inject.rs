@@ -55,6 +55,14 @@ pub struct InjectArgs {
     /// Write nothing: print on stderr what would move where.
     #[arg(long)]
     dry_run: bool,
+    /// Where a `pgrep -f` exec probe is to become a `process` check, set
+    /// `shareProcessNamespace: true` on its pod (without it the sidecar
+    /// sees only its own processes). This changes the pod: every container
+    /// then sees the others' processes, their `/proc/PID/environ` and, as
+    /// the same user, may signal them; PID 1 is the pause container, so an
+    /// app that expects to be PID 1 no longer is.
+    #[arg(long)]
+    share_process_namespace: bool,
 }
 
 /// Options of `healthproxy uninject`.
@@ -73,6 +81,7 @@ pub(super) fn inject(args: InjectArgs) -> ExitCode {
         containers: (!args.containers.is_empty()).then_some(args.containers),
         config_map: args.config_map,
         mesh: args.mesh,
+        share_process_namespace: args.share_process_namespace,
     };
     if let Some(warning) = inject::placeholder_image(&options.image) {
         eprintln!("warning: {warning}");

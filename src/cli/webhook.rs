@@ -69,6 +69,7 @@ pub(super) fn webhook(args: WebhookArgs) -> ExitCode {
         // The config travels in the pod's annotations: no ConfigMap.
         config_map: inject::ConfigMapName::default(),
         mesh: crate::inject::MeshChoice::Auto,
+        share_process_namespace: false,
     };
     if let Some(warning) = inject::placeholder_image(&options.image) {
         tracing::warn!("{warning} (--image or HEALTHPROXY_WEBHOOK_IMAGE)");

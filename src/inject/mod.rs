@@ -107,6 +107,10 @@ pub struct Options {
     pub config_map: ConfigMapName,
     /// `drain.mesh`: found in the pod, or as given.
     pub mesh: MeshChoice,
+    /// Set `shareProcessNamespace: true` on a pod whose `pgrep -f` exec
+    /// probe then becomes a `process` check (every container then sees,
+    /// and as the same user may signal, the others' processes).
+    pub share_process_namespace: bool,
 }
 
 impl Default for Options {
@@ -119,6 +123,7 @@ impl Default for Options {
             containers: None,
             config_map: ConfigMapName::default(),
             mesh: MeshChoice::Auto,
+            share_process_namespace: false,
         }
     }
 }

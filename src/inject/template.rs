@@ -151,7 +151,8 @@ pub fn inject(
     // The variables the converted exec probes read, copied into the
     // sidecar by reference.
     let mut sidecar_env: Vec<(String, Value)> = Vec::new();
-    let shares_processes = shares_processes(template);
+    let pod_shares_processes = shares_processes(template);
+    let shares_processes = pod_shares_processes || options.share_process_namespace;
     for (i, c) in containers.iter().enumerate() {
         let Some(c) = c.as_mapping() else {
             return Err(refuse(
@@ -388,6 +389,15 @@ pub fn inject(
                 Value::Mapping(lifecycle),
             );
         }
+    }
+    let process_checks = moved
+        .iter()
+        .any(|(m, ..)| matches!(&m.handler, Handler::Native(n) if n.kind == "process"));
+    if process_checks && !pod_shares_processes {
+        warnings.push(format!(
+            "{workload}: shareProcessNamespace set to true (--share-process-namespace), for the process checks: every container now sees the others' processes and /proc/PID/environ, and PID 1 is the pause container"
+        ));
+        rec.set(template, &["spec", "shareProcessNamespace"], true.into());
     }
     let sidecar = sidecar(options, token.is_some(), moved.len(), &sidecar_env);
     match options.sidecar {
@@ -660,6 +670,27 @@ fn verify(template: &Value, record: &record::Record) -> Result<Option<String>, (
             ["spec", "initContainers"] if absent_or_null(&entry.was) => {}
             ["spec", "volumes", CONFIG_VOLUME | TOKEN_VOLUME] if entry.was.is_none() => {}
             ["spec", "volumes"] if absent_or_null(&entry.was) => {}
+            ["spec", "shareProcessNamespace"]
+                if matches!(entry.was, None | Some(Value::Null) | Some(Value::Bool(false)))
+                    && shares_processes(template) =>
+            {
+                // Set for a process check: one must be recorded.
+                let ours = record.changes.iter().any(|e| {
+                    e.at.len() == 4
+                        && e.at[1] == "containers"
+                        && e.was
+                            .as_ref()
+                            .and_then(|w| w.get("exec"))
+                            .and_then(|x| x.get("command"))
+                            .and_then(Value::as_sequence)
+                            .is_some_and(|c| {
+                                c.iter().any(|a| a.as_str().is_some_and(|a| a.contains("pgrep")))
+                            })
+                });
+                if !ours {
+                    return bad("inject sets it only for a pgrep probe it converts");
+                }
+            }
             ["spec", "terminationGracePeriodSeconds"] => {
                 let now = spec
                     .and_then(|s| s.get("terminationGracePeriodSeconds"))

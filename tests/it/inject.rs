@@ -1930,6 +1930,72 @@ const EXEC_EXPECTED: &[(&str, &str, &str, &str)] = &[
         "kept: the expansion ${MARIADB_ROOT_PASSWORD:-} in the bash -c script",
     ),
     (
+        "real-exec-zookeeper.yaml",
+        "zookeeper",
+        "livenessProbe",
+        r#"dialogue = { host = "localhost", port = 2181, steps = [{ send = "ruok\n" }, { expect = "(?m)imok" }] }"#,
+    ),
+    (
+        "real-exec-zookeeper.yaml",
+        "zookeeper",
+        "readinessProbe",
+        r#"dialogue = { port = 2181, steps = [{ send = "ruok\n" }, { expect = "^imok\\n*$" }] }"#,
+    ),
+    (
+        "real-exec-zookeeper.yaml",
+        "zookeeper-bitnami-style",
+        "livenessProbe",
+        "kept: the assignment ZOO_HC_TIMEOUT= in the bash -c script",
+    ),
+    (
+        "real-exec-pgrep.yaml",
+        "worker",
+        "livenessProbe",
+        r#"process = { pattern = "celery -A shop worker" }"#,
+    ),
+    (
+        "real-exec-http-tools.yaml",
+        "minio",
+        "livenessProbe",
+        r#"http = { port = 9000, path = "/minio/health/live" }"#,
+    ),
+    (
+        "real-exec-http-tools.yaml",
+        "minio",
+        "readinessProbe",
+        r#"http = { host = "localhost", port = 9000, path = "/minio/health/ready", follow_redirects = false }"#,
+    ),
+    (
+        "real-exec-http-tools.yaml",
+        "api",
+        "livenessProbe",
+        r#"http = { host = "localhost", port = 8080, path = "/actuator/health", body_contains = "UP" }"#,
+    ),
+    (
+        "real-exec-http-tools.yaml",
+        "api",
+        "readinessProbe",
+        r#"grpc = { port = 9090, service = "cart.Cart" }"#,
+    ),
+    (
+        "real-exec-http-tools.yaml",
+        "api",
+        "startupProbe",
+        "kept: curl verifies an https server against the app container's CA certificates",
+    ),
+    (
+        "real-exec-http-tools.yaml",
+        "broker",
+        "livenessProbe",
+        r#"tcp = { port = 5672 }"#,
+    ),
+    (
+        "real-exec-http-tools.yaml",
+        "broker",
+        "readinessProbe",
+        "kept: rabbitmq-diagnostics is not a command",
+    ),
+    (
         "real-exec-kept.yaml",
         "mongodb",
         "livenessProbe",
@@ -2037,4 +2103,50 @@ spec:
     );
     let back = inject::uninject(&out.text).unwrap().text;
     assert_same_stream(&back, text, "uninject restores the exec probe");
+}
+
+#[test]
+fn a_pgrep_probe_moves_only_where_the_pod_shares_its_processes_or_the_flag_says_so() {
+    let path = fixture_path("real-exec-pgrep.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (code, stdout, stderr) = cli(&["inject", &path], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("Deployment worker-alone: container worker: livenessProbe is an exec probe kept with the kubelet: pgrep sees the app's processes"),
+        "{stderr}"
+    );
+    let out = objects(&stdout);
+    assert!(!out.iter().any(|o| o["kind"] == "ConfigMap"
+        && o["metadata"]["annotations"]["healthproxy.io/generated-for"] == "Deployment/worker-alone"));
+    let (code, stdout, stderr) = cli(&["inject", "--share-process-namespace", &path], "");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("Deployment worker-alone: shareProcessNamespace set to true"),
+        "{stderr}"
+    );
+    let out = objects(&stdout);
+    out.iter().for_each(typed);
+    let alone = find(&out, "Deployment", "worker-alone").unwrap();
+    assert_eq!(pod_spec(alone).unwrap().share_process_namespace, Some(true));
+    assert!(config_of(&out, "worker-alone").contains(r#"process = { pattern = "celery -A shop worker" }"#));
+    // uninject takes it back off; the pod that had it keeps it.
+    let (code, back, stderr) = cli(&["uninject"], &stdout);
+    assert_eq!(code, 0, "{stderr}");
+    assert_same_stream(&back, &text, "uninject(inject --share-process-namespace x) == x");
+    // A record that claims the field for a pod without a pgrep probe is
+    // refused: uninject never turns it off where inject did not turn it on.
+    let http_pod = std::fs::read_to_string(repo().join("tests/fixtures/inject/pod.yaml")).unwrap();
+    let injected = inject::inject(&http_pod, &Options::default()).unwrap().text;
+    let forged = injected
+        .replace(
+            "spec:\n  containers:",
+            "spec:\n  shareProcessNamespace: true\n  containers:",
+        )
+        .replace(
+            r#"{\"at\":[\"metadata\",\"annotations\"#,
+            r#"{\"at\":[\"spec\",\"shareProcessNamespace\"]},{\"at\":[\"metadata\",\"annotations\"#,
+        );
+    assert_ne!(forged, injected, "the record was forged");
+    let err = inject::uninject(&forged).unwrap_err().to_string();
+    assert!(err.contains("shareProcessNamespace"), "{err}");
 }

@@ -180,9 +180,22 @@ impl Converted {
     }
 }
 
-/// A TOML string.
+/// A TOML basic string on one line (a check's table is one line).
 pub fn toml_str(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
+    let mut out = String::from("\"");
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// The container's environment as the kubelet builds it.
@@ -360,7 +373,7 @@ impl<'a> Env<'a> {
 }
 
 /// Turns one shell word into an argument.
-fn resolve(word: &[Part], env: &mut Env<'_>) -> Result<Arg, String> {
+pub(super) fn resolve(word: &[Part], env: &mut Env<'_>) -> Result<Arg, String> {
     let mut pieces = Vec::new();
     for part in word {
         match part {
@@ -557,7 +570,7 @@ pub fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted, Strin
         let parsed = shell::parse(script).map_err(|e| format!("{e} in the {base} -c script"))?;
         // `[ "$(echo ruok | nc HOST PORT)" = "imok" ]`.
         if let [only] = parsed.as_slice()
-            && let Some(c) = tools::comparison(&only.words, &mut env, &shown)?
+            && let Some(c) = tools::comparison(&only.words, ctx, &mut env, &shown)?
         {
             return finish(c, env);
         }
@@ -581,29 +594,31 @@ pub fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted, Strin
         }]
     };
     let mut pipeline = pipeline;
-    // `exec` and `timeout N` in front of the first command.
+    // `exec` in front of the first command, `timeout N` in front of any:
+    // the pipeline ends no later than its commands.
     let mut timeout = None;
-    loop {
-        let first = &mut pipeline[0];
-        match first.name().as_str() {
-            "exec" if first.args.len() > 1 => {
-                first.args.remove(0);
-            }
-            "timeout" => {
-                let n = first
-                    .args
-                    .get(1)
-                    .and_then(Arg::as_text)
-                    .and_then(|t| t.strip_suffix('s').unwrap_or(&t).parse::<u64>().ok())
-                    .filter(|n| *n > 0)
-                    .ok_or("timeout's options or a duration that is not whole seconds")?;
-                if first.args.len() < 3 {
-                    return Err("timeout without a command".into());
+    for (i, first) in pipeline.iter_mut().enumerate() {
+        loop {
+            match first.name().as_str() {
+                "exec" if i == 0 && first.args.len() > 1 => {
+                    first.args.remove(0);
                 }
-                first.args.drain(..2);
-                timeout = Some(timeout.map_or(n, |t: u64| t.min(n)));
+                "timeout" => {
+                    let n = first
+                        .args
+                        .get(1)
+                        .and_then(Arg::as_text)
+                        .and_then(|t| t.strip_suffix('s').unwrap_or(&t).parse::<u64>().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("timeout's options or a duration that is not whole seconds")?;
+                    if first.args.len() < 3 {
+                        return Err("timeout without a command".into());
+                    }
+                    first.args.drain(..2);
+                    timeout = Some(timeout.map_or(n, |t: u64| t.min(n)));
+                }
+                _ => break,
             }
-            _ => break,
         }
     }
     let mut c = match pipeline.as_slice() {
@@ -614,7 +629,7 @@ pub fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted, Strin
         }
         [echo, nc, grep] if grep.name() == "grep" => {
             let g = Grep::parse(grep)?;
-            tools::dialogue(echo, nc, Some(&g), &shown)?
+            tools::dialogue(echo, nc, Some(&g), ctx, &shown)?
         }
         [_, ..] if pipeline.len() > 1 => {
             let names: Vec<String> = pipeline.iter().map(Cmd::name).collect();

@@ -155,6 +155,7 @@ fn psql_logs_in_with_the_password_by_reference() {
 #[test]
 fn redis_cli_ping_in_its_forms() {
     assert_eq!(table(&["redis-cli", "ping"]), r#"redis = { expect = "reply" }"#);
+    assert_eq!(super::toml_str("a\"b\\c\nd\u{1}"), r#""a\"b\\c\nd\u0001""#);
     assert_eq!(sh("redis-cli ping"), r#"redis = { expect = "reply" }"#);
     assert_eq!(sh("redis-cli PING | grep PONG"), r#"redis = { expect = "pong" }"#);
     assert_eq!(
@@ -330,4 +331,183 @@ fn the_shells_options_come_before_the_script() {
     // Bitnami's readiness: pg_isready, then a file test on the next line.
     let script = "exec pg_isready -U \"postgres\" -h 127.0.0.1 -p 5432\n[ -f /opt/bitnami/postgresql/tmp/.initialized ] || [ -f /bitnami/postgresql/.initialized ]\n";
     assert!(kept(&["/bin/sh", "-c", "-e", script]).contains("several commands"));
+}
+
+#[test]
+fn curl_and_wget_give_the_http_check_their_verdicts() {
+    assert_eq!(
+        table(&["curl", "-f", "http://localhost:8080/healthz"]),
+        r#"http = { host = "localhost", port = 8080, path = "/healthz", follow_redirects = false }"#
+    );
+    assert_eq!(
+        sh("curl -fsSL http://127.0.0.1:9000/minio/health/live >/dev/null 2>&1"),
+        r#"http = { port = 9000, path = "/minio/health/live" }"#
+    );
+    assert_eq!(
+        sh("curl -s -o /dev/null http://127.0.0.1:8080/"),
+        r#"http = { port = 8080, path = "/", expect_status = ["100-599"], follow_redirects = false }"#
+    );
+    assert_eq!(
+        sh(
+            r#"curl -sf -H "Accept: application/json" --max-time 3 http://localhost:$PORT/actuator/health | grep UP"#
+        ),
+        r#"http = { host = "localhost", port = 6380, path = "/actuator/health", headers = { "Accept" = "application/json" }, follow_redirects = false, body_contains = "UP" }"#
+    );
+    let c = run(
+        &container(""),
+        &[
+            "sh",
+            "-c",
+            "curl -fk -H \"X-Token: $REDIS_PASSWORD\" \"https://$POD_IP:8443/ready?full=1\"",
+        ],
+        5,
+    )
+    .unwrap();
+    assert_eq!(
+        c.table(),
+        r#"http = { scheme = "https", host = "${POD_IP}", port = 8443, path = "/ready?full=1", header_env = { "X-Token" = "REDIS_PASSWORD" }, insecure_skip_verify = true, follow_redirects = false }"#
+    );
+    assert_eq!(
+        run(
+            &container(""),
+            &["curl", "--max-time", "2", "-f", "localhost:80"],
+            5
+        )
+        .unwrap()
+        .timeout,
+        Some(2)
+    );
+    assert_eq!(
+        sh("wget -q -O- http://localhost:8080/health | grep -q ok"),
+        r#"http = { host = "localhost", port = 8080, path = "/health", body_contains = "ok" }"#
+    );
+    assert_eq!(
+        table(&[
+            "wget",
+            "-q",
+            "-T",
+            "2",
+            "-O",
+            "/dev/null",
+            "http://127.0.0.1:3000/api/health"
+        ]),
+        r#"http = { port = 3000, path = "/api/health" }"#
+    );
+}
+
+#[test]
+fn curl_and_wget_forms_that_stay() {
+    assert!(kept(&["curl", "-f", "https://localhost:8443/"]).contains("CA certificates"));
+    assert!(kept(&["curl", "-u", "a:b", "http://localhost/"]).contains("-u"));
+    assert!(kept(&["curl", "--cacert", "/ca.pem", "https://localhost/"]).contains("--cacert"));
+    assert!(kept(&["curl", "-f", "http://user:pw@localhost/"]).contains("credentials"));
+    assert!(kept_sh("curl -s -o /dev/null -w '%{http_code}' http://localhost/ | grep 200").contains("-w"));
+    assert!(kept_sh("curl -s http://localhost/ | grep -E 'UP|OK'").contains("plain text"));
+    assert!(kept(&["curl", "--unix-socket", "/run/app.sock", "http://x/"]).contains("--unix-socket"));
+    assert!(kept(&["wget", "http://localhost/"]).contains("file in the app's filesystem"));
+    assert!(kept(&["wget", "--spider", "http://localhost/"]).contains("HEAD"));
+    assert!(kept(&["curl", "-f", "ftp://localhost/"]).contains("not http"));
+}
+
+#[test]
+fn grpc_health_probe_and_nc_z() {
+    assert_eq!(
+        table(&["/bin/grpc_health_probe", "-addr=:50051"]),
+        r#"grpc = { port = 50051 }"#
+    );
+    let c = run(
+        &container(""),
+        &[
+            "grpc_health_probe",
+            "-addr",
+            "localhost:9090",
+            "-service=shop.Cart",
+            "-rpc-timeout=5s",
+        ],
+        10,
+    )
+    .unwrap();
+    assert_eq!(
+        c.table(),
+        r#"grpc = { host = "localhost", port = 9090, service = "shop.Cart" }"#
+    );
+    assert_eq!(c.timeout, Some(6));
+    assert_eq!(
+        table(&[
+            "grpc_health_probe",
+            "-addr=127.0.0.1:8443",
+            "-tls",
+            "-tls-no-verify",
+            "-tls-server-name=api"
+        ]),
+        r#"grpc = { port = 8443, tls = true, insecure_skip_verify = true, server_name = "api" }"#
+    );
+    assert!(kept(&["grpc_health_probe", "-addr=:1", "-tls", "-tls-ca-cert=/ca.pem"]).contains("tls-ca-cert"));
+    assert!(kept(&["grpc_health_probe", "-addr=:1", "-tls"]).contains("CA"));
+    assert!(kept(&["grpc_health_probe", "-addr=:1", "-spiffe"]).contains("spiffe"));
+    assert_eq!(
+        table(&["nc", "-z", "localhost", "5672"]),
+        r#"tcp = { host = "localhost", port = 5672 }"#
+    );
+    assert_eq!(sh("nc -zv -w 2 127.0.0.1 9092"), r#"tcp = { port = 9092 }"#);
+    assert!(kept(&["nc", "-z", "localhost", "1-100"]).contains("not a port"));
+}
+
+#[test]
+fn zookeeper_ruok_in_both_forms() {
+    assert_eq!(
+        sh("echo ruok | nc 127.0.0.1 2181 | grep imok"),
+        r#"dialogue = { port = 2181, steps = [{ send = "ruok\n" }, { expect = "(?m)imok" }] }"#
+    );
+    assert_eq!(
+        sh(r#"[ "$(echo ruok | nc 127.0.0.1 2181)" = "imok" ]"#),
+        r#"dialogue = { port = 2181, steps = [{ send = "ruok\n" }, { expect = "^imok\\n*$" }] }"#
+    );
+    assert_eq!(
+        sh(r#"test "$(printf ruok | nc localhost $PORT)" == imok"#),
+        r#"dialogue = { host = "localhost", port = 6380, steps = [{ send = "ruok" }, { expect = "^imok\\n*$" }] }"#
+    );
+    assert_eq!(
+        sh("echo stats | nc -q 1 127.0.0.1 11211 | grep -q '^STAT uptime'"),
+        r#"dialogue = { port = 11211, steps = [{ send = "stats\n" }, { expect = "(?m)^STAT uptime" }] }"#
+    );
+    assert!(kept_sh("echo stats | nc 127.0.0.1 11211 | grep -q uptime").contains("close"));
+    assert!(kept_sh("echo ruok | nc 127.0.0.1 2181").contains("pipeline"));
+    assert!(kept_sh(r#"[ "$(echo ruok | nc 127.0.0.1 2181)" != "imok" ]"#).contains("!="));
+}
+
+#[test]
+fn pgrep_only_where_the_processes_are_seen() {
+    let c = container("");
+    let ctx = Context {
+        container: &c,
+        name: "db",
+        probe: "liveness",
+        shares_processes: true,
+        timeout: 1,
+    };
+    let argv = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        convert(&argv(&["pgrep", "-f", "celery.*worker"]), &ctx)
+            .unwrap()
+            .table(),
+        r#"process = { pattern = "celery.*worker" }"#
+    );
+    assert_eq!(
+        convert(&argv(&["sh", "-c", "pgrep -fx 'java -jar app.jar'"]), &ctx)
+            .unwrap()
+            .table(),
+        r#"process = { pattern = "^(?:java -jar app.jar)$" }"#
+    );
+    assert!(
+        convert(&argv(&["pgrep", "nginx"]), &ctx)
+            .unwrap_err()
+            .contains("without -f")
+    );
+    assert!(
+        convert(&argv(&["pgrep", "-u", "app", "-f", "x"]), &ctx)
+            .unwrap_err()
+            .contains("-u")
+    );
+    assert!(kept(&["pgrep", "-f", "celery"]).contains("shareProcessNamespace"));
 }

@@ -207,6 +207,11 @@ pub fn tool(
         "redis-cli" => redis_cli(cmd, grep, env, shown),
         "mysqladmin" | "mariadb-admin" => mysqladmin(cmd, grep, env, shown),
         "mysql" | "mariadb" => no_grep(mysql(cmd, env, shown)?),
+        "curl" => curl(cmd, grep, env, shown),
+        "wget" => wget(cmd, grep, env, shown),
+        "grpc_health_probe" => no_grep(grpc_health_probe(cmd, shown)?),
+        "nc" | "ncat" | "netcat" => no_grep(nc_z(cmd, shown)?),
+        "pgrep" => no_grep(pgrep(cmd, ctx, shown)?),
         "" => Err("a command named by a variable".into()),
         _ => Err(format!("{name} is not a command healthproxy knows")),
     }
@@ -920,16 +925,740 @@ fn mysql(cmd: &Cmd, env: &mut Env<'_>, shown: &str) -> Result<Converted, String>
     Ok(c)
 }
 
-/// `echo WORD | nc HOST PORT | grep ...`. Not yet carried over.
-pub fn dialogue(_echo: &Cmd, _nc: &Cmd, _grep: Option<&Grep>, _shown: &str) -> Result<Converted, String> {
-    Err("the pipeline echo | nc | grep".into())
+/// A URL as curl and wget take it, a variable allowed as its host only.
+struct Url {
+    https: bool,
+    host: String,
+    port: u16,
+    path: String,
 }
 
-/// `[ "$(echo ruok | nc HOST PORT)" = "imok" ]`. Not yet carried over.
+fn url_of(tool: &str, a: &Arg) -> Result<Url, String> {
+    // A variable stands for the host alone (`http://$POD_IP:8080/`).
+    let mut text = String::new();
+    let mut var = None;
+    for p in &a.0 {
+        match p {
+            Piece::Text(t) => text.push_str(t),
+            Piece::Env(v) if var.is_none() => {
+                var = Some(v.clone());
+                text.push('\u{1}');
+            }
+            Piece::Env(_) => return Err(format!("{tool}'s URL {} holds several variables", a.show())),
+        }
+    }
+    let (https, rest) = if let Some(r) = text.strip_prefix("https://") {
+        (true, r)
+    } else if let Some(r) = text.strip_prefix("http://") {
+        (false, r)
+    } else if text.contains("://") {
+        return Err(format!("{tool}'s URL {} is not http or https", a.show()));
+    } else {
+        (false, text.as_str())
+    };
+    let (authority, path) = match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_string()),
+        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
+        None => (rest, "/".to_string()),
+    };
+    let path = path.split('#').next().unwrap_or("/").to_string();
+    if authority.contains('@') {
+        return Err(format!("{tool}'s URL {} holds credentials", a.show()));
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (h, rest) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("{tool}'s URL {}", a.show()))?;
+        (h.to_string(), rest.strip_prefix(':'))
+    } else {
+        match authority.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(p)),
+            None => (authority.to_string(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{tool}'s URL {} has no valid port", a.show()))?,
+        None if https => 443,
+        None => 80,
+    };
+    if path.contains('\u{1}') || host.is_empty() || host.contains(['%', ' ']) {
+        return Err(format!("{tool}'s URL {}", a.show()));
+    }
+    let host = match (&var, host == "\u{1}") {
+        (Some(v), true) => format!("${{{v}}}"),
+        (Some(_), false) => {
+            return Err(format!(
+                "{tool}'s URL {} mixes text and a variable in its host",
+                a.show()
+            ));
+        }
+        (None, _) => host,
+    };
+    if path.contains(char::is_whitespace) {
+        return Err(format!("{tool}'s URL {} holds spaces", a.show()));
+    }
+    Ok(Url {
+        https,
+        host,
+        port,
+        path,
+    })
+}
+
+/// An HTTP request's pieces, as a curl or wget command gives them.
+#[derive(Default)]
+struct Request {
+    headers: Vec<(String, String)>,
+    header_env: Vec<(String, String)>,
+    head: bool,
+    insecure: bool,
+}
+
+impl Request {
+    /// `Name: value`.
+    fn header(&mut self, tool: &str, a: &Arg) -> Result<(), String> {
+        let Some(Piece::Text(first)) = a.0.first() else {
+            return Err(format!("{tool}'s header {}", a.show()));
+        };
+        let (name, value) = first
+            .split_once(':')
+            .ok_or_else(|| format!("{tool}'s header {} has no value", a.show()))?;
+        let name = name.trim().to_string();
+        let mut rest = Vec::new();
+        let v = value.trim_start();
+        if !v.is_empty() {
+            rest.push(Piece::Text(v.to_string()));
+        }
+        rest.extend(a.0[1..].iter().cloned());
+        let value = Arg(rest);
+        if name.is_empty()
+            || self
+                .headers
+                .iter()
+                .chain(&self.header_env)
+                .any(|(n, _)| n.eq_ignore_ascii_case(&name))
+        {
+            return Err(format!("{tool}'s header {name:?}, empty or given twice"));
+        }
+        match (value.as_text(), value.as_env()) {
+            (Some(t), _) => self.headers.push((name, t)),
+            (_, Some(v)) => self.header_env.push((name, v.to_string())),
+            _ => {
+                return Err(format!(
+                    "{tool}'s header {name}: {} mixes text and a variable",
+                    value.show()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn keys(&self, c: &mut Converted, tool: &str, url: &Url) -> Result<(), String> {
+        if url.https {
+            if !self.insecure {
+                return Err(format!(
+                    "{tool} verifies an https server against the app container's CA certificates, which the sidecar does not have (-k / --no-check-certificate carries over)"
+                ));
+            }
+            c.text("scheme", "https");
+        }
+        if url.host != "127.0.0.1" {
+            c.text("host", &url.host);
+        }
+        c.raw("port", url.port.to_string());
+        c.text("path", &url.path);
+        c.port = Some(url.port);
+        c.host = Some(url.host.clone());
+        if self.head {
+            c.text("method", "HEAD");
+        }
+        let table = |list: &[(String, String)]| {
+            let items: Vec<String> = list
+                .iter()
+                .map(|(k, v)| format!("{} = {}", toml_str(k), toml_str(v)))
+                .collect();
+            format!("{{ {} }}", items.join(", "))
+        };
+        if !self.headers.is_empty() {
+            c.raw("headers", table(&self.headers));
+        }
+        if !self.header_env.is_empty() {
+            c.raw("header_env", table(&self.header_env));
+        }
+        if url.https {
+            c.raw("insecure_skip_verify", "true".into());
+        }
+        Ok(())
+    }
+}
+
+/// A plain-text grep pattern found anywhere in the body: `body_contains`.
+fn body_text(tool: &str, g: &Grep) -> Result<String, String> {
+    let p = g.pattern.as_str();
+    let plain = !p.is_empty()
+        && (g.fixed || !p.contains(['.', '*', '[', '\\', '+', '?', '(', '|', '{', '^', '$']))
+        && !g.icase
+        && !g.line
+        && !g.word
+        && !g.invert;
+    if plain {
+        Ok(p.to_string())
+    } else {
+        Err(format!(
+            "{tool} piped into grep {p:?}: only a plain text found in the body carries over"
+        ))
+    }
+}
+
+/// Seconds as curl and wget take them: whole, or the ceiling is not exact.
+fn whole_seconds(tool: &str, flag: &str, a: &Arg) -> Result<u64, String> {
+    seconds(tool, flag, a)
+}
+
+/// `curl` (its exit status: docs/native-checks.md, "curl, wget and
+/// grpc_health_probe").
+fn curl(cmd: &Cmd, grep: Option<&Grep>, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> {
+    let spec = Spec {
+        short_val: "HmoXA",
+        short_flag: "fsSLkIv",
+        long_val: &["header", "max-time", "output", "request", "user-agent", "url"],
+        long_flag: &[
+            "fail",
+            "fail-with-body",
+            "silent",
+            "show-error",
+            "location",
+            "insecure",
+            "head",
+            "verbose",
+            "no-progress-meter",
+        ],
+        ..Spec::default()
+    };
+    let mut req = Request::default();
+    let (mut fail, mut follow, mut out_null, mut timeout) = (false, false, false, None);
+    let mut urls = Vec::new();
+    for o in getopt("curl", &cmd.args[1..], &spec)? {
+        match o {
+            Opt::Val(n, Some(v)) => match n.as_str() {
+                "H" | "header" => req.header("curl", &v)?,
+                "A" | "user-agent" => req.header("curl", &prefixed("User-Agent: ", &v))?,
+                "m" | "max-time" => timeout = Some(whole_seconds("curl", "--max-time", &v)?),
+                "o" | "output" => match v.as_text().as_deref() {
+                    Some("/dev/null") => out_null = true,
+                    Some("-") => {}
+                    _ => return Err(format!("curl's -o {}: a file in the app's filesystem", v.show())),
+                },
+                "X" | "request" => match v.as_text().as_deref() {
+                    Some("GET") => {}
+                    Some("HEAD") => req.head = true,
+                    _ => return Err(format!("curl's -X {}", v.show())),
+                },
+                _ => urls.push(v),
+            },
+            Opt::Flag(f) => match f.as_str() {
+                "f" | "fail" | "fail-with-body" => fail = true,
+                "L" | "location" => follow = true,
+                "k" | "insecure" => req.insecure = true,
+                "I" | "head" => req.head = true,
+                _ => {}
+            },
+            Opt::Pos(p) => urls.push(p),
+            Opt::Val(..) => unreachable!("no optional values"),
+        }
+    }
+    let [url] = urls.as_slice() else {
+        return Err("curl with other than one URL".into());
+    };
+    let url = url_of("curl", url)?;
+    let mut c = Converted::new(shown, "http");
+    req.keys(&mut c, "curl", &url)?;
+    // Without -f any answer passes; with -f, a status >= 400 fails, after
+    // the redirects with -L, at the first answer without.
+    if !fail {
+        c.raw("expect_status", "[\"100-599\"]".into());
+    }
+    if !follow || !fail {
+        c.raw("follow_redirects", "false".into());
+    }
+    if let Some(g) = grep {
+        if out_null || req.head {
+            return Err("curl's body goes elsewhere than grep".into());
+        }
+        c.text("body_contains", &body_text("curl", g)?);
+    }
+    c.timeout = timeout.filter(|t| *t > 0);
+    let _ = env;
+    Ok(c)
+}
+
+fn prefixed(prefix: &str, a: &Arg) -> Arg {
+    let mut pieces = vec![Piece::Text(prefix.to_string())];
+    pieces.extend(a.0.iter().cloned());
+    let mut joined: Vec<Piece> = Vec::new();
+    for p in pieces {
+        match (joined.last_mut(), p) {
+            (Some(Piece::Text(x)), Piece::Text(y)) => x.push_str(&y),
+            (_, p) => joined.push(p),
+        }
+    }
+    Arg(joined)
+}
+
+/// `wget` (GNU and BusyBox): follows redirects, exits non-zero for an
+/// error answer.
+fn wget(cmd: &Cmd, grep: Option<&Grep>, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> {
+    let spec = Spec {
+        short_val: "OTtUo",
+        short_flag: "qsS",
+        long_val: &[
+            "output-document",
+            "timeout",
+            "tries",
+            "header",
+            "user-agent",
+            "output-file",
+        ],
+        long_flag: &[
+            "quiet",
+            "spider",
+            "no-check-certificate",
+            "server-response",
+            "no-verbose",
+        ],
+        ..Spec::default()
+    };
+    let mut req = Request::default();
+    let (mut to_stdout, mut out_null, mut spider, mut timeout) = (false, false, false, None);
+    let mut urls = Vec::new();
+    for o in getopt("wget", &cmd.args[1..], &spec)? {
+        match o {
+            Opt::Val(n, Some(v)) => match n.as_str() {
+                "O" | "output-document" => match v.as_text().as_deref() {
+                    Some("-") => to_stdout = true,
+                    Some("/dev/null") => out_null = true,
+                    _ => return Err(format!("wget's -O {}: a file in the app's filesystem", v.show())),
+                },
+                "o" | "output-file" if v.as_text().as_deref() == Some("/dev/null") => {}
+                "o" | "output-file" => return Err(format!("wget's -o {}", v.show())),
+                "T" | "timeout" => timeout = Some(whole_seconds("wget", "-T", &v)?),
+                "t" | "tries" => {}
+                "header" => req.header("wget", &v)?,
+                _ => req.header("wget", &prefixed("User-Agent: ", &v))?,
+            },
+            Opt::Flag(f) => match f.as_str() {
+                "s" | "spider" => spider = true,
+                "no-check-certificate" => req.insecure = true,
+                _ => {}
+            },
+            Opt::Pos(p) => urls.push(p),
+            Opt::Val(..) => unreachable!("no optional values"),
+        }
+    }
+    let [url] = urls.as_slice() else {
+        return Err("wget with other than one URL".into());
+    };
+    if !(to_stdout || out_null || spider) {
+        return Err("wget without -O- or --spider writes the page to a file in the app's filesystem".into());
+    }
+    if spider {
+        // GNU wget's --spider asks with HEAD, BusyBox's with GET.
+        return Err("wget --spider (GNU wget asks with HEAD, BusyBox's with GET)".into());
+    }
+    let url = url_of("wget", url)?;
+    let mut c = Converted::new(shown, "http");
+    req.keys(&mut c, "wget", &url)?;
+    if let Some(g) = grep {
+        if !to_stdout {
+            return Err("wget's page goes elsewhere than grep".into());
+        }
+        c.text("body_contains", &body_text("wget", g)?);
+    }
+    c.timeout = timeout.filter(|t| *t > 0);
+    let _ = env;
+    Ok(c)
+}
+
+/// A Go duration in whole seconds or less (`1s`, `500ms`), rounded up.
+fn go_duration(flag: &str, text: &str) -> Result<u64, String> {
+    let bad = || format!("grpc_health_probe's {flag} {text}");
+    if let Some(ms) = text.strip_suffix("ms") {
+        let ms: u64 = ms.parse().map_err(|_| bad())?;
+        return Ok(ms.div_ceil(1000));
+    }
+    if let Some(s) = text.strip_suffix('s') {
+        return s.parse::<u64>().map_err(|_| bad());
+    }
+    Err(bad())
+}
+
+/// `grpc_health_probe` (Go's flag package: `-flag=v`, `-flag v`,
+/// `--flag`).
+fn grpc_health_probe(cmd: &Cmd, shown: &str) -> Result<Converted, String> {
+    let mut addr = None;
+    let (mut service, mut tls, mut no_verify, mut server_name, mut user_agent) =
+        (None, false, false, None, None);
+    let (mut connect, mut rpc) = (1, 1);
+    let mut args = cmd.args[1..].iter();
+    while let Some(a) = args.next() {
+        let t = a
+            .as_text()
+            .ok_or_else(|| format!("grpc_health_probe's argument {} holds a variable", a.show()))?;
+        let Some(flag) = t.strip_prefix("--").or_else(|| t.strip_prefix('-')) else {
+            return Err(format!("grpc_health_probe's argument {t}"));
+        };
+        let (name, value) = match flag.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (flag.to_string(), None),
+        };
+        let boolean = matches!(name.as_str(), "tls" | "tls-no-verify" | "v");
+        let value = if boolean {
+            match value.as_deref() {
+                None | Some("true") => "true".to_string(),
+                Some("false") => "false".to_string(),
+                Some(v) => return Err(format!("grpc_health_probe's -{name}={v}")),
+            }
+        } else {
+            match value {
+                Some(v) => v,
+                None => args
+                    .next()
+                    .and_then(Arg::as_text)
+                    .ok_or_else(|| format!("grpc_health_probe's -{name} without a value"))?,
+            }
+        };
+        match name.as_str() {
+            "addr" => addr = Some(value),
+            "service" => service = Some(value),
+            "tls" => tls = value == "true",
+            "tls-no-verify" => no_verify = value == "true",
+            "tls-server-name" => server_name = Some(value),
+            "user-agent" => user_agent = Some(value),
+            "connect-timeout" => connect = go_duration("-connect-timeout", &value)?,
+            "rpc-timeout" => rpc = go_duration("-rpc-timeout", &value)?,
+            "v" => {}
+            _ => return Err(format!("grpc_health_probe's -{name}")),
+        }
+    }
+    let addr = addr.ok_or("grpc_health_probe without -addr")?;
+    let (host, port) = match addr.rsplit_once(':') {
+        Some((h, p)) => (h.trim_start_matches('[').trim_end_matches(']'), p),
+        None => return Err(format!("grpc_health_probe's -addr {addr} has no port")),
+    };
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("grpc_health_probe's -addr {addr} has no valid port"))?;
+    let mut c = Converted::new(shown, "grpc");
+    if !host.is_empty() && host != "127.0.0.1" {
+        if host.contains(['/', ' ', '$']) {
+            return Err(format!("grpc_health_probe's -addr {addr}"));
+        }
+        c.text("host", host);
+        c.host = Some(host.to_string());
+    }
+    c.raw("port", port.to_string());
+    c.port = Some(port);
+    if let Some(s) = &service {
+        c.text("service", s);
+    }
+    if let Some(ua) = &user_agent {
+        c.text("user_agent", ua);
+    }
+    if tls {
+        if !no_verify {
+            return Err(
+                "grpc_health_probe -tls verifies the server against the app container's CA certificates, which the sidecar does not have (-tls-no-verify carries over)".into(),
+            );
+        }
+        c.raw("tls", "true".into());
+        c.raw("insecure_skip_verify", "true".into());
+        if let Some(n) = &server_name {
+            c.text("server_name", n);
+        }
+    } else if no_verify || server_name.is_some() {
+        return Err("grpc_health_probe's TLS flags without -tls".into());
+    }
+    // Its own limits: -connect-timeout for the dial, -rpc-timeout for the call.
+    c.timeout = Some(connect + rpc);
+    Ok(c)
+}
+
+/// `nc -z HOST PORT`: a TCP connection, as tcpSocket.
+fn nc_z(cmd: &Cmd, shown: &str) -> Result<Converted, String> {
+    let spec = Spec {
+        short_val: "w",
+        short_flag: "zvn4",
+        ..Spec::default()
+    };
+    let (mut zero, mut timeout, mut pos) = (false, None, Vec::new());
+    for o in getopt("nc", &cmd.args[1..], &spec)? {
+        match o {
+            Opt::Flag(f) if f == "z" => zero = true,
+            Opt::Flag(_) => {}
+            Opt::Val(_, Some(v)) => timeout = Some(seconds("nc", "-w", &v)?),
+            Opt::Pos(p) => pos.push(p),
+            Opt::Val(..) => unreachable!("no optional values"),
+        }
+    }
+    if !zero {
+        return Err("nc without -z and without input".into());
+    }
+    let [host, port] = pos.as_slice() else {
+        return Err("nc -z with other than one host and one port".into());
+    };
+    let host = host_of("nc", "host", host)?;
+    let port = port_of("nc", "port", port)?;
+    let mut c = Converted::new(shown, "tcp");
+    if host != "127.0.0.1" {
+        c.text("host", &host);
+    }
+    c.raw("port", port.to_string());
+    c.host = Some(host);
+    c.port = Some(port);
+    c.timeout = timeout.filter(|t| *t > 0);
+    Ok(c)
+}
+
+/// ZooKeeper's four-letter words: the server answers and closes.
+const FOUR_LETTER_WORDS: &[&str] = &[
+    "ruok", "stat", "srvr", "mntr", "conf", "envi", "cons", "crst", "dump", "wchs", "wchc", "wchp", "isro",
+    "srst", "gtmk", "dirs",
+];
+
+/// What `echo WORD`, `echo -n WORD` or `printf WORD` writes.
+fn sent(cmd: &Cmd) -> Result<String, String> {
+    let args: Vec<String> = cmd.args[1..]
+        .iter()
+        .map(|a| a.as_text().ok_or_else(|| format!("{} of a variable", cmd.name())))
+        .collect::<Result<_, _>>()?;
+    match (cmd.name().as_str(), args.as_slice()) {
+        ("echo", [w]) if !w.starts_with('-') && !w.contains('\\') => Ok(format!("{w}\n")),
+        ("echo", [n, w]) if n == "-n" && !w.contains('\\') => Ok(w.clone()),
+        ("printf", [w]) if !w.contains('%') => {
+            let mut out = String::new();
+            let mut chars = w.chars();
+            while let Some(ch) = chars.next() {
+                if ch == '\\' {
+                    match chars.next() {
+                        Some('n') => out.push('\n'),
+                        Some('r') => out.push('\r'),
+                        Some('\\') => out.push('\\'),
+                        other => return Err(format!("printf's escape \\{}", other.unwrap_or(' '))),
+                    }
+                } else {
+                    out.push(ch);
+                }
+            }
+            Ok(out)
+        }
+        (name, _) => Err(format!("{name} {} piped into nc", args.join(" "))),
+    }
+}
+
+/// `nc HOST PORT` after a pipe: host, port, and whether it ends once its
+/// input does (else it waits for the server to close).
+fn nc_talk(cmd: &Cmd, timeout: u64) -> Result<(String, u16, bool), String> {
+    if !matches!(cmd.name().as_str(), "nc" | "ncat" | "netcat") {
+        return Err(format!("{} after echo", cmd.name()));
+    }
+    let spec = Spec {
+        short_val: "wq",
+        short_flag: "Nvn4",
+        ..Spec::default()
+    };
+    let (mut ends, mut pos) = (false, Vec::new());
+    for o in getopt("nc", &cmd.args[1..], &spec)? {
+        match o {
+            Opt::Flag(f) if f == "N" => ends = true,
+            Opt::Flag(_) => {}
+            Opt::Val(_, Some(v)) => ends |= seconds("nc", "-q/-w", &v)? < timeout,
+            Opt::Pos(p) => pos.push(p),
+            Opt::Val(..) => unreachable!("no optional values"),
+        }
+    }
+    let [host, port] = pos.as_slice() else {
+        return Err("nc with other than one host and one port".into());
+    };
+    Ok((host_of("nc", "host", host)?, port_of("nc", "port", port)?, ends))
+}
+
+fn dialogue_of(shown: &str, host: String, port: u16, send: &str, expect: &str) -> Converted {
+    let mut c = Converted::new(shown, "dialogue");
+    if host != "127.0.0.1" {
+        c.text("host", &host);
+    }
+    c.raw("port", port.to_string());
+    c.raw(
+        "steps",
+        format!(
+            "[{{ send = {} }}, {{ expect = {} }}]",
+            toml_str(send),
+            toml_str(expect)
+        ),
+    );
+    c.host = Some(host);
+    c.port = Some(port);
+    c
+}
+
+/// `echo WORD | nc HOST PORT | grep PATTERN`.
+pub fn dialogue(
+    echo: &Cmd,
+    nc: &Cmd,
+    grep: Option<&Grep>,
+    ctx: &Context<'_>,
+    shown: &str,
+) -> Result<Converted, String> {
+    let send = sent(echo)?;
+    let (host, port, ends) = nc_talk(nc, ctx.timeout)?;
+    if !ends && !FOUR_LETTER_WORDS.contains(&send.trim_end()) {
+        return Err(
+            "nc waits for the server to close the connection, which it may never do (nc -q/-w/-N carries over)".into(),
+        );
+    }
+    let g = grep.ok_or("echo | nc without grep")?;
+    let p = g.pattern.as_str();
+    if g.invert || g.word || (!g.fixed && p.contains(['.', '*', '[', '\\', '+', '?', '(', '|', '{'])) {
+        return Err(format!(
+            "nc piped into grep {p:?}: only a plain text carries over"
+        ));
+    }
+    let (core, start, end) = if g.fixed {
+        (p, false, false)
+    } else {
+        let a = p.strip_prefix('^');
+        let core = a.unwrap_or(p);
+        let b = core.strip_suffix('$');
+        (b.unwrap_or(core), a.is_some(), b.is_some())
+    };
+    if core.is_empty() || core.contains(['^', '$']) {
+        return Err(format!("nc piped into grep {p:?}"));
+    }
+    let mut expect = String::from("(?m)");
+    if g.icase {
+        expect.push_str("(?i)");
+    }
+    if start || g.line {
+        expect.push('^');
+    }
+    expect.push_str(&regex_lite::escape(core));
+    if end || g.line {
+        expect.push('$');
+    }
+    Ok(dialogue_of(shown, host, port, &send, &expect))
+}
+
+/// `[ "$(echo ruok | nc HOST PORT)" = "imok" ]`, and `test ...`, `==`.
 pub fn comparison(
-    _words: &[super::shell::Word],
-    _env: &mut Env<'_>,
-    _shown: &str,
+    words: &[super::shell::Word],
+    ctx: &Context<'_>,
+    env: &mut Env<'_>,
+    shown: &str,
 ) -> Result<Option<Converted>, String> {
-    Ok(None)
+    use super::shell::Part;
+    let lit = |w: &super::shell::Word| match w.as_slice() {
+        [Part::Lit(t)] => Some(t.clone()),
+        _ => None,
+    };
+    let parts: Vec<&super::shell::Word> = match words.first().and_then(lit).as_deref() {
+        Some("[") if words.last().and_then(lit).as_deref() == Some("]") => {
+            words[1..words.len() - 1].iter().collect()
+        }
+        Some("test") => words[1..].iter().collect(),
+        _ => return Ok(None),
+    };
+    let [left, op, right] = parts.as_slice() else {
+        return Ok(None);
+    };
+    let (subst, word) = match (left.as_slice(), right.as_slice()) {
+        ([Part::Subst(s)], _) => (s, right),
+        (_, [Part::Subst(s)]) => (s, left),
+        _ => return Ok(None),
+    };
+    if !matches!(lit(op).as_deref(), Some("=" | "==")) {
+        return Err(format!("the comparison {}", lit(op).unwrap_or_default()));
+    }
+    let expected = lit(word).ok_or("a comparison with a variable")?;
+    let pipeline = super::shell::parse(subst).map_err(|e| format!("{e} in $({subst})"))?;
+    let cmds: Vec<Cmd> = pipeline
+        .iter()
+        .map(|c| {
+            Ok(Cmd {
+                args: c
+                    .words
+                    .iter()
+                    .map(|w| super::resolve(w, env))
+                    .collect::<Result<_, String>>()?,
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let [echo, nc] = cmds.as_slice() else {
+        return Err(format!(
+            "the command substitution $({subst}): only echo WORD | nc HOST PORT carries over"
+        ));
+    };
+    let send = sent(echo)?;
+    let (host, port, ends) = nc_talk(nc, ctx.timeout)?;
+    if !ends && !FOUR_LETTER_WORDS.contains(&send.trim_end()) {
+        return Err("nc waits for the server to close the connection, which it may never do".into());
+    }
+    if expected.is_empty() || expected.contains('\n') {
+        return Err(format!("the comparison with {expected:?}"));
+    }
+    // $(...) drops the trailing newlines; the answer must be the word.
+    let expect = format!("^{}\\n*$", regex_lite::escape(&expected));
+    Ok(Some(dialogue_of(shown, host, port, &send, &expect)))
+}
+
+/// `pgrep -f PATTERN`, where the sidecar sees the app's processes.
+fn pgrep(cmd: &Cmd, ctx: &Context<'_>, shown: &str) -> Result<Converted, String> {
+    let spec = Spec {
+        short_flag: "fxlac",
+        long_flag: &["full", "exact", "list-name", "list-full", "count"],
+        ..Spec::default()
+    };
+    let (mut full, mut exact, mut pos) = (false, false, Vec::new());
+    for o in getopt("pgrep", &cmd.args[1..], &spec)? {
+        match o {
+            Opt::Flag(f) if f == "f" || f == "full" => full = true,
+            Opt::Flag(f) if f == "x" || f == "exact" => exact = true,
+            Opt::Flag(_) => {}
+            Opt::Pos(p) => pos.push(p),
+            Opt::Val(..) => unreachable!("no values"),
+        }
+    }
+    if !full {
+        return Err("pgrep without -f matches the process's name, not its command line".into());
+    }
+    let [pattern] = pos.as_slice() else {
+        return Err("pgrep with other than one pattern".into());
+    };
+    let pattern = pattern
+        .as_text()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| format!("pgrep's pattern {}", pattern.show()))?;
+    if !ctx.shares_processes {
+        return Err(
+            "pgrep sees the app's processes, the sidecar only where the pod shares its process namespace (shareProcessNamespace: true, or inject --share-process-namespace)".into(),
+        );
+    }
+    if regex_lite::Regex::new(&pattern).is_err() || pattern.contains("[[:") || pattern.contains('\\') {
+        return Err(format!(
+            "pgrep's pattern {pattern:?} reads otherwise as a POSIX expression"
+        ));
+    }
+    let pattern = if exact {
+        format!("^(?:{pattern})$")
+    } else {
+        pattern
+    };
+    let mut c = Converted::new(shown, "process");
+    c.text("pattern", &pattern);
+    Ok(c)
 }
