@@ -91,7 +91,7 @@ struct Lines<'a> {
 impl<'a> Lines<'a> {
     fn next(&mut self) -> Result<&'a [u8], Stop> {
         let rest = &self.bytes[self.pos..];
-        match rest.iter().position(|&b| b == b'\n') {
+        match memchr::memchr(b'\n', rest) {
             Some(at) => {
                 self.pos += at + 1;
                 Ok(rest[..at].strip_suffix(b"\r").unwrap_or(&rest[..at]))
@@ -136,7 +136,7 @@ fn next_field<'a>(lines: &mut Lines<'a>) -> Result<Option<Field<'a>>, Stop> {
         return Ok(None);
     }
     // mustHaveFieldNameColon
-    if !line.contains(&b':') {
+    if memchr::memchr(b':', line).is_none() {
         return refused(format!("malformed MIME header: missing colon: {}", quote(line)));
     }
     let mut kv = Cow::Borrowed(trim(line));
@@ -155,7 +155,7 @@ fn next_field<'a>(lines: &mut Lines<'a>) -> Result<Option<Field<'a>>, Stop> {
         folded = true;
     }
     let malformed = |kv: &[u8]| format!("malformed MIME header line: {}", String::from_utf8_lossy(kv));
-    let colon = kv.iter().position(|&b| b == b':').expect("checked above");
+    let colon = memchr::memchr(b':', &kv).expect("checked above");
     let (name, value) = (&kv[..colon], &kv[colon + 1..]);
     // canonicalMIMEHeaderKey: token bytes, or spaces (kept, not canonical).
     if name.is_empty() || !name.iter().all(|&b| is_token(b) || b == b' ') {
@@ -461,7 +461,7 @@ pub(super) fn quote(bytes: &[u8]) -> String {
 
 /// Whether `bytes` hold a blank line: the end of a head.
 fn has_blank_line(bytes: &[u8]) -> bool {
-    bytes.windows(2).any(|w| w == b"\n\n") || bytes.windows(3).any(|w| w == b"\n\r\n")
+    memchr::memchr_iter(b'\n', bytes).any(|at| matches!(&bytes[at + 1..], [b'\n', ..] | [b'\r', b'\n', ..]))
 }
 
 /// How many bytes of a head are held at most before it is handed to
@@ -475,7 +475,10 @@ pub(super) struct GoHead<T> {
     /// Bytes read and not yet handed on: a head not yet complete, and
     /// what came after it.
     held: Vec<u8>,
-    /// How many bytes at the start of `held` are judged, ready for hyper.
+    /// How many bytes of `held` hyper has had (handed on a piece at a
+    /// time, without moving the rest).
+    handed: usize,
+    /// How many bytes of `held` after those are judged, ready for hyper.
     ready: usize,
     /// Whether the bytes read next belong to a response head.
     in_head: bool,
@@ -490,6 +493,7 @@ impl<T> GoHead<T> {
         GoHead {
             inner,
             held: Vec::new(),
+            handed: 0,
             ready: 0,
             in_head: true,
             eof: false,
@@ -504,9 +508,17 @@ impl<T: AsyncRead + Unpin> AsyncRead for GoHead<T> {
         loop {
             if this.ready > 0 {
                 let n = this.ready.min(buf.remaining());
-                buf.put_slice(&this.held[..n]);
-                this.held.drain(..n);
+                buf.put_slice(&this.held[this.handed..this.handed + n]);
+                this.handed += n;
                 this.ready -= n;
+                if this.handed == this.held.len() {
+                    this.held.clear();
+                    this.handed = 0;
+                } else if this.ready == 0 {
+                    // The rest is the next head: judged from its start.
+                    this.held.drain(..this.handed);
+                    this.handed = 0;
+                }
                 return Poll::Ready(Ok(()));
             }
             if !this.in_head {
