@@ -12,6 +12,7 @@ env:
   - {name: POSTGRES_DB, value: shop}
   - {name: PORT, value: "6380"}
   - {name: SPACED, value: "a b"}
+  - {name: NONE, value: ""}
   - name: POSTGRES_PASSWORD
     valueFrom: {secretKeyRef: {name: db, key: password}}
   - name: REDIS_PASSWORD
@@ -148,6 +149,7 @@ fn psql_logs_in_with_the_password_by_reference() {
         r#"postgres = { host = "127.0.0.1", user = "app", dbname = "shop", query = "select 1" }"#
     );
     assert!(kept(&["psql", "-h", "127.0.0.1"]).contains("stdin"));
+    assert!(kept(&["psql", "-h", "127.0.0.1", "-c", "SELECT 1"]).contains("OS user"));
     assert!(kept(&["psql", "-h", "127.0.0.1", "-c", "\\l"]).contains("not an SQL"));
     assert!(kept(&["psql", "-h", "127.0.0.1", "-f", "/check.sql"]).contains("-f"));
 }
@@ -271,6 +273,9 @@ fn mysql_forms_that_stay() {
         .contains("defaults-file")
     );
     assert!(kept(&["mysql", "-h", "127.0.0.1"]).contains("stdin"));
+    assert!(kept(&["mysql", "-h", "127.0.0.1", "-e", "SELECT 1"]).contains("OS user"));
+    assert!(kept(&["mysqladmin", "-h", "127.0.0.1", "status"]).contains("OS user"));
+    assert!(kept_sh("mysqladmin -h 127.0.0.1 -uroot -p\"$NONE\" ping").contains("terminal"));
     let script = "password_aux=\"${MARIADB_ROOT_PASSWORD:-}\"\nif [[ -f \"${MARIADB_ROOT_PASSWORD_FILE:-}\" ]]; then\n  password_aux=$(cat \"$MARIADB_ROOT_PASSWORD_FILE\")\nfi\nmysqladmin status -uroot -p\"${password_aux}\"\n";
     let why = kept(&["/bin/bash", "-ec", script]);
     assert!(why.contains("in the bash -c script"), "{why}");

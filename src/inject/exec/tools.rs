@@ -533,6 +533,11 @@ fn psql(cmd: &Cmd, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> 
         pg.dbname("psql", &d)?;
     }
     pg.env_defaults(env, "psql")?;
+    if pg.user.is_none() {
+        return Err(
+            "psql without -U (nor PGUSER) logs in as the app container's OS user, which the sidecar does not know".into(),
+        );
+    }
     let mut c = Converted::new(shown, "postgres");
     pg.keys(&mut c, "psql", env)?;
     if let Some(t) = &pg.connect_timeout {
@@ -769,17 +774,30 @@ impl My {
             }
             None => 3306,
         });
-        if let Some(u) = &self.user {
-            match (u.as_text(), u.as_env()) {
+        match &self.user {
+            Some(u) => match (u.as_text(), u.as_env()) {
                 (Some(t), _) if !t.is_empty() => c.text("user", &t),
                 (_, Some(v)) => c.text("user_env", v),
                 _ => return Err(format!("{tool}'s -u {}", u.show())),
+            },
+            // A login without -u is the container's OS user's; ping
+            // passes on any answer, whoever asks.
+            None if needs_login => {
+                return Err(format!(
+                    "{tool} without -u logs in as the app container's OS user, which the sidecar does not know"
+                ));
             }
+            None => {}
         }
         let password = match &self.password {
             Some(None) => {
                 return Err(format!(
                     "{tool}'s -p without a value asks for the password on a terminal"
+                ));
+            }
+            Some(Some(p)) if p.is_empty() => {
+                return Err(format!(
+                    "{tool}'s -p with an empty value asks for the password on a terminal"
                 ));
             }
             Some(Some(p)) => Some(p.clone()),
@@ -800,7 +818,6 @@ impl My {
                 c.timeout = Some(t);
             }
         }
-        let _ = needs_login;
         Ok(())
     }
 }
