@@ -722,6 +722,92 @@ mod tests {
         assert_eq!(Decoder::new().decode(&out).unwrap(), fields);
     }
 
+    /// Feeds `bytes` through the filter in `cuts` pieces, as reads of any
+    /// size would bring them.
+    fn filtered(bytes: &[u8], cuts: &[usize]) -> Vec<u8> {
+        let mut filter = GoHeaders::new(());
+        let mut out = Vec::new();
+        let mut rest = bytes;
+        for &cut in cuts {
+            let (piece, after) = rest.split_at(cut.min(rest.len()));
+            filter.input.extend_from_slice(piece);
+            filter.process();
+            out.extend_from_slice(&filter.output.split());
+            rest = after;
+        }
+        filter.input.extend_from_slice(rest);
+        filter.process();
+        filter.give_up(&[]);
+        filter.process();
+        out.extend_from_slice(&filter.output.split());
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn no_bytes_panic_the_decoder(block in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
+            let _ = Decoder::new().decode(&block);
+            let _ = huffman_decode(&block);
+        }
+
+        #[test]
+        fn no_frames_panic_the_filter_and_frames_without_a_block_pass_as_they_came(
+            frames in proptest::collection::vec(
+                (0u8..12, proptest::prelude::any::<u8>(), 0u32..4, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)),
+                0..8,
+            ),
+            cuts in proptest::collection::vec(0usize..40, 0..6),
+        ) {
+            let mut bytes = Vec::new();
+            for (kind, flags, stream, payload) in &frames {
+                bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+                bytes.extend_from_slice(&[*kind, *flags]);
+                bytes.extend_from_slice(&stream.to_be_bytes());
+                bytes.extend_from_slice(payload);
+            }
+            let out = filtered(&bytes, &cuts);
+            // Frames that carry no header block pass as they came, however
+            // the reads cut them.
+            if !frames.iter().any(|(kind, ..)| *kind == HEADERS) {
+                proptest::prop_assert_eq!(out, bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_block_with_a_connection_field_is_written_again_without_it() {
+        let block = [
+            field(":status", "200"),
+            field("connection", "keep-alive"),
+            field("x-a", "1"),
+        ];
+        let mut fragment = vec![0x88]; // :status 200, indexed
+        block[1].encode(&mut fragment);
+        // x-a, incrementally indexed: the server's table now has it.
+        fragment.extend_from_slice(&[0x40, 3, b'x', b'-', b'a', 1, b'1']);
+        let mut bytes = (fragment.len() as u32).to_be_bytes()[1..].to_vec();
+        bytes.extend_from_slice(&[HEADERS, END_HEADERS | END_STREAM, 0, 0, 0, 1]);
+        bytes.extend_from_slice(&fragment);
+        // A second block on stream 3 refers to the server's table entry.
+        bytes.extend_from_slice(&[0, 0, 2, HEADERS, END_HEADERS, 0, 0, 0, 3, 0x88, 0xbe]);
+        let out = filtered(&bytes, &[5, 3]);
+        let mut decoder = Decoder::new();
+        let first_length = usize::from(out[2]);
+        assert_eq!(out[3..5], [HEADERS, END_HEADERS | END_STREAM]);
+        assert_eq!(
+            decoder.decode(&out[9..9 + first_length]).unwrap(),
+            vec![block[0].clone(), block[2].clone()]
+        );
+        let second = &out[9 + first_length..];
+        assert_eq!(second[3..9], [HEADERS, END_HEADERS, 0, 0, 0, 3]);
+        // Written again too, as literals: the client's table never got x-a.
+        assert_eq!(
+            decoder.decode(&second[9..]).unwrap(),
+            vec![block[0].clone(), block[2].clone()]
+        );
+        assert!(decoder.table.is_empty());
+    }
+
     #[test]
     fn connection_specific_fields_are_the_ones_h2_refuses() {
         assert!(field("connection", "keep-alive").refused_by_h2());
