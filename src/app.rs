@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::check::PrepareError;
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigErrors};
 use crate::engine::Engine;
 use crate::lifecycle::Token;
 
@@ -44,13 +44,47 @@ impl BuildError {
     /// each check that cannot be prepared, `FILE:LINE: check "NAME": ...`,
     /// as config errors and lints are printed.
     pub fn for_file(&self, origin: &str) -> String {
+        self.lines(origin).join("\n")
+    }
+
+    /// [`BuildError::for_file`], a line each.
+    pub fn lines(&self, origin: &str) -> Vec<String> {
         match self {
             BuildError::Checks(errors) => errors
                 .iter()
                 .map(|(line, e)| format!("{origin}:{line}: {e}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            BuildError::Token(message) => format!("{origin}: {message}"),
+                .collect(),
+            BuildError::Token(message) => vec![format!("{origin}: {message}")],
+        }
+    }
+}
+
+/// Why [`App::load`] gives no application. Its text is what
+/// `check-config` prints, one error a line; [`LoadError::lines`] gives
+/// the lines one by one (a reload logs each).
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file cannot be read, or its config is not valid: every error
+    /// with file, line, column and key.
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    /// The config is valid, but a check or the token file cannot be
+    /// prepared.
+    #[error("{}", .error.for_file(.origin))]
+    Build {
+        /// The file, as errors name it.
+        origin: String,
+        /// What cannot be prepared.
+        error: BuildError,
+    },
+}
+
+impl LoadError {
+    /// One line per error, as `check-config` prints them.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            LoadError::Config(errors) => errors.lines().collect(),
+            LoadError::Build { origin, error } => error.lines(origin),
         }
     }
 }
@@ -76,18 +110,17 @@ impl App {
 
     /// Reads the config file at `path` (`listen`, when given, replacing
     /// its address) and builds the application: the one setup step of
-    /// `run`, `check-config` and a reload. The error is the text
+    /// `run`, `check-config` and a reload. The error says what
     /// `check-config` prints: every config error with file, line, column
     /// and key, or the check or token file that cannot be prepared.
-    pub fn load(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> Result<App, String> {
-        let text = Config::read(path).map_err(|e| e.to_string())?;
+    pub fn load(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> Result<App, LoadError> {
+        let text = Config::read(path)?;
         let origin = path.display().to_string();
-        let mut config =
-            Config::from_toml_str(&text, &origin, &config::ProcessEnv).map_err(|e| e.to_string())?;
+        let mut config = Config::from_toml_str(&text, &origin, &config::ProcessEnv)?;
         if let Some(listen) = listen {
             config.listen = listen;
         }
-        let mut app = App::build(config).map_err(|e| e.for_file(&origin))?;
+        let mut app = App::build(config).map_err(|error| LoadError::Build { origin, error })?;
         app.source = Some(Source {
             path: path.to_path_buf(),
             listen,

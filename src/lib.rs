@@ -64,7 +64,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use crate::app::{App, BuildError};
+pub use crate::app::{App, BuildError, LoadError};
 
 use crate::lifecycle::{Drain, Exit, Lifecycle};
 use crate::state::State;

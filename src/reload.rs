@@ -30,7 +30,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::app::{App, Source, fingerprint};
+use crate::app::{App, LoadError, Source, fingerprint};
 use crate::config::{Config, ProbeKind};
 use crate::log::{LogLevel, Logging};
 use crate::state::{Slot, State};
@@ -57,8 +57,33 @@ impl Trigger {
     }
 }
 
+/// Why a reload was refused (the running config stays): its lines, one
+/// per error, as `check-config` prints them; its text is the lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused(pub Vec<String>);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join("\n"))
+    }
+}
+
+impl std::error::Error for Refused {}
+
+impl From<LoadError> for Refused {
+    fn from(e: LoadError) -> Refused {
+        Refused(e.lines())
+    }
+}
+
+impl Refused {
+    fn one(line: String) -> Refused {
+        Refused(vec![line])
+    }
+}
+
 /// A request to the reloader, with where to send its outcome.
-type Request = (Trigger, Option<oneshot::Sender<Result<String, String>>>);
+type Request = (Trigger, Option<oneshot::Sender<Result<String, Refused>>>);
 
 /// Asks the reloader for a reload; cheap to clone.
 #[derive(Debug, Clone)]
@@ -69,14 +94,13 @@ pub struct Reloads {
 impl Reloads {
     /// Reloads now and returns what changed, or the errors that rejected
     /// the file (as `check-config` prints them).
-    pub async fn reload(&self, trigger: Trigger) -> Result<String, String> {
+    pub async fn reload(&self, trigger: Trigger) -> Result<String, Refused> {
+        let stopping = || Refused::one("the sidecar is stopping".into());
         let (reply, outcome) = oneshot::channel();
         if self.tx.send((trigger, Some(reply))).await.is_err() {
-            return Err("the sidecar is stopping".into());
+            return Err(stopping());
         }
-        outcome
-            .await
-            .unwrap_or_else(|_| Err("the sidecar is stopping".into()))
+        outcome.await.unwrap_or_else(|_| Err(stopping()))
     }
 
     /// Asks for a reload without waiting for it.
@@ -283,7 +307,7 @@ impl Reloader {
                 Ok((app, changes))
             })
             .await
-            .unwrap_or_else(|e| Err(format!("the reload failed: {e}")));
+            .unwrap_or_else(|e| Err(Refused::one(format!("the reload failed: {e}"))));
             let outcome = self.apply(trigger, loaded).await;
             if let Some(reply) = reply {
                 let _ = reply.send(outcome);
@@ -292,8 +316,8 @@ impl Reloader {
     }
 
     /// Logs and records a refused reload; the running config stays.
-    fn refuse(&self, trigger: Trigger, errors: String) -> Result<String, String> {
-        for line in errors.lines() {
+    fn refuse(&self, trigger: Trigger, errors: Refused) -> Result<String, Refused> {
+        for line in &errors.0 {
             tracing::error!(trigger = trigger.as_str(), "{line}");
         }
         tracing::error!(
@@ -308,8 +332,8 @@ impl Reloader {
     async fn apply(
         &mut self,
         trigger: Trigger,
-        loaded: Result<(App, Changes), String>,
-    ) -> Result<String, String> {
+        loaded: Result<(App, Changes), Refused>,
+    ) -> Result<String, Refused> {
         let trigger_name = trigger.as_str();
         let (app, changes) = match loaded {
             Ok(loaded) => loaded,
@@ -326,9 +350,8 @@ impl Reloader {
                         kind.endpoint()
                     )
                 })
-                .collect::<Vec<_>>()
-                .join("\n");
-            return self.refuse(trigger, errors);
+                .collect();
+            return self.refuse(trigger, Refused(errors));
         }
         let App {
             config: mut new,

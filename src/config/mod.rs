@@ -718,22 +718,30 @@ pub struct ConfigErrors {
     pub errors: Vec<ConfigError>,
 }
 
+impl ConfigErrors {
+    /// One line per error, in file order: `FILE:LINE:COLUMN: KEY: MESSAGE`,
+    /// or `FILE: MESSAGE` for the file itself (it cannot be read).
+    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+        self.errors.iter().map(|e| {
+            if e.line == 0 {
+                format!("{}: {}", self.origin, e.message)
+            } else {
+                format!(
+                    "{}:{}:{}: {}: {}",
+                    self.origin, e.line, e.column, e.key, e.message
+                )
+            }
+        })
+    }
+}
+
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
+        for (i, line) in self.lines().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            if e.line == 0 {
-                // The file itself (it cannot be read): no place in it.
-                write!(f, "{}: {}", self.origin, e.message)?;
-            } else {
-                write!(
-                    f,
-                    "{}:{}:{}: {}: {}",
-                    self.origin, e.line, e.column, e.key, e.message
-                )?;
-            }
+            f.write_str(&line)?;
         }
         Ok(())
     }
