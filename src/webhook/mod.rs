@@ -441,6 +441,38 @@ mod tests {
     }
 
     #[test]
+    fn an_exec_probe_is_converted_by_the_webhook_as_by_inject() {
+        let pod = json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "cache"},
+            "spec": {"containers": [{
+                "name": "redis",
+                "image": "redis:7",
+                "env": [{"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "r", "key": "p"}}}],
+                "livenessProbe": {"exec": {"command": ["sh", "-c", "redis-cli -a \"$REDIS_PASSWORD\" ping | grep -q PONG"]}},
+                "readinessProbe": {"exec": {"command": ["sh", "-c", "redis-cli -a \"$REDIS_PASSWORD\" ping | grep -q PONG"]}}
+            }]}
+        });
+        let m = mutate(&pod, Some("shop"), &Options::default());
+        assert!(matches!(m.outcome, Outcome::Injected), "{:?}", m.warnings);
+        let mut got = pod.clone();
+        json_patch::patch(&mut got, &m.patch.unwrap()).unwrap();
+        let sidecar = &got["spec"]["initContainers"][0];
+        assert_eq!(
+            sidecar["env"],
+            json!([{"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "r", "key": "p"}}}])
+        );
+        let live = &got["spec"]["containers"][0]["livenessProbe"];
+        assert_eq!(live["httpGet"]["path"], "/containers/redis/livez");
+        let annotations = got["metadata"]["annotations"].to_string();
+        assert!(
+            annotations.contains(r#"redis = { password_env = \"REDIS_PASSWORD\", expect = \"pong\" }"#),
+            "{annotations}"
+        );
+    }
+
+    #[test]
     fn named_items_are_matched_by_name_and_the_patch_applies() {
         let old = json!({"spec": {"containers": [{"name": "a", "x": 1}, {"name": "b"}], "v": [1, 2]}});
         let new = json!({"spec": {"containers": [{"name": "side"}, {"name": "a", "x": 2}, {"name": "b"}], "v": [1], "w": "~/"}});

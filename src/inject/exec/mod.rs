@@ -624,10 +624,17 @@ pub fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted, Strin
     let mut c = match pipeline.as_slice() {
         [tool] => tools::tool(tool, None, &mut env, ctx, &shown)?,
         [tool, grep] if grep.name() == "grep" => {
+            if !tools::KNOWN.contains(&tool.name().as_str()) {
+                return Err(format!("{} is not a command healthproxy knows", tool.name()));
+            }
             let g = Grep::parse(grep)?;
             tools::tool(tool, Some(&g), &mut env, ctx, &shown)?
         }
-        [echo, nc, grep] if grep.name() == "grep" => {
+        [echo, nc, grep]
+            if grep.name() == "grep"
+                && matches!(echo.name().as_str(), "echo" | "printf")
+                && matches!(nc.name().as_str(), "nc" | "ncat" | "netcat") =>
+        {
             let g = Grep::parse(grep)?;
             tools::dialogue(echo, nc, Some(&g), ctx, &shown)?
         }

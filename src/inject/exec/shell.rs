@@ -273,6 +273,12 @@ impl Parser<'_> {
                     parts.push(self.dollar(false)?);
                 }
                 b'`' => return Err("a command substitution in backquotes".into()),
+                // In a URL a pattern matches no file (no directory of the
+                // app's is named `http:` holding `/`): the shell leaves it.
+                b'*' | b'?' if self.text[start..self.i].contains("://") => {
+                    lit.push(c as char);
+                    self.i += 1;
+                }
                 b'*' | b'?' => return Err(format!("the pattern {:?}", self.rest_of_word(start))),
                 b'[' | b']' if !(self.i == start && self.s.get(self.i + 1).is_none_or(|&c| ends_word(c))) => {
                     return Err(format!("the pattern {:?}", self.rest_of_word(start)));

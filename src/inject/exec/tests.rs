@@ -516,3 +516,141 @@ fn pgrep_only_where_the_processes_are_seen() {
     );
     assert!(kept(&["pgrep", "-f", "celery"]).contains("shareProcessNamespace"));
 }
+
+/// Command lines as the survey's charts write them, each with what it
+/// becomes: the check's kind, or a part of the reason it stays.
+#[test]
+fn command_lines_from_real_charts() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["sh", "-c", "redis-cli -h $(hostname) ping"],
+            "kept: $(hostname)",
+        ),
+        (&["sh", "-c", "redis-cli -a $REDIS_PASSWORD ping"], "redis"),
+        (&["sh", "-c", "redis-cli -p 26379 ping"], "redis"),
+        (
+            &["/bin/sh", "-c", "test \"$(redis-cli ping)\" = PONG"],
+            "kept: $(redis-cli ping)",
+        ),
+        (
+            &[
+                "sh",
+                "-c",
+                "redis-cli -a \"${REDIS_PASSWORD}\" ping | grep -E '^(PONG|LOADING)'",
+            ],
+            "kept: only grep PONG",
+        ),
+        (&["mysqladmin", "ping", "-h", "localhost"], "kept: Unix socket"),
+        (
+            &["sh", "-c", "mysqladmin ping -u root -p${MYSQL_ROOT_PASSWORD}"],
+            "kept: Unix socket",
+        ),
+        (
+            &[
+                "bash",
+                "-c",
+                "mysql -h 127.0.0.1 -u root -p$MYSQL_ROOT_PASSWORD -e \"SELECT 1\"",
+            ],
+            "mysql",
+        ),
+        (
+            &[
+                "sh",
+                "-c",
+                "mysqladmin -h 127.0.0.1 -uroot -p\"$MYSQL_ROOT_PASSWORD\" ping",
+            ],
+            "mysql",
+        ),
+        (&["pg_isready", "-U", "postgres"], "kept: Unix socket"),
+        (
+            &["sh", "-c", "pg_isready -h localhost -U $POSTGRES_USER"],
+            "postgres",
+        ),
+        (&["sh", "-c", "exec pg_isready --host $POD_IP"], "postgres"),
+        (
+            &[
+                "psql",
+                "-w",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-h",
+                "127.0.0.1",
+                "-c",
+                "SELECT 1",
+            ],
+            "postgres",
+        ),
+        (
+            &["sh", "-c", "psql -U postgres -c 'SELECT 1'"],
+            "kept: Unix socket",
+        ),
+        (
+            &["/bin/sh", "-c", "echo ruok | nc localhost 2181 | grep imok"],
+            "dialogue",
+        ),
+        (
+            &["sh", "-c", "echo mntr | nc localhost 2181 | grep zk_server_state"],
+            "dialogue",
+        ),
+        (&["grpc_health_probe", "-addr=localhost:50051"], "grpc"),
+        (
+            &["/bin/grpc_health_probe", "-addr=:8080", "-tls", "-tls-no-verify"],
+            "grpc",
+        ),
+        (&["curl", "-f", "http://localhost:8080/health"], "http"),
+        (
+            &[
+                "sh",
+                "-c",
+                "curl --fail http://localhost:9200/_cluster/health?local=true",
+            ],
+            "http",
+        ),
+        (
+            &["sh", "-c", "curl -s -k https://localhost:9200 -u elastic:$PW"],
+            "kept: -u",
+        ),
+        (
+            &["sh", "-c", "wget -O /dev/null -q http://localhost:8080/ping"],
+            "http",
+        ),
+        (&["nc", "-z", "localhost", "6379"], "tcp"),
+        (&["celery", "inspect", "ping"], "kept: celery"),
+        (&["cat", "/tmp/healthy"], "kept: cat"),
+        (&["pgrep", "-f", "gunicorn"], "kept: shareProcessNamespace"),
+        (
+            &["sh", "-c", "ps aux | grep -v grep | grep java"],
+            "kept: the pipeline ps | grep | grep",
+        ),
+        (
+            &["redis-cli", "--tls", "--cacert", "/tls/ca.crt", "ping"],
+            "kept: --cacert",
+        ),
+        (
+            &["sh", "-c", "exec /usr/local/bin/docker-healthcheck"],
+            "kept: docker-healthcheck",
+        ),
+        (
+            &["rabbitmq-diagnostics", "-q", "check_running"],
+            "kept: rabbitmq-diagnostics",
+        ),
+        (
+            &["/bin/sh", "-c", "nodetool status | grep -E \"^UN\\s+${POD_IP}\""],
+            "kept: nodetool",
+        ),
+        (&["sh", "-c", "ls *.pid"], "kept: the pattern"),
+    ];
+    let env = container(
+        "\n  - name: PW\n    valueFrom: {secretKeyRef: {name: e, key: p}}\n  - name: POSTGRES_USER2\n    value: x",
+    );
+    for (argv, expected) in cases {
+        let got = run(&env, argv, 5);
+        match (expected.strip_prefix("kept: "), got) {
+            (Some(part), Err(why)) => assert!(why.contains(part), "{argv:?}: {why}"),
+            (None, Ok(c)) => assert_eq!(c.kind, *expected, "{argv:?}"),
+            (_, got) => panic!("{argv:?}: {got:?}, expected {expected}"),
+        }
+    }
+}

@@ -188,6 +188,24 @@ fn seconds(tool: &str, flag: &str, a: &Arg) -> Result<u64, String> {
         .ok_or_else(|| format!("{tool}'s {flag} {} is not whole seconds", a.show()))
 }
 
+/// The commands read here.
+pub const KNOWN: &[&str] = &[
+    "pg_isready",
+    "psql",
+    "redis-cli",
+    "mysqladmin",
+    "mariadb-admin",
+    "mysql",
+    "mariadb",
+    "curl",
+    "wget",
+    "grpc_health_probe",
+    "nc",
+    "ncat",
+    "netcat",
+    "pgrep",
+];
+
 /// Which tool, and its reader.
 pub fn tool(
     cmd: &Cmd,
