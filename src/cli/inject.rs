@@ -38,7 +38,7 @@ pub struct InjectArgs {
     #[arg(long, value_enum, default_value_t = Sidecar::Native)]
     sidecar: Sidecar,
     /// The sidecar's port.
-    #[arg(long, default_value_t = 9775, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = crate::config::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
     port: u16,
     /// The sidecar's drain.max; the grace period is raised to this plus
     /// 10s where it is shorter.

@@ -39,8 +39,11 @@ pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 pub const MIN_PERIOD: Duration = Duration::from_millis(100);
 /// The shortest timeout accepted.
 pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// The sidecar's port unless `listen` says otherwise, and the port
+/// `inject` and the webhook give it.
+pub const DEFAULT_PORT: u16 = 9775;
 /// Where the sidecar listens unless `listen` says otherwise: every address,
-/// IPv4 and IPv6.
+/// IPv4 and IPv6, on [`DEFAULT_PORT`].
 pub const DEFAULT_LISTEN: &str = "[::]:9775";
 /// Default time readiness stays failed before a drain looks at connections.
 pub const DEFAULT_DRAIN_MIN: Duration = Duration::from_secs(5);

@@ -31,6 +31,7 @@ fn minimal_check_gets_kubelet_defaults() {
     assert_eq!(c.checks[0].timing.failure_threshold, 3);
     assert!(c.checks[0].critical);
     assert_eq!(c.listen, "[::]:9775".parse().unwrap());
+    assert_eq!(c.listen.port(), DEFAULT_PORT);
     assert_eq!(c.drain.min, Duration::from_secs(5));
     match &c.checks[0].kind {
         CheckKind::Tcp(t) => assert_eq!(t.host.name, "127.0.0.1"),
