@@ -5,8 +5,8 @@
 //! # Layout
 //!
 //! - [`config`]: the TOML file, validated into typed settings, and lints.
-//! - [`App`]: a config built into a ready application, for `run` and
-//!   `check-config` alike.
+//! - [`App`] (`app`): a config built into a ready application, for `run`,
+//!   `check-config` and a reload alike, and the file it came from.
 //! - [`check`]: one run of one check (http, tcp, exec, grpc, file, postgres), and
 //!   the reason of a failure.
 //! - [`engine`]: one task per check: timers, timeouts, thresholds.
