@@ -298,6 +298,7 @@ fn postgres(text: &str) -> Result<PostgresSpec, String> {
         sslmode: SslMode::Prefer,
         connect_timeout: None,
         password: None,
+        passfile: None,
         query: None,
     })
 }

@@ -73,6 +73,9 @@ pub struct PostgresSpec {
     pub connect_timeout: Option<Duration>,
     /// The password (`PGPASSWORD`), for `query` only.
     pub password: Option<Credential>,
+    /// A password file as libpq reads one (`passfile`, `PGPASSFILE`),
+    /// read at every run when no password is given; for `query` only.
+    pub passfile: Option<PathBuf>,
     /// `psql -c QUERY` semantics when set; `pg_isready` when not.
     pub query: Option<String>,
 }

@@ -837,6 +837,89 @@ async fn a_password_file_is_read_at_every_run() {
     assert_eq!(check.run(TIMEOUT).await.verdict, Verdict::Unknown);
 }
 
+/// `passfile`: a password file read as libpq reads `PGPASSFILE`, beside
+/// `psql -w` given the same file, line by line (first match wins, `*`,
+/// comments, escapes) and with a mode libpq ignores.
+#[tokio::test]
+async fn a_passfile_gives_the_password_psql_takes_from_it() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = shared();
+    let port = server.port;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pgpass");
+    let right = format!("127.0.0.1:{port}:postgres:scram:scram-secret\n");
+    let cases = [
+        ("a matching line", right.clone(), 0o600),
+        (
+            "wildcards, after a line for another user",
+            "*:*:*:md5user:md5-secret\n*:*:*:scram:scram-secret\n".to_string(),
+            0o600,
+        ),
+        (
+            "the first match is wrong",
+            format!("127.0.0.1:{port}:*:scram:wrong\n{right}"),
+            0o400,
+        ),
+        (
+            "no line for this port",
+            "127.0.0.1:1:postgres:scram:scram-secret\n".into(),
+            0o600,
+        ),
+        ("the line commented out", format!("#{right}"), 0o600),
+        (
+            "localhost is not 127.0.0.1",
+            format!("localhost:{port}:postgres:scram:scram-secret\n"),
+            0o600,
+        ),
+        (
+            "an escaped field",
+            format!("127.0.0.1:{port}:post\\gres:scram:scram-secret\r\n"),
+            0o600,
+        ),
+        ("readable by the group: ignored", right.clone(), 0o640),
+        (
+            "an empty password",
+            format!("127.0.0.1:{port}:postgres:scram:\n"),
+            0o600,
+        ),
+    ];
+    let mut verdicts = Vec::new();
+    for (state, text, mode) in cases {
+        std::fs::write(&file, &text).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut psql = Command::new(tool("psql"));
+        psql.args(["-X", "-w", "-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-U", "scram", "-d", "postgres", "-c", "SELECT 1"])
+            .env_remove("PGPASSWORD")
+            .env("PGSSLMODE", "disable")
+            .env("PGPASSFILE", &file)
+            .stdin(Stdio::null());
+        let (status, said) = run(psql);
+        let config = format!(
+            "[[check]]\nname = \"db\"\nprobes = [\"readiness\"]\n\
+             postgres = {{ port = {port}, user = \"scram\", dbname = \"postgres\", sslmode = \"disable\", query = \"SELECT 1\", passfile = {:?} }}\n",
+            file.display().to_string()
+        );
+        let config = Config::from_toml_str(&config, "test", &|_: &str| None).unwrap();
+        let outcome = Check::new("db", &config.checks[0].kind)
+            .unwrap()
+            .run(TIMEOUT)
+            .await;
+        assert_eq!(
+            outcome.verdict == Verdict::Success,
+            status == 0,
+            "{state}: psql exited {status} ({said}), the check said {outcome:?}"
+        );
+        verdicts.push(status == 0);
+    }
+    // The cases are what they say: psql logged in with the first two and
+    // the escaped field only.
+    assert_eq!(
+        verdicts,
+        [true, true, false, false, false, false, true, false, false]
+    );
+}
+
 /// Rows larger than the 10 KiB kept of a message are read and dropped,
 /// never kept: the query passes as psql's does.
 #[tokio::test]

@@ -91,6 +91,7 @@ const ALL_KEYS: &[&str] = &[
     "postgres.query",
     "postgres.password_file",
     "postgres.password_env",
+    "postgres.passfile",
 ];
 
 /// The keys whose default the file must state.

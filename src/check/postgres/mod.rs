@@ -33,6 +33,7 @@
 
 mod auth;
 mod frame;
+mod passfile;
 
 use std::time::Duration;
 
@@ -211,6 +212,12 @@ impl PostgresCheck {
             Ok(password) => password,
             Err(e) => return Outcome::unknown(format!("password_file {e}")),
         };
+        // libpq: the password file only when no password is given (an
+        // empty one is none), and an empty password from it is none.
+        let password = match password {
+            Some(p) if !p.is_empty() => Some(p),
+            _ => self.passfile_password().filter(|p| !p.is_empty()),
+        };
         let password = password.as_deref().map(str::as_bytes);
         let mut conn = match tokio::time::timeout(bound, self.login(password)).await {
             Ok(Ok(conn)) => conn,
@@ -255,6 +262,24 @@ impl PostgresCheck {
     }
 
     /// Connects and logs in, up to ReadyForQuery.
+    /// The password of the `passfile` for this server, database and user.
+    fn passfile_password(&self) -> Option<String> {
+        let path = self.spec.passfile.as_ref()?;
+        let host = match &self.spec.address {
+            PgAddress::Tcp(host) => host.name.clone(),
+            PgAddress::Socket(dir) => dir.display().to_string(),
+        };
+        passfile::lookup(
+            path,
+            &passfile::Target {
+                host: &host,
+                port: self.spec.port,
+                dbname: &self.spec.dbname,
+                user: &self.spec.user,
+            },
+        )
+    }
+
     async fn login(&self, password: Option<&[u8]>) -> Result<Conn, Failed> {
         let mut ssl = self.tls.is_some();
         loop {

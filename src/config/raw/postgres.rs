@@ -29,6 +29,7 @@ pub(super) struct RawPostgres {
     connect_timeout: Option<Spanned<Dur>>,
     password_file: Option<PathBuf>,
     password_env: Option<String>,
+    passfile: Option<PathBuf>,
     query: Option<Spanned<String>>,
 }
 
@@ -131,11 +132,13 @@ pub(super) fn validate(
         &site,
         errors,
     );
-    if password.is_some() && query.is_none() {
+    if (password.is_some() || p.passfile.is_some()) && query.is_none() {
         let key = if p.password_file.is_some() {
             "password_file"
-        } else {
+        } else if p.password_env.is_some() {
             "password_env"
+        } else {
+            "passfile"
         };
         errors.push(
             site.at(&format!("postgres.{key}")),
@@ -152,6 +155,7 @@ pub(super) fn validate(
             sslmode: p.sslmode.unwrap_or(SslMode::Prefer),
             connect_timeout,
             password,
+            passfile: p.passfile.clone(),
             query,
         }))
     })
@@ -221,6 +225,11 @@ mod tests {
         let err = parse("{ dbname_env = \"D\" }", &[]).unwrap_err();
         assert!(
             err.contains("postgres.dbname_env: the environment variable D is not set"),
+            "{err}"
+        );
+        let err = parse("{ passfile = \"/p\" }", &[]).unwrap_err();
+        assert!(
+            err.contains("check[0].postgres.passfile: is only used with `query`"),
             "{err}"
         );
         let err = parse("{ password = \"x\" }", &[]).unwrap_err();
