@@ -1718,6 +1718,27 @@ async fn grpc_status_fields_and_compression_as_grpc_go_reads_them() {
             "grpc-go http_util.go decodeBinHeader (RawStdEncoding, not strict)",
         ),
         (
+            "ends with grpc-status 0 but a grpc-status-details-bin saying NotFound",
+            GrpcReply {
+                trailers: vec![("grpc-status-details-bin", b"CAUSBGdvbmU=")],
+                ..GrpcReply::serving()
+            },
+            Verdict::Failure,
+            "error: health rpc probe failed: rpc error: code = NotFound desc = gone",
+            "grpc-go http_util.go processHeaderField (status.FromProto); (*decodeState).status",
+        ),
+        (
+            "ends OK with a grpc-status-details-bin that is base64 but no google.rpc.Status",
+            GrpcReply {
+                trailers: vec![("grpc-status-details-bin", b"//8=")],
+                ..GrpcReply::serving()
+            },
+            Verdict::Failure,
+            "error: health rpc probe failed: rpc error: code = Internal desc = \
+             transport: malformed grpc-status-details-bin: proto: cannot parse invalid wire-format data",
+            DECODE_HEADER,
+        ),
+        (
             "announces SETTINGS_MAX_HEADER_LIST_SIZE 64, less than the request's headers",
             GrpcReply {
                 max_header_list_size: Some(64),

@@ -33,24 +33,117 @@ const ESCAPED: &AsciiSet = &CONTROLS.add(b'%');
 /// `decodeBinHeader`, `(*decodeState).processHeaderField`
 /// ("transport: malformed grpc-status-details-bin: %v").
 pub(super) fn as_grpc_go_reads(map: &mut HeaderMap) -> Result<(), tonic::Status> {
+    let malformed =
+        |why: &str| tonic::Status::internal(format!("transport: malformed grpc-status-details-bin: {why}"));
+    let mut from_details = None;
     if let Some(details) = map.remove(GRPC_STATUS_DETAILS) {
-        let bytes = decode_bin_header(details.as_bytes()).map_err(|offset| {
-            tonic::Status::internal(format!(
-                "transport: malformed grpc-status-details-bin: illegal base64 data at input byte {offset}"
-            ))
-        })?;
+        let bytes = decode_bin_header(details.as_bytes())
+            .map_err(|offset| malformed(&format!("illegal base64 data at input byte {offset}")))?;
+        // grpc-go unmarshals a google.rpc.Status and takes the call's
+        // status from it (`status.FromProto`), whatever grpc-status says.
+        from_details = Some(rpc_status(&bytes).map_err(malformed)?);
         let canonical = base64::engine::general_purpose::STANDARD.encode(bytes);
         let value = HeaderValue::from_str(&canonical).expect("base64 is a valid header value");
         map.insert(GRPC_STATUS_DETAILS, value);
     }
-    if let Some(message) = map.remove(GRPC_MESSAGE) {
-        let decoded = decode_grpc_message(message.as_bytes());
+    let message = match from_details {
+        Some((code, message)) => {
+            // Go's `codes.Code(uint32)` of the int32.
+            let code = HeaderValue::from_str(&(code as u32).to_string()).expect("digits");
+            map.insert("grpc-status", code);
+            Some(message.into_bytes())
+        }
+        None => map
+            .remove(GRPC_MESSAGE)
+            .map(|m| decode_grpc_message(m.as_bytes())),
+    };
+    if let Some(decoded) = message {
         let text = String::from_utf8_lossy(&decoded);
         let encoded = utf8_percent_encode(&text, ESCAPED).to_string();
         let value = HeaderValue::from_str(&encoded).expect("percent-encoded text is a valid header value");
         map.insert(GRPC_MESSAGE, value);
     }
     Ok(())
+}
+
+/// protobuf-go's error for bytes that are not a message.
+const INVALID_WIRE: &str = "proto: cannot parse invalid wire-format data";
+
+/// The code and message of a `google.rpc.Status` (`int32 code = 1;
+/// string message = 2; repeated google.protobuf.Any details = 3;`), read
+/// as protobuf-go's `proto.Unmarshal` reads it: the last value of a field
+/// wins, a field with another wire type is an unknown field and skipped,
+/// strings must be UTF-8 (proto3), and the `Any` details are parsed too.
+/// Groups (deprecated wire types 3 and 4) are refused.
+fn rpc_status(mut bytes: &[u8]) -> Result<(i32, String), &'static str> {
+    let (mut code, mut message) = (0i32, String::new());
+    while !bytes.is_empty() {
+        let (field, wire, value) = proto_field(&mut bytes)?;
+        match (field, wire, value) {
+            (1, 0, Value::Varint(v)) => code = v as i32,
+            (2, 2, Value::Bytes(b)) => {
+                message = String::from_utf8(b.to_vec())
+                    .map_err(|_| "proto: field google.rpc.Status.message contains invalid UTF-8")?;
+            }
+            (3, 2, Value::Bytes(mut any)) => {
+                while !any.is_empty() {
+                    if let (1, 2, Value::Bytes(url)) = proto_field(&mut any)?
+                        && std::str::from_utf8(url).is_err()
+                    {
+                        return Err("proto: field google.protobuf.Any.type_url contains invalid UTF-8");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((code, message))
+}
+
+/// The value of one protobuf field.
+enum Value<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+/// Reads one field: its number, wire type and value.
+fn proto_field<'a>(bytes: &mut &'a [u8]) -> Result<(u64, u64, Value<'a>), &'static str> {
+    let tag = varint(bytes)?;
+    let (field, wire) = (tag >> 3, tag & 7);
+    if field == 0 || field > (1 << 29) - 1 {
+        return Err(INVALID_WIRE);
+    }
+    let value = match wire {
+        0 => Value::Varint(varint(bytes)?),
+        1 | 5 => {
+            let n = if wire == 1 { 8 } else { 4 };
+            *bytes = bytes.get(n..).ok_or(INVALID_WIRE)?;
+            Value::Fixed
+        }
+        2 => {
+            let n = usize::try_from(varint(bytes)?).map_err(|_| INVALID_WIRE)?;
+            let value = bytes.get(..n).ok_or(INVALID_WIRE)?;
+            *bytes = &bytes[n..];
+            Value::Bytes(value)
+        }
+        _ => return Err(INVALID_WIRE),
+    };
+    Ok((field, wire, value))
+}
+
+/// A base-128 varint of at most ten bytes.
+fn varint(bytes: &mut &[u8]) -> Result<u64, &'static str> {
+    let mut value = 0u64;
+    for i in 0..10 {
+        let (&b, rest) = bytes.split_first().ok_or(INVALID_WIRE)?;
+        *bytes = rest;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(INVALID_WIRE)
 }
 
 /// grpc-go's `decodeGrpcMessage`: `%XX` becomes the byte XX when XX is
@@ -200,6 +293,56 @@ mod tests {
     }
 
     #[test]
+    fn status_details_are_read_as_protobuf_go_reads_them() {
+        // code 5, message "gone", one Any with a type URL.
+        let details = b"\x08\x05\x12\x04gone\x1a\x05\x0a\x03x/y";
+        assert_eq!(rpc_status(details), Ok((5, "gone".into())));
+        assert_eq!(rpc_status(b""), Ok((0, String::new())));
+        // An unknown field, and the code with another wire type: skipped.
+        assert_eq!(rpc_status(b"\x20\x01\x0a\x01x\x08\x02"), Ok((2, String::new())));
+        // A negative code, as an int32 varint.
+        assert_eq!(
+            rpc_status(b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01"),
+            Ok((-1, String::new()))
+        );
+        for bad in [
+            &b"\x08"[..],
+            b"\x12\x05ab",
+            b"\x00\x01",
+            b"\x0b",
+            b"\x08\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01",
+        ] {
+            assert_eq!(rpc_status(bad), Err(INVALID_WIRE), "{bad:x?}");
+        }
+        assert!(rpc_status(b"\x12\x01\xff").is_err());
+        assert!(rpc_status(b"\x1a\x03\x0a\x01\xff").is_err());
+    }
+
+    #[test]
+    fn the_status_comes_from_the_details_as_grpc_go_takes_it() {
+        let mut map = HeaderMap::new();
+        map.insert("grpc-status", HeaderValue::from_static("0"));
+        map.insert(GRPC_MESSAGE, HeaderValue::from_static("fine"));
+        let details =
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode(b"\x08\x0e\x12\x05d\xc3\xa9j\xc3");
+        map.insert(GRPC_STATUS_DETAILS, HeaderValue::from_str(&details).unwrap());
+        // The message is not UTF-8 (cut inside a character): malformed.
+        let status = as_grpc_go_reads(&mut map).unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Internal);
+
+        let mut map = HeaderMap::new();
+        map.insert("grpc-status", HeaderValue::from_static("0"));
+        let details = base64::engine::general_purpose::STANDARD.encode(b"\x08\x0e\x12\x0525%\xc3\xa9");
+        map.insert(GRPC_STATUS_DETAILS, HeaderValue::from_str(&details).unwrap());
+        as_grpc_go_reads(&mut map).unwrap();
+        let status = tonic::Status::from_header_map(&map).unwrap();
+        assert_eq!(
+            (status.code(), status.message()),
+            (tonic::Code::Unavailable, "25%\u{e9}")
+        );
+    }
+
+    #[test]
     fn messages_decode_as_grpc_go_decodes_them() {
         assert_eq!(decode_grpc_message(b"a%20b"), b"a b");
         assert_eq!(decode_grpc_message(b"100%"), b"100%");
@@ -216,12 +359,20 @@ mod tests {
         let mut map = HeaderMap::new();
         map.insert("grpc-status", HeaderValue::from_static("0"));
         map.insert(GRPC_MESSAGE, HeaderValue::from_bytes(b"caf\xe9 100%").unwrap());
-        map.insert(GRPC_STATUS_DETAILS, HeaderValue::from_static("aGl"));
         as_grpc_go_reads(&mut map).unwrap();
         let status = tonic::Status::from_header_map(&map).unwrap();
         assert_eq!(status.code(), tonic::Code::Ok);
         assert_eq!(status.message(), "caf\u{fffd} 100%");
-        assert_eq!(status.details(), b"hi");
+
+        // Details in Go's unpadded base64 with trailing bits (08 00:
+        // code 0), written back canonical for tonic.
+        let mut map = HeaderMap::new();
+        map.insert("grpc-status", HeaderValue::from_static("0"));
+        map.insert(GRPC_STATUS_DETAILS, HeaderValue::from_static("CAB"));
+        as_grpc_go_reads(&mut map).unwrap();
+        let status = tonic::Status::from_header_map(&map).unwrap();
+        assert_eq!(status.code(), tonic::Code::Ok);
+        assert_eq!(status.details(), b"\x08\x00");
 
         let mut bad = HeaderMap::new();
         bad.insert("grpc-status", HeaderValue::from_static("0"));
