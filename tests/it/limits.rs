@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
-use crate::support::{App, Proxy, eventually, metric, next_answer, request};
+use crate::support::{App, Proxy, eventually, metric, next_answer, proc_status, request};
 
 /// The sidecar's memory budget with the default `[server]` limits and no
 /// checks, as the attacks here run it (README, "Limits and failure
@@ -134,17 +134,9 @@ pub(crate) struct Usage {
 }
 
 pub(crate) fn usage(pid: u32) -> Usage {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap()
-    };
     Usage {
-        rss: kib("VmRSS:") << 10,
-        peak_rss: kib("VmHWM:") << 10,
+        rss: proc_status(pid, "VmRSS") << 10,
+        peak_rss: proc_status(pid, "VmHWM") << 10,
         fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
     }
 }

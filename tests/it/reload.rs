@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{App, Proxy, binary, eventually, metric, run_binary};
+use crate::support::{App, Proxy, binary, eventually, metric, proc_status, run_binary};
 
 /// A readiness check named `name` against the app, every 100 ms.
 fn check(name: &str, app: &App) -> String {
@@ -463,12 +463,7 @@ async fn an_unreadable_watched_path_keeps_the_config(make: impl Fn(&Path), what:
     assert_eq!(proxy.get("/readyz/web").await.status, 200);
     assert_eq!(proxy.log_lines(what).len(), 1, "logged once");
     assert!(proxy.log_lines("config reloaded").is_empty());
-    let status = std::fs::read_to_string(format!("/proc/{}/status", proxy.child.id())).unwrap();
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+    let rss_kib = proc_status(proxy.child.id(), "VmRSS");
     assert!(rss_kib < 64 << 10, "VmRSS {rss_kib} kB");
     proxy.signal(Signal::SIGTERM);
     let exit = proxy.wait_exit(Duration::from_secs(10)).await;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::support::{App, Proxy, request};
+use crate::support::{App, Proxy, proc_status, request};
 
 /// What the sidecar process holds, from /proc.
 #[derive(Debug, Clone, Copy)]
@@ -17,22 +17,14 @@ struct Sample {
 }
 
 fn sample(pid: u32) -> Sample {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| -> u64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap()
-    };
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
     let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
     // utime and stime are fields 14 and 15; after the comm, 12 and 13.
     let cpu_ticks = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Sample {
-        rss_kib: field("VmRSS:"),
+        rss_kib: proc_status(pid, "VmRSS"),
         fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
-        threads: field("Threads:"),
+        threads: proc_status(pid, "Threads"),
         cpu_ticks,
     }
 }

@@ -416,3 +416,15 @@ pub async fn next_answer(
     stream.read_exact(&mut body).await.ok()?;
     Some(answer + &String::from_utf8_lossy(&body))
 }
+
+/// The number in field `name` of `/proc/PID/status` (`VmRSS`, `VmHWM`,
+/// `Threads`): kB for the memory fields. The one reader of it for the
+/// tests that watch what the sidecar holds.
+pub fn proc_status(pid: u32, name: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+}
