@@ -1954,6 +1954,12 @@ const EXEC_EXPECTED: &[(&str, &str, &str, &str)] = &[
         r#"process = { pattern = "celery -A shop worker" }"#,
     ),
     (
+        "real-exec-pgrep.yaml",
+        "worker",
+        "readinessProbe",
+        "kept: pgrep runs beside a shell or timeout whose command line holds its pattern",
+    ),
+    (
         "real-exec-http-tools.yaml",
         "minio",
         "livenessProbe",

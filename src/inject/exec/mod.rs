@@ -542,6 +542,9 @@ pub fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted, Strin
         return Err("an empty command".into());
     };
     let base = first.rsplit('/').next().unwrap_or("");
+    // Whether a process of the shell or of `timeout` stays beside the
+    // command, its command line holding the command's (pgrep matches it).
+    let mut parent_stays = false;
     let pipeline: Vec<Cmd> = if matches!(base, "sh" | "bash" | "ash" | "dash") {
         // Options first (`sh -c -e SCRIPT` is `sh -ec SCRIPT`), then the
         // script; any later argument is `$0`, `$1`...
@@ -587,6 +590,11 @@ pub fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted, Strin
         if cmds.len() > 1 && cmds[..cmds.len() - 1].iter().any(|(_, null)| *null) {
             return Err("a redirection to /dev/null inside the pipeline".into());
         }
+        // bash execs a lone simple command without a redirection; dash
+        // and busybox's ash fork it (measured: `sh -c 'pgrep -f X'` always
+        // finds the sh).
+        let redirected = parsed.iter().any(|c| c.stdout_null || c.stderr_moved);
+        parent_stays = cmds.len() > 1 || base != "bash" || redirected;
         cmds.into_iter().map(|(c, _)| c).collect()
     } else {
         vec![Cmd {
@@ -594,6 +602,7 @@ pub fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted, Strin
         }]
     };
     let mut pipeline = pipeline;
+    let pipeline_len = pipeline.len();
     // `exec` in front of the first command, `timeout N` in front of any:
     // the pipeline ends no later than its commands.
     let mut timeout = None;
@@ -602,6 +611,7 @@ pub fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted, Strin
             match first.name().as_str() {
                 "exec" if i == 0 && first.args.len() > 1 => {
                     first.args.remove(0);
+                    parent_stays = pipeline_len > 1;
                 }
                 "timeout" => {
                     let n = first
@@ -616,10 +626,16 @@ pub fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted, Strin
                     }
                     first.args.drain(..2);
                     timeout = Some(timeout.map_or(n, |t: u64| t.min(n)));
+                    parent_stays = true;
                 }
                 _ => break,
             }
         }
+    }
+    if parent_stays && pipeline.iter().any(|c| c.name() == "pgrep") {
+        return Err(
+            "pgrep runs beside a shell or timeout whose command line holds its pattern, which it finds: the probe always passes (argv, or sh -c 'exec pgrep ...', carries over)".into(),
+        );
     }
     let mut c = match pipeline.as_slice() {
         [tool] => tools::tool(tool, None, &mut env, ctx, &shown)?,

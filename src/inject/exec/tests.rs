@@ -499,10 +499,35 @@ fn pgrep_only_where_the_processes_are_seen() {
         r#"process = { pattern = "celery.*worker" }"#
     );
     assert_eq!(
-        convert(&argv(&["sh", "-c", "pgrep -fx 'java -jar app.jar'"]), &ctx)
+        convert(&argv(&["sh", "-c", "exec pgrep -fx 'java -jar app.jar'"]), &ctx)
             .unwrap()
             .table(),
         r#"process = { pattern = "^(?:java -jar app.jar)$" }"#
+    );
+    assert_eq!(
+        convert(&argv(&["bash", "-c", "pgrep -f celery"]), &ctx)
+            .unwrap()
+            .kind,
+        "process",
+        "bash execs a lone command"
+    );
+    // The shell or timeout stays, its command line holding the pattern:
+    // pgrep finds it and the probe always passes.
+    for a in [
+        &["sh", "-c", "pgrep -f celery"][..],
+        &["bash", "-c", "pgrep -f celery >/dev/null"],
+        &["bash", "-c", "exec pgrep -f celery | grep -q 1"],
+        &["timeout", "2", "pgrep", "-f", "celery"],
+        &["sh", "-c", "exec timeout 2 pgrep -f celery"],
+    ] {
+        let why = convert(&argv(a), &ctx).unwrap_err();
+        assert!(why.contains("always passes"), "{a:?}: {why}");
+    }
+    assert_eq!(
+        convert(&argv(&["sh", "-c", "exec pgrep -f celery >/dev/null"]), &ctx)
+            .unwrap()
+            .kind,
+        "process"
     );
     assert!(
         convert(&argv(&["pgrep", "nginx"]), &ctx)
