@@ -135,11 +135,18 @@ async fn native(spec: &MysqlSpec) -> Outcome {
     MysqlCheck::new(spec.clone()).run(TIMEOUT).await
 }
 
-/// Each tool beside its check, with `user` and `password` (or none).
+/// Each tool beside its check, with `user` and `password` (or none); at
+/// the same time, the exec probes `inject` converts
+/// (tests/it/exec_convert_e2e.rs).
 async fn compare(state: &str, port: u16, user: Option<&str>, password: Option<&str>) -> Vec<Ran> {
-    let (mut ran, skipped) = tokio::join!(
+    #[cfg(feature = "inject")]
+    let converted = crate::exec_convert_e2e::mysql(state, port, user, password);
+    #[cfg(not(feature = "inject"))]
+    let converted = async {};
+    let (mut ran, skipped, ()) = tokio::join!(
         compare_ssl(state, port, user, password, false),
-        compare_ssl(state, port, user, password, true)
+        compare_ssl(state, port, user, password, true),
+        converted
     );
     ran.extend(skipped);
     ran
@@ -257,7 +264,17 @@ async fn mysql_check_gives_mysqladmin_and_mysql_verdicts_in_every_state() {
     // 10 is MariaDB's smallest max_connections; one more is kept for a
     // SUPER user.
     for _ in 0..12 {
-        held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+        let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        // Taken once the server has spoken (its greeting, or 1040 to the
+        // one too many): a connection still in the kernel's backlog would
+        // race the probes below for a place.
+        let mut greeting = [0u8; 256];
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read(&mut client, &mut greeting),
+        )
+        .await;
+        held.push(client);
     }
     let ran = compare("connections exhausted", port, Some("probe"), Some("s3cret")).await;
     assert!(

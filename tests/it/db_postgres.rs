@@ -117,9 +117,9 @@ fn init(dir: &Path) -> PathBuf {
 }
 
 /// A running postmaster.
-struct Server {
+pub(crate) struct Server {
     dir: PathBuf,
-    port: u16,
+    pub(crate) port: u16,
     postmaster: Child,
 }
 
@@ -281,7 +281,7 @@ struct Shared {
     _watchdog: (Child, ChildStdin),
 }
 
-fn shared() -> &'static Server {
+pub(crate) fn shared() -> &'static Server {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     &SHARED
         .get_or_init(|| {
@@ -650,6 +650,7 @@ async fn states_that_change_the_server_in_order() {
         0,
     );
     server.sql("CREATE ROLE trusty LOGIN");
+    server.sql("CREATE ROLE scram LOGIN PASSWORD 'scram-secret'");
     let ask = Ask::tcp(server.port, "trusty");
 
     // TLS required of a server without it: psql and pg_isready both give
@@ -674,6 +675,7 @@ async fn states_that_change_the_server_in_order() {
         let (outcome, status) = ask.as_psql().await;
         assert_eq!(status, 2);
         assert_eq!(failed(&outcome), Some(Reason::Reply), "{outcome:?}");
+        converted("connections exhausted", server.port).await;
     }
     eventually(
         Duration::from_secs(30),
@@ -692,6 +694,7 @@ async fn states_that_change_the_server_in_order() {
     let (outcome, status) = frozen.as_psql().await;
     assert_eq!(status, 2);
     assert_eq!(failed(&outcome), Some(Reason::Timeout), "{outcome:?}");
+    converted("frozen", server.port).await;
     server.signal(nix::sys::signal::Signal::SIGCONT);
     eventually(Duration::from_secs(30), "the server answering again", || async {
         ask.pg_isready().0 == 0
@@ -719,6 +722,7 @@ async fn states_that_change_the_server_in_order() {
         let (outcome, status) = ask.as_psql().await;
         assert_eq!(status, 2);
         assert_eq!(failed(&outcome), Some(Reason::Rejecting), "{outcome:?}");
+        converted("shutting down with a client attached", server.port).await;
     }
     let exited = server.postmaster.wait().unwrap();
     assert!(exited.success(), "smart shutdown: {exited}");
@@ -735,6 +739,16 @@ async fn states_that_change_the_server_in_order() {
     let (outcome, status) = ask.as_psql().await;
     assert_eq!(status, 2);
     assert_eq!(failed(&outcome), Some(Reason::Rejecting), "{outcome:?}");
+    converted("in recovery without hot standby", server.port).await;
+}
+
+/// The exec probes `inject` converts, in the same state
+/// (tests/it/exec_convert_e2e.rs).
+async fn converted(state: &str, port: u16) {
+    #[cfg(feature = "inject")]
+    crate::exec_convert_e2e::postgres(state, port, Some("scram-secret")).await;
+    #[cfg(not(feature = "inject"))]
+    let _ = (state, port);
 }
 
 #[tokio::test]

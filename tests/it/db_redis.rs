@@ -122,10 +122,20 @@ async fn native(spec: &RedisSpec) -> Outcome {
     RedisCheck::new(spec.clone()).unwrap().run(TIMEOUT).await
 }
 
+/// The state asked of the native checks and, at the same time, of the
+/// exec probes `inject` converts (tests/it/exec_convert_e2e.rs).
+async fn compare(state: &str, port: u16, auth: Option<(&str, &Path)>) {
+    #[cfg(feature = "inject")]
+    let converted = crate::exec_convert_e2e::redis(state, port, auth.map(|(password, _)| password));
+    #[cfg(not(feature = "inject"))]
+    let converted = async {};
+    tokio::join!(compare_native(state, port, auth), converted);
+}
+
 /// The forms of the command that real manifests use, each beside the
 /// check that stands for it; `auth` is the redis-cli arguments and the
 /// check's credentials.
-async fn compare(state: &str, port: u16, auth: Option<(&str, &Path)>) {
+async fn compare_native(state: &str, port: u16, auth: Option<(&str, &Path)>) {
     let (args, password) = match auth {
         Some((password, file)) => {
             std::fs::write(file, format!("{password}\n")).unwrap();

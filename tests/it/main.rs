@@ -12,6 +12,8 @@ mod drain;
 mod endpoints;
 mod example_config;
 mod exec_check;
+#[cfg(feature = "inject")]
+mod exec_convert_e2e;
 mod fuzz_regressions;
 mod grpc_check;
 mod grpc_endpoint;

@@ -81,7 +81,10 @@ impl Proxy {
         proxy
     }
 
-    fn launch(mut command: Command, config: &Path, listen: &str) -> Proxy {
+    /// Starts `command` (the binary, with the environment the caller
+    /// gives it) on `config`, listening on `listen`, and returns once it
+    /// is listening.
+    pub fn launch(mut command: Command, config: &Path, listen: &str) -> Proxy {
         let mut child = command
             .args(["run", "--log-format", "json", "--listen", listen, "--config"])
             .arg(config)
