@@ -16,30 +16,42 @@ use crate::state::{DURATION_BUCKETS, Snapshot};
 /// The `result` label of `healthproxy_check_runs_total`, by index.
 const RESULTS: [&str; 3] = ["success", "failure", "unknown"];
 
-/// The families built at each scrape. Reading the counters takes no lock
-/// a check run could hold; the gauges are read from one snapshot.
+/// The families built at each scrape: the checks' series and the
+/// process's gauges. Reading the counters takes no lock a check run could
+/// hold; the gauges are read from one snapshot.
 pub(super) struct CheckFamilies {
-    pub(super) runs: Desc,
-    pub(super) duration: Desc,
-    pub(super) healthy: Desc,
-    pub(super) failures: Desc,
-    pub(super) consecutive: Desc,
-    pub(super) last_success: Desc,
-    pub(super) tls_expiry: Desc,
-    pub(super) http_phases: Desc,
-    pub(super) transitions: Desc,
-    pub(super) probe_ok: Desc,
-    pub(super) draining: Desc,
-    pub(super) drain_seconds: Desc,
-    pub(super) drain_timed_out: Desc,
-    pub(super) drain_new_connections: Desc,
-    pub(super) drain_last_new_connection: Desc,
-    pub(super) app_restarts: Desc,
-    pub(super) reload_successful: Desc,
-    pub(super) reload_success_time: Desc,
+    checks: PerCheck,
+    process: Process,
 }
 
-pub(super) fn desc(name: &str, help: &str, labels: &[&str]) -> Desc {
+/// The families with one or more series per check.
+struct PerCheck {
+    runs: Desc,
+    duration: Desc,
+    healthy: Desc,
+    failures: Desc,
+    consecutive: Desc,
+    last_success: Desc,
+    tls_expiry: Desc,
+    http_phases: Desc,
+    transitions: Desc,
+}
+
+/// The families of the probes, the drain and the reloads: one series each,
+/// or one per probe kind or drain phase.
+struct Process {
+    probe_ok: Desc,
+    draining: Desc,
+    drain_seconds: Desc,
+    drain_timed_out: Desc,
+    drain_new_connections: Desc,
+    drain_last_new_connection: Desc,
+    app_restarts: Desc,
+    reload_successful: Desc,
+    reload_success_time: Desc,
+}
+
+fn desc(name: &str, help: &str, labels: &[&str]) -> Desc {
     Desc::new(
         name.into(),
         help.into(),
@@ -47,6 +59,120 @@ pub(super) fn desc(name: &str, help: &str, labels: &[&str]) -> Desc {
         HashMap::new(),
     )
     .expect("valid metric and label names")
+}
+
+impl CheckFamilies {
+    /// The families' names, help texts and labels.
+    pub(super) fn new() -> CheckFamilies {
+        CheckFamilies {
+            checks: PerCheck::new(),
+            process: Process::new(),
+        }
+    }
+}
+
+impl PerCheck {
+    fn new() -> PerCheck {
+        PerCheck {
+            runs: desc(
+                "healthproxy_check_runs_total",
+                "Check runs, by result.",
+                &["check", "kind", "result"],
+            ),
+            duration: desc(
+                "healthproxy_check_duration_seconds",
+                "Duration of check runs.",
+                &["check", "kind"],
+            ),
+            healthy: desc(
+                "healthproxy_check_healthy",
+                "Whether the check passes the probe kind, after thresholds (1) or not (0).",
+                &["check", "probe"],
+            ),
+            failures: desc(
+                "healthproxy_check_failures_total",
+                "Failed check runs, by reason.",
+                &["check", "reason"],
+            ),
+            consecutive: desc(
+                "healthproxy_check_consecutive_failures",
+                "Failed runs in a row, ending with the last counted run.",
+                &["check"],
+            ),
+            last_success: desc(
+                "healthproxy_check_last_success_timestamp_seconds",
+                "When the check's last successful run finished, in seconds since the epoch; absent before the first.",
+                &["check"],
+            ),
+            tls_expiry: desc(
+                "healthproxy_check_tls_cert_expiry_timestamp_seconds",
+                "When the earliest certificate of the chain the server presented at the last TLS handshake expires, in seconds since the epoch.",
+                &["check"],
+            ),
+            http_phases: desc(
+                "healthproxy_check_http_phase_seconds",
+                "How long each phase (resolve, connect, tls, processing, transfer) of the check's last HTTP run took.",
+                &["check", "phase"],
+            ),
+            transitions: desc(
+                "healthproxy_check_transitions_total",
+                "Changes of a check's state after thresholds, by the state changed to.",
+                &["check", "to"],
+            ),
+        }
+    }
+}
+
+impl Process {
+    fn new() -> Process {
+        Process {
+            probe_ok: desc(
+                "healthproxy_probe_ok",
+                "Whether the probe endpoint answers 200 (1) or 503 (0), by probe kind.",
+                &["probe"],
+            ),
+            draining: desc(
+                "healthproxy_draining",
+                "Whether a drain has begun (1) or not (0).",
+                &[],
+            ),
+            drain_seconds: desc(
+                "healthproxy_drain_duration_seconds",
+                "Duration of the last finished drain, by phase (min_wait, connections, total).",
+                &["phase"],
+            ),
+            drain_timed_out: desc(
+                "healthproxy_drain_timed_out",
+                "Whether the last finished drain ended at drain.max (1) rather than quiet with no connection left (0).",
+                &[],
+            ),
+            drain_new_connections: desc(
+                "healthproxy_drain_new_connections",
+                "New connections to the app after readiness failed, in the last finished drain.",
+                &[],
+            ),
+            drain_last_new_connection: desc(
+                "healthproxy_drain_last_new_connection_seconds",
+                "When the last new connection came in the last finished drain, in seconds from its start (0 when none came).",
+                &[],
+            ),
+            app_restarts: desc(
+                "healthproxy_app_restarts_total",
+                "New app containers seen listening on drain.ports after the first (restarts).",
+                &[],
+            ),
+            reload_successful: desc(
+                "healthproxy_config_last_reload_successful",
+                "Whether the last reload of the config was applied (1) or rejected (0).",
+                &[],
+            ),
+            reload_success_time: desc(
+                "healthproxy_config_last_reload_success_timestamp_seconds",
+                "When a config was last applied (the start, or the last good reload), in Unix seconds.",
+                &[],
+            ),
+        }
+    }
 }
 
 /// A metric with `labels`, which must be sorted by name (as the registry
@@ -104,7 +230,7 @@ impl CheckFamilies {
     /// The families of one scrape, the gauges read from `snapshot`; those
     /// without a series are left out, as the registry leaves them out.
     pub(super) fn collect(&self, snapshot: &Snapshot) -> Vec<MetricFamily> {
-        let f = self;
+        let (c, p) = (&self.checks, &self.process);
         let n = snapshot.checks.len();
         let (mut runs, mut duration, mut healthy) = (
             Vec::with_capacity(3 * n),
@@ -199,49 +325,49 @@ impl CheckFamilies {
             .and_then(|r| r.last_new_connection)
             .map_or(0.0, |d| d.as_secs_f64());
         [
-            family(&f.runs, MetricType::COUNTER, runs),
-            family(&f.duration, MetricType::HISTOGRAM, duration),
-            family(&f.healthy, MetricType::GAUGE, healthy),
-            family(&f.failures, MetricType::COUNTER, failures),
-            family(&f.consecutive, MetricType::GAUGE, consecutive),
-            family(&f.last_success, MetricType::GAUGE, last_success),
-            family(&f.tls_expiry, MetricType::GAUGE, tls_expiry),
-            family(&f.http_phases, MetricType::GAUGE, http_phases),
-            family(&f.transitions, MetricType::COUNTER, transitions),
-            family(&f.probe_ok, MetricType::GAUGE, probe_ok),
+            family(&c.runs, MetricType::COUNTER, runs),
+            family(&c.duration, MetricType::HISTOGRAM, duration),
+            family(&c.healthy, MetricType::GAUGE, healthy),
+            family(&c.failures, MetricType::COUNTER, failures),
+            family(&c.consecutive, MetricType::GAUGE, consecutive),
+            family(&c.last_success, MetricType::GAUGE, last_success),
+            family(&c.tls_expiry, MetricType::GAUGE, tls_expiry),
+            family(&c.http_phases, MetricType::GAUGE, http_phases),
+            family(&c.transitions, MetricType::COUNTER, transitions),
+            family(&p.probe_ok, MetricType::GAUGE, probe_ok),
             family(
-                &f.draining,
+                &p.draining,
                 MetricType::GAUGE,
                 vec![gauge(&[], bit(snapshot.draining()))],
             ),
-            family(&f.drain_seconds, MetricType::GAUGE, drain_seconds),
+            family(&p.drain_seconds, MetricType::GAUGE, drain_seconds),
             family(
-                &f.drain_timed_out,
+                &p.drain_timed_out,
                 MetricType::GAUGE,
                 vec![gauge(&[], bit(timed_out))],
             ),
             family(
-                &f.drain_new_connections,
+                &p.drain_new_connections,
                 MetricType::GAUGE,
                 vec![gauge(&[], new_connections as f64)],
             ),
             family(
-                &f.drain_last_new_connection,
+                &p.drain_last_new_connection,
                 MetricType::GAUGE,
                 vec![gauge(&[], last_new_connection)],
             ),
             family(
-                &f.app_restarts,
+                &p.app_restarts,
                 MetricType::COUNTER,
                 vec![counter(&[], snapshot.app_restarts)],
             ),
             family(
-                &f.reload_successful,
+                &p.reload_successful,
                 MetricType::GAUGE,
                 vec![gauge(&[], bit(snapshot.reload.successful))],
             ),
             family(
-                &f.reload_success_time,
+                &p.reload_success_time,
                 MetricType::GAUGE,
                 vec![gauge(&[], unix_seconds(snapshot.reload.last_success))],
             ),

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use self::collector::{CheckFamilies, desc};
+use self::collector::CheckFamilies;
 use crate::lifecycle::Refusal;
 pub use crate::state::CheckCounters;
 use crate::state::State;
@@ -56,105 +56,57 @@ fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registr
     c
 }
 
+/// `healthproxy_lifecycle_refused_total`, with every series from the
+/// start, so that an alert sees the first refusal as an increase.
+fn register_refused(registry: &Registry) -> IntCounterVec {
+    let refused = register(
+        registry,
+        IntCounterVec::new(
+            Opts::new(
+                "healthproxy_lifecycle_refused_total",
+                "Lifecycle requests (/prestop, /drain, /exit) refused, by route and reason (token, not_loopback).",
+            ),
+            &["route", "reason"],
+        )
+        .unwrap(),
+    );
+    for route in LIFECYCLE_ROUTES {
+        for reason in [Refusal::Token, Refusal::NotLoopback] {
+            refused.with_label_values(&[route, reason.as_str()]);
+        }
+    }
+    refused
+}
+
+/// `healthproxy_build_info`: always 1, the build's facts as labels.
+fn register_build_info(registry: &Registry) {
+    let build = register(
+        registry,
+        IntGaugeVec::new(
+            Opts::new(
+                "healthproxy_build_info",
+                "Always 1; the version, git revision and rustc version are labels.",
+            ),
+            &["version", "revision", "rustversion"],
+        )
+        .unwrap(),
+    );
+    build
+        .with_label_values(&[
+            crate::version::VERSION,
+            crate::version::REVISION,
+            crate::version::RUSTC_VERSION,
+        ])
+        .set(1);
+}
+
 impl Metrics {
     /// A registry with every family; the checks' series come from the
     /// snapshot at each scrape.
     pub fn new() -> Metrics {
-        let r = Registry::new();
-        let checks = CheckFamilies {
-            runs: desc(
-                "healthproxy_check_runs_total",
-                "Check runs, by result.",
-                &["check", "kind", "result"],
-            ),
-            duration: desc(
-                "healthproxy_check_duration_seconds",
-                "Duration of check runs.",
-                &["check", "kind"],
-            ),
-            healthy: desc(
-                "healthproxy_check_healthy",
-                "Whether the check passes the probe kind, after thresholds (1) or not (0).",
-                &["check", "probe"],
-            ),
-            failures: desc(
-                "healthproxy_check_failures_total",
-                "Failed check runs, by reason.",
-                &["check", "reason"],
-            ),
-            consecutive: desc(
-                "healthproxy_check_consecutive_failures",
-                "Failed runs in a row, ending with the last counted run.",
-                &["check"],
-            ),
-            last_success: desc(
-                "healthproxy_check_last_success_timestamp_seconds",
-                "When the check's last successful run finished, in seconds since the epoch; absent before the first.",
-                &["check"],
-            ),
-            tls_expiry: desc(
-                "healthproxy_check_tls_cert_expiry_timestamp_seconds",
-                "When the earliest certificate of the chain the server presented at the last TLS handshake expires, in seconds since the epoch.",
-                &["check"],
-            ),
-            http_phases: desc(
-                "healthproxy_check_http_phase_seconds",
-                "How long each phase (resolve, connect, tls, processing, transfer) of the check's last HTTP run took.",
-                &["check", "phase"],
-            ),
-            transitions: desc(
-                "healthproxy_check_transitions_total",
-                "Changes of a check's state after thresholds, by the state changed to.",
-                &["check", "to"],
-            ),
-            probe_ok: desc(
-                "healthproxy_probe_ok",
-                "Whether the probe endpoint answers 200 (1) or 503 (0), by probe kind.",
-                &["probe"],
-            ),
-            draining: desc(
-                "healthproxy_draining",
-                "Whether a drain has begun (1) or not (0).",
-                &[],
-            ),
-            drain_seconds: desc(
-                "healthproxy_drain_duration_seconds",
-                "Duration of the last finished drain, by phase (min_wait, connections, total).",
-                &["phase"],
-            ),
-            drain_timed_out: desc(
-                "healthproxy_drain_timed_out",
-                "Whether the last finished drain ended at drain.max (1) rather than quiet with no connection left (0).",
-                &[],
-            ),
-            drain_new_connections: desc(
-                "healthproxy_drain_new_connections",
-                "New connections to the app after readiness failed, in the last finished drain.",
-                &[],
-            ),
-            drain_last_new_connection: desc(
-                "healthproxy_drain_last_new_connection_seconds",
-                "When the last new connection came in the last finished drain, in seconds from its start (0 when none came).",
-                &[],
-            ),
-            app_restarts: desc(
-                "healthproxy_app_restarts_total",
-                "New app containers seen listening on drain.ports after the first (restarts).",
-                &[],
-            ),
-            reload_successful: desc(
-                "healthproxy_config_last_reload_successful",
-                "Whether the last reload of the config was applied (1) or rejected (0).",
-                &[],
-            ),
-            reload_success_time: desc(
-                "healthproxy_config_last_reload_success_timestamp_seconds",
-                "When a config was last applied (the start, or the last good reload), in Unix seconds.",
-                &[],
-            ),
-        };
+        let registry = Registry::new();
         let requests = register(
-            &r,
+            &registry,
             IntCounterVec::new(
                 Opts::new(
                     "healthproxy_http_requests_total",
@@ -164,50 +116,17 @@ impl Metrics {
             )
             .unwrap(),
         );
-        let refused = register(
-            &r,
-            IntCounterVec::new(
-                Opts::new(
-                    "healthproxy_lifecycle_refused_total",
-                    "Lifecycle requests (/prestop, /drain, /exit) refused, by route and reason (token, not_loopback).",
-                ),
-                &["route", "reason"],
-            )
-            .unwrap(),
-        );
-        // Every series from the start, so that an alert sees the first
-        // refusal as an increase.
-        for route in LIFECYCLE_ROUTES {
-            for reason in [Refusal::Token, Refusal::NotLoopback] {
-                refused.with_label_values(&[route, reason.as_str()]);
-            }
-        }
-        let build = register(
-            &r,
-            IntGaugeVec::new(
-                Opts::new(
-                    "healthproxy_build_info",
-                    "Always 1; the version, git revision and rustc version are labels.",
-                ),
-                &["version", "revision", "rustversion"],
-            )
-            .unwrap(),
-        );
-        build
-            .with_label_values(&[
-                crate::version::VERSION,
-                crate::version::REVISION,
-                crate::version::RUSTC_VERSION,
-            ])
-            .set(1);
-        r.register(Box::new(
-            prometheus::process_collector::ProcessCollector::for_self(),
-        ))
-        .expect("metric names are unique");
+        let refused = register_refused(&registry);
+        register_build_info(&registry);
+        registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("metric names are unique");
         Metrics {
             inner: Arc::new(Inner {
-                registry: r,
-                checks,
+                registry,
+                checks: CheckFamilies::new(),
                 requests,
                 refused,
             }),
