@@ -136,10 +136,13 @@ fn next_field<'a>(lines: &mut Lines<'a>) -> Result<Option<Field<'a>>, Stop> {
         return Ok(None);
     }
     // mustHaveFieldNameColon
-    if memchr::memchr(b':', line).is_none() {
+    let Some(colon) = memchr::memchr(b':', line) else {
         return refused(format!("malformed MIME header: missing colon: {}", quote(line)));
-    }
-    let mut kv = Cow::Borrowed(trim(line));
+    };
+    // A field's first line starts with no blank (that would continue the
+    // previous one), so trimming leaves the colon where it is.
+    let first = trim(line);
+    let mut kv = Cow::Borrowed(first);
     let mut folded = false;
     while lines.continued()? {
         let next = match lines.next() {
@@ -155,7 +158,6 @@ fn next_field<'a>(lines: &mut Lines<'a>) -> Result<Option<Field<'a>>, Stop> {
         folded = true;
     }
     let malformed = |kv: &[u8]| format!("malformed MIME header line: {}", String::from_utf8_lossy(kv));
-    let colon = memchr::memchr(b':', &kv).expect("checked above");
     let (name, value) = (&kv[..colon], &kv[colon + 1..]);
     // canonicalMIMEHeaderKey: token bytes, or spaces (kept, not canonical).
     if name.is_empty() || !name.iter().all(|&b| is_token(b) || b == b' ') {
@@ -174,7 +176,7 @@ fn next_field<'a>(lines: &mut Lines<'a>) -> Result<Option<Field<'a>>, Stop> {
         },
         Cow::Owned(kv) => Field {
             // A folded field's name is on its first line, unfolded.
-            name: (!spaced).then(|| &trim(line)[..colon]),
+            name: (!spaced).then(|| &first[..colon]),
             value: Cow::Owned(kv[colon + 1 + skip..].to_vec()),
             folded,
         },
@@ -417,8 +419,22 @@ fn trim_string(s: &[u8]) -> &[u8] {
 
 /// textproto `validHeaderFieldByte`: an RFC 7230 token byte.
 fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TOKEN[usize::from(b)]
 }
+
+/// [`is_token`] by byte: a table, as the check runs on every name byte of
+/// every response.
+static TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(c, b'!' | b'#'..=b'\'' | b'*' | b'+' | b'-' | b'.' | b'^'..=b'`' | b'|' | b'~');
+        b += 1;
+    }
+    table
+};
 
 /// textproto `validHeaderValueByte`: visible, space, tab or obs-text.
 fn is_value_byte(b: u8) -> bool {
