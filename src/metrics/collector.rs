@@ -11,7 +11,7 @@ use prometheus::proto::{self, LabelPair, MetricFamily, MetricType};
 
 use crate::check::{Phases, Reason};
 use crate::config::ProbeKind;
-use crate::state::{DURATION_BUCKETS, Snapshot};
+use crate::state::{CheckCounters, CheckStatus, DURATION_BUCKETS, Snapshot};
 
 /// The `result` label of `healthproxy_check_runs_total`, by index.
 const RESULTS: [&str; 3] = ["success", "failure", "unknown"];
@@ -230,82 +230,137 @@ impl CheckFamilies {
     /// The families of one scrape, the gauges read from `snapshot`; those
     /// without a series are left out, as the registry leaves them out.
     pub(super) fn collect(&self, snapshot: &Snapshot) -> Vec<MetricFamily> {
-        let (c, p) = (&self.checks, &self.process);
-        let n = snapshot.checks.len();
-        let (mut runs, mut duration, mut healthy) = (
-            Vec::with_capacity(3 * n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(2 * n),
-        );
-        let (mut failures, mut consecutive, mut transitions) =
-            (Vec::new(), Vec::with_capacity(n), Vec::with_capacity(2 * n));
-        let (mut last_success, mut tls_expiry, mut http_phases) =
-            (Vec::with_capacity(n), Vec::new(), Vec::new());
+        let mut series = CheckSeries::with_capacity(snapshot.checks.len());
         for status in &snapshot.checks {
-            let s = &*status.counters;
-            let name = s.name.as_str();
-            for (result, count) in RESULTS.iter().zip(&s.runs) {
-                runs.push(counter(
-                    &[("check", name), ("kind", s.kind), ("result", result)],
-                    count.load(Relaxed),
-                ));
-            }
+            series.push(snapshot, status);
+        }
+        series
+            .families(&self.checks)
+            .into_iter()
+            .chain(self.process.collect(snapshot))
+            .filter(|f| !f.get_metric().is_empty())
+            .collect()
+    }
+}
 
-            let mut h = proto::Histogram::default();
-            let mut cumulative = 0;
-            let buckets = DURATION_BUCKETS
-                .iter()
-                .zip(&s.buckets)
-                .map(|(bound, count)| {
-                    cumulative += count.load(Relaxed);
-                    let mut b = proto::Bucket::default();
-                    b.set_upper_bound(*bound);
-                    b.set_cumulative_count(cumulative);
-                    b
-                })
-                .collect();
-            h.set_bucket(buckets);
-            h.set_sample_count(cumulative + s.buckets[DURATION_BUCKETS.len()].load(Relaxed));
-            h.set_sample_sum(s.sum_nanos.load(Relaxed) as f64 / 1e9);
-            let mut m = metric(&[("check", name), ("kind", s.kind)]);
-            m.set_histogram(h);
-            duration.push(m);
+/// The series of the [`PerCheck`] families, gathered check by check.
+struct CheckSeries {
+    runs: Vec<proto::Metric>,
+    duration: Vec<proto::Metric>,
+    healthy: Vec<proto::Metric>,
+    failures: Vec<proto::Metric>,
+    consecutive: Vec<proto::Metric>,
+    last_success: Vec<proto::Metric>,
+    tls_expiry: Vec<proto::Metric>,
+    http_phases: Vec<proto::Metric>,
+    transitions: Vec<proto::Metric>,
+}
 
-            for kind in ProbeKind::ALL.into_iter().filter(|k| status.probes.contains(*k)) {
-                healthy.push(gauge(
-                    &[("check", name), ("probe", kind.as_str())],
-                    bit(snapshot.check_passes(status, kind)),
-                ));
-            }
-            // A reason's series appears with its first failure: most of
-            // them stay zero for a check's life (docs/metrics.md).
-            for (reason, count) in Reason::ALL.iter().zip(&s.failures) {
-                let count = count.load(Relaxed);
-                if count > 0 {
-                    failures.push(counter(&[("check", name), ("reason", reason.as_str())], count));
-                }
-            }
-            consecutive.push(gauge(&[("check", name)], f64::from(status.consecutive_failures)));
-            if let Some(at) = status.last_success {
-                last_success.push(gauge(&[("check", name)], unix_seconds(at)));
-            }
-            if let Some(at) = status.tls_expiry {
-                tls_expiry.push(gauge(&[("check", name)], unix_seconds(at)));
-            }
-            if let Some(phases) = status.last.as_ref().and_then(|l| l.outcome.phases) {
-                for (phase, took) in Phases::NAMES.iter().zip(phases.durations()) {
-                    http_phases.push(gauge(&[("check", name), ("phase", phase)], took.as_secs_f64()));
-                }
-            }
-            transitions.push(counter(
-                &[("check", name), ("to", "failed")],
-                s.to_failed.load(Relaxed),
-            ));
-            transitions.push(counter(
-                &[("check", name), ("to", "healthy")],
-                s.to_healthy.load(Relaxed),
+impl CheckSeries {
+    /// Room for the series `n` checks always have.
+    fn with_capacity(n: usize) -> CheckSeries {
+        CheckSeries {
+            runs: Vec::with_capacity(3 * n),
+            duration: Vec::with_capacity(n),
+            healthy: Vec::with_capacity(2 * n),
+            failures: Vec::new(),
+            consecutive: Vec::with_capacity(n),
+            last_success: Vec::with_capacity(n),
+            tls_expiry: Vec::new(),
+            http_phases: Vec::new(),
+            transitions: Vec::with_capacity(2 * n),
+        }
+    }
+
+    /// Adds the series of the check `status`, one of `snapshot`'s.
+    fn push(&mut self, snapshot: &Snapshot, status: &CheckStatus) {
+        let s = &*status.counters;
+        let name = s.name.as_str();
+        for (result, count) in RESULTS.iter().zip(&s.runs) {
+            self.runs.push(counter(
+                &[("check", name), ("kind", s.kind), ("result", result)],
+                count.load(Relaxed),
             ));
         }
+        self.duration.push(duration(s));
+        for kind in ProbeKind::ALL.into_iter().filter(|k| status.probes.contains(*k)) {
+            self.healthy.push(gauge(
+                &[("check", name), ("probe", kind.as_str())],
+                bit(snapshot.check_passes(status, kind)),
+            ));
+        }
+        // A reason's series appears with its first failure: most of
+        // them stay zero for a check's life (docs/metrics.md).
+        for (reason, count) in Reason::ALL.iter().zip(&s.failures) {
+            let count = count.load(Relaxed);
+            if count > 0 {
+                self.failures
+                    .push(counter(&[("check", name), ("reason", reason.as_str())], count));
+            }
+        }
+        self.consecutive
+            .push(gauge(&[("check", name)], f64::from(status.consecutive_failures)));
+        if let Some(at) = status.last_success {
+            self.last_success
+                .push(gauge(&[("check", name)], unix_seconds(at)));
+        }
+        if let Some(at) = status.tls_expiry {
+            self.tls_expiry.push(gauge(&[("check", name)], unix_seconds(at)));
+        }
+        if let Some(phases) = status.last.as_ref().and_then(|l| l.outcome.phases) {
+            for (phase, took) in Phases::NAMES.iter().zip(phases.durations()) {
+                self.http_phases
+                    .push(gauge(&[("check", name), ("phase", phase)], took.as_secs_f64()));
+            }
+        }
+        for (to, count) in [("failed", &s.to_failed), ("healthy", &s.to_healthy)] {
+            self.transitions
+                .push(counter(&[("check", name), ("to", to)], count.load(Relaxed)));
+        }
+    }
+
+    fn families(self, c: &PerCheck) -> [MetricFamily; 9] {
+        [
+            family(&c.runs, MetricType::COUNTER, self.runs),
+            family(&c.duration, MetricType::HISTOGRAM, self.duration),
+            family(&c.healthy, MetricType::GAUGE, self.healthy),
+            family(&c.failures, MetricType::COUNTER, self.failures),
+            family(&c.consecutive, MetricType::GAUGE, self.consecutive),
+            family(&c.last_success, MetricType::GAUGE, self.last_success),
+            family(&c.tls_expiry, MetricType::GAUGE, self.tls_expiry),
+            family(&c.http_phases, MetricType::GAUGE, self.http_phases),
+            family(&c.transitions, MetricType::COUNTER, self.transitions),
+        ]
+    }
+}
+
+/// The `healthproxy_check_duration_seconds` series of one check: its
+/// buckets made cumulative, the overflow bucket counted in the total.
+fn duration(s: &CheckCounters) -> proto::Metric {
+    let mut h = proto::Histogram::default();
+    let mut cumulative = 0;
+    let buckets = DURATION_BUCKETS
+        .iter()
+        .zip(&s.buckets)
+        .map(|(bound, count)| {
+            cumulative += count.load(Relaxed);
+            let mut b = proto::Bucket::default();
+            b.set_upper_bound(*bound);
+            b.set_cumulative_count(cumulative);
+            b
+        })
+        .collect();
+    h.set_bucket(buckets);
+    h.set_sample_count(cumulative + s.buckets[DURATION_BUCKETS.len()].load(Relaxed));
+    h.set_sample_sum(s.sum_nanos.load(Relaxed) as f64 / 1e9);
+    let mut m = metric(&[("check", s.name.as_str()), ("kind", s.kind)]);
+    m.set_histogram(h);
+    m
+}
+
+impl Process {
+    /// The process's families, read from `snapshot`.
+    fn collect(&self, snapshot: &Snapshot) -> [MetricFamily; 9] {
         let probe_ok = ProbeKind::ALL
             .map(|kind| gauge(&[("probe", kind.as_str())], bit(snapshot.passes(kind))))
             .into();
@@ -324,57 +379,25 @@ impl CheckFamilies {
         let last_new_connection = report
             .and_then(|r| r.last_new_connection)
             .map_or(0.0, |d| d.as_secs_f64());
+        let gauge_of = |desc: &Desc, value: f64| family(desc, MetricType::GAUGE, vec![gauge(&[], value)]);
         [
-            family(&c.runs, MetricType::COUNTER, runs),
-            family(&c.duration, MetricType::HISTOGRAM, duration),
-            family(&c.healthy, MetricType::GAUGE, healthy),
-            family(&c.failures, MetricType::COUNTER, failures),
-            family(&c.consecutive, MetricType::GAUGE, consecutive),
-            family(&c.last_success, MetricType::GAUGE, last_success),
-            family(&c.tls_expiry, MetricType::GAUGE, tls_expiry),
-            family(&c.http_phases, MetricType::GAUGE, http_phases),
-            family(&c.transitions, MetricType::COUNTER, transitions),
-            family(&p.probe_ok, MetricType::GAUGE, probe_ok),
+            family(&self.probe_ok, MetricType::GAUGE, probe_ok),
+            gauge_of(&self.draining, bit(snapshot.draining())),
+            family(&self.drain_seconds, MetricType::GAUGE, drain_seconds),
+            gauge_of(&self.drain_timed_out, bit(timed_out)),
+            gauge_of(&self.drain_new_connections, new_connections as f64),
+            gauge_of(&self.drain_last_new_connection, last_new_connection),
             family(
-                &p.draining,
-                MetricType::GAUGE,
-                vec![gauge(&[], bit(snapshot.draining()))],
-            ),
-            family(&p.drain_seconds, MetricType::GAUGE, drain_seconds),
-            family(
-                &p.drain_timed_out,
-                MetricType::GAUGE,
-                vec![gauge(&[], bit(timed_out))],
-            ),
-            family(
-                &p.drain_new_connections,
-                MetricType::GAUGE,
-                vec![gauge(&[], new_connections as f64)],
-            ),
-            family(
-                &p.drain_last_new_connection,
-                MetricType::GAUGE,
-                vec![gauge(&[], last_new_connection)],
-            ),
-            family(
-                &p.app_restarts,
+                &self.app_restarts,
                 MetricType::COUNTER,
                 vec![counter(&[], snapshot.app_restarts)],
             ),
-            family(
-                &p.reload_successful,
-                MetricType::GAUGE,
-                vec![gauge(&[], bit(snapshot.reload.successful))],
-            ),
-            family(
-                &p.reload_success_time,
-                MetricType::GAUGE,
-                vec![gauge(&[], unix_seconds(snapshot.reload.last_success))],
+            gauge_of(&self.reload_successful, bit(snapshot.reload.successful)),
+            gauge_of(
+                &self.reload_success_time,
+                unix_seconds(snapshot.reload.last_success),
             ),
         ]
-        .into_iter()
-        .filter(|f| !f.get_metric().is_empty())
-        .collect()
     }
 }
 
