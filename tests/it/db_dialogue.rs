@@ -83,7 +83,13 @@ async fn dialogue(spec: &DialogueSpec) -> Outcome {
 async fn compare(state: &str, port: u16) -> Outcome {
     let form = nc_form(port);
     let spec = memcached_version(port);
-    let (real, ours) = tokio::join!(sh(&form, &[], BOUND), dialogue(&spec));
+    // At the same time, the exec probes `inject` converts
+    // (tests/it/exec_convert_e2e.rs).
+    #[cfg(feature = "inject")]
+    let converted = crate::exec_convert_e2e::memcached(state, port);
+    #[cfg(not(feature = "inject"))]
+    let converted = async {};
+    let (real, ours, ()) = tokio::join!(sh(&form, &[], BOUND), dialogue(&spec), converted);
     agree(state, "echo version | nc -q1 | grep -q VERSION", &real, &ours);
     ours
 }
@@ -174,6 +180,14 @@ async fn dialogue_gives_the_nc_one_liners_verdict_against_memcached() {
     let out = compare("frozen", port).await;
     assert_eq!(out.reason, Some(Reason::Timeout), "{out:?}");
     kill(pid, Signal::SIGCONT).unwrap();
+    // The connections made while it was frozen are still counted against
+    // its -c until it has read their close.
+    eventually(
+        Duration::from_secs(10),
+        "memcached answers after the thaw",
+        || async { dialogue(&memcached_version(port)).await.verdict == Verdict::Success },
+    )
+    .await;
     compare("thawed", port).await;
 }
 

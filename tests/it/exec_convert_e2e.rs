@@ -12,9 +12,11 @@
 //!
 //! The servers are issue 29's (tests/it/db_*.rs), one per kind per test
 //! binary: their state walks call this module's forms ([`postgres`],
-//! [`redis`], [`mysql`]) in each state, at the same time as their native
-//! checks, so a state is reached once for both. The states that leave
-//! the shared PostgreSQL server as it is are asked here.
+//! [`redis`], [`mysql`], [`memcached`]) in each state, at the same time
+//! as their native checks, so a state is reached once for both. The
+//! states that leave the shared PostgreSQL server as it is are asked
+//! here, and so are ZooKeeper (which no other test needs), the HTTP and
+//! TCP forms against the test app, and `pgrep`.
 //!
 //! Each comparison's wall time is added up in
 //! `target/tmp/exec-convert-e2e.txt`, with each state's verdicts.
@@ -26,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value as Json, json};
 
-use crate::support::{Proxy, binary, eventually, refusing_port, request};
+use crate::support::{Process, Proxy, binary, eventually, refusing_port, request, tool};
 
 /// The probes' `timeoutSeconds`: the kubelet kills the command then, the
 /// check gives up then. The survey's most common value; long enough for a
@@ -337,6 +339,16 @@ impl Pod {
                 probe
             );
         }
+        if self.forms.iter().all(|f| f.kept.is_some()) {
+            // Nothing moved: no sidecar to run.
+            return Injected {
+                pod: self.clone(),
+                config: String::new(),
+                sidecar: Json::Null,
+                volumes: Vec::new(),
+                secret_objects: Vec::new(),
+            };
+        }
         let volume = |name: &str| {
             spec["volumes"]
                 .as_array()
@@ -560,11 +572,12 @@ impl Injected {
         };
         let mut reals = Vec::new();
         let proxy = if self.pod.share_process_namespace {
-            // One after the other: a process check would see the
-            // commands' own processes (`pgrep -f X` holds X), which in
-            // the pod are gone once the probe is converted.
-            for run in kubelet() {
-                reals.push(run.await.unwrap());
+            // One after the other, and before the sidecar: each command
+            // and the process check would see the others' processes
+            // (`pgrep -f X` holds X), which in the pod are gone once the
+            // probes are converted.
+            for f in &forms {
+                reals.push(run_as_kubelet(&f.kubelet_argv(), &self.container_env(f, &home)).await);
             }
             self.start(dir.path())
         } else {
@@ -854,6 +867,68 @@ pub async fn mysql(state: &str, port: u16, user: Option<&str>, password: Option<
     pod.inject().compare(&format!("mysql, {state}")).await;
 }
 
+/// The `nc` one-liners of memcached manifests, against a memcached on
+/// `port` (which keeps a connection open after answering: without `-q`
+/// or `-w`, Debian's `nc` would wait for ever). Called by
+/// tests/it/db_dialogue.rs in each state.
+pub async fn memcached(state: &str, port: u16) {
+    let forms = vec![
+        Form::sh(
+            "version-q",
+            "echo version | nc -q1 127.0.0.1 $MEMCACHED_PORT | grep -q VERSION",
+        ),
+        Form::sh(
+            "stats-w",
+            "echo stats | nc -w 1 127.0.0.1 $(MEMCACHED_PORT) | grep uptime",
+        )
+        .liveness(),
+    ];
+    Pod::new(
+        "memcached",
+        with_env(forms, &[Var::plain("MEMCACHED_PORT", port)]),
+    )
+    .inject()
+    .compare(&format!("memcached, {state}"))
+    .await;
+}
+
+/// The ZooKeeper probes: `ruok` piped through `nc`, and compared with
+/// `imok` in a test, against a server on `port`.
+async fn zookeeper(state: &str, port: u16) {
+    let forms = vec![
+        // `printf ruok` and `echo -n ruok`: after `echo ruok`'s newline,
+        // which the server never reads, it closes with a byte unread, the
+        // kernel sends a reset, and under load nc can lose the `imok` it
+        // had not read yet: that real probe fails now and then.
+        Form::sh("ruok-grep", "printf ruok | nc 127.0.0.1 $ZK_PORT | grep imok"),
+        Form::sh(
+            "ruok-test",
+            "[ \"$(echo -n ruok | nc 127.0.0.1 ${ZK_PORT})\" = \"imok\" ]",
+        )
+        .liveness(),
+        Form::new(
+            "ruok-bash",
+            &[
+                "bash",
+                "-c",
+                "printf ruok | nc localhost $(ZK_PORT) | grep -q imok",
+            ],
+        ),
+        // The kubelet's expansion reads `$(echo ... $(ZK_PORT)` as one
+        // unknown name and leaves it: the shell then runs a command named
+        // ZK_PORT, and the probe always fails.
+        Form::sh(
+            "ruok-nested",
+            "[ \"$(echo ruok | nc 127.0.0.1 $(ZK_PORT))\" = imok ]",
+        )
+        .kept("$(...) inside the kubelet's $(VAR)"),
+    ];
+    Pod::new("zookeeper", with_env(forms, &[Var::plain("ZK_PORT", port)]))
+        .inject()
+        .compare(&format!("zookeeper, {state}"))
+        .await;
+}
+
 /// The runs a check has made, as `/metrics` counts them.
 fn runs(text: &str, check: &str) -> f64 {
     let prefix = format!("healthproxy_check_runs_total{{check=\"{check}\",");
@@ -968,4 +1043,254 @@ async fn postgres_probes_give_the_tools_verdicts_up_and_not_running() {
         postgres("up, no password given", server.port, None),
         postgres("not running", refused, Some("scram-secret")),
     );
+}
+
+/// A ZooKeeper server (Debian's zookeeper, 3.8) from a temporary
+/// directory, killed on drop.
+struct ZooKeeper {
+    server: Process,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl ZooKeeper {
+    /// Starts a standalone server whose four-letter words are
+    /// `whitelist`, taking at most `max_connections` from one address,
+    /// and returns once it answers a four-letter word.
+    async fn start(whitelist: &str, max_connections: u32) -> ZooKeeper {
+        let dir = tempfile::Builder::new().prefix("hp-zk-").tempdir().unwrap();
+        for _ in 0..5 {
+            let port = crate::oracle::free_port();
+            let config = dir.path().join("zoo.cfg");
+            std::fs::write(
+                &config,
+                format!(
+                    "tickTime=2000\ndataDir={}\nclientPort={port}\nclientPortAddress=127.0.0.1\n\
+                     admin.enableServer=false\nmaxClientCnxns={max_connections}\n\
+                     4lw.commands.whitelist={whitelist}\n",
+                    dir.path().join("data").display()
+                ),
+            )
+            .unwrap();
+            let mut server = Process(
+                std::process::Command::new(tool("java"))
+                    .args(["-Xmx64m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-cp"])
+                    .arg(ZOOKEEPER_JAR)
+                    .arg(format!("-Dzookeeper.log.dir={}", dir.path().display()))
+                    .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+                    .arg(&config)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("java runs"),
+            );
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                if server.0.try_wait().unwrap().is_some() {
+                    break; // the port was taken: another one
+                }
+                if !four_letter_word(port, "ruok").await.is_empty() {
+                    return ZooKeeper {
+                        server,
+                        port,
+                        _dir: dir,
+                    };
+                }
+                assert!(Instant::now() < deadline, "ZooKeeper did not answer within 60 s");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        panic!("ZooKeeper could not bind a port in 5 tries");
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.server.0.id() as i32), signal).unwrap();
+    }
+}
+
+impl Drop for ZooKeeper {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.server.0.id() as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}
+
+/// Debian's ZooKeeper: its jar names the others in its manifest.
+const ZOOKEEPER_JAR: &str = "/usr/share/java/zookeeper.jar";
+
+/// What the server answers `word` with (empty: nothing, or no server),
+/// within a second.
+async fn four_letter_word(port: u16, word: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        stream.write_all(word.as_bytes()).await.ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        Some(String::from_utf8_lossy(&answer).into_owned())
+    };
+    tokio::time::timeout(Duration::from_secs(1), exchange)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zookeeper_ruok_probes_give_the_one_liners_verdict_in_every_state() {
+    assert!(
+        Path::new(ZOOKEEPER_JAR).is_file(),
+        "ZooKeeper is not installed: .ci/install.d/databases.sh installs it"
+    );
+    let (_hold, refused) = refusing_port();
+    zookeeper("not running", refused).await;
+
+    let server = ZooKeeper::start("ruok", 8).await;
+    let port = server.port;
+    assert_eq!(four_letter_word(port, "ruok").await, "imok");
+    zookeeper("up", port).await;
+
+    // Connections exhausted: maxClientCnxns held by idle clients, and the
+    // next one closed at once.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+    }
+    eventually(
+        Duration::from_secs(10),
+        "a ninth connection closed unanswered",
+        || async { four_letter_word(port, "ruok").await.is_empty() },
+    )
+    .await;
+    zookeeper("connections exhausted", port).await;
+    drop(held);
+    eventually(Duration::from_secs(10), "imok again", || async {
+        four_letter_word(port, "ruok").await == "imok"
+    })
+    .await;
+
+    // Frozen: the kernel accepts, nothing answers.
+    server.signal(nix::sys::signal::Signal::SIGSTOP);
+    zookeeper("frozen", port).await;
+    server.signal(nix::sys::signal::Signal::SIGCONT);
+    zookeeper("thawed", port).await;
+    drop(server);
+
+    // `ruok` not in 4lw.commands.whitelist (3.5.3+): the server says so
+    // and closes; nc exits 0, the comparison with imok fails.
+    let server = ZooKeeper::start("srvr", 8).await;
+    assert_eq!(
+        four_letter_word(server.port, "ruok").await,
+        "ruok is not executed because it is not in the whitelist.\n"
+    );
+    zookeeper("ruok not in the whitelist", server.port).await;
+}
+
+/// The HTTP and TCP exec probes against the test app, whose `/healthz`
+/// answers what it is set to.
+async fn http(state: &str, port: u16) {
+    let forms = vec![
+        Form::new("curl-f", &["curl", "-f", "http://127.0.0.1:$(APP_PORT)/healthz"]),
+        Form::new(
+            "curl-any",
+            &[
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "http://localhost:$(APP_PORT)/healthz",
+            ],
+        ),
+        Form::sh(
+            "curl-grep",
+            "curl -fsS http://127.0.0.1:$APP_PORT/healthz | grep -q health",
+        ),
+        Form::new(
+            "wget",
+            &[
+                "wget",
+                "-q",
+                "-O",
+                "/dev/null",
+                "http://127.0.0.1:$(APP_PORT)/healthz",
+            ],
+        ),
+        Form::sh(
+            "wget-spider",
+            "wget --spider -q http://127.0.0.1:${APP_PORT}/healthz",
+        )
+        .kept("GNU wget's --spider asks with HEAD, BusyBox's with GET"),
+        Form::new("nc-z", &["nc", "-z", "127.0.0.1", "$(APP_PORT)"]).liveness(),
+    ];
+    Pod::new("web", with_env(forms, &[Var::plain("APP_PORT", port)]))
+        .inject()
+        .compare(&format!("http, {state}"))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_wget_and_nc_probes_give_the_tools_verdicts() {
+    let app = crate::support::App::start().await;
+    let port = app.addr.port();
+    http("200", port).await;
+    app.set_status(500);
+    http("500", port).await;
+    app.set_status(404);
+    http("404", port).await;
+    app.stop().await;
+    http("not running", port).await;
+}
+
+/// `pgrep -f` probes in a pod that shares its process namespace.
+fn pgrep_pod(marker: &str, share: bool) -> Pod {
+    let mut forms = vec![
+        Form::new("pgrep-argv", &["pgrep", "-f", marker]),
+        Form::sh("pgrep-exec", &format!("exec pgrep -f '{marker}'")).liveness(),
+        // dash runs pgrep as its child: pgrep finds the shell, whose
+        // command line holds the pattern; the probe always passes.
+        Form::sh("pgrep-sh", &format!("pgrep -f '{marker}'")).kept("the shell's own command line matches"),
+    ];
+    if !share {
+        forms = forms
+            .into_iter()
+            .map(|f| f.kept("the pod does not share its process namespace"))
+            .collect();
+    }
+    let mut pod = Pod::new("worker", forms);
+    pod.share_process_namespace = share;
+    pod
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgrep_probes_give_pgreps_verdict_where_the_pod_shares_its_processes() {
+    let marker = format!("hp-e2e-marker-{}", crate::oracle::free_port());
+    pgrep_pod(&marker, false).inject();
+    let pod = pgrep_pod(&marker, true).inject();
+    pod.compare("no such process").await;
+    let mut child = Process(
+        std::process::Command::new(tool("python3"))
+            .args(["-c", "import time; time.sleep(600)", &marker])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
+    eventually(
+        Duration::from_secs(10),
+        "the child's command line is written",
+        || async {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+        },
+    )
+    .await;
+    pod.compare("running").await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    pod.compare("stopped").await;
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    child.0.wait().unwrap();
+    pod.compare("gone").await;
 }
