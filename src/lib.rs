@@ -80,21 +80,148 @@ pub async fn run(
     hangups: Option<mpsc::UnboundedReceiver<()>>,
     log: reload::LogControl,
 ) -> anyhow::Result<Exit> {
-    let App {
-        config,
-        engine,
-        token,
-        source,
-    } = app;
-    let listener =
-        server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
-    let grpc_listener = config
-        .grpc_listen
-        .map(|addr| server::bind(addr).with_context(|| format!("cannot listen on {addr} (grpc_listen)")))
-        .transpose()?;
-    if let Err(e) = check::become_subreaper() {
-        tracing::warn!("cannot become a child subreaper, orphaned check processes may linger: {e}");
+    Ok(Bound::bind(app)?.spawn(signals, hangups, log).await)
+}
+
+/// An app with its listeners bound: all that can fail at the start has
+/// been tried, and what follows only runs (linkerd's `Config::build`, then
+/// `App::spawn`).
+struct Bound {
+    app: App,
+    listener: tokio::net::TcpListener,
+    listen: std::net::SocketAddr,
+    grpc: Option<(tokio::net::TcpListener, std::net::SocketAddr)>,
+}
+
+impl Bound {
+    /// Binds the HTTP listener and the gRPC one, if configured.
+    fn bind(app: App) -> anyhow::Result<Bound> {
+        let listen = app.config.listen;
+        let listener = server::bind(listen).with_context(|| format!("cannot listen on {listen}"))?;
+        let grpc = match app.config.grpc_listen {
+            Some(addr) => {
+                let grpc =
+                    server::bind(addr).with_context(|| format!("cannot listen on {addr} (grpc_listen)"))?;
+                let local = grpc.local_addr()?;
+                Some((grpc, local))
+            }
+            None => None,
+        };
+        Ok(Bound {
+            listen: listener.local_addr()?,
+            listener,
+            grpc,
+            app,
+        })
     }
+
+    /// Starts every check and task and serves until the lifecycle says to
+    /// stop, then stops the checks and says how the process exits.
+    async fn spawn(
+        self,
+        signals: mpsc::UnboundedReceiver<i32>,
+        hangups: Option<mpsc::UnboundedReceiver<()>>,
+        log: reload::LogControl,
+    ) -> Exit {
+        let Bound {
+            app:
+                App {
+                    config,
+                    engine,
+                    token,
+                    source,
+                },
+            listener,
+            listen,
+            grpc,
+        } = self;
+        if let Err(e) = check::become_subreaper() {
+            tracing::warn!("cannot become a child subreaper, orphaned check processes may linger: {e}");
+        }
+        warn_missing_programs(&config);
+        let state = State::new(&config.checks);
+        let lifecycle = Lifecycle::new(Drain::new(config.drain.clone(), state.clone()), token);
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        spawn_until(&tracker, &cancel, check::reap_orphans());
+        let tasks = engine.spawn(&state, &tracker, &cancel);
+        let reloads = source.map(|source| {
+            reload::Reloader::new(
+                source,
+                log,
+                config.clone(),
+                state.clone(),
+                tasks,
+                tracker.clone(),
+                cancel.clone(),
+            )
+            .spawn(hangups)
+        });
+        // With drain.ports the app's sockets tell when it stops and when a new
+        // container of it starts.
+        let presence = (!config.drain.ports.is_empty()).then(|| lifecycle::app::watch(&config.drain.ports));
+        if let Some(presence) = &presence {
+            let follow = lifecycle::follow_app_restarts(lifecycle.clone(), state.clone(), presence.clone());
+            spawn_until(&tracker, &cancel, follow);
+        }
+        let grpc_listen = grpc.map(|(grpc, addr)| {
+            tracker.spawn(server::grpc::serve(grpc, state.clone(), cancel.clone()));
+            addr
+        });
+        tracing::info!(
+            listen = %listen,
+            grpc_listen = grpc_listen.map(tracing::field::display),
+            checks = config.checks.len(),
+            version = version::VERSION,
+            revision = version::REVISION,
+            "healthproxy serving"
+        );
+        lifecycle.describe_guard();
+        let cap = connection_cap(&config);
+        let endpoints = server::endpoints(
+            state,
+            lifecycle.clone(),
+            metrics::Metrics::new(),
+            reloads,
+            config.server.request_timeout,
+        );
+        let shutdown = async {
+            let exit = lifecycle::supervise(&lifecycle, presence, signals).await;
+            // A second signal means now: open connections get no grace.
+            let grace = match exit {
+                Exit::Clean => server::SHUTDOWN_GRACE,
+                Exit::Forced(_) => Duration::ZERO,
+            };
+            (exit, grace)
+        };
+        let exit = server::serve(listener, endpoints, config.server, cap, shutdown).await;
+        cancel.cancel();
+        tracker.close();
+        tracker.wait().await;
+        check::kill_orphans();
+        tracing::info!(exit_code = exit.code(), "stopped");
+        exit
+    }
+}
+
+/// Runs `task` on `tracker` until it ends or `cancel` fires.
+fn spawn_until(
+    tracker: &TaskTracker,
+    cancel: &CancellationToken,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let cancel = cancel.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            () = task => {}
+            () = cancel.cancelled() => {}
+        }
+    });
+}
+
+/// Warns of each exec check whose program is not there: its runs will be
+/// Unknown until it is.
+fn warn_missing_programs(config: &config::Config) {
     for c in &config.checks {
         if let config::CheckKind::Exec(spec) = &c.kind
             && let Some(missing) = config::missing_program(spec)
@@ -102,63 +229,11 @@ pub async fn run(
             tracing::warn!(check = %c.name, "{missing}: every run will be Unknown and move no threshold");
         }
     }
-    let state = State::new(&config.checks);
-    let lifecycle = Lifecycle::new(Drain::new(config.drain.clone(), state.clone()), token);
-    let metrics = metrics::Metrics::new();
-    let tracker = TaskTracker::new();
-    let cancel = CancellationToken::new();
-    {
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            tokio::select! {
-                () = check::reap_orphans() => {}
-                () = cancel.cancelled() => {}
-            }
-        });
-    }
-    let tasks = engine.spawn(&state, &tracker, &cancel);
-    let reloads = source.map(|source| {
-        reload::Reloader::new(
-            source,
-            log,
-            config.clone(),
-            state.clone(),
-            tasks,
-            tracker.clone(),
-            cancel.clone(),
-        )
-        .spawn(hangups)
-    });
-    // With drain.ports the app's sockets tell when it stops and when a new
-    // container of it starts.
-    let presence = (!config.drain.ports.is_empty()).then(|| lifecycle::app::watch(&config.drain.ports));
-    if let Some(presence) = &presence {
-        let follow = lifecycle::follow_app_restarts(lifecycle.clone(), state.clone(), presence.clone());
-        let cancel = cancel.clone();
-        tracker.spawn(async move {
-            tokio::select! {
-                () = follow => {}
-                () = cancel.cancelled() => {}
-            }
-        });
-    }
-    let grpc_listen = match grpc_listener {
-        Some(grpc) => {
-            let addr = grpc.local_addr()?;
-            tracker.spawn(server::grpc::serve(grpc, state.clone(), cancel.clone()));
-            Some(addr)
-        }
-        None => None,
-    };
-    tracing::info!(
-        listen = %listener.local_addr()?,
-        grpc_listen = grpc_listen.map(tracing::field::display),
-        checks = config.checks.len(),
-        version = version::VERSION,
-        revision = version::REVISION,
-        "healthproxy serving"
-    );
-    lifecycle.describe_guard();
+}
+
+/// `server.max_connections`, lowered to what the open files limit allows
+/// beside the checks' own descriptors (raised first as far as it goes).
+fn connection_cap(config: &config::Config) -> usize {
     let fd_limit = server::raise_fd_limit().unwrap_or_else(|e| {
         tracing::warn!("cannot raise the open files limit: {e}");
         nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
@@ -178,27 +253,5 @@ pub async fn run(
             "server.max_connections lowered to what the open files limit allows beside the checks"
         );
     }
-    let endpoints = server::endpoints(
-        state,
-        lifecycle.clone(),
-        metrics,
-        reloads,
-        config.server.request_timeout,
-    );
-    let shutdown = async {
-        let exit = lifecycle::supervise(&lifecycle, presence, signals).await;
-        // A second signal means now: open connections get no grace.
-        let grace = match exit {
-            Exit::Clean => server::SHUTDOWN_GRACE,
-            Exit::Forced(_) => Duration::ZERO,
-        };
-        (exit, grace)
-    };
-    let exit = server::serve(listener, endpoints, config.server, cap, shutdown).await;
-    cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
-    check::kill_orphans();
-    tracing::info!(exit_code = exit.code(), "stopped");
-    Ok(exit)
+    cap
 }
