@@ -32,6 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::{App, LoadError, Source, fingerprint};
 use crate::config::{Config, ProbeKind};
+use crate::engine::Engine;
 use crate::log::{LogLevel, Logging};
 use crate::state::{Slot, State};
 
@@ -334,72 +335,53 @@ impl Reloader {
         trigger: Trigger,
         loaded: Result<(App, Changes), Refused>,
     ) -> Result<String, Refused> {
-        let trigger_name = trigger.as_str();
         let (app, changes) = match loaded {
             Ok(loaded) => loaded,
             Err(errors) => return self.refuse(trigger, errors),
         };
-        if !changes.emptied.is_empty() {
-            let origin = self.source.path.display();
-            let errors = changes
-                .emptied
-                .iter()
-                .map(|kind| {
-                    format!(
-                        "{origin}: allow_empty: the new file has no {kind} check left: the {} probe would pass whatever the app does; set allow_empty = [\"{kind}\"] if that is meant",
-                        kind.endpoint()
-                    )
-                })
-                .collect();
-            return self.refuse(trigger, Refused(errors));
+        if let Some(errors) = changes.refusal(&self.source.path) {
+            return self.refuse(trigger, errors);
         }
         let App {
             config: mut new,
             engine,
             ..
         } = app;
-        let restart = restart_only_changes(&self.config, &new);
+        let restart = keep_start_bound(&mut new, &self.config);
         for key in &restart {
             tracing::warn!(
-                trigger = trigger_name,
+                trigger = trigger.as_str(),
                 key = *key,
                 "{key} changed: it takes effect at the next restart, the running value stays"
             );
         }
-        (new.listen, new.grpc_listen, new.reload, new.drain, new.server) = (
-            self.config.listen,
-            self.config.grpc_listen,
-            self.config.reload,
-            self.config.drain.clone(),
-            self.config.server,
+        self.swap_tasks(&new, &changes, engine).await;
+        self.follow_log_level(&new, trigger);
+        tracing::info!(
+            trigger = trigger.as_str(),
+            checks = new.checks.len(),
+            unchanged = ?changes.unchanged,
+            changed = ?changes.changed,
+            added = ?changes.added,
+            removed = ?changes.removed,
+            "config reloaded"
         );
+        let summary = changes.summary(new.checks.len(), &restart);
+        self.config = Arc::new(new);
+        Ok(summary)
+    }
 
-        let slots: Vec<Slot<'_>> = new
-            .checks
-            .iter()
-            .zip(&changes.matches)
-            .map(|(config, m)| match *m {
-                Match::Same(at) => Slot::Keep(self.ids[at]),
-                Match::Changed { at, same_target } => Slot::Change {
-                    id: self.ids[at],
-                    config,
-                    same_target,
-                },
-                Match::New => Slot::Start(config),
-            })
-            .collect();
-        let ids = self.state.reload(&slots);
+    /// Moves the snapshot to the checks of `new` and their tasks with it:
+    /// the retired ones stop, the changed and added ones start from
+    /// `engine`, the unchanged ones run on.
+    async fn swap_tasks(&mut self, new: &Config, changes: &Changes, engine: Engine) {
+        let ids = self.state.reload(&changes.slots(new, &self.ids));
         for at in &changes.retired {
             if let Some(task) = self.tasks.remove(&self.ids[*at]) {
                 task.cancel();
             }
         }
-        let started: Vec<Option<usize>> = changes
-            .matches
-            .iter()
-            .zip(&ids)
-            .map(|(m, id)| (!matches!(m, Match::Same(_))).then_some(*id))
-            .collect();
+        let started = changes.started(&ids);
         let tokens = engine
             .spawn_ids_yielding(&started, &self.state, &self.tracker, &self.cancel)
             .await;
@@ -407,31 +389,73 @@ impl Reloader {
             self.tasks.insert(*id, token);
         }
         self.ids = ids;
+    }
 
+    /// Sets the log level to `new`'s if it changed and no `--log-level`
+    /// flag owns it.
+    fn follow_log_level(&self, new: &Config, trigger: Trigger) {
         if self.log.flag.is_none() && new.log_level != self.config.log_level {
             let level = new.log_level.clone().unwrap_or_default();
             if let Some(logging) = &self.log.logging {
                 logging.set_level(&level);
             }
-            tracing::info!(trigger = trigger_name, log_level = %level, "log level changed");
+            tracing::info!(trigger = trigger.as_str(), log_level = %level, "log level changed");
         }
-        let Changes {
-            unchanged,
-            changed,
-            added,
-            removed,
-            ..
-        } = changes;
-        tracing::info!(
-            trigger = trigger_name,
-            checks = new.checks.len(),
-            unchanged = ?unchanged,
-            changed = ?changed,
-            added = ?added,
-            removed = ?removed,
-            "config reloaded"
-        );
-        self.config = Arc::new(new);
+    }
+}
+
+impl Changes {
+    /// Why the new file, read from `origin`, is refused: a probe kind it
+    /// empties without allowing it.
+    fn refusal(&self, origin: &std::path::Path) -> Option<Refused> {
+        if self.emptied.is_empty() {
+            return None;
+        }
+        let origin = origin.display();
+        let errors = self
+            .emptied
+            .iter()
+            .map(|kind| {
+                format!(
+                    "{origin}: allow_empty: the new file has no {kind} check left: the {} probe would pass whatever the app does; set allow_empty = [\"{kind}\"] if that is meant",
+                    kind.endpoint()
+                )
+            })
+            .collect();
+        Some(Refused(errors))
+    }
+
+    /// What the snapshot does with each check of `new`, the running checks
+    /// having the snapshot ids `ids`.
+    fn slots<'a>(&self, new: &'a Config, ids: &[usize]) -> Vec<Slot<'a>> {
+        new.checks
+            .iter()
+            .zip(&self.matches)
+            .map(|(config, m)| match *m {
+                Match::Same(at) => Slot::Keep(ids[at]),
+                Match::Changed { at, same_target } => Slot::Change {
+                    id: ids[at],
+                    config,
+                    same_target,
+                },
+                Match::New => Slot::Start(config),
+            })
+            .collect()
+    }
+
+    /// Of the new checks' snapshot ids `ids`, those whose task starts: the
+    /// changed and added checks.
+    fn started(&self, ids: &[usize]) -> Vec<Option<usize>> {
+        self.matches
+            .iter()
+            .zip(ids)
+            .map(|(m, id)| (!matches!(m, Match::Same(_))).then_some(*id))
+            .collect()
+    }
+
+    /// The answer to whoever asked for the reload: the new file's `checks`
+    /// and how they changed, and the `restart` keys that keep their value.
+    fn summary(&self, checks: usize, restart: &[&str]) -> String {
         let list = |names: &[String]| {
             if names.is_empty() {
                 "none".to_string()
@@ -440,18 +464,31 @@ impl Reloader {
             }
         };
         let mut summary = format!(
-            "reloaded: {} checks; unchanged: {}; changed: {}; added: {}; removed: {}\n",
-            self.config.checks.len(),
-            list(&unchanged),
-            list(&changed),
-            list(&added),
-            list(&removed)
+            "reloaded: {checks} checks; unchanged: {}; changed: {}; added: {}; removed: {}\n",
+            list(&self.unchanged),
+            list(&self.changed),
+            list(&self.added),
+            list(&self.removed)
         );
         for key in restart {
             summary.push_str(&format!("{key} changed: it takes effect at the next restart\n"));
         }
-        Ok(summary)
+        summary
     }
+}
+
+/// Sets the settings of `new` that are bound at start to their `running`
+/// values, and says which of them the new file changed.
+fn keep_start_bound(new: &mut Config, running: &Config) -> Vec<&'static str> {
+    let restart = restart_only_changes(running, new);
+    (new.listen, new.grpc_listen, new.reload, new.drain, new.server) = (
+        running.listen,
+        running.grpc_listen,
+        running.reload,
+        running.drain.clone(),
+        running.server,
+    );
+    restart
 }
 
 /// The settings bound at start that differ between `running` and `new`.
