@@ -355,6 +355,69 @@ async fn redis_check_gives_redis_cli_verdict_in_every_state() {
             .passed()
     );
     assert!(server.cli("-a s3cret --no-auth-warning save").await.passed());
+
+    // Shutting down: SHUTDOWN waits (shutdown-timeout) for a replica that
+    // lags behind, and the server answers meanwhile. The replica is frozen
+    // after its sync, so the master waits until it is thawed.
+    let replica_dir = dir.path().join("replica");
+    std::fs::create_dir(&replica_dir).unwrap();
+    let master = port.to_string();
+    let mut replica = Server::start(
+        &replica_dir,
+        None,
+        &["--replicaof", "127.0.0.1", &master, "--masterauth", "s3cret"],
+    )
+    .await;
+    eventually(Duration::from_secs(20), "the replica is in sync", || async {
+        server
+            .cli("-a s3cret --no-auth-warning info replication")
+            .await
+            .output
+            .contains("state=online")
+    })
+    .await;
+    kill(replica.pid(), Signal::SIGSTOP).unwrap();
+    let auth = "-a s3cret --no-auth-warning";
+    assert!(
+        server
+            .cli(&format!("{auth} config set shutdown-timeout 60"))
+            .await
+            .passed()
+    );
+    assert!(server.cli(&format!("{auth} set behind 1")).await.passed());
+    let shutdown_command = format!("redis-cli -h 127.0.0.1 -p {port} {auth} shutdown");
+    let shutdown = tokio::spawn(async move { sh(&shutdown_command, &[], Duration::from_secs(90)).await });
+    let log = dir.path().join("redis.log");
+    eventually(
+        Duration::from_secs(10),
+        "SHUTDOWN waits for the replica",
+        || async {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("Waiting for replicas before shutting down")
+        },
+    )
+    .await;
+    compare(
+        "shutting down, waiting for a replica",
+        port,
+        Some(("s3cret", &secret_file)),
+    )
+    .await;
+    compare("shutting down, no password", port, None).await;
+    let mut with_password = spec(port, RedisExpect::Pong);
+    with_password.password = Some(Credential::File(secret_file.clone()));
+    let out = native(&with_password).await;
+    assert_eq!((out.verdict, out.message.as_str()), (Verdict::Success, "PONG"));
+    kill(replica.pid(), Signal::SIGCONT).unwrap();
+    let ran = shutdown.await.unwrap();
+    assert!(ran.code.is_some(), "SHUTDOWN returned once the replica caught up");
+    eventually(Duration::from_secs(10), "the master has exited", || async {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+    })
+    .await;
+    compare("shut down", port, Some(("s3cret", &secret_file))).await;
+    replica.stop();
     server.stop();
     let loading = Server::start(
         dir.path(),
@@ -378,6 +441,23 @@ async fn redis_check_gives_redis_cli_verdict_in_every_state() {
         "{real:?} {ours:?}"
     );
     assert_eq!(ours.reason, Some(Reason::Reply));
+
+    // SHUTDOWN while loading: the server exits at once, with nothing to
+    // wait for.
+    let ran = sh(
+        &format!("redis-cli -h 127.0.0.1 -p {port} -a s3cret --no-auth-warning shutdown nosave"),
+        &[],
+        BOUND,
+    )
+    .await;
+    assert!(ran.code.is_some(), "{ran:?}");
+    eventually(
+        Duration::from_secs(10),
+        "the loading server has exited",
+        || async { std::net::TcpStream::connect(("127.0.0.1", port)).is_err() },
+    )
+    .await;
+    compare("shut down while loading", port, Some(("s3cret", &secret_file))).await;
     drop(loading);
     let _ = &server.dir;
 }
