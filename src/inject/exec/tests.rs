@@ -275,6 +275,8 @@ fn mysql_forms_that_stay() {
     assert!(kept(&["mysql", "-h", "127.0.0.1"]).contains("stdin"));
     assert!(kept(&["mysql", "-h", "127.0.0.1", "-e", "SELECT 1"]).contains("OS user"));
     assert!(kept(&["mysqladmin", "-h", "127.0.0.1", "status"]).contains("OS user"));
+    // `ping | grep alive` needs the login too.
+    assert!(kept_sh("mysqladmin -h 127.0.0.1 ping | grep 'mysqld is alive'").contains("OS user"));
     assert!(kept_sh("mysqladmin -h 127.0.0.1 -uroot -p\"$NONE\" ping").contains("terminal"));
     let script = "password_aux=\"${MARIADB_ROOT_PASSWORD:-}\"\nif [[ -f \"${MARIADB_ROOT_PASSWORD_FILE:-}\" ]]; then\n  password_aux=$(cat \"$MARIADB_ROOT_PASSWORD_FILE\")\nfi\nmysqladmin status -uroot -p\"${password_aux}\"\n";
     let why = kept(&["/bin/bash", "-ec", script]);

@@ -872,10 +872,9 @@ fn mysqladmin(cmd: &Cmd, grep: Option<&Grep>, env: &mut Env<'_>, shown: &str) ->
             ));
         }
     };
-    let mut c = Converted::new(shown, "mysql");
-    my.keys(&mut c, &tool, env, command == "status")?;
     // `ping | grep alive` passes only once logged in and answered, as
-    // `status` does (the server's errors fail it too).
+    // `status` does (the server's errors fail it too), so it needs the
+    // login's user as `status` does.
     let command = match grep {
         None => command,
         Some(g) if command == "ping" && g.finds("mysqld is alive") => "status".into(),
@@ -883,6 +882,8 @@ fn mysqladmin(cmd: &Cmd, grep: Option<&Grep>, env: &mut Env<'_>, shown: &str) ->
             return Err(format!("{tool} {command} piped into grep {:?}", g.pattern));
         }
     };
+    let mut c = Converted::new(shown, "mysql");
+    my.keys(&mut c, &tool, env, command == "status")?;
     if command != "ping" {
         c.text("command", &command);
     }
