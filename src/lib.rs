@@ -185,23 +185,36 @@ impl Bound {
             reloads,
             config.server.request_timeout,
         );
-        let shutdown = async {
-            let exit = lifecycle::supervise(&lifecycle, presence, signals).await;
-            // A second signal means now: open connections get no grace.
-            let grace = match exit {
-                Exit::Clean => server::SHUTDOWN_GRACE,
-                Exit::Forced(_) => Duration::ZERO,
-            };
-            (exit, grace)
-        };
+        let shutdown = supervise(&lifecycle, presence, signals);
         let exit = server::serve(listener, endpoints, config.server, cap, shutdown).await;
-        cancel.cancel();
-        tracker.close();
-        tracker.wait().await;
-        check::kill_orphans();
+        stop(tracker, cancel).await;
         tracing::info!(exit_code = exit.code(), "stopped");
         exit
     }
+}
+
+/// The exit the lifecycle decides (`lifecycle::supervise`), and the grace
+/// the open connections get: none after a second signal, which means now.
+async fn supervise(
+    lifecycle: &Lifecycle,
+    presence: Option<tokio::sync::watch::Receiver<lifecycle::app::Presence>>,
+    signals: mpsc::UnboundedReceiver<i32>,
+) -> (Exit, Duration) {
+    let exit = lifecycle::supervise(lifecycle, presence, signals).await;
+    let grace = match exit {
+        Exit::Clean => server::SHUTDOWN_GRACE,
+        Exit::Forced(_) => Duration::ZERO,
+    };
+    (exit, grace)
+}
+
+/// Stops the checks and every task on `tracker`, then the processes the
+/// checks left behind.
+async fn stop(tracker: TaskTracker, cancel: CancellationToken) {
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    check::kill_orphans();
 }
 
 /// Runs `task` on `tracker` until it ends or `cancel` fires.
