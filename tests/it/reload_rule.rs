@@ -169,7 +169,10 @@ type Surprises = Arc<Mutex<Vec<(String, u16, Duration)>>>;
 /// until dropped; every answer other than 200 is a surprise. Returns the
 /// surprises and the longest time between two rounds.
 struct Poller {
-    paths: Arc<Mutex<Vec<String>>>,
+    /// The paths to poll, and how many times they were set.
+    paths: Arc<Mutex<(u64, Vec<String>)>>,
+    /// The setting of `paths` the last finished round began with.
+    finished: Arc<Mutex<u64>>,
     surprises: Surprises,
     longest_gap: Arc<Mutex<Duration>>,
     rounds: Arc<Mutex<u64>>,
@@ -178,13 +181,15 @@ struct Poller {
 
 impl Poller {
     fn start(addr: std::net::SocketAddr) -> Poller {
-        let paths = Arc::new(Mutex::new(Vec::new()));
+        let paths = Arc::new(Mutex::new((0, Vec::new())));
+        let finished = Arc::new(Mutex::new(0));
         let surprises: Surprises = Arc::default();
         let longest_gap = Arc::new(Mutex::new(Duration::ZERO));
         let rounds = Arc::new(Mutex::new(0));
         let task = {
-            let (paths, surprises, longest_gap, rounds) = (
+            let (paths, finished, surprises, longest_gap, rounds) = (
                 paths.clone(),
+                finished.clone(),
                 surprises.clone(),
                 longest_gap.clone(),
                 rounds.clone(),
@@ -201,7 +206,7 @@ impl Poller {
                         *gap = (*gap).max(now - last);
                     }
                     last = now;
-                    let round: Vec<String> = paths.lock().unwrap().clone();
+                    let (setting, round): (u64, Vec<String>) = paths.lock().unwrap().clone();
                     let mut asks = JoinSet::new();
                     for path in round {
                         asks.spawn(async move { (request(addr, "GET", &path, &[]).await.status, path) });
@@ -213,11 +218,13 @@ impl Poller {
                         }
                     }
                     *rounds.lock().unwrap() += 1;
+                    *finished.lock().unwrap() = setting;
                 }
             })
         };
         Poller {
             paths,
+            finished,
             surprises,
             longest_gap,
             rounds,
@@ -226,8 +233,12 @@ impl Poller {
     }
 
     /// Polls the three probes and the own endpoint of each check of
-    /// every one of `configs`' that is in all of them.
-    fn watch(&self, configs: &[&[Check]]) {
+    /// every one of `configs`' that is in all of them, from a round that
+    /// begins after this call; returns once such a round has finished, so
+    /// that no request of a round begun under the old paths is answered
+    /// after the change that follows (a reload that the old paths do not
+    /// allow for).
+    async fn watch(&self, configs: &[&[Check]]) {
         let mut paths: Vec<String> = ["/startupz", "/livez", "/readyz"].map(String::from).to_vec();
         let first = configs[0];
         for c in first {
@@ -238,7 +249,15 @@ impl Poller {
                 paths.push(c.path());
             }
         }
-        *self.paths.lock().unwrap() = paths;
+        let setting = {
+            let mut current = self.paths.lock().unwrap();
+            *current = (current.0 + 1, paths);
+            current.0
+        };
+        eventually(Duration::from_secs(10), "a round polls the new paths", || async {
+            *self.finished.lock().unwrap() >= setting
+        })
+        .await;
     }
 
     async fn rounds(&self) -> u64 {
@@ -335,17 +354,17 @@ async fn every_change_keeps_every_answer(trigger: Trigger) {
     }
     settle(&proxy, &base, 2).await;
     let poller = Poller::start(proxy.addr);
-    poller.watch(&[&base]);
+    poller.watch(&[&base]).await;
     for (what, change) in mutations(&app) {
         let mut changed = base.clone();
         change(&mut changed);
-        poller.watch(&[&base, &changed]);
+        poller.watch(&[&base, &changed]).await;
         reload(&proxy, trigger, &config(head, &changed)).await;
-        poller.watch(&[&changed]);
+        poller.watch(&[&changed]).await;
         settle(&proxy, &changed, 3).await;
-        poller.watch(&[&changed, &base]);
+        poller.watch(&[&changed, &base]).await;
         reload(&proxy, trigger, &config(head, &base)).await;
-        poller.watch(&[&base]);
+        poller.watch(&[&base]).await;
         settle(&proxy, &base, 3).await;
         let surprises = poller.surprises.lock().unwrap().clone();
         assert!(surprises.is_empty(), "{trigger:?}, {what}: {surprises:?}");
