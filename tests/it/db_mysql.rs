@@ -287,19 +287,7 @@ async fn mysql_check_gives_mysqladmin_and_mysql_verdicts_in_every_state() {
     // `wait --mysql` returns once the server answers (an access denied
     // is an answer, as mysqladmin ping says).
     let target = format!("127.0.0.1:{port}");
-    let (code, err) = crate::support::run_binary(
-        &[
-            "wait",
-            "--mysql",
-            &target,
-            "--timeout",
-            "10s",
-            "--attempt-timeout",
-            "1s",
-        ],
-        Duration::from_secs(20),
-    )
-    .await;
+    let (code, err) = crate::oracle::wait_for("mysql", &target, "10s").await;
     assert_eq!(code, 0, "{err}");
 
     // Frozen: accepted by the kernel, never answered.
@@ -307,19 +295,7 @@ async fn mysql_check_gives_mysqladmin_and_mysql_verdicts_in_every_state() {
     compare("frozen", port, Some("probe"), Some("s3cret")).await;
     let out = native(&spec(port, MysqlCommand::Ping, None, None)).await;
     assert_eq!(out.reason, Some(Reason::Timeout), "{out:?}");
-    let (code, _) = crate::support::run_binary(
-        &[
-            "wait",
-            "--mysql",
-            &target,
-            "--timeout",
-            "2s",
-            "--attempt-timeout",
-            "1s",
-        ],
-        Duration::from_secs(20),
-    )
-    .await;
+    let (code, _) = crate::oracle::wait_for("mysql", &target, "2s").await;
     assert_eq!(code, 1, "a frozen server is never up");
     kill(server.pid(), Signal::SIGCONT).unwrap();
     compare("thawed", port, Some("probe"), Some("s3cret")).await;

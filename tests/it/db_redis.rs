@@ -219,19 +219,7 @@ async fn redis_check_gives_redis_cli_verdict_in_every_state() {
 
     // `wait --redis` returns once PONG comes.
     let target = format!("127.0.0.1:{port}");
-    let (code, err) = crate::support::run_binary(
-        &[
-            "wait",
-            "--redis",
-            &target,
-            "--timeout",
-            "10s",
-            "--attempt-timeout",
-            "1s",
-        ],
-        Duration::from_secs(20),
-    )
-    .await;
+    let (code, err) = crate::oracle::wait_for("redis", &target, "10s").await;
     assert_eq!(code, 0, "{err}");
 
     // Frozen: the kernel accepts, nothing answers.

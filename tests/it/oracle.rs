@@ -84,6 +84,22 @@ pub fn free_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// `healthproxy wait --KIND TARGET --timeout TIMEOUT --attempt-timeout 1s`:
+/// its exit code and stderr.
+pub async fn wait_for(kind: &str, target: &str, timeout: &str) -> (i32, String) {
+    let flag = format!("--{kind}");
+    let args = [
+        "wait",
+        &flag,
+        target,
+        "--timeout",
+        timeout,
+        "--attempt-timeout",
+        "1s",
+    ];
+    crate::support::run_binary(&args, Duration::from_secs(20)).await
+}
+
 /// The tables of the protocol checks, each with the keys it needs besides
 /// the one whose default is checked.
 const NATIVE_TABLES: &[(&str, &str)] = &[
