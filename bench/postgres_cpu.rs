@@ -17,37 +17,17 @@
 //! `bench-postgres-cpu PORT RUNS native FORM` makes only the native runs
 //! of one form, for callgrind.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use healthproxy::check::{Check, Verdict};
 use healthproxy::config::Config;
 use nix::sys::resource::{UsageWho, getrusage};
 
-/// The heap in use and its peak since the last reset: the only unsafe
-/// code, a pass-through to the system allocator.
-struct Counting;
-
-static IN_USE: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let now = IN_USE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-        PEAK.fetch_max(now, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        IN_USE.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "counting_alloc.rs"]
+mod counting_alloc;
+use counting_alloc::{IN_USE, PEAK};
 
 /// One form: its name, the check's table, the command and its password.
 struct Form {
