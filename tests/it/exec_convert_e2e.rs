@@ -285,24 +285,14 @@ impl Pod {
 
     /// [`Pod::inject`] with more arguments for `inject`.
     pub fn inject_with(&self, args: &[&str]) -> Injected {
-        use std::io::Write as _;
         let manifest = self.manifest();
-        let mut child = std::process::Command::new(binary())
-            .args(["inject", "--image", "registry.test/healthproxy:e2e"])
-            .args(args)
-            .arg("-")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(manifest.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = crate::support::piped(
+            std::process::Command::new(binary())
+                .args(["inject", "--image", "registry.test/healthproxy:e2e"])
+                .args(args)
+                .arg("-"),
+            &manifest,
+        );
         let stdout = String::from_utf8(out.stdout).unwrap();
         let said = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "inject failed: {said}\n{manifest}");

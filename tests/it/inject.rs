@@ -29,7 +29,8 @@ use serde_yaml_ng::Value;
 use healthproxy::config::{CheckKind, Config, Mesh, ProbeKind, Scheme, lints};
 use healthproxy::inject::{self, MeshChoice, Options, Sidecar};
 
-use crate::support::{Proxy, binary, eventually, request};
+use crate::oracle::free_port;
+use crate::support::{Process, Proxy, binary, eventually, request};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -952,16 +953,7 @@ fn another_port_is_used_everywhere() {
 // === The command line ===
 
 fn cli(args: &[&str], stdin: &str) -> (i32, String, String) {
-    use std::io::Write as _;
-    let mut child = Command::new(binary())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::support::piped(Command::new(binary()).args(args), stdin);
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8(out.stdout).unwrap(),
@@ -1078,24 +1070,6 @@ fn the_generated_config_passes_check_config_with_no_warning() {
 }
 
 // === End to end ===
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed on drop.
-struct Process(std::process::Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[tokio::test]
 async fn an_injected_deployment_answers_its_probes_as_the_original_did() {
@@ -1236,16 +1210,18 @@ async fn an_injected_deployment_answers_its_probes_as_the_original_did() {
 /// The objects of a stream as `kubectl` reads them (its YAML 1.1 reader,
 /// offline: `label --local`).
 fn kubectl_reading(stream: &str) -> Vec<Json> {
-    use std::io::Write as _;
-    let mut child = Command::new(crate::support::tool("kubectl"))
-        .args(["label", "--local", "-f", "-", "-o", "json", "read=back"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stream.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::support::piped(
+        Command::new(crate::support::tool("kubectl")).args([
+            "label",
+            "--local",
+            "-f",
+            "-",
+            "-o",
+            "json",
+            "read=back",
+        ]),
+        stream,
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // One JSON document per object.
     serde_json::Deserializer::from_slice(&out.stdout)
@@ -1454,21 +1430,7 @@ fn inject_is_a_helm_post_renderer_reading_stdin_and_writing_stdout() {
         "---\n# Source: web/templates/pod.yaml\n{pod}---\n# Source: web/templates/grafana.yaml\n{grafana}"
     );
     for args in [&["inject"][..], &["inject", "-"]] {
-        let mut child = Command::new(binary())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(rendered.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = crate::support::piped(Command::new(binary()).args(args), &rendered);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let stdout = String::from_utf8(out.stdout).unwrap();
         let output = objects(&stdout);

@@ -19,6 +19,20 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_healthproxy"))
 }
 
+/// Runs `command` with `stdin` written to it and stdout and stderr piped
+/// back; the child is waited for, so it is reaped however it ends.
+pub fn piped(command: &mut Command, stdin: &str) -> std::process::Output {
+    use std::io::Write as _;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
 /// Polls `what` every 20 ms until it holds or `within` passes.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
 where

@@ -489,22 +489,10 @@ fn cli_inject(pod: &Value, owner: Option<(&str, &str)>, args: &[&str]) -> (Value
             })
         }
     };
-    let mut child = Command::new(binary())
-        .arg("inject")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(serde_json::to_string(&document).unwrap().as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::support::piped(
+        Command::new(binary()).arg("inject").args(args),
+        &serde_json::to_string(&document).unwrap(),
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let mut workload = None;
