@@ -26,7 +26,7 @@ use std::sync::OnceLock;
 use std::task::{Context, Poll};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, ReadBuf};
 
 /// Frame types and flags (RFC 9113 §6).
 const HEADERS: u8 = 0x1;
@@ -281,19 +281,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for GoHeaders<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for GoHeaders<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
+write_through!(GoHeaders);
 
 /// One decoded header field.
 #[derive(Debug, Clone, PartialEq, Eq)]
