@@ -56,6 +56,7 @@ fn scan(pattern: &crate::config::Pattern) -> Outcome {
         Err(e) => return Outcome::unknown(format!("cannot list /proc: {}", super::describe_io(&e))),
     };
     let mut buf = Vec::with_capacity(MAX_CMDLINE);
+    let mut path = String::with_capacity(32);
     let mut seen = 0usize;
     for entry in entries.flatten() {
         let name = entry.file_name();
@@ -69,7 +70,7 @@ fn scan(pattern: &crate::config::Pattern) -> Outcome {
         if seen > MAX_PROCESSES {
             break;
         }
-        if !command_line(pid, &mut buf) {
+        if !command_line(pid, &mut buf, &mut path) {
             continue;
         }
         if pattern.is_match(&buf) {
@@ -87,11 +88,15 @@ fn scan(pattern: &crate::config::Pattern) -> Outcome {
 
 /// Reads what pgrep -f matches of `pid` into `buf`: the command line with
 /// its NULs as spaces, or the name when it is empty. False when the
-/// process is gone.
-fn command_line(pid: u32, buf: &mut Vec<u8>) -> bool {
+/// process is gone. `path` is scratch, kept across calls so that a scan
+/// does not allocate a path per process.
+fn command_line(pid: u32, buf: &mut Vec<u8>, path: &mut String) -> bool {
+    use std::fmt::Write as _;
     use std::io::Read as _;
     buf.clear();
-    let Ok(file) = std::fs::File::open(format!("/proc/{pid}/cmdline")) else {
+    path.clear();
+    let _ = write!(path, "/proc/{pid}/cmdline");
+    let Ok(file) = std::fs::File::open(&*path) else {
         return false;
     };
     if file.take(MAX_CMDLINE as u64 - 1).read_to_end(buf).is_err() {
