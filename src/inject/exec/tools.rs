@@ -23,6 +23,9 @@ struct Spec {
     stop_at_first: bool,
     /// `_` in a long name is `-` (MariaDB's my_getopt).
     underscores: bool,
+    /// Each option its own word, its value the next (redis-cli's parser
+    /// compares whole words: `-h127.0.0.1`, `-ec`, `--user=U` fail it).
+    whole_words: bool,
 }
 
 /// One option as read.
@@ -55,6 +58,15 @@ fn getopt(tool: &str, args: &[Arg], spec: &Spec) -> Result<Vec<Opt>, String> {
         if a.as_text().as_deref() == Some("--") {
             only_pos = true;
             continue;
+        }
+        if spec.whole_words
+            && a.as_text()
+                .is_none_or(|t| t.contains('=') || !t.starts_with("--") && t.len() != 2)
+        {
+            return Err(format!(
+                "{tool}'s option {}: it reads each option as a word of its own",
+                a.show()
+            ));
         }
         if let Some(long) = a.strip_prefix("--") {
             let (name, value) = match &long.0.first() {
@@ -581,6 +593,7 @@ fn redis_cli(cmd: &Cmd, grep: Option<&Grep>, env: &mut Env<'_>, shown: &str) -> 
         long_val: &["user", "pass", "sni"],
         long_flag: &["tls", "insecure", "no-auth-warning", "raw", "no-raw"],
         stop_at_first: true,
+        whole_words: true,
         ..Spec::default()
     };
     let mut c = Converted::new(shown, "redis");
