@@ -315,7 +315,7 @@ impl<C: Runnable> Worker<C> {
         if let Some(to) = recorded.transition {
             self.counters.record_transition(to);
         }
-        let kinds = kinds_title(&self.config);
+        let kinds = KindsTitle(&self.config);
         match recorded.transition {
             Some(Health::Failed) => tracing::warn!(check = %name, "{kinds} probe failed: {message}"),
             Some(Health::Healthy) => tracing::info!(check = %name, "{kinds} probe succeeded"),
@@ -378,13 +378,21 @@ async fn guard(mut task: AbortOnDropHandle<Outcome>, timeout: Duration) -> Outco
 
 /// The kubelet's probe-type names for a check's kinds: `Readiness`, or
 /// `Liveness/Readiness` for a check in both.
-fn kinds_title(config: &CheckConfig) -> String {
-    ProbeKind::ALL
-        .iter()
-        .filter(|k| config.probes.contains(**k))
-        .map(|k| k.title())
-        .collect::<Vec<_>>()
-        .join("/")
+/// The probe kinds of a check, "Readiness/Liveness": formatted only when a
+/// log line is written, not on every run.
+struct KindsTitle<'a>(&'a CheckConfig);
+
+impl std::fmt::Display for KindsTitle<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kinds = ProbeKind::ALL.iter().filter(|k| self.0.probes.contains(**k));
+        for (i, k) in kinds.enumerate() {
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            f.write_str(k.title())?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
