@@ -213,23 +213,8 @@ async fn compare_pgrep(state: &str, pattern: &str) -> Outcome {
 #[tokio::test]
 async fn process_check_gives_pgrep_f_verdict() {
     let marker = format!("hp-marker-{}-{}", std::process::id(), free_port());
-    let mut child = Process(
-        Command::new(tool("python3"))
-            .args(["-c", "import time; time.sleep(600)", &marker])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = crate::support::marked_sleeper(&marker).await;
     let pid = Pid::from_raw(child.0.id() as i32);
-    eventually(
-        Duration::from_secs(10),
-        "the child's command line is written",
-        || async {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
-        },
-    )
-    .await;
 
     let out = compare_pgrep("running", &marker).await;
     assert!(out.message.starts_with(&format!("{pid} ")), "{}", out.message);

@@ -1260,23 +1260,8 @@ async fn pgrep_probes_give_pgreps_verdict_where_the_pod_shares_its_processes() {
     pgrep_pod(&marker, false).inject();
     let pod = pgrep_pod(&marker, true).inject();
     pod.compare("no such process").await;
-    let mut child = Process(
-        std::process::Command::new(tool("python3"))
-            .args(["-c", "import time; time.sleep(600)", &marker])
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = crate::support::marked_sleeper(&marker).await;
     let pid = nix::unistd::Pid::from_raw(child.0.id() as i32);
-    eventually(
-        Duration::from_secs(10),
-        "the child's command line is written",
-        || async {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
-        },
-    )
-    .await;
     pod.compare("running").await;
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     pod.compare("stopped").await;

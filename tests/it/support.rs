@@ -354,6 +354,36 @@ impl Drop for Process {
     }
 }
 
+/// A Python that sleeps with `marker` as its last argument, once it runs
+/// as Python itself: `python3` may be a wrapper script (pyenv's shim is a
+/// bash script that execs the real one), whose command line holds the
+/// marker too and disappears at that exec (its name, `comm`, is already
+/// `python3`: the executable is what tells). The process must not change
+/// under the pgrep comparisons.
+pub async fn marked_sleeper(marker: &str) -> Process {
+    let child = Process(
+        Command::new(tool("python3"))
+            .args(["-c", "import time; time.sleep(600)", marker])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    eventually(
+        Duration::from_secs(10),
+        "the child runs Python with its marker",
+        || async {
+            std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| {
+                exe.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("python"))
+            }) && std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == marker.as_bytes()))
+        },
+    )
+    .await;
+    child
+}
+
 /// The value of the series `name{labels}` in a metrics text (labels as the
 /// text format writes them, sorted by name), if present.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
