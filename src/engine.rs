@@ -6,6 +6,11 @@
 //! only once it has ended),
 //! liveness and readiness checks held until startup has completed, and a
 //! startup-only check stopping once it has succeeded.
+//!
+//! The engine owns the checks' tasks ([`Running`]): it starts them,
+//! replaces a changed check's and stops a removed check's when a reload
+//! hands it the plan (the reload only works out what changed), and stops
+//! them all at shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +23,7 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use crate::check::{Check, Outcome, PrepareError, Reason, Verdict};
 use crate::config::{CheckConfig, ProbeKind};
 use crate::state::CheckCounters;
-use crate::state::{Health, State};
+use crate::state::{Health, Slot, State};
 
 /// Extra time a run gets past its own timeout before the engine gives up on
 /// it. Every check bounds itself; this only guards against a check that
@@ -77,115 +82,141 @@ impl<C: Runnable> Engine<C> {
     }
 
     /// Starts one task per check on `tracker`, as the checks of `state` in
-    /// the same order, publishing to it; they stop when `cancel` fires, or
-    /// each when its own token (returned, in order) does.
-    pub fn spawn(
-        self,
-        state: &State,
-        tracker: &TaskTracker,
-        cancel: &CancellationToken,
-    ) -> Vec<CancellationToken> {
-        let ids: Vec<Option<usize>> = state.borrow().checks.iter().map(|c| Some(c.id)).collect();
-        self.spawn_ids(&ids, state, tracker, cancel)
-    }
-
-    /// Starts a task for each check whose entry in `ids` names the check of
-    /// `state` it runs as; the others are left out (a reload keeps their
-    /// running tasks). Returns the started tasks' tokens, in order.
-    pub fn spawn_ids(
-        self,
-        ids: &[Option<usize>],
-        state: &State,
-        tracker: &TaskTracker,
-        cancel: &CancellationToken,
-    ) -> Vec<CancellationToken> {
+    /// the same order, publishing to it. The returned [`Running`] owns the
+    /// tasks: they stop when it is dropped or when `cancel` fires.
+    pub fn spawn(self, state: &State, tracker: &TaskTracker, cancel: &CancellationToken) -> Running {
+        let mut running = Running {
+            tasks: Vec::new(),
+            state: state.clone(),
+            tracker: tracker.clone(),
+            cancel: cancel.child_token(),
+        };
         let count = self.checks.len();
-        spawn_range(self.checks, 0, count, ids, state, tracker, cancel)
-    }
-
-    /// [`Engine::spawn_ids`], letting the runtime's thread answer the
-    /// probes after each batch of [`SPAWN_BATCH`] checks: a reload that
-    /// changes thousands of checks does not hold them meanwhile.
-    pub async fn spawn_ids_yielding(
-        self,
-        ids: &[Option<usize>],
-        state: &State,
-        tracker: &TaskTracker,
-        cancel: &CancellationToken,
-    ) -> Vec<CancellationToken> {
-        let count = self.checks.len();
-        let mut checks = self.checks.into_iter();
-        let mut tokens = Vec::new();
-        for first in (0..count).step_by(SPAWN_BATCH) {
-            let batch: Vec<_> = checks.by_ref().take(SPAWN_BATCH).collect();
-            let end = (first + SPAWN_BATCH).min(count);
-            tokens.extend(spawn_range(
-                batch,
-                first,
-                count,
-                &ids[first..end],
-                state,
-                tracker,
-                cancel,
-            ));
-            tokio::task::yield_now().await;
-        }
-        tokens
+        running.tasks = running
+            .start(self.checks, 0, count, &vec![true; count])
+            .into_iter()
+            .map(|task| task.expect("every check starts"))
+            .collect();
+        running
     }
 }
 
 /// How many checks a reload starts before it lets the probes be answered.
 const SPAWN_BATCH: usize = 256;
 
-/// Starts the checks `checks`, the `first`th to the last of `count`, as
-/// [`Engine::spawn_ids`] does.
-fn spawn_range<C: Runnable>(
-    checks: Vec<(CheckConfig, Arc<C>)>,
-    first: usize,
-    count: usize,
-    ids: &[Option<usize>],
-    state: &State,
-    tracker: &TaskTracker,
-    cancel: &CancellationToken,
-) -> Vec<CancellationToken> {
-    let mut tokens = Vec::new();
-    // One pass over the snapshot, not one per check: a reload of
-    // thousands of checks stays linear.
-    let counters: std::collections::HashMap<usize, Arc<CheckCounters>> = {
-        let wanted: std::collections::HashSet<usize> = ids.iter().flatten().copied().collect();
-        if wanted.is_empty() {
-            return tokens;
-        }
-        let snapshot = state.borrow();
-        snapshot
-            .checks
-            .iter()
-            .filter(|c| wanted.contains(&c.id))
-            .map(|c| (c.id, Arc::clone(&c.counters)))
-            .collect()
-    };
-    for (index, ((config, check), id)) in checks.into_iter().zip(ids).enumerate() {
-        let Some(id) = *id else { continue };
-        let counters = Arc::clone(counters.get(&id).expect("the check is in the state"));
-        let worker = Worker {
-            id,
-            phase: phase(first + index, count, config.timing.period),
-            config,
-            check,
-            counters,
-            state: state.clone(),
-            slot: Arc::new(Semaphore::new(1)),
-        };
-        let token = cancel.child_token();
-        tokens.push(token.clone());
-        tracker.spawn(async move {
-            tokio::select! {
-                () = worker.run() => {}
-                () = token.cancelled() => {}
-            }
-        });
+/// The tasks of the running checks, one per check of the running config
+/// and in its order (which is the snapshot's): the engine starts each,
+/// replaces it when a reload changes its check, stops it when a reload
+/// removes its check, and stops them all when dropped or when the
+/// process's cancellation fires (the shutdown).
+#[derive(Debug)]
+pub struct Running {
+    /// Each check's task, told to stop through its token.
+    tasks: Vec<CancellationToken>,
+    state: State,
+    tracker: TaskTracker,
+    /// The parent of every task's token: a child of the process's.
+    cancel: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.cancel.cancel();
     }
-    tokens
+}
+
+impl Running {
+    /// Moves the snapshot to a reloaded config's checks, `slots` in its
+    /// order, and the tasks with it: a kept check's task runs on, a
+    /// changed or removed check's stops, and a changed or new check's
+    /// starts from `engine`, which holds every check of the new config in
+    /// its order. The runtime's thread answers the probes after each batch
+    /// of [`SPAWN_BATCH`] starts: a reload that changes thousands of
+    /// checks does not hold them meanwhile.
+    pub async fn reload<C: Runnable>(&mut self, slots: &[Slot<'_>], engine: Engine<C>) {
+        assert_eq!(slots.len(), engine.checks.len(), "one slot per check");
+        self.state.reload(slots);
+        let mut old: Vec<Option<CancellationToken>> =
+            std::mem::take(&mut self.tasks).into_iter().map(Some).collect();
+        let mut tasks: Vec<Option<CancellationToken>> = slots
+            .iter()
+            .map(|slot| match *slot {
+                Slot::Keep(at) => old[at].take(),
+                Slot::Change { .. } | Slot::Start(_) => None,
+            })
+            .collect();
+        // Replaced or removed: a run of theirs under way is not counted
+        // (the snapshot no longer has their id).
+        for task in old.into_iter().flatten() {
+            task.cancel();
+        }
+        let wanted: Vec<bool> = tasks.iter().map(Option::is_none).collect();
+        let count = engine.checks.len();
+        let mut checks = engine.checks.into_iter();
+        for first in (0..count).step_by(SPAWN_BATCH) {
+            let end = (first + SPAWN_BATCH).min(count);
+            let batch: Vec<_> = checks.by_ref().take(end - first).collect();
+            let started = self.start(batch, first, count, &wanted[first..end]);
+            for (task, started) in tasks[first..end].iter_mut().zip(started) {
+                if started.is_some() {
+                    *task = started;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+        self.tasks = tasks
+            .into_iter()
+            .map(|task| task.expect("every check has its task"))
+            .collect();
+    }
+
+    /// Starts each of `checks`, the `first`th to the last of `count`,
+    /// whose entry of `wanted` is true, as the check at the same position
+    /// of the snapshot; returns their tasks (`None` for those left out).
+    fn start<C: Runnable>(
+        &self,
+        checks: Vec<(CheckConfig, Arc<C>)>,
+        first: usize,
+        count: usize,
+        wanted: &[bool],
+    ) -> Vec<Option<CancellationToken>> {
+        let found: Vec<Option<(usize, Arc<CheckCounters>)>> = {
+            let snapshot = self.state.borrow();
+            wanted
+                .iter()
+                .enumerate()
+                .map(|(i, wanted)| {
+                    let c = &snapshot.checks[first + i];
+                    wanted.then(|| (c.id, Arc::clone(&c.counters)))
+                })
+                .collect()
+        };
+        let mut tasks = Vec::with_capacity(checks.len());
+        for (index, ((config, check), found)) in checks.into_iter().zip(found).enumerate() {
+            let Some((id, counters)) = found else {
+                tasks.push(None);
+                continue;
+            };
+            let worker = Worker {
+                id,
+                phase: phase(first + index, count, config.timing.period),
+                config,
+                check,
+                counters,
+                state: self.state.clone(),
+                slot: Arc::new(Semaphore::new(1)),
+            };
+            let token = self.cancel.child_token();
+            tasks.push(Some(token.clone()));
+            self.tracker.spawn(async move {
+                tokio::select! {
+                    () = worker.run() => {}
+                    () = token.cancelled() => {}
+                }
+            });
+        }
+        tasks
+    }
 }
 
 /// Check `index` of `count`'s offset within its period: the checks evenly
@@ -492,13 +523,18 @@ mod tests {
         Config::from_toml_str(toml, "t", &|_: &str| None).unwrap().checks
     }
 
-    fn start(toml: &str, scripts: Vec<Arc<Script>>) -> (State, CancellationToken) {
+    /// Starts the scripted checks of `toml`; they run while the returned
+    /// [`Running`] is held and `cancel` has not fired.
+    fn start_until(toml: &str, scripts: Vec<Arc<Script>>, cancel: &CancellationToken) -> (State, Running) {
         let configs = configs(toml);
         let state = State::new(&configs);
         let checks = configs.into_iter().zip(scripts).collect();
-        let cancel = CancellationToken::new();
-        Engine::from_checks(checks).spawn(&state, &TaskTracker::new(), &cancel);
-        (state, cancel)
+        let running = Engine::from_checks(checks).spawn(&state, &TaskTracker::new(), cancel);
+        (state, running)
+    }
+
+    fn start(toml: &str, scripts: Vec<Arc<Script>>) -> (State, Running) {
+        start_until(toml, scripts, &CancellationToken::new())
     }
 
     async fn until(state: &State, what: impl Fn(&crate::state::Snapshot) -> bool) {
@@ -515,7 +551,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn readiness_fails_on_the_third_consecutive_failure_one_period_apart() {
         let script = Script::new(&[Step::Pass, Step::Fail]);
-        let (state, _cancel) = start(READY, vec![script.clone()]);
+        let (state, _running) = start(READY, vec![script.clone()]);
         until(&state, |s| s.checks[0].health == Health::Healthy).await;
         until(&state, |s| s.checks[0].health == Health::Failed).await;
         assert_eq!(script.starts(), [0, 2000, 4000, 6000]);
@@ -526,7 +562,7 @@ mod tests {
     async fn initial_delay_postpones_the_first_run() {
         let script = Script::new(&[Step::Pass]);
         let toml = format!("{READY}initial_delay = \"5s\"\n");
-        let (state, _cancel) = start(&toml, vec![script.clone()]);
+        let (state, _running) = start(&toml, vec![script.clone()]);
         until(&state, |s| s.checks[0].health == Health::Healthy).await;
         assert_eq!(script.starts(), [5000]);
     }
@@ -537,7 +573,7 @@ mod tests {
                     [[check]]\nname = \"live\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\nperiod = \"1s\"\n";
         let boot = Script::new(&[Step::Fail, Step::Fail, Step::Pass]);
         let live = Script::new(&[Step::Pass]);
-        let (state, _cancel) = start(toml, vec![boot.clone(), live.clone()]);
+        let (state, _running) = start(toml, vec![boot.clone(), live.clone()]);
         until(&state, |s| s.started).await;
         until(&state, |s| s.checks[1].last.is_some()).await;
         assert_eq!(boot.starts(), [0, 1000, 2000]);
@@ -560,7 +596,7 @@ mod tests {
                     [[check]]\nname = \"live\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\nperiod = \"1s\"\n";
         let boot = Script::new(&[Step::Pass, Step::Fail, Step::Pass]);
         let live = Script::new(&[Step::Fail]);
-        let (state, _cancel) = start(toml, vec![boot.clone(), live.clone()]);
+        let (state, _running) = start(toml, vec![boot.clone(), live.clone()]);
         until(&state, |s| s.checks[1].health == Health::Failed).await;
         assert_eq!(
             live.starts(),
@@ -596,7 +632,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_panicking_check_reports_unknown_and_keeps_being_scheduled() {
         let script = Script::new(&[Step::Panic, Step::Panic, Step::Panic, Step::Pass]);
-        let (state, _cancel) = start(READY, vec![script.clone()]);
+        let (state, _running) = start(READY, vec![script.clone()]);
         until(&state, |s| {
             s.checks[0]
                 .last
@@ -626,7 +662,7 @@ mod tests {
         // prober.go `runProbeWithRetries`: an errored probe is run again,
         // up to three times, before the worker sees a result.
         let script = Script::new(&[Step::Panic, Step::Pass]);
-        let (state, _cancel) = start(READY, vec![script.clone()]);
+        let (state, _running) = start(READY, vec![script.clone()]);
         until(&state, |s| s.checks[0].last.is_some()).await;
         let snapshot = state.borrow();
         let last = snapshot.checks[0].last.as_ref().unwrap();
@@ -642,7 +678,7 @@ mod tests {
             .collect::<String>()
             + "[[check]]\nname = \"slow\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\nperiod = \"10s\"\ninitial_delay = \"3s\"\n";
         let scripts: Vec<_> = (0..5).map(|_| Script::new(&[Step::Pass])).collect();
-        let (state, _cancel) = start(&toml, scripts.clone());
+        let (state, _running) = start(&toml, scripts.clone());
         until(&state, |s| s.checks.iter().all(|c| c.consecutive_successes >= 2)).await;
         // Five checks: each a fifth of its period after the one before.
         for (i, script) in scripts[..4].iter().enumerate() {
@@ -656,7 +692,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_check_that_ignores_its_timeout_is_failed_by_the_engine() {
         let script = Script::new(&[Step::Hang]);
-        let (state, _cancel) = start(READY, vec![script.clone()]);
+        let (state, _running) = start(READY, vec![script.clone()]);
         until(&state, |s| s.checks[0].last.is_some()).await;
         let snapshot = state.borrow();
         let last = snapshot.checks[0].last.as_ref().unwrap();
@@ -667,7 +703,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_run_the_engine_stops_waiting_for_is_aborted_before_the_next_begins() {
         let script = Script::new(&[Step::Hang, Step::Pass]);
-        let (state, _cancel) = start(READY, vec![script.clone()]);
+        let (state, _running) = start(READY, vec![script.clone()]);
         tokio::time::sleep_until(script.origin + Duration::from_millis(500)).await;
         assert_eq!(
             script.in_flight.load(Ordering::SeqCst),
@@ -693,10 +729,79 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn cancelling_stops_every_worker() {
         let script = Script::new(&[Step::Pass]);
-        let (state, cancel) = start(READY, vec![script.clone()]);
+        let cancel = CancellationToken::new();
+        let (state, _running) = start_until(READY, vec![script.clone()], &cancel);
         until(&state, |s| s.checks[0].last.is_some()).await;
         cancel.cancel();
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert_eq!(script.runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_workers_stop_with_their_owner() {
+        let script = Script::new(&[Step::Pass]);
+        let (state, running) = start(READY, vec![script.clone()]);
+        until(&state, |s| s.checks[0].last.is_some()).await;
+        drop(running);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(script.runs.load(Ordering::SeqCst), 1);
+    }
+
+    fn tcp(name: &str, extra: &str) -> String {
+        format!(
+            "[[check]]\nname = \"{name}\"\nprobes = [\"liveness\"]\ntcp = {{ port = 1 }}\nperiod = \"1s\"\n{extra}"
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_a_kept_task_replaces_a_changed_one_and_stops_a_removed_one() {
+        let old = [tcp("a", ""), tcp("b", ""), tcp("c", "")].concat();
+        let (a, b, c) = (
+            Script::new(&[Step::Pass]),
+            Script::new(&[Step::Pass]),
+            Script::new(&[Step::Pass]),
+        );
+        let (state, mut running) = start(&old, vec![a.clone(), b.clone(), c.clone()]);
+        until(&state, |s| s.checks.iter().all(|c| c.last.is_some())).await;
+        let new = configs(&[tcp("a", ""), tcp("b", "timeout = \"500ms\"\n"), tcp("d", "")].concat());
+        let (a2, b2, d) = (
+            Script::new(&[Step::Pass]),
+            Script::new(&[Step::Pass]),
+            Script::new(&[Step::Pass]),
+        );
+        let slots = [
+            Slot::Keep(0),
+            Slot::Change {
+                at: 1,
+                config: &new[1],
+                same_target: true,
+            },
+            Slot::Start(&new[2]),
+        ];
+        let engine = Engine::from_checks(
+            new.iter()
+                .cloned()
+                .zip([a2.clone(), b2.clone(), d.clone()])
+                .collect(),
+        );
+        running.reload(&slots, engine).await;
+        let (a_runs, b_runs, c_runs) = (a.starts().len(), b.starts().len(), c.starts().len());
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(
+            a.starts().len() >= a_runs + 9,
+            "the kept check runs on in its task"
+        );
+        assert!(a2.starts().is_empty(), "and is not started again");
+        assert_eq!(b.starts().len(), b_runs, "the changed check's old task stopped");
+        assert!(b2.starts().len() >= 9, "its new one runs");
+        assert_eq!(c.starts().len(), c_runs, "the removed check's task stopped");
+        assert!(d.starts().len() >= 9, "the added check runs");
+        let s = state.borrow();
+        let names: Vec<&str> = s.checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a", "b", "d"]);
+        assert!(
+            s.checks.iter().all(|c| c.consecutive_successes >= 9),
+            "each task publishes to its own check"
+        );
     }
 }

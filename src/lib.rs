@@ -9,7 +9,8 @@
 //!   `check-config` and a reload alike, and the file it came from.
 //! - [`check`]: one run of one check (http, tcp, exec, grpc, file, postgres), and
 //!   the reason of a failure.
-//! - [`engine`]: one task per check: timers, timeouts, thresholds.
+//! - [`engine`]: one task per check: timers, timeouts, thresholds; it
+//!   owns the tasks, which a reload replaces through it.
 //! - [`state`]: the shared snapshot, the one owner of every check's state
 //!   and of the drain's phase, and each check's run counters.
 //! - [`server`]: the HTTP endpoints, their route table and limits, and the
@@ -144,19 +145,24 @@ impl Bound {
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
         spawn_until(&tracker, &cancel, check::reap_orphans());
-        let tasks = engine.spawn(&state, &tracker, &cancel);
-        let reloads = source.map(|source| {
-            reload::Reloader::new(
-                source,
-                log,
-                config.clone(),
-                state.clone(),
-                tasks,
-                tracker.clone(),
-                cancel.clone(),
-            )
-            .spawn(hangups)
-        });
+        let running = engine.spawn(&state, &tracker, &cancel);
+        // The checks run as long as `running` is held: by the reloader,
+        // which replaces their tasks, or here until the end.
+        let (reloads, _running) = match source {
+            Some(source) => {
+                let reloader = reload::Reloader::new(
+                    source,
+                    log,
+                    config.clone(),
+                    state.clone(),
+                    running,
+                    tracker.clone(),
+                    cancel.clone(),
+                );
+                (Some(reloader.spawn(hangups)), None)
+            }
+            None => (None, Some(running)),
+        };
         // With drain.ports the app's sockets tell when it stops and when a new
         // container of it starts.
         let presence = (!config.drain.ports.is_empty()).then(|| lifecycle::app::watch(&config.drain.ports));

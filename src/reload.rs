@@ -32,7 +32,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::app::{App, LoadError, Source, fingerprint};
 use crate::config::{Config, ProbeKind};
-use crate::engine::Engine;
+use crate::engine::Running;
 use crate::log::{LogLevel, Logging};
 use crate::state::{Slot, State};
 
@@ -121,30 +121,28 @@ pub struct LogControl {
     pub flag: Option<LogLevel>,
 }
 
-/// Applies reloads, one at a time: owns the running config and the tasks of
-/// its checks.
+/// Applies reloads, one at a time: owns the running config and, through
+/// the engine's [`Running`], the tasks of its checks.
 pub struct Reloader {
     source: Source,
     log: LogControl,
     /// Shared with the blocking thread that compares a new file with it.
     config: Arc<Config>,
-    /// The snapshot id of each check of `config`, in order.
-    ids: Vec<usize>,
-    /// The task of each running check, by id.
-    tasks: HashMap<usize, CancellationToken>,
+    /// The tasks of `config`'s checks.
+    running: Running,
     state: State,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
 
-/// What a new file does to each check, worked out off the runtime's
-/// thread by [`compare`].
+/// What a new file does to each check: the plan of a reload, worked out
+/// from the two configs alone by [`compare`] (off the runtime's thread),
+/// and carried out by the snapshot ([`State::reload`](crate::state::State::reload))
+/// and the engine ([`Running::reload`]).
 #[derive(Debug, Default)]
 pub struct Changes {
     /// For each check of the new file, in its order.
     pub matches: Vec<Match>,
-    /// The running checks (by position) that stop: changed or removed.
-    pub retired: Vec<usize>,
     /// Names, for the log and the answer.
     pub unchanged: Vec<String>,
     /// Checks of a running name with another definition.
@@ -186,12 +184,10 @@ pub fn compare(running: &Config, new: &Config) -> Changes {
         .map(|(i, c)| (c.name.as_str(), i))
         .collect();
     let mut changes = Changes::default();
-    let mut kept = vec![false; running.checks.len()];
     for c in &new.checks {
         let found = by_name.get(c.name.as_str()).copied();
         let m = match found {
             Some(at) if running.checks[at].same_definition(c) => {
-                kept[at] = true;
                 changes.unchanged.push(c.name.clone());
                 Match::Same(at)
             }
@@ -210,10 +206,7 @@ pub fn compare(running: &Config, new: &Config) -> Changes {
         changes.matches.push(m);
     }
     let names: std::collections::HashSet<&str> = new.checks.iter().map(|c| c.name.as_str()).collect();
-    for (at, old) in running.checks.iter().enumerate() {
-        if !kept[at] {
-            changes.retired.push(at);
-        }
+    for old in &running.checks {
         if !names.contains(old.name.as_str()) {
             changes.removed.push(old.name.clone());
         }
@@ -228,24 +221,22 @@ pub fn compare(running: &Config, new: &Config) -> Changes {
 
 impl Reloader {
     /// A reloader of `config`, read from `source`, whose checks run in
-    /// `state` as the tasks `tasks` (in the order of the config) on
-    /// `tracker`; new tasks stop when `cancel` fires.
+    /// `state` as `running`; its own tasks run on `tracker` until `cancel`
+    /// fires.
     pub fn new(
         source: Source,
         log: LogControl,
         config: Config,
         state: State,
-        tasks: Vec<CancellationToken>,
+        running: Running,
         tracker: TaskTracker,
         cancel: CancellationToken,
     ) -> Reloader {
-        let ids: Vec<usize> = state.borrow().checks.iter().map(|c| c.id).collect();
         Reloader {
             source,
             log,
             config: Arc::new(config),
-            tasks: ids.iter().copied().zip(tasks).collect(),
-            ids,
+            running,
             state,
             tracker,
             cancel,
@@ -355,7 +346,8 @@ impl Reloader {
                 "{key} changed: it takes effect at the next restart, the running value stays"
             );
         }
-        self.swap_tasks(&new, &changes, engine).await;
+        // The snapshot and the tasks move to the new checks together.
+        self.running.reload(&changes.slots(&new), engine).await;
         self.follow_log_level(&new, trigger);
         tracing::info!(
             trigger = trigger.as_str(),
@@ -369,26 +361,6 @@ impl Reloader {
         let summary = changes.summary(new.checks.len(), &restart);
         self.config = Arc::new(new);
         Ok(summary)
-    }
-
-    /// Moves the snapshot to the checks of `new` and their tasks with it:
-    /// the retired ones stop, the changed and added ones start from
-    /// `engine`, the unchanged ones run on.
-    async fn swap_tasks(&mut self, new: &Config, changes: &Changes, engine: Engine) {
-        let ids = self.state.reload(&changes.slots(new, &self.ids));
-        for at in &changes.retired {
-            if let Some(task) = self.tasks.remove(&self.ids[*at]) {
-                task.cancel();
-            }
-        }
-        let started = changes.started(&ids);
-        let tokens = engine
-            .spawn_ids_yielding(&started, &self.state, &self.tracker, &self.cancel)
-            .await;
-        for (id, token) in started.iter().flatten().zip(tokens) {
-            self.tasks.insert(*id, token);
-        }
-        self.ids = ids;
     }
 
     /// Sets the log level to `new`'s if it changed and no `--log-level`
@@ -425,31 +397,20 @@ impl Changes {
         Some(Refused(errors))
     }
 
-    /// What the snapshot does with each check of `new`, the running checks
-    /// having the snapshot ids `ids`.
-    fn slots<'a>(&self, new: &'a Config, ids: &[usize]) -> Vec<Slot<'a>> {
+    /// What the snapshot and the engine do with each check of `new`.
+    fn slots<'a>(&self, new: &'a Config) -> Vec<Slot<'a>> {
         new.checks
             .iter()
             .zip(&self.matches)
             .map(|(config, m)| match *m {
-                Match::Same(at) => Slot::Keep(ids[at]),
+                Match::Same(at) => Slot::Keep(at),
                 Match::Changed { at, same_target } => Slot::Change {
-                    id: ids[at],
+                    at,
                     config,
                     same_target,
                 },
                 Match::New => Slot::Start(config),
             })
-            .collect()
-    }
-
-    /// Of the new checks' snapshot ids `ids`, those whose task starts: the
-    /// changed and added checks.
-    fn started(&self, ids: &[usize]) -> Vec<Option<usize>> {
-        self.matches
-            .iter()
-            .zip(ids)
-            .map(|(m, id)| (!matches!(m, Match::Same(_))).then_some(*id))
             .collect()
     }
 
@@ -611,7 +572,6 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(changes.retired, [0, 1]);
         assert_eq!(changes.unchanged, ["c"]);
         assert_eq!(changes.changed, ["a", "b"]);
         assert_eq!(changes.added, ["d"]);

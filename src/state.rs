@@ -344,19 +344,21 @@ pub struct ReloadStatus {
     pub last_success: SystemTime,
 }
 
-/// A check of a reloaded config, in the new file order.
+/// A check of a reloaded config, in the new file order. A running check is
+/// named by its position in the snapshot, which is its position in the
+/// running config.
 #[derive(Debug, Clone, Copy)]
 pub enum Slot<'a> {
-    /// The running check `id`, unchanged: it keeps its state, counters
-    /// and schedule.
+    /// The running check at this position, unchanged: it keeps its state,
+    /// counters, id and schedule.
     Keep(usize),
-    /// The running check `id` of the same name, changed to `config`: it
-    /// keeps its verdict until its own runs move it by its thresholds,
+    /// The running check at `at`, of the same name, changed to `config`:
+    /// it keeps its verdict until its own runs move it by its thresholds,
     /// under a new id (a run of the old definition still under way is
     /// not counted).
     Change {
-        /// The running check's id.
-        id: usize,
+        /// The running check's position.
+        at: usize,
         /// Its new definition.
         config: &'a CheckConfig,
         /// It probes what it probed: same handler, same target. Its
@@ -637,18 +639,18 @@ impl State {
         let mut ids = Vec::with_capacity(slots.len());
         self.modify(|s| {
             let ready = Readiness::of(s);
-            let old = std::mem::take(&mut s.checks);
-            let mut old: std::collections::HashMap<usize, CheckStatus> =
-                old.into_iter().map(|c| (c.id, c)).collect();
+            let mut old: Vec<Option<CheckStatus>> =
+                std::mem::take(&mut s.checks).into_iter().map(Some).collect();
+            s.checks.reserve(slots.len());
             for slot in slots {
                 let status = match *slot {
-                    Slot::Keep(id) => old.remove(&id).expect("a kept check is running"),
+                    Slot::Keep(at) => old[at].take().expect("a kept check is running"),
                     Slot::Change {
-                        id,
+                        at,
                         config,
                         same_target,
                     } => {
-                        let mut status = old.remove(&id).expect("a changed check is running");
+                        let mut status = old[at].take().expect("a changed check is running");
                         s.next_id += 1;
                         status.id = s.next_id - 1;
                         status.redefine(config, same_target, ready.passes(config));
@@ -988,7 +990,7 @@ mod tests {
             "failure_threshold = 2\nperiod = \"2s\"\n",
         ));
         let ids = state.reload(&[Slot::Change {
-            id: 0,
+            at: 0,
             config: &new[0],
             same_target: true,
         }]);
@@ -1012,7 +1014,7 @@ mod tests {
         // Another target: the verdict stays, the counts start again.
         let elsewhere = checks(&check("a", "\"readiness\"", "").replace("port = 1", "port = 2"));
         let ids = state.reload(&[Slot::Change {
-            id: ids[0],
+            at: 0,
             config: &elsewhere[0],
             same_target: false,
         }]);
@@ -1117,7 +1119,7 @@ mod tests {
         let ids = state.reload(&[
             Slot::Keep(0),
             Slot::Change {
-                id: 1,
+                at: 1,
                 config: &new[1],
                 same_target: true,
             },
