@@ -9,10 +9,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// The integration suite's /proc readers (the file needs nothing else).
+#[allow(dead_code)]
+#[path = "it/support/proc.rs"]
+mod proc;
+
 use healthproxy::check::{Check, Outcome, Verdict};
 use healthproxy::config::{CheckKind, Config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use proc::{open_fds, proc_status};
 
 /// Runs of each case.
 const RUNS: usize = 1000;
@@ -45,15 +52,6 @@ fn usage() -> Usage {
     // more or less from one run of the test to the next).
     // SAFETY: malloc_trim only releases free memory of the allocator.
     unsafe { nix::libc::malloc_trim(0) };
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let field = |name: &str| -> usize {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap()
-    };
     let me = std::process::id().to_string();
     let children = std::fs::read_dir("/proc")
         .unwrap()
@@ -65,10 +63,10 @@ fn usage() -> Usage {
         })
         .count();
     Usage {
-        fds: std::fs::read_dir("/proc/self/fd").unwrap().count(),
-        threads: field("Threads:"),
+        fds: open_fds(std::process::id()),
+        threads: proc_status(std::process::id(), "Threads") as usize,
         children,
-        rss_kib: field("VmRSS:"),
+        rss_kib: proc_status(std::process::id(), "VmRSS") as usize,
     }
 }
 

@@ -11,8 +11,8 @@ use healthproxy::config::{DialogueSpec, DialogueStep, Host, Pattern, ProcessSpec
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-use crate::oracle::{Ran, agree, free_port, sh};
-use crate::support::{Process, eventually, tool};
+use crate::oracle::{Ran, agree, sh};
+use crate::support::{Process, eventually, free_port, tool};
 
 const TIMEOUT: Duration = Duration::from_secs(2);
 const BOUND: Duration = Duration::from_secs(5);

@@ -14,8 +14,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::oracle::{Ran, agree, free_port, sh};
-use crate::support::{eventually, tool};
+use crate::oracle::{Ran, agree, sh};
+use crate::support::{eventually, free_port, tool};
 
 /// The kubelet's timeout for the probes here; the real command is killed
 /// a little later, so that a hang is a hang for both.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::support::{App, Proxy, eventually, next_answer, request, series};
+use crate::support::{App, Proxy, eventually, next_answer, probe, request, series};
 
 fn web_config(app: &App, extra: &str) -> String {
     format!(
@@ -253,18 +253,9 @@ async fn the_default_listen_address_takes_ipv4_and_ipv6() {
 /// proxy closes after answering; returns the raw response without its
 /// `date` line.
 async fn raw(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\n\
-         Connection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+    let response = probe::exchange(addr, method, path, probe::USER_AGENT, &[], Duration::from_secs(5))
         .await
-        .expect("the proxy closes the connection")
-        .unwrap();
+        .expect("the proxy answers and closes the connection");
     String::from_utf8(response)
         .unwrap()
         .split_inclusive("\r\n")

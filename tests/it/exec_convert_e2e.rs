@@ -1050,7 +1050,7 @@ impl ZooKeeper {
     async fn start(whitelist: &str, max_connections: u32) -> ZooKeeper {
         let dir = tempfile::Builder::new().prefix("hp-zk-").tempdir().unwrap();
         for _ in 0..5 {
-            let port = crate::oracle::free_port();
+            let port = crate::support::free_port();
             let config = dir.path().join("zoo.cfg");
             std::fs::write(
                 &config,
@@ -1256,7 +1256,7 @@ fn pgrep_pod(marker: &str, share: bool) -> Pod {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgrep_probes_give_pgreps_verdict_where_the_pod_shares_its_processes() {
-    let marker = format!("hp-e2e-marker-{}", crate::oracle::free_port());
+    let marker = format!("hp-e2e-marker-{}", crate::support::free_port());
     pgrep_pod(&marker, false).inject();
     let pod = pgrep_pod(&marker, true).inject();
     pod.compare("no such process").await;

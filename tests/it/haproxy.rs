@@ -12,20 +12,12 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use crate::support::{Process, Proxy, eventually, request, tool};
+use crate::support::{Process, Proxy, eventually, free_port, request, tool};
 
 /// Load-generating clients running at once.
 const CLIENTS: usize = 8;
 /// Hard cap on requests, whatever happens.
 const MAX_REQUESTS: usize = 50_000;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The demo app binary, built on demand when the examples were not built.
 pub(crate) fn demo_app() -> PathBuf {

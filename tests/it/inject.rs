@@ -29,7 +29,7 @@ use serde_yaml_ng::Value;
 use healthproxy::config::{CheckKind, Config, Mesh, ProbeKind, Scheme, lints};
 use healthproxy::inject::{self, MeshChoice, Options, Sidecar};
 
-use crate::oracle::free_port;
+use crate::support::free_port;
 use crate::support::{Process, Proxy, binary, eventually, request};
 
 fn repo() -> PathBuf {

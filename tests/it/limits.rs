@@ -6,17 +6,21 @@
 //! keep the sidecar under its memory budget, and give back its file
 //! descriptors and processes. `scripts/soak --attacks` runs them longer.
 
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream as StdStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 
-use crate::support::{App, Proxy, eventually, metric, next_answer, proc_status, request};
+// Where surfaces.rs found them before they moved to support.
+use crate::support::{
+    App, Proxy, eventually, metric, next_answer, open_fds, proc_status, request, status_field,
+};
+#[allow(unused_imports)]
+pub(crate) use crate::support::{Prober, Seen, assert_no_probe_lost};
 
 /// The sidecar's memory budget with the default `[server]` limits and no
 /// checks, as the attacks here run it (README, "Limits and failure
@@ -27,103 +31,6 @@ const BUDGET: u64 =
 
 /// The memory limit `deploy/` ships for that budget (96 MiB).
 const DEPLOY_MEMORY_LIMIT: u64 = healthproxy::server::memory_limit(BUDGET);
-
-/// What a kubelet-like prober saw.
-#[derive(Debug, Default)]
-pub(crate) struct Seen {
-    pub(crate) probes: usize,
-    pub(crate) failures: Vec<String>,
-    pub(crate) slowest: Duration,
-}
-
-/// Probes `GET path` on a fresh connection every 100 ms with a 1 s
-/// timeout, as the kubelet does, on a thread of its own so that the
-/// attack's load in the test cannot delay it.
-pub(crate) struct Prober {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Seen>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Prober {
-    pub(crate) fn start(addr: SocketAddr, path: &'static str) -> Prober {
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let (halt, record) = (Arc::clone(&stop), Arc::clone(&seen));
-        let origin = Instant::now();
-        let thread = std::thread::spawn(move || {
-            while !halt.load(Ordering::Acquire) {
-                let began = Instant::now();
-                let result = probe_once(addr, path);
-                let mut seen = record.lock().unwrap();
-                seen.probes += 1;
-                seen.slowest = seen.slowest.max(began.elapsed());
-                if let Err(why) = result {
-                    seen.failures.push(format!(
-                        "at {:?}, after {:?}: {why}",
-                        began.duration_since(origin),
-                        began.elapsed()
-                    ));
-                }
-                drop(seen);
-                std::thread::sleep(Duration::from_millis(100).saturating_sub(began.elapsed()));
-            }
-        });
-        Prober {
-            stop,
-            seen,
-            thread: Some(thread),
-        }
-    }
-
-    /// Waits until `n` probes have been sent in all.
-    pub(crate) async fn wait_probes(&self, n: usize) {
-        eventually(Duration::from_secs(30), &format!("{n} probes"), || async {
-            self.seen.lock().unwrap().probes >= n
-        })
-        .await;
-    }
-
-    /// Stops probing; what was seen.
-    pub(crate) fn finish(mut self) -> Seen {
-        self.stop.store(true, Ordering::Release);
-        self.thread.take().unwrap().join().unwrap();
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
-}
-
-/// One kubelet probe: 200 within 1 s, or why not.
-fn probe_once(addr: SocketAddr, path: &str) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let mut stream =
-        StdStream::connect_timeout(&addr, Duration::from_secs(1)).map_err(|e| format!("connect: {e}"))?;
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\nConnection: close\r\n\r\n"
-    );
-    stream
-        .write_all(head.as_bytes())
-        .map_err(|e| format!("write: {e}"))?;
-    let mut reply = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("timeout".into());
-        }
-        stream.set_read_timeout(Some(left)).unwrap();
-        match stream.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => reply.extend_from_slice(&buf[..n]),
-            Err(e) => return Err(format!("read: {e}")),
-        }
-    }
-    let reply = String::from_utf8_lossy(&reply);
-    if reply.starts_with("HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(format!("answered {:?}", reply.lines().next()))
-    }
-}
 
 /// What the sidecar process holds, from /proc.
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +44,7 @@ pub(crate) fn usage(pid: u32) -> Usage {
     Usage {
         rss: proc_status(pid, "VmRSS") << 10,
         peak_rss: proc_status(pid, "VmHWM") << 10,
-        fds: std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count(),
+        fds: open_fds(pid),
     }
 }
 
@@ -272,22 +179,6 @@ async fn idle_connections(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
         }
     }
     open
-}
-
-pub(crate) fn assert_no_probe_lost(seen: &Seen, attack: &str) {
-    assert!(
-        seen.probes >= 10,
-        "{attack}: only {} probes were sent",
-        seen.probes
-    );
-    assert!(
-        seen.failures.is_empty(),
-        "{attack}: {} of {} probes failed (slowest {:?}): {:?}",
-        seen.failures.len(),
-        seen.probes,
-        seen.slowest,
-        &seen.failures[..seen.failures.len().min(5)]
-    );
 }
 
 #[tokio::test]
@@ -623,16 +514,8 @@ async fn exec_checks_that_daemonize_leave_no_process_behind() {
 async fn wait_handled(pid: u32, signal: nix::sys::signal::Signal) {
     let bit = 1u64 << (signal as i32 - 1);
     eventually(Duration::from_secs(5), "the signal handler", || async {
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                let mask = s
-                    .lines()
-                    .find_map(|l| l.strip_prefix("SigCgt:"))?
-                    .trim()
-                    .to_string();
-                u64::from_str_radix(&mask, 16).ok()
-            })
+        status_field(pid, "SigCgt")
+            .and_then(|mask| u64::from_str_radix(&mask, 16).ok())
             .is_some_and(|mask| mask & bit != 0)
     })
     .await;
@@ -1026,12 +909,7 @@ async fn app_with_long_answers(gate: tokio::sync::watch::Receiver<bool>) -> Sock
 
 /// The threads of process `pid`.
 fn threads(pid: u32) -> usize {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Threads:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
+    proc_status(pid, "Threads") as usize
 }
 
 /// A check whose patterns are as costly as a config may make them, over
@@ -1071,7 +949,7 @@ http = {{ port = {port}, body_matches = {pattern:?}, header_matches = {{ "X-A" =
     let mut most = before;
     eventually(Duration::from_secs(60), "80 probes", || {
         most = most.max(threads(pid));
-        let probes = prober.seen.lock().unwrap().probes;
+        let probes = prober.probes();
         async move { probes >= 80 * scale() }
     })
     .await;

@@ -75,14 +75,8 @@ pub fn agree(state: &str, form: &str, real: &Ran, native: &Outcome) {
     );
 }
 
-/// A port on 127.0.0.1 for a server that cannot be handed a listening
-/// socket: the kernel picks a free one, which is released for the server
-/// to bind. A server that then finds it taken is started again on another
-/// (see each server's start).
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().unwrap().port()
-}
+/// Kept at this path for the protocol checks' tests.
+pub use crate::support::free_port;
 
 /// `healthproxy wait --KIND TARGET --timeout TIMEOUT --attempt-timeout 1s`:
 /// its exit code and stderr.

@@ -15,8 +15,8 @@ use tonic_health::pb::health_client::HealthClient;
 
 use healthproxy::server::grpc::{MAX_CONNECTIONS as MAX_GRPC_CONNECTIONS, MAX_WATCHES};
 
-use crate::limits::{MemoryCgroup, Prober, Seen, assert_no_probe_lost, raise_own_fd_limit, scale, usage};
-use crate::support::{App, Proxy, eventually};
+use crate::limits::{MemoryCgroup, raise_own_fd_limit, scale, usage};
+use crate::support::{App, Prober, Proxy, Seen, assert_no_probe_lost, eventually};
 
 /// The sidecar's memory budget with the gRPC endpoint, the default
 /// `[server]` limits and one check (README, "Limits and failure

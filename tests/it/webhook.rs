@@ -1003,13 +1003,7 @@ fn the_cpu_per_container_stays_flat_as_the_pod_grows() {
 
 /// The webhook's peak resident memory, from /proc (bytes).
 fn peak_rss(webhook: &Webhook) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", webhook.process.0.id())).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
-        .unwrap();
-    kb << 10
+    crate::support::proc_status(webhook.process.0.id(), "VmHWM") << 10
 }
 
 #[tokio::test]

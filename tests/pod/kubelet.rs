@@ -27,78 +27,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::net::Net;
 use crate::pod::{APP_PORT, App, Sidecar, TOKEN};
+pub use crate::support::probe::{Answer, get, probe};
+use crate::support::probe::{TIMEOUT, USER_AGENT};
 
-/// The kubelet's probe period and timeout.
+/// The kubelet's probe period.
 pub const PERIOD: Duration = Duration::from_secs(1);
-pub const TIMEOUT: Duration = Duration::from_secs(1);
 /// The pod's `terminationGracePeriodSeconds`.
 pub const GRACE: Duration = Duration::from_secs(30);
-
-/// An HTTP answer.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-}
-
-/// One `GET` on a fresh connection with `user_agent` and `headers`,
-/// bounded by `timeout` from the connect to the last byte.
-pub async fn get(
-    addr: SocketAddr,
-    path: &str,
-    user_agent: &str,
-    headers: &[(&str, &str)],
-    timeout: Duration,
-) -> Result<Answer, String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        let mut request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: {user_agent}\r\nAccept: */*\r\nConnection: close\r\n"
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        (&mut stream)
-            .take(64 * 1024)
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| e.to_string())?;
-        let text = String::from_utf8_lossy(&raw);
-        let status = text
-            .strip_prefix("HTTP/1.1 ")
-            .and_then(|t| t.get(..3))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| format!("not an HTTP answer: {text:?}"))?;
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
-        Ok(Answer { status, body })
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .unwrap_or_else(|_| Err(format!("timeout after {timeout:?}")))
-}
-
-/// One probe as the kubelet's prober sends it: success for 200–399.
-pub async fn probe(addr: SocketAddr, path: &str) -> Result<(), String> {
-    let answer = get(addr, path, "kube-probe/1.33", &[], TIMEOUT).await?;
-    match answer.status {
-        200..=399 => Ok(()),
-        status => Err(format!("HTTP probe failed with statuscode: {status}")),
-    }
-}
 
 /// The preStop `httpGet` hook to `/prestop`, with `token` (if any) in its
 /// `Authorization` header: no timeout but the grace period's.
@@ -240,7 +181,7 @@ async fn readiness_during_termination(sidecar: SocketAddr, stop: CancellationTok
             _ = tick.tick() => {}
             () = stop.cancelled() => return (answered, errors),
         }
-        match get(sidecar, "/readyz", "kube-probe/1.33", &[], TIMEOUT).await {
+        match get(sidecar, "/readyz", USER_AGENT, &[], TIMEOUT).await {
             Ok(_) => answered += 1,
             Err(e) => errors.push(e),
         }

@@ -11,6 +11,11 @@ mod kubelet;
 mod mesh;
 mod net;
 mod pod;
+// The integration suite's helpers, written once for both suites; this one
+// uses a few of them.
+#[allow(dead_code, unused_imports)]
+#[path = "../it/support/mod.rs"]
+mod support;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,6 +24,7 @@ use kubelet::{Balancer, Kubelet, app_addr, get, prestop, probe};
 use mesh::Mesh;
 use net::{Net, pod_or_skip};
 use pod::{App, Sidecar, TOKEN};
+use support::eventually;
 
 /// The sidecar's checks of the app, quick so that the cases are.
 const CHECKS: &str = r#"
@@ -77,18 +83,6 @@ fn figures(case: &str, text: &str) {
     eprintln!("{text}");
 }
 
-/// Waits until `f` holds, polling every 20 ms, at most `within`.
-async fn eventually(within: Duration, what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The value of one series in the sidecar's `/metrics`, read from the node.
 async fn metric(sidecar: &Sidecar, series: &str) -> Option<f64> {
     let text = get(
@@ -101,8 +95,7 @@ async fn metric(sidecar: &Sidecar, series: &str) -> Option<f64> {
     .await
     .unwrap()
     .body;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    support::metric(&text, series)
 }
 
 /// One liveness restart with the new container listening `gap` after the
@@ -118,9 +111,11 @@ async fn restart_after(gap: Duration) -> Duration {
         .await
         .expect("the failed app left its Service")
         .unwrap();
-    eventually(Duration::from_secs(20), "the kubelet restarted the app", || {
-        kubelet.restarts() == 1
-    })
+    eventually(
+        Duration::from_secs(20),
+        "the kubelet restarted the app",
+        || async { kubelet.restarts() == 1 },
+    )
     .await;
     let restarted = Instant::now();
     kubelet.wait_ready(Duration::from_secs(20)).await;
@@ -194,7 +189,7 @@ async fn rolling_replacement(native: bool, lag: Duration, mesh: Option<Mesh>) ->
     };
     let old_addr = old_proxy.as_ref().map_or(app_addr(&old_net), |p| p.addr);
     balancer.follow(old_addr, old.ready(), lag);
-    eventually(Duration::from_secs(20), "the old pod serves", || {
+    eventually(Duration::from_secs(20), "the old pod serves", || async {
         balancer.has(old_addr)
     })
     .await;
@@ -207,12 +202,12 @@ async fn rolling_replacement(native: bool, lag: Duration, mesh: Option<Mesh>) ->
     };
     let new_addr = new_proxy.as_ref().map_or(app_addr(&new_net), |p| p.addr);
     balancer.follow(new_addr, new.ready(), lag);
-    eventually(Duration::from_secs(20), "the new pod serves", || {
+    eventually(Duration::from_secs(20), "the new pod serves", || async {
         balancer.has(new_addr)
     })
     .await;
     let sent = balancer.sent();
-    eventually(Duration::from_secs(10), "both pods get traffic", || {
+    eventually(Duration::from_secs(10), "both pods get traffic", || async {
         balancer.sent() > sent + 50
     })
     .await;
@@ -226,7 +221,7 @@ async fn rolling_replacement(native: bool, lag: Duration, mesh: Option<Mesh>) ->
     let deletion = old.delete(&mut old_sidecar, native).await;
     drop(old_proxy);
     let sent = balancer.sent();
-    eventually(Duration::from_secs(10), "traffic goes on", || {
+    eventually(Duration::from_secs(10), "traffic goes on", || async {
         balancer.sent() > sent + 50
     })
     .await;
@@ -404,9 +399,11 @@ async fn kept_alive_clients_from_inside_the_pod_do_not_hold_the_drain() {
         let (net, stop) = (Arc::clone(&net), stop.clone());
         tokio::spawn(async move { local_client(&net, to, stop).await })
     });
-    eventually(Duration::from_secs(10), "both local clients connected", || {
-        app_connections(&net) == 2
-    })
+    eventually(
+        Duration::from_secs(10),
+        "both local clients connected",
+        || async { app_connections(&net) == 2 },
+    )
     .await;
     let began = Instant::now();
     let hook = prestop(sidecar.addr, Some(TOKEN)).await.unwrap();
@@ -451,7 +448,7 @@ async fn an_idle_pod_drains_in_min_and_a_balancer_that_never_lets_go_holds_the_d
     let balancer = Balancer::start(Duration::from_millis(10));
     balancer.add(app_addr(&busy_net));
     let sent = balancer.sent();
-    eventually(Duration::from_secs(10), "the busy pod gets traffic", || {
+    eventually(Duration::from_secs(10), "the busy pod gets traffic", || async {
         balancer.sent() > sent + 20
     })
     .await;
@@ -518,7 +515,7 @@ async fn a_prestop_with_a_wrong_token_is_refused_loudly_and_without_a_token_the_
         refused_in < Duration::from_secs(1),
         "refused at once: {refused_in:?}"
     );
-    eventually(Duration::from_secs(5), "the refusal is logged", || {
+    eventually(Duration::from_secs(5), "the refusal is logged", || async {
         !sidecar.log_lines("lifecycle request refused").is_empty()
     })
     .await;
@@ -555,7 +552,7 @@ async fn a_prestop_with_a_wrong_token_is_refused_loudly_and_without_a_token_the_
     let readyz = get(
         open.addr,
         "/readyz?verbose",
-        "kube-probe/1.33",
+        support::probe::USER_AGENT,
         &[],
         Duration::from_secs(1),
     )
@@ -583,7 +580,7 @@ async fn probe_latencies(sidecar: std::net::SocketAddr, n: usize) -> Vec<Duratio
         let answer = get(
             sidecar,
             "/healthz",
-            "kube-probe/1.33",
+            support::probe::USER_AGENT,
             &[],
             Duration::from_secs(1),
         )
@@ -615,11 +612,15 @@ async fn probes_are_answered_promptly_during_a_drain_with_10000_sockets_on_the_h
     let client = tokio::net::TcpStream::connect(app_addr(&net)).await.unwrap();
     let idle = probe_latencies(sidecar.addr, 300).await;
     let hook = tokio::spawn(prestop(sidecar.addr, Some(TOKEN)));
-    eventually(Duration::from_secs(10), "the drain counts connections", || {
-        !sidecar
-            .log_lines("drain waiting for established connections")
-            .is_empty()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the drain counts connections",
+        || async {
+            !sidecar
+                .log_lines("drain waiting for established connections")
+                .is_empty()
+        },
+    )
     .await;
     let during = probe_latencies(sidecar.addr, 300).await;
     assert!(!hook.is_finished(), "the drain lasted the whole measurement");

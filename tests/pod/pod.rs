@@ -2,7 +2,6 @@
 //! lives in the pod's namespace) and the real healthproxy binary, started
 //! inside the namespace with `ip netns exec`.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -12,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::net::Net;
+use crate::support::{collect_logs, log_lines};
 
 /// The app's port in every pod.
 pub const APP_PORT: u16 = 8080;
@@ -101,20 +101,7 @@ impl Sidecar {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&logs);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("healthproxy serving") {
-                    let _ = tx.send(());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("the sidecar did not start: {:?}", logs.lock().unwrap()));
+        let (logs, _) = collect_logs(&mut child, "healthproxy serving");
         Sidecar {
             child,
             logs,
@@ -125,8 +112,7 @@ impl Sidecar {
 
     /// Log lines containing `needle`.
     pub fn log_lines(&self, needle: &str) -> Vec<String> {
-        let logs = self.logs.lock().unwrap();
-        logs.iter().filter(|l| l.contains(needle)).cloned().collect()
+        log_lines(&self.logs, needle)
     }
 
     /// SIGTERM, as the kubelet stops a container.
