@@ -296,6 +296,8 @@ fn postgres(text: &str) -> Result<PostgresSpec, String> {
         user: user.to_string(),
         dbname: if dbname.is_empty() { user } else { dbname }.to_string(),
         sslmode: SslMode::Prefer,
+        sslrootcert: None,
+        sslcert: None,
         connect_timeout: None,
         password: None,
         passfile: None,

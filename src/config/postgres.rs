@@ -28,18 +28,29 @@ pub enum PgAddress {
     Socket(PathBuf),
 }
 
-/// libpq's `sslmode`, the values that do not verify the server.
+/// libpq's `sslmode` (libpq's docs, "SSL Mode Descriptions";
+/// `fe-connect.c` `PQconnectPoll`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Never TLS.
     Disable,
+    /// Plaintext first; TLS only if the server answers the plaintext
+    /// startup with an error (a `hostssl`-only `pg_hba.conf`).
+    Allow,
     /// Ask for TLS (SSLRequest) and go on in plaintext if the server
-    /// declines: libpq's default.
+    /// declines, the handshake fails, or the server refuses the login
+    /// over TLS: libpq's default.
     Prefer,
-    /// TLS or nothing, without verifying the certificate (libpq's
-    /// `require` without a root certificate file).
+    /// TLS or nothing; the chain is verified only when `sslrootcert`
+    /// names a file that exists, as libpq does.
     Require,
+    /// TLS with the server's chain verified against `sslrootcert`; the
+    /// host name is not checked.
+    VerifyCa,
+    /// `verify-ca` and the host name checked against the certificate's
+    /// names, as libpq checks them.
+    VerifyFull,
 }
 
 impl SslMode {
@@ -47,9 +58,18 @@ impl SslMode {
     pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
             SslMode::Prefer => "prefer",
             SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
         }
+    }
+
+    /// Whether the server's certificate must be verified (`verify-ca`,
+    /// `verify-full`): without a root certificate such a mode fails.
+    pub fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
     }
 }
 
@@ -68,6 +88,15 @@ pub struct PostgresSpec {
     /// `sslmode` (`PGSSLMODE`); libpq's `prefer` by default. Unix sockets
     /// never use TLS, as in libpq.
     pub sslmode: SslMode,
+    /// The CA bundle the server's chain is verified against
+    /// (`sslrootcert`, `PGSSLROOTCERT`). libpq's default,
+    /// `~/.postgresql/root.crt`, is not read: the sidecar's home directory
+    /// is not the app container's.
+    pub sslrootcert: Option<PathBuf>,
+    /// The client certificate chain and its key (`sslcert`/`sslkey`,
+    /// `PGSSLCERT`/`PGSSLKEY`), presented when the server asks for one;
+    /// given together or not at all.
+    pub sslcert: Option<(PathBuf, PathBuf)>,
     /// A bound on the connection phase (`-t`, `PGCONNECT_TIMEOUT`), below
     /// the check's own timeout; none by default.
     pub connect_timeout: Option<Duration>,

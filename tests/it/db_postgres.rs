@@ -99,21 +99,92 @@ fn init(dir: &Path) -> PathBuf {
          host all trusty 127.0.0.1/32 trust\n\
          host all md5user 127.0.0.1/32 md5\n\
          host all clear 127.0.0.1/32 password\n\
+         hostssl all certuser 127.0.0.1/32 cert\n\
+         hostnossl all sslonly 127.0.0.1/32 reject\n\
+         hostssl all sslonly 127.0.0.1/32 trust\n\
          host all all 127.0.0.1/32 scram-sha-256\n",
     )
     .unwrap();
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    std::fs::write(data.join("server.crt"), cert.cert.pem()).unwrap();
-    std::fs::write(data.join("server.key"), cert.signing_key.serialize_pem()).unwrap();
-    for file in ["pg_hba.conf", "server.crt", "server.key"] {
+    certificates(dir);
+    std::fs::copy(dir.join("ca.crt"), data.join("root.crt")).unwrap();
+    for file in ["pg_hba.conf", "root.crt"] {
         let path = data.join(file);
         chown_to_server_user(&path);
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     }
+    use_certificate(&data, dir, "server-ip");
     let sockets = dir.join("sock");
     std::fs::create_dir(&sockets).unwrap();
     chown_to_server_user(&sockets);
     data
+}
+
+/// The test's certificates, in `dir`: `ca.crt`, which signed the
+/// others; `other-ca.crt`, which signed none; server certificates for
+/// `localhost` and the IP SAN 127.0.0.1 (`server-ip`), for `localhost`
+/// alone (`server-dns`, whose CN is no host name) and with no SAN at all
+/// and the CN 127.0.0.1 (`server-cn`); and `client.crt` for the role
+/// `certuser`, whose key only its owner may read, as libpq demands.
+fn certificates(dir: &Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+        KeyUsagePurpose,
+    };
+    let ca = |name: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::DigitalSignature];
+        let key = KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        (pem, Issuer::new(params, key))
+    };
+    let (ca_pem, issuer) = ca("healthproxy test CA");
+    std::fs::write(dir.join("ca.crt"), ca_pem).unwrap();
+    std::fs::write(dir.join("other-ca.crt"), ca("another CA").0).unwrap();
+    let leaves: [(&str, &[&str], &str, ExtendedKeyUsagePurpose); 4] = [
+        (
+            "server-ip",
+            &["localhost", "127.0.0.1"],
+            "localhost",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+        (
+            "server-dns",
+            &["localhost"],
+            "healthproxy test server",
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+        ("server-cn", &[], "127.0.0.1", ExtendedKeyUsagePurpose::ServerAuth),
+        ("client", &[], "certuser", ExtendedKeyUsagePurpose::ClientAuth),
+    ];
+    for (name, sans, cn, usage) in leaves {
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.crt")), cert.pem()).unwrap();
+        let key_path = dir.join(format!("{name}.key"));
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        std::fs::set_permissions(&key_path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
+}
+
+/// Makes `dir/NAME.crt` and its key the server's certificate, each file
+/// replaced whole, for the next start or configuration reload.
+fn use_certificate(data: &Path, dir: &Path, name: &str) {
+    for (from, to) in [
+        (format!("{name}.crt"), "server.crt"),
+        (format!("{name}.key"), "server.key"),
+    ] {
+        let staged = data.join(format!("{to}.new"));
+        std::fs::copy(dir.join(from), &staged).unwrap();
+        chown_to_server_user(&staged);
+        std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::rename(&staged, data.join(to)).unwrap();
+    }
 }
 
 /// A running postmaster.
@@ -287,7 +358,11 @@ pub(crate) fn shared() -> &'static Server {
         .get_or_init(|| {
             let dir = tempfile::Builder::new().prefix("hp-pg-").tempdir().unwrap().keep();
             init(&dir);
-            let server = Server::start(&dir, &["ssl=on", "max_connections=40"], 0);
+            let server = Server::start(
+                &dir,
+                &["ssl=on", "ssl_ca_file=root.crt", "max_connections=40"],
+                0,
+            );
             let mut watchdog = Command::new("/bin/sh")
                 .args([
                     "-c",
@@ -301,6 +376,8 @@ pub(crate) fn shared() -> &'static Server {
                 .unwrap();
             let watchdog_stdin = watchdog.stdin.take().unwrap();
             server.sql("CREATE ROLE trusty LOGIN");
+            server.sql("CREATE ROLE certuser LOGIN");
+            server.sql("CREATE ROLE sslonly LOGIN");
             server.sql("CREATE ROLE scram LOGIN PASSWORD 'scram-secret'");
             server.sql("CREATE ROLE clear LOGIN PASSWORD 'clear-secret'");
             server.sql("SET password_encryption = 'md5'; CREATE ROLE md5user LOGIN PASSWORD 'md5-secret'");
@@ -321,6 +398,10 @@ struct Ask {
     dbname: String,
     password: Option<String>,
     sslmode: Option<&'static str>,
+    /// `sslrootcert`, `PGSSLROOTCERT`.
+    sslrootcert: Option<PathBuf>,
+    /// `sslcert` and `sslkey`, `PGSSLCERT` and `PGSSLKEY`.
+    sslcert: Option<(PathBuf, PathBuf)>,
     query: String,
     connect_timeout: Option<u32>,
 }
@@ -352,6 +433,21 @@ impl Ask {
         self
     }
 
+    fn rootcert(mut self, path: &Path) -> Ask {
+        self.sslrootcert = Some(path.to_path_buf());
+        self
+    }
+
+    fn client_cert(mut self, cert: &Path, key: &Path) -> Ask {
+        self.sslcert = Some((cert.to_path_buf(), key.to_path_buf()));
+        self
+    }
+
+    fn host(mut self, host: &str) -> Ask {
+        self.host = host.into();
+        self
+    }
+
     fn query(mut self, query: &str) -> Ask {
         self.query = query.into();
         self
@@ -369,6 +465,12 @@ impl Ask {
         if let Some(mode) = self.sslmode {
             keys.push(format!("sslmode = {mode:?}"));
         }
+        if let Some(root) = &self.sslrootcert {
+            keys.push(format!("sslrootcert = {root:?}"));
+        }
+        if let Some((cert, key)) = &self.sslcert {
+            keys.push(format!("sslcert = {cert:?}, sslkey = {key:?}"));
+        }
         if let Some(t) = self.connect_timeout {
             keys.push(format!("connect_timeout = \"{t}s\""));
         }
@@ -382,6 +484,11 @@ impl Ask {
     }
 
     async fn native(&self, query: bool) -> Outcome {
+        self.prepare(query).unwrap().run(TIMEOUT).await
+    }
+
+    /// The check, or why it cannot be prepared.
+    fn prepare(&self, query: bool) -> Result<Check, String> {
         let text = format!(
             "[[check]]\nname = \"db\"\nprobes = [\"readiness\"]\npostgres = {}\n",
             self.table(query)
@@ -389,14 +496,16 @@ impl Ask {
         let password = self.password.clone();
         let env = move |name: &str| (name == "PGPASSWORD").then(|| password.clone()).flatten();
         let config = Config::from_toml_str(&text, "test", &env).unwrap_or_else(|e| panic!("{e}"));
-        let check = Check::new("db", &config.checks[0].kind).unwrap();
-        check.run(TIMEOUT).await
+        Check::new("db", &config.checks[0].kind).map_err(|e| e.to_string())
     }
 
     fn env(&self, cmd: &mut Command) {
         cmd.env_remove("PGPASSWORD")
             .env_remove("PGSSLMODE")
             .env_remove("PGCONNECT_TIMEOUT")
+            .env_remove("PGSSLROOTCERT")
+            .env_remove("PGSSLCERT")
+            .env_remove("PGSSLKEY")
             .env("PGPASSFILE", "/nonexistent")
             .stdin(Stdio::null());
         if let Some(p) = &self.password {
@@ -407,6 +516,12 @@ impl Ask {
         }
         if let Some(t) = self.connect_timeout {
             cmd.env("PGCONNECT_TIMEOUT", t.to_string());
+        }
+        if let Some(root) = &self.sslrootcert {
+            cmd.env("PGSSLROOTCERT", root);
+        }
+        if let Some((cert, key)) = &self.sslcert {
+            cmd.env("PGSSLCERT", cert).env("PGSSLKEY", key);
         }
     }
 
@@ -461,6 +576,11 @@ impl Ask {
             "pg_isready exited {status} ({said}), the check said {outcome:?}"
         );
         (outcome, status)
+    }
+
+    /// Both tools' exit statuses, each asserted to be the check's verdict.
+    async fn verdicts(&self) -> (i32, i32) {
+        (self.as_pg_isready().await.1, self.as_psql().await.1)
     }
 
     /// Asks the check as psql and psql itself; asserts that they agree.
@@ -602,6 +722,138 @@ async fn every_sslmode_against_a_server_with_tls() {
     }
 }
 
+/// libpq's verification, mode by mode, against the real tools: the CA
+/// that signed the server's certificate or another one, host names
+/// matched or not, a `hostssl`-only role, a client certificate. The
+/// server's certificate is replaced (and the configuration reloaded) on
+/// the way, so this is one test: no other test of the shared server
+/// verifies its certificate.
+#[tokio::test]
+async fn sslmodes_that_verify_the_server_as_libpq_does() {
+    let server = shared();
+    let dir = &server.dir;
+    let (ca, other) = (dir.join("ca.crt"), dir.join("other-ca.crt"));
+    let scram = |host: &str, mode: &'static str, root: &Path| {
+        Ask::tcp(server.port, "scram")
+            .password("scram-secret")
+            .host(host)
+            .sslmode(mode)
+            .rootcert(root)
+    };
+    let modes = ["allow", "prefer", "require", "verify-ca", "verify-full"];
+
+    // The CA that signed the certificate (SANs localhost and the IP
+    // 127.0.0.1): every mode connects, by address and by name.
+    for host in ["127.0.0.1", "localhost"] {
+        for mode in modes {
+            assert_eq!(scram(host, mode, &ca).verdicts().await, (0, 0), "{host} {mode}");
+        }
+    }
+
+    // Another CA: with a root certificate libpq verifies the chain in
+    // every mode. prefer goes on in plaintext after the failed handshake,
+    // allow never needed TLS; require and the verify modes give up.
+    for (mode, expected) in [
+        ("allow", (0, 0)),
+        ("prefer", (0, 0)),
+        ("require", (2, 2)),
+        ("verify-ca", (2, 2)),
+        ("verify-full", (2, 2)),
+    ] {
+        let ask = scram("127.0.0.1", mode, &other);
+        assert_eq!(ask.verdicts().await, expected, "{mode} with another CA");
+        if expected.0 == 2 {
+            let outcome = ask.native(false).await;
+            assert_eq!(failed(&outcome), Some(Reason::Tls), "{outcome:?}");
+        }
+    }
+    // A root certificate file that does not exist: libpq does not verify,
+    // except in the verify modes, where the check does not start.
+    let absent = dir.join("absent.crt");
+    assert_eq!(scram("127.0.0.1", "require", &absent).verdicts().await, (0, 0));
+    assert_eq!(scram("127.0.0.1", "verify-ca", &absent).psql().0, 2);
+    let err = scram("127.0.0.1", "verify-ca", &absent)
+        .prepare(true)
+        .unwrap_err();
+    assert!(err.contains("absent.crt\" does not exist"), "{err}");
+
+    // A role refused without TLS: allow tries again with TLS and gets in;
+    // with the wrong CA that try fails. prefer, after its failed
+    // handshake, is refused in plaintext: an answer for pg_isready.
+    let sslonly =
+        |mode: &'static str, root: &Path| Ask::tcp(server.port, "sslonly").sslmode(mode).rootcert(root);
+    assert_eq!(sslonly("allow", &ca).verdicts().await, (0, 0));
+    assert_eq!(sslonly("allow", &other).verdicts().await.1, 2);
+    assert_eq!(sslonly("prefer", &other).verdicts().await, (0, 2));
+    let plaintext = Ask::tcp(server.port, "sslonly").sslmode("disable");
+    assert_eq!(plaintext.verdicts().await, (0, 2));
+
+    // A client certificate for the role that logs in with one.
+    let certuser = Ask::tcp(server.port, "certuser")
+        .sslmode("verify-full")
+        .rootcert(&ca);
+    assert_eq!(certuser.verdicts().await, (0, 2), "no client certificate");
+    let with_cert = certuser
+        .clone()
+        .client_cert(&dir.join("client.crt"), &dir.join("client.key"));
+    assert_eq!(with_cert.verdicts().await, (0, 0));
+    // A key others may read: psql refuses it, and the check does not start.
+    let open_key = dir.join("client-open.key");
+    std::fs::copy(dir.join("client.key"), &open_key).unwrap();
+    std::fs::set_permissions(&open_key, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let open = certuser.clone().client_cert(&dir.join("client.crt"), &open_key);
+    assert_eq!(open.psql().0, 2);
+    let err = open.prepare(true).unwrap_err();
+    assert!(err.contains("has group or world access"), "{err}");
+
+    // A certificate for the name localhost alone: by address, verify-full
+    // fails (no iPAddress name, and the CN is no address); verify-ca
+    // does not look at names.
+    let data = dir.join("data");
+    let reload = |name: &str| {
+        use_certificate(&data, dir, name);
+        server.sql("SELECT pg_reload_conf()");
+    };
+    reload("server-dns");
+    eventually(
+        Duration::from_secs(30),
+        "the DNS-only certificate served",
+        || async { scram("127.0.0.1", "verify-full", &ca).psql().0 != 0 },
+    )
+    .await;
+    assert_eq!(scram("127.0.0.1", "verify-full", &ca).verdicts().await, (2, 2));
+    let outcome = scram("127.0.0.1", "verify-full", &ca).native(false).await;
+    assert!(
+        outcome.message.contains(
+            "server certificate for \"localhost\" (and 1 other name) does not match host name \"127.0.0.1\""
+        ),
+        "libpq's words: {}",
+        outcome.message
+    );
+    assert_eq!(scram("localhost", "verify-full", &ca).verdicts().await, (0, 0));
+    assert_eq!(scram("127.0.0.1", "verify-ca", &ca).verdicts().await, (0, 0));
+
+    // No SAN at all, the CN 127.0.0.1: libpq compares the CN (which
+    // webpki's own name check never does).
+    reload("server-cn");
+    eventually(
+        Duration::from_secs(30),
+        "the CN-only certificate served",
+        || async { scram("localhost", "verify-full", &ca).psql().0 != 0 },
+    )
+    .await;
+    assert_eq!(scram("127.0.0.1", "verify-full", &ca).verdicts().await, (0, 0));
+    assert_eq!(scram("localhost", "verify-full", &ca).verdicts().await, (2, 2));
+
+    reload("server-ip");
+    eventually(
+        Duration::from_secs(30),
+        "the first certificate served again",
+        || async { scram("localhost", "verify-full", &ca).psql().0 == 0 },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn over_the_unix_socket() {
     let server = shared();
@@ -660,6 +912,23 @@ async fn states_that_change_the_server_in_order() {
     assert_eq!(status, 2);
     assert_eq!(failed(&outcome), Some(Reason::Tls), "{outcome:?}");
     assert_eq!(tls.as_psql().await.1, 2);
+    // Every mode, with a root certificate: allow and prefer go on in
+    // plaintext, the others give up.
+    let ca = dir.path().join("ca.crt");
+    for (mode, expected) in [
+        ("allow", (0, 0)),
+        ("prefer", (0, 0)),
+        ("require", (2, 2)),
+        ("verify-ca", (2, 2)),
+        ("verify-full", (2, 2)),
+    ] {
+        let ask = ask.clone().sslmode(mode).rootcert(&ca);
+        assert_eq!(
+            ask.verdicts().await,
+            expected,
+            "{mode} against a server without TLS"
+        );
+    }
 
     // Connections exhausted: "sorry, too many clients already" (53300)
     // is an answer, so pg_isready says up and psql fails.

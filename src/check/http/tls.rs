@@ -152,7 +152,7 @@ fn build(spec: &TlsSpec, alpn: &[&[u8]]) -> Result<ClientConfig, String> {
 }
 
 /// The certificates of a PEM file, at least one.
-fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let shown = path.display();
     let pem = crate::files::read_bounded(path, crate::files::MAX_CA_BYTES)
         .map_err(|e| format!("{key} {shown}: {e}"))?;
@@ -175,7 +175,7 @@ fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, 
 /// bits), and turn handshakes Go completes into failures
 /// (docs/kubelet-parity.md, "HTTPS").
 #[derive(Debug)]
-struct SkipVerification;
+pub(crate) struct SkipVerification;
 
 /// The signature schemes Go's client offers, in its order (crypto/tls
 /// defaults.go `defaultSupportedSignatureAlgorithms`, Go 1.25 and later:

@@ -21,10 +21,12 @@
 //! query's own).
 //!
 //! As libpq: `sslmode = "prefer"` (the default) asks for TLS and goes on
-//! in plaintext if the server has none, and retries once in plaintext if
-//! the server refuses the login over TLS; `require` insists. Certificates
-//! are not verified (libpq's `require` without a root certificate). A
-//! Unix socket never uses TLS.
+//! in plaintext if the server has none or the handshake fails, and
+//! retries once in plaintext if the server refuses the login over TLS;
+//! `allow` starts in plaintext and retries once with TLS if the server
+//! refuses it; `require`, `verify-ca` and `verify-full` insist. What is
+//! verified, and how, is `tls`'s (libpq's `initialize_SSL`) and
+//! `names`' (verify-full's host-name rule). A Unix socket never uses TLS.
 //!
 //! Hand-written rather than a client crate: the ping needs what a client
 //! hides (the first message, before any authentication), the login is
@@ -33,13 +35,14 @@
 
 mod auth;
 mod frame;
+mod names;
 mod passfile;
+mod tls;
 
 use std::time::Duration;
 
-use super::http::tls::TlsClient;
 use super::{Failed, Outcome, Reason, Resolver, describe_io, note_exhaustion, wire};
-use crate::config::{PgAddress, PostgresSpec, SslMode, TlsSpec};
+use crate::config::{PgAddress, PostgresSpec, SslMode};
 use crate::whole_ms;
 use frame::{Conn, ServerError, WireError};
 
@@ -61,8 +64,8 @@ const MAX_AUTH_REQUEST: usize = 1996;
 pub struct PostgresCheck {
     spec: PostgresSpec,
     resolver: Resolver,
-    /// TLS settings, for `prefer` and `require` over TCP.
-    tls: Option<TlsClient>,
+    /// TLS settings, for every `sslmode` but `disable`, over TCP.
+    tls: Option<tls::PgTls>,
     /// SCRAM keys kept from the last login.
     keys: auth::KeyCache,
 }
@@ -93,17 +96,17 @@ impl From<Failed> for Login {
 }
 
 impl PostgresCheck {
-    /// Prepares the check: its TLS settings, for `prefer` and `require`.
+    /// Prepares the check: its TLS settings, for every mode but
+    /// `disable`.
     pub fn new(spec: PostgresSpec) -> Result<Self, String> {
         let tls = match (&spec.address, spec.sslmode) {
-            (PgAddress::Tcp(_), SslMode::Prefer | SslMode::Require) => Some(TlsClient::new(
-                TlsSpec {
-                    insecure_skip_verify: true,
-                    ..TlsSpec::default()
-                },
-                &[],
+            (_, SslMode::Disable) | (PgAddress::Socket(_), _) => None,
+            (PgAddress::Tcp(host), mode) => Some(tls::PgTls::new(
+                mode,
+                &host.name,
+                spec.sslrootcert.clone(),
+                spec.sslcert.clone(),
             )?),
-            _ => None,
         };
         Ok(PostgresCheck {
             spec,
@@ -155,7 +158,8 @@ impl PostgresCheck {
     }
 
     async fn ping_once(&self) -> Ping {
-        let mut ssl = self.tls.is_some();
+        let mut ssl = self.first_ssl();
+        let mut retried = false;
         loop {
             let (mut conn, tls) = match self.open(ssl).await {
                 Ok(opened) => opened,
@@ -191,7 +195,10 @@ impl PostgresCheck {
                     ));
                 }
                 Some(CANNOT_CONNECT_NOW) => return Ping::Rejecting(said),
-                Some(_) if tls && self.spec.sslmode == SslMode::Prefer => ssl = false,
+                Some(_) if !retried && self.retries(tls) => {
+                    retried = true;
+                    ssl = !tls;
+                }
                 Some(_) => return Ping::Accepting(Some(said)),
             }
         }
@@ -281,21 +288,21 @@ impl PostgresCheck {
     }
 
     async fn login(&self, password: Option<&[u8]>) -> Result<Conn, Failed> {
-        let mut ssl = self.tls.is_some();
+        let mut ssl = self.first_ssl();
+        let mut retried = false;
         loop {
             let (mut conn, tls) = self.open(ssl).await?;
             match self.authenticate(&mut conn, password).await {
                 Ok(()) => return Ok(conn),
-                // fe-connect.c: "if sslmode is "prefer" and we're in an
-                // SSL connection, then do a non-SSL retry" (not for
-                // 57P03, which moves on to the next host instead).
+                // Not for 57P03, which moves on to the next host instead.
                 Err(Login::Server(e, before_ok))
-                    if tls
+                    if !retried
                         && before_ok
-                        && self.spec.sslmode == SslMode::Prefer
+                        && self.retries(tls)
                         && e.code.as_deref() != Some(CANNOT_CONNECT_NOW) =>
                 {
-                    ssl = false;
+                    retried = true;
+                    ssl = !tls;
                 }
                 Err(Login::Server(e, _)) => {
                     let reason = match e.code.as_deref() {
@@ -413,6 +420,26 @@ impl PostgresCheck {
         }
     }
 
+    /// Whether the first connection asks for TLS: `allow` tries without
+    /// it first (fe-connect.c: `wait_ssl_try`).
+    fn first_ssl(&self) -> bool {
+        self.tls.is_some() && self.spec.sslmode != SslMode::Allow
+    }
+
+    /// Whether an error from the server before the login is accepted
+    /// makes libpq try once more the other way (fe-connect.c,
+    /// `CONNECTION_AWAITING_RESPONSE`): "if sslmode is "allow" and we
+    /// haven't tried an SSL connection already, then retry with an SSL
+    /// connection"; "if sslmode is "prefer" and we're in an SSL
+    /// connection, then do a non-SSL retry".
+    fn retries(&self, tls: bool) -> bool {
+        match self.spec.sslmode {
+            SslMode::Allow => !tls && self.tls.is_some(),
+            SslMode::Prefer => tls,
+            _ => false,
+        }
+    }
+
     /// Connects, negotiates TLS when `ssl`, and sends the startup packet;
     /// whether TLS is in use. In `prefer` mode a failed handshake is
     /// retried in plaintext, as libpq does.
@@ -450,7 +477,7 @@ impl PostgresCheck {
             }
         };
         let mut tls_used = false;
-        if let (true, Some(tls), PgAddress::Tcp(host)) = (ssl, &self.tls, &self.spec.address) {
+        if let (true, Some(tls)) = (ssl, &self.tls) {
             conn.send(&frame::SSL_REQUEST)
                 .await
                 .map_err(|e| wire_failed(WireError::Io(e)))?;
@@ -460,17 +487,20 @@ impl PostgresCheck {
                         return Err(protocol("received unencrypted data after SSL response"));
                     }
                     let config = tls.config().map_err(|m| Failed::new(Reason::Tls, m))?;
-                    let name = tls
-                        .server_name(&host.name)
-                        .map_err(|m| Failed::new(Reason::Tls, m))?;
+                    let name = tls.server_name().map_err(|m| Failed::new(Reason::Tls, m))?;
                     let stream = tokio_rustls::TlsConnector::from(config)
                         .connect(name, conn.into_inner())
                         .await
-                        .map_err(|e| Failed::new(Reason::Tls, format!("SSL error: {}", describe_io(&e))))?;
+                        .map_err(|e| handshake_failed(&e))?;
                     conn = Conn::new(Box::new(stream));
                     tls_used = true;
                 }
-                Ok(b'N') if self.spec.sslmode == SslMode::Require => {
+                Ok(b'N')
+                    if matches!(
+                        self.spec.sslmode,
+                        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull
+                    ) =>
+                {
                     return Err(Failed::new(
                         Reason::Tls,
                         "server does not support SSL, but SSL was required",
@@ -498,6 +528,23 @@ impl PostgresCheck {
 /// there is none.
 fn needed(password: Option<&[u8]>) -> Result<&[u8], Failed> {
     password.ok_or_else(|| Failed::new(Reason::Auth, "fe_sendauth: no password supplied"))
+}
+
+/// A failed handshake: libpq's words for a host name the certificate
+/// does not match, rustls' for the rest.
+fn handshake_failed(e: &std::io::Error) -> Failed {
+    use tokio_rustls::rustls::{CertificateError, Error, OtherError};
+    let mismatch = e.get_ref().and_then(|inner| match inner.downcast_ref::<Error>() {
+        Some(Error::InvalidCertificate(CertificateError::Other(OtherError(other)))) => {
+            other.downcast_ref::<tls::NameMismatch>()
+        }
+        _ => None,
+    });
+    let message = match mismatch {
+        Some(m) => m.0.clone(),
+        None => format!("SSL error: {}", describe_io(e)),
+    };
+    Failed::new(Reason::Tls, message)
 }
 
 fn protocol(message: impl Into<String>) -> Failed {

@@ -25,7 +25,10 @@ pub(super) struct RawPostgres {
     dbname: Option<Spanned<String>>,
     /// The database's name from the sidecar's environment.
     dbname_env: Option<Spanned<String>>,
-    sslmode: Option<SslMode>,
+    sslmode: Option<Spanned<SslMode>>,
+    sslrootcert: Option<Spanned<PathBuf>>,
+    sslcert: Option<Spanned<PathBuf>>,
+    sslkey: Option<Spanned<PathBuf>>,
     connect_timeout: Option<Spanned<Dur>>,
     password_file: Option<PathBuf>,
     password_env: Option<String>,
@@ -146,19 +149,91 @@ pub(super) fn validate(
             "is only used with `query`: without one the check asks as pg_isready does, which never logs in",
         );
     }
+    let sslmode = p.sslmode.as_ref().map_or(SslMode::Prefer, |m| *m.get_ref());
+    let sslcert = tls_files(p, sslmode, &site, errors);
     (errors.list.len() == before).then(|| {
         CheckKind::Postgres(Box::new(PostgresSpec {
             address,
             port,
             user,
             dbname,
-            sslmode: p.sslmode.unwrap_or(SslMode::Prefer),
+            sslmode,
+            sslrootcert: p.sslrootcert.as_ref().map(|p| p.get_ref().clone()),
+            sslcert,
             connect_timeout,
             password,
             passfile: p.passfile.clone(),
             query,
         }))
     })
+}
+
+/// Checks `sslrootcert`, `sslcert` and `sslkey` against `sslmode`;
+/// the client certificate and key when both are given.
+fn tls_files(
+    p: &RawPostgres,
+    sslmode: SslMode,
+    site: &Site<'_>,
+    errors: &mut Errors<'_>,
+) -> Option<(PathBuf, PathBuf)> {
+    let files = [
+        ("sslrootcert", &p.sslrootcert),
+        ("sslcert", &p.sslcert),
+        ("sslkey", &p.sslkey),
+    ];
+    for (key, file) in files {
+        let Some(file) = file else { continue };
+        if sslmode == SslMode::Disable {
+            errors.push(
+                site.at(&format!("postgres.{key}")),
+                file.span(),
+                "is not used with sslmode = \"disable\", which never uses TLS",
+            );
+        } else if file.get_ref().as_os_str().is_empty() {
+            errors.push(
+                site.at(&format!("postgres.{key}")),
+                file.span(),
+                "must not be empty",
+            );
+        }
+    }
+    if let Some(root) = &p.sslrootcert
+        && root.get_ref().as_os_str() == "system"
+    {
+        errors.push(
+            site.at("postgres.sslrootcert"),
+            root.span(),
+            "\"system\" (PostgreSQL 16's system trust store) is not supported: name the CA bundle's file",
+        );
+    }
+    if sslmode.verifies() && p.sslrootcert.is_none() {
+        let span = p.sslmode.as_ref().map_or(site.span.clone(), |m| m.span());
+        errors.push(
+            site.at("postgres.sslmode"),
+            span,
+            format!(
+                "{} needs sslrootcert: libpq would read ~/.postgresql/root.crt, which is in the app's container, not the sidecar's",
+                sslmode.as_str()
+            ),
+        );
+    }
+    match (&p.sslcert, &p.sslkey) {
+        (Some(cert), Some(key)) => Some((cert.get_ref().clone(), key.get_ref().clone())),
+        (Some(file), None) | (None, Some(file)) => {
+            let (key, missing) = if p.sslcert.is_some() {
+                ("sslcert", "sslkey")
+            } else {
+                ("sslkey", "sslcert")
+            };
+            errors.push(
+                site.at(&format!("postgres.{key}")),
+                file.span(),
+                format!("needs {missing} too: libpq's defaults in ~/.postgresql are not the sidecar's"),
+            );
+            None
+        }
+        (None, None) => None,
+    }
 }
 
 #[cfg(test)]
@@ -215,7 +290,30 @@ mod tests {
         let err = parse("{ port = 0 }", &[]).unwrap_err();
         assert!(err.contains("postgres.port: invalid port number: 0"), "{err}");
         let err = parse("{ sslmode = \"verify-full\" }", &[]).unwrap_err();
+        assert!(
+            err.contains("c.toml:4:")
+                && err.contains("check[0].postgres.sslmode: verify-full needs sslrootcert"),
+            "{err}"
+        );
+        let err = parse("{ sslmode = \"verify-all\" }", &[]).unwrap_err();
         assert!(err.contains("sslmode"), "{err}");
+        let err = parse("{ sslmode = \"disable\", sslrootcert = \"/ca\" }", &[]).unwrap_err();
+        assert!(
+            err.contains("check[0].postgres.sslrootcert: is not used with sslmode = \"disable\""),
+            "{err}"
+        );
+        let err = parse("{ sslcert = \"/c\" }", &[]).unwrap_err();
+        assert!(
+            err.contains("check[0].postgres.sslcert: needs sslkey too"),
+            "{err}"
+        );
+        let err = parse("{ sslkey = \"/k\" }", &[]).unwrap_err();
+        assert!(
+            err.contains("check[0].postgres.sslkey: needs sslcert too"),
+            "{err}"
+        );
+        let err = parse("{ sslmode = \"verify-ca\", sslrootcert = \"system\" }", &[]).unwrap_err();
+        assert!(err.contains("postgres.sslrootcert: \"system\""), "{err}");
         let err = parse("{ host = \"${NOPE}\" }", &[]).unwrap_err();
         assert!(err.contains("postgres.host"), "{err}");
         let err = parse("{ connect_timeout = \"0s\" }", &[]).unwrap_err();
@@ -234,6 +332,34 @@ mod tests {
         );
         let err = parse("{ password = \"x\" }", &[]).unwrap_err();
         assert!(err.contains("unknown field `password`"), "{err}");
+    }
+
+    #[test]
+    fn every_libpq_sslmode_is_read_with_its_files() {
+        for (text, mode) in [
+            ("disable", SslMode::Disable),
+            ("allow", SslMode::Allow),
+            ("prefer", SslMode::Prefer),
+            ("require", SslMode::Require),
+            ("verify-ca", SslMode::VerifyCa),
+            ("verify-full", SslMode::VerifyFull),
+        ] {
+            let files = if text == "disable" {
+                String::new()
+            } else {
+                ", sslrootcert = \"/ca.crt\", sslcert = \"/c.crt\", sslkey = \"/c.key\"".to_string()
+            };
+            let config = parse(&format!("{{ sslmode = {text:?}{files} }}"), &[]).unwrap();
+            let CheckKind::Postgres(spec) = &config.checks[0].kind else {
+                panic!("not postgres");
+            };
+            assert_eq!(spec.sslmode, mode);
+            assert_eq!(mode.as_str(), text);
+            if text != "disable" {
+                assert_eq!(spec.sslrootcert.as_deref(), Some(std::path::Path::new("/ca.crt")));
+                assert_eq!(spec.sslcert, Some(("/c.crt".into(), "/c.key".into())));
+            }
+        }
     }
 
     #[test]
