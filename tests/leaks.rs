@@ -107,7 +107,13 @@ async fn back_to(base: Usage, case: &str) -> Usage {
 }
 
 fn check(kind_toml: &str) -> Arc<Check> {
-    let text = format!("[[check]]\nname = \"c\"\nprobes = [\"readiness\"]\n{kind_toml}\n");
+    let text = format!(
+        r#"[[check]]
+name = "c"
+probes = ["readiness"]
+{kind_toml}
+"#
+    );
     let config = Config::from_toml_str(&text, "leaks", &|_: &str| None).unwrap();
     let kind: &CheckKind = &config.checks[0].kind;
     Arc::new(Check::new("c", kind).unwrap())
@@ -221,7 +227,7 @@ fn misbehaving_apps_and_checks_leave_nothing_behind() {
         let cases: Vec<(&str, String, Duration, Expect)> = vec![
             (
                 "tcp: a host name that does not resolve",
-                "tcp = { host = \"no-such-host.invalid\", port = 80 }".to_string(),
+                r#"tcp = { host = "no-such-host.invalid", port = 80 }"#.to_string(),
                 TIMEOUT,
                 Box::new(|o: &Outcome| o.verdict == Verdict::Failure && o.message.starts_with("dial tcp")),
             ),
@@ -257,19 +263,19 @@ fn misbehaving_apps_and_checks_leave_nothing_behind() {
             ),
             (
                 "file: heartbeat in a missing directory",
-                "file = { path = \"/nonexistent-dir/heartbeat\", max_age = \"1s\" }".to_string(),
+                r#"file = { path = "/nonexistent-dir/heartbeat", max_age = "1s" }"#.to_string(),
                 TIMEOUT,
                 Box::new(failure_with("no such file or directory")),
             ),
             (
                 "exec: floods its output",
-                "exec = { command = [\"head\", \"-c\", \"1000000\", \"/dev/zero\"] }".to_string(),
+                r#"exec = { command = ["head", "-c", "1000000", "/dev/zero"] }"#.to_string(),
                 SUCCEEDS_WITHIN,
                 Box::new(|o: &Outcome| o.verdict == Verdict::Success && o.message.len() <= 10 * 1024),
             ),
             (
                 "exec: forks a grandchild that ignores SIGTERM, times out",
-                "exec = { command = [\"/bin/sh\", \"-c\", \"trap '' TERM; sleep 30 & sleep 30\"] }".to_string(),
+                r#"exec = { command = ["/bin/sh", "-c", "trap '' TERM; sleep 30 & sleep 30"] }"#.to_string(),
                 TIMEOUT,
                 Box::new(failure_with("timed out")),
             ),

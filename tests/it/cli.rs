@@ -20,7 +20,11 @@ fn check_config(text: &str) -> (i32, String, String) {
 #[test]
 fn check_config_accepts_a_valid_file() {
     let (code, stdout, stderr) = check_config(
-        "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = { port = 8080, path = \"/healthz\" }\n",
+        r#"[[check]]
+name = "web"
+probes = ["readiness"]
+http = { port = 8080, path = "/healthz" }
+"#,
     );
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout, "FILE: ok (1 checks)\n");
@@ -34,7 +38,10 @@ fn check_config_accepts_a_valid_file() {
     let token = dir.path().join("token");
     std::fs::write(&token, "t0ken\n").unwrap();
     let (code, _, stderr) = check_config(&format!(
-        "allow_empty = true\n[drain]\ntoken_file = \"{}\"\n",
+        r#"allow_empty = true
+[drain]
+token_file = "{}"
+"#,
         token.display()
     ));
     assert_eq!((code, stderr.as_str()), (0, ""));
@@ -43,7 +50,13 @@ fn check_config_accepts_a_valid_file() {
 #[test]
 fn check_config_names_file_line_column_and_key_and_exits_2() {
     let (code, _, stderr) = check_config(
-        "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\nperiod = \"10ms\"\ntimeot = \"1s\"\n",
+        r#"[[check]]
+name = "web"
+probes = ["readiness"]
+tcp = { port = 1 }
+period = "10ms"
+timeot = "1s"
+"#,
     );
     assert_eq!(code, 2);
     // Every error in one run, in file order: the bad value and the
@@ -57,7 +70,12 @@ fn check_config_names_file_line_column_and_key_and_exits_2() {
         "{stderr}"
     );
     let (code, _, stderr) = check_config(
-        "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\nperiod = \"10ms\"\n",
+        r#"[[check]]
+name = "web"
+probes = ["readiness"]
+tcp = { port = 1 }
+period = "10ms"
+"#,
     );
     assert_eq!(code, 2);
     assert_eq!(stderr, "FILE:5:10: check[0].period: must be at least 100ms\n");
@@ -66,7 +84,11 @@ fn check_config_names_file_line_column_and_key_and_exits_2() {
 #[test]
 fn check_config_prints_lints_without_failing() {
     let (code, _, stderr) = check_config(
-        "[[check]]\nname = \"db\"\nprobes = [\"liveness\"]\ntcp = { host = \"10.0.0.9\", port = 5432 }\n",
+        r#"[[check]]
+name = "db"
+probes = ["liveness"]
+tcp = { host = "10.0.0.9", port = 5432 }
+"#,
     );
     assert_eq!(code, 0);
     assert!(
@@ -89,7 +111,13 @@ fn check_config_rejects_a_missing_file() {
 fn run_with_a_bad_config_exits_2_without_serving() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hp.toml");
-    std::fs::write(&path, "listen = \"127.0.0.1:0\"\nbogus = 1\n").unwrap();
+    std::fs::write(
+        &path,
+        r#"listen = "127.0.0.1:0"
+bogus = 1
+"#,
+    )
+    .unwrap();
     let out = Command::new(binary())
         .arg("--config")
         .arg(&path)
@@ -148,7 +176,10 @@ fn check_config_fails_exactly_when_run_would() {
 /// are `body`.
 fn one_error(body: &str) -> String {
     let (code, _, stderr) = check_config(&format!(
-        "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\n{body}"
+        r#"[[check]]
+name = "web"
+probes = ["readiness"]
+{body}"#
     ));
     assert_eq!(code, 2, "{stderr}");
     assert_eq!(stderr.lines().count(), 1, "one error: {stderr}");
@@ -167,7 +198,10 @@ fn check_config_says_what_to_write_for_the_mistakes_people_make() {
         one_error("[check.tcp]\nport = 70000\n"),
         "FILE:5:8: port: invalid value: integer `70000`, expected u16; a port is 1 to 65535"
     );
-    let named = one_error("tcp = { port = \"http\" }\n");
+    let named = one_error(
+        r#"tcp = { port = "http" }
+"#,
+    );
     assert!(
         named.starts_with("FILE:4:16: port: invalid type: string \"http\", expected u16")
             && named.contains("resolved to its number by `healthproxy inject`"),
@@ -177,8 +211,13 @@ fn check_config_says_what_to_write_for_the_mistakes_people_make() {
         one_error("period = 10\ntcp = { port = 80 }\n"),
         "FILE:4:10: period: invalid type: integer `10`, expected a string; a duration takes its unit: write `period = \"10s\"`"
     );
-    let (code, _, stderr) =
-        check_config("[check]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 80 }\n");
+    let (code, _, stderr) = check_config(
+        r#"[check]
+name = "web"
+probes = ["readiness"]
+tcp = { port = 80 }
+"#,
+    );
     assert_eq!(code, 2);
     assert_eq!(
         stderr,
@@ -203,7 +242,13 @@ fn check_config_reads_healthproxy_config_as_run_does_and_a_missing_file_has_no_p
     let path = dir.path().join("hp.toml");
     std::fs::write(
         &path,
-        "[drain]\nmin = \"1s\"\n[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\ntcp = { port = 8080 }\n",
+        r#"[drain]
+min = "1s"
+[[check]]
+name = "web"
+probes = ["readiness"]
+tcp = { port = 8080 }
+"#,
     )
     .unwrap();
     let out = Command::new(binary())
@@ -221,9 +266,20 @@ fn check_config_reads_healthproxy_config_as_run_does_and_a_missing_file_has_no_p
 #[test]
 fn check_config_warns_of_checks_of_the_sidecar_itself_and_programs_only_this_machine_has() {
     let (code, _, stderr) = check_config(
-        "listen = \"[::]:9775\"\n[drain]\nports = [8080, 9775]\n\n\
-         [[check]]\nname = \"self\"\nprobes = [\"readiness\"]\nhttp = { port = 9775, path = \"/healthz\" }\n\n\
-         [[check]]\nname = \"db\"\nprobes = [\"readiness\"]\nexec = { command = [\"sh\", \"-c\", \"true\"] }\n",
+        r#"listen = "[::]:9775"
+[drain]
+ports = [8080, 9775]
+
+[[check]]
+name = "self"
+probes = ["readiness"]
+http = { port = 9775, path = "/healthz" }
+
+[[check]]
+name = "db"
+probes = ["readiness"]
+exec = { command = ["sh", "-c", "true"] }
+"#,
     );
     assert_eq!(code, 0, "lints only: {stderr}");
     assert!(
@@ -242,7 +298,11 @@ fn check_config_warns_of_checks_of_the_sidecar_itself_and_programs_only_this_mac
     );
     // Named by its path (mounted there), or with its own PATH: no such lint.
     let (_, _, stderr) = check_config(
-        "[[check]]\nname = \"db\"\nprobes = [\"readiness\"]\nexec = { command = [\"/bin/sh\", \"-c\", \"true\"] }\n",
+        r#"[[check]]
+name = "db"
+probes = ["readiness"]
+exec = { command = ["/bin/sh", "-c", "true"] }
+"#,
     );
     assert!(!stderr.contains("PATH"), "{stderr}");
 }
@@ -276,7 +336,11 @@ fn the_key_file_lints_advice_gives_a_key_the_sidecars_user_can_read() {
     std::fs::write(
         &config,
         format!(
-            "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = {{ scheme = \"https\", port = 8443, cert_file = {:?}, key_file = {:?} }}\n",
+            r#"[[check]]
+name = "web"
+probes = ["readiness"]
+http = {{ scheme = "https", port = 8443, cert_file = {:?}, key_file = {:?} }}
+"#,
             cert_file.display().to_string(),
             key_file.display().to_string()
         ),

@@ -193,11 +193,23 @@ async fn output_of(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String)
 fn status_proxy(app: &App, listen: &str, token: &std::path::Path) -> Proxy {
     Proxy::start_with(
         &format!(
-            "[drain]\ntoken_file = \"{}\"\n\n\
-             [[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nperiod = \"100ms\"\nfailure_threshold = 1\n\
-             http = {{ port = {}, path = \"/healthz\" }}\n\n\
-             [[check]]\nname = \"later\"\nprobes = [\"readiness\"]\ncritical = false\ninitial_delay = \"1h\"\n\
-             tcp = {{ port = 1 }}\n",
+            r#"[drain]
+token_file = "{}"
+
+[[check]]
+name = "web"
+probes = ["readiness"]
+period = "100ms"
+failure_threshold = 1
+http = {{ port = {}, path = "/healthz" }}
+
+[[check]]
+name = "later"
+probes = ["readiness"]
+critical = false
+initial_delay = "1h"
+tcp = {{ port = 1 }}
+"#,
             token.display(),
             app.addr.port()
         ),

@@ -21,10 +21,10 @@ const BOUND: Duration = Duration::from_secs(5);
 /// until the server closes or is quiet for a second, match.
 fn nc_form(port: u16) -> String {
     format!(
-        "python3 -c \"
+        r#"python3 -c "
 import re, socket, sys
 s = socket.create_connection(('127.0.0.1', {port}))
-s.sendall(b'version\\r\\n')
+s.sendall(b'version\r\n')
 s.settimeout(1)
 got = b''
 try:
@@ -35,7 +35,7 @@ try:
 except socket.timeout:
     pass
 sys.exit(0 if re.search(rb'^VERSION ', got, re.M) else 1)
-\""
+""#
     )
 }
 

@@ -16,12 +16,12 @@ async fn app_and_proxy(drain: &str) -> (TcpListener, Proxy) {
     let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = app.local_addr().unwrap().port();
     let proxy = Proxy::start(&format!(
-        "allow_empty = true
+        r#"allow_empty = true
 [drain]
 ports = [{port}]
-mesh = \"istio\"
+mesh = "istio"
 {drain}
-"
+"#
     ));
     (app, proxy)
 }
@@ -40,7 +40,11 @@ async fn request_in_flight(app: std::net::SocketAddr) -> TcpStream {
 
 #[tokio::test]
 async fn drain_endpoint_fails_readiness_at_once_and_keeps_liveness() {
-    let (_app, proxy) = app_and_proxy("min = \"30s\"\nmax = \"60s\"").await;
+    let (_app, proxy) = app_and_proxy(
+        r#"min = "30s"
+max = "60s""#,
+    )
+    .await;
     assert_eq!(proxy.get("/readyz").await.status, 200);
     let started = proxy.send("POST", "/drain", &[]).await;
     assert_eq!(started.status, 202);
@@ -63,7 +67,11 @@ async fn drain_endpoint_fails_readiness_at_once_and_keeps_liveness() {
 
 #[tokio::test]
 async fn prestop_answers_once_min_has_passed_and_connections_are_gone() {
-    let (app, proxy) = app_and_proxy("min = \"500ms\"\nmax = \"30s\"").await;
+    let (app, proxy) = app_and_proxy(
+        r#"min = "500ms"
+max = "30s""#,
+    )
+    .await;
     let client = request_in_flight(app.local_addr().unwrap()).await;
     let (server_side, _) = app.accept().await.unwrap();
     let began = Instant::now();
@@ -98,7 +106,12 @@ async fn a_flood_of_refused_requests_is_counted_whole_and_logged_within_a_budget
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "t0ken\n").unwrap();
-    let (_app, proxy) = app_and_proxy(&format!("min = \"0s\"\ntoken_file = \"{}\"", token.display())).await;
+    let (_app, proxy) = app_and_proxy(&format!(
+        r#"min = "0s"
+token_file = "{}""#,
+        token.display()
+    ))
+    .await;
     let flood = 300;
     for _ in 0..flood {
         assert_eq!(proxy.send("POST", "/drain", &[]).await.status, 401);
@@ -134,7 +147,11 @@ async fn a_flood_of_refused_requests_is_counted_whole_and_logged_within_a_budget
 
 #[tokio::test]
 async fn prestop_gives_up_at_drain_max() {
-    let (app, proxy) = app_and_proxy("min = \"100ms\"\nmax = \"1s\"").await;
+    let (app, proxy) = app_and_proxy(
+        r#"min = "100ms"
+max = "1s""#,
+    )
+    .await;
     let _client = request_in_flight(app.local_addr().unwrap()).await;
     let _server_side = app.accept().await.unwrap();
     let began = Instant::now();
@@ -150,7 +167,12 @@ async fn the_token_guards_lifecycle_endpoints() {
     let dir = tempfile::tempdir().unwrap();
     let token = dir.path().join("token");
     std::fs::write(&token, "t0ken\n").unwrap();
-    let (_app, proxy) = app_and_proxy(&format!("min = \"0s\"\ntoken_file = \"{}\"", token.display())).await;
+    let (_app, proxy) = app_and_proxy(&format!(
+        r#"min = "0s"
+token_file = "{}""#,
+        token.display()
+    ))
+    .await;
     for (method, path) in [
         ("GET", "/prestop"),
         ("POST", "/prestop"),
@@ -202,7 +224,11 @@ async fn the_token_guards_lifecycle_endpoints() {
 
 #[tokio::test]
 async fn sigterm_drains_then_waits_for_the_app_to_stop_listening_and_exits_0() {
-    let (app, mut proxy) = app_and_proxy("min = \"200ms\"\nmax = \"30s\"").await;
+    let (app, mut proxy) = app_and_proxy(
+        r#"min = "200ms"
+max = "30s""#,
+    )
+    .await;
     proxy.signal(Signal::SIGTERM);
     proxy.wait_status("/readyz", 503).await;
     assert_eq!(proxy.get("/livez").await.status, 200);
@@ -229,7 +255,11 @@ async fn sigterm_drains_then_waits_for_the_app_to_stop_listening_and_exits_0() {
 
 #[tokio::test]
 async fn a_second_signal_exits_at_once_non_zero() {
-    let (_app, mut proxy) = app_and_proxy("min = \"60s\"\nmax = \"120s\"").await;
+    let (_app, mut proxy) = app_and_proxy(
+        r#"min = "60s"
+max = "120s""#,
+    )
+    .await;
     proxy.signal(Signal::SIGTERM);
     proxy.wait_status("/readyz", 503).await;
     // A preStop hook still waiting must not hold the exit up.
@@ -249,7 +279,11 @@ async fn a_second_signal_exits_at_once_non_zero() {
 
 #[tokio::test]
 async fn sigterm_waits_for_the_app_at_most_drain_max_after_the_drain() {
-    let (_app, mut proxy) = app_and_proxy("min = \"100ms\"\nmax = \"1s\"").await;
+    let (_app, mut proxy) = app_and_proxy(
+        r#"min = "100ms"
+max = "1s""#,
+    )
+    .await;
     let began = Instant::now();
     proxy.signal(Signal::SIGTERM);
     let status = proxy.wait_exit(Duration::from_secs(10)).await;
@@ -276,7 +310,11 @@ async fn sigterm_waits_for_the_app_at_most_drain_max_after_the_drain() {
 /// (signalled once the hook returned) has stopped listening.
 #[tokio::test]
 async fn a_classic_sidecar_answers_prestop_and_serves_until_the_app_has_stopped() {
-    let (app, mut proxy) = app_and_proxy("min = \"100ms\"\nmax = \"1s\"").await;
+    let (app, mut proxy) = app_and_proxy(
+        r#"min = "100ms"
+max = "1s""#,
+    )
+    .await;
     let client = request_in_flight(app.local_addr().unwrap()).await;
     let (served, _) = app.accept().await.unwrap();
     let addr = proxy.addr;
@@ -300,7 +338,7 @@ async fn a_classic_sidecar_answers_prestop_and_serves_until_the_app_has_stopped(
 
 #[tokio::test]
 async fn without_a_token_loopback_clients_may_drain_and_the_log_says_so() {
-    let (_app, proxy) = app_and_proxy("min = \"0s\"").await;
+    let (_app, proxy) = app_and_proxy(r#"min = "0s""#).await;
     assert_eq!(proxy.wait_log("drain.token_file is not set").await, 1);
     let line = &proxy.log_lines("drain.token_file is not set")[0];
     assert!(line.contains("\"level\":\"WARN\""), "{line}");
@@ -335,7 +373,11 @@ async fn exit_when_app_exits_for_jobs() {
 #[tokio::test]
 async fn sigterm_after_the_app_is_gone_exits_at_once() {
     // A native sidecar gets SIGTERM only after the app containers exited.
-    let (app, mut proxy) = app_and_proxy("min = \"30s\"\nmax = \"60s\"").await;
+    let (app, mut proxy) = app_and_proxy(
+        r#"min = "30s"
+max = "60s""#,
+    )
+    .await;
     drop(app);
     let began = Instant::now();
     proxy.signal(Signal::SIGTERM);
@@ -353,9 +395,22 @@ async fn liveness_restart_after(gap: Duration) {
     let app = App::start().await;
     let port = app.addr.port();
     let proxy = Proxy::start(&format!(
-        "[drain]\nports = [{port}]\nmin = \"200ms\"\nmax = \"10s\"\n\
-         [[check]]\nname = \"boot\"\nprobes = [\"startup\"]\nhttp = {{ port = {port}, path = \"/started\" }}\nperiod = \"100ms\"\n\
-         [[check]]\nname = \"web\"\nprobes = [\"liveness\", \"readiness\"]\nhttp = {{ port = {port}, path = \"/healthz\" }}\nperiod = \"100ms\"\nfailure_threshold = 1\n"
+        r#"[drain]
+ports = [{port}]
+min = "200ms"
+max = "10s"
+[[check]]
+name = "boot"
+probes = ["startup"]
+http = {{ port = {port}, path = "/started" }}
+period = "100ms"
+[[check]]
+name = "web"
+probes = ["liveness", "readiness"]
+http = {{ port = {port}, path = "/healthz" }}
+period = "100ms"
+failure_threshold = 1
+"#
     ));
     proxy.wait_status("/readyz", 200).await;
     proxy.wait_log("the app is listening").await;
@@ -410,9 +465,15 @@ async fn a_check_in_startup_and_liveness_keeps_livez_200_while_the_app_is_away()
     let app = App::start().await;
     let port = app.addr.port();
     let proxy = Proxy::start(&format!(
-        "[drain]\nports = [{port}]\n\
-         [[check]]\nname = \"web\"\nprobes = [\"startup\", \"liveness\"]\ntcp = {{ port = {port} }}\n\
-         period = \"100ms\"\nfailure_threshold = 1\n"
+        r#"[drain]
+ports = [{port}]
+[[check]]
+name = "web"
+probes = ["startup", "liveness"]
+tcp = {{ port = {port} }}
+period = "100ms"
+failure_threshold = 1
+"#
     ));
     proxy.wait_status("/startupz", 200).await;
     proxy.wait_log("the app is listening").await;
@@ -453,8 +514,16 @@ async fn the_sidecars_own_keep_alive_connection_does_not_hold_the_drain() {
     let app = App::start().await;
     let port = app.addr.port();
     let proxy = Proxy::start(&format!(
-        "[drain]\nports = [{port}]\nmin = \"100ms\"\nmax = \"20s\"\n\
-         [[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = {{ port = {port}, path = \"/healthz\", keep_alive = true }}\nperiod = \"100ms\"\n"
+        r#"[drain]
+ports = [{port}]
+min = "100ms"
+max = "20s"
+[[check]]
+name = "web"
+probes = ["readiness"]
+http = {{ port = {port}, path = "/healthz", keep_alive = true }}
+period = "100ms"
+"#
     ));
     proxy.wait_status("/readyz", 200).await;
     let began = Instant::now();
@@ -467,8 +536,17 @@ async fn the_sidecars_own_keep_alive_connection_does_not_hold_the_drain() {
     drop(proxy);
     let config = |mesh: &str| {
         format!(
-            "[drain]\nports = [{port}]\nmin = \"100ms\"\nmax = \"1s\"\nmesh = \"{mesh}\"\n\
-             [[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = {{ port = {port}, path = \"/healthz\", keep_alive = true }}\nperiod = \"100ms\"\n"
+            r#"[drain]
+ports = [{port}]
+min = "100ms"
+max = "1s"
+mesh = "{mesh}"
+[[check]]
+name = "web"
+probes = ["readiness"]
+http = {{ port = {port}, path = "/healthz", keep_alive = true }}
+period = "100ms"
+"#
         )
     };
     let proxy = Proxy::start(&config("none"));

@@ -6,8 +6,13 @@ use crate::support::{App, Proxy, eventually, next_answer, probe, request, series
 
 fn web_config(app: &App, extra: &str) -> String {
     format!(
-        "[[check]]\nname = \"web\"\nprobes = [\"liveness\", \"readiness\"]\nperiod = \"100ms\"\nfailure_threshold = 2\n\
-         http = {{ port = {}, path = \"/healthz\" }}\n{extra}",
+        r#"[[check]]
+name = "web"
+probes = ["liveness", "readiness"]
+period = "100ms"
+failure_threshold = 2
+http = {{ port = {}, path = "/healthz" }}
+{extra}"#,
         app.addr.port()
     )
 }
@@ -49,7 +54,13 @@ async fn readyz_follows_the_app_through_failure_and_recovery() {
 #[tokio::test]
 async fn a_failing_non_critical_check_is_reported_but_does_not_fail_the_probe() {
     let app = App::start().await;
-    let extra = "[[check]]\nname = \"extra\"\nprobes = [\"readiness\"]\ncritical = false\nperiod = \"100ms\"\ntcp = { port = 1 }\n";
+    let extra = r#"[[check]]
+name = "extra"
+probes = ["readiness"]
+critical = false
+period = "100ms"
+tcp = { port = 1 }
+"#;
     let proxy = Proxy::start(&web_config(&app, extra));
     proxy.wait_status("/readyz", 200).await;
     eventually(Duration::from_secs(10), "extra has run", || async {
@@ -92,8 +103,19 @@ async fn exclude_leaves_a_failing_check_out() {
 async fn per_check_and_per_container_endpoints() {
     let app = App::start().await;
     let config = format!(
-        "[[check]]\nname = \"a\"\ncontainer = \"front\"\nprobes = [\"readiness\"]\nperiod = \"100ms\"\nhttp = {{ port = {}, path = \"/healthz\" }}\n\
-         [[check]]\nname = \"b\"\ncontainer = \"back\"\nprobes = [\"readiness\"]\nperiod = \"100ms\"\ntcp = {{ port = 1 }}\n",
+        r#"[[check]]
+name = "a"
+container = "front"
+probes = ["readiness"]
+period = "100ms"
+http = {{ port = {}, path = "/healthz" }}
+[[check]]
+name = "b"
+container = "back"
+probes = ["readiness"]
+period = "100ms"
+tcp = {{ port = 1 }}
+"#,
         app.addr.port()
     );
     let proxy = Proxy::start(&config);
@@ -152,8 +174,13 @@ async fn startup_gates_readiness_and_latches() {
     let marker = dir.path().join("migrated");
     let app = App::start().await;
     let config = format!(
-        "[[check]]\nname = \"migrations\"\nprobes = [\"startup\"]\nperiod = \"100ms\"\nfailure_threshold = 1\n\
-         file = {{ path = \"{}\", max_age = \"1h\" }}\n{}",
+        r#"[[check]]
+name = "migrations"
+probes = ["startup"]
+period = "100ms"
+failure_threshold = 1
+file = {{ path = "{}", max_age = "1h" }}
+{}"#,
         marker.display(),
         web_config(&app, "")
     );
@@ -270,13 +297,23 @@ async fn plain_probes_get_the_bytes_the_router_sends() {
     let passing = Proxy::start("allow_empty = true\n");
     // Startup is not done: /startupz and /readyz fail (liveness waits).
     let starting = Proxy::start(
-        "[[check]]\nname = \"boot\"\nprobes = [\"startup\"]\n\
-         tcp = { port = 1 }\nperiod = \"1h\"\nfailure_threshold = 1\n",
+        r#"[[check]]
+name = "boot"
+probes = ["startup"]
+tcp = { port = 1 }
+period = "1h"
+failure_threshold = 1
+"#,
     );
     // No startup check: liveness and readiness fail.
     let failing = Proxy::start(
-        "[[check]]\nname = \"down\"\nprobes = [\"liveness\", \"readiness\"]\n\
-         tcp = { port = 1 }\nperiod = \"1h\"\nfailure_threshold = 1\n",
+        r#"[[check]]
+name = "down"
+probes = ["liveness", "readiness"]
+tcp = { port = 1 }
+period = "1h"
+failure_threshold = 1
+"#,
     );
     failing.wait_status("/livez", 503).await;
     starting.wait_status("/startupz/boot", 503).await;
@@ -309,7 +346,13 @@ async fn plain_probes_get_the_bytes_the_router_sends() {
 #[tokio::test]
 async fn kept_alive_and_pipelined_probes_get_the_routers_bytes_in_order() {
     use tokio::io::AsyncWriteExt;
-    let proxy = Proxy::start("[[check]]\nname = \"down\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\n");
+    let proxy = Proxy::start(
+        r#"[[check]]
+name = "down"
+probes = ["readiness"]
+tcp = { port = 1 }
+"#,
+    );
     // The check's first run is over: every answer below carries its message,
     // not the one before it.
     eventually(Duration::from_secs(20), "the check's first run", || async {
@@ -383,7 +426,12 @@ async fn kept_alive_and_pipelined_probes_get_the_routers_bytes_in_order() {
 #[tokio::test]
 async fn plain_probes_are_counted_by_route_and_code() {
     let proxy = Proxy::start(
-        "[[check]]\nname = \"down\"\nprobes = [\"readiness\"]\ntcp = { port = 1 }\nperiod = \"1h\"\n",
+        r#"[[check]]
+name = "down"
+probes = ["readiness"]
+tcp = { port = 1 }
+period = "1h"
+"#,
     );
     for _ in 0..3 {
         assert_eq!(proxy.get("/readyz").await.status, 503);
@@ -407,8 +455,13 @@ async fn a_per_check_path_reports_a_non_critical_check_as_it_is() {
     let app = App::start().await;
     app.set_status(500);
     let proxy = Proxy::start(&format!(
-        "[[check]]\nname = \"extra\"\nprobes = [\"readiness\"]\ncritical = false\nperiod = \"100ms\"\n\
-         http = {{ port = {}, path = \"/healthz\" }}\n",
+        r#"[[check]]
+name = "extra"
+probes = ["readiness"]
+critical = false
+period = "100ms"
+http = {{ port = {}, path = "/healthz" }}
+"#,
         app.addr.port()
     ));
     proxy.wait_status("/readyz", 200).await;

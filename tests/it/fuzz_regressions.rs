@@ -12,11 +12,21 @@ use healthproxy::config::{Config, lints};
 #[test]
 fn absurd_periods_are_config_errors_not_panics() {
     for text in [
-        "[[check]]\nname = \"c0\"\nprobes = [\"readiness\"]\n\
-         period = \"3110627432037296939s\"\nfailure_threshold = 724249387\n\
-         exec = { command = [\"q\"] }\n",
-        "[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\nperiod = \"18446744073709551615s\"\n\
-         timeout = \"1s\"\nfailure_threshold = 1\ntcp = { port = 1 }\n",
+        r#"[[check]]
+name = "c0"
+probes = ["readiness"]
+period = "3110627432037296939s"
+failure_threshold = 724249387
+exec = { command = ["q"] }
+"#,
+        r#"[[check]]
+name = "a"
+probes = ["readiness"]
+period = "18446744073709551615s"
+timeout = "1s"
+failure_threshold = 1
+tcp = { port = 1 }
+"#,
     ] {
         let errors = Config::from_toml_str(text, "fuzz", &|_: &str| None).unwrap_err();
         assert_eq!(errors.errors[0].key, "period", "{errors}");
@@ -28,8 +38,14 @@ fn absurd_periods_are_config_errors_not_panics() {
 #[test]
 fn the_largest_valid_thresholds_lint_without_overflow() {
     let config = Config::from_toml_str(
-        "[[check]]\nname = \"a\"\nprobes = [\"readiness\"]\nperiod = \"24h\"\ntimeout = \"24h\"\n\
-         failure_threshold = 4294967295\ntcp = { port = 1 }\n",
+        r#"[[check]]
+name = "a"
+probes = ["readiness"]
+period = "24h"
+timeout = "24h"
+failure_threshold = 4294967295
+tcp = { port = 1 }
+"#,
         "fuzz",
         &|_: &str| None,
     )

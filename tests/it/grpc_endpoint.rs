@@ -113,9 +113,15 @@ async fn check_follows_http(proxy: &Proxy, addr: SocketAddr) {
 async fn grpc_check_and_watch_follow_the_probes_as_the_app_fails_and_recovers() {
     let app = App::start().await;
     let proxy = Proxy::start(&format!(
-        "grpc_listen = \"127.0.0.1:0\"\n\
-         [[check]]\nname = \"web\"\ncontainer = \"app\"\nprobes = [\"liveness\", \"readiness\"]\n\
-         http = {{ port = {}, path = \"/healthz\" }}\nperiod = \"100ms\"\nfailure_threshold = 1\n",
+        r#"grpc_listen = "127.0.0.1:0"
+[[check]]
+name = "web"
+container = "app"
+probes = ["liveness", "readiness"]
+http = {{ port = {}, path = "/healthz" }}
+period = "100ms"
+failure_threshold = 1
+"#,
         app.addr.port()
     ));
     let addr = grpc_addr(&proxy).await;
@@ -161,9 +167,16 @@ async fn grpc_check_and_watch_follow_the_probes_as_the_app_fails_and_recovers() 
 async fn grpc_readiness_fails_from_the_first_moment_of_a_drain() {
     let app = App::start().await;
     let proxy = Proxy::start(&format!(
-        "grpc_listen = \"127.0.0.1:0\"\n[drain]\nmin = \"30s\"\nmax = \"60s\"\n\
-         [[check]]\nname = \"web\"\nprobes = [\"liveness\", \"readiness\"]\n\
-         http = {{ port = {}, path = \"/healthz\" }}\nperiod = \"100ms\"\n",
+        r#"grpc_listen = "127.0.0.1:0"
+[drain]
+min = "30s"
+max = "60s"
+[[check]]
+name = "web"
+probes = ["liveness", "readiness"]
+http = {{ port = {}, path = "/healthz" }}
+period = "100ms"
+"#,
         app.addr.port()
     ));
     let addr = grpc_addr(&proxy).await;
@@ -187,8 +200,12 @@ async fn connections_left_open_are_capped_and_a_probe_still_gets_in() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = App::start().await;
     let proxy = Proxy::start(&format!(
-        "grpc_listen = \"127.0.0.1:0\"\n\
-         [[check]]\nname = \"web\"\nprobes = [\"liveness\"]\ntcp = {{ port = {} }}\n",
+        r#"grpc_listen = "127.0.0.1:0"
+[[check]]
+name = "web"
+probes = ["liveness"]
+tcp = {{ port = {} }}
+"#,
         app.addr.port()
     ));
     let addr = grpc_addr(&proxy).await;

@@ -52,9 +52,16 @@ fn start_pair(dir: &std::path::Path, name: &str) -> Pair {
         .spawn()
         .unwrap();
     let proxy = Proxy::start(&format!(
-        "[drain]\nmin = \"1s\"\nmax = \"15s\"\nports = [{app_port}]\n\
-         [[check]]\nname = \"web\"\nprobes = [\"liveness\", \"readiness\"]\nperiod = \"200ms\"\n\
-         http = {{ port = {app_port}, path = \"/healthz\" }}\n"
+        r#"[drain]
+min = "1s"
+max = "15s"
+ports = [{app_port}]
+[[check]]
+name = "web"
+probes = ["liveness", "readiness"]
+period = "200ms"
+http = {{ port = {app_port}, path = "/healthz" }}
+"#
     ));
     Pair {
         app: Process(app),

@@ -81,7 +81,12 @@ async fn a_200_kb_header_gets_431() {
 
 #[tokio::test]
 async fn a_slowloris_is_cut_off_within_the_header_timeout() {
-    let proxy = Proxy::start("allow_empty = true\n[server]\nheader_read_timeout = \"1s\"\n");
+    let proxy = Proxy::start(
+        r#"allow_empty = true
+[server]
+header_read_timeout = "1s"
+"#,
+    );
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     let began = Instant::now();
     // One byte at a time, never finishing the head.
@@ -101,7 +106,12 @@ async fn a_slowloris_is_cut_off_within_the_header_timeout() {
 
 #[tokio::test]
 async fn an_idle_keep_alive_connection_is_closed_after_idle_timeout() {
-    let proxy = Proxy::start("allow_empty = true\n[server]\nidle_timeout = \"300ms\"\n");
+    let proxy = Proxy::start(
+        r#"allow_empty = true
+[server]
+idle_timeout = "300ms"
+"#,
+    );
     let mut s = TcpStream::connect(proxy.addr).await.unwrap();
     s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
@@ -150,8 +160,14 @@ async fn an_overlong_query_gets_414() {
 
 #[tokio::test]
 async fn prestop_outlasts_the_request_timeout() {
-    let proxy =
-        Proxy::start("allow_empty = true\n[server]\nrequest_timeout = \"300ms\"\n[drain]\nmin = \"1s\"\n");
+    let proxy = Proxy::start(
+        r#"allow_empty = true
+[server]
+request_timeout = "300ms"
+[drain]
+min = "1s"
+"#,
+    );
     let began = Instant::now();
     let reply = proxy.get("/prestop").await;
     assert_eq!(reply.status, 200, "{reply:?}");

@@ -316,8 +316,15 @@ async fn a_reload_applies_new_rules_and_secret_headers() {
     std::fs::write(&token, SECRET).unwrap();
     let config = |keys: &str| {
         format!(
-            "[reload]\nwatch = false\n[[check]]\nname = \"app\"\nprobes = [\"readiness\"]\nperiod = \"200ms\"\n\
-             failure_threshold = 1\nhttp = {{ port = {}{keys} }}\n",
+            r#"[reload]
+watch = false
+[[check]]
+name = "app"
+probes = ["readiness"]
+period = "200ms"
+failure_threshold = 1
+http = {{ port = {}{keys} }}
+"#,
             server.port()
         )
     };
@@ -336,7 +343,7 @@ async fn a_reload_applies_new_rules_and_secret_headers() {
     .await;
 
     let keys = format!(
-        ", expect_status = [200], header_files = {{ \"X-Token\" = {:?} }}",
+        r#", expect_status = [200], header_files = {{ "X-Token" = {:?} }}"#,
         token.display().to_string()
     );
     std::fs::write(proxy.config_path(), config(&keys)).unwrap();
@@ -370,13 +377,18 @@ async fn costly_patterns_are_refused_naming_the_key_and_line() {
     ];
     for (key, pattern) in refused {
         let rule = match key {
-            "header_matches" => format!("header_matches = {{ \"X-State\" = {pattern:?} }}"),
+            "header_matches" => format!(r#"header_matches = {{ "X-State" = {pattern:?} }}"#),
             _ => format!("{key} = {pattern:?}"),
         };
         std::fs::write(
             &config,
             format!(
-                "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\n\nhttp = {{ port = 8080, {rule} }}\n"
+                r#"[[check]]
+name = "web"
+probes = ["readiness"]
+
+http = {{ port = 8080, {rule} }}
+"#
             ),
         )
         .unwrap();
@@ -395,8 +407,11 @@ async fn costly_patterns_are_refused_naming_the_key_and_line() {
     }
     std::fs::write(
         &config,
-        "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\n\
-         http = { port = 8080, body_matches = \"(?:[^z]{0,16}){10}z\" }\n",
+        r#"[[check]]
+name = "web"
+probes = ["readiness"]
+http = { port = 8080, body_matches = "(?:[^z]{0,16}){10}z" }
+"#,
     )
     .unwrap();
     let (code, stderr) = super::support::run_binary(
@@ -459,8 +474,13 @@ async fn a_secret_echoed_by_the_app_is_redacted_everywhere() {
     std::fs::write(&bearer, format!("Bearer {TOKEN}")).unwrap();
     let check = |name: &str, secret: String| {
         format!(
-            "[[check]]\nname = \"{name}\"\nprobes = [\"readiness\"]\nperiod = \"1s\"\nfailure_threshold = 1\n\
-             http = {{ port = {}, path = \"/{name}\", {secret} }}\n",
+            r#"[[check]]
+name = "{name}"
+probes = ["readiness"]
+period = "1s"
+failure_threshold = 1
+http = {{ port = {}, path = "/{name}", {secret} }}
+"#,
             server.port()
         )
     };
@@ -468,25 +488,25 @@ async fn a_secret_echoed_by_the_app_is_redacted_everywhere() {
         check(
             "bearer",
             format!(
-                "header_files = {{ \"Authorization\" = {:?} }}",
+                r#"header_files = {{ "Authorization" = {:?} }}"#,
                 bearer.display().to_string()
             ),
         ),
         check(
             "basic",
-            "header_env = { \"Authorization\" = \"ECHO_TEST_BASIC\" }".into(),
+            r#"header_env = { "Authorization" = "ECHO_TEST_BASIC" }"#.into(),
         ),
         check(
             "cut",
             format!(
-                "header_files = {{ \"X-Token\" = {:?} }}",
+                r#"header_files = {{ "X-Token" = {:?} }}"#,
                 token.display().to_string()
             ),
         ),
         check(
             "loop",
             format!(
-                "header_files = {{ \"X-Token\" = {:?} }}",
+                r#"header_files = {{ "X-Token" = {:?} }}"#,
                 token.display().to_string()
             ),
         ),

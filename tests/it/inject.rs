@@ -764,7 +764,7 @@ fn only_the_containers_asked_for_are_injected() {
         "collector is left alone"
     );
     let config = config_of(&output, "agent");
-    assert!(config.contains("container = \"shipper\"") && !config.contains("collector"));
+    assert!(config.contains(r#"container = "shipper""#) && !config.contains("collector"));
 }
 
 /// The `[drain]` of the config `inject` generated for `name` in `output`.
@@ -855,7 +855,7 @@ fn a_pod_in_two_meshes_is_refused_unless_mesh_says_which() {
     // The command says the same.
     let (code, out, err) = cli(&["inject", "--mesh", "istio"], text);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("mesh = \"istio\""), "{out}");
+    assert!(out.contains(r#"mesh = "istio""#), "{out}");
     assert!(
         err.contains("note: Pod both: drain.mesh = istio (--mesh)"),
         "{err}"
@@ -896,7 +896,7 @@ fn a_pod_read_from_json_is_injected_by_the_same_function() {
     assert!(
         injection
             .config
-            .contains("http = { port = 8080, path = \"/ready\" }")
+            .contains(r#"http = { port = 8080, path = "/ready" }"#)
     );
     assert!(injection.token.is_some());
     typed_as::<Pod>(&serde_json::to_value(&pod).unwrap());
@@ -921,7 +921,7 @@ fn another_port_is_used_everywhere() {
     .unwrap();
     let output = objects(&out.text);
     let config = config_of(&output, "solo");
-    assert!(config.contains("listen = \"[::]:9999\""), "{config}");
+    assert!(config.contains(r#"listen = "[::]:9999""#), "{config}");
     let spec = pod_spec(find(&output, "Pod", "solo").unwrap()).unwrap();
     let web = &spec.containers[0];
     for port in [
@@ -1991,7 +1991,7 @@ fn every_exec_probe_of_the_fixtures_is_converted_or_kept_with_its_reason() {
         let text = std::fs::read_to_string(repo().join("tests/fixtures/inject").join(fixture)).unwrap();
         let out = inject::inject(&text, &Options::default()).unwrap();
         let objects = objects(&out.text);
-        let origin = format!("origin = \"containers[{container}].{field}\"");
+        let origin = format!(r#"origin = "containers[{container}].{field}""#);
         let config = objects
             .iter()
             .filter(|o| o["kind"] == "ConfigMap")

@@ -1134,7 +1134,12 @@ async fn tcp_checks_against_a_backlog_of_5(count: usize, period: &str, periods: 
     let config: String = (0..count)
         .map(|i| {
             format!(
-                "[[check]]\nname = \"c{i}\"\nprobes = [\"readiness\"]\ntcp = {{ port = {} }}\nperiod = \"{period}\"\n",
+                r#"[[check]]
+name = "c{i}"
+probes = ["readiness"]
+tcp = {{ port = {} }}
+period = "{period}"
+"#,
                 app.port
             )
         })
@@ -1563,8 +1568,14 @@ async fn a_body_that_stalls_is_tried_three_times_and_moves_no_threshold() {
     }))
     .await;
     let proxy = crate::support::Proxy::start(&format!(
-        "[[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = {{ port = {} }}\n\
-         period = \"2s\"\ntimeout = \"300ms\"\nfailure_threshold = 1\n",
+        r#"[[check]]
+name = "web"
+probes = ["readiness"]
+http = {{ port = {} }}
+period = "2s"
+timeout = "300ms"
+failure_threshold = 1
+"#,
         app.port
     ));
     proxy.wait_status("/readyz", 200).await;

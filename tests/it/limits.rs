@@ -286,8 +286,12 @@ async fn answers_that_clients_never_read_are_held_within_the_memory_budget() {
     let config: String = (0..CHECKS)
         .map(|i| {
             format!(
-                "[[check]]\nname = \"check-{i}\"\nprobes = [\"readiness\"]\n\
-                 tcp = {{ port = 1 }}\nperiod = \"1h\"\n"
+                r#"[[check]]
+name = "check-{i}"
+probes = ["readiness"]
+tcp = {{ port = 1 }}
+period = "1h"
+"#
             )
         })
         .collect();
@@ -375,8 +379,13 @@ async fn running_out_of_file_descriptors_never_fails_the_app() {
     raise_own_fd_limit();
     let app = App::start().await;
     let config = format!(
-        "[[check]]\nname = \"app\"\nprobes = [\"liveness\"]\ntcp = {{ port = {} }}\n\
-         period = \"100ms\"\nfailure_threshold = 1\n",
+        r#"[[check]]
+name = "app"
+probes = ["liveness"]
+tcp = {{ port = {} }}
+period = "100ms"
+failure_threshold = 1
+"#,
         app.addr.port()
     );
     // The soft limit of containerd 2 and systemd, as a hard one: nothing
@@ -463,11 +472,19 @@ async fn exec_checks_that_daemonize_leave_no_process_behind() {
     // `setsid` takes the daemon out of the command's process group, and
     // the subshell leaves it an orphan at once.
     let config = format!(
-        "[drain]\nmin = \"0s\"\n\
-         [[check]]\nname = \"daemonizes\"\nprobes = [\"liveness\"]\nperiod = \"200ms\"\n\
-         exec = {{ command = [\"sh\", \"-c\", \"(setsid sh -c 'sleep 1000; :' {marker} &); echo started\"] }}\n\
-         [[check]]\nname = \"exits-3\"\nprobes = [\"readiness\"]\nperiod = \"200ms\"\n\
-         exec = {{ command = [\"sh\", \"-c\", \"exit 3\"] }}\n"
+        r#"[drain]
+min = "0s"
+[[check]]
+name = "daemonizes"
+probes = ["liveness"]
+period = "200ms"
+exec = {{ command = ["sh", "-c", "(setsid sh -c 'sleep 1000; :' {marker} &); echo started"] }}
+[[check]]
+name = "exits-3"
+probes = ["readiness"]
+period = "200ms"
+exec = {{ command = ["sh", "-c", "exit 3"] }}
+"#
     );
     let mut proxy = Proxy::start(&config);
     let pid = proxy.child.id();
@@ -541,10 +558,19 @@ async fn signals_sent_by_habit_are_logged_and_ignored() {
 #[tokio::test]
 async fn a_sigterm_during_a_slow_start_still_drains() {
     // 10,000 checks: the start takes a while, most of it reading them.
-    let mut config = String::from("[drain]\nmin = \"0s\"\n");
+    let mut config = String::from(
+        r#"[drain]
+min = "0s"
+"#,
+    );
     for i in 0..10_000 {
         config.push_str(&format!(
-            "[[check]]\nname = \"c{i}\"\nprobes = [\"readiness\"]\nperiod = \"1h\"\nfile = {{ path = \"/\", max_age = \"1h\" }}\n"
+            r#"[[check]]
+name = "c{i}"
+probes = ["readiness"]
+period = "1h"
+file = {{ path = "/", max_age = "1h" }}
+"#
         ));
     }
     let dir = tempfile::tempdir().unwrap();
@@ -627,7 +653,12 @@ async fn a_fifo_or_a_device_as_token_file_is_a_clear_error() {
     let run_with = |token_file: String| {
         std::fs::write(
             &config,
-            format!("allow_empty = true\n[drain]\ntoken_file = \"{token_file}\"\n"),
+            format!(
+                r#"allow_empty = true
+[drain]
+token_file = "{token_file}"
+"#
+            ),
         )
         .unwrap();
         let args = [
@@ -682,9 +713,15 @@ async fn check_messages_are_shown_to_loopback_and_token_holders_only() {
     let token = dir.path().join("token");
     std::fs::write(&token, "t0ken\n").unwrap();
     let config = format!(
-        "[drain]\ntoken_file = \"{}\"\n\
-         [[check]]\nname = \"leaky\"\nprobes = [\"readiness\"]\nperiod = \"100ms\"\nfailure_threshold = 1\n\
-         exec = {{ command = [\"sh\", \"-c\", \"echo internal-token=s3cret; exit 1\"] }}\n",
+        r#"[drain]
+token_file = "{}"
+[[check]]
+name = "leaky"
+probes = ["readiness"]
+period = "100ms"
+failure_threshold = 1
+exec = {{ command = ["sh", "-c", "echo internal-token=s3cret; exit 1"] }}
+"#,
         token.display()
     );
     let proxy = Proxy::start_with(&config, "0.0.0.0:0", &[]);
@@ -731,8 +768,13 @@ async fn check_messages_are_shown_to_loopback_and_token_holders_only() {
 async fn a_check_that_finds_the_sidecar_out_of_descriptors_is_unknown_not_a_failure() {
     let app = App::start().await;
     let config = format!(
-        "[[check]]\nname = \"app\"\nprobes = [\"liveness\"]\ntcp = {{ port = {} }}\n\
-         period = \"100ms\"\nfailure_threshold = 1\n",
+        r#"[[check]]
+name = "app"
+probes = ["liveness"]
+tcp = {{ port = {} }}
+period = "100ms"
+failure_threshold = 1
+"#,
         app.addr.port()
     );
     let proxy = Proxy::start(&config);
@@ -786,8 +828,13 @@ async fn a_check_that_finds_the_sidecar_out_of_descriptors_is_unknown_not_a_fail
 
 #[tokio::test]
 async fn a_liveness_exec_check_whose_program_is_missing_is_linted_and_never_fails() {
-    let config = "[[check]]\nname = \"gone\"\nprobes = [\"liveness\"]\nperiod = \"100ms\"\nfailure_threshold = 1\n\
-                  exec = { command = [\"/nonexistent/healthcheck\"] }\n";
+    let config = r#"[[check]]
+name = "gone"
+probes = ["liveness"]
+period = "100ms"
+failure_threshold = 1
+exec = { command = ["/nonexistent/healthcheck"] }
+"#;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, config).unwrap();
@@ -838,8 +885,12 @@ async fn a_flood_of_long_failing_answers_never_holds_the_probes_behind_it() {
     let config: String = (0..CHECKS)
         .map(|i| {
             format!(
-                "[[check]]\nname = \"check-{i}\"\nprobes = [\"readiness\"]\n\
-                 tcp = {{ port = 1 }}\nperiod = \"1h\"\n"
+                r#"[[check]]
+name = "check-{i}"
+probes = ["readiness"]
+tcp = {{ port = 1 }}
+period = "1h"
+"#
             )
         })
         .collect();

@@ -23,9 +23,18 @@ async fn lines_at(level: &str, drain: bool) -> Vec<Value> {
     std::fs::write(
         &config,
         format!(
-            "[drain]\nmin = \"0s\"\nmax = \"1s\"\nports = [{port}]\n\n\
-             [[check]]\nname = \"flaky\"\nprobes = [\"readiness\"]\nperiod = \"100ms\"\nfailure_threshold = 1\n\
-             exec = {{ command = [\"/bin/sh\", \"-c\", \"echo run >> '{runs}'; exit 1\"] }}\n",
+            r#"[drain]
+min = "0s"
+max = "1s"
+ports = [{port}]
+
+[[check]]
+name = "flaky"
+probes = ["readiness"]
+period = "100ms"
+failure_threshold = 1
+exec = {{ command = ["/bin/sh", "-c", "echo run >> '{runs}'; exit 1"] }}
+"#,
             port = app.local_addr().unwrap().port(),
             runs = runs.display(),
         ),
@@ -166,7 +175,13 @@ async fn an_unknown_log_level_exits_2_naming_the_accepted_forms() {
 async fn a_bad_log_level_in_the_config_is_a_config_error_with_its_line() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hp.toml");
-    std::fs::write(&path, "listen = \"127.0.0.1:0\"\nlog_level = \"loud\"\n").unwrap();
+    std::fs::write(
+        &path,
+        r#"listen = "127.0.0.1:0"
+log_level = "loud"
+"#,
+    )
+    .unwrap();
     let (code, stderr) = run_binary(&["check-config", path.to_str().unwrap()], Duration::from_secs(10)).await;
     assert_eq!(code, 2);
     assert!(
@@ -257,8 +272,14 @@ async fn version_names_the_revision_and_the_rustc_version() {
 async fn grpc_targets_at(level: &str) -> Vec<String> {
     let server = crate::grpc_check::health_server().await;
     let proxy = Proxy::start(&format!(
-        "log_level = \"{level}\"\n\n[[check]]\nname = \"api\"\nprobes = [\"readiness\"]\nperiod = \"100ms\"\n\
-         grpc = {{ port = {} }}\n",
+        r#"log_level = "{level}"
+
+[[check]]
+name = "api"
+probes = ["readiness"]
+period = "100ms"
+grpc = {{ port = {} }}
+"#,
         server.addr.port()
     ));
     eventually(Duration::from_secs(20), "four runs of the check", || async {

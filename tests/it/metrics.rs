@@ -9,10 +9,19 @@ use crate::support::{App, Process, Proxy, eventually, metric, request, series, t
 
 fn config(app: &App) -> String {
     format!(
-        "[[check]]\nname = \"web\"\nprobes = [\"liveness\", \"readiness\"]\nperiod = \"100ms\"\n\
-         http = {{ port = {}, path = \"/healthz\" }}\n\
-         [[check]]\nname = \"db\"\nprobes = [\"readiness\"]\ncritical = false\nperiod = \"100ms\"\nfailure_threshold = 1\n\
-         tcp = {{ port = 1 }}\n",
+        r#"[[check]]
+name = "web"
+probes = ["liveness", "readiness"]
+period = "100ms"
+http = {{ port = {}, path = "/healthz" }}
+[[check]]
+name = "db"
+probes = ["readiness"]
+critical = false
+period = "100ms"
+failure_threshold = 1
+tcp = {{ port = 1 }}
+"#,
         app.addr.port()
     )
 }
@@ -163,7 +172,13 @@ async fn metrics_show_runs_states_reasons_and_probes() {
 
 #[tokio::test]
 async fn request_labels_stay_bounded_whatever_the_paths() {
-    let proxy = Proxy::start("[[check]]\nname = \"a\"\nprobes = [\"liveness\"]\ntcp = { port = 1 }\n");
+    let proxy = Proxy::start(
+        r#"[[check]]
+name = "a"
+probes = ["liveness"]
+tcp = { port = 1 }
+"#,
+    );
     for i in 0..50 {
         proxy.get(&format!("/random/{i}")).await;
         proxy.get(&format!("/livez/nope-{i}")).await;
@@ -182,7 +197,12 @@ async fn request_labels_stay_bounded_whatever_the_paths() {
 
 #[tokio::test]
 async fn drain_metrics_after_a_drain() {
-    let proxy = Proxy::start("allow_empty = true\n[drain]\nmin = \"200ms\"\n");
+    let proxy = Proxy::start(
+        r#"allow_empty = true
+[drain]
+min = "200ms"
+"#,
+    );
     assert_eq!(proxy.get("/prestop").await.status, 200);
     let m = proxy.get("/metrics").await.body;
     assert_eq!(metric(&m, "healthproxy_draining"), Some(1.0));

@@ -99,9 +99,9 @@ pub async fn wait_for(kind: &str, target: &str, timeout: &str) -> (i32, String) 
 const NATIVE_TABLES: &[(&str, &str)] = &[
     ("redis", ""),
     ("postgres", ""),
-    ("mysql", "command = \"query\""),
-    ("dialogue", "port = 1, steps = [{ send = \"x\" }]"),
-    ("process", "pattern = \"x\""),
+    ("mysql", r#"command = "query""#),
+    ("dialogue", r#"port = 1, steps = [{ send = "x" }]"#),
+    ("process", r#"pattern = "x""#),
 ];
 
 /// Whether `key` (`redis.port`) belongs to a protocol check.
@@ -126,7 +126,13 @@ pub fn assert_stated_default(key: &str, value: &toml::Value, at: &str) {
     let needs = needs.join(", ");
     let sep = if needs.is_empty() { "" } else { ", " };
     let check = |inner: String| {
-        let text = format!("[[check]]\nname = \"n\"\nprobes = [\"readiness\"]\n{table} = {{ {inner} }}\n");
+        let text = format!(
+            r#"[[check]]
+name = "n"
+probes = ["readiness"]
+{table} = {{ {inner} }}
+"#
+        );
         healthproxy::config::Config::from_toml_str(&text, "t.toml", &|_: &str| None)
             .unwrap_or_else(|e| panic!("{at}: {e}"))
             .checks

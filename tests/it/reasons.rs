@@ -14,7 +14,13 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs the only check of a config made of `check`.
 async fn run(check: &str) -> healthproxy::check::Outcome {
-    let toml = format!("[[check]]\nname = \"c\"\nprobes = [\"readiness\"]\n{check}\n");
+    let toml = format!(
+        r#"[[check]]
+name = "c"
+probes = ["readiness"]
+{check}
+"#
+    );
     let config = Config::from_toml_str(&toml, "t", &|_: &str| None).unwrap();
     let c = &config.checks[0];
     Check::new(&c.name, &c.kind).unwrap().run(TIMEOUT).await
@@ -43,7 +49,7 @@ async fn server(status: u16, body: &'static str) -> u16 {
 #[tokio::test]
 async fn a_refused_connection_is_refused_whatever_the_path_says() {
     let (_held, port) = refusing_port();
-    let outcome = run(&format!("http = {{ port = {port}, path = \"/tls/timeout\" }}")).await;
+    let outcome = run(&format!(r#"http = {{ port = {port}, path = "/tls/timeout" }}"#)).await;
     assert_eq!(outcome.verdict, Verdict::Failure, "{outcome:?}");
     assert_eq!(outcome.reason, Some(Reason::Refused), "{outcome:?}");
     let outcome = run(&format!("tcp = {{ port = {port} }}")).await;
@@ -53,11 +59,11 @@ async fn a_refused_connection_is_refused_whatever_the_path_says() {
 #[tokio::test]
 async fn a_bad_status_is_a_status_and_a_missing_text_is_output() {
     let port = server(500, "").await;
-    let outcome = run(&format!("http = {{ port = {port}, path = \"/timeout\" }}")).await;
+    let outcome = run(&format!(r#"http = {{ port = {port}, path = "/timeout" }}"#)).await;
     assert_eq!(outcome.reason, Some(Reason::Status), "{outcome:?}");
     let port = server(200, "tls handshake ok").await;
     let outcome = run(&format!(
-        "http = {{ port = {port}, body_contains = \"i/o timeout\" }}"
+        r#"http = {{ port = {port}, body_contains = "i/o timeout" }}"#
     ))
     .await;
     assert_eq!(outcome.reason, Some(Reason::Output), "{outcome:?}");
@@ -65,7 +71,7 @@ async fn a_bad_status_is_a_status_and_a_missing_text_is_output() {
 
 #[tokio::test]
 async fn an_unresolvable_name_is_dns() {
-    let outcome = run("tcp = { host = \"timed-out.invalid\", port = 80 }").await;
+    let outcome = run(r#"tcp = { host = "timed-out.invalid", port = 80 }"#).await;
     assert_eq!(outcome.verdict, Verdict::Failure, "{outcome:?}");
     assert_eq!(outcome.reason, Some(Reason::Dns), "{outcome:?}");
 }
@@ -75,7 +81,7 @@ async fn a_missing_heartbeat_file_is_stale_and_successes_carry_no_reason() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tls-timed-out");
     let check = format!(
-        "file = {{ path = {:?}, max_age = \"1m\" }}",
+        r#"file = {{ path = {:?}, max_age = "1m" }}"#,
         path.display().to_string()
     );
     let outcome = run(&check).await;

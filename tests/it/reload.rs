@@ -15,8 +15,12 @@ use crate::support::{App, Proxy, binary, eventually, metric, proc_status, run_bi
 /// A readiness check named `name` against the app, every 100 ms.
 fn check(name: &str, app: &App) -> String {
     format!(
-        "[[check]]\nname = \"{name}\"\nprobes = [\"readiness\"]\nperiod = \"100ms\"\n\
-         http = {{ port = {}, path = \"/healthz\" }}\n",
+        r#"[[check]]
+name = "{name}"
+probes = ["readiness"]
+period = "100ms"
+http = {{ port = {}, path = "/healthz" }}
+"#,
         app.addr.port()
     )
 }
@@ -62,7 +66,10 @@ fn reloads_by(proxy: &Proxy, trigger: &str) -> usize {
 #[tokio::test]
 async fn sighup_and_post_reload_apply_the_file_and_change_the_log_level() {
     let app = App::start().await;
-    let head = "log_level = \"info\"\n[reload]\nwatch = false\n";
+    let head = r#"log_level = "info"
+[reload]
+watch = false
+"#;
     let mut proxy = Proxy::start(&format!("{head}{}", check("web", &app)));
     proxy.wait_status("/readyz/web", 200).await;
     assert_eq!(proxy.get("/readyz/db").await.status, 404);
@@ -239,7 +246,9 @@ async fn a_configmap_symlink_swap_is_picked_up() {
         std::os::unix::fs::symlink(format!("..{version}"), &link).unwrap();
         std::fs::rename(&link, dir.path().join("..data")).unwrap();
     };
-    let head = "[reload]\ninterval = \"100ms\"\n";
+    let head = r#"[reload]
+interval = "100ms"
+"#;
     data("2026_11_30_10_00_00.1", &format!("{head}{}", check("web", &app)));
     let path = dir.path().join("config.toml");
     std::os::unix::fs::symlink("..data/config.toml", &path).unwrap();
@@ -257,7 +266,9 @@ async fn a_configmap_symlink_swap_is_picked_up() {
 #[tokio::test]
 async fn an_edited_file_is_picked_up_once_and_a_bad_edit_is_kept_out() {
     let app = App::start().await;
-    let head = "[reload]\ninterval = \"100ms\"\n";
+    let head = r#"[reload]
+interval = "100ms"
+"#;
     let proxy = Proxy::start(&format!("{head}{}", check("web", &app)));
     proxy.wait_status("/readyz/web", 200).await;
     replace(
@@ -288,7 +299,13 @@ async fn a_reload_never_touches_a_drain_and_reports_what_needs_a_restart() {
     std::fs::write(&token, "s3cret\n").unwrap();
     let head = |min: &str| {
         format!(
-            "[reload]\nwatch = false\n[drain]\nmin = \"{min}\"\nmax = \"60s\"\ntoken_file = \"{}\"\n",
+            r#"[reload]
+watch = false
+[drain]
+min = "{min}"
+max = "60s"
+token_file = "{}"
+"#,
             token.display()
         )
     };
@@ -306,7 +323,8 @@ async fn a_reload_never_touches_a_drain_and_reports_what_needs_a_restart() {
     std::fs::write(
         proxy.config_path(),
         format!(
-            "grpc_listen = \"127.0.0.1:0\"\n{}{}{}",
+            r#"grpc_listen = "127.0.0.1:0"
+{}{}{}"#,
             head("1s"),
             check("web", &app),
             check("db", &app)
@@ -345,7 +363,9 @@ fn check_of(name: &str, probes: &str, app: &App) -> String {
 async fn an_empty_file_or_one_without_a_kind_never_passes_a_failing_probe() {
     let app = App::start().await;
     app.set_status(500);
-    let head = "[reload]\ninterval = \"100ms\"\n";
+    let head = r#"[reload]
+interval = "100ms"
+"#;
     let checks = format!(
         "{}{}",
         check_of("ready", "[\"readiness\"]", &app),
@@ -410,7 +430,10 @@ async fn an_empty_file_or_one_without_a_kind_never_passes_a_failing_probe() {
     assert_eq!(proxy.get("/readyz").await.status, 503);
     std::fs::write(
         proxy.config_path(),
-        format!("allow_empty = [\"readiness\"]\n{only_live}"),
+        format!(
+            r#"allow_empty = ["readiness"]
+{only_live}"#
+        ),
     )
     .unwrap();
     let reply = proxy.send("POST", "/reload", &[]).await;
@@ -450,7 +473,12 @@ async fn a_file_without_checks_does_not_start_and_check_config_says_why() {
 /// it promptly.
 async fn an_unreadable_watched_path_keeps_the_config(make: impl Fn(&Path), what: &str) {
     let app = App::start().await;
-    let head = "[reload]\ninterval = \"100ms\"\n[drain]\nmin = \"0s\"\nmax = \"1s\"\n";
+    let head = r#"[reload]
+interval = "100ms"
+[drain]
+min = "0s"
+max = "1s"
+"#;
     let mut proxy = Proxy::start(&format!("{head}{}", check("web", &app)));
     proxy.wait_status("/readyz/web", 200).await;
     let path = proxy.config_path();
@@ -503,7 +531,12 @@ async fn a_reload_of_thousands_of_checks_never_holds_the_probes() {
         (0..6000)
             .map(|i| {
                 format!(
-                    "[[check]]\nname = \"c{i}\"\nprobes = [\"liveness\"]\ntcp = {{ port = {} }}\nperiod = \"{period}\"\n",
+                    r#"[[check]]
+name = "c{i}"
+probes = ["liveness"]
+tcp = {{ port = {} }}
+period = "{period}"
+"#,
                     app.addr.port()
                 )
             })

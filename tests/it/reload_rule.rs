@@ -34,13 +34,18 @@ impl Check {
             name: name.into(),
             probe,
             handler: http(app, "/healthz"),
-            timing: vec!["period = \"100ms\"".into()],
+            timing: vec![r#"period = "100ms""#.into()],
         }
     }
 
     fn toml(&self) -> String {
         format!(
-            "[[check]]\nname = \"{}\"\nprobes = [\"{}\"]\n{}\n{}\n",
+            r#"[[check]]
+name = "{}"
+probes = ["{}"]
+{}
+{}
+"#,
             self.name,
             self.probe,
             self.handler,
@@ -60,7 +65,7 @@ impl Check {
 }
 
 fn http(app: &App, path: &str) -> String {
-    format!("http = {{ port = {}, path = \"{path}\" }}", app.addr.port())
+    format!(r#"http = {{ port = {}, path = "{path}" }}"#, app.addr.port())
 }
 
 /// Two passing checks of each probe kind against `app`.
@@ -97,10 +102,10 @@ fn mutations(app: &App) -> Vec<Mutation> {
                 }),
             )
         };
-        out.push(timing("period", "period = \"150ms\""));
-        out.push(timing("timeout", "timeout = \"500ms\""));
+        out.push(timing("period", r#"period = "150ms""#));
+        out.push(timing("timeout", r#"timeout = "500ms""#));
         out.push(timing("failure_threshold", "failure_threshold = 1"));
-        out.push(timing("initial_delay", "initial_delay = \"5s\""));
+        out.push(timing("initial_delay", r#"initial_delay = "5s""#));
         if name == "ready" {
             // Kubernetes allows another success threshold on readiness only.
             out.push(timing("success_threshold", "success_threshold = 3"));
@@ -344,7 +349,11 @@ async fn reload(proxy: &Proxy, trigger: Trigger, text: &str) {
 async fn every_change_keeps_every_answer(trigger: Trigger) {
     let app = App::start().await;
     let head = match trigger {
-        Trigger::Watch => "[reload]\ninterval = \"100ms\"\n",
+        Trigger::Watch => {
+            r#"[reload]
+interval = "100ms"
+"#
+        }
         _ => "[reload]\nwatch = false\n",
     };
     let base = base(&app);

@@ -55,20 +55,26 @@ async fn a_soak_with_100_checks_and_probe_traffic_does_not_grow() {
         let (kind, handler) = match i % 4 {
             0 => (
                 "readiness",
-                format!("http = {{ port = {port}, path = \"/healthz\" }}"),
+                format!(r#"http = {{ port = {port}, path = "/healthz" }}"#),
             ),
             1 => ("liveness", format!("tcp = {{ port = {port} }}")),
             2 => (
                 "readiness",
-                "file = { path = \"/proc/self/stat\", max_age = \"1h\" }".to_string(),
+                r#"file = { path = "/proc/self/stat", max_age = "1h" }"#.to_string(),
             ),
             _ => (
                 "liveness",
-                format!("http = {{ port = {port}, path = \"/healthz\", keep_alive = true }}"),
+                format!(r#"http = {{ port = {port}, path = "/healthz", keep_alive = true }}"#),
             ),
         };
         config.push_str(&format!(
-            "[[check]]\nname = \"c{i}\"\nprobes = [\"{kind}\"]\nperiod = \"100ms\"\ntimeout = \"100ms\"\n{handler}\n"
+            r#"[[check]]
+name = "c{i}"
+probes = ["{kind}"]
+period = "100ms"
+timeout = "100ms"
+{handler}
+"#
         ));
     }
     // Two malloc arenas at most: the runtime's blocking pool grows and

@@ -39,8 +39,13 @@ async fn grpc_addr(proxy: &Proxy) -> SocketAddr {
 /// A sidecar with the gRPC endpoint and one liveness check of a live app.
 async fn grpc_sidecar(app: &App) -> (Proxy, SocketAddr) {
     let proxy = Proxy::start(&format!(
-        "grpc_listen = \"127.0.0.1:0\"\n\
-         [[check]]\nname = \"web\"\nprobes = [\"liveness\"]\ntcp = {{ port = {} }}\nperiod = \"1s\"\n",
+        r#"grpc_listen = "127.0.0.1:0"
+[[check]]
+name = "web"
+probes = ["liveness"]
+tcp = {{ port = {} }}
+period = "1s"
+"#,
         app.addr.port()
     ));
     let addr = grpc_addr(&proxy).await;
@@ -455,14 +460,24 @@ async fn grpc_watch_streams_hear_of_changes_only_and_are_capped() {
     // 100 ms, and one that the test flips.
     let app = App::start().await;
     let mut config = format!(
-        "grpc_listen = \"127.0.0.1:0\"\n\
-         [[check]]\nname = \"web\"\nprobes = [\"readiness\"]\nhttp = {{ port = {}, path = \"/healthz\" }}\n\
-         period = \"100ms\"\nfailure_threshold = 1\n",
+        r#"grpc_listen = "127.0.0.1:0"
+[[check]]
+name = "web"
+probes = ["readiness"]
+http = {{ port = {}, path = "/healthz" }}
+period = "100ms"
+failure_threshold = 1
+"#,
         app.addr.port()
     );
     for i in 0..100 {
         config.push_str(&format!(
-            "[[check]]\nname = \"steady-{i}\"\nprobes = [\"liveness\"]\ntcp = {{ port = {} }}\nperiod = \"100ms\"\n",
+            r#"[[check]]
+name = "steady-{i}"
+probes = ["liveness"]
+tcp = {{ port = {} }}
+period = "100ms"
+"#,
             app.addr.port()
         ));
     }

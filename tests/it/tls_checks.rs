@@ -627,8 +627,14 @@ async fn a_reload_that_adds_the_client_certificate_takes_effect() {
             String::new()
         };
         format!(
-            "[reload]\nwatch = false\n[[check]]\nname = \"app\"\nprobes = [\"readiness\"]\nperiod = \"200ms\"\n\
-             http = {{ scheme = \"https\", port = {}, ca_file = {}{client} }}\n",
+            r#"[reload]
+watch = false
+[[check]]
+name = "app"
+probes = ["readiness"]
+period = "200ms"
+http = {{ scheme = "https", port = {}, ca_file = {}{client} }}
+"#,
             server.port(),
             path(&tls.ca_file),
         )
@@ -666,10 +672,15 @@ fn check_config_names_every_check_whose_files_do_not_load_with_its_line() {
     let config = files.put(
         "hp.toml",
         &format!(
-            "[[check]]\nname = \"missing\"\nprobes = [\"readiness\"]\n\
-             http = {{ scheme = \"https\", port = 1, ca_file = {:?} }}\n\
-             [[check]]\nname = \"mismatched\"\nprobes = [\"readiness\"]\n\
-             grpc = {{ port = 1, tls = true, cert_file = {:?}, key_file = {:?} }}\n",
+            r#"[[check]]
+name = "missing"
+probes = ["readiness"]
+http = {{ scheme = "https", port = 1, ca_file = {:?} }}
+[[check]]
+name = "mismatched"
+probes = ["readiness"]
+grpc = {{ port = 1, tls = true, cert_file = {:?}, key_file = {:?} }}
+"#,
             missing.display().to_string(),
             cert.display().to_string(),
             key.display().to_string(),

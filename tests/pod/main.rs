@@ -51,7 +51,13 @@ period = "200ms"
 /// A config: `[drain]` on the app's port with `min` and `max`, and the
 /// checks.
 fn config(min: &str, max: &str) -> String {
-    format!("[drain]\nports = [8080]\nmin = \"{min}\"\nmax = \"{max}\"\n{CHECKS}")
+    format!(
+        r#"[drain]
+ports = [8080]
+min = "{min}"
+max = "{max}"
+{CHECKS}"#
+    )
 }
 
 /// [`config`] for a pod whose traffic `mesh`'s proxy forwards.
@@ -59,7 +65,9 @@ fn config_in(mesh: Option<Mesh>, min: &str, max: &str) -> String {
     match mesh {
         None => config(min, max),
         Some(mesh) => {
-            config(min, max).replacen("[drain]\n", &format!("[drain]\nmesh = \"{}\"\n", mesh.name()), 1)
+            config(min, max).replacen("[drain]\n", &format!(r#"[drain]
+mesh = "{}"
+"#, mesh.name()), 1)
         }
     }
 }

@@ -80,13 +80,18 @@ impl Sidecar {
     /// `drain.token_file` when given; returns once it serves.
     pub fn start(net: &Net, config: &str, token: Option<&str>) -> Sidecar {
         let dir = tempfile::tempdir().unwrap();
-        let mut text = format!("listen = \"[::]:{SIDECAR_PORT}\"\n{config}");
+        let mut text = format!(
+            r#"listen = "[::]:{SIDECAR_PORT}"
+{config}"#
+        );
         if let Some(token) = token {
             let path = dir.path().join("token");
             std::fs::write(&path, format!("{token}\n")).unwrap();
             text = text.replacen(
                 "[drain]\n",
-                &format!("[drain]\ntoken_file = \"{}\"\n", path.display()),
+                &format!(r#"[drain]
+token_file = "{}"
+"#, path.display()),
                 1,
             );
         }
