@@ -65,9 +65,7 @@ fn config_in(mesh: Option<Mesh>, min: &str, max: &str) -> String {
     match mesh {
         None => config(min, max),
         Some(mesh) => {
-            config(min, max).replacen("[drain]\n", &format!(r#"[drain]
-mesh = "{}"
-"#, mesh.name()), 1)
+            config(min, max).replacen("[drain]\n", &format!("[drain]\nmesh = \"{}\"\n", mesh.name()), 1)
         }
     }
 }

@@ -89,9 +89,7 @@ impl Sidecar {
             std::fs::write(&path, format!("{token}\n")).unwrap();
             text = text.replacen(
                 "[drain]\n",
-                &format!(r#"[drain]
-token_file = "{}"
-"#, path.display()),
+                &format!("[drain]\ntoken_file = \"{}\"\n", path.display()),
                 1,
             );
         }
