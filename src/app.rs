@@ -43,12 +43,12 @@ impl BuildError {
     /// As `check-config` prints it for the file `origin`: one line for
     /// each check that cannot be prepared, `FILE:LINE: check "NAME": ...`,
     /// as config errors and lints are printed.
-    pub fn for_file(&self, origin: &str) -> String {
+    pub(crate) fn for_file(&self, origin: &str) -> String {
         self.lines(origin).join("\n")
     }
 
     /// [`BuildError::for_file`], a line each.
-    pub fn lines(&self, origin: &str) -> Vec<String> {
+    pub(crate) fn lines(&self, origin: &str) -> Vec<String> {
         match self {
             BuildError::Checks(errors) => errors
                 .iter()
@@ -81,7 +81,7 @@ pub enum LoadError {
 
 impl LoadError {
     /// One line per error, as `check-config` prints them.
-    pub fn lines(&self) -> Vec<String> {
+    pub(crate) fn lines(&self) -> Vec<String> {
         match self {
             LoadError::Config(errors) => errors.lines().collect(),
             LoadError::Build { origin, error } => error.lines(origin),
@@ -113,7 +113,10 @@ impl App {
     /// `run`, `check-config` and a reload. The error says what
     /// `check-config` prints: every config error with file, line, column
     /// and key, or the check or token file that cannot be prepared.
-    pub fn load(path: &std::path::Path, listen: Option<std::net::SocketAddr>) -> Result<App, LoadError> {
+    pub(crate) fn load(
+        path: &std::path::Path,
+        listen: Option<std::net::SocketAddr>,
+    ) -> Result<App, LoadError> {
         let text = Config::read(path)?;
         let origin = path.display().to_string();
         let mut config = Config::from_toml_str(&text, &origin, &config::ProcessEnv)?;
@@ -130,24 +133,24 @@ impl App {
     }
 
     /// The config it was built from.
-    pub fn config(&self) -> &Config {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 }
 
 /// Where a running config came from, to be read again.
 #[derive(Debug, Clone)]
-pub struct Source {
+pub(crate) struct Source {
     /// The config file's path, as given.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// `--listen`, which replaces the file's `listen`.
-    pub listen: Option<SocketAddr>,
+    pub(crate) listen: Option<SocketAddr>,
     /// The [`fingerprint`] of the text the running config was read from.
-    pub content: u64,
+    pub(crate) content: u64,
 }
 
 /// A fingerprint of a file's content, to notice a change.
-pub fn fingerprint(content: &[u8]) -> u64 {
+pub(crate) fn fingerprint(content: &[u8]) -> u64 {
     let mut hasher = std::hash::DefaultHasher::new();
     content.hash(&mut hasher);
     hasher.finish()

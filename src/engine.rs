@@ -84,7 +84,7 @@ impl<C: Runnable> Engine<C> {
     /// Starts one task per check on `tracker`, as the checks of `state` in
     /// the same order, publishing to it. The returned [`Running`] owns the
     /// tasks: they stop when it is dropped or when `cancel` fires.
-    pub fn spawn(self, state: &State, tracker: &TaskTracker, cancel: &CancellationToken) -> Running {
+    pub(crate) fn spawn(self, state: &State, tracker: &TaskTracker, cancel: &CancellationToken) -> Running {
         let mut running = Running {
             tasks: Vec::new(),
             state: state.clone(),
@@ -110,7 +110,7 @@ const SPAWN_BATCH: usize = 256;
 /// removes its check, and stops them all when dropped or when the
 /// process's cancellation fires (the shutdown).
 #[derive(Debug)]
-pub struct Running {
+pub(crate) struct Running {
     /// Each check's task, told to stop through its token.
     tasks: Vec<CancellationToken>,
     state: State,
@@ -133,7 +133,7 @@ impl Running {
     /// its order. The runtime's thread answers the probes after each batch
     /// of [`SPAWN_BATCH`] starts: a reload that changes thousands of
     /// checks does not hold them meanwhile.
-    pub async fn reload<C: Runnable>(&mut self, slots: &[Slot<'_>], engine: Engine<C>) {
+    pub(crate) async fn reload<C: Runnable>(&mut self, slots: &[Slot<'_>], engine: Engine<C>) {
         assert_eq!(slots.len(), engine.checks.len(), "one slot per check");
         self.state.reload(slots);
         let mut old: Vec<Option<CancellationToken>> =

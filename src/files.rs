@@ -10,17 +10,17 @@ use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::Path;
 
 /// The largest config file read: 10,000 checks take about 1.5 MiB.
-pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+pub(crate) const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// The largest token file read.
-pub const MAX_TOKEN_BYTES: u64 = 64 << 10;
+pub(crate) const MAX_TOKEN_BYTES: u64 = 64 << 10;
 
 /// The largest CA bundle read (Mozilla's whole bundle is about 220 KiB).
-pub const MAX_CA_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_CA_BYTES: u64 = 4 << 20;
 
 /// Why a file could not be read.
 #[derive(Debug)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// Opening or reading failed.
     Io(std::io::Error),
     /// The path names something other than a regular file (after
@@ -44,7 +44,7 @@ impl std::error::Error for ReadError {}
 
 /// Reads the regular file at `path`, up to `limit` bytes. Opening does not
 /// block (a FIFO is refused, not waited on).
-pub fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
+pub(crate) fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, ReadError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY)

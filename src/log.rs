@@ -24,7 +24,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::{Registry, reload};
 
 /// What `--log-level` accepts, for error messages.
-pub const ACCEPTED_LEVELS: &str = "a level (trace, debug, info, warn or warning, error, off; any case) \
+pub(crate) const ACCEPTED_LEVELS: &str = "a level (trace, debug, info, warn or warning, error, off; any case) \
      or comma-separated directives such as \"info,healthproxy::engine=debug\" \
      (a level, or target=level)";
 
@@ -142,13 +142,13 @@ fn valid_target(target: &str) -> bool {
 
 /// A duration as a log field: milliseconds, to the microsecond, in a key
 /// ending in `_ms`.
-pub fn millis(d: std::time::Duration) -> f64 {
+pub(crate) fn millis(d: std::time::Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Text,
     /// One JSON object per line, with typed fields.
@@ -157,14 +157,14 @@ pub enum LogFormat {
 
 /// Changes the level of the installed logger.
 #[derive(Debug, Clone)]
-pub struct Logging {
+pub(crate) struct Logging {
     handle: reload::Handle<Targets, Registry>,
 }
 
 impl Logging {
     /// Installs the process's logger: `format` lines on stderr, filtered
     /// by `level`.
-    pub fn init(format: LogFormat, level: &LogLevel) -> Logging {
+    pub(crate) fn init(format: LogFormat, level: &LogLevel) -> Logging {
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -181,7 +181,7 @@ impl Logging {
     }
 
     /// Applies `level` from now on.
-    pub fn set_level(&self, level: &LogLevel) {
+    pub(crate) fn set_level(&self, level: &LogLevel) {
         if let Err(e) = self.handle.reload(level.targets()) {
             tracing::warn!("cannot change the log level: {e}");
         }

@@ -38,7 +38,7 @@ use crate::state::{Slot, State};
 
 /// What asked for a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
+pub(crate) enum Trigger {
     /// SIGHUP.
     Hangup,
     /// `POST /reload`.
@@ -49,7 +49,7 @@ pub enum Trigger {
 
 impl Trigger {
     /// Its name in logs.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Trigger::Hangup => "SIGHUP",
             Trigger::Request => "/reload",
@@ -61,7 +61,7 @@ impl Trigger {
 /// Why a reload was refused (the running config stays): its lines, one
 /// per error, as `check-config` prints them; its text is the lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Refused(pub Vec<String>);
+pub(crate) struct Refused(pub Vec<String>);
 
 impl std::fmt::Display for Refused {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -88,14 +88,14 @@ type Request = (Trigger, Option<oneshot::Sender<Result<String, Refused>>>);
 
 /// Asks the reloader for a reload; cheap to clone.
 #[derive(Debug, Clone)]
-pub struct Reloads {
+pub(crate) struct Reloads {
     tx: mpsc::Sender<Request>,
 }
 
 impl Reloads {
     /// Reloads now and returns what changed, or the errors that rejected
     /// the file (as `check-config` prints them).
-    pub async fn reload(&self, trigger: Trigger) -> Result<String, Refused> {
+    pub(crate) async fn reload(&self, trigger: Trigger) -> Result<String, Refused> {
         let stopping = || Refused::one("the sidecar is stopping".into());
         let (reply, outcome) = oneshot::channel();
         if self.tx.send((trigger, Some(reply))).await.is_err() {
@@ -105,7 +105,7 @@ impl Reloads {
     }
 
     /// Asks for a reload without waiting for it.
-    pub fn request(&self, trigger: Trigger) {
+    pub(crate) fn request(&self, trigger: Trigger) {
         // A full queue already holds a reload that will read the file.
         let _ = self.tx.try_send((trigger, None));
     }
@@ -116,14 +116,14 @@ impl Reloads {
 #[derive(Debug, Clone, Default)]
 pub struct LogControl {
     /// The installed logger, if any (not in tests that run in-process).
-    pub logging: Option<Logging>,
+    pub(crate) logging: Option<Logging>,
     /// `--log-level` or `HEALTHPROXY_LOG_LEVEL`.
-    pub flag: Option<LogLevel>,
+    pub(crate) flag: Option<LogLevel>,
 }
 
 /// Applies reloads, one at a time: owns the running config and, through
 /// the engine's [`Running`], the tasks of its checks.
-pub struct Reloader {
+pub(crate) struct Reloader {
     source: Source,
     log: LogControl,
     /// Shared with the blocking thread that compares a new file with it.
@@ -140,25 +140,25 @@ pub struct Reloader {
 /// and carried out by the snapshot ([`State::reload`](crate::state::State::reload))
 /// and the engine ([`Running::reload`]).
 #[derive(Debug, Default)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// For each check of the new file, in its order.
-    pub matches: Vec<Match>,
+    pub(crate) matches: Vec<Match>,
     /// Names, for the log and the answer.
-    pub unchanged: Vec<String>,
+    pub(crate) unchanged: Vec<String>,
     /// Checks of a running name with another definition.
-    pub changed: Vec<String>,
+    pub(crate) changed: Vec<String>,
     /// Checks of a new name.
-    pub added: Vec<String>,
+    pub(crate) added: Vec<String>,
     /// Running checks whose name is gone.
-    pub removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
     /// Probe kinds that had checks and would have none, which the new
     /// file does not allow (`allow_empty`).
-    pub emptied: Vec<ProbeKind>,
+    pub(crate) emptied: Vec<ProbeKind>,
 }
 
 /// How one check of a new file relates to the running config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Match {
+pub(crate) enum Match {
     /// The running check at this position, with the same definition.
     Same(usize),
     /// The running check of the same name at this position, changed;
@@ -176,7 +176,7 @@ pub enum Match {
 
 /// Matches the checks of `new` with those of `running` by name: linear in
 /// both, with no copy of a check.
-pub fn compare(running: &Config, new: &Config) -> Changes {
+pub(crate) fn compare(running: &Config, new: &Config) -> Changes {
     let by_name: HashMap<&str, usize> = running
         .checks
         .iter()
@@ -223,7 +223,7 @@ impl Reloader {
     /// A reloader of `config`, read from `source`, whose checks run in
     /// `state` as `running`; its own tasks run on `tracker` until `cancel`
     /// fires.
-    pub fn new(
+    pub(crate) fn new(
         source: Source,
         log: LogControl,
         config: Config,
@@ -246,7 +246,7 @@ impl Reloader {
     /// Starts serving reloads on `tracker` until `cancel` fires: those
     /// asked through the returned handle, each SIGHUP from `hangups`, and a
     /// change of the file when the config watches it.
-    pub fn spawn(self, hangups: Option<mpsc::UnboundedReceiver<()>>) -> Reloads {
+    pub(crate) fn spawn(self, hangups: Option<mpsc::UnboundedReceiver<()>>) -> Reloads {
         let (tx, rx) = mpsc::channel(1);
         let reloads = Reloads { tx };
         if let Some(mut hangups) = hangups {
@@ -453,7 +453,7 @@ fn keep_start_bound(new: &mut Config, running: &Config) -> Vec<&'static str> {
 }
 
 /// The settings bound at start that differ between `running` and `new`.
-pub fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
+pub(crate) fn restart_only_changes(running: &Config, new: &Config) -> Vec<&'static str> {
     [
         ("listen", running.listen != new.listen),
         ("grpc_listen", running.grpc_listen != new.grpc_listen),

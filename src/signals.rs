@@ -46,7 +46,7 @@ fn ignored(signal: i32) {
 }
 
 /// Every SIGHUP from now on. SIGHUP no longer ends the process.
-pub fn hangups() -> mpsc::UnboundedReceiver<()> {
+pub(crate) fn hangups() -> mpsc::UnboundedReceiver<()> {
     let (tx, rx) = mpsc::unbounded_channel();
     match Signals::new([SIGHUP]) {
         Ok(mut signals) => {

@@ -27,7 +27,7 @@ pub enum Health {
 
 impl Health {
     /// Lower-case name for JSON.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Health::Initial => "initial",
             Health::Healthy => "healthy",
@@ -42,24 +42,24 @@ pub struct LastRun {
     /// What the run yielded.
     pub outcome: Outcome,
     /// How long it took.
-    pub duration: Duration,
+    pub(crate) duration: Duration,
     /// When it finished.
     pub at: SystemTime,
 }
 
 /// How many state changes of one check are kept for `healthproxy status`:
 /// enough to see a check flap, bounded whatever it does.
-pub const TRANSITIONS_KEPT: usize = 8;
+pub(crate) const TRANSITIONS_KEPT: usize = 8;
 
 /// A change of a check's state, as kept for `healthproxy status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transition {
+pub(crate) struct Transition {
     /// When it happened: the end of the run that made it.
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
     /// The state it entered.
-    pub to: Health,
+    pub(crate) to: Health,
     /// The message of the run that made it.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// One check's state, as the endpoints see it.
@@ -67,21 +67,21 @@ pub struct Transition {
 pub struct CheckStatus {
     /// Which check this is, for as long as it runs: unique in the
     /// process, kept by a reload that leaves the check unchanged.
-    pub id: usize,
+    pub(crate) id: usize,
     /// Its run counters, which the metrics read; they go with the check.
-    pub counters: Arc<CheckCounters>,
+    pub(crate) counters: Arc<CheckCounters>,
     /// The check's name.
-    pub name: String,
+    pub(crate) name: String,
     /// The handler kind (`http`, `tcp`, ...).
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The probe kinds it belongs to.
-    pub probes: ProbeSet,
+    pub(crate) probes: ProbeSet,
     /// Whether it can fail its probes.
-    pub critical: bool,
+    pub(crate) critical: bool,
     /// The app container it belongs to, if any.
-    pub container: Option<String>,
+    pub(crate) container: Option<String>,
     /// Thresholds it applies.
-    pub timing: Timing,
+    pub(crate) timing: Timing,
     /// State after thresholds.
     pub health: Health,
     /// Whether it has ever been healthy (the startup latch of one check).
@@ -91,7 +91,7 @@ pub struct CheckStatus {
     /// run, so that a reload never takes a ready pod out of service before
     /// the new check has failed `failure_threshold` times (see
     /// [`State::reload`]).
-    pub presumed: bool,
+    pub(crate) presumed: bool,
     /// The last run, if any.
     pub last: Option<LastRun>,
     /// Consecutive successes ending with the last counted run.
@@ -101,11 +101,11 @@ pub struct CheckStatus {
     /// When `health` last changed.
     pub last_transition: Option<SystemTime>,
     /// When the last successful run finished (a warning is a success).
-    pub last_success: Option<SystemTime>,
+    pub(crate) last_success: Option<SystemTime>,
     /// When the certificate chain of the last TLS handshake first expires.
-    pub tls_expiry: Option<SystemTime>,
+    pub(crate) tls_expiry: Option<SystemTime>,
     /// The last [`TRANSITIONS_KEPT`] state changes, oldest first.
-    pub transitions: std::collections::VecDeque<Transition>,
+    pub(crate) transitions: std::collections::VecDeque<Transition>,
 }
 
 impl CheckStatus {
@@ -244,7 +244,7 @@ impl CheckStatus {
     }
 
     /// Why this check does not pass `kind`, in one line.
-    pub fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         match (&self.last, self.health) {
             (Some(last), _) if !last.outcome.verdict.is_success() => &last.outcome.message,
             (None, _) => "not run yet",
@@ -256,7 +256,7 @@ impl CheckStatus {
 
 /// Where the pod's drain is (SPEC §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// No drain under way; the last finished one, once a new app
     /// container has ended it.
     Serving(Option<Report>),
@@ -269,40 +269,40 @@ pub enum Phase {
 
 /// How a finished drain went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     /// What started it.
-    pub trigger: &'static str,
+    pub(crate) trigger: &'static str,
     /// Time spent in the minimum wait.
-    pub min_wait: Duration,
+    pub(crate) min_wait: Duration,
     /// Time spent waiting for quiet and for connections after the minimum
     /// wait.
-    pub connection_wait: Duration,
+    pub(crate) connection_wait: Duration,
     /// Established connections left when it ended (non-zero on a timeout).
-    pub connections_left: usize,
+    pub(crate) connections_left: usize,
     /// It ended at `drain.max` rather than quiet with no connection left.
-    pub timed_out: bool,
+    pub(crate) timed_out: bool,
     /// New connections to the app after readiness failed.
-    pub new_connections: u64,
+    pub(crate) new_connections: u64,
     /// When the last of them came, from the drain's start.
-    pub last_new_connection: Option<Duration>,
+    pub(crate) last_new_connection: Option<Duration>,
     /// When the last new connection or request (bytes received on an open
     /// connection, as a mesh proxy sends them) came, from the drain's
     /// start: `drain.quiet` is counted from it.
-    pub last_traffic: Option<Duration>,
+    pub(crate) last_traffic: Option<Duration>,
     /// Connections from inside the pod (not the app's serving traffic)
     /// open at the last reading: not waited on.
-    pub in_pod_connections: usize,
+    pub(crate) in_pod_connections: usize,
 }
 
 impl Report {
     /// Why it ended: `quiet` (no new connection for `drain.quiet` and none
     /// left) or `max`.
-    pub fn ended(&self) -> &'static str {
+    pub(crate) fn ended(&self) -> &'static str {
         if self.timed_out { "max" } else { "quiet" }
     }
 
     /// The whole drain.
-    pub fn total(&self) -> Duration {
+    pub(crate) fn total(&self) -> Duration {
         self.min_wait + self.connection_wait
     }
 }
@@ -316,17 +316,17 @@ pub struct Snapshot {
     /// of `checks`, kept so that a probe reads it without a scan.
     pub started: bool,
     /// The drain's phase.
-    pub drain: Phase,
+    pub(crate) drain: Phase,
     /// Counts the app containers seen: raised when a new one starts, so
     /// that the checks begin again from their initial state.
-    pub generation: u64,
+    pub(crate) generation: u64,
     /// New app containers seen listening after the first: restarts.
-    pub app_restarts: u64,
+    pub(crate) app_restarts: u64,
     /// How the last reload of the config went.
-    pub reload: ReloadStatus,
+    pub(crate) reload: ReloadStatus,
     /// When the current app container was first seen (the sidecar's
     /// start for the first): initial delays count from here.
-    pub since: tokio::time::Instant,
+    pub(crate) since: tokio::time::Instant,
     /// The id the next new check gets.
     next_id: usize,
     /// `passes` of each probe kind, indexed by kind: worked out once per
@@ -337,18 +337,18 @@ pub struct Snapshot {
 /// How the last reload of the config went (Prometheus' own
 /// `config_last_reload_*` gauges).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReloadStatus {
+pub(crate) struct ReloadStatus {
     /// The last attempt was applied (true until one is rejected).
-    pub successful: bool,
+    pub(crate) successful: bool,
     /// When a config was last applied: the start, or the last good reload.
-    pub last_success: SystemTime,
+    pub(crate) last_success: SystemTime,
 }
 
 /// A check of a reloaded config, in the new file order. A running check is
 /// named by its position in the snapshot, which is its position in the
 /// running config.
 #[derive(Debug, Clone, Copy)]
-pub enum Slot<'a> {
+pub(crate) enum Slot<'a> {
     /// The running check at this position, unchanged: it keeps its state,
     /// counters, id and schedule.
     Keep(usize),
@@ -372,12 +372,12 @@ pub enum Slot<'a> {
 impl Snapshot {
     /// Whether a drain has begun (and not been reset): readiness fails from
     /// its first moment.
-    pub fn draining(&self) -> bool {
+    pub(crate) fn draining(&self) -> bool {
         !matches!(self.drain, Phase::Serving(_))
     }
 
     /// How the last finished drain went.
-    pub fn report(&self) -> Option<Report> {
+    pub(crate) fn report(&self) -> Option<Report> {
         match self.drain {
             Phase::Drained(report) | Phase::Serving(Some(report)) => Some(report),
             _ => None,
@@ -386,7 +386,7 @@ impl Snapshot {
 
     /// Whether probe `kind` passes over every check: what `/livez`,
     /// `/readyz` and `/startupz` answer and `healthproxy_probe_ok` shows.
-    pub fn passes(&self, kind: ProbeKind) -> bool {
+    pub(crate) fn passes(&self, kind: ProbeKind) -> bool {
         debug_assert_eq!(
             self.passing[kind as usize],
             self.passes_counting(kind, |c| c.critical),
@@ -404,7 +404,7 @@ impl Snapshot {
 
     /// Whether probe `kind` passes: no gate closed, and every check of the
     /// kind that `counts` passes.
-    pub fn passes_counting(&self, kind: ProbeKind, counts: impl Fn(&CheckStatus) -> bool) -> bool {
+    pub(crate) fn passes_counting(&self, kind: ProbeKind, counts: impl Fn(&CheckStatus) -> bool) -> bool {
         self.gates(kind).next().is_none()
             && self
                 .checks
@@ -420,7 +420,7 @@ impl Snapshot {
     /// startup runs said (kubelet-semantics §3.3). Once it has completed,
     /// the kubelet probes startup no more until a new container: a startup
     /// check that a reload added since passes with the latch.
-    pub fn check_passes(&self, c: &CheckStatus, kind: ProbeKind) -> bool {
+    pub(crate) fn check_passes(&self, c: &CheckStatus, kind: ProbeKind) -> bool {
         match kind {
             ProbeKind::Liveness => !self.started || c.passes(kind),
             ProbeKind::Startup => self.started || c.passes(kind),
@@ -430,7 +430,7 @@ impl Snapshot {
 
     /// The reasons other than checks why probe `kind` fails, as (name,
     /// reason): startup not complete, a drain begun.
-    pub fn gates(&self, kind: ProbeKind) -> impl Iterator<Item = (&'static str, &'static str)> {
+    pub(crate) fn gates(&self, kind: ProbeKind) -> impl Iterator<Item = (&'static str, &'static str)> {
         let readiness = kind == ProbeKind::Readiness;
         [
             (readiness && !self.started).then_some(("startup", "startup checks have not all succeeded yet")),
@@ -546,7 +546,7 @@ impl State {
     }
 
     /// A receiver that sees every change.
-    pub fn subscribe(&self) -> watch::Receiver<Snapshot> {
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Snapshot> {
         self.tx.subscribe()
     }
 
@@ -598,7 +598,7 @@ impl State {
     /// (readiness not ready, liveness healthy, startup not yet), as the
     /// kubelet's workers do for a new container ID (kubelet-semantics
     /// §3.5), and the workers begin again with the initial delay.
-    pub fn new_container(&self) {
+    pub(crate) fn new_container(&self) {
         self.modify(|s| {
             s.generation += 1;
             s.since = tokio::time::Instant::now();
@@ -635,7 +635,7 @@ impl State {
     ///
     /// Linear in the number of checks: a no-op reload of thousands of
     /// checks must not hold the thread that answers the probes.
-    pub fn reload(&self, slots: &[Slot<'_>]) -> Vec<usize> {
+    pub(crate) fn reload(&self, slots: &[Slot<'_>]) -> Vec<usize> {
         let mut ids = Vec::with_capacity(slots.len());
         self.modify(|s| {
             let ready = Readiness::of(s);
@@ -678,7 +678,7 @@ impl State {
     }
 
     /// Records a rejected reload: the running config stays.
-    pub fn reload_rejected(&self) {
+    pub(crate) fn reload_rejected(&self) {
         self.modify(|s| std::mem::replace(&mut s.reload.successful, false));
     }
 
@@ -690,7 +690,7 @@ impl State {
 
     /// Waits until a drain has finished (or, once reset, had), and returns
     /// how it went.
-    pub async fn drained(&self) -> Report {
+    pub(crate) async fn drained(&self) -> Report {
         let mut rx = self.subscribe();
         // The sender lives as long as `self`, so this cannot fail.
         let snapshot = rx.wait_for(|s| s.report().is_some()).await;
@@ -701,12 +701,12 @@ impl State {
     }
 
     /// Waits until a new app container replaces `generation`.
-    pub async fn new_generation(&self, generation: u64) {
+    pub(crate) async fn new_generation(&self, generation: u64) {
         self.lifecycle_until(|s| s.generation != generation).await;
     }
 
     /// Waits until startup has completed.
-    pub async fn started(&self) {
+    pub(crate) async fn started(&self) {
         self.lifecycle_until(|s| s.started).await;
     }
 
@@ -748,7 +748,7 @@ pub(crate) const DURATION_BUCKETS: &[f64] = &[
 /// check's status in the snapshot so that they go where the check goes (a
 /// reload keeps an unchanged check's, drops a removed check's).
 #[derive(Debug)]
-pub struct CheckCounters {
+pub(crate) struct CheckCounters {
     pub(crate) name: String,
     pub(crate) kind: &'static str,
     /// Runs by result: success (and warning), failure, unknown, the
@@ -769,7 +769,7 @@ pub struct CheckCounters {
 
 impl CheckCounters {
     /// Zeroed counters of check `c`.
-    pub fn new(c: &CheckConfig) -> Self {
+    pub(crate) fn new(c: &CheckConfig) -> Self {
         CheckCounters {
             name: c.name.clone(),
             kind: c.kind.as_str(),
@@ -786,7 +786,7 @@ impl CheckCounters {
 impl CheckCounters {
     /// Counts a run that the snapshot kept: its result, its duration and,
     /// for a failure, its reason.
-    pub fn record_run(&self, verdict: Verdict, reason: Option<Reason>, duration: Duration) {
+    pub(crate) fn record_run(&self, verdict: Verdict, reason: Option<Reason>, duration: Duration) {
         let result = match verdict {
             Verdict::Success | Verdict::Warning => 0,
             Verdict::Failure => 1,
@@ -807,7 +807,7 @@ impl CheckCounters {
     }
 
     /// Counts a state transition.
-    pub fn record_transition(&self, to: Health) {
+    pub(crate) fn record_transition(&self, to: Health) {
         match to {
             Health::Healthy => self.to_healthy.fetch_add(1, Relaxed),
             Health::Failed => self.to_failed.fetch_add(1, Relaxed),

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 /// Longest message kept for one run, in bytes.
-pub const MAX_MESSAGE: usize = 1024;
+pub(crate) const MAX_MESSAGE: usize = 1024;
 
 /// Folds text onto one line: newlines become spaces, runs of whitespace
 /// shrink, other control characters (binary output) become U+FFFD, and the

@@ -4,13 +4,13 @@
 //! not given `HEALTHPROXY_GIT_REVISION` (build.rs).
 
 /// The crate's version.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The git commit, abbreviated, or `unknown`.
 pub const REVISION: &str = env!("HEALTHPROXY_GIT_REVISION");
 /// The version of rustc that built the binary, such as `1.95.0`.
 pub const RUSTC_VERSION: &str = env!("HEALTHPROXY_RUSTC_VERSION");
 /// `--version`'s text after the program name.
-pub const LONG: &str = concat!(
+pub(crate) const LONG: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (revision ",
     env!("HEALTHPROXY_GIT_REVISION"),

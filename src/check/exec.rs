@@ -133,7 +133,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(1);
 ///
 /// Only the running sidecar calls this: it takes every child it does not
 /// know as an orphan.
-pub async fn reap_orphans() {
+pub(crate) async fn reap_orphans() {
     let me = std::process::id() as i32;
     let mut children = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok();
     loop {
@@ -158,7 +158,7 @@ pub async fn reap_orphans() {
 /// Kills every process that exec checks' commands left behind, whichever
 /// run started it, and their descendants as they become orphans in turn;
 /// for the sidecar's exit, once no check runs. Bounded by [`REAP_GRACE`].
-pub fn kill_orphans() {
+pub(crate) fn kill_orphans() {
     let me = std::process::id() as i32;
     let give_up = std::time::Instant::now() + REAP_GRACE;
     while sweep_with(me, true) > 0 && std::time::Instant::now() < give_up {

@@ -15,12 +15,12 @@ pub struct FileCheck {
 
 impl FileCheck {
     /// Prepares a file check.
-    pub fn new(spec: FileSpec) -> Self {
+    pub(crate) fn new(spec: FileSpec) -> Self {
         FileCheck { spec }
     }
 
     /// Reads the file's modification time once.
-    pub async fn run(&self, timeout: Duration) -> Outcome {
+    pub(crate) async fn run(&self, timeout: Duration) -> Outcome {
         let path = self.spec.path.clone();
         let stat = tokio::time::timeout(timeout, tokio::fs::metadata(path)).await;
         let shown = self.spec.path.display();

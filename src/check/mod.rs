@@ -67,23 +67,25 @@ use std::time::Duration;
 use crate::config::{CheckKind, HttpSpec, MysqlSpec, PostgresSpec, RedisSpec};
 
 pub use dialogue::DialogueCheck;
-pub use exec::{ExecCheck, become_subreaper, kill_orphans, reap_orphans};
-pub use file::FileCheck;
+pub use exec::{ExecCheck, become_subreaper};
+pub(crate) use exec::{kill_orphans, reap_orphans};
+pub(crate) use file::FileCheck;
 pub use grpc::GrpcCheck;
 pub use http::HttpCheck;
 pub use http::expiry::not_after as certificate_not_after;
 pub use mysql::MysqlCheck;
-pub use postgres::PostgresCheck;
+pub(crate) use postgres::PostgresCheck;
 pub use process::ProcessCheck;
 pub use reason::Reason;
 pub use redis::RedisCheck;
-pub use tcp::TcpCheck;
+pub(crate) use tcp::TcpCheck;
 
-pub use crate::text::{MAX_MESSAGE, one_line};
+pub(crate) use crate::text::MAX_MESSAGE;
+pub use crate::text::one_line;
 pub(crate) use crate::text::{describe_io, error_chain};
 
 /// The most bytes of a response body or of command output that are read.
-pub const MAX_OUTPUT: usize = 10 * 1024;
+pub(crate) const MAX_OUTPUT: usize = 10 * 1024;
 
 /// The verdict of one run, as the kubelet's `probe.Result`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -102,7 +104,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// Lower-case name for JSON, logs and metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Verdict::Success => "success",
             Verdict::Warning => "warning",
@@ -161,7 +163,7 @@ pub struct Phases {
 
 impl Phases {
     /// The `phase` label values, in the order of [`Phases::durations`].
-    pub const NAMES: [&'static str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
+    pub(crate) const NAMES: [&'static str; 5] = ["resolve", "connect", "tls", "processing", "transfer"];
 
     /// The durations, in the order of [`Phases::NAMES`].
     pub fn durations(&self) -> [Duration; 5] {
@@ -207,7 +209,7 @@ impl Outcome {
     }
 
     /// The same outcome, with the expiry of the chain its handshake saw.
-    pub fn with_tls_expiry(mut self, expiry: Option<std::time::SystemTime>) -> Self {
+    pub(crate) fn with_tls_expiry(mut self, expiry: Option<std::time::SystemTime>) -> Self {
         self.tls_expiry = expiry;
         self
     }
@@ -234,7 +236,7 @@ impl Failed {
 /// The file descriptors a check of `kind` holds while it runs: an exec
 /// check's two pipes and the child's pidfd, a socket for the network
 /// kinds, none for a file check (a `stat`).
-pub fn fds_while_running(kind: &CheckKind) -> u64 {
+pub(crate) fn fds_while_running(kind: &CheckKind) -> u64 {
     match kind {
         CheckKind::Exec(_) => 3,
         CheckKind::Http(_)
@@ -281,9 +283,9 @@ pub enum Check {
 #[error("check {check:?}: {message}")]
 pub struct PrepareError {
     /// The check's name.
-    pub check: String,
+    pub(crate) check: String,
     /// What went wrong.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl Check {

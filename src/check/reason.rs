@@ -69,7 +69,7 @@ impl Reason {
     ];
 
     /// The label value.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Reason::Timeout => "timeout",
             Reason::Refused => "refused",

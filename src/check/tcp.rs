@@ -15,7 +15,7 @@ pub struct TcpCheck {
 
 impl TcpCheck {
     /// Prepares a TCP check.
-    pub fn new(spec: TcpSpec) -> Self {
+    pub(crate) fn new(spec: TcpSpec) -> Self {
         TcpCheck {
             spec,
             resolver: Resolver::default(),
@@ -23,7 +23,7 @@ impl TcpCheck {
     }
 
     /// Connects once.
-    pub async fn run(&self, timeout: Duration) -> Outcome {
+    pub(crate) async fn run(&self, timeout: Duration) -> Outcome {
         match dial(&self.resolver, &self.spec.host, self.spec.port, timeout).await {
             Ok(_stream) => Outcome::success(format!(
                 "connected to {}",

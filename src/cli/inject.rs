@@ -13,7 +13,7 @@ use crate::inject::{self, ConfigMapName, MeshChoice, Options, Output, Refusal, S
 
 /// Options of `healthproxy inject`.
 #[derive(Debug, Args)]
-pub struct InjectArgs {
+pub(crate) struct InjectArgs {
     /// YAML files (several documents, `kind: List`); `-` or none: stdin.
     files: Vec<PathBuf>,
     /// The sidecar's image, built from this repository's Dockerfile and
@@ -67,7 +67,7 @@ pub struct InjectArgs {
 
 /// Options of `healthproxy uninject`.
 #[derive(Debug, Args)]
-pub struct UninjectArgs {
+pub(crate) struct UninjectArgs {
     /// YAML files; `-` or none: stdin.
     files: Vec<PathBuf>,
 }

@@ -15,7 +15,7 @@ use crate::webhook::{serve, tls::Reloading};
 
 /// Options of `healthproxy webhook`.
 #[derive(Debug, Args)]
-pub struct WebhookArgs {
+pub(crate) struct WebhookArgs {
     /// HTTPS address for the API server (`POST /mutate`).
     #[arg(long, env = "HEALTHPROXY_WEBHOOK_LISTEN", default_value = "[::]:8443")]
     listen: SocketAddr,

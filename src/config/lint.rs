@@ -19,7 +19,7 @@ pub struct Lint {
     /// `drain.token_file`.
     pub subject: String,
     /// The line of the check's table; 0 for a key left out of the file.
-    pub line: usize,
+    pub(crate) line: usize,
     /// What is likely wrong, and why.
     pub message: String,
 }
@@ -235,7 +235,8 @@ fn probe_lints(c: &CheckConfig) -> Vec<Lint> {
 /// took from them (those with an `origin`): the lints [`lints`] leaves
 /// out for them. `inject` prints these once, the webhook returns them as
 /// admission warnings.
-pub fn original_probe_lints(config: &Config) -> Vec<Lint> {
+#[cfg(feature = "inject")]
+pub(crate) fn original_probe_lints(config: &Config) -> Vec<Lint> {
     config
         .checks
         .iter()
@@ -267,7 +268,7 @@ fn readable_by_everyone(path: &Path) -> bool {
 /// `PATH` the command gets (its own `env` if it sets one, else the
 /// sidecar's). Read from the file system of the process that asks, so
 /// `check-config` answers for the image it runs in.
-pub fn missing_program(spec: &ExecSpec) -> Option<String> {
+pub(crate) fn missing_program(spec: &ExecSpec) -> Option<String> {
     let program = spec.command.first()?;
     let executable = |path: &Path| {
         std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)

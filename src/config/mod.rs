@@ -16,13 +16,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use lint::{Lint, lints, missing_program, original_probe_lints};
+pub(crate) use lint::missing_program;
+#[cfg(feature = "inject")]
+pub(crate) use lint::original_probe_lints;
+pub use lint::{Lint, lints};
 pub use native::{
     Credential, DialogueSpec, DialogueStep, MysqlCommand, MysqlSpec, ProcessSpec, RedisExpect, RedisSpec,
 };
-pub use postgres::{DEFAULT_POSTGRES_PORT, DEFAULT_POSTGRES_USER, PgAddress, PostgresSpec, SslMode};
-pub use raw::parse_duration;
-pub use rules::{MAX_PATTERN_PROGRAM, Pattern, SecretHeader, SecretSource, StatusSet, TlsSpec};
+pub(crate) use postgres::{DEFAULT_POSTGRES_PORT, DEFAULT_POSTGRES_USER, PgAddress, PostgresSpec, SslMode};
+pub(crate) use raw::parse_duration;
+pub use rules::{Pattern, SecretHeader, SecretSource, StatusSet, TlsSpec};
 
 /// Kubelet default for `initialDelaySeconds` (kubelet-semantics §3.1).
 pub const DEFAULT_INITIAL_DELAY: Duration = Duration::ZERO;
@@ -36,12 +39,16 @@ pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 1;
 pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
 /// The shortest period accepted. The kubelet's minimum is one second; the
 /// sidecar allows sub-second periods but not busier than this.
-pub const MIN_PERIOD: Duration = Duration::from_millis(100);
+pub(crate) const MIN_PERIOD: Duration = Duration::from_millis(100);
 /// The shortest timeout accepted.
-pub const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(100);
 /// The sidecar's port unless `listen` says otherwise, and the port
 /// `inject` and the webhook give it.
-pub const DEFAULT_PORT: u16 = 9775;
+#[cfg_attr(
+    not(feature = "inject"),
+    allow(dead_code, reason = "named by the inject and webhook CLIs")
+)]
+pub(crate) const DEFAULT_PORT: u16 = 9775;
 /// Where the sidecar listens unless `listen` says otherwise: every address,
 /// IPv4 and IPv6, on [`DEFAULT_PORT`].
 pub const DEFAULT_LISTEN: &str = "[::]:9775";
@@ -80,7 +87,7 @@ pub const DEFAULT_KUBELET_VERSION: &str = "1.36";
 /// (`MAJOR.MINOR`): `fmt.Sprintf("kube-%s/%s.%s", "probe", v.Major,
 /// v.Minor)` (pkg/probe/http/request.go `userAgent`; the gRPC prober sends
 /// the same, pkg/probe/grpc/grpc.go `Probe`).
-pub fn kube_probe_user_agent(version: &str) -> String {
+pub(crate) fn kube_probe_user_agent(version: &str) -> String {
     format!("kube-probe/{version}")
 }
 
@@ -106,14 +113,14 @@ pub struct Config {
     /// unless it names that kind. A kind without checks passes whatever
     /// the app does, which is what an empty or truncated file would
     /// otherwise do by accident.
-    pub allow_empty: ProbeSet,
+    pub(crate) allow_empty: ProbeSet,
     /// The checks, in file order.
     pub checks: Vec<CheckConfig>,
 }
 
 impl Config {
     /// The probe kinds some check of this config belongs to.
-    pub fn kinds(&self) -> ProbeSet {
+    pub(crate) fn kinds(&self) -> ProbeSet {
         let mut set = ProbeSet::default();
         for c in &self.checks {
             for kind in ProbeKind::ALL {
@@ -175,7 +182,7 @@ pub struct DrainConfig {
 pub const ISTIO_PROXY_UID: u32 = 1337;
 /// Linkerd's proxy runs as this user (`proxyUID`, and
 /// `config.linkerd.io/proxy-uid`); its iptables rules know it by this uid.
-pub const LINKERD_PROXY_UID: u32 = 2102;
+pub(crate) const LINKERD_PROXY_UID: u32 = 2102;
 
 /// Which of the connections to `drain.ports` are the app's serving
 /// traffic (`drain.mesh`), decided by where they come from in the pod.
@@ -209,7 +216,7 @@ pub enum Mesh {
 
 impl Mesh {
     /// The name written in `drain.mesh`.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Mesh::None => "none",
             Mesh::Istio { .. } => "istio",
@@ -275,9 +282,9 @@ pub struct CheckConfig {
     /// (`containers[app].readinessProbe`) whose handler and timing it
     /// keeps. Lints about those are for checks people write: `inject`
     /// says once what is worth saying about the original probe.
-    pub origin: Option<String>,
+    pub(crate) origin: Option<String>,
     /// The line of the check's table in the file, for lint messages.
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 impl CheckConfig {
@@ -349,7 +356,7 @@ impl ProbeKind {
     pub const ALL: [ProbeKind; 3] = [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness];
 
     /// The kubelet's capitalised name, used in its event messages.
-    pub fn title(self) -> &'static str {
+    pub(crate) fn title(self) -> &'static str {
         match self {
             ProbeKind::Startup => "Startup",
             ProbeKind::Liveness => "Liveness",
@@ -395,7 +402,7 @@ pub struct ProbeSet {
 
 impl ProbeSet {
     /// Every probe kind.
-    pub const ALL: ProbeSet = ProbeSet {
+    pub(crate) const ALL: ProbeSet = ProbeSet {
         startup: true,
         liveness: true,
         readiness: true,
@@ -462,7 +469,7 @@ impl CheckKind {
     }
 
     /// The host a network check dials, if it is one.
-    pub fn host(&self) -> Option<&Host> {
+    pub(crate) fn host(&self) -> Option<&Host> {
         match self {
             CheckKind::Http(h) => Some(&h.host),
             CheckKind::Tcp(t) => Some(&t.host),
@@ -491,7 +498,7 @@ pub struct Host {
 
 impl Host {
     /// The host for `host:port`, with brackets around an IPv6 literal.
-    pub fn authority(&self, port: u16) -> String {
+    pub(crate) fn authority(&self, port: u16) -> String {
         if self.name.contains(':') {
             format!("[{}]:{port}", self.name)
         } else {
@@ -502,7 +509,7 @@ impl Host {
     /// Splits an authority, `host`, `host:port`, `[v6]` or `[v6]:port`,
     /// into the host without brackets and the port as written, if any.
     /// The one host parser of URLs, `Location` headers and `wait` targets.
-    pub fn split_authority(authority: &str) -> Result<(&str, Option<&str>), String> {
+    pub(crate) fn split_authority(authority: &str) -> Result<(&str, Option<&str>), String> {
         let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
             let (host, after) = v6.split_once(']').ok_or("unterminated IPv6 literal")?;
             match after {
@@ -525,7 +532,7 @@ impl Host {
     }
 
     /// Whether the host is the loopback interface.
-    pub fn is_loopback(&self) -> bool {
+    pub(crate) fn is_loopback(&self) -> bool {
         match self.name.parse::<std::net::IpAddr>() {
             Ok(ip) => ip.is_loopback(),
             Err(_) => self.name.eq_ignore_ascii_case("localhost"),
@@ -705,18 +712,18 @@ pub struct ConfigError {
     /// The key path, such as `check[2].period`.
     pub key: String,
     /// 1-based line.
-    pub line: usize,
+    pub(crate) line: usize,
     /// 1-based column.
-    pub column: usize,
+    pub(crate) column: usize,
     /// What is wrong.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// Every error found in one file, and the file's name.
 #[derive(Debug, Clone, thiserror::Error)]
 pub struct ConfigErrors {
     /// The file (or other origin) the text came from.
-    pub origin: String,
+    pub(crate) origin: String,
     /// The errors, in file order.
     pub errors: Vec<ConfigError>,
 }
@@ -724,7 +731,7 @@ pub struct ConfigErrors {
 impl ConfigErrors {
     /// One line per error, in file order: `FILE:LINE:COLUMN: KEY: MESSAGE`,
     /// or `FILE: MESSAGE` for the file itself (it cannot be read).
-    pub fn lines(&self) -> impl Iterator<Item = String> + '_ {
+    pub(crate) fn lines(&self) -> impl Iterator<Item = String> + '_ {
         self.errors.iter().map(|e| {
             if e.line == 0 {
                 format!("{}: {}", self.origin, e.message)
@@ -783,7 +790,7 @@ impl Config {
     /// The text of the file at `path` (a regular file, read up to
     /// [`crate::files::MAX_CONFIG_BYTES`]), or the error that says it
     /// cannot be read.
-    pub fn read(path: &Path) -> Result<String, ConfigErrors> {
+    pub(crate) fn read(path: &Path) -> Result<String, ConfigErrors> {
         let text = crate::files::read_bounded(path, crate::files::MAX_CONFIG_BYTES).and_then(|bytes| {
             String::from_utf8(bytes).map_err(|_| {
                 crate::files::ReadError::Io(std::io::Error::new(

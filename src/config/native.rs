@@ -39,7 +39,7 @@ impl fmt::Debug for Credential {
 
 impl Credential {
     /// The value now. The error names the file, never the value.
-    pub fn value(&self) -> Result<String, String> {
+    pub(crate) fn value(&self) -> Result<String, String> {
         match self {
             Credential::Given(value) | Credential::Env { value, .. } => Ok(value.clone()),
             Credential::File(path) => {

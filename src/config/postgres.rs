@@ -9,18 +9,18 @@ use std::time::Duration;
 use super::{Credential, Host};
 
 /// libpq's default port.
-pub const DEFAULT_POSTGRES_PORT: u16 = 5432;
+pub(crate) const DEFAULT_POSTGRES_PORT: u16 = 5432;
 
 /// The user name sent when `user` is not given. libpq's default is the
 /// client's operating-system user, which in an exec probe is the database
 /// container's user: `postgres` in the official and Bitnami images. The
 /// sidecar's own user name says nothing about the app, so the default is
 /// written down instead.
-pub const DEFAULT_POSTGRES_USER: &str = "postgres";
+pub(crate) const DEFAULT_POSTGRES_USER: &str = "postgres";
 
 /// Where a `postgres` check connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PgAddress {
+pub(crate) enum PgAddress {
     /// TCP to a host and port.
     Tcp(Host),
     /// A Unix socket in this directory, named `.s.PGSQL.<port>`, as libpq
@@ -32,7 +32,7 @@ pub enum PgAddress {
 /// `fe-connect.c` `PQconnectPoll`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum SslMode {
+pub(crate) enum SslMode {
     /// Never TLS.
     Disable,
     /// Plaintext first; TLS only if the server answers the plaintext
@@ -55,7 +55,7 @@ pub enum SslMode {
 
 impl SslMode {
     /// The value as written.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Allow => "allow",
@@ -68,7 +68,7 @@ impl SslMode {
 
     /// Whether the server's certificate must be verified (`verify-ca`,
     /// `verify-full`): without a root certificate such a mode fails.
-    pub fn verifies(self) -> bool {
+    pub(crate) fn verifies(self) -> bool {
         matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
     }
 }
@@ -77,42 +77,42 @@ impl SslMode {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PostgresSpec {
     /// Where to connect (`-h`, `PGHOST`).
-    pub address: PgAddress,
+    pub(crate) address: PgAddress,
     /// The port (`-p`, `PGPORT`); also names the Unix socket file.
-    pub port: u16,
+    pub(crate) port: u16,
     /// The user name in the startup message (`-U`, `PGUSER`).
-    pub user: String,
+    pub(crate) user: String,
     /// The database (`-d`, `PGDATABASE`); the user name when not given,
     /// as libpq.
-    pub dbname: String,
+    pub(crate) dbname: String,
     /// `sslmode` (`PGSSLMODE`); libpq's `prefer` by default. Unix sockets
     /// never use TLS, as in libpq.
-    pub sslmode: SslMode,
+    pub(crate) sslmode: SslMode,
     /// The CA bundle the server's chain is verified against
     /// (`sslrootcert`, `PGSSLROOTCERT`). libpq's default,
     /// `~/.postgresql/root.crt`, is not read: the sidecar's home directory
     /// is not the app container's.
-    pub sslrootcert: Option<PathBuf>,
+    pub(crate) sslrootcert: Option<PathBuf>,
     /// The client certificate chain and its key (`sslcert`/`sslkey`,
     /// `PGSSLCERT`/`PGSSLKEY`), presented when the server asks for one;
     /// given together or not at all.
-    pub sslcert: Option<(PathBuf, PathBuf)>,
+    pub(crate) sslcert: Option<(PathBuf, PathBuf)>,
     /// A bound on the connection phase (`-t`, `PGCONNECT_TIMEOUT`), below
     /// the check's own timeout; none by default.
-    pub connect_timeout: Option<Duration>,
+    pub(crate) connect_timeout: Option<Duration>,
     /// The password (`PGPASSWORD`), for `query` only.
-    pub password: Option<Credential>,
+    pub(crate) password: Option<Credential>,
     /// A password file as libpq reads one (`passfile`, `PGPASSFILE`),
     /// read at every run when no password is given; for `query` only.
-    pub passfile: Option<PathBuf>,
+    pub(crate) passfile: Option<PathBuf>,
     /// `psql -c QUERY` semantics when set; `pg_isready` when not.
-    pub query: Option<String>,
+    pub(crate) query: Option<String>,
 }
 
 impl PostgresSpec {
     /// `host:port` as pg_isready prints it, or the socket directory and
     /// port.
-    pub fn shown(&self) -> String {
+    pub(crate) fn shown(&self) -> String {
         match &self.address {
             PgAddress::Tcp(host) => format!("{}:{}", host.name, self.port),
             PgAddress::Socket(dir) => format!("{}:{}", dir.display(), self.port),

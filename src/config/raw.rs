@@ -120,7 +120,7 @@ const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// Parses `"500ms"`, `"2s"`, `"1m30s"`: digits followed by a unit, no
 /// spaces, no bare numbers, at most a day.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     let bad =
         || format!("invalid duration {text:?}: write a number with a unit, such as \"500ms\" or \"2s\"");
     if text.is_empty()
@@ -755,7 +755,7 @@ fn valid_name(name: &str) -> bool {
 /// (`[-]startup failed`, `[-]drain failed`, kube-apiserver's `[+]ping ok`
 /// when there is no check): a check of that name would be ambiguous in
 /// text and overwrite the entry in `health+json`.
-pub const RESERVED_NAMES: [&str; 3] = ["drain", "ping", "startup"];
+pub(crate) const RESERVED_NAMES: [&str; 3] = ["drain", "ping", "startup"];
 
 fn validate_check(
     index: usize,

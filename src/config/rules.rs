@@ -21,7 +21,7 @@ impl Default for StatusSet {
 impl StatusSet {
     /// Parses one entry of `expect_status`: a code (`401`) or an
     /// inclusive range (`"200-299"`), each within 100–599.
-    pub fn parse_entry(entry: &toml::Value) -> Result<RangeInclusive<u16>, String> {
+    pub(crate) fn parse_entry(entry: &toml::Value) -> Result<RangeInclusive<u16>, String> {
         let code = |n: i64| {
             u16::try_from(n)
                 .ok()
@@ -56,7 +56,7 @@ impl StatusSet {
     }
 
     /// Whether `status` is accepted.
-    pub fn contains(&self, status: u16) -> bool {
+    pub(crate) fn contains(&self, status: u16) -> bool {
         self.0.iter().any(|r| r.contains(&status))
     }
 }
@@ -87,7 +87,7 @@ impl fmt::Display for StatusSet {
 /// body, `(?:.{0,1000}){20}z` 3.4 s. At the bound the worst found takes
 /// about 0.1 s (README, "Limits and failure behaviour"); such patterns as
 /// `"status":\s*"(ok|UP)"` compile to well under 1 KiB.
-pub const MAX_PATTERN_PROGRAM: usize = 16 * 1024;
+pub(crate) const MAX_PATTERN_PROGRAM: usize = 16 * 1024;
 
 /// A regular expression from the configuration, shown as written, with an
 /// estimate of what matching it costs.
@@ -131,7 +131,7 @@ impl Pattern {
 
     /// Whether the pattern matches anywhere in `text`. A body that is not
     /// UTF-8 is matched with its invalid bytes replaced by U+FFFD.
-    pub fn is_match(&self, text: &[u8]) -> bool {
+    pub(crate) fn is_match(&self, text: &[u8]) -> bool {
         match std::str::from_utf8(text) {
             Ok(text) => self.regex.is_match(text),
             Err(_) => self.regex.is_match(&String::from_utf8_lossy(text)),
@@ -140,12 +140,12 @@ impl Pattern {
 
     /// What matching `len` bytes may cost, in units of about a
     /// nanosecond's work or less: the program's size times the length.
-    pub fn cost(&self, len: usize) -> usize {
+    pub(crate) fn cost(&self, len: usize) -> usize {
         self.program.saturating_mul(len)
     }
 
     /// The pattern as written.
-    pub fn as_str(&self) -> &str {
+    pub(crate) fn as_str(&self) -> &str {
         self.regex.as_str()
     }
 }

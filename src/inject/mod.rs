@@ -14,13 +14,13 @@
 //! - [`yaml`]: splitting a stream and writing YAML that `kubectl` reads
 //!   back with the same types.
 
-pub mod exec;
-pub mod probe;
-pub mod record;
-pub mod serving;
-pub mod stream;
+pub(crate) mod exec;
+pub(crate) mod probe;
+pub(crate) mod record;
+pub(crate) mod serving;
+pub(crate) mod stream;
 pub mod template;
-pub mod yaml;
+pub(crate) mod yaml;
 
 use std::fmt;
 use std::time::Duration;
@@ -35,11 +35,11 @@ pub use stream::{Output, inject, uninject};
 pub const DEFAULT_IMAGE: &str = concat!("registry.example/healthproxy:", env!("CARGO_PKG_VERSION"));
 
 /// The registry of [`DEFAULT_IMAGE`], which no cluster can pull from.
-pub const PLACEHOLDER_REGISTRY: &str = "registry.example";
+pub(crate) const PLACEHOLDER_REGISTRY: &str = "registry.example";
 
 /// What to tell the user when `image` is on the placeholder registry: the
 /// first `kubectl apply` would end in ImagePullBackOff.
-pub fn placeholder_image(image: &str) -> Option<String> {
+pub(crate) fn placeholder_image(image: &str) -> Option<String> {
     let (registry, _) = image.split_once('/')?;
     (registry == PLACEHOLDER_REGISTRY).then(|| {
         format!(
@@ -68,7 +68,7 @@ pub enum ConfigMapName {
 
 /// `drain.max` unless `--drain-max` says otherwise: deploy/'s, which the
 /// default grace period of 30 s covers with 10 s to spare for the app.
-pub const DEFAULT_DRAIN_MAX: Duration = Duration::from_secs(20);
+pub(crate) const DEFAULT_DRAIN_MAX: Duration = Duration::from_secs(20);
 
 /// Where the sidecar goes in the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -82,7 +82,7 @@ pub enum Sidecar {
 
 impl Sidecar {
     /// The name used on the command line.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Sidecar::Native => "native",
             Sidecar::Classic => "classic",
@@ -140,7 +140,7 @@ pub struct Workload {
 }
 
 /// The kinds whose pod template `inject` handles, with its path.
-pub const WORKLOADS: &[(&str, &[&str])] = &[
+pub(crate) const WORKLOADS: &[(&str, &[&str])] = &[
     ("Pod", &[]),
     ("Deployment", &["spec", "template"]),
     ("StatefulSet", &["spec", "template"]),
@@ -155,7 +155,7 @@ pub const WORKLOADS: &[(&str, &[&str])] = &[
 
 /// Where other kinds commonly keep a pod template: such an object is
 /// passed through with a note naming its kind.
-pub const TEMPLATE_PATHS: &[&[&str]] = &[
+pub(crate) const TEMPLATE_PATHS: &[&[&str]] = &[
     &["spec", "template"],
     &["template"],
     &["spec", "jobTemplate", "spec", "template"],
@@ -164,7 +164,7 @@ pub const TEMPLATE_PATHS: &[&[&str]] = &[
 impl Workload {
     /// The path of the pod template in the object, as a field prefix
     /// (`spec.template.`, or nothing for a Pod).
-    pub fn template_path(&self) -> String {
+    pub(crate) fn template_path(&self) -> String {
         WORKLOADS
             .iter()
             .find(|(k, _)| *k == self.kind)
@@ -173,14 +173,14 @@ impl Workload {
     }
 
     /// The generated ConfigMap's name, without its hash.
-    pub fn config_map(&self) -> String {
+    pub(crate) fn config_map(&self) -> String {
         format!("{}-healthproxy", self.name)
     }
 
     /// The name of the ConfigMap that holds `config`: with
     /// [`ConfigMapName::Hashed`], [`Workload::config_map`] and the first
     /// ten hex digits of the config's SHA-256.
-    pub fn config_map_of(&self, config: &str, naming: ConfigMapName) -> String {
+    pub(crate) fn config_map_of(&self, config: &str, naming: ConfigMapName) -> String {
         match naming {
             ConfigMapName::Fixed => self.config_map(),
             ConfigMapName::Hashed => {
@@ -192,18 +192,18 @@ impl Workload {
     }
 
     /// The generated Secret's name.
-    pub fn secret(&self) -> String {
+    pub(crate) fn secret(&self) -> String {
         format!("{}-healthproxy-token", self.name)
     }
 
     /// A Job or a CronJob: its pods are meant to complete.
-    pub fn is_job(&self) -> bool {
+    pub(crate) fn is_job(&self) -> bool {
         matches!(self.kind.as_str(), "Job" | "CronJob")
     }
 
     /// `Kind/name` or `Kind/namespace/name`: the generated objects'
     /// `healthproxy.io/generated-for`.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         match &self.namespace {
             Some(ns) => format!("{}/{ns}/{}", self.kind, self.name),
             None => format!("{}/{}", self.kind, self.name),

@@ -53,7 +53,7 @@ const PROBE_FIELDS: &[&str] = &[
 ];
 
 /// The probe's field name on a container.
-pub fn field(kind: ProbeKind) -> &'static str {
+pub(crate) fn field(kind: ProbeKind) -> &'static str {
     match kind {
         ProbeKind::Startup => "startupProbe",
         ProbeKind::Liveness => "livenessProbe",
@@ -64,7 +64,7 @@ pub fn field(kind: ProbeKind) -> &'static str {
 /// The kubelet's timing of one probe, defaults applied (kubelet-semantics
 /// §3.1: 0 or absent means the default).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timing {
+pub(crate) struct Timing {
     /// `initialDelaySeconds`.
     pub initial_delay: u64,
     /// `periodSeconds`.
@@ -72,14 +72,14 @@ pub struct Timing {
     /// `timeoutSeconds`.
     pub timeout: u64,
     /// `successThreshold`.
-    pub success: u64,
+    pub(crate) success: u64,
     /// `failureThreshold`.
-    pub failure: u64,
+    pub(crate) failure: u64,
 }
 
 /// What a check does, as read from the probe.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Handler {
+pub(crate) enum Handler {
     /// `httpGet`.
     Http {
         /// `true` for `HTTPS`.
@@ -113,7 +113,7 @@ pub enum Handler {
 
 impl Handler {
     /// The port it dials (a process check dials none).
-    pub fn port(&self) -> Option<u16> {
+    pub(crate) fn port(&self) -> Option<u16> {
         match self {
             Handler::Http { port, .. } | Handler::Tcp { port, .. } | Handler::Grpc { port, .. } => {
                 Some(*port)
@@ -123,7 +123,7 @@ impl Handler {
     }
 
     /// Whether it dials the pod itself (no host, or loopback).
-    pub fn on_pod(&self) -> bool {
+    pub(crate) fn on_pod(&self) -> bool {
         match self {
             Handler::Http { host, .. } | Handler::Tcp { host, .. } => is_local(host.as_deref()),
             Handler::Grpc { .. } => true,
@@ -132,7 +132,7 @@ impl Handler {
     }
 
     /// A short description for the summary: `httpGet :8080/healthz`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Handler::Http {
                 https,
@@ -159,30 +159,30 @@ fn is_local(host: Option<&str>) -> bool {
 
 /// A probe that the sidecar takes over.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Moved {
+pub(crate) struct Moved {
     /// The container it belongs to.
-    pub container: String,
+    pub(crate) container: String,
     /// Which probe it was.
-    pub kind: ProbeKind,
+    pub(crate) kind: ProbeKind,
     /// What it does.
-    pub handler: Handler,
+    pub(crate) handler: Handler,
     /// When.
-    pub timing: Timing,
+    pub(crate) timing: Timing,
 }
 
 impl Moved {
     /// The check's name: `CONTAINER-KIND`.
-    pub fn check_name(&self) -> String {
+    pub(crate) fn check_name(&self) -> String {
         format!("{}-{}", self.container, self.kind)
     }
 
     /// The sidecar's endpoint the rewritten probe asks.
-    pub fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("/containers/{}/{}", self.container, self.kind.endpoint())
     }
 
     /// The check as a `[[check]]` table.
-    pub fn toml(&self) -> String {
+    pub(crate) fn toml(&self) -> String {
         let q = |s: &str| toml::Value::String(s.to_string()).to_string();
         let mut out = String::new();
         let _ = writeln!(out, "[[check]]");
@@ -239,7 +239,7 @@ impl Moved {
 
     /// The probe that replaces the original on the app container, asking
     /// the sidecar on `port` (see the module's documentation for the rule).
-    pub fn rewritten(&self, port: u16, original: &Mapping) -> Result<Value, String> {
+    pub(crate) fn rewritten(&self, port: u16, original: &Mapping) -> Result<Value, String> {
         let t = &self.timing;
         let spacing = t.period.max(t.timeout);
         let (delay, period, failure) = match self.kind {
@@ -273,7 +273,7 @@ impl Moved {
 
 /// What to do with one probe of a container.
 #[derive(Debug)]
-pub enum Plan {
+pub(crate) enum Plan {
     /// The sidecar runs it.
     Move(Moved),
     /// It stays with the kubelet (an `exec` probe): why.
@@ -283,7 +283,7 @@ pub enum Plan {
 /// Reads the probe `kind` of `container` (its mapping `c`) in a pod that
 /// shares its process namespace or not. Errors name the field under the
 /// probe, such as `httpGet.port`.
-pub fn plan(
+pub(crate) fn plan(
     container: &str,
     c: &Mapping,
     kind: ProbeKind,

@@ -12,23 +12,23 @@ use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 
 /// The annotation that holds the record.
-pub const ANNOTATION: &str = "healthproxy.io/injected";
+pub(crate) const ANNOTATION: &str = "healthproxy.io/injected";
 
 /// The version of the record's format.
 const VERSION: u32 = 1;
 
 /// One field set by `inject`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Where, from the pod template.
-    pub at: Vec<String>,
+    pub(crate) at: Vec<String>,
     /// What it was; absent when the field (or item) did not exist.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
         deserialize_with = "present"
     )]
-    pub was: Option<Value>,
+    pub(crate) was: Option<Value>,
 }
 
 /// A `was: null` is a field that held null, not an absent one.
@@ -38,16 +38,16 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
 
 /// Everything `inject` changed in one pod template.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Record {
+pub(crate) struct Record {
     /// The format's version.
-    pub v: u32,
+    pub(crate) v: u32,
     /// The changes, in the order they were made.
-    pub changes: Vec<Entry>,
+    pub(crate) changes: Vec<Entry>,
 }
 
 /// Makes changes to a pod template and records them.
 #[derive(Debug, Default)]
-pub struct Recorder {
+pub(crate) struct Recorder {
     record: Record,
     /// The paths of the maps, lists and items inject created (joined by
     /// NUL), which undo removes whole: a change under one is not recorded.
@@ -56,7 +56,7 @@ pub struct Recorder {
 
 impl Recorder {
     /// A recorder with nothing recorded.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Recorder {
             record: Record {
                 v: VERSION,
@@ -98,7 +98,7 @@ impl Recorder {
     }
 
     /// Sets the field at `at` (its parent must exist) to `value`.
-    pub fn set(&mut self, root: &mut Value, at: &[&str], value: Value) {
+    pub(crate) fn set(&mut self, root: &mut Value, at: &[&str], value: Value) {
         let parent = &at[..at.len() - 1];
         let map = lookup(root, parent)
             .and_then(Value::as_mapping_mut)
@@ -109,14 +109,14 @@ impl Recorder {
     /// Sets the field at `at` to `value` in `map`, the mapping at `at`'s
     /// parent, which the caller found (in a list of many, by index rather
     /// than by a search for its name).
-    pub fn set_in(&mut self, map: &mut Mapping, at: &[&str], value: Value) {
+    pub(crate) fn set_in(&mut self, map: &mut Mapping, at: &[&str], value: Value) {
         let key = *at.last().expect("a path has a key");
         self.push(at, map.get(key).cloned());
         map.insert(Value::from(key), value);
     }
 
     /// Makes sure the map at `at` exists (recording it when it did not).
-    pub fn ensure_map(&mut self, root: &mut Value, at: &[&str]) {
+    pub(crate) fn ensure_map(&mut self, root: &mut Value, at: &[&str]) {
         if !lookup(root, at).is_some_and(|v| v.is_mapping()) {
             self.set(root, at, Value::Mapping(Mapping::new()));
         }
@@ -124,7 +124,7 @@ impl Recorder {
 
     /// Adds the named `item` to the list at `at`, first or last; creates
     /// the list when there is none.
-    pub fn add_item(&mut self, root: &mut Value, at: &[&str], item: Value, first: bool) {
+    pub(crate) fn add_item(&mut self, root: &mut Value, at: &[&str], item: Value, first: bool) {
         let name = item
             .get("name")
             .and_then(Value::as_str)
@@ -146,13 +146,13 @@ impl Recorder {
     }
 
     /// The record, as the annotation's JSON text.
-    pub fn finish(self) -> String {
+    pub(crate) fn finish(self) -> String {
         serde_json::to_string(&self.record).expect("a record serialises")
     }
 }
 
 /// The value at `at`, stepping into lists by item name.
-pub fn lookup<'a>(root: &'a mut Value, at: &[&str]) -> Option<&'a mut Value> {
+pub(crate) fn lookup<'a>(root: &'a mut Value, at: &[&str]) -> Option<&'a mut Value> {
     let mut here = root;
     for key in at {
         here = match here {
@@ -168,7 +168,7 @@ pub fn lookup<'a>(root: &'a mut Value, at: &[&str]) -> Option<&'a mut Value> {
 
 /// Plays `record` backwards on `template`. Returns the paths it could not
 /// restore because they were changed since (for a warning).
-pub fn undo(template: &mut Value, record: &Record) -> Vec<String> {
+pub(crate) fn undo(template: &mut Value, record: &Record) -> Vec<String> {
     let mut lost = Vec::new();
     // Items' indices by name, per list: one search per list rather than
     // one per change (thousands of containers, issue 27). Dropped when a
@@ -236,7 +236,7 @@ impl Index {
 }
 
 /// Reads the record in `template`'s annotation, if it has one.
-pub fn read(template: &Value) -> Option<Result<Record, String>> {
+pub(crate) fn read(template: &Value) -> Option<Result<Record, String>> {
     let text = template.get("metadata")?.get("annotations")?.get(ANNOTATION)?;
     let parsed = text
         .as_str()
@@ -253,7 +253,7 @@ pub fn read(template: &Value) -> Option<Result<Record, String>> {
 }
 
 /// Removes the record's annotation.
-pub fn remove(template: &mut Value) {
+pub(crate) fn remove(template: &mut Value) {
     if let Some(Value::Mapping(a)) = lookup(template, &["metadata", "annotations"]) {
         a.shift_remove(ANNOTATION);
     }

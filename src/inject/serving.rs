@@ -22,9 +22,9 @@ use serde_yaml_ng::{Mapping, Value};
 use crate::config::{ISTIO_PROXY_UID, LINKERD_PROXY_UID, Mesh};
 
 /// Istio's sidecar container.
-pub const ISTIO_PROXY: &str = "istio-proxy";
+pub(crate) const ISTIO_PROXY: &str = "istio-proxy";
 /// Linkerd's sidecar container.
-pub const LINKERD_PROXY: &str = "linkerd-proxy";
+pub(crate) const LINKERD_PROXY: &str = "linkerd-proxy";
 
 /// Which mesh `inject` writes into `drain.mesh` (`--mesh`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -50,7 +50,7 @@ pub struct Surroundings {
 
 impl Surroundings {
     /// Takes in `object` if it is a Service or a Namespace.
-    pub fn add(&mut self, object: &Value) {
+    pub(crate) fn add(&mut self, object: &Value) {
         match object.get("kind").and_then(Value::as_str) {
             Some("Service") => self.services.push(object.clone()),
             Some("Namespace") => self.namespaces.push(object.clone()),
@@ -134,7 +134,7 @@ fn linkerd(template: &Value, namespace: Option<&Value>) -> (Option<bool>, String
 
 /// The mesh of a pod template in `namespace`, and why; an error when it
 /// shows two.
-pub fn mesh(
+pub(crate) fn mesh(
     template: &Value,
     namespace: Option<&str>,
     around: &Surroundings,
@@ -197,7 +197,7 @@ pub fn mesh(
 
 /// The serving ports of a pod template in `namespace` with the `probed`
 /// ports, and why.
-pub fn ports(
+pub(crate) fn ports(
     template: &Value,
     namespace: Option<&str>,
     around: &Surroundings,
@@ -281,7 +281,7 @@ fn named_port(template: &Value, name: &str) -> Option<u16> {
 
 /// The declared TCP container ports of the app containers: what
 /// `drain.ports` held before it was chosen.
-pub fn declared(template: &Value) -> Vec<u16> {
+pub(crate) fn declared(template: &Value) -> Vec<u16> {
     let mut out: Vec<u16> = template
         .get("spec")
         .and_then(|s| s.get("containers"))

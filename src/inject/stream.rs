@@ -12,11 +12,11 @@ use super::template::{self, Injected};
 use super::{Options, Refusal, WORKLOADS, Workload, yaml};
 
 /// The label on the objects `inject` generates.
-pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "healthproxy-inject");
+pub(crate) const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "healthproxy-inject");
 /// The longest name of a ConfigMap or Secret (a DNS subdomain).
 const MAX_NAME: usize = 253;
 /// The annotation naming the workload a generated object belongs to.
-pub const GENERATED_FOR: &str = "healthproxy.io/generated-for";
+pub(crate) const GENERATED_FOR: &str = "healthproxy.io/generated-for";
 
 /// The transformed stream and what to tell the user.
 #[derive(Debug, Clone, Default)]
@@ -26,10 +26,10 @@ pub struct Output {
     /// Things kept as they were, raised values, lints of the moved probes.
     pub warnings: Vec<String>,
     /// What moved where, one line each.
-    pub summary: Vec<String>,
+    pub(crate) summary: Vec<String>,
     /// Every field restored from an injection record, as `OBJECT: FIELD`
     /// (written on stderr: the record is text few people read).
-    pub restored: Vec<String>,
+    pub(crate) restored: Vec<String>,
     /// What was chosen for the user (the drain's mesh and ports), one
     /// line each: always worth saying.
     pub notes: Vec<String>,

@@ -19,20 +19,20 @@ use super::{Options, Refusal, Sidecar, Workload};
 use crate::config::{Config, Mesh, ProbeKind, original_probe_lints};
 
 /// The sidecar container's name.
-pub const SIDECAR: &str = "healthproxy";
+pub(crate) const SIDECAR: &str = "healthproxy";
 /// The volume holding the config.
-pub const CONFIG_VOLUME: &str = "healthproxy-config";
+pub(crate) const CONFIG_VOLUME: &str = "healthproxy-config";
 /// The volume holding the token.
-pub const TOKEN_VOLUME: &str = "healthproxy-token";
+pub(crate) const TOKEN_VOLUME: &str = "healthproxy-token";
 /// Where the sidecar reads its config.
-pub const CONFIG_DIR: &str = "/etc/healthproxy";
+pub(crate) const CONFIG_DIR: &str = "/etc/healthproxy";
 /// Where the sidecar reads the token (deploy/'s `drain.token_file`).
-pub const TOKEN_DIR: &str = "/var/run/secrets/healthproxy";
+pub(crate) const TOKEN_DIR: &str = "/var/run/secrets/healthproxy";
 /// The annotation whose change rolls the pods when the config changes.
-pub const HASH_ANNOTATION: &str = "healthproxy.io/config-hash";
+pub(crate) const HASH_ANNOTATION: &str = "healthproxy.io/config-hash";
 /// Time left to the app after the drain: the grace period is raised to
 /// `drain.max` plus this when it is shorter.
-pub const APP_SHUTDOWN: Duration = Duration::from_secs(10);
+pub(crate) const APP_SHUTDOWN: Duration = Duration::from_secs(10);
 /// The kubelet's default `terminationGracePeriodSeconds`.
 const DEFAULT_GRACE: u64 = 30;
 
@@ -42,15 +42,15 @@ pub struct Injection {
     /// The sidecar's config file.
     pub config: String,
     /// The name of the ConfigMap the pod mounts it from.
-    pub config_map: String,
+    pub(crate) config_map: String,
     /// The token the preStop hooks send, when any container got one.
     pub token: Option<String>,
     /// The probes the sidecar took over.
-    pub moved: Vec<Moved>,
+    pub(crate) moved: Vec<Moved>,
     /// What the user should know (kept exec probes, kept preStop hooks).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// What was chosen for the user (the drain's mesh and ports).
-    pub notes: Vec<String>,
+    pub(crate) notes: Vec<String>,
 }
 
 /// What [`inject`] did.
@@ -483,10 +483,10 @@ pub struct Uninjected {
     /// The token its preStop hooks sent, to inject again with the same.
     pub token: Option<String>,
     /// Fields changed since `inject` that could not be restored.
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// Every field restored or removed, from the pod template
     /// (`spec.containers[web].livenessProbe`), for the user to see.
-    pub restored: Vec<String>,
+    pub(crate) restored: Vec<String>,
 }
 
 /// Restores `template` as it was before [`inject`]; `None` when it was
@@ -859,7 +859,7 @@ fn sidecar(options: &Options, token: bool, checks: usize, env: &[(String, Value)
 
 /// `spec.shareProcessNamespace: true`: every container sees the others'
 /// processes, the sidecar too.
-pub fn shares_processes(template: &Value) -> bool {
+pub(crate) fn shares_processes(template: &Value) -> bool {
     template
         .get("spec")
         .and_then(|s| s.get("shareProcessNamespace"))

@@ -20,7 +20,7 @@ use serde_yaml_ng::Value;
 /// The deepest nesting read: the YAML reader's own limit (serde_yaml_ng
 /// refuses a document nested deeper), checked for flow collections by
 /// [`too_deep`] before the reader runs.
-pub const MAX_DEPTH: usize = 128;
+pub(crate) const MAX_DEPTH: usize = 128;
 
 /// The longest implicit key YAML allows (YAML 1.2 §7.4.2, 1.1 the same).
 const MAX_IMPLICIT_KEY: usize = 1024;
@@ -28,15 +28,15 @@ const MAX_IMPLICIT_KEY: usize = 1024;
 /// One document of a stream: its text as written (without the `---` line
 /// in front of it, unless that line holds content) and its first line.
 #[derive(Debug, Clone)]
-pub struct Document {
+pub(crate) struct Document {
     /// The document's text.
-    pub text: String,
+    pub(crate) text: String,
     /// 1-based line of the document's first line in the stream.
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 /// Splits a YAML stream at its `---` lines.
-pub fn split(stream: &str) -> Vec<Document> {
+pub(crate) fn split(stream: &str) -> Vec<Document> {
     let mut docs = Vec::new();
     let mut text = String::new();
     let mut first = 1;
@@ -67,7 +67,7 @@ pub fn split(stream: &str) -> Vec<Document> {
 /// before the YAML reader runs: quoted scalars, comments, block scalars
 /// and plain scalars in block context are skipped, so that brackets in
 /// text are not counted.
-pub fn too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
+pub(crate) fn too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
     let mut depth = 0usize;
     // Inside a quoted scalar, which may span lines.
     let mut quote: Option<char> = None;
@@ -169,7 +169,7 @@ pub fn too_deep(text: &str, max: usize) -> Option<(usize, usize)> {
 }
 
 /// Writes `value` as one block-style YAML document, ending with a newline.
-pub fn emit(value: &Value) -> String {
+pub(crate) fn emit(value: &Value) -> String {
     let mut out = String::new();
     match value {
         Value::Mapping(m) if !m.is_empty() => mapping(&mut out, m, 0),

@@ -17,21 +17,21 @@ use super::diag;
 use super::procnet::ProcNet;
 
 /// How often the socket tables are read.
-pub const EVERY: Duration = Duration::from_millis(500);
+pub(crate) const EVERY: Duration = Duration::from_millis(500);
 
 /// What the socket tables last showed of the app.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Presence {
+pub(crate) struct Presence {
     /// Something listens on one of `drain.ports`.
-    pub listening: bool,
+    pub(crate) listening: bool,
     /// How many app containers have begun listening: 2 and more mean
     /// restarts.
-    pub starts: u64,
+    pub(crate) starts: u64,
 }
 
 /// Reads the listening sockets on `ports` now, then every [`EVERY`] in a
 /// task that ends when every receiver is gone. Needs a runtime.
-pub fn watch(ports: &[u16]) -> watch::Receiver<Presence> {
+pub(crate) fn watch(ports: &[u16]) -> watch::Receiver<Presence> {
     let (tx, rx) = watch::channel(Presence::default());
     let mut watcher = Watcher {
         ports: ports.to_vec(),

@@ -99,7 +99,7 @@ pub(super) struct Info {
 
 /// The inodes of the TCP sockets listening on `ports`, IPv4 and IPv6,
 /// sorted: the identity of the app container that listens.
-pub fn listeners(ports: &[u16]) -> io::Result<Vec<u32>> {
+pub(crate) fn listeners(ports: &[u16]) -> io::Result<Vec<u32>> {
     let mut inodes = Vec::new();
     if ports.is_empty() {
         return Ok(inodes);

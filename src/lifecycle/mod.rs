@@ -152,7 +152,7 @@ pub enum Exit {
 
 impl Exit {
     /// The process's exit status.
-    pub fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             Exit::Clean => 0,
             Exit::Forced(signal) => 128u8.saturating_add(signal as u8),

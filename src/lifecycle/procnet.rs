@@ -23,27 +23,27 @@ pub struct Sockets {
     /// waits for its answer (`drain.mesh`).
     pub established: usize,
     /// Listening sockets on a watched port.
-    pub listening: usize,
+    pub(crate) listening: usize,
     /// The other ends of the app's serving connections, in any state
     /// (`TIME_WAIT` included, so that a short connection is still seen
     /// after it has closed): a new one is a new connection, and one whose
     /// bytes grew carried a request. Left empty by `/proc/net`, which
     /// tells no drain about new connections.
-    pub peers: Vec<Peer>,
+    pub(crate) peers: Vec<Peer>,
     /// Established connections from other clients inside the pod (another
     /// container's cache client, a log shipper): not the app's serving
     /// traffic, never waited on.
-    pub in_pod: usize,
+    pub(crate) in_pod: usize,
 }
 
 /// The other end of one of the app's serving connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Peer {
+pub(crate) struct Peer {
     /// Its address.
-    pub addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Bytes the app has received on the connection so far (0 where the
     /// kernel does not say: a closed connection in `TIME_WAIT`).
-    pub received: u64,
+    pub(crate) received: u64,
 }
 
 /// Where the socket tables are read: `/proc/net` in production, a
@@ -61,7 +61,7 @@ impl Default for ProcNet {
 
 impl ProcNet {
     /// Reads `tcp` and `tcp6` under `dir`.
-    pub fn at(dir: impl AsRef<Path>) -> Self {
+    pub(crate) fn at(dir: impl AsRef<Path>) -> Self {
         ProcNet {
             dir: dir.as_ref().to_path_buf(),
         }
@@ -76,7 +76,7 @@ impl ProcNet {
     }
 
     /// The inodes of the sockets listening on `ports`, sorted.
-    pub fn listeners(&self, ports: &[u16]) -> io::Result<Vec<u32>> {
+    pub(crate) fn listeners(&self, ports: &[u16]) -> io::Result<Vec<u32>> {
         let mut inodes = Vec::new();
         self.each_table(|text| inodes.extend(listeners(text, ports)))?;
         inodes.sort_unstable();

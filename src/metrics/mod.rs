@@ -18,7 +18,6 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry
 
 use self::collector::CheckFamilies;
 use crate::lifecycle::Refusal;
-pub use crate::state::CheckCounters;
 use crate::state::State;
 
 /// The process's metrics: a cheap handle to one registry.
@@ -155,7 +154,7 @@ impl Metrics {
     /// counters and every gauge the snapshot owns (check health,
     /// consecutive failures, probe verdicts, the drain), read from `state`
     /// now.
-    pub fn render(&self, state: &State) -> String {
+    pub(crate) fn render(&self, state: &State) -> String {
         let i = &self.inner;
         let mut families = i.registry.gather();
         // A copy: the snapshot's lock is held only while it is copied, so

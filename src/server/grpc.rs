@@ -80,7 +80,7 @@ const WATCH_BUFFER: usize = 4;
 
 /// Serves the health service on `listener` until `cancel` fires; open
 /// `Watch` streams end then too.
-pub async fn serve(listener: TcpListener, state: State, cancel: CancellationToken) {
+pub(crate) async fn serve(listener: TcpListener, state: State, cancel: CancellationToken) {
     let watched = Watched::default();
     tokio::spawn(watched.clone().publish(state.clone(), cancel.clone()));
     let service = HealthService {

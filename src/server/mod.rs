@@ -89,4 +89,4 @@ pub(crate) use budget::{SHUTDOWN_GRACE, bind, connection_cap};
 pub use budget::{memory_budget, memory_limit, raise_fd_limit};
 pub(crate) use endpoints::endpoints;
 pub(crate) use listen::serve;
-pub use render::{Format, Options, Probe, Scope};
+pub use render::{Options, Probe, Scope};

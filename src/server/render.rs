@@ -32,7 +32,7 @@ impl Scope<'_> {
 
 /// The body format a request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// kube-apiserver's plain text.
     Text,
     /// Our JSON document with every check's state.
@@ -47,14 +47,14 @@ pub struct Options<'a> {
     /// `?verbose`: list every check even on success.
     pub verbose: bool,
     /// `?exclude=NAME`, repeatable.
-    pub exclude: Vec<&'a str>,
+    pub(crate) exclude: Vec<&'a str>,
     /// `?format=json`.
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 impl<'a> Options<'a> {
     /// Neither verbose nor excluding checks: a kubelet's probe.
-    pub fn is_plain(&self) -> bool {
+    pub(crate) fn is_plain(&self) -> bool {
         !self.verbose && self.exclude.is_empty()
     }
 
@@ -98,7 +98,7 @@ pub struct Probe<'s> {
 
 /// What a check's failure reason reads when it is withheld, in
 /// kube-apiserver's words.
-pub const WITHHELD: &str = "reason withheld";
+pub(crate) const WITHHELD: &str = "reason withheld";
 
 impl<'s> Probe<'s> {
     /// Evaluates probe `kind` for the checks in `scope`.
@@ -144,7 +144,7 @@ impl<'s> Probe<'s> {
     /// what the app or a command said (a redirect's body, a token in
     /// output), and clients on the pod network get names and verdicts
     /// only, as kube-apiserver answers `[-]NAME failed: reason withheld`.
-    pub fn withhold_messages(mut self) -> Self {
+    pub(crate) fn withhold_messages(mut self) -> Self {
         self.withheld = true;
         self
     }
@@ -155,7 +155,7 @@ impl<'s> Probe<'s> {
     }
 
     /// How many checks the answer lists when it lists them.
-    pub fn listed(&self) -> usize {
+    pub(crate) fn listed(&self) -> usize {
         self.lines.len()
     }
 
@@ -308,7 +308,7 @@ impl<'s> Probe<'s> {
 /// each probe's verdict with the gates that close it, for `healthproxy
 /// status`. With `withheld`, the checks' messages are left out, as
 /// [`Probe::withhold_messages`] leaves them out of a probe's answer.
-pub fn status(snapshot: &Snapshot, withheld: bool) -> Value {
+pub(crate) fn status(snapshot: &Snapshot, withheld: bool) -> Value {
     let mut probes = Map::new();
     for kind in ProbeKind::ALL {
         let gates: Vec<Value> = snapshot

@@ -16,7 +16,7 @@
 //! sidecar's filesystem at the same paths.
 
 pub mod serve;
-pub mod tls;
+pub(crate) mod tls;
 
 use kube_core::DynamicObject;
 use kube_core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
@@ -27,13 +27,13 @@ use crate::inject::{Options, WORKLOADS, Workload, record};
 
 /// The label (on a namespace or a pod) or annotation (on a pod) that opts
 /// in with `enabled`; any other value on the pod opts it out.
-pub const OPT: &str = "healthproxy.io/inject";
+pub(crate) const OPT: &str = "healthproxy.io/inject";
 /// The value of [`OPT`] that opts in.
-pub const ENABLED: &str = "enabled";
+pub(crate) const ENABLED: &str = "enabled";
 /// The pod annotation holding the sidecar's config file.
-pub const CONFIG_ANNOTATION: &str = "healthproxy.io/config";
+pub(crate) const CONFIG_ANNOTATION: &str = "healthproxy.io/config";
 /// The pod annotation holding the token of the preStop hooks.
-pub const TOKEN_ANNOTATION: &str = "healthproxy.io/token";
+pub(crate) const TOKEN_ANNOTATION: &str = "healthproxy.io/token";
 
 /// The most containers (`containers` and `initContainers` together) of a
 /// pod the webhook injects; a larger pod is admitted unchanged with a
@@ -43,10 +43,10 @@ pub const TOKEN_ANNOTATION: &str = "healthproxy.io/token";
 pub const MAX_CONTAINERS: usize = 256;
 /// The API server's limit on the total size of a pod's annotations (keys
 /// and values): past it, it would reject the injected pod.
-pub const MAX_ANNOTATIONS: usize = 256 << 10;
+pub(crate) const MAX_ANNOTATIONS: usize = 256 << 10;
 /// The largest JSONPatch answered; the answer carries it in base64 (4/3 of
 /// its size) with the warnings.
-pub const MAX_PATCH: usize = 1 << 20;
+pub(crate) const MAX_PATCH: usize = 1 << 20;
 /// The most warnings in one answer (the API server may truncate more).
 const MAX_WARNINGS: usize = 32;
 
@@ -71,7 +71,7 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, for the metrics.
-    pub const ALL: [Outcome; 7] = [
+    pub(crate) const ALL: [Outcome; 7] = [
         Outcome::Injected,
         Outcome::OptedOut,
         Outcome::AlreadyInjected,
@@ -82,7 +82,7 @@ impl Outcome {
     ];
 
     /// The `result` label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Outcome::Injected => "injected",
             Outcome::OptedOut => "opted_out",
@@ -99,7 +99,7 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Mutation {
     /// What happened.
-    pub outcome: Outcome,
+    pub(crate) outcome: Outcome,
     /// The JSONPatch, when the pod changes.
     pub patch: Option<json_patch::Patch>,
     /// For the client that creates the pod (`kubectl` prints them).
@@ -271,7 +271,7 @@ pub fn mutate(pod: &Value, namespace: Option<&str>, options: &Options) -> Mutati
 /// `name` (containers, volumes) are matched by name, so that the classic
 /// sidecar put first is one `add` rather than a change of every container
 /// after it; others by index. Linear in the sizes of both.
-pub fn diff(old: &Value, new: &Value) -> json_patch::Patch {
+pub(crate) fn diff(old: &Value, new: &Value) -> json_patch::Patch {
     let mut ops = Vec::new();
     diff_at(old, new, &mut json_patch::jsonptr::PointerBuf::new(), &mut ops);
     json_patch::Patch(ops)
@@ -358,7 +358,7 @@ fn diff_at(
 /// Moves the config and the token from the ConfigMap and Secret `inject`
 /// refers to into `pod`'s annotations: its volumes of the same names
 /// become `downwardAPI` volumes that project them to the same files.
-pub fn carry_in_annotations(pod: &mut Value, config: &str, token: Option<&str>) {
+pub(crate) fn carry_in_annotations(pod: &mut Value, config: &str, token: Option<&str>) {
     let annotations = &mut pod["metadata"]["annotations"];
     annotations[CONFIG_ANNOTATION] = config.into();
     if let Some(token) = token {
@@ -387,7 +387,7 @@ pub fn carry_in_annotations(pod: &mut Value, config: &str, token: Option<&str>) 
 /// when `inject` knows the kind (a Job's classic sidecar must exit with
 /// the app), else the pod itself, named by `generateName` when the API
 /// server has not named it yet.
-pub fn workload_of(pod: &Value, namespace: Option<&str>) -> Workload {
+pub(crate) fn workload_of(pod: &Value, namespace: Option<&str>) -> Workload {
     let meta = &pod["metadata"];
     let namespace = namespace
         .or_else(|| meta["namespace"].as_str())

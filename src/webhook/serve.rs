@@ -37,7 +37,7 @@ use crate::server::held::Held;
 
 /// The largest AdmissionReview read. The API server stores objects of up
 /// to 1.5 MiB; a review carries the object (and, on updates, the old one).
-pub const MAX_BODY: usize = 4 << 20;
+pub(crate) const MAX_BODY: usize = 4 << 20;
 /// Bound on a TLS handshake and on reading a request's head; a kept-alive
 /// connection that sends no new head within it is closed too (hyper's
 /// header timer runs from the end of the last answer).
@@ -45,18 +45,18 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for a request's body to arrive whole, from its head: the API
 /// server gives a webhook at most 30 s for the whole call (deploy/webhook
 /// sets 5 s), and sends the body at once.
-pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of request bodies held at once, across every connection: a
 /// request that finds them spent gets 503 and its connection is closed.
 /// Four of the largest reviews at once; 25 connections sending 4 MB each
 /// slowly OOM-killed the webhook under its 128 MiB without it (issue 27).
-pub const BODY_BUDGET: usize = 16 << 20;
+pub(crate) const BODY_BUDGET: usize = 16 << 20;
 /// Connections open at once on the HTTPS port; one more closes the
 /// oldest. The API server keeps a few per replica.
-pub const MAX_CONNECTIONS: usize = 64;
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// Connections open at once on the plain port (the kubelet's probes and
 /// Prometheus); one more closes the oldest.
-pub const MAX_ADMIN_CONNECTIONS: usize = 16;
+pub(crate) const MAX_ADMIN_CONNECTIONS: usize = 16;
 /// hyper's read buffer, which holds a request head whole: the API
 /// server's are a few hundred bytes.
 const READ_BUFFER: usize = 16 << 10;
@@ -84,7 +84,7 @@ pub const fn memory_budget() -> u64 {
 /// Admissions by result and their latency, and the serving certificate's
 /// expiry.
 #[derive(Clone)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     admissions: IntCounterVec,
     latency: HistogramVec,
@@ -95,7 +95,7 @@ pub struct Metrics {
 
 impl Metrics {
     /// Every result at zero.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let admissions = IntCounterVec::new(
             Opts::new(
                 "healthproxy_webhook_admissions_total",
@@ -144,7 +144,7 @@ impl Metrics {
     }
 
     /// Shows the expiry of the pair `certs` serves.
-    pub fn serving(mut self, certs: Arc<Reloading>) -> Metrics {
+    pub(crate) fn serving(mut self, certs: Arc<Reloading>) -> Metrics {
         self.certs = Some(certs);
         self
     }
@@ -181,7 +181,7 @@ struct App {
 }
 
 /// The HTTPS routes: `POST /mutate`.
-pub fn mutate_routes(options: Options, metrics: Metrics) -> Router {
+pub(crate) fn mutate_routes(options: Options, metrics: Metrics) -> Router {
     Router::new()
         .route("/mutate", post(mutate))
         // Refused on its Content-Length before a byte is read, or once
@@ -196,7 +196,7 @@ pub fn mutate_routes(options: Options, metrics: Metrics) -> Router {
 }
 
 /// The plain routes: `/healthz` and `/metrics`.
-pub fn admin_routes(metrics: Metrics) -> Router {
+pub(crate) fn admin_routes(metrics: Metrics) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
@@ -401,7 +401,7 @@ async fn mutate(State(app): State<App>, request: Request) -> Response {
 
 /// Serves `routes` over TLS with `certs` on `listener` until `stop`, then
 /// lets open requests finish for a grace.
-pub async fn serve_tls(
+pub(crate) async fn serve_tls(
     listener: TcpListener,
     certs: Arc<Reloading>,
     routes: Router,
@@ -426,7 +426,7 @@ pub async fn serve_tls(
 
 /// Serves `routes` over plain HTTP/1.1 on `listener` until `stop`, as
 /// [`serve_tls`] does over TLS.
-pub async fn serve_plain(listener: TcpListener, routes: Router, stop: CancellationToken) {
+pub(crate) async fn serve_plain(listener: TcpListener, routes: Router, stop: CancellationToken) {
     serve_capped(
         listener,
         MAX_ADMIN_CONNECTIONS,
@@ -487,7 +487,7 @@ async fn serve_capped<S, F>(
 
 /// `healthproxy webhook`: both listeners, and the certificate watcher,
 /// until `stop`.
-pub async fn run(
+pub(crate) async fn run(
     listen: SocketAddr,
     admin: SocketAddr,
     certs: Arc<Reloading>,

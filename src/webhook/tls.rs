@@ -24,13 +24,13 @@ use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
 use tokio_rustls::rustls::sign::CertifiedKey;
 
 /// How often the files are looked at.
-pub const RELOAD_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const RELOAD_EVERY: Duration = Duration::from_secs(1);
 /// The largest certificate or key file read: a chain of a few
 /// certificates is a few KiB.
-pub const MAX_PEM_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_PEM_BYTES: u64 = 1 << 20;
 /// A pair expiring within this is warned about (cert-manager renews at
 /// two thirds of a 90-day certificate's life, a month before it expires).
-pub const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
+pub(crate) const EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Where a pair stands against the clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +61,7 @@ type Stamp = Vec<Option<(SystemTime, u64, u64)>>;
 /// A [`ResolvesServerCert`] that serves the key pair last loaded from
 /// `cert` and `key`.
 #[derive(Debug)]
-pub struct Reloading {
+pub(crate) struct Reloading {
     cert: PathBuf,
     key: PathBuf,
     current: RwLock<Arc<CertifiedKey>>,
@@ -73,7 +73,7 @@ pub struct Reloading {
 
 impl Reloading {
     /// Loads the pair: an error when it cannot be read or does not match.
-    pub fn new(cert: &Path, key: &Path) -> anyhow::Result<Arc<Reloading>> {
+    pub(crate) fn new(cert: &Path, key: &Path) -> anyhow::Result<Arc<Reloading>> {
         let loaded = stamp(cert, key);
         let pair = load(cert, key)?;
         let reloading = Arc::new(Reloading {
@@ -89,7 +89,7 @@ impl Reloading {
 
     /// When the certificate chain served now first expires (its earliest
     /// `notAfter`), if it can be read.
-    pub fn expires(&self) -> Option<SystemTime> {
+    pub(crate) fn expires(&self) -> Option<SystemTime> {
         *self.expires.read().expect("not poisoned")
     }
 
@@ -116,7 +116,7 @@ impl Reloading {
     }
 
     /// A rustls server config serving this pair, HTTP/1.1 by ALPN.
-    pub fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
+    pub(crate) fn server_config(self: &Arc<Self>) -> rustls::ServerConfig {
         let mut config =
             rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
                 .with_safe_default_protocol_versions()
@@ -129,7 +129,7 @@ impl Reloading {
 
     /// Looks at the files every `every` and loads them when they change;
     /// runs until dropped.
-    pub async fn watch(self: Arc<Self>, every: Duration) {
+    pub(crate) async fn watch(self: Arc<Self>, every: Duration) {
         let mut seen = self.loaded.clone();
         let mut standing = validity(self.expires(), SystemTime::now());
         let mut interval = tokio::time::interval(every);

@@ -220,7 +220,7 @@ impl HttpCheck {
     /// it (`Get "http://127.0.0.1/x"`) and sends its `Host`; the dial
     /// still takes the scheme's port. The kubelet always writes the port
     /// (`formatURL` joins host and port), so checks keep it.
-    pub fn port_unwritten(mut self) -> Self {
+    pub(crate) fn port_unwritten(mut self) -> Self {
         if let Some((host, _)) = self.start.host.rsplit_once(':')
             && (host.starts_with('[') || !host.contains(':'))
         {
@@ -230,14 +230,14 @@ impl HttpCheck {
     }
 
     /// Keeps the body of each run's final response, for [`HttpCheck::body`].
-    pub fn keep_body(mut self) -> Self {
+    pub(crate) fn keep_body(mut self) -> Self {
         self.body = Some(std::sync::Mutex::new(Bytes::new()));
         self
     }
 
     /// The body of the last run's final response (its first 10 KiB),
     /// when [`HttpCheck::keep_body`] asked for it.
-    pub fn body(&self) -> Option<Bytes> {
+    pub(crate) fn body(&self) -> Option<Bytes> {
         self.body
             .as_ref()
             .map(|b| b.lock().unwrap_or_else(|e| e.into_inner()).clone())

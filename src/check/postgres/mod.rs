@@ -98,7 +98,7 @@ impl From<Failed> for Login {
 impl PostgresCheck {
     /// Prepares the check: its TLS settings, for every mode but
     /// `disable`.
-    pub fn new(spec: PostgresSpec) -> Result<Self, String> {
+    pub(crate) fn new(spec: PostgresSpec) -> Result<Self, String> {
         let tls = match (&spec.address, spec.sslmode) {
             (_, SslMode::Disable) | (PgAddress::Socket(_), _) => None,
             (PgAddress::Tcp(host), mode) => Some(tls::PgTls::new(
@@ -118,7 +118,7 @@ impl PostgresCheck {
 
     /// Asks once, bounded by `timeout` (and `connect_timeout`, for the
     /// connection).
-    pub async fn run(&self, timeout: Duration) -> Outcome {
+    pub(crate) async fn run(&self, timeout: Duration) -> Outcome {
         let connect = self.spec.connect_timeout.map_or(timeout, |c| c.min(timeout));
         match &self.spec.query {
             None => self.ping(connect).await,

@@ -21,8 +21,8 @@
 //! own, or one of `envFrom`) keeps the probe: copying a whole Secret into
 //! the sidecar for one key is not done.
 
-pub mod shell;
-pub mod tools;
+pub(crate) mod shell;
+pub(crate) mod tools;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -33,27 +33,27 @@ use shell::Part;
 
 /// What the probe's pod and container say about how its command runs.
 #[derive(Debug, Clone, Copy)]
-pub struct Context<'a> {
+pub(crate) struct Context<'a> {
     /// The app container (its `env` and `envFrom`).
-    pub container: &'a Mapping,
+    pub(crate) container: &'a Mapping,
     /// The container's name.
-    pub name: &'a str,
+    pub(crate) name: &'a str,
     /// Which probe: names the variables made for literal credentials.
-    pub probe: &'a str,
+    pub(crate) probe: &'a str,
     /// `spec.shareProcessNamespace` is true: the sidecar sees the app's
     /// processes.
-    pub shares_processes: bool,
+    pub(crate) shares_processes: bool,
     /// The probe's `timeoutSeconds` (defaults applied).
-    pub timeout: u64,
+    pub(crate) timeout: u64,
 }
 
 /// One argument after expansion: text, with the sidecar's variables in it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Arg(pub Vec<Piece>);
+pub(crate) struct Arg(pub Vec<Piece>);
 
 /// A piece of an [`Arg`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Piece {
+pub(crate) enum Piece {
     /// Known text.
     Text(String),
     /// The value of the sidecar's variable of this name (copied by
@@ -63,12 +63,12 @@ pub enum Piece {
 
 impl Arg {
     /// An argument of known text.
-    pub fn text(s: &str) -> Arg {
+    pub(crate) fn text(s: &str) -> Arg {
         Arg(vec![Piece::Text(s.to_string())])
     }
 
     /// Its text, when it holds no variable.
-    pub fn as_text(&self) -> Option<String> {
+    pub(crate) fn as_text(&self) -> Option<String> {
         let mut out = String::new();
         for p in &self.0 {
             match p {
@@ -80,7 +80,7 @@ impl Arg {
     }
 
     /// The variable it is made of alone.
-    pub fn as_env(&self) -> Option<&str> {
+    pub(crate) fn as_env(&self) -> Option<&str> {
         match self.0.as_slice() {
             [Piece::Env(v)] => Some(v),
             _ => None,
@@ -88,12 +88,12 @@ impl Arg {
     }
 
     /// Starts with this text (before any variable).
-    pub fn starts_with(&self, prefix: &str) -> bool {
+    pub(crate) fn starts_with(&self, prefix: &str) -> bool {
         matches!(self.0.first(), Some(Piece::Text(t)) if t.starts_with(prefix))
     }
 
     /// What follows `prefix`.
-    pub fn strip_prefix(&self, prefix: &str) -> Option<Arg> {
+    pub(crate) fn strip_prefix(&self, prefix: &str) -> Option<Arg> {
         let Some(Piece::Text(first)) = self.0.first() else {
             return None;
         };
@@ -107,7 +107,7 @@ impl Arg {
     }
 
     /// Shown as the shell would write it.
-    pub fn show(&self) -> String {
+    pub(crate) fn show(&self) -> String {
         self.0
             .iter()
             .map(|p| match p {
@@ -124,23 +124,23 @@ impl Arg {
 
 /// An exec probe turned into a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Converted {
+pub(crate) struct Converted {
     /// The command as the probe gave it (argv joined, for messages).
-    pub command: String,
+    pub(crate) command: String,
     /// The check's kind: `postgres`, `redis`, ...
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
     /// The kind's keys, each with its value as TOML.
-    pub keys: Vec<(String, String)>,
+    pub(crate) keys: Vec<(String, String)>,
     /// The sidecar's environment variables the check reads: (name, the
     /// container's `env` entry, by reference).
-    pub env: Vec<(String, Value)>,
+    pub(crate) env: Vec<(String, Value)>,
     /// A bound shorter than the probe's `timeoutSeconds` (`timeout N`,
     /// `curl --max-time N`), in seconds.
-    pub timeout: Option<u64>,
+    pub(crate) timeout: Option<u64>,
     /// The port it dials, when it dials one.
-    pub port: Option<u16>,
+    pub(crate) port: Option<u16>,
     /// The host it dials, when not the loopback default.
-    pub host: Option<String>,
+    pub(crate) host: Option<String>,
 }
 
 impl Converted {
@@ -157,17 +157,17 @@ impl Converted {
     }
 
     /// Adds a key with a text value.
-    pub fn text(&mut self, key: &str, value: &str) {
+    pub(crate) fn text(&mut self, key: &str, value: &str) {
         self.keys.push((key.into(), toml_str(value)));
     }
 
     /// Adds a key with a value already written as TOML.
-    pub fn raw(&mut self, key: &str, value: String) {
+    pub(crate) fn raw(&mut self, key: &str, value: String) {
         self.keys.push((key.into(), value));
     }
 
     /// The `kind = { ... }` line.
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let mut out = format!("{} = {{ ", self.kind);
         for (i, (k, v)) in self.keys.iter().enumerate() {
             if i > 0 {
@@ -181,7 +181,7 @@ impl Converted {
 }
 
 /// A TOML basic string on one line (a check's table is one line).
-pub fn toml_str(s: &str) -> String {
+pub(crate) fn toml_str(s: &str) -> String {
     let mut out = String::from("\"");
     for ch in s.chars() {
         match ch {
@@ -199,19 +199,19 @@ pub fn toml_str(s: &str) -> String {
 }
 
 /// The container's environment as the kubelet builds it.
-pub struct Env<'a> {
+pub(crate) struct Env<'a> {
     /// Name → definition; the last of a name wins.
     vars: HashMap<String, &'a Mapping>,
     from: bool,
     container: &'a str,
     prefix: String,
     /// Variables the check needs in the sidecar.
-    pub copied: Vec<(String, Value)>,
+    pub(crate) copied: Vec<(String, Value)>,
 }
 
 impl<'a> Env<'a> {
     /// The environment of `ctx`'s container.
-    pub fn of(ctx: &Context<'a>) -> Env<'a> {
+    pub(crate) fn of(ctx: &Context<'a>) -> Env<'a> {
         let mut vars = HashMap::new();
         for item in ctx
             .container
@@ -250,7 +250,7 @@ impl<'a> Env<'a> {
 
     /// The kubelet's `$(VAR)` expansion of one argument of the probe's
     /// command (kubernetes `third_party/forked/golang/expansion`).
-    pub fn kubelet_expand(&self, input: &str) -> Result<String, String> {
+    pub(crate) fn kubelet_expand(&self, input: &str) -> Result<String, String> {
         let b = input.as_bytes();
         let mut out = String::new();
         let mut checkpoint = 0;
@@ -302,7 +302,7 @@ impl<'a> Env<'a> {
 
     /// The shell's `$NAME` in the container: text, or a variable copied
     /// into the sidecar.
-    pub fn shell_var(&mut self, name: &str) -> Result<Piece, String> {
+    pub(crate) fn shell_var(&mut self, name: &str) -> Result<Piece, String> {
         match self.lookup(name)? {
             Some(piece) => Ok(piece),
             None if self.from => Err(format!(
@@ -316,7 +316,7 @@ impl<'a> Env<'a> {
 
     /// A variable the tool itself reads (`PGPASSWORD`, `MYSQL_PWD`): its
     /// piece when the container's `env` defines it.
-    pub fn tool_var(&mut self, name: &str) -> Result<Option<Arg>, String> {
+    pub(crate) fn tool_var(&mut self, name: &str) -> Result<Option<Arg>, String> {
         Ok(self.lookup(name)?.map(|p| Arg(vec![p])))
     }
 
@@ -356,7 +356,7 @@ impl<'a> Env<'a> {
     /// The name of a sidecar variable that holds `arg`: the variable
     /// itself, or one made for a literal (a password written in the
     /// command stays in the pod spec, where it was, not in the ConfigMap).
-    pub fn var_for(&mut self, arg: &Arg, what: &str) -> Result<String, String> {
+    pub(crate) fn var_for(&mut self, arg: &Arg, what: &str) -> Result<String, String> {
         if let Some(v) = arg.as_env() {
             return Ok(v.to_string());
         }
@@ -409,14 +409,14 @@ pub(super) fn resolve(word: &[Part], env: &mut Env<'_>) -> Result<Arg, String> {
 
 /// One command of the pipeline, its words resolved.
 #[derive(Debug, Clone)]
-pub struct Cmd {
+pub(crate) struct Cmd {
     /// Its arguments, the name first.
-    pub args: Vec<Arg>,
+    pub(crate) args: Vec<Arg>,
 }
 
 impl Cmd {
     /// The command's name without its directory (`/usr/bin/redis-cli`).
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         let first = self.args[0].as_text().unwrap_or_default();
         first.rsplit('/').next().unwrap_or("").to_string()
     }
@@ -424,26 +424,26 @@ impl Cmd {
 
 /// `grep` at the end of a pipeline.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grep {
+pub(crate) struct Grep {
     /// The pattern.
-    pub pattern: String,
+    pub(crate) pattern: String,
     /// `-F`.
-    pub fixed: bool,
+    pub(crate) fixed: bool,
     /// `-i`.
-    pub icase: bool,
+    pub(crate) icase: bool,
     /// `-x`.
-    pub line: bool,
+    pub(crate) line: bool,
     /// `-w`.
-    pub word: bool,
+    pub(crate) word: bool,
     /// `-v`.
-    pub invert: bool,
+    pub(crate) invert: bool,
 }
 
 impl Grep {
     /// Whether it passes on `line` and on nothing that does not hold
     /// `line` whole: the pattern, without its anchors, is plain text found
     /// in `line` (`grep -q PONG`, `grep '^PONG$'`, `grep alive`).
-    pub fn finds(&self, line: &str) -> bool {
+    pub(crate) fn finds(&self, line: &str) -> bool {
         if self.invert {
             return false;
         }
@@ -531,7 +531,7 @@ impl Grep {
 
 /// Recognises the exec probe `command`; the error says which part keeps
 /// it exec.
-pub fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted, String> {
+pub(crate) fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted, String> {
     let mut env = Env::of(ctx);
     let shown = show_command(command);
     let argv: Vec<String> = command
@@ -672,7 +672,7 @@ fn finish(mut c: Converted, env: Env<'_>) -> Result<Converted, String> {
 }
 
 /// The command as one line: argv joined, quoted where needed.
-pub fn show_command(command: &[String]) -> String {
+pub(crate) fn show_command(command: &[String]) -> String {
     command
         .iter()
         .map(|a| {

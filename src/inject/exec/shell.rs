@@ -6,7 +6,7 @@
 
 /// One piece of a word.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Part {
+pub(crate) enum Part {
     /// Text, as the shell passes it on.
     Lit(String),
     /// `$NAME`, `${NAME}`; `quoted` inside `"..."` (no field splitting).
@@ -21,22 +21,22 @@ pub enum Part {
 }
 
 /// A word: pieces joined without space.
-pub type Word = Vec<Part>;
+pub(crate) type Word = Vec<Part>;
 
 /// One simple command of a pipeline.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Command {
+pub(crate) struct Command {
     /// Its words, the command's name first.
-    pub words: Vec<Word>,
+    pub(crate) words: Vec<Word>,
     /// Its standard output goes to /dev/null.
-    pub stdout_null: bool,
+    pub(crate) stdout_null: bool,
     /// Its standard error goes to /dev/null or to its standard output.
-    pub stderr_moved: bool,
+    pub(crate) stderr_moved: bool,
 }
 
 /// Parses `script` into one pipeline. The error names the construct that
 /// is not understood.
-pub fn parse(script: &str) -> Result<Vec<Command>, String> {
+pub(crate) fn parse(script: &str) -> Result<Vec<Command>, String> {
     let mut p = Parser {
         s: script.as_bytes(),
         text: script,

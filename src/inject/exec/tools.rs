@@ -201,7 +201,7 @@ fn seconds(tool: &str, flag: &str, a: &Arg) -> Result<u64, String> {
 }
 
 /// The commands read here.
-pub const KNOWN: &[&str] = &[
+pub(crate) const KNOWN: &[&str] = &[
     "pg_isready",
     "psql",
     "redis-cli",
@@ -219,7 +219,7 @@ pub const KNOWN: &[&str] = &[
 ];
 
 /// Which tool, and its reader.
-pub fn tool(
+pub(crate) fn tool(
     cmd: &Cmd,
     grep: Option<&Grep>,
     env: &mut Env<'_>,
@@ -1557,7 +1557,7 @@ fn dialogue_of(shown: &str, host: String, port: u16, send: &str, expect: &str) -
 }
 
 /// `echo WORD | nc HOST PORT | grep PATTERN`.
-pub fn dialogue(
+pub(crate) fn dialogue(
     echo: &Cmd,
     nc: &Cmd,
     grep: Option<&Grep>,
@@ -1604,7 +1604,7 @@ pub fn dialogue(
 }
 
 /// `[ "$(echo ruok | nc HOST PORT)" = "imok" ]`, and `test ...`, `==`.
-pub fn comparison(
+pub(crate) fn comparison(
     words: &[super::shell::Word],
     ctx: &Context<'_>,
     env: &mut Env<'_>,
