@@ -77,63 +77,14 @@ async fn grpc_check_once(addr: SocketAddr, service: &str) -> Result<String, Stri
 /// A kubelet-like `grpc` prober: a `Check` of `service` on a fresh
 /// connection every 100 ms, 1 s timeout, on a thread and runtime of its
 /// own; `SERVING` is a pass.
-pub(crate) struct GrpcProber {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Seen>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl GrpcProber {
-    pub(crate) fn start(addr: SocketAddr, service: &'static str) -> GrpcProber {
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Seen::default()));
-        let (halt, record) = (Arc::clone(&stop), Arc::clone(&seen));
-        let origin = Instant::now();
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            while !halt.load(Ordering::Acquire) {
-                let began = Instant::now();
-                let result = match runtime.block_on(grpc_check_once(addr, service)) {
-                    Ok(status) if status == "SERVING" => Ok(()),
-                    Ok(other) => Err(other),
-                    Err(e) => Err(e),
-                };
-                let mut seen = record.lock().unwrap();
-                seen.probes += 1;
-                seen.slowest = seen.slowest.max(began.elapsed());
-                if let Err(why) = result {
-                    seen.failures.push(format!(
-                        "at {:?}, after {:?}: {why}",
-                        began.duration_since(origin),
-                        began.elapsed()
-                    ));
-                }
-                drop(seen);
-                std::thread::sleep(Duration::from_millis(100).saturating_sub(began.elapsed()));
-            }
-        });
-        GrpcProber {
-            stop,
-            seen,
-            thread: Some(thread),
+fn grpc_prober(addr: SocketAddr, service: &'static str) -> Prober {
+    Prober::with(Duration::from_secs(60), move |runtime| {
+        match runtime.block_on(grpc_check_once(addr, service)) {
+            Ok(status) if status == "SERVING" => Ok(()),
+            Ok(other) => Err(other),
+            Err(e) => Err(e),
         }
-    }
-
-    pub(crate) async fn wait_probes(&self, n: usize) {
-        eventually(Duration::from_secs(60), &format!("{n} gRPC probes"), || async {
-            self.seen.lock().unwrap().probes >= n
-        })
-        .await;
-    }
-
-    pub(crate) fn finish(mut self) -> Seen {
-        self.stop.store(true, Ordering::Release);
-        self.thread.take().unwrap().join().unwrap();
-        std::mem::take(&mut *self.seen.lock().unwrap())
-    }
+    })
 }
 
 /// The five bytes before a gRPC message: not compressed, `length` long.
@@ -266,7 +217,7 @@ async fn under_grpc_attack(
     let stop = Arc::new(AtomicBool::new(false));
     let attack = attack(addr, Arc::clone(&stop));
     let http = Prober::start(proxy.addr, "/livez");
-    let grpc = GrpcProber::start(addr, "liveness");
+    let grpc = grpc_prober(addr, "liveness");
     // Three seconds of probes at the least, and until the attack has sent
     // more than the memory limit or for 20 s.
     http.wait_probes(30).await;

@@ -118,17 +118,36 @@ pub struct Seen {
     pub slowest: Duration,
 }
 
-/// Probes `GET path` on a fresh connection every 100 ms with a 1 s
-/// timeout, as the kubelet does, on a thread and runtime of its own so
-/// that the load a test makes cannot delay it; a pass is a 200.
+/// Probes on a fresh connection every 100 ms with a 1 s timeout, as the
+/// kubelet does, on a thread and runtime of its own so that the load a
+/// test makes cannot delay it.
 pub struct Prober {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<Seen>>,
+    /// How long [`Prober::wait_probes`] waits.
+    patience: Duration,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Prober {
+    /// Probes `GET path` at `addr`; a pass is a 200.
     pub fn start(addr: SocketAddr, path: &'static str) -> Prober {
+        Prober::with(Duration::from_secs(30), move |runtime| {
+            match runtime.block_on(get(addr, path, USER_AGENT, &[], TIMEOUT)) {
+                Ok(answer) if answer.status == 200 => Ok(()),
+                Ok(answer) => Err(format!("answered {}: {:?}", answer.status, answer.body)),
+                Err(why) => Err(why),
+            }
+        })
+    }
+
+    /// Runs `probe` (one probe, bounded by itself, on the prober's
+    /// runtime) every 100 ms; [`Prober::wait_probes`] waits `patience`
+    /// at most.
+    pub fn with(
+        patience: Duration,
+        mut probe: impl FnMut(&tokio::runtime::Runtime) -> Result<(), String> + Send + 'static,
+    ) -> Prober {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (halt, record) = (Arc::clone(&stop), Arc::clone(&seen));
@@ -140,11 +159,7 @@ impl Prober {
                 .unwrap();
             while !halt.load(Ordering::Acquire) {
                 let began = Instant::now();
-                let result = match runtime.block_on(get(addr, path, USER_AGENT, &[], TIMEOUT)) {
-                    Ok(answer) if answer.status == 200 => Ok(()),
-                    Ok(answer) => Err(format!("answered {}: {:?}", answer.status, answer.body)),
-                    Err(why) => Err(why),
-                };
+                let result = probe(&runtime);
                 let mut seen = record.lock().unwrap();
                 seen.probes += 1;
                 seen.slowest = seen.slowest.max(began.elapsed());
@@ -162,6 +177,7 @@ impl Prober {
         Prober {
             stop,
             seen,
+            patience,
             thread: Some(thread),
         }
     }
@@ -173,7 +189,7 @@ impl Prober {
 
     /// Waits until `n` probes have been sent in all.
     pub async fn wait_probes(&self, n: usize) {
-        eventually(Duration::from_secs(30), &format!("{n} probes"), || async {
+        eventually(self.patience, &format!("{n} probes"), || async {
             self.probes() >= n
         })
         .await;
