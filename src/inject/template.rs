@@ -69,6 +69,12 @@ pub enum Injected {
 /// `around` it in the stream. `token` is reused when given (a template
 /// injected before keeps its token). An injected template must be
 /// [`uninject`]ed first.
+///
+/// Three steps: [`survey`] reads the pod (its containers, ports and
+/// probes, and whether healthproxy is there already), [`decide`] says
+/// which probes move and which stay and why, and [`apply`] writes the
+/// sidecar, its volumes, the rewritten probes and the annotations. The
+/// template is changed only once every check is known to be valid.
 pub fn inject(
     template: &mut Value,
     workload: &Workload,
@@ -76,34 +82,144 @@ pub fn inject(
     around: &Surroundings,
     token: Option<String>,
 ) -> Result<Injected, Refusal> {
-    let refuse = |field: &str, message: String| Refusal {
-        object: workload.to_string(),
-        field: format!("{}{field}", workload.template_path()),
-        message,
+    let refuse = Refuse(workload);
+    let pod = survey(template, options, &refuse)?;
+    let Decisions {
+        taken,
+        env,
+        probed,
+        mut warnings,
+    } = decide(workload, pod.probes, pod.stopped, options.port, &refuse)?;
+    if taken.is_empty() {
+        warnings.push(format!(
+            "{workload}: no httpGet, tcpSocket, grpc or recognised exec probe to take over: left unchanged"
+        ));
+        return Ok(Injected::Unchanged { warnings });
+    }
+    if pod.host_network {
+        warnings.push(format!(
+            "{workload}: hostNetwork: the sidecar's port {} is the node's; two such pods on one node need different --port",
+            options.port
+        ));
+    }
+    let drain = drain(template, workload, options, around, &probed, &refuse)?;
+    let hooked = prestop_hooked(&pod.containers, &pod.selected, workload, options, &mut warnings);
+    let token = (!hooked.is_empty()).then(|| token.unwrap_or_else(new_token));
+    if drain.exit_with_app && drain.ports.is_empty() {
+        return Err(refuse.at(
+            "spec.containers",
+            "a Job's classic sidecar exits when the app stops listening, and no port of the app is known: declare its ports, or use --sidecar native",
+        ));
+    }
+    let config = config_text(workload, options, &drain, token.is_some(), &taken);
+    warnings.extend(validate(&config, &env, workload, &refuse)?);
+    let changes = Changes {
+        containers: &pod.containers,
+        taken: &taken,
+        hooked: &hooked,
+        token: token.as_deref(),
+        env: &env,
+        config: &config,
+        config_map: workload.config_map_of(&config, options.config_map),
+        shares_processes: pod.shares_processes,
     };
+    let (config_map, more) = apply(template, workload, options, changes, &refuse)?;
+    warnings.extend(more);
+    Ok(Injected::Changed(Injection {
+        config,
+        config_map,
+        token,
+        moved: taken.into_iter().map(|t| t.moved).collect(),
+        warnings,
+        notes: drain.notes,
+    }))
+}
+
+/// Makes the refusals of one template: they name its workload and a
+/// field under the template.
+struct Refuse<'a>(&'a Workload);
+
+impl Refuse<'_> {
+    fn at(&self, field: &str, message: impl Into<String>) -> Refusal {
+        Refusal {
+            object: self.0.to_string(),
+            field: format!("{}{field}", self.0.template_path()),
+            message: message.into(),
+        }
+    }
+}
+
+/// The pod as [`survey`] read it, before anything is decided.
+struct Survey {
+    /// `spec.containers`, as they were.
+    containers: Vec<Value>,
+    /// The indexes of the containers `--containers` selects (all by
+    /// default).
+    selected: Vec<usize>,
+    /// The probes of the selected containers, in order, each planned.
+    probes: Vec<Read>,
+    /// What stopped the reading of the probes: raised by [`decide`] after
+    /// what it refuses in the probes read before it, as one pass over the
+    /// containers would.
+    stopped: Option<Refusal>,
+    /// `spec.shareProcessNamespace: true`, before inject.
+    shares_processes: bool,
+    /// `spec.hostNetwork: true`.
+    host_network: bool,
+}
+
+/// One probe of an app container, read.
+struct Read {
+    /// The container's index in `spec.containers`.
+    index: usize,
+    /// The container's name.
+    container: String,
+    /// Which probe.
+    kind: ProbeKind,
+    /// The probe as written.
+    original: Mapping,
+    /// What [`probe::plan`] made of it.
+    plan: Plan,
+}
+
+/// Reads the pod: refuses one inject cannot take (injected already, no
+/// containers, healthproxy set up by hand, the sidecar's port taken) and
+/// plans each probe of the selected containers.
+fn survey(template: &Value, options: &Options, refuse: &Refuse<'_>) -> Result<Survey, Refusal> {
     if record::read(template).is_some() {
-        return Err(refuse(
+        return Err(refuse.at(
             &format!("metadata.annotations.{}", record::ANNOTATION),
-            "already injected: uninject it first".into(),
+            "already injected: uninject it first",
         ));
     }
     let Some(spec) = template.get("spec").and_then(Value::as_mapping) else {
-        return Err(refuse(
-            "spec",
-            "missing: there is no pod spec to inject into".into(),
-        ));
+        return Err(refuse.at("spec", "missing: there is no pod spec to inject into"));
     };
     let containers = match spec.get("containers") {
         Some(Value::Sequence(list)) if !list.is_empty() => list.clone(),
-        _ => {
-            return Err(refuse(
-                "spec.containers",
-                "missing: a pod needs containers".into(),
-            ));
-        }
+        _ => return Err(refuse.at("spec.containers", "missing: a pod needs containers")),
     };
-    // Names are unique among a pod's containers, and among its volumes
-    // (the API rejects a pod otherwise): the record finds items by name.
+    check_names(spec, options.port, refuse)?;
+    let flag = |key: &str| spec.get(key).and_then(Value::as_bool) == Some(true);
+    let mut survey = Survey {
+        containers,
+        selected: Vec::new(),
+        probes: Vec::new(),
+        stopped: None,
+        shares_processes: flag("shareProcessNamespace"),
+        host_network: flag("hostNetwork"),
+    };
+    if let Err(refusal) = read_probes(&mut survey, options, refuse) {
+        survey.stopped = Some(refusal);
+    }
+    Ok(survey)
+}
+
+/// Names are unique among a pod's containers, and among its volumes (the
+/// API rejects a pod otherwise): the record finds items by name. None is
+/// the sidecar's, and no container listens on the sidecar's `port`:
+/// every container shares the pod's network.
+fn check_names(spec: &Mapping, port: u16, refuse: &Refuse<'_>) -> Result<(), Refusal> {
     let mut container_names = HashSet::new();
     let mut volume_names = HashSet::new();
     for list in ["containers", "initContainers", "volumes"] {
@@ -116,52 +232,41 @@ pub fn inject(
                 &mut container_names
             };
             if !name.is_empty() && !names.insert(name) {
-                return Err(refuse(
+                return Err(refuse.at(
                     &format!("spec.{list}[{name}]"),
-                    "this name is given twice: names are unique in a pod (the API rejects it)".into(),
+                    "this name is given twice: names are unique in a pod (the API rejects it)",
                 ));
             }
             if taken.contains(&name) {
-                return Err(refuse(
+                return Err(refuse.at(
                     &format!("spec.{list}[{name}]"),
-                    "this name is the sidecar's: the pod already has healthproxy set up by hand".into(),
+                    "this name is the sidecar's: the pod already has healthproxy set up by hand",
                 ));
             }
-            // Every container shares the pod's network: none may listen
-            // on the sidecar's port.
             let ports = item.get("ports").and_then(Value::as_sequence);
             for (j, p) in ports.into_iter().flatten().enumerate() {
-                if p.get("containerPort").and_then(Value::as_u64) == Some(u64::from(options.port)) {
-                    return Err(refuse(
+                if p.get("containerPort").and_then(Value::as_u64) == Some(u64::from(port)) {
+                    return Err(refuse.at(
                         &format!("spec.{list}[{name}].ports[{j}].containerPort"),
-                        format!(
-                            "{} is the sidecar's port: choose another with --port",
-                            options.port
-                        ),
+                        format!("{port} is the sidecar's port: choose another with --port"),
                     ));
                 }
             }
         }
     }
+    Ok(())
+}
 
-    let mut warnings = Vec::new();
-    let mut moved = Vec::new();
-    let mut selected = Vec::new();
-    let mut probed = Vec::new();
-    // The variables the converted exec probes read, copied into the
-    // sidecar by reference.
-    let mut sidecar_env: Vec<(String, Value)> = Vec::new();
-    let pod_shares_processes = shares_processes(template);
-    let shares_processes = pod_shares_processes || options.share_process_namespace;
-    for (i, c) in containers.iter().enumerate() {
+/// Reads and plans every probe of the containers `--containers` selects,
+/// into `survey.probes`; stops at the first that cannot be read.
+fn read_probes(survey: &mut Survey, options: &Options, refuse: &Refuse<'_>) -> Result<(), Refusal> {
+    let shares_processes = survey.shares_processes || options.share_process_namespace;
+    for (i, c) in survey.containers.iter().enumerate() {
         let Some(c) = c.as_mapping() else {
-            return Err(refuse(
-                &format!("spec.containers[{i}]"),
-                "must be a mapping".into(),
-            ));
+            return Err(refuse.at(&format!("spec.containers[{i}]"), "must be a mapping"));
         };
         let Some(name) = c.get("name").and_then(Value::as_str) else {
-            return Err(refuse(&format!("spec.containers[{i}].name"), "missing".into()));
+            return Err(refuse.at(&format!("spec.containers[{i}].name"), "missing"));
         };
         if options
             .containers
@@ -170,248 +275,398 @@ pub fn inject(
         {
             continue;
         }
-        selected.push(i);
+        survey.selected.push(i);
         let at = |f: &str| format!("spec.containers[{name}].{f}");
         for kind in ProbeKind::ALL {
             let field = probe::field(kind);
             let original = match c.get(field) {
                 None | Some(Value::Null) => continue,
                 Some(Value::Mapping(m)) => m,
-                Some(_) => return Err(refuse(&at(field), "must be a mapping".into())),
+                Some(_) => return Err(refuse.at(&at(field), "must be a mapping")),
             };
-            let keep = |why: &str| {
-                format!("{workload}: container {name}: {field} is an exec probe kept with the kubelet: {why}")
-            };
-            match probe::plan(name, c, kind, original, shares_processes) {
-                Err((f, message)) => {
-                    let f = if f.is_empty() {
-                        field.to_string()
-                    } else {
-                        format!("{field}.{f}")
-                    };
-                    return Err(refuse(&at(&f), message));
-                }
-                Ok(Plan::Keep(why)) => warnings.push(keep(&why)),
-                Ok(Plan::Move(m)) => {
-                    if let Handler::Native(n) = &m.handler {
-                        let clash = n.env.iter().find(|(var, item)| {
-                            sidecar_env.iter().any(|(v, other)| v == var && other != item)
-                        });
-                        if let Some((var, _)) = clash {
-                            warnings.push(keep(&format!(
-                                "it reads ${var}, which another container defines otherwise"
-                            )));
-                            continue;
-                        }
-                        for (var, item) in &n.env {
-                            if !sidecar_env.iter().any(|(v, _)| v == var) {
-                                sidecar_env.push((var.clone(), item.clone()));
-                            }
-                        }
-                    }
-                    if m.handler.port() == Some(options.port) && m.handler.on_pod() {
-                        return Err(refuse(
-                            &at(field),
-                            format!(
-                                "probes port {}, the sidecar's: the pod already asks a healthproxy (choose another --port if not)",
-                                options.port
-                            ),
-                        ));
-                    }
-                    if m.handler.on_pod()
-                        && let Some(port) = m.handler.port()
-                    {
-                        probed.push(port);
-                    }
-                    moved.push((m, original.clone(), i));
+            let plan = probe::plan(name, c, kind, original, shares_processes).map_err(|(f, message)| {
+                let f = if f.is_empty() {
+                    field.to_string()
+                } else {
+                    format!("{field}.{f}")
+                };
+                refuse.at(&at(&f), message)
+            })?;
+            survey.probes.push(Read {
+                index: i,
+                container: name.to_string(),
+                kind,
+                original: original.clone(),
+                plan,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// What [`decide`] made of the probes.
+#[derive(Debug)]
+struct Decisions {
+    /// The probes the sidecar takes over, in order.
+    taken: Vec<Taken>,
+    /// The variables the converted exec probes read, copied into the
+    /// sidecar by reference.
+    env: Vec<(String, Value)>,
+    /// The pod's own ports the taken checks dial, sorted, each once.
+    probed: Vec<u16>,
+    /// The probes kept with the kubelet, and why.
+    warnings: Vec<String>,
+}
+
+/// A probe the sidecar takes over.
+#[derive(Debug)]
+struct Taken {
+    /// The check it becomes.
+    moved: Moved,
+    /// The probe as written.
+    original: Mapping,
+    /// Its container's index in `spec.containers`.
+    index: usize,
+}
+
+/// Decides, probe by probe, which move to the sidecar (on `port`) and
+/// which stay with the kubelet, and why. Nothing here reads the pod: it
+/// works on the plans [`survey`] made, then raises what stopped it.
+fn decide(
+    workload: &Workload,
+    probes: Vec<Read>,
+    stopped: Option<Refusal>,
+    port: u16,
+    refuse: &Refuse<'_>,
+) -> Result<Decisions, Refusal> {
+    let mut out = Decisions {
+        taken: Vec::new(),
+        env: Vec::new(),
+        probed: Vec::new(),
+        warnings: Vec::new(),
+    };
+    for read in probes {
+        let field = probe::field(read.kind);
+        let keep = |why: &str| {
+            format!(
+                "{workload}: container {}: {field} is an exec probe kept with the kubelet: {why}",
+                read.container
+            )
+        };
+        let m = match read.plan {
+            Plan::Keep(why) => {
+                out.warnings.push(keep(&why));
+                continue;
+            }
+            Plan::Move(m) => m,
+        };
+        if let Handler::Native(n) = &m.handler {
+            let clash = n
+                .env
+                .iter()
+                .find(|(var, item)| out.env.iter().any(|(v, other)| v == var && other != item));
+            if let Some((var, _)) = clash {
+                out.warnings.push(keep(&format!(
+                    "it reads ${var}, which another container defines otherwise"
+                )));
+                continue;
+            }
+            for (var, item) in &n.env {
+                if !out.env.iter().any(|(v, _)| v == var) {
+                    out.env.push((var.clone(), item.clone()));
                 }
             }
         }
-    }
-    if moved.is_empty() {
-        warnings.push(format!(
-            "{workload}: no httpGet, tcpSocket, grpc or recognised exec probe to take over: left unchanged"
-        ));
-        return Ok(Injected::Unchanged { warnings });
-    }
-    if template
-        .get("spec")
-        .and_then(|s| s.get("hostNetwork"))
-        .and_then(Value::as_bool)
-        == Some(true)
-    {
-        warnings.push(format!(
-            "{workload}: hostNetwork: the sidecar's port {} is the node's; two such pods on one node need different --port",
-            options.port
-        ));
-    }
-    probed.sort_unstable();
-    probed.dedup();
-    let namespace = workload.namespace.as_deref();
-    let (mesh, mesh_why) = serving::mesh(template, namespace, around, options.mesh)
-        .map_err(|message| refuse("metadata", message))?;
-    let (mut drain_ports, mut ports_why) = serving::ports(template, namespace, around, &probed);
-    let exit_with_app = workload.is_job() && options.sidecar == Sidecar::Classic;
-    if exit_with_app && drain_ports.is_empty() {
-        // A Job's classic sidecar follows the app by its listeners: any
-        // port it declares tells when it has stopped.
-        drain_ports = serving::declared(template);
-        ports_why = "the declared ports: a Job's classic sidecar exits once the app stops listening".into();
-    }
-    let mut notes = Vec::new();
-    let left_out: Vec<String> = serving::declared(template)
-        .into_iter()
-        .filter(|p| !drain_ports.contains(p))
-        .map(|p| p.to_string())
-        .collect();
-    notes.push(format!(
-        "{workload}: drain.ports = {drain_ports:?}: {ports_why}{}",
-        if left_out.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; declared {} left out (no balancer sends there)",
-                left_out.join(", ")
-            )
-        }
-    ));
-    notes.push(format!("{workload}: drain.mesh = {mesh_why}"));
-
-    let name_of = |i: usize| containers[i].get("name").and_then(Value::as_str).unwrap_or("");
-    let wants_prestop: Vec<usize> = selected
-        .into_iter()
-        .filter(|&i| {
-            let name = name_of(i);
-            let has = containers[i]
-                .get("lifecycle")
-                .and_then(|l| l.get("preStop"))
-                .is_some_and(|p| !p.is_null());
-            if has {
-                warnings.push(format!(
-                    "{workload}: container {name}: has a preStop hook of its own: kept, so the kubelet does not wait for the drain before stopping it{}",
-                    match options.sidecar {
-                        Sidecar::Classic => " (the sidecar drains on its own SIGTERM)",
-                        Sidecar::Native => " (add a GET of /prestop to the hook to drain first)",
-                    }
+        if m.handler.on_pod()
+            && let Some(probed) = m.handler.port()
+        {
+            if probed == port {
+                return Err(refuse.at(
+                    &format!("spec.containers[{}].{field}", read.container),
+                    format!(
+                        "probes port {port}, the sidecar's: the pod already asks a healthproxy (choose another --port if not)"
+                    ),
                 ));
             }
-            !has
-        })
+            out.probed.push(probed);
+        }
+        out.taken.push(Taken {
+            moved: m,
+            original: read.original,
+            index: read.index,
+        });
+    }
+    if let Some(refusal) = stopped {
+        return Err(refusal);
+    }
+    out.probed.sort_unstable();
+    out.probed.dedup();
+    Ok(out)
+}
+
+/// How the sidecar drains the pod: `drain.ports`, `drain.mesh`, and
+/// whether it exits with the app, with notes saying why.
+struct Drain {
+    /// `drain.ports`.
+    ports: Vec<u16>,
+    /// `drain.mesh`.
+    mesh: Mesh,
+    /// `exit_when_app_exits`: a Job's classic sidecar.
+    exit_with_app: bool,
+    /// Why these ports and this mesh.
+    notes: Vec<String>,
+}
+
+/// Chooses the drain's ports and mesh from the pod, the Services and
+/// Namespaces `around` it and the ports its checks dial (`probed`).
+fn drain(
+    template: &Value,
+    workload: &Workload,
+    options: &Options,
+    around: &Surroundings,
+    probed: &[u16],
+    refuse: &Refuse<'_>,
+) -> Result<Drain, Refusal> {
+    let namespace = workload.namespace.as_deref();
+    let (mesh, mesh_why) = serving::mesh(template, namespace, around, options.mesh)
+        .map_err(|message| refuse.at("metadata", message))?;
+    let (mut ports, mut ports_why) = serving::ports(template, namespace, around, probed);
+    let exit_with_app = workload.is_job() && options.sidecar == Sidecar::Classic;
+    if exit_with_app && ports.is_empty() {
+        // A Job's classic sidecar follows the app by its listeners: any
+        // port it declares tells when it has stopped.
+        ports = serving::declared(template);
+        ports_why = "the declared ports: a Job's classic sidecar exits once the app stops listening".into();
+    }
+    let left_out: Vec<String> = serving::declared(template)
+        .into_iter()
+        .filter(|p| !ports.contains(p))
+        .map(|p| p.to_string())
         .collect();
-    let token = if wants_prestop.is_empty() {
-        None
-    } else {
-        Some(token.unwrap_or_else(new_token))
-    };
-    if exit_with_app && drain_ports.is_empty() {
-        return Err(refuse(
-            "spec.containers",
-            "a Job's classic sidecar exits when the app stops listening, and no port of the app is known: declare its ports, or use --sidecar native".into(),
+    let notes = vec![
+        format!(
+            "{workload}: drain.ports = {ports:?}: {ports_why}{}",
+            if left_out.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; declared {} left out (no balancer sends there)",
+                    left_out.join(", ")
+                )
+            }
+        ),
+        format!("{workload}: drain.mesh = {mesh_why}"),
+    ];
+    Ok(Drain {
+        ports,
+        mesh,
+        exit_with_app,
+        notes,
+    })
+}
+
+/// The selected containers that get the preStop hook: those without one
+/// of their own (a warning says each kept hook).
+fn prestop_hooked(
+    containers: &[Value],
+    selected: &[usize],
+    workload: &Workload,
+    options: &Options,
+    warnings: &mut Vec<String>,
+) -> Vec<usize> {
+    let mut hooked = Vec::new();
+    for &i in selected {
+        let has = containers[i]
+            .get("lifecycle")
+            .and_then(|l| l.get("preStop"))
+            .is_some_and(|p| !p.is_null());
+        if !has {
+            hooked.push(i);
+            continue;
+        }
+        warnings.push(format!(
+            "{workload}: container {}: has a preStop hook of its own: kept, so the kubelet does not wait for the drain before stopping it{}",
+            name_of(&containers[i]),
+            match options.sidecar {
+                Sidecar::Classic => " (the sidecar drains on its own SIGTERM)",
+                Sidecar::Native => " (add a GET of /prestop to the hook to drain first)",
+            }
         ));
     }
+    hooked
+}
 
-    let config = config_text(
-        workload,
-        options,
-        &drain_ports,
-        mesh,
-        token.is_some(),
-        exit_with_app,
-        &moved,
-    );
-    // The checks' *_env variables are the sidecar's, set by the kubelet:
-    // any value stands for theirs here.
+/// A container's name (checked by [`survey`]).
+fn name_of(container: &Value) -> &str {
+    container.get("name").and_then(Value::as_str).unwrap_or("")
+}
+
+/// Reads the generated `config` as the sidecar will (the checks' `*_env`
+/// variables are the sidecar's, set by the kubelet: any value stands for
+/// theirs here); returns the lints of the original probes as warnings.
+fn validate(
+    config: &str,
+    env: &[(String, Value)],
+    workload: &Workload,
+    refuse: &Refuse<'_>,
+) -> Result<Vec<String>, Refusal> {
     let sidecar_var = |var: &str| {
-        sidecar_env
-            .iter()
+        env.iter()
             .any(|(v, _)| v == var)
             .then(|| "set-by-the-kubelet".to_string())
     };
-    match Config::from_toml_str(&config, "generated config", &sidecar_var) {
+    match Config::from_toml_str(config, "generated config", &sidecar_var) {
         Err(errors) => {
             let e = &errors.errors[0];
-            return Err(refuse(
+            Err(refuse.at(
                 "spec.containers",
                 format!(
                     "the probes do not make a valid healthproxy config ({}: {})",
                     e.key, e.message
                 ),
-            ));
+            ))
         }
-        Ok(parsed) => {
-            // The checks' lints come from the original probes; the lifecycle
-            // guard is inject's own doing (a token whenever a preStop hook
-            // is written).
-            for lint in original_probe_lints(&parsed) {
-                warnings.push(format!(
+        // The checks' lints come from the original probes; the lifecycle
+        // guard is inject's own doing (a token whenever a preStop hook is
+        // written).
+        Ok(parsed) => Ok(original_probe_lints(&parsed)
+            .into_iter()
+            .map(|lint| {
+                format!(
                     "{workload}: {}: {} (as in the original probe)",
                     lint.subject, lint.message
-                ));
-            }
-        }
+                )
+            })
+            .collect()),
     }
+}
 
-    // Every check is valid: change the template. Containers are reached
-    // by index: a search by name per field would cost the square of their
-    // number (issue 27).
+/// Everything [`apply`] writes, decided.
+struct Changes<'a> {
+    /// `spec.containers` as [`survey`] read them.
+    containers: &'a [Value],
+    /// The probes the sidecar takes over.
+    taken: &'a [Taken],
+    /// The containers that get the preStop hook.
+    hooked: &'a [usize],
+    /// The token the hooks send.
+    token: Option<&'a str>,
+    /// The sidecar's variables.
+    env: &'a [(String, Value)],
+    /// The sidecar's config.
+    config: &'a str,
+    /// The ConfigMap holding it.
+    config_map: String,
+    /// `spec.shareProcessNamespace: true` before inject.
+    shares_processes: bool,
+}
+
+/// Writes the changes into `template`, each recorded for [`uninject`]:
+/// the rewritten probes, the preStop hooks, the sidecar and its volumes,
+/// the grace period, the annotations. Returns the ConfigMap's name and
+/// what the user should know.
+fn apply(
+    template: &mut Value,
+    workload: &Workload,
+    options: &Options,
+    changes: Changes<'_>,
+    refuse: &Refuse<'_>,
+) -> Result<(String, Vec<String>), Refusal> {
+    let mut warnings = Vec::new();
     let mut rec = Recorder::new();
-    let mut rewritten = Vec::with_capacity(moved.len());
-    for (m, original, i) in &moved {
-        let probe = m.rewritten(options.port, original).map_err(|message| {
-            refuse(
-                &format!("spec.containers[{}].{}", m.container, probe::field(m.kind)),
-                message,
-            )
-        })?;
-        rewritten.push((*i, m.container.as_str(), probe::field(m.kind), probe));
-    }
-    let list = template
-        .get_mut("spec")
-        .and_then(|s| s.get_mut("containers"))
-        .and_then(Value::as_sequence_mut)
-        .expect("the containers were read above");
-    for (i, name, field, probe) in rewritten {
-        let c = list[i].as_mapping_mut().expect("a container is a mapping");
-        rec.set_in(c, &["spec", "containers", name, field], probe);
-    }
-    if let Some(token) = &token {
-        for &i in &wants_prestop {
-            let name = name_of(i);
-            let c = list[i].as_mapping_mut().expect("a container is a mapping");
-            let mut lifecycle = match c.get("lifecycle") {
-                Some(Value::Mapping(m)) => m.clone(),
-                _ => Mapping::new(),
-            };
-            lifecycle.insert("preStop".into(), prestop(options.port, token));
-            rec.set_in(
-                c,
-                &["spec", "containers", name, "lifecycle"],
-                Value::Mapping(lifecycle),
-            );
-        }
-    }
-    let process_checks = moved
+    rewrite_probes(template, &mut rec, &changes, options.port, refuse)?;
+    let process_checks = changes
+        .taken
         .iter()
-        .any(|(m, ..)| matches!(&m.handler, Handler::Native(n) if n.kind == "process"));
-    if process_checks && !pod_shares_processes {
+        .any(|t| matches!(&t.moved.handler, Handler::Native(n) if n.kind == "process"));
+    if process_checks && !changes.shares_processes {
         warnings.push(format!(
             "{workload}: shareProcessNamespace set to true (--share-process-namespace), for the process checks: every container now sees the others' processes and /proc/PID/environ, and PID 1 is the pause container"
         ));
         rec.set(template, &["spec", "shareProcessNamespace"], true.into());
     }
-    let sidecar = sidecar(options, token.is_some(), moved.len(), &sidecar_env);
+    add_sidecar(template, &mut rec, workload, options, &changes);
+    warnings.extend(raise_grace(template, &mut rec, workload, options));
+    annotate(template, &mut rec, options, &changes);
+    let text = rec.finish();
+    if let Some(Value::Mapping(a)) = lookup(template, &["metadata", "annotations"]) {
+        a.insert(record::ANNOTATION.into(), text.into());
+    }
+    Ok((changes.config_map, warnings))
+}
+
+/// Replaces each taken probe with one asking the sidecar on `port`, and
+/// gives the hooked containers the preStop hook. Containers are reached
+/// by index: a search by name per field would cost the square of their
+/// number (issue 27).
+fn rewrite_probes(
+    template: &mut Value,
+    rec: &mut Recorder,
+    changes: &Changes<'_>,
+    port: u16,
+    refuse: &Refuse<'_>,
+) -> Result<(), Refusal> {
+    let mut rewritten = Vec::with_capacity(changes.taken.len());
+    for t in changes.taken {
+        let m = &t.moved;
+        let probe = m.rewritten(port, &t.original).map_err(|message| {
+            refuse.at(
+                &format!("spec.containers[{}].{}", m.container, probe::field(m.kind)),
+                message,
+            )
+        })?;
+        rewritten.push((t.index, m.container.as_str(), probe::field(m.kind), probe));
+    }
+    let list = template
+        .get_mut("spec")
+        .and_then(|s| s.get_mut("containers"))
+        .and_then(Value::as_sequence_mut)
+        .expect("the containers were read by survey");
+    for (i, name, field, probe) in rewritten {
+        let c = list[i].as_mapping_mut().expect("a container is a mapping");
+        rec.set_in(c, &["spec", "containers", name, field], probe);
+    }
+    let Some(token) = changes.token else {
+        return Ok(());
+    };
+    for &i in changes.hooked {
+        let name = name_of(&changes.containers[i]);
+        let c = list[i].as_mapping_mut().expect("a container is a mapping");
+        let mut lifecycle = match c.get("lifecycle") {
+            Some(Value::Mapping(m)) => m.clone(),
+            _ => Mapping::new(),
+        };
+        lifecycle.insert("preStop".into(), prestop(port, token));
+        rec.set_in(
+            c,
+            &["spec", "containers", name, "lifecycle"],
+            Value::Mapping(lifecycle),
+        );
+    }
+    Ok(())
+}
+
+/// Adds the sidecar container and the volumes of its config and token.
+fn add_sidecar(
+    template: &mut Value,
+    rec: &mut Recorder,
+    workload: &Workload,
+    options: &Options,
+    changes: &Changes<'_>,
+) {
+    let token = changes.token.is_some();
+    let sidecar = sidecar(options, token, changes.taken.len(), changes.env);
     match options.sidecar {
         Sidecar::Native => rec.add_item(template, &["spec", "initContainers"], sidecar, false),
         Sidecar::Classic => rec.add_item(template, &["spec", "containers"], sidecar, true),
     }
-    let config_map = workload.config_map_of(&config, options.config_map);
     rec.add_item(
         template,
         &["spec", "volumes"],
-        volume(CONFIG_VOLUME, "configMap", "name", &config_map),
+        volume(CONFIG_VOLUME, "configMap", "name", &changes.config_map),
         false,
     );
-    if token.is_some() {
+    if token {
         rec.add_item(
             template,
             &["spec", "volumes"],
@@ -419,30 +674,46 @@ pub fn inject(
             false,
         );
     }
+}
+
+/// Raises `terminationGracePeriodSeconds` to `drain.max` and
+/// [`APP_SHUTDOWN`] where it is shorter; the warning that says so.
+fn raise_grace(
+    template: &mut Value,
+    rec: &mut Recorder,
+    workload: &Workload,
+    options: &Options,
+) -> Option<String> {
     let grace = template
         .get("spec")
         .and_then(|s| s.get("terminationGracePeriodSeconds"))
         .and_then(Value::as_u64)
         .unwrap_or(DEFAULT_GRACE);
     let needed = (options.drain_max + APP_SHUTDOWN).as_secs_f64().ceil() as u64;
-    if grace < needed {
-        warnings.push(format!(
-            "{workload}: terminationGracePeriodSeconds raised from {grace} to {needed}: drain.max ({}) and {}s for the app after it",
-            humantime::format_duration(options.drain_max),
-            APP_SHUTDOWN.as_secs()
-        ));
-        rec.set(
-            template,
-            &["spec", "terminationGracePeriodSeconds"],
-            needed.into(),
-        );
+    if grace >= needed {
+        return None;
     }
+    rec.set(
+        template,
+        &["spec", "terminationGracePeriodSeconds"],
+        needed.into(),
+    );
+    Some(format!(
+        "{workload}: terminationGracePeriodSeconds raised from {grace} to {needed}: drain.max ({}) and {}s for the app after it",
+        humantime::format_duration(options.drain_max),
+        APP_SHUTDOWN.as_secs()
+    ))
+}
+
+/// The config's hash (a new one rolls the pods) and, for a classic
+/// sidecar, the app as the default container.
+fn annotate(template: &mut Value, rec: &mut Recorder, options: &Options, changes: &Changes<'_>) {
     rec.ensure_map(template, &["metadata"]);
     rec.ensure_map(template, &["metadata", "annotations"]);
     rec.set(
         template,
         &["metadata", "annotations", HASH_ANNOTATION],
-        hash(&config).into(),
+        hash(changes.config).into(),
     );
     let has_default = template
         .get("metadata")
@@ -452,7 +723,7 @@ pub fn inject(
     if options.sidecar == Sidecar::Classic && !has_default {
         // The classic sidecar comes first: `kubectl logs` and `exec` pick
         // the app, not it.
-        let first = containers[0].get("name").cloned().unwrap_or(Value::Null);
+        let first = changes.containers[0].get("name").cloned().unwrap_or(Value::Null);
         rec.set(
             template,
             &[
@@ -463,18 +734,6 @@ pub fn inject(
             first,
         );
     }
-    let text = rec.finish();
-    if let Some(Value::Mapping(a)) = lookup(template, &["metadata", "annotations"]) {
-        a.insert(record::ANNOTATION.into(), text.into());
-    }
-    Ok(Injected::Changed(Injection {
-        config,
-        config_map,
-        token,
-        moved: moved.into_iter().map(|(m, ..)| m).collect(),
-        warnings,
-        notes,
-    }))
 }
 
 /// What [`uninject`] found in an injected template.
@@ -735,15 +994,16 @@ fn hook_token(hook: &Value, port: u16) -> Option<String> {
     (shaped && *hook == prestop(port, token)).then(|| token.to_string())
 }
 
+/// The sidecar's config file: the drain, the token file, and one check
+/// per taken probe.
 fn config_text(
     workload: &Workload,
     options: &Options,
-    ports: &[u16],
-    mesh: Mesh,
+    drain: &Drain,
     token: bool,
-    exit_with_app: bool,
-    moved: &[(Moved, Mapping, usize)],
+    taken: &[Taken],
 ) -> String {
+    let (ports, mesh) = (&drain.ports, drain.mesh);
     let mut out = format!(
         "# Generated by `healthproxy inject` from {workload}: its containers'\n\
          # probes, with their handlers and timing. The containers' probes ask\n\
@@ -772,14 +1032,14 @@ fn config_text(
     if token {
         out.push_str(&format!("token_file = \"{TOKEN_DIR}/token\"\n"));
     }
-    if exit_with_app {
+    if drain.exit_with_app {
         out.push_str(
             "# A Job's pod completes only once every container has exited.\nexit_when_app_exits = true\n",
         );
     }
-    for (m, ..) in moved {
+    for t in taken {
         out.push('\n');
-        out.push_str(&m.toml());
+        out.push_str(&t.moved.toml());
     }
     out
 }
@@ -881,4 +1141,150 @@ fn new_token() -> String {
         .fill(&mut bytes)
         .expect("the system's random source works");
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload() -> Workload {
+        Workload {
+            kind: "Deployment".into(),
+            name: "web".into(),
+            namespace: None,
+        }
+    }
+
+    fn read(container: &str, kind: ProbeKind, plan: Plan) -> Read {
+        Read {
+            index: 0,
+            container: container.into(),
+            kind,
+            original: Mapping::new(),
+            plan,
+        }
+    }
+
+    fn tcp(container: &str, kind: ProbeKind, host: Option<&str>, port: u16) -> Plan {
+        Plan::Move(Moved {
+            container: container.into(),
+            kind,
+            handler: Handler::Tcp {
+                host: host.map(str::to_string),
+                port,
+            },
+            timing: probe::Timing {
+                initial_delay: 0,
+                period: 10,
+                timeout: 1,
+                success: 1,
+                failure: 3,
+            },
+        })
+    }
+
+    #[test]
+    fn decide_moves_probes_keeps_what_cannot_move_and_lists_the_pods_ports() {
+        let w = workload();
+        let probes = vec![
+            read(
+                "app",
+                ProbeKind::Liveness,
+                tcp("app", ProbeKind::Liveness, None, 8080),
+            ),
+            read("app", ProbeKind::Readiness, Plan::Keep("a reason".into())),
+            read(
+                "app",
+                ProbeKind::Startup,
+                tcp("app", ProbeKind::Startup, None, 8080),
+            ),
+            read(
+                "db",
+                ProbeKind::Liveness,
+                tcp("db", ProbeKind::Liveness, Some("10.0.0.1"), 5432),
+            ),
+            read(
+                "db",
+                ProbeKind::Readiness,
+                tcp("db", ProbeKind::Readiness, Some("::1"), 5433),
+            ),
+        ];
+        let d = decide(&w, probes, None, 9775, &Refuse(&w)).unwrap();
+        assert_eq!(d.taken.len(), 4);
+        assert_eq!(
+            d.warnings,
+            [
+                "Deployment web: container app: readinessProbe is an exec probe kept with the kubelet: a reason"
+            ]
+        );
+        // 10.0.0.1 is not the pod: no port of its own.
+        assert_eq!(d.probed, [5433, 8080]);
+    }
+
+    #[test]
+    fn decide_refuses_a_probe_of_the_sidecars_port_before_what_stopped_the_survey() {
+        let w = workload();
+        let stopped = Refuse(&w).at("spec.containers[1]", "must be a mapping");
+        let probes = vec![read(
+            "app",
+            ProbeKind::Liveness,
+            tcp("app", ProbeKind::Liveness, None, 9775),
+        )];
+        let e = decide(&w, probes, Some(stopped.clone()), 9775, &Refuse(&w)).unwrap_err();
+        assert_eq!(e.field, "spec.template.spec.containers[app].livenessProbe");
+        assert!(e.message.starts_with("probes port 9775, the sidecar's"), "{e}");
+        let probes = vec![read(
+            "app",
+            ProbeKind::Liveness,
+            tcp("app", ProbeKind::Liveness, None, 8080),
+        )];
+        assert_eq!(
+            decide(&w, probes, Some(stopped.clone()), 9775, &Refuse(&w)).unwrap_err(),
+            stopped
+        );
+        // Another host's port 9775 is not the sidecar's.
+        let probes = vec![read(
+            "app",
+            ProbeKind::Liveness,
+            tcp("app", ProbeKind::Liveness, Some("db"), 9775),
+        )];
+        assert_eq!(
+            decide(&w, probes, None, 9775, &Refuse(&w)).unwrap().taken.len(),
+            1
+        );
+    }
+    #[test]
+    fn decide_keeps_an_exec_probe_whose_variable_another_container_defines_otherwise() {
+        let w = workload();
+        let redis = |container: &str, secret: &str| {
+            let entry: Value = serde_yaml_ng::from_str(&format!(
+                "name: REDIS_PASSWORD\nvalueFrom: {{secretKeyRef: {{name: {secret}, key: p}}}}"
+            ))
+            .unwrap();
+            let converted = super::super::exec::Converted {
+                command: "redis-cli ping".into(),
+                kind: "redis",
+                keys: Vec::new(),
+                env: vec![("REDIS_PASSWORD".into(), entry)],
+                timeout: None,
+                port: Some(6379),
+                host: None,
+            };
+            let mut plan = tcp(container, ProbeKind::Liveness, None, 6379);
+            if let Plan::Move(m) = &mut plan {
+                m.handler = Handler::Native(Box::new(converted));
+            }
+            read(container, ProbeKind::Liveness, plan)
+        };
+        let probes = vec![redis("a", "one"), redis("b", "one"), redis("c", "two")];
+        let d = decide(&w, probes, None, 9775, &Refuse(&w)).unwrap();
+        assert_eq!(d.taken.len(), 2);
+        assert_eq!(d.env.len(), 1);
+        assert_eq!(
+            d.warnings,
+            [
+                "Deployment web: container c: livenessProbe is an exec probe kept with the kubelet: it reads $REDIS_PASSWORD, which another container defines otherwise"
+            ]
+        );
+    }
 }
