@@ -290,143 +290,25 @@ pub(crate) fn plan(
     probe: &Mapping,
     shares_processes: bool,
 ) -> Result<Plan, (String, String)> {
-    let err = |f: &str, m: String| (f.to_string(), m);
-    for key in probe.keys() {
-        let name = key.as_str().unwrap_or("");
-        if !PROBE_FIELDS.contains(&name) {
-            return Err(err(
-                name,
-                "is not a probe field this version knows: its meaning cannot be carried over".into(),
-            ));
-        }
-    }
-    let handlers: Vec<&str> = ["httpGet", "tcpSocket", "grpc", "exec"]
-        .into_iter()
-        .filter(|h| probe.get(*h).is_some_and(|v| !v.is_null()))
-        .collect();
-    let handler = match handlers.as_slice() {
-        [] => {
-            return Err(err(
-                "",
-                "must specify a handler type (httpGet, tcpSocket, grpc or exec)".into(),
-            ));
-        }
-        [one] => *one,
-        [_, second, ..] => return Err(err(second, "may not specify more than 1 handler type".into())),
-    };
+    let handler = handler_of(probe)?;
     let timing = timing(probe, kind);
     if handler == "exec" {
         // An exec probe stays when it cannot move, as before this version
         // moved any: its timing is the kubelet's to judge then.
-        let mut timing = match timing {
-            Ok(t) => t,
-            Err((f, m)) => return Ok(Plan::Keep(format!("{f} {m}"))),
-        };
-        let command = match probe.get("exec").and_then(|e| e.get("command")) {
-            Some(Value::Sequence(list)) => list
-                .iter()
-                .map(|a| a.as_str().map(str::to_string))
-                .collect::<Option<Vec<String>>>(),
-            _ => None,
-        };
-        let Some(command) = command else {
-            return Ok(Plan::Keep("its command is not a list of strings".into()));
-        };
-        if probe
-            .get("exec")
-            .and_then(Value::as_mapping)
-            .is_some_and(|m| m.keys().any(|k| k.as_str() != Some("command")))
-        {
-            return Ok(Plan::Keep("exec has fields this version does not know".into()));
-        }
-        let ctx = exec::Context {
-            container: c,
-            name: container,
-            probe: kind.as_str(),
-            shares_processes,
-            timeout: timing.timeout,
-        };
-        return Ok(match exec::convert(&command, &ctx) {
-            Err(why) => Plan::Keep(why),
-            Ok(converted) => {
-                if let Some(t) = converted.timeout {
-                    timing.timeout = timing.timeout.min(t.max(1));
-                }
-                Plan::Move(Moved {
-                    container: container.to_string(),
-                    kind,
-                    handler: Handler::Native(Box::new(converted)),
-                    timing,
-                })
-            }
+        return Ok(match timing {
+            Ok(timing) => plan_exec(container, c, kind, probe, timing, shares_processes),
+            Err((f, m)) => Plan::Keep(format!("{f} {m}")),
         });
     }
     let timing = timing?;
     let body = match probe.get(handler) {
-        Some(Value::Mapping(m)) => m,
-        _ => return Err(err(handler, "must be a mapping".into())),
-    };
-    let at = |f: &str| format!("{handler}.{f}");
-    let known = |fields: &[&str]| -> Result<(), (String, String)> {
-        for key in body.keys() {
-            let name = key.as_str().unwrap_or("");
-            if !fields.contains(&name) {
-                return Err(err(
-                    &at(name),
-                    "is not a field this version knows: its meaning cannot be carried over".into(),
-                ));
-            }
-        }
-        Ok(())
-    };
-    let text = |f: &str| -> Result<Option<String>, (String, String)> {
-        match body.get(f) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(err(&at(f), "must be a string".into())),
-        }
+        Some(Value::Mapping(m)) => Body { handler, fields: m },
+        _ => return Err((handler.to_string(), "must be a mapping".into())),
     };
     let handler = match handler {
-        "httpGet" => {
-            known(&["path", "port", "host", "scheme", "httpHeaders"])?;
-            let https = match text("scheme")?.as_deref() {
-                None | Some("HTTP") => false,
-                Some("HTTPS") => true,
-                Some(other) => return Err(err(&at("scheme"), format!("{other:?} is not HTTP or HTTPS"))),
-            };
-            // url.Parse keeps a relative path relative; Go's URL.String
-            // puts a '/' between the host and it (kubelet-semantics §1.1).
-            let path = match text("path")?.filter(|p| !p.is_empty()) {
-                None => "/".to_string(),
-                Some(p) if p.starts_with('/') => p,
-                Some(p) => format!("/{p}"),
-            };
-            Handler::Http {
-                https,
-                host: text("host")?.filter(|h| !h.is_empty()),
-                port: resolve_port(c, body.get("port")).map_err(|m| err(&at("port"), m))?,
-                path,
-                headers: headers(body.get("httpHeaders")).map_err(|(f, m)| err(&at(&f), m))?,
-            }
-        }
-        "tcpSocket" => {
-            known(&["port", "host"])?;
-            Handler::Tcp {
-                host: text("host")?.filter(|h| !h.is_empty()),
-                port: resolve_port(c, body.get("port")).map_err(|m| err(&at("port"), m))?,
-            }
-        }
-        _ => {
-            known(&["port", "service"])?;
-            let port = match body.get("port") {
-                Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0),
-                _ => None,
-            };
-            Handler::Grpc {
-                port: port.ok_or_else(|| err(&at("port"), "must be a port number from 1 to 65535".into()))?,
-                service: text("service")?.unwrap_or_default(),
-            }
-        }
+        "httpGet" => http_get(c, &body)?,
+        "tcpSocket" => tcp_socket(c, &body)?,
+        _ => grpc(&body)?,
     };
     Ok(Plan::Move(Moved {
         container: container.to_string(),
@@ -434,6 +316,184 @@ pub(crate) fn plan(
         handler,
         timing,
     }))
+}
+
+/// The probe's one handler (`httpGet`, `tcpSocket`, `grpc` or `exec`),
+/// once every field of the probe is one the kubelet knows.
+fn handler_of(probe: &Mapping) -> Result<&'static str, (String, String)> {
+    for key in probe.keys() {
+        let name = key.as_str().unwrap_or("");
+        if !PROBE_FIELDS.contains(&name) {
+            return Err((
+                name.to_string(),
+                "is not a probe field this version knows: its meaning cannot be carried over".into(),
+            ));
+        }
+    }
+    let handlers: Vec<&'static str> = ["httpGet", "tcpSocket", "grpc", "exec"]
+        .into_iter()
+        .filter(|h| probe.get(*h).is_some_and(|v| !v.is_null()))
+        .collect();
+    match handlers.as_slice() {
+        [] => Err((
+            String::new(),
+            "must specify a handler type (httpGet, tcpSocket, grpc or exec)".into(),
+        )),
+        [one] => Ok(*one),
+        [_, second, ..] => Err((
+            second.to_string(),
+            "may not specify more than 1 handler type".into(),
+        )),
+    }
+}
+
+/// An `exec` probe: moved when its command is one a native check stands
+/// for, else kept, saying why.
+fn plan_exec(
+    container: &str,
+    c: &Mapping,
+    kind: ProbeKind,
+    probe: &Mapping,
+    mut timing: Timing,
+    shares_processes: bool,
+) -> Plan {
+    let command = match probe.get("exec").and_then(|e| e.get("command")) {
+        Some(Value::Sequence(list)) => list
+            .iter()
+            .map(|a| a.as_str().map(str::to_string))
+            .collect::<Option<Vec<String>>>(),
+        _ => None,
+    };
+    let Some(command) = command else {
+        return Plan::Keep("its command is not a list of strings".into());
+    };
+    if probe
+        .get("exec")
+        .and_then(Value::as_mapping)
+        .is_some_and(|m| m.keys().any(|k| k.as_str() != Some("command")))
+    {
+        return Plan::Keep("exec has fields this version does not know".into());
+    }
+    let ctx = exec::Context {
+        container: c,
+        name: container,
+        probe: kind.as_str(),
+        shares_processes,
+        timeout: timing.timeout,
+    };
+    match exec::convert(&command, &ctx) {
+        Err(why) => Plan::Keep(why),
+        Ok(converted) => {
+            if let Some(t) = converted.timeout {
+                timing.timeout = timing.timeout.min(t.max(1));
+            }
+            Plan::Move(Moved {
+                container: container.to_string(),
+                kind,
+                handler: Handler::Native(Box::new(converted)),
+                timing,
+            })
+        }
+    }
+}
+
+/// A handler's mapping (`httpGet: {...}`), its fields named under it.
+struct Body<'a> {
+    /// `httpGet`, `tcpSocket` or `grpc`.
+    handler: &'static str,
+    /// Its fields.
+    fields: &'a Mapping,
+}
+
+impl Body<'_> {
+    /// `httpGet.port` for `port`.
+    fn at(&self, field: &str) -> String {
+        format!("{}.{field}", self.handler)
+    }
+
+    /// Refuses a field other than `known`.
+    fn only(&self, known: &[&str]) -> Result<(), (String, String)> {
+        for key in self.fields.keys() {
+            let name = key.as_str().unwrap_or("");
+            if !known.contains(&name) {
+                return Err((
+                    self.at(name),
+                    "is not a field this version knows: its meaning cannot be carried over".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A text field, or `None` when absent.
+    fn text(&self, field: &str) -> Result<Option<String>, (String, String)> {
+        match self.fields.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err((self.at(field), "must be a string".into())),
+        }
+    }
+
+    /// `host`, when given and not empty.
+    fn host(&self) -> Result<Option<String>, (String, String)> {
+        Ok(self.text("host")?.filter(|h| !h.is_empty()))
+    }
+
+    /// `port`, resolved against the container `c`'s ports.
+    fn port(&self, c: &Mapping) -> Result<u16, (String, String)> {
+        resolve_port(c, self.fields.get("port")).map_err(|m| (self.at("port"), m))
+    }
+}
+
+/// `httpGet`, read as the kubelet reads it.
+fn http_get(c: &Mapping, body: &Body<'_>) -> Result<Handler, (String, String)> {
+    body.only(&["path", "port", "host", "scheme", "httpHeaders"])?;
+    let https = match body.text("scheme")?.as_deref() {
+        None | Some("HTTP") => false,
+        Some("HTTPS") => true,
+        Some(other) => return Err((body.at("scheme"), format!("{other:?} is not HTTP or HTTPS"))),
+    };
+    // url.Parse keeps a relative path relative; Go's URL.String puts a
+    // '/' between the host and it (kubelet-semantics §1.1).
+    let path = match body.text("path")?.filter(|p| !p.is_empty()) {
+        None => "/".to_string(),
+        Some(p) if p.starts_with('/') => p,
+        Some(p) => format!("/{p}"),
+    };
+    Ok(Handler::Http {
+        https,
+        host: body.host()?,
+        port: body.port(c)?,
+        path,
+        headers: headers(body.fields.get("httpHeaders")).map_err(|(f, m)| (body.at(&f), m))?,
+    })
+}
+
+/// `tcpSocket`.
+fn tcp_socket(c: &Mapping, body: &Body<'_>) -> Result<Handler, (String, String)> {
+    body.only(&["port", "host"])?;
+    Ok(Handler::Tcp {
+        host: body.host()?,
+        port: body.port(c)?,
+    })
+}
+
+/// `grpc`: its port is a number, never a name.
+fn grpc(body: &Body<'_>) -> Result<Handler, (String, String)> {
+    body.only(&["port", "service"])?;
+    let port = match body.fields.get("port") {
+        Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0),
+        _ => None,
+    };
+    Ok(Handler::Grpc {
+        port: port.ok_or_else(|| {
+            (
+                body.at("port"),
+                "must be a port number from 1 to 65535".to_string(),
+            )
+        })?,
+        service: body.text("service")?.unwrap_or_default(),
+    })
 }
 
 /// The probe's timing, the kubelet's defaults applied.

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::serving::Surroundings;
-use super::template::{self, Injected};
+use super::template::{self, Injected, Injection};
 use super::{Options, Refusal, WORKLOADS, Workload, yaml};
 
 /// The label on the objects `inject` generates.
@@ -47,37 +47,7 @@ pub fn uninject(stream: &str) -> Result<Output, Refusal> {
 }
 
 fn transform(stream: &str, options: Option<&Options>) -> Result<Output, Refusal> {
-    let mut docs = Vec::new();
-    for doc in yaml::split(stream) {
-        if doc.text.trim().is_empty() {
-            continue;
-        }
-        if let Some((line, column)) = yaml::too_deep(&doc.text, yaml::MAX_DEPTH) {
-            // Refused before the YAML reader, whose time grows with the
-            // square of the depth.
-            return Err(Refusal {
-                object: format!("the document at line {}", doc.line),
-                field: "(YAML)".into(),
-                message: format!(
-                    "nested deeper than {} levels at line {} column {column}",
-                    yaml::MAX_DEPTH,
-                    doc.line + line - 1
-                ),
-            });
-        }
-        let mut value: Value = serde_yaml_ng::from_str(&doc.text).map_err(|e| Refusal {
-            object: format!("the document at line {}", doc.line),
-            field: "(YAML)".into(),
-            message: e.to_string(),
-        })?;
-        // `<<: *anchor` merge keys, as the Kubernetes tools read them.
-        value.apply_merge().map_err(|e| Refusal {
-            object: format!("the document at line {}", doc.line),
-            field: "(YAML)".into(),
-            message: e.to_string(),
-        })?;
-        docs.push((doc, value));
-    }
+    let docs = documents(stream)?;
     let mut owners = HashSet::new();
     let mut around = Surroundings::default();
     for (_, value) in &docs {
@@ -128,6 +98,43 @@ fn transform(stream: &str, options: Option<&Options>) -> Result<Output, Refusal>
         }
     }
     Ok(job.out)
+}
+
+/// The documents of `stream` that hold something, each read as YAML
+/// (merge keys applied).
+fn documents(stream: &str) -> Result<Vec<(yaml::Document, Value)>, Refusal> {
+    let mut docs = Vec::new();
+    for doc in yaml::split(stream) {
+        if doc.text.trim().is_empty() {
+            continue;
+        }
+        if let Some((line, column)) = yaml::too_deep(&doc.text, yaml::MAX_DEPTH) {
+            // Refused before the YAML reader, whose time grows with the
+            // square of the depth.
+            return Err(Refusal {
+                object: format!("the document at line {}", doc.line),
+                field: "(YAML)".into(),
+                message: format!(
+                    "nested deeper than {} levels at line {} column {column}",
+                    yaml::MAX_DEPTH,
+                    doc.line + line - 1
+                ),
+            });
+        }
+        let mut value: Value = serde_yaml_ng::from_str(&doc.text).map_err(|e| Refusal {
+            object: format!("the document at line {}", doc.line),
+            field: "(YAML)".into(),
+            message: e.to_string(),
+        })?;
+        // `<<: *anchor` merge keys, as the Kubernetes tools read them.
+        value.apply_merge().map_err(|e| Refusal {
+            object: format!("the document at line {}", doc.line),
+            field: "(YAML)".into(),
+            message: e.to_string(),
+        })?;
+        docs.push((doc, value));
+    }
+    Ok(docs)
 }
 
 /// The workload an object is, if it holds a pod template.
@@ -236,27 +243,7 @@ impl Job<'_> {
             return Ok(Some(Vec::new()));
         }
         if is_list(&value) {
-            let Some(Value::Sequence(items)) = value.get_mut("items") else {
-                return Ok(None);
-            };
-            let mut changed = false;
-            let mut new = Vec::new();
-            for item in std::mem::take(items) {
-                match self.object(item.clone(), line)? {
-                    None => new.push(item),
-                    Some(values) => {
-                        changed = true;
-                        new.extend(values);
-                    }
-                }
-            }
-            if !changed {
-                return Ok(None);
-            }
-            if let Some(Value::Sequence(items)) = value.get_mut("items") {
-                *items = new;
-            }
-            return Ok(Some(vec![value]));
+            return self.list(value, line);
         }
         let Some(mut w) = workload(&value) else {
             if self.options.is_some()
@@ -317,65 +304,100 @@ impl Job<'_> {
                 field: "metadata.name".into(),
                 message: "missing: the generated ConfigMap and Secret are named after it".into(),
             }),
-            Injected::Changed(injection) => {
-                self.out.warnings.extend(injection.warnings);
-                self.out.notes.extend(injection.notes);
-                for m in &injection.moved {
-                    self.out.summary.push(format!(
-                        "{w}: container {}: {} {} -> check {:?} in ConfigMap {}; the probe now asks :{}{}",
-                        m.container,
-                        super::probe::field(m.kind),
-                        m.handler.describe(),
-                        m.check_name(),
-                        injection.config_map,
-                        options.port,
-                        m.endpoint()
-                    ));
-                }
-                self.out.summary.push(format!(
-                    "{w}: {} sidecar {:?} ({}){}",
-                    options.sidecar.as_str(),
-                    template::SIDECAR,
-                    options.image,
-                    if injection.token.is_some() {
-                        format!(", preStop /prestop with the token in Secret {}", w.secret())
-                    } else {
-                        String::new()
-                    }
-                ));
-                if injection.config_map.len() > MAX_NAME {
-                    return Err(Refusal {
-                        object: w.to_string(),
-                        field: "metadata.name".into(),
-                        message: format!(
-                            "the ConfigMap's name {} would be longer than {MAX_NAME} characters",
-                            injection.config_map
-                        ),
-                    });
-                }
-                if !self.generated.insert((w.namespace.clone(), w.config_map())) {
-                    return Err(Refusal {
-                        object: w.to_string(),
-                        field: "metadata.name".into(),
-                        message: format!(
-                            "another workload of this name in this namespace would share the ConfigMap {}",
-                            w.config_map()
-                        ),
-                    });
-                }
-                self.containers
-                    .extend(injection.moved.iter().map(|m| m.container.clone()));
-                let mut objects = vec![config_map(&w, &injection.config_map, &injection.config)];
-                if let Some(token) = &injection.token {
-                    objects.push(secret(&w, token));
-                }
-                objects.push(value);
-                Ok(Some(objects))
-            }
+            Injected::Changed(injection) => self.injected(&w, options, injection, value).map(Some),
         }
     }
-}
 
+    /// A `kind: List`: its items, each transformed; `None` when none
+    /// changed.
+    fn list(&mut self, mut value: Value, line: usize) -> Result<Option<Vec<Value>>, Refusal> {
+        let Some(Value::Sequence(items)) = value.get_mut("items") else {
+            return Ok(None);
+        };
+        let mut changed = false;
+        let mut new = Vec::new();
+        for item in std::mem::take(items) {
+            match self.object(item.clone(), line)? {
+                None => new.push(item),
+                Some(values) => {
+                    changed = true;
+                    new.extend(values);
+                }
+            }
+        }
+        if !changed {
+            return Ok(None);
+        }
+        if let Some(Value::Sequence(items)) = value.get_mut("items") {
+            *items = new;
+        }
+        Ok(Some(vec![value]))
+    }
+
+    /// The injected workload `w` (its object `value`) with the ConfigMap
+    /// and Secret written in front of it; the summary says what moved.
+    fn injected(
+        &mut self,
+        w: &Workload,
+        options: &Options,
+        injection: Injection,
+        value: Value,
+    ) -> Result<Vec<Value>, Refusal> {
+        self.out.warnings.extend(injection.warnings);
+        self.out.notes.extend(injection.notes);
+        for m in &injection.moved {
+            self.out.summary.push(format!(
+                "{w}: container {}: {} {} -> check {:?} in ConfigMap {}; the probe now asks :{}{}",
+                m.container,
+                super::probe::field(m.kind),
+                m.handler.describe(),
+                m.check_name(),
+                injection.config_map,
+                options.port,
+                m.endpoint()
+            ));
+        }
+        self.out.summary.push(format!(
+            "{w}: {} sidecar {:?} ({}){}",
+            options.sidecar.as_str(),
+            template::SIDECAR,
+            options.image,
+            if injection.token.is_some() {
+                format!(", preStop /prestop with the token in Secret {}", w.secret())
+            } else {
+                String::new()
+            }
+        ));
+        if injection.config_map.len() > MAX_NAME {
+            return Err(Refusal {
+                object: w.to_string(),
+                field: "metadata.name".into(),
+                message: format!(
+                    "the ConfigMap's name {} would be longer than {MAX_NAME} characters",
+                    injection.config_map
+                ),
+            });
+        }
+        if !self.generated.insert((w.namespace.clone(), w.config_map())) {
+            return Err(Refusal {
+                object: w.to_string(),
+                field: "metadata.name".into(),
+                message: format!(
+                    "another workload of this name in this namespace would share the ConfigMap {}",
+                    w.config_map()
+                ),
+            });
+        }
+        self.containers
+            .extend(injection.moved.iter().map(|m| m.container.clone()));
+        let mut objects = vec![config_map(w, &injection.config_map, &injection.config)];
+        if let Some(token) = &injection.token {
+            objects.push(secret(w, token));
+        }
+        objects.push(value);
+        Ok(objects)
+    }
+}
 fn pod_template<'a>(value: &'a mut Value, path: &[&str]) -> Option<&'a mut Value> {
     let template = super::record::lookup(value, path)?;
     template.is_mapping().then_some(template)

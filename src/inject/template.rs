@@ -7,7 +7,7 @@
 //! pass through untouched; an admission webhook can call it with a pod
 //! read from JSON.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use serde_yaml_ng::{Mapping, Value};
@@ -821,32 +821,7 @@ fn field_name(at: &[String]) -> String {
 /// as it is; returns the preStop hooks' token. An error is (field, why).
 fn verify(template: &Value, record: &record::Record) -> Result<Option<String>, (String, String)> {
     let absent_or_null = |was: &Option<Value>| matches!(was, None | Some(Value::Null));
-    let spec = template.get("spec");
-    let list = |name: &str| spec.and_then(|s| s.get(name)).and_then(Value::as_sequence);
-    // The app containers by name, once: a search per change would cost
-    // the square of their number (issue 27).
-    let mut containers = std::collections::HashMap::new();
-    for c in list("containers").into_iter().flatten() {
-        if let Some(name) = c.get("name").and_then(Value::as_str) {
-            containers.entry(name).or_insert(c);
-        }
-    }
-    let find = |name: &str, item: &str| -> Option<&Value> {
-        if name == "containers" {
-            return containers.get(item).copied();
-        }
-        list(name)
-            .into_iter()
-            .flatten()
-            .find(|c| c.get("name").and_then(Value::as_str) == Some(item))
-    };
-    let sidecar = find("initContainers", SIDECAR).or_else(|| find("containers", SIDECAR));
-    let port = sidecar
-        .and_then(|c| c.get("ports"))
-        .and_then(|p| p.get(0))
-        .and_then(|p| p.get("containerPort"))
-        .and_then(Value::as_u64)
-        .and_then(|p| u16::try_from(p).ok());
+    let pod = Written::read(template);
     let lists_sidecar = record.changes.iter().any(|e| {
         matches!(
             e.at.iter().map(String::as_str).collect::<Vec<_>>().as_slice(),
@@ -855,7 +830,7 @@ fn verify(template: &Value, record: &record::Record) -> Result<Option<String>, (
                 | ["spec", "initContainers"]
         )
     });
-    if !lists_sidecar || sidecar.is_none() {
+    if !lists_sidecar || pod.sidecar.is_none() {
         return Err((
             format!("metadata.annotations.{}", record::ANNOTATION),
             "lists no healthproxy sidecar, or the pod has none".into(),
@@ -865,116 +840,191 @@ fn verify(template: &Value, record: &record::Record) -> Result<Option<String>, (
     let mut token: Option<String> = None;
     for entry in &record.changes {
         let at: Vec<&str> = entry.at.iter().map(String::as_str).collect();
-        let field = field_name(&entry.at);
-        let bad = |why: &str| Err((field.clone(), why.to_string()));
         if !seen.insert(&entry.at) {
-            return bad("listed twice");
+            return Err((field_name(&entry.at), "listed twice".into()));
         }
-        match at.as_slice() {
+        let verdict = match at.as_slice() {
             [
                 "spec",
                 "containers",
                 name,
                 kind @ ("livenessProbe" | "readinessProbe" | "startupProbe"),
-            ] if *name != SIDECAR => {
-                let kind = match *kind {
-                    "livenessProbe" => ProbeKind::Liveness,
-                    "readinessProbe" => ProbeKind::Readiness,
-                    _ => ProbeKind::Startup,
-                };
-                let Some(c) = find("containers", name).and_then(Value::as_mapping) else {
-                    continue; // The container is gone: undo warns.
-                };
-                let (Some(Value::Mapping(was)), Some(port)) = (&entry.was, port) else {
-                    return bad("is not a probe inject takes over");
-                };
-                let Ok(Plan::Move(m)) = probe::plan(name, c, kind, was, shares_processes(template)) else {
-                    return bad("is not a probe inject takes over");
-                };
-                if m.rewritten(port, was).ok().as_ref() != c.get(probe::field(kind)) {
-                    return bad("is not the probe inject wrote (changed since, or not inject's)");
-                }
-            }
+            ] if *name != SIDECAR => pod.verify_probe(name, kind, entry),
             ["spec", "containers", name, "lifecycle"] if *name != SIDECAR => {
-                let Some(c) = find("containers", name) else {
-                    continue;
-                };
-                let now = c.get("lifecycle").and_then(Value::as_mapping);
-                let hook_token = now
-                    .and_then(|l| l.get("preStop"))
-                    .and_then(|p| hook_token(p, port?));
-                let Some(hook_token) = hook_token else {
-                    return bad("its preStop hook is not the one inject writes");
-                };
-                if token.as_ref().is_some_and(|t| *t != hook_token) {
-                    return bad("its preStop hook sends another token than the others");
-                }
-                token = Some(hook_token);
-                let mut rest = now.cloned().unwrap_or_default();
-                rest.shift_remove("preStop");
-                let matches = match &entry.was {
-                    None | Some(Value::Null) => rest.is_empty(),
-                    Some(Value::Mapping(was)) => {
-                        let mut was = was.clone();
-                        let pre_stop = was.shift_remove("preStop");
-                        pre_stop.is_none_or(|p| p.is_null()) && was == rest
-                    }
-                    Some(_) => false,
-                };
-                if !matches {
-                    return bad("its former value is not one inject would have added a preStop hook to");
-                }
+                pod.verify_hook(name, entry, &mut token)
             }
-            ["spec", "initContainers", SIDECAR] | ["spec", "containers", SIDECAR] if entry.was.is_none() => {}
-            ["spec", "initContainers"] if absent_or_null(&entry.was) => {}
-            ["spec", "volumes", CONFIG_VOLUME | TOKEN_VOLUME] if entry.was.is_none() => {}
-            ["spec", "volumes"] if absent_or_null(&entry.was) => {}
+            ["spec", "initContainers", SIDECAR] | ["spec", "containers", SIDECAR] if entry.was.is_none() => {
+                Ok(())
+            }
+            ["spec", "initContainers"] if absent_or_null(&entry.was) => Ok(()),
+            ["spec", "volumes", CONFIG_VOLUME | TOKEN_VOLUME] if entry.was.is_none() => Ok(()),
+            ["spec", "volumes"] if absent_or_null(&entry.was) => Ok(()),
             ["spec", "shareProcessNamespace"]
                 if matches!(entry.was, None | Some(Value::Null) | Some(Value::Bool(false)))
-                    && shares_processes(template) =>
+                    && pod.shares_processes =>
             {
-                // Set for a process check: one must be recorded.
-                let ours = record.changes.iter().any(|e| {
-                    e.at.len() == 4
-                        && e.at[1] == "containers"
-                        && e.was
-                            .as_ref()
-                            .and_then(|w| w.get("exec"))
-                            .and_then(|x| x.get("command"))
-                            .and_then(Value::as_sequence)
-                            .is_some_and(|c| {
-                                c.iter().any(|a| a.as_str().is_some_and(|a| a.contains("pgrep")))
-                            })
-                });
-                if !ours {
-                    return bad("inject sets it only for a pgrep probe it converts");
-                }
+                verify_shared(record)
             }
-            ["spec", "terminationGracePeriodSeconds"] => {
-                let now = spec
-                    .and_then(|s| s.get("terminationGracePeriodSeconds"))
-                    .and_then(Value::as_u64);
-                let lower = match &entry.was {
-                    None | Some(Value::Null) => true,
-                    Some(v) => v.as_u64().zip(now).is_some_and(|(was, now)| was < now),
-                };
-                if !lower {
-                    return bad("inject only raises it");
-                }
-            }
-            ["metadata"] if entry.was.is_none() => {}
-            ["metadata", "annotations"] if absent_or_null(&entry.was) => {}
+            ["spec", "terminationGracePeriodSeconds"] => pod.verify_grace(entry),
+            ["metadata"] if entry.was.is_none() => Ok(()),
+            ["metadata", "annotations"] if absent_or_null(&entry.was) => Ok(()),
             ["metadata", "annotations", HASH_ANNOTATION]
-                if matches!(entry.was, None | Some(Value::String(_))) => {}
+                if matches!(entry.was, None | Some(Value::String(_))) =>
+            {
+                Ok(())
+            }
             [
                 "metadata",
                 "annotations",
                 "kubectl.kubernetes.io/default-container",
-            ] if entry.was.is_none() => {}
-            _ => return bad("is not a field inject sets, or not to that former value"),
-        }
+            ] if entry.was.is_none() => Ok(()),
+            _ => Err("is not a field inject sets, or not to that former value"),
+        };
+        verdict.map_err(|why| (field_name(&entry.at), why.to_string()))?;
     }
     Ok(token)
+}
+
+/// An injected pod template, as [`verify`] reads it.
+struct Written<'a> {
+    /// `spec`.
+    spec: Option<&'a Value>,
+    /// The app containers by name, read once: a search per change would
+    /// cost the square of their number (issue 27).
+    containers: HashMap<&'a str, &'a Value>,
+    /// The sidecar container.
+    sidecar: Option<&'a Value>,
+    /// The sidecar's port.
+    port: Option<u16>,
+    /// `spec.shareProcessNamespace: true`.
+    shares_processes: bool,
+}
+
+impl<'a> Written<'a> {
+    fn read(template: &'a Value) -> Written<'a> {
+        let spec = template.get("spec");
+        let list = |name: &str| spec.and_then(|s| s.get(name)).and_then(Value::as_sequence);
+        let mut containers = HashMap::new();
+        for c in list("containers").into_iter().flatten() {
+            if let Some(name) = c.get("name").and_then(Value::as_str) {
+                containers.entry(name).or_insert(c);
+            }
+        }
+        let sidecar = list("initContainers")
+            .into_iter()
+            .flatten()
+            .find(|c| c.get("name").and_then(Value::as_str) == Some(SIDECAR))
+            .or_else(|| containers.get(SIDECAR).copied());
+        let port = sidecar
+            .and_then(|c| c.get("ports"))
+            .and_then(|p| p.get(0))
+            .and_then(|p| p.get("containerPort"))
+            .and_then(Value::as_u64)
+            .and_then(|p| u16::try_from(p).ok());
+        Written {
+            spec,
+            containers,
+            sidecar,
+            port,
+            shares_processes: shares_processes(template),
+        }
+    }
+
+    /// A moved probe: the one inject writes for the probe it was.
+    fn verify_probe(&self, name: &str, kind: &str, entry: &record::Entry) -> Result<(), &'static str> {
+        let kind = match kind {
+            "livenessProbe" => ProbeKind::Liveness,
+            "readinessProbe" => ProbeKind::Readiness,
+            _ => ProbeKind::Startup,
+        };
+        let Some(c) = self.containers.get(name).and_then(|c| c.as_mapping()) else {
+            return Ok(()); // The container is gone: undo warns.
+        };
+        let (Some(Value::Mapping(was)), Some(port)) = (&entry.was, self.port) else {
+            return Err("is not a probe inject takes over");
+        };
+        let Ok(Plan::Move(m)) = probe::plan(name, c, kind, was, self.shares_processes) else {
+            return Err("is not a probe inject takes over");
+        };
+        if m.rewritten(port, was).ok().as_ref() != c.get(probe::field(kind)) {
+            return Err("is not the probe inject wrote (changed since, or not inject's)");
+        }
+        Ok(())
+    }
+
+    /// A container's lifecycle: the preStop hook inject writes, sending
+    /// the same `token` as the others, added to what was there.
+    fn verify_hook(
+        &self,
+        name: &str,
+        entry: &record::Entry,
+        token: &mut Option<String>,
+    ) -> Result<(), &'static str> {
+        let Some(c) = self.containers.get(name) else {
+            return Ok(());
+        };
+        let now = c.get("lifecycle").and_then(Value::as_mapping);
+        let hook_token = now
+            .and_then(|l| l.get("preStop"))
+            .and_then(|p| hook_token(p, self.port?));
+        let Some(hook_token) = hook_token else {
+            return Err("its preStop hook is not the one inject writes");
+        };
+        if token.as_ref().is_some_and(|t| *t != hook_token) {
+            return Err("its preStop hook sends another token than the others");
+        }
+        *token = Some(hook_token);
+        let mut rest = now.cloned().unwrap_or_default();
+        rest.shift_remove("preStop");
+        let matches = match &entry.was {
+            None | Some(Value::Null) => rest.is_empty(),
+            Some(Value::Mapping(was)) => {
+                let mut was = was.clone();
+                let pre_stop = was.shift_remove("preStop");
+                pre_stop.is_none_or(|p| p.is_null()) && was == rest
+            }
+            Some(_) => false,
+        };
+        if !matches {
+            return Err("its former value is not one inject would have added a preStop hook to");
+        }
+        Ok(())
+    }
+
+    /// The grace period: inject only raises it.
+    fn verify_grace(&self, entry: &record::Entry) -> Result<(), &'static str> {
+        let now = self
+            .spec
+            .and_then(|s| s.get("terminationGracePeriodSeconds"))
+            .and_then(Value::as_u64);
+        let lower = match &entry.was {
+            None | Some(Value::Null) => true,
+            Some(v) => v.as_u64().zip(now).is_some_and(|(was, now)| was < now),
+        };
+        if !lower {
+            return Err("inject only raises it");
+        }
+        Ok(())
+    }
+}
+
+/// `shareProcessNamespace` set for a process check: the record lists a
+/// pgrep probe it converted.
+fn verify_shared(record: &record::Record) -> Result<(), &'static str> {
+    let ours = record.changes.iter().any(|e| {
+        e.at.len() == 4
+            && e.at[1] == "containers"
+            && e.was
+                .as_ref()
+                .and_then(|w| w.get("exec"))
+                .and_then(|x| x.get("command"))
+                .and_then(Value::as_sequence)
+                .is_some_and(|c| c.iter().any(|a| a.as_str().is_some_and(|a| a.contains("pgrep"))))
+    });
+    if !ours {
+        return Err("inject sets it only for a pgrep probe it converts");
+    }
+    Ok(())
 }
 
 /// The token of a preStop hook exactly as [`prestop`] writes it, with a
