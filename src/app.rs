@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crate::check::PrepareError;
 use crate::config::{self, Config, ConfigErrors};
 use crate::engine::Engine;
-use crate::lifecycle::Token;
+use crate::lifecycle::{Token, TokenError};
 
 /// The application built from a validated config, ready to run: every
 /// check prepared (CA files loaded, headers checked) and the lifecycle
@@ -36,7 +36,7 @@ pub enum BuildError {
     Checks(Vec<(usize, PrepareError)>),
     /// `drain.token_file` cannot be read, or is empty.
     #[error("{0}")]
-    Token(String),
+    Token(TokenError),
 }
 
 impl BuildError {

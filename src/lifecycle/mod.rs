@@ -33,18 +33,43 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// Why `drain.token_file` gives no token; the text names the key and the
+/// file. Public as [`BuildError::Token`](crate::BuildError::Token)'s field,
+/// read only through its text.
+#[derive(Debug, thiserror::Error)]
+#[error("drain.token_file {}: {fault}", .path.display())]
+pub struct TokenError {
+    path: std::path::PathBuf,
+    fault: TokenFault,
+}
+
+/// What is wrong with the token file.
+#[derive(Debug, thiserror::Error)]
+enum TokenFault {
+    /// It cannot be read, or is over the size bound.
+    #[error("{0}")]
+    Unreadable(crate::files::ReadError),
+    /// It holds nothing but whitespace.
+    #[error("the file is empty")]
+    Empty,
+}
+
 impl Token {
     /// Reads the token from `path`; trailing whitespace (the newline a
     /// Secret often ends with) is not part of it.
-    pub(crate) fn load(path: &Path) -> Result<Token, String> {
+    pub(crate) fn load(path: &Path) -> Result<Token, TokenError> {
+        let fail = |fault| TokenError {
+            path: path.to_path_buf(),
+            fault,
+        };
         let text = crate::files::read_bounded(path, crate::files::MAX_TOKEN_BYTES)
-            .map_err(|e| format!("drain.token_file {}: {e}", path.display()))?;
+            .map_err(|e| fail(TokenFault::Unreadable(e)))?;
         let end = text
             .iter()
             .rposition(|b| !b.is_ascii_whitespace())
             .map_or(0, |i| i + 1);
         if end == 0 {
-            return Err(format!("drain.token_file {}: the file is empty", path.display()));
+            return Err(fail(TokenFault::Empty));
         }
         Ok(Token(text[..end].into()))
     }
@@ -334,7 +359,12 @@ mod tests {
         assert!(!token.accepts(Some(b"Bearer ")));
         assert!(!token.accepts(None));
         std::fs::write(&path, "\n").unwrap();
-        assert!(Token::load(&path).unwrap_err().contains("empty"));
+        let empty = Token::load(&path).unwrap_err();
+        assert!(matches!(empty.fault, TokenFault::Empty), "{empty:?}");
+        assert_eq!(
+            empty.to_string(),
+            format!("drain.token_file {}: the file is empty", path.display())
+        );
     }
 
     #[tokio::test]
