@@ -309,7 +309,9 @@ impl Check {
             CheckKind::Postgres(spec) => Check::Postgres(Box::new(
                 PostgresCheck::new(PostgresSpec::clone(spec)).map_err(err)?,
             )),
-            CheckKind::Mysql(spec) => Check::Mysql(Box::new(MysqlCheck::new(MysqlSpec::clone(spec)))),
+            CheckKind::Mysql(spec) => {
+                Check::Mysql(Box::new(MysqlCheck::new(MysqlSpec::clone(spec)).map_err(err)?))
+            }
             CheckKind::Dialogue(spec) => Check::Dialogue(Box::new(
                 DialogueCheck::new(crate::config::DialogueSpec::clone(spec)).map_err(err)?,
             )),

@@ -206,6 +206,10 @@ fn mysql(text: &str) -> Result<crate::config::MysqlSpec, String> {
         database: None,
         command: crate::config::MysqlCommand::Ping,
         skip_ssl: false,
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+        verify_server_cert: false,
     })
 }
 

@@ -116,8 +116,21 @@ pub struct MysqlSpec {
     /// (too many connections, host not allowed) is the server's. Without
     /// it, the client (Connector/C 3.3, which asks for TLS by default)
     /// cannot trust an error before the TLS handshake and fails with its
-    /// own error 2002: `mysqladmin ping` exits 1.
+    /// own error 2002: `mysqladmin ping` exits 1. Without it, TLS is
+    /// asked for whenever the server's greeting offers it, as the tools
+    /// do.
     pub skip_ssl: bool,
+    /// `--ssl-ca`: the server's certificate chain is verified against
+    /// this CA bundle (not its name). Without it, any certificate is
+    /// accepted, as the tools accept one.
+    pub ca_file: Option<PathBuf>,
+    /// `--ssl-cert`: a client certificate (PEM), with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// `--ssl-key`: the client certificate's key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// `--ssl-verify-server-cert`: TLS is required (a server without it
+    /// fails) and the certificate must name the host; needs `ca_file`.
+    pub verify_server_cert: bool,
 }
 
 /// One step of a `dialogue`.

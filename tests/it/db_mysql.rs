@@ -2,7 +2,9 @@
 //! `mysqladmin ping`, `mysqladmin status` and `mariadb -e 'SELECT 1'` as
 //! oracles: in every state a probe meets, the native check's verdict
 //! equals the command's exit status, asserted in the same test. One server
-//! (mariadb-install-db into a temporary directory) for the whole run.
+//! (mariadb-install-db into a temporary directory) for the whole run, with
+//! TLS (a CA and a certificate for 127.0.0.1 made here), so that the
+//! tools' default (TLS whenever the server offers it) is what runs.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -54,6 +56,9 @@ impl Server {
                 .arg(format!("--pid-file={}", dir.join("pid").display()))
                 .arg(format!("--log-error={}", dir.join("error.log").display()))
                 .args(["--bind-address=127.0.0.1", "--user=root", "--skip-name-resolve"])
+                .arg(format!("--ssl-cert={}", dir.join("server.pem").display()))
+                .arg(format!("--ssl-key={}", dir.join("server-key.pem").display()))
+                .arg(format!("--ssl-ca={}", dir.join("ca.pem").display()))
                 .args([
                     "--connect-timeout=60",
                     "--skip-log-bin",
@@ -128,11 +133,72 @@ fn spec(port: u16, command: MysqlCommand, user: Option<&str>, password: Option<&
         database: None,
         command,
         skip_ssl: false,
+        ca_file: None,
+        cert_file: None,
+        key_file: None,
+        verify_server_cert: false,
     }
 }
 
 async fn native(spec: &MysqlSpec) -> Outcome {
-    MysqlCheck::new(spec.clone()).run(TIMEOUT).await
+    MysqlCheck::new(spec.clone()).unwrap().run(TIMEOUT).await
+}
+
+/// Writes `ca.pem` (the CA the server's certificate is signed by),
+/// `other-ca.pem` (a CA that signed nothing here), and `server.pem` and
+/// `server-key.pem` (a certificate for the IP address 127.0.0.1 only) into
+/// `dir`.
+fn certificates(dir: &Path) {
+    let ca = |name: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+    };
+    let issuer = ca("mysql test CA");
+    let other = ca("another CA");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), issuer.pem()).unwrap();
+    std::fs::write(dir.join("other-ca.pem"), other.pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("server-key.pem"), key.serialize_pem()).unwrap();
+}
+
+/// The tools' TLS flags beside the keys they stand for: `mysqladmin ping`,
+/// `mysqladmin status` and `mariadb -e` with `flags` to `host`, against
+/// the check with `tls` applied; the tools' results.
+async fn compare_tls(
+    state: &str,
+    host: &str,
+    port: u16,
+    flags: &str,
+    tls: impl Fn(&mut MysqlSpec),
+) -> Vec<Ran> {
+    let args = format!("--no-defaults --protocol=tcp -h {host} -P {port} -u probe -ps3cret {flags}");
+    let one = |form: String, command: MysqlCommand| {
+        let mut spec = spec(port, command, Some("probe"), Some("s3cret"));
+        spec.host.name = host.to_string();
+        tls(&mut spec);
+        async move {
+            let (real, ours) = tokio::join!(sh(&form, &[], BOUND), native(&spec));
+            agree(state, &form, &real, &ours);
+            real
+        }
+    };
+    let (ping, status, query) = tokio::join!(
+        one(format!("mysqladmin {args} ping"), MysqlCommand::Ping),
+        one(format!("mysqladmin {args} status"), MysqlCommand::Status),
+        one(
+            format!("mariadb {args} -e 'SELECT 1'"),
+            MysqlCommand::Query("SELECT 1".into())
+        ),
+    );
+    vec![ping, status, query]
 }
 
 /// Each tool beside its check, with `user` and `password` (or none); at
@@ -199,6 +265,7 @@ async fn mysql_check_gives_mysqladmin_and_mysql_verdicts_in_every_state() {
     assert_eq!(out.reason, Some(Reason::Refused), "{out:?}");
 
     let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
     let server = Server::start(dir.path()).await;
     let port = server.port;
     server
@@ -225,6 +292,77 @@ async fn mysql_check_gives_mysqladmin_and_mysql_verdicts_in_every_state() {
     compare("no password given", port, Some("probe"), None).await;
     compare("an unknown user", port, Some("nobody"), Some("x")).await;
     compare("no user given", port, None, None).await;
+
+    // TLS: a user that requires it, then a server that requires it for
+    // everyone; the tools ask for TLS unless --skip-ssl.
+    server
+        .sql(
+            "CREATE USER tlsonly@'%' IDENTIFIED BY 's3cret' REQUIRE SSL; GRANT PROCESS ON *.* TO tlsonly@'%'",
+        )
+        .await;
+    let ran = compare("a user that requires TLS", port, Some("tlsonly"), Some("s3cret")).await;
+    assert!(ran[1].passed() && !ran[4].passed(), "{ran:?}");
+    server.sql("DROP USER tlsonly@'%'").await;
+    server.sql("SET GLOBAL require_secure_transport = ON").await;
+    let ran = compare("the server requires TLS", port, Some("probe"), Some("s3cret")).await;
+    assert!(ran[1].passed() && !ran[4].passed(), "{ran:?}");
+    server.sql("SET GLOBAL require_secure_transport = OFF").await;
+
+    // The server's certificate: verified against its CA, against another
+    // CA, and for a name it does not carry.
+    let ca = dir.path().join("ca.pem");
+    let other = dir.path().join("other-ca.pem");
+    let with_ca = |path: &Path, verify: bool| {
+        let path = path.to_path_buf();
+        move |s: &mut MysqlSpec| {
+            s.ca_file = Some(path.clone());
+            s.verify_server_cert = verify;
+        }
+    };
+    let ran = compare_tls(
+        "the server's CA",
+        "127.0.0.1",
+        port,
+        &format!("--ssl-ca={}", ca.display()),
+        with_ca(&ca, false),
+    )
+    .await;
+    assert!(ran.iter().all(Ran::passed), "{ran:?}");
+    let ran = compare_tls(
+        "another CA",
+        "127.0.0.1",
+        port,
+        &format!("--ssl-ca={}", other.display()),
+        with_ca(&other, false),
+    )
+    .await;
+    assert!(!ran[0].passed(), "{ran:?}");
+    let ran = compare_tls(
+        "the server's CA and name",
+        "127.0.0.1",
+        port,
+        &format!("--ssl-verify-server-cert --ssl-ca={}", ca.display()),
+        with_ca(&ca, true),
+    )
+    .await;
+    assert!(ran.iter().all(Ran::passed), "{ran:?}");
+    compare_tls(
+        "the server's CA, another name, not verified",
+        "localhost",
+        port,
+        &format!("--ssl-ca={}", ca.display()),
+        with_ca(&ca, false),
+    )
+    .await;
+    let ran = compare_tls(
+        "the server's CA, another name",
+        "localhost",
+        port,
+        &format!("--ssl-verify-server-cert --ssl-ca={}", ca.display()),
+        with_ca(&ca, true),
+    )
+    .await;
+    assert!(!ran[0].passed(), "{ran:?}");
 
     // A failing query.
     let form = format!(

@@ -5,6 +5,7 @@ mod cli;
 mod commands;
 mod db_dialogue;
 mod db_mysql;
+mod db_mysql8;
 mod db_postgres;
 mod db_redis;
 mod deploy;

@@ -110,7 +110,7 @@ pub(super) fn validate(
         return postgres::validate(p, &site, errors);
     }
     if let Some(m) = &c.mysql {
-        return native::mysql(m.get_ref(), &site, errors);
+        return native::mysql(m.get_ref(), m.span(), &site, errors);
     }
     if let Some(d) = &c.dialogue {
         return native::dialogue(d.get_ref(), &site, errors);

@@ -213,12 +213,22 @@ pub(super) struct RawMysql {
     query: Option<Spanned<String>>,
     #[serde(default)]
     skip_ssl: bool,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    verify_server_cert: bool,
 }
 
 /// The MySQL protocol's default port.
 const MYSQL_PORT: u16 = 3306;
 
-pub(super) fn mysql(m: &RawMysql, site: &Site<'_>, errors: &mut Errors<'_>) -> Option<CheckKind> {
+pub(super) fn mysql(
+    m: &RawMysql,
+    span: Range<usize>,
+    site: &Site<'_>,
+    errors: &mut Errors<'_>,
+) -> Option<CheckKind> {
     let before = errors.list.len();
     let login = login_keys!(m).validate("mysql", MYSQL_PORT, site, errors);
     let command = match m.command.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
@@ -255,6 +265,7 @@ pub(super) fn mysql(m: &RawMysql, site: &Site<'_>, errors: &mut Errors<'_>) -> O
             );
         }
     }
+    mysql_tls(m, span, site, errors);
     if errors.list.len() != before {
         return None;
     }
@@ -266,7 +277,53 @@ pub(super) fn mysql(m: &RawMysql, site: &Site<'_>, errors: &mut Errors<'_>) -> O
         database: m.database.clone(),
         command,
         skip_ssl: m.skip_ssl,
+        ca_file: m.ca_file.clone(),
+        cert_file: m.cert_file.clone(),
+        key_file: m.key_file.clone(),
+        verify_server_cert: m.verify_server_cert,
     })))
+}
+
+/// The TLS keys of `mysql`, each one of the tools' `--ssl-*` flags:
+/// none of them goes with `skip_ssl`, a client certificate needs its key,
+/// and verifying the server needs a CA bundle (the tools fall back on the
+/// system's trust store, which the sidecar's image does not have).
+/// Errors point at the `mysql` table, `span`.
+fn mysql_tls(m: &RawMysql, span: Range<usize>, site: &Site<'_>, errors: &mut Errors<'_>) {
+    let set = [
+        ("ca_file", m.ca_file.is_some()),
+        ("cert_file", m.cert_file.is_some()),
+        ("key_file", m.key_file.is_some()),
+        ("verify_server_cert", m.verify_server_cert),
+    ];
+    if m.skip_ssl {
+        for (key, _) in set.iter().filter(|(_, on)| *on) {
+            errors.push(
+                site.at(&format!("mysql.{key}")),
+                span.clone(),
+                "contradicts skip_ssl = true: it is a TLS setting",
+            );
+        }
+    }
+    if m.cert_file.is_some() != m.key_file.is_some() {
+        let (key, other) = if m.cert_file.is_some() {
+            ("cert_file", "key_file")
+        } else {
+            ("key_file", "cert_file")
+        };
+        errors.push(
+            site.at(&format!("mysql.{key}")),
+            span.clone(),
+            format!("a client certificate needs both cert_file and key_file; {other} is missing"),
+        );
+    }
+    if m.verify_server_cert && m.ca_file.is_none() {
+        errors.push(
+            site.at("mysql.verify_server_cert"),
+            span.clone(),
+            "needs a ca_file to verify the server against (there is no system trust store)",
+        );
+    }
 }
 
 /// `mysql -e`'s query when none is written.
@@ -454,5 +511,34 @@ mod tests {
         assert!(bad.contains("mysql.command"), "{bad}");
         let bad = parse("mysql = { query = \"SELECT 2\" }").unwrap_err();
         assert!(bad.contains("only applies with command = \"query\""), "{bad}");
+    }
+
+    #[test]
+    fn mysql_tls_keys_are_the_tools_ssl_flags() {
+        let config = parse("mysql = { ca_file = \"/ca.pem\", verify_server_cert = true }").unwrap();
+        let CheckKind::Mysql(m) = &config.checks[0].kind else {
+            panic!("a mysql check")
+        };
+        assert_eq!(
+            (m.ca_file.as_deref(), m.verify_server_cert, m.skip_ssl),
+            (Some(std::path::Path::new("/ca.pem")), true, false)
+        );
+        let bad = parse("mysql = { skip_ssl = true, ca_file = \"/ca.pem\" }").unwrap_err();
+        assert!(
+            bad.contains("check[0].mysql.ca_file")
+                && bad.contains("contradicts skip_ssl")
+                && bad.contains("test.toml:4:"),
+            "{bad}"
+        );
+        let bad = parse("mysql = { verify_server_cert = true }").unwrap_err();
+        assert!(
+            bad.contains("mysql.verify_server_cert") && bad.contains("needs a ca_file"),
+            "{bad}"
+        );
+        let bad = parse("mysql = { cert_file = \"/c.pem\" }").unwrap_err();
+        assert!(
+            bad.contains("mysql.cert_file") && bad.contains("key_file is missing"),
+            "{bad}"
+        );
     }
 }

@@ -21,16 +21,34 @@
 //!   verified"; so `mysqladmin ping` exits 1 there, and 0 with
 //!   `--skip-ssl` (`skip_ssl = true`).
 //!
-//! The login is `mysql_native_password` (MariaDB's default), also after an
-//! authentication switch to it. A server asking for another method is
-//! alive for `ping` (it answered; the tool's login would end in a server
-//! answer either way) and cannot be judged for the others (Unknown).
+//! TLS (Connector/C 3.3, `send_client_reply_packet` in
+//! `plugins/auth/my_auth.c` and `ma_tls_connect` in
+//! `libmariadb/secure/openssl.c`): the tools ask for it by default
+//! (`--ssl` is on; `--skip-ssl` turns it off) whenever the greeting offers
+//! `CLIENT_SSL`, and go on in plaintext when it does not. They accept any
+//! certificate unless `--ssl-ca` is given (the chain is verified, not the
+//! name) or `--ssl-verify-server-cert` (the name too, and a server without
+//! TLS is an error). A failed handshake is a client error (2026): exit 1,
+//! for `ping` too.
+//!
+//! The login begins as Connector/C's does (`run_plugin_auth`), with the
+//! method the greeting names if it is `caching_sha2_password` (MySQL 8's
+//! default; see [`MysqlCheck::caching_sha2`]) and `mysql_native_password`
+//! otherwise, and follows the server's switch to either. A server asking for another
+//! method is alive for `ping` (it answered; the tool's login would end in
+//! a server answer either way) and cannot be judged for the others
+//! (Unknown).
+
+mod auth;
+mod conn;
+mod tls;
 
 use std::time::Duration;
 
-use super::wire::{self, ReadError, Reader, Stream};
-use super::{Failed, Outcome, Reason, Resolver};
+use super::wire::{self, ReadError};
+use super::{Failed, Outcome, Reason, Resolver, describe_io};
 use crate::config::{MysqlCommand, MysqlSpec};
+use conn::Conn;
 
 /// The largest packet read whole; a larger row of a result is skipped.
 const MAX_PACKET: usize = 64 * 1024;
@@ -45,6 +63,7 @@ const CLIENT_CONNECT_WITH_DB: u32 = 8;
 const CLIENT_PROTOCOL_41: u32 = 0x200;
 const CLIENT_TRANSACTIONS: u32 = 0x2000;
 const CLIENT_SECURE_CONNECTION: u32 = 0x8000;
+const CLIENT_SSL: u32 = 0x800;
 const CLIENT_MULTI_STATEMENTS: u32 = 0x1_0000;
 const CLIENT_MULTI_RESULTS: u32 = 0x2_0000;
 const CLIENT_PLUGIN_AUTH: u32 = 0x8_0000;
@@ -56,12 +75,23 @@ const MORE_RESULTS: u16 = 8;
 const CHARSET: u8 = 45;
 
 const NATIVE: &str = "mysql_native_password";
+const CACHING_SHA2: &str = "caching_sha2_password";
+
+/// caching_sha2_password's answers after the fast scramble, behind the
+/// `0x01` of "more data".
+const FAST_AUTH_OK: u8 = 3;
+const FULL_AUTH: u8 = 4;
+
+/// The client's request for the server's RSA public key.
+const REQUEST_PUBLIC_KEY: u8 = 2;
 
 /// A prepared MySQL check.
 #[derive(Debug)]
 pub struct MysqlCheck {
     spec: MysqlSpec,
     resolver: Resolver,
+    /// TLS settings, unless `skip_ssl`.
+    tls: Option<tls::Tls>,
 }
 
 /// How a step ended badly: the server said so (`ER_*`), or the client saw
@@ -83,12 +113,18 @@ impl Error {
 }
 
 impl MysqlCheck {
-    /// Prepares a MySQL check.
-    pub fn new(spec: MysqlSpec) -> Self {
-        MysqlCheck {
+    /// Prepares a MySQL check: its TLS settings, whose files must load.
+    pub fn new(spec: MysqlSpec) -> Result<Self, String> {
+        let tls = if spec.skip_ssl {
+            None
+        } else {
+            Some(tls::Tls::new(&spec)?)
+        };
+        Ok(MysqlCheck {
             spec,
             resolver: Resolver::default(),
-        }
+            tls,
+        })
     }
 
     /// Connects, logs in and runs the command once, within `timeout`.
@@ -200,12 +236,7 @@ impl MysqlCheck {
                     format!("Can't connect to server on '{host}'{errno}: {}", f.message),
                 )
             })?;
-        let stream: Stream = Box::pin(tcp);
-        let mut conn = Conn {
-            stream,
-            reader: Reader::new(MAX_PACKET + 4),
-            seq: 0,
-        };
+        let mut conn = Conn::new(Box::pin(tcp));
         let lost = |what: &str| format!("Lost connection to server at '{what}'");
         let greeting = conn
             .packet()
@@ -223,7 +254,7 @@ impl MysqlCheck {
                 error => Err(error),
             };
         }
-        let scramble = parse_greeting(&greeting)?;
+        let greeting = auth::parse_greeting(&greeting)?;
         let mut caps = CLIENT_LONG_PASSWORD
             | CLIENT_LONG_FLAG
             | CLIENT_PROTOCOL_41
@@ -235,14 +266,35 @@ impl MysqlCheck {
         if self.spec.database.is_some() {
             caps |= CLIENT_CONNECT_WITH_DB;
         }
-        // The first answer is mysql_native_password's whatever the server
-        // offered; it switches methods if the user needs another.
-        let auth = native_password(password.as_bytes(), &scramble);
         let mut response = Vec::with_capacity(64 + user.len());
-        response.extend_from_slice(&caps.to_le_bytes());
-        response.extend_from_slice(&(16u32 << 20).to_le_bytes());
-        response.push(CHARSET);
-        response.extend_from_slice(&[0; 23]);
+        match &self.tls {
+            Some(tls) if greeting.caps & CLIENT_SSL != 0 => {
+                caps |= CLIENT_SSL;
+                head(&mut response, caps);
+                conn.send(&response).await?;
+                self.secure(&mut conn, tls).await?;
+            }
+            Some(_) if self.spec.verify_server_cert => {
+                return Err(Error::client(
+                    Reason::Tls,
+                    "SSL connection error: SSL is required, but the server does not support it",
+                ));
+            }
+            _ => head(&mut response, caps),
+        }
+        // The first answer is for the method the greeting names, when it
+        // is caching_sha2_password; mysql_native_password's otherwise
+        // (Connector/C's run_plugin_auth takes the server's method when
+        // it has the plugin; another one the server switches away from).
+        let sha2_first = greeting.plugin.as_deref() == Some(CACHING_SHA2);
+        let (auth, method) = if sha2_first {
+            (sha2_answer(password, &greeting.data)?, CACHING_SHA2)
+        } else {
+            (
+                auth::native_password(password.as_bytes(), &greeting.scramble),
+                NATIVE,
+            )
+        };
         response.extend_from_slice(user.as_bytes());
         response.push(0);
         response.push(auth.len() as u8);
@@ -251,14 +303,23 @@ impl MysqlCheck {
             response.extend_from_slice(db.as_bytes());
             response.push(0);
         }
-        response.extend_from_slice(NATIVE.as_bytes());
+        response.extend_from_slice(method.as_bytes());
         response.push(0);
         conn.send(&response).await?;
+        let mut pending = None;
+        if sha2_first && !password.is_empty() {
+            pending = self
+                .caching_sha2(&mut conn, password, &greeting.data[..20])
+                .await?;
+        }
         for _ in 0..4 {
-            let reply = conn
-                .packet()
-                .await
-                .map_err(|e| conn_lost(e, &lost("reading authorization packet")))?;
+            let reply = match pending.take() {
+                Some(reply) => reply,
+                None => conn
+                    .packet()
+                    .await
+                    .map_err(|e| conn_lost(e, &lost("reading authorization packet")))?,
+            };
             match reply.first() {
                 Some(0x00) => return Ok(conn),
                 Some(0xff) => return Err(server_error(&reply)),
@@ -267,218 +328,135 @@ impl MysqlCheck {
                     let rest = &reply[1..];
                     let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
                     let name = String::from_utf8_lossy(&rest[..end]).into_owned();
-                    if name != NATIVE {
-                        return Err(Error::Unsupported(format!(
-                            "the server asks for the authentication method {name}, which this check does not speak"
-                        )));
-                    }
                     let data = rest.get(end + 1..).unwrap_or_default();
-                    let data = data.strip_suffix(&[0]).unwrap_or(data);
-                    conn.send(&native_password(password.as_bytes(), data)).await?;
-                }
-                Some(0x01) => {
-                    return Err(Error::Unsupported(
-                        "the server asks for more authentication data (caching_sha2_password), which this check does not send"
-                            .into(),
-                    ));
+                    match name.as_str() {
+                        NATIVE => {
+                            let data = data.strip_suffix(&[0]).unwrap_or(data);
+                            conn.send(&auth::native_password(password.as_bytes(), data))
+                                .await?;
+                        }
+                        CACHING_SHA2 => {
+                            conn.send(&sha2_answer(password, data)?).await?;
+                            if !password.is_empty() {
+                                pending = self.caching_sha2(&mut conn, password, &data[..20]).await?;
+                            }
+                        }
+                        _ => {
+                            return Err(Error::Unsupported(format!(
+                                "the server asks for the authentication method {name}, which this check does not speak"
+                            )));
+                        }
+                    }
                 }
                 _ => return Err(Error::client(Reason::Protocol, "Malformed packet")),
             }
         }
         Err(Error::client(Reason::Protocol, "Malformed packet"))
     }
-}
 
-/// A connection after the login: the packet sequence numbers.
-struct Conn {
-    stream: Stream,
-    reader: Reader,
-    seq: u8,
-}
-
-impl Conn {
-    /// Sends one packet with the next sequence number.
-    async fn send(&mut self, payload: &[u8]) -> Result<(), Error> {
-        let len = payload.len() as u32;
-        let mut packet = Vec::with_capacity(4 + payload.len());
-        packet.extend_from_slice(&len.to_le_bytes()[..3]);
-        packet.push(self.seq);
-        packet.extend_from_slice(payload);
-        self.seq = self.seq.wrapping_add(1);
-        wire::send(&mut self.stream, &packet).await.map_err(|f| {
-            Error::client(
-                f.reason,
-                format!("Lost connection to server during query: {}", f.message),
-            )
-        })
-    }
-
-    /// Reads one packet, whole when it fits [`MAX_PACKET`], else `None`
-    /// after skipping it.
-    async fn packet_or_skip(&mut self) -> Result<Option<Vec<u8>>, ReadError> {
-        let head = self.reader.exact(&mut self.stream, 4).await?;
-        let len = usize::from(head[0]) | usize::from(head[1]) << 8 | usize::from(head[2]) << 16;
-        self.seq = head[3].wrapping_add(1);
-        if len <= MAX_PACKET {
-            return self.reader.exact(&mut self.stream, len).await.map(Some);
+    /// The TLS handshake after the SSL request, as CR_SSL_CONNECTION_ERROR
+    /// when it fails.
+    async fn secure(&self, conn: &mut Conn, tls: &tls::Tls) -> Result<(), Error> {
+        let failed = |m: String| Error::client(Reason::Tls, format!("SSL connection error: {m}"));
+        if conn.has_pending() {
+            return Err(failed("the server spoke before the TLS handshake".into()));
         }
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(MAX_PACKET);
-            self.reader.exact(&mut self.stream, n).await?;
-            left -= n;
+        let config = tls.config().map_err(failed)?;
+        let name = rustls_pki_types::ServerName::try_from(self.spec.host.name.clone())
+            .map_err(|e| failed(format!("invalid host name: {e}")))?;
+        let plain = std::mem::replace(&mut conn.stream, Box::pin(tokio::io::empty()));
+        let stream = tokio_rustls::TlsConnector::from(config)
+            .connect(name, plain)
+            .await
+            .map_err(|e| failed(describe_io(&e)))?;
+        conn.stream = Box::pin(stream);
+        Ok(())
+    }
+
+    /// caching_sha2_password as Connector/C's client plugin
+    /// (`plugins/auth/caching_sha2_pw.c`, `auth_caching_sha2_client`),
+    /// after its first answer ([`sha2_answer`]) was sent with a password:
+    ///
+    /// - the server answers `0x01 0x03` (its cache knew the user: the OK
+    ///   follows) or `0x01 0x04` (full authentication), or switches
+    ///   methods (the packet is returned for the login to follow);
+    /// - full authentication on a "secure" connection sends the password
+    ///   in clear with its NUL. Secure is `use_ssl`, the option (on unless
+    ///   `--skip-ssl`), not whether TLS was set up: against a server
+    ///   without TLS the tools send it in clear, and MySQL refuses it;
+    /// - otherwise, with no `--server-public-key` (the MariaDB tools have
+    ///   no such flag), the client asks the server for its RSA key
+    ///   (`0x02`) and sends the password encrypted with it. (The error
+    ///   2061, "Authentication requires secure connection", is
+    ///   libmysqlclient's and GnuTLS builds'; Debian's Connector/C is
+    ///   built with OpenSSL.)
+    async fn caching_sha2(
+        &self,
+        conn: &mut Conn,
+        password: &str,
+        scramble: &[u8],
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let lost = |e| conn_lost(e, "Lost connection to server at 'reading authorization packet'");
+        let reply = conn.packet().await.map_err(lost)?;
+        match reply.first() {
+            Some(0xff) => return Err(server_error(&reply)),
+            Some(0xfe) => return Ok(Some(reply)),
+            _ => {}
         }
-        Ok(None)
-    }
-
-    /// Reads one packet, which must fit [`MAX_PACKET`].
-    async fn packet(&mut self) -> Result<Vec<u8>, ReadError> {
-        self.packet_or_skip().await?.ok_or(ReadError::TooLong)
-    }
-
-    /// A command answered by one packet: OK (ping) or a string (status).
-    async fn simple(&mut self, command: &[u8]) -> Result<String, Error> {
-        self.seq = 0;
-        self.send(command).await?;
-        let reply = self
+        match more_data(&reply) {
+            [FAST_AUTH_OK] => return Ok(None),
+            [FULL_AUTH] => {}
+            [_] => return Err(Error::client(Reason::Protocol, "Error in server handshake")),
+            _ => {}
+        }
+        if !self.spec.skip_ssl {
+            let mut clear = password.as_bytes().to_vec();
+            clear.push(0);
+            conn.send(&clear).await?;
+            return Ok(None);
+        }
+        conn.send(&[REQUEST_PUBLIC_KEY]).await?;
+        let key = conn
             .packet()
             .await
-            .map_err(|e| conn_lost(e, "Lost connection to server during query"))?;
-        match reply.first() {
-            Some(0xff) => Err(server_error(&reply)),
-            Some(0x00) if command == [0x0e] => Ok(String::new()),
-            _ => Ok(String::from_utf8_lossy(&reply).into_owned()),
+            .map_err(|_| Error::client(Reason::Protocol, "Couldn't read RSA public key from server"))?;
+        if key.first() == Some(&0xff) {
+            return Err(server_error(&key));
         }
-    }
-
-    /// COM_QUERY, and every result it yields, read to its end (up to
-    /// [`MAX_RESULT`] bytes).
-    async fn query(&mut self, query: &str) -> Result<String, Error> {
-        self.seq = 0;
-        let mut command = vec![0x03];
-        command.extend_from_slice(query.as_bytes());
-        self.send(&command).await?;
-        let lost = |e| conn_lost(e, "Lost connection to server during query");
-        let mut read = 0usize;
-        let mut rows = 0u64;
-        loop {
-            let first = self.packet().await.map_err(lost)?;
-            let status = match first.first() {
-                Some(0xff) => return Err(server_error(&first)),
-                Some(0x00) => ok_status(&first),
-                Some(0xfb) => {
-                    return Err(Error::client(
-                        Reason::Protocol,
-                        "LOAD DATA LOCAL INFILE is not allowed",
-                    ));
-                }
-                _ => {
-                    // A result set: column definitions, EOF, rows, EOF.
-                    let mut eofs = 0;
-                    let mut status = 0;
-                    while eofs < 2 {
-                        let packet = self.packet_or_skip().await.map_err(lost)?;
-                        let Some(packet) = packet else {
-                            read += MAX_PACKET;
-                            continue;
-                        };
-                        read += packet.len();
-                        match packet.first() {
-                            Some(0xff) => return Err(server_error(&packet)),
-                            Some(0xfe) if packet.len() < 9 => {
-                                eofs += 1;
-                                status = packet.get(3..5).map_or(0, |s| u16::from_le_bytes([s[0], s[1]]));
-                            }
-                            _ if eofs == 1 => rows += 1,
-                            _ => {}
-                        }
-                        if read > MAX_RESULT {
-                            return Ok(format!("{rows} rows read, the rest of the result not read"));
-                        }
-                    }
-                    status
-                }
-            };
-            if status & MORE_RESULTS == 0 {
-                return Ok(match rows {
-                    1 => "1 row".to_string(),
-                    n => format!("{n} rows"),
-                });
-            }
-        }
+        let encrypted = auth::rsa_password(more_data(&key), password.as_bytes(), scramble)
+            .map_err(|m| Error::client(Reason::Protocol, m))?;
+        conn.send(&encrypted).await?;
+        Ok(None)
     }
 }
 
-/// The status word of an OK packet: after the affected rows and last
-/// insert id (length-encoded integers).
-fn ok_status(packet: &[u8]) -> u16 {
-    let mut at = 1;
-    for _ in 0..2 {
-        at += match packet.get(at) {
-            Some(0xfc) => 3,
-            Some(0xfd) => 4,
-            Some(0xfe) => 9,
-            _ => 1,
-        };
+/// caching_sha2_password's first answer to the method's data, which must
+/// be the 20-byte scramble and its NUL: nothing without a password, else
+/// the SHA-256 scramble.
+fn sha2_answer(password: &str, data: &[u8]) -> Result<Vec<u8>, Error> {
+    if data.len() != 21 {
+        return Err(Error::client(Reason::Protocol, "Error in server handshake"));
     }
-    packet
-        .get(at..at + 2)
-        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
-}
-
-/// The 20-byte scramble of a Handshake V10.
-fn parse_greeting(p: &[u8]) -> Result<Vec<u8>, Error> {
-    let malformed = || Error::client(Reason::Protocol, "Malformed packet");
-    if p.first() != Some(&10) {
-        return Err(Error::client(
-            Reason::Protocol,
-            format!(
-                "Received error packet before completion of TLS handshake or unsupported protocol version {}",
-                p.first().copied().unwrap_or(0)
-            ),
-        ));
-    }
-    let version_end = 1 + p[1..].iter().position(|b| *b == 0).ok_or_else(malformed)?;
-    let mut at = version_end + 1 + 4;
-    let part1 = p.get(at..at + 8).ok_or_else(malformed)?.to_vec();
-    at += 8 + 1;
-    let caps_low = p.get(at..at + 2).ok_or_else(malformed)?;
-    let caps_low = u16::from_le_bytes([caps_low[0], caps_low[1]]);
-    if u32::from(caps_low) & CLIENT_PROTOCOL_41 == 0 {
-        return Err(Error::client(
-            Reason::Protocol,
-            "the server speaks a protocol before 4.1",
-        ));
-    }
-    at += 2 + 1 + 2 + 2;
-    let data_len = usize::from(*p.get(at).ok_or_else(malformed)?);
-    at += 1 + 10;
-    let part2_len = data_len.saturating_sub(8).max(13);
-    let part2 = p.get(at..(at + part2_len).min(p.len())).ok_or_else(malformed)?;
-    let mut scramble = part1;
-    scramble.extend_from_slice(part2.strip_suffix(&[0]).unwrap_or(part2));
-    Ok(scramble)
-}
-
-/// mysql_native_password: SHA1(pw) XOR SHA1(scramble + SHA1(SHA1(pw)));
-/// nothing for an empty password.
-fn native_password(password: &[u8], scramble: &[u8]) -> Vec<u8> {
-    use ring::digest::{SHA1_FOR_LEGACY_USE_ONLY as SHA1, digest};
     if password.is_empty() {
-        return Vec::new();
+        return Ok(Vec::new());
     }
-    let stage1 = digest(&SHA1, password);
-    let stage2 = digest(&SHA1, stage1.as_ref());
-    let mut ctx = ring::digest::Context::new(&SHA1);
-    ctx.update(scramble.get(..20).unwrap_or(scramble));
-    ctx.update(stage2.as_ref());
-    let mix = ctx.finish();
-    stage1
-        .as_ref()
-        .iter()
-        .zip(mix.as_ref())
-        .map(|(a, b)| a ^ b)
-        .collect()
+    Ok(auth::sha256_password(password.as_bytes(), &data[..20]))
+}
+
+/// The first 32 bytes of a HandshakeResponse41, which are also the SSL
+/// request: capabilities, the largest packet, the character set, zeros.
+fn head(response: &mut Vec<u8>, caps: u32) {
+    response.clear();
+    response.extend_from_slice(&caps.to_le_bytes());
+    response.extend_from_slice(&(16u32 << 20).to_le_bytes());
+    response.push(CHARSET);
+    response.extend_from_slice(&[0; 23]);
+}
+
+/// A packet to an authentication plugin: without the `0x01` that marks
+/// "more data" (Connector/C's `client_mpvio_read_packet`).
+fn more_data(packet: &[u8]) -> &[u8] {
+    packet.strip_prefix(&[1]).unwrap_or(packet)
 }
 
 /// An ERR packet: code, SQL state (when the protocol gives one), message.
@@ -519,17 +497,6 @@ fn client_code(f: &Failed) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn native_password_matches_the_servers_formula() {
-        // The empty password sends nothing; another is 20 bytes that
-        // change with the scramble.
-        assert!(native_password(b"", &[1; 20]).is_empty());
-        let a = native_password(b"s3cret", &[1; 20]);
-        let b = native_password(b"s3cret", &[2; 20]);
-        assert_eq!(a.len(), 20);
-        assert_ne!(a, b);
-    }
 
     #[test]
     fn an_err_packet_before_the_handshake_has_no_sql_state() {
