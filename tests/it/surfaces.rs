@@ -16,7 +16,7 @@ use tonic_health::pb::health_client::HealthClient;
 use healthproxy::server::grpc::{MAX_CONNECTIONS as MAX_GRPC_CONNECTIONS, MAX_WATCHES};
 
 use crate::limits::{MemoryCgroup, raise_own_fd_limit, scale, usage};
-use crate::support::{App, Prober, Proxy, Seen, assert_no_probe_lost, eventually};
+use crate::support::{App, Prober, Proxy, assert_no_probe_lost, eventually};
 
 /// The sidecar's memory budget with the gRPC endpoint, the default
 /// `[server]` limits and one check (README, "Limits and failure
@@ -639,7 +639,7 @@ async fn webhook_bodies_sent_slowly_cannot_exhaust_memory() {
     let pod = review(&api_pod(None), "kubernetes-admin");
     let body = serde_json::to_vec(&pod).unwrap();
     let admissions = async {
-        let mut seen = Seen::default();
+        let mut seen = crate::support::Seen::default();
         let began = Instant::now();
         while seen.probes < 50
             || dripped.bytes.load(Ordering::Relaxed) < 150 << 20 && began.elapsed() < Duration::from_secs(20)

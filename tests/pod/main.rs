@@ -427,7 +427,11 @@ async fn kept_alive_clients_from_inside_the_pod_do_not_hold_the_drain() {
         hook.body
     );
     let done = log_line(&sidecar, "drain complete");
-    assert_eq!(done["in_pod_connections"], 2, "{done}");
+    // The two local clients, and any of the sidecar's own three checks of
+    // the app (every 200 ms, a connection each) open at the last count:
+    // they are the pod's own clients too.
+    let in_pod = done["in_pod_connections"].as_u64().unwrap();
+    assert!((2..=5).contains(&in_pod), "{done}");
     assert_eq!(done["new_connections"], 0, "{done}");
     assert!(done["last_traffic_ms"].is_null(), "{done}");
     assert!(answered > 10, "the local clients were busy: {answered} requests");

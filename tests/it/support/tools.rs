@@ -22,6 +22,10 @@ pub fn tool(name: &str) -> PathBuf {
 
 /// Runs `command` with `stdin` written to it and stdout and stderr piped
 /// back; the child is waited for, so it is reaped however it ends.
+#[cfg_attr(
+    not(feature = "inject"),
+    allow(dead_code, reason = "its callers test inject and the webhook")
+)]
 pub fn piped(command: &mut Command, stdin: &str) -> std::process::Output {
     use std::io::Write as _;
     let mut child = command
