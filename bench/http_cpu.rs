@@ -7,14 +7,15 @@
 //! ```
 //!
 //! The check's keys beyond the URL: `body_matches=PATTERN`, `ca_file=PEM`,
-//! `cert_file=PEM`, `key_file=PEM`; `bench-check-targets` serves what they
-//! need. Only the client is in this binary, so that what callgrind counts
+//! `cert_file=PEM`, `key_file=PEM`, `secret_header=NAME:VALUE` (a header
+//! whose value is a secret, as `header_env` gives one); `bench-check-targets`
+//! serves what they need. Only the client is in this binary, so that what callgrind counts
 //! is compiled as in the product.
 
 use std::time::Duration;
 
 use healthproxy::check::HttpCheck;
-use healthproxy::config::{HttpSpec, Pattern};
+use healthproxy::config::{HttpSpec, Pattern, SecretHeader, SecretSource};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -33,6 +34,16 @@ fn main() {
             }
             "cert_file" => spec.tls.cert_file = Some(value.into()),
             "key_file" => spec.tls.key_file = Some(value.into()),
+            "secret_header" => {
+                let (name, value) = value.split_once(':').expect("NAME:VALUE");
+                spec.secret_headers.push(SecretHeader {
+                    name: name.into(),
+                    source: SecretSource::Env {
+                        var: "BENCH_SECRET".into(),
+                        value: value.into(),
+                    },
+                });
+            }
             other => panic!("unknown key {other}"),
         }
     }
