@@ -5,7 +5,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use hyper::HeaderMap;
@@ -15,7 +15,12 @@ use crate::config::{SecretHeader, SecretSource};
 
 /// The secret headers of one check.
 #[derive(Debug, Default)]
-pub(super) struct SecretHeaders(Vec<Secret>);
+pub(super) struct SecretHeaders {
+    secrets: Vec<Secret>,
+    /// Every form of every current value (see [`SecretHeaders::redact`]),
+    /// longest first: made when a value is read, not at every run.
+    forms: Mutex<Arc<[String]>>,
+}
 
 #[derive(Debug)]
 struct Secret {
@@ -53,31 +58,48 @@ impl SecretHeaders {
                 current: Mutex::new((stamp, value)),
             });
         }
-        Ok(SecretHeaders(out))
+        let forms = Mutex::new(all_forms(&out));
+        Ok(SecretHeaders { secrets: out, forms })
     }
 
     /// Re-reads the files that changed since the last run. An error names
     /// the header and the file, never the value.
     pub(super) fn refresh(&self) -> Result<(), String> {
-        for secret in &self.0 {
+        let mut changed = false;
+        let mut result = Ok(());
+        for secret in &self.secrets {
             let Some(path) = &secret.file else { continue };
             let now = stamp(path);
             let mut current = secret.current.lock().expect("not poisoned");
             if now.is_none() || current.0 != now {
-                *current = read(&secret.name, path)?;
+                match read(&secret.name, path) {
+                    Ok(read) => {
+                        changed |= read.1 != current.1;
+                        *current = read;
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
             }
         }
-        Ok(())
+        // The forms follow the values that were read, also when a later
+        // file failed.
+        if changed {
+            *self.forms.lock().expect("not poisoned") = all_forms(&self.secrets);
+        }
+        result
     }
 
     /// Adds the current values to a request's headers; whether there
     /// were any.
     pub(super) fn append_to(&self, headers: &mut HeaderMap) -> bool {
-        for secret in &self.0 {
+        for secret in &self.secrets {
             let value = secret.current.lock().expect("not poisoned").1.clone();
             headers.insert(&secret.name, value);
         }
-        !self.0.is_empty()
+        !self.secrets.is_empty()
     }
 
     /// `message` with every form of every secret value replaced by
@@ -90,22 +112,12 @@ impl SecretHeaders {
     /// HTML write it. A message cut at its bound in the middle of a value
     /// loses the part that is there too.
     pub(super) fn redact(&self, message: &str) -> Option<String> {
-        if self.0.is_empty() {
+        if self.secrets.is_empty() {
             return None;
         }
-        let mut forms = Vec::new();
-        for secret in &self.0 {
-            let value = secret.current.lock().expect("not poisoned").1.clone();
-            if let Ok(value) = value.to_str() {
-                forms_of(value, &mut forms);
-            }
-        }
-        forms.retain(|f| !f.is_empty());
-        // Longest first, so that `Bearer TOKEN` goes whole.
-        forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
-        forms.dedup();
+        let forms = Arc::clone(&self.forms.lock().expect("not poisoned"));
         let mut out = message.to_string();
-        for form in &forms {
+        for form in forms.iter() {
             if out.contains(form.as_str()) {
                 out = out.replace(form.as_str(), REDACTED);
             }
@@ -138,6 +150,22 @@ impl SecretHeaders {
         }
         Some(out)
     }
+}
+
+/// Every form of the current values of `secrets`, longest first, so that
+/// `Bearer TOKEN` goes whole.
+fn all_forms(secrets: &[Secret]) -> Arc<[String]> {
+    let mut forms = Vec::new();
+    for secret in secrets {
+        let value = secret.current.lock().expect("not poisoned").1.clone();
+        if let Ok(value) = value.to_str() {
+            forms_of(value, &mut forms);
+        }
+    }
+    forms.retain(|f| !f.is_empty());
+    forms.sort_by_key(|f| std::cmp::Reverse(f.len()));
+    forms.dedup();
+    forms.into()
 }
 
 /// What a secret value is replaced by in messages.
@@ -283,5 +311,28 @@ mod tests {
         }
         assert_eq!(s.redact("nothing here"), None);
         assert_eq!(secrets(&[]).redact("Bearer x"), None);
+    }
+
+    #[test]
+    fn a_rotated_file_is_redacted_in_its_new_value_from_the_next_refresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "Bearer first-token\n").unwrap();
+        let s = SecretHeaders::new(&[SecretHeader {
+            name: "authorization".into(),
+            source: SecretSource::File(path.clone()),
+        }])
+        .unwrap();
+        assert_eq!(s.redact("got first-token").as_deref(), Some("got [redacted]"));
+        // A Secret update: a new file renamed over the old one.
+        std::fs::write(dir.path().join("next"), "Bearer second-token\n").unwrap();
+        std::fs::rename(dir.path().join("next"), &path).unwrap();
+        s.refresh().unwrap();
+        assert_eq!(s.redact("got second-token").as_deref(), Some("got [redacted]"));
+        assert_eq!(
+            s.redact("got first-token"),
+            None,
+            "the old value is no longer sent"
+        );
     }
 }
