@@ -11,28 +11,15 @@ use clap::Args;
 use super::EXIT_CONFIG;
 use crate::inject::{self, ConfigMapName, MeshChoice, Options, Output, Refusal, Sidecar};
 
-/// Options of `healthproxy inject`.
+/// The sidecar's flags, the same for `inject` and `webhook`.
 #[derive(Debug, Args)]
-pub(crate) struct InjectArgs {
-    /// YAML files (several documents, `kind: List`); `-` or none: stdin.
-    files: Vec<PathBuf>,
+pub(crate) struct SidecarArgs {
     /// The sidecar's image, built from this repository's Dockerfile and
     /// pushed where the cluster pulls from (README, "Build and push the
     /// image"). Without it, a placeholder that no cluster can pull, with a
     /// warning.
     #[arg(long, default_value = inject::DEFAULT_IMAGE)]
     image: String,
-    /// How the generated ConfigMap is named. `hashed` (the default):
-    /// WORKLOAD-healthproxy-HASH, named by its content as kustomize's
-    /// configMapGenerator does, so that a config change reaches only the
-    /// pods of the new template: the rollout carries it, a config that
-    /// fails stops at the first new pods while the old ones keep theirs,
-    /// and a rollback brings the old config back. Old ConfigMaps stay
-    /// until deleted (keep those of the ReplicaSets you may roll back to).
-    /// `fixed`: WORKLOAD-healthproxy, changed in place: running pods reload
-    /// it within seconds (their probes keep their verdicts), all at once.
-    #[arg(long, value_enum, default_value_t = ConfigMapName::Hashed)]
-    config_map: ConfigMapName,
     /// `native`: an initContainers entry with restartPolicy Always
     /// (Kubernetes 1.29+); `classic`: the first of `containers`.
     #[arg(long, value_enum, default_value_t = Sidecar::Native)]
@@ -44,6 +31,39 @@ pub(crate) struct InjectArgs {
     /// 10s where it is shorter.
     #[arg(long, default_value = "20s", value_parser = super::wait::duration)]
     drain_max: Duration,
+}
+
+impl SidecarArgs {
+    /// The options these flags give, the others at their defaults.
+    pub(super) fn options(self) -> Options {
+        Options {
+            image: self.image,
+            sidecar: self.sidecar,
+            port: self.port,
+            drain_max: self.drain_max,
+            ..Options::default()
+        }
+    }
+}
+
+/// Options of `healthproxy inject`.
+#[derive(Debug, Args)]
+pub(crate) struct InjectArgs {
+    /// YAML files (several documents, `kind: List`); `-` or none: stdin.
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    sidecar: SidecarArgs,
+    /// How the generated ConfigMap is named. `hashed` (the default):
+    /// WORKLOAD-healthproxy-HASH, named by its content as kustomize's
+    /// configMapGenerator does, so that a config change reaches only the
+    /// pods of the new template: the rollout carries it, a config that
+    /// fails stops at the first new pods while the old ones keep theirs,
+    /// and a rollback brings the old config back. Old ConfigMaps stay
+    /// until deleted (keep those of the ReplicaSets you may roll back to).
+    /// `fixed`: WORKLOAD-healthproxy, changed in place: running pods reload
+    /// it within seconds (their probes keep their verdicts), all at once.
+    #[arg(long, value_enum, default_value_t = ConfigMapName::Hashed)]
+    config_map: ConfigMapName,
     /// Only these app containers (comma-separated); all by default.
     #[arg(long, value_delimiter = ',')]
     containers: Vec<String>,
@@ -74,14 +94,11 @@ pub(crate) struct UninjectArgs {
 
 pub(super) fn inject(args: InjectArgs) -> ExitCode {
     let options = Options {
-        image: args.image,
-        sidecar: args.sidecar,
-        port: args.port,
-        drain_max: args.drain_max,
         containers: (!args.containers.is_empty()).then_some(args.containers),
         config_map: args.config_map,
         mesh: args.mesh,
         share_process_namespace: args.share_process_namespace,
+        ..args.sidecar.options()
     };
     if let Some(warning) = inject::placeholder_image(&options.image) {
         eprintln!("warning: {warning}");
@@ -166,5 +183,50 @@ fn read(file: &PathBuf) -> std::io::Result<String> {
         Ok(text)
     } else {
         std::fs::read_to_string(file)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use crate::cli::{Cli, Command};
+    use crate::inject::Options;
+
+    /// The flags' defaults are [`Options::default`]'s: `20s` is
+    /// [`crate::inject::DEFAULT_DRAIN_MAX`], the port is the config's.
+    #[test]
+    fn the_sidecar_flags_default_to_the_options_defaults() {
+        for command in [
+            &["healthproxy", "inject"][..],
+            &["healthproxy", "webhook", "--tls-cert", "c", "--tls-key", "k"],
+        ] {
+            let sidecar = match Cli::try_parse_from(command).unwrap().command {
+                Some(Command::Inject(args)) => args.sidecar,
+                Some(Command::Webhook(args)) => args.sidecar,
+                other => panic!("{other:?}"),
+            };
+            let options = sidecar.options();
+            let default = Options::default();
+            assert_eq!(
+                (options.image, options.sidecar, options.port, options.drain_max),
+                (default.image, default.sidecar, default.port, default.drain_max),
+                "{command:?}"
+            );
+        }
+    }
+
+    /// The webhook, and only the webhook, reads the image from its
+    /// environment too.
+    #[test]
+    fn only_the_webhook_reads_the_image_from_the_environment() {
+        let cli = Cli::command();
+        let env = |command: &str| {
+            let sub = cli.find_subcommand(command).unwrap();
+            let image = sub.get_arguments().find(|a| a.get_id() == "image").unwrap();
+            image.get_env().map(|e| e.to_str().unwrap().to_string())
+        };
+        assert_eq!(env("webhook").as_deref(), Some("HEALTHPROXY_WEBHOOK_IMAGE"));
+        assert_eq!(env("inject"), None);
     }
 }

@@ -3,18 +3,19 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
+use super::inject::SidecarArgs;
 use super::{EXIT_CONFIG, LogFormat};
-use crate::inject::{self, Options, Sidecar};
+use crate::inject;
 use crate::log::{LogLevel, Logging};
 use crate::webhook::{serve, tls::Reloading};
 
 /// Options of `healthproxy webhook`.
 #[derive(Debug, Args)]
+#[command(mut_arg("image", |a| a.env("HEALTHPROXY_WEBHOOK_IMAGE")))]
 pub(crate) struct WebhookArgs {
     /// HTTPS address for the API server (`POST /mutate`).
     #[arg(long, env = "HEALTHPROXY_WEBHOOK_LISTEN", default_value = "[::]:8443")]
@@ -28,20 +29,9 @@ pub(crate) struct WebhookArgs {
     /// Its private key (PEM), re-read when it changes.
     #[arg(long, env = "HEALTHPROXY_WEBHOOK_TLS_KEY")]
     tls_key: PathBuf,
-    /// The sidecar's image.
-    #[arg(long, env = "HEALTHPROXY_WEBHOOK_IMAGE", default_value = inject::DEFAULT_IMAGE)]
-    image: String,
-    /// `native`: an initContainers entry with restartPolicy Always
-    /// (Kubernetes 1.29+); `classic`: the first of `containers`.
-    #[arg(long, value_enum, default_value_t = Sidecar::Native)]
-    sidecar: Sidecar,
-    /// The sidecar's port.
-    #[arg(long, default_value_t = crate::config::DEFAULT_PORT, value_parser = clap::value_parser!(u16).range(1..))]
-    port: u16,
-    /// The sidecar's drain.max; the grace period is raised to this plus
-    /// 10s where it is shorter.
-    #[arg(long, default_value = "20s", value_parser = super::wait::duration)]
-    drain_max: Duration,
+    /// The sidecar (`--image`, also from HEALTHPROXY_WEBHOOK_IMAGE).
+    #[command(flatten)]
+    pub(super) sidecar: SidecarArgs,
     /// Log line format.
     #[arg(long, env = "HEALTHPROXY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -60,17 +50,9 @@ pub(super) fn webhook(args: WebhookArgs) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let options = Options {
-        image: args.image,
-        sidecar: args.sidecar,
-        port: args.port,
-        drain_max: args.drain_max,
-        containers: None,
-        // The config travels in the pod's annotations: no ConfigMap.
-        config_map: inject::ConfigMapName::default(),
-        mesh: crate::inject::MeshChoice::Auto,
-        share_process_namespace: false,
-    };
+    // Every container, the mesh found in the pod; the config travels in
+    // the pod's annotations: no ConfigMap.
+    let options = args.sidecar.options();
     if let Some(warning) = inject::placeholder_image(&options.image) {
         tracing::warn!("{warning} (--image or HEALTHPROXY_WEBHOOK_IMAGE)");
     }

@@ -118,7 +118,7 @@ impl Default for Options {
         Options {
             image: DEFAULT_IMAGE.into(),
             sidecar: Sidecar::Native,
-            port: 9775,
+            port: crate::config::DEFAULT_PORT,
             drain_max: DEFAULT_DRAIN_MAX,
             containers: None,
             config_map: ConfigMapName::default(),

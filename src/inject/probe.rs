@@ -35,7 +35,10 @@ use std::fmt::Write as _;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::exec::{self, Converted};
-use crate::config::ProbeKind;
+use crate::config::{
+    DEFAULT_FAILURE_THRESHOLD, DEFAULT_INITIAL_DELAY, DEFAULT_PERIOD, DEFAULT_SUCCESS_THRESHOLD,
+    DEFAULT_TIMEOUT, ProbeKind,
+};
 
 /// The probe fields the kubelet knows; any other makes the translation
 /// unfaithful.
@@ -509,11 +512,11 @@ fn timing(probe: &Mapping, kind: ProbeKind) -> Result<Timing, (String, String)> 
         ));
     }
     let timing = Timing {
-        initial_delay: number("initialDelaySeconds")?.unwrap_or(0),
-        period: or(number("periodSeconds")?, 10),
-        timeout: or(number("timeoutSeconds")?, 1),
-        success: or(success, 1),
-        failure: or(number("failureThreshold")?, 3),
+        initial_delay: number("initialDelaySeconds")?.unwrap_or(DEFAULT_INITIAL_DELAY.as_secs()),
+        period: or(number("periodSeconds")?, DEFAULT_PERIOD.as_secs()),
+        timeout: or(number("timeoutSeconds")?, DEFAULT_TIMEOUT.as_secs()),
+        success: or(success, u64::from(DEFAULT_SUCCESS_THRESHOLD)),
+        failure: or(number("failureThreshold")?, u64::from(DEFAULT_FAILURE_THRESHOLD)),
     };
     number("terminationGracePeriodSeconds")?;
     Ok(timing)
