@@ -12,7 +12,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use healthproxy::check::Outcome;
 use healthproxy::config::{Config, ProbeKind};
 use healthproxy::server::{Options, Probe, Scope};
-use healthproxy::state::State;
+use healthproxy::state::{Place, State};
 
 /// A state of `n` readiness and liveness tcp checks, each run once
 /// successfully, so every probe passes.
@@ -26,7 +26,12 @@ fn state(n: usize) -> State {
     let config = Config::from_toml_str(&toml, "bench", &|_: &str| None).expect("a valid config");
     let state = State::new(&config.checks);
     for i in 0..n {
-        state.record(i, 0, Outcome::success("ok"), Duration::from_micros(60));
+        state.record(
+            &Place::new(i, i),
+            0,
+            Outcome::success("ok"),
+            Duration::from_micros(60),
+        );
     }
     state
 }
@@ -82,12 +87,21 @@ fn snapshot(c: &mut Criterion) {
     });
 }
 
-/// Recording one run: the write every check run makes.
+/// Recording one run: the write every check run makes, here of the last
+/// check, which a search from the start would find last.
 fn record(c: &mut Criterion) {
     for n in [1, 100] {
         let state = state(n);
+        let place = Place::new(n - 1, n - 1);
         c.bench_function(&format!("state/record/{n}-checks"), |b| {
-            b.iter(|| state.record(black_box(0), 0, Outcome::success("ok"), Duration::from_micros(60)))
+            b.iter(|| {
+                state.record(
+                    black_box(&place),
+                    0,
+                    Outcome::success("ok"),
+                    Duration::from_micros(60),
+                )
+            })
         });
     }
 }

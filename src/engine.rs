@@ -23,7 +23,7 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 use crate::check::{Check, Outcome, PrepareError, Reason, Verdict};
 use crate::config::{CheckConfig, ProbeKind};
 use crate::state::CheckCounters;
-use crate::state::{Health, Slot, State};
+use crate::state::{Health, Place, Slot, State};
 
 /// Extra time a run gets past its own timeout before the engine gives up on
 /// it. Every check bounds itself; this only guards against a check that
@@ -198,7 +198,7 @@ impl Running {
                 continue;
             };
             let worker = Worker {
-                id,
+                place: Place::new(id, first + index),
                 phase: phase(first + index, count, config.timing.period),
                 config,
                 check,
@@ -234,8 +234,8 @@ fn phase(index: usize, count: usize, period: Duration) -> Duration {
 
 /// The task of one check.
 struct Worker<C> {
-    /// The check's id in the snapshot.
-    id: usize,
+    /// Where its check is in the snapshot.
+    place: Place,
     /// Offset of this check's runs within its period (see [`phase`]).
     phase: Duration,
     config: CheckConfig,
@@ -289,9 +289,8 @@ impl<C: Runnable> Worker<C> {
                 && self
                     .state
                     .borrow()
-                    .checks
-                    .iter()
-                    .any(|c| c.id == self.id && c.ever_healthy)
+                    .check_at(&self.place)
+                    .is_some_and(|c| c.ever_healthy)
             {
                 // The startup worker stops probing once started, until a
                 // new container.
@@ -322,14 +321,6 @@ impl<C: Runnable> Worker<C> {
 
     fn publish(&self, generation: u64, outcome: Outcome, duration: Duration) {
         let name = &self.config.name;
-        let previous = self
-            .state
-            .borrow()
-            .checks
-            .iter()
-            .find(|c| c.id == self.id)
-            .and_then(|c| c.last.as_ref())
-            .map(|l| l.outcome.verdict);
         let (verdict, reason) = (outcome.verdict, outcome.reason);
         let message = outcome.message.clone();
         tracing::debug!(
@@ -339,7 +330,7 @@ impl<C: Runnable> Worker<C> {
             "{message}"
         );
         // A run of an older app container is not kept, nor counted.
-        let Some(recorded) = self.state.record(self.id, generation, outcome, duration) else {
+        let Some(recorded) = self.state.record(&self.place, generation, outcome, duration) else {
             return;
         };
         self.counters.record_run(verdict, reason, duration);
@@ -352,7 +343,7 @@ impl<C: Runnable> Worker<C> {
             Some(Health::Healthy) => tracing::info!(check = %name, "{kinds} probe succeeded"),
             _ => {}
         }
-        if previous != Some(verdict) {
+        if recorded.previous != Some(verdict) {
             match verdict {
                 Verdict::Warning => tracing::warn!(check = %name, "{kinds} probe warning: {message}"),
                 Verdict::Unknown => tracing::warn!(check = %name, "{kinds} probe errored: {message}"),

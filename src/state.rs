@@ -5,7 +5,7 @@
 //! latest snapshot from a `watch` channel for as long as it takes to render.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{Notify, watch};
@@ -332,6 +332,33 @@ pub struct Snapshot {
     /// `passes` of each probe kind, indexed by kind: worked out once per
     /// change rather than over every check on every request.
     passing: [bool; 3],
+    /// The positions of `checks`, ordered by name: a request for one
+    /// check finds it without a scan. Built with the checks (at the start
+    /// and on a reload), the only times names change.
+    by_name: Vec<u32>,
+    /// The positions of the checks of an app container, ordered by
+    /// container, then position.
+    by_container: Vec<u32>,
+}
+
+/// Where a check's worker finds its check in the snapshot: its id, and the
+/// position it was last found at, so that recording a run does not search
+/// the checks. A reload that moves the check costs one search, after which
+/// the new position is kept.
+#[derive(Debug)]
+pub struct Place {
+    id: usize,
+    at: AtomicUsize,
+}
+
+impl Place {
+    /// Check `id`, expected at position `at`.
+    pub fn new(id: usize, at: usize) -> Place {
+        Place {
+            id,
+            at: AtomicUsize::new(at),
+        }
+    }
 }
 
 /// How the last reload of the config went (Prometheus' own
@@ -393,6 +420,55 @@ impl Snapshot {
             "{kind:?} passes as of the last change"
         );
         self.passing[kind as usize]
+    }
+
+    /// The position of the check at `place`, if the snapshot has it.
+    fn position(&self, place: &Place) -> Option<usize> {
+        let at = place.at.load(Relaxed);
+        if self.checks.get(at).is_some_and(|c| c.id == place.id) {
+            return Some(at);
+        }
+        let at = self.checks.iter().position(|c| c.id == place.id)?;
+        place.at.store(at, Relaxed);
+        Some(at)
+    }
+
+    /// The check at `place`, if the snapshot has it (a reload may have
+    /// removed or changed it).
+    pub(crate) fn check_at(&self, place: &Place) -> Option<&CheckStatus> {
+        self.position(place).map(|at| &self.checks[at])
+    }
+
+    /// The check named `name`.
+    pub(crate) fn check_named(&self, name: &str) -> Option<&CheckStatus> {
+        let name_at = |at: &u32| self.checks[*at as usize].name.as_str();
+        let i = self.by_name.partition_point(|at| name_at(at) < name);
+        let at = *self.by_name.get(i)?;
+        Some(&self.checks[at as usize]).filter(|c| c.name == name)
+    }
+
+    /// The checks of app container `name`, in file order.
+    pub(crate) fn container_checks(&self, name: &str) -> impl Iterator<Item = &CheckStatus> {
+        let container_at = |at: &u32| self.checks[*at as usize].container.as_deref().unwrap_or_default();
+        let first = self.by_container.partition_point(|at| container_at(at) < name);
+        let end = self.by_container.partition_point(|at| container_at(at) <= name);
+        self.by_container[first..end]
+            .iter()
+            .map(|at| &self.checks[*at as usize])
+    }
+
+    /// Orders `by_name` and `by_container` after `checks` has changed.
+    fn index(&mut self) {
+        let checks = &self.checks;
+        let positions = 0..u32::try_from(checks.len()).expect("fewer than 2^32 checks");
+        let mut by_name: Vec<u32> = positions.clone().collect();
+        by_name.sort_unstable_by(|a, b| checks[*a as usize].name.cmp(&checks[*b as usize].name));
+        let mut by_container: Vec<u32> = positions
+            .filter(|at| checks[*at as usize].container.is_some())
+            .collect();
+        // Stable: the checks of one container stay in file order.
+        by_container.sort_by(|a, b| checks[*a as usize].container.cmp(&checks[*b as usize].container));
+        (self.by_name, self.by_container) = (by_name, by_container);
     }
 
     /// Works out `passing` again; after every change.
@@ -518,7 +594,10 @@ impl State {
                 last_success: SystemTime::now(),
             },
             passing: [false; 3],
+            by_name: Vec::new(),
+            by_container: Vec::new(),
         };
+        snapshot.index();
         snapshot.refresh();
         let (tx, _) = watch::channel(snapshot);
         State {
@@ -550,14 +629,14 @@ impl State {
         self.tx.subscribe()
     }
 
-    /// Records a run of check `id` (its position in the config until a
-    /// reload); returns the transition, if any, and whether this run
-    /// completed startup. A run that began before a new app container (an
-    /// older `generation`), or of a check a reload has removed, is dropped:
-    /// `None`.
+    /// Records a run of the check at `place`; returns the transition, if
+    /// any, whether this run completed startup, and the verdict of the run
+    /// before. A run that began before a new app container (an older
+    /// `generation`), or of a check a reload has changed or removed, is
+    /// dropped: `None`.
     pub fn record(
         &self,
-        id: usize,
+        place: &Place,
         generation: u64,
         outcome: Outcome,
         duration: Duration,
@@ -570,15 +649,21 @@ impl State {
             if s.generation != generation {
                 return false;
             }
-            let Some(check) = s.checks.iter_mut().find(|c| c.id == id) else {
+            let Some(at) = s.position(place) else {
                 return false;
             };
-            let at = SystemTime::now();
+            let check = &mut s.checks[at];
+            let previous = check.last.as_ref().map(|l| l.outcome.verdict);
+            let transition = check.observe(outcome, duration, SystemTime::now());
+            // Startup completes only when a startup check becomes healthy
+            // for the first time: only then are the checks looked over.
+            let maybe_started = transition == Some(Health::Healthy) && check.probes.startup;
             let mut r = Recorded {
-                transition: check.observe(outcome, duration, at),
+                transition,
                 started: false,
+                previous,
             };
-            if !s.started && startup_done(&s.checks) {
+            if !s.started && maybe_started && startup_done(&s.checks) {
                 s.started = true;
                 r.started = true;
             }
@@ -667,6 +752,7 @@ impl State {
                 s.checks.push(status);
             }
             s.started = s.started || startup_done(&s.checks);
+            s.index();
             s.reload = ReloadStatus {
                 successful: true,
                 last_success: SystemTime::now(),
@@ -734,6 +820,8 @@ pub struct Recorded {
     pub transition: Option<Health>,
     /// This run completed startup.
     pub started: bool,
+    /// The verdict of the check's run before this one, if any.
+    pub(crate) previous: Option<Verdict>,
 }
 
 // === Counters ===
@@ -919,8 +1007,9 @@ mod tests {
         )
         .unwrap();
         let state = State::new(&config.checks);
+        let place = Place::new(0, 0);
         state.record(
-            0,
+            &place,
             0,
             Outcome::failure(crate::check::Reason::Refused, "down"),
             Duration::ZERO,
@@ -931,9 +1020,9 @@ mod tests {
             assert!(s.passes(ProbeKind::Liveness), "no liveness probe before startup");
             assert!(!s.passes(ProbeKind::Startup));
         }
-        state.record(0, 0, Outcome::success("up"), Duration::ZERO);
+        state.record(&place, 0, Outcome::success("up"), Duration::ZERO);
         state.record(
-            0,
+            &place,
             0,
             Outcome::failure(crate::check::Reason::Refused, "down"),
             Duration::ZERO,
@@ -970,12 +1059,63 @@ mod tests {
     }
 
     fn pass(state: &State, id: usize) {
-        state.record(id, 0, Outcome::success("up"), Duration::ZERO);
+        state.record(&Place::new(id, 0), 0, Outcome::success("up"), Duration::ZERO);
     }
 
     fn fail(state: &State, id: usize) {
         let down = Outcome::failure(crate::check::Reason::Refused, "down");
-        state.record(id, 0, down, Duration::ZERO);
+        state.record(&Place::new(id, 0), 0, down, Duration::ZERO);
+    }
+
+    #[test]
+    fn checks_are_found_by_name_and_container_and_a_moved_check_by_its_place() {
+        let old = checks(&format!(
+            "{}container = \"web\"\n{}{}container = \"web\"\n{}container = \"db\"\n",
+            check("b", "\"readiness\"", ""),
+            check("a", "\"readiness\"", ""),
+            check("c", "\"readiness\"", ""),
+            check("d", "\"readiness\"", ""),
+        ));
+        let state = State::new(&old);
+        let names = |checks: Vec<&CheckStatus>| checks.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        {
+            let s = state.borrow();
+            for name in ["a", "b", "c", "d"] {
+                assert_eq!(s.check_named(name).map(|c| c.name.as_str()), Some(name));
+            }
+            assert!(s.check_named("e").is_none());
+            assert!(s.check_named("").is_none());
+            assert_eq!(names(s.container_checks("web").collect()), ["b", "c"]);
+            assert_eq!(names(s.container_checks("db").collect()), ["d"]);
+            assert!(s.container_checks("").next().is_none());
+            assert!(s.container_checks("wex").next().is_none());
+        }
+        let c = Place::new(2, 2);
+        let new = checks(&format!(
+            "{}container = \"web\"\n",
+            check("e", "\"readiness\"", "")
+        ));
+        state.reload(&[Slot::Keep(2), Slot::Keep(0), Slot::Start(&new[0])]);
+        {
+            let s = state.borrow();
+            assert!(s.check_named("a").is_none(), "a removed check is not found");
+            assert_eq!(s.check_named("e").map(|c| c.name.as_str()), Some("e"));
+            assert_eq!(names(s.container_checks("web").collect()), ["c", "b", "e"]);
+            assert!(s.container_checks("db").next().is_none());
+        }
+        assert!(
+            state
+                .record(&c, 0, Outcome::success("up"), Duration::ZERO)
+                .is_some()
+        );
+        assert_eq!(c.at.load(Relaxed), 0, "the place follows its check");
+        let s = state.borrow();
+        assert_eq!(s.check_at(&c).map(|c| c.name.as_str()), Some("c"));
+        assert!(s.checks[0].last.is_some());
+        assert!(
+            s.check_at(&Place::new(1, 1)).is_none(),
+            "a removed check has no place"
+        );
     }
 
     #[test]

@@ -262,7 +262,9 @@ mod tests {
     fn run(state: &State, outcome: Outcome, ms: u64) {
         let (verdict, reason) = (outcome.verdict, outcome.reason);
         let duration = Duration::from_millis(ms);
-        let recorded = state.record(0, 0, outcome, duration).unwrap();
+        let recorded = state
+            .record(&crate::state::Place::new(0, 0), 0, outcome, duration)
+            .unwrap();
         let counters = state.borrow().checks[0].counters.clone();
         counters.record_run(verdict, reason, duration);
         if let Some(to) = recorded.transition {

@@ -20,16 +20,6 @@ pub enum Scope<'a> {
     Check(&'a str),
 }
 
-impl Scope<'_> {
-    fn includes(&self, c: &CheckStatus) -> bool {
-        match self {
-            Scope::All => true,
-            Scope::Container(name) => c.container.as_deref() == Some(*name),
-            Scope::Check(name) => c.name == *name,
-        }
-    }
-}
-
 /// The body format a request asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
@@ -108,27 +98,43 @@ impl<'s> Probe<'s> {
         scope: Scope<'_>,
         options: &Options<'_>,
     ) -> Self {
-        let lines: Vec<Line<'s>> = snapshot
-            .checks
-            .iter()
-            .filter(|c| c.probes.contains(kind) && scope.includes(c))
-            .map(|c| Line {
-                check: c,
-                excluded: options.exclude.contains(&c.name.as_str()),
-                passes: snapshot.check_passes(c, kind),
-            })
-            .collect();
+        let line = |c: &'s CheckStatus| Line {
+            check: c,
+            excluded: options.exclude.contains(&c.name.as_str()),
+            passes: snapshot.check_passes(c, kind),
+        };
+        let of_kind = |c: &&CheckStatus| c.probes.contains(kind);
+        // Only the checks of the scope are looked at: one check, or one
+        // container's, is found through the snapshot's index.
+        let lines: Vec<Line<'s>> = match scope {
+            Scope::All => snapshot.checks.iter().filter(of_kind).map(line).collect(),
+            Scope::Container(name) => snapshot
+                .container_checks(name)
+                .filter(of_kind)
+                .map(line)
+                .collect(),
+            Scope::Check(name) => snapshot
+                .check_named(name)
+                .filter(of_kind)
+                .map(line)
+                .into_iter()
+                .collect(),
+        };
         let unmatched = options
             .exclude
             .iter()
             .filter(|name| !lines.iter().any(|l| l.check.name == **name))
             .map(|name| name.to_string())
             .collect();
-        let excluded = |c: &CheckStatus| options.exclude.contains(&c.name.as_str());
         // A path naming one check reports that check's own state, critical
         // or not; elsewhere a non-critical check is listed but not counted.
+        // As `Snapshot::passes_counting` over the lines.
         let one = matches!(scope, Scope::Check(_));
-        let ok = snapshot.passes_counting(kind, |c| scope.includes(c) && !excluded(c) && (c.critical || one));
+        let ok = snapshot.gates(kind).next().is_none()
+            && lines
+                .iter()
+                .filter(|l| !l.excluded && (l.check.critical || one))
+                .all(|l| l.passes);
         Probe {
             kind,
             ok,

@@ -130,9 +130,8 @@ impl Shared {
             Route::Probe(kind) => (*kind, Scope::All),
             Route::Check(kind, name) => {
                 if !snapshot
-                    .checks
-                    .iter()
-                    .any(|c| &c.name == name && c.probes.contains(*kind))
+                    .check_named(name)
+                    .is_some_and(|c| c.probes.contains(*kind))
                 {
                     return Some(Answer::not_found(format!("no {kind} check named {name:?}\n")));
                 }
@@ -142,11 +141,7 @@ impl Shared {
                 let Some(kind) = route::kind(probe) else {
                     return Some(Answer::not_found("not found\n".into()));
                 };
-                if !snapshot
-                    .checks
-                    .iter()
-                    .any(|c| c.container.as_ref() == Some(container))
-                {
+                if snapshot.container_checks(container).next().is_none() {
                     return Some(Answer::not_found(format!("no container named {container:?}\n")));
                 }
                 (kind, Scope::Container(container))

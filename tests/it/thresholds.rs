@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use healthproxy::check::{Outcome, Reason, Verdict};
 use healthproxy::config::{Config, ProbeKind};
-use healthproxy::state::{CheckStatus, Health, State};
+use healthproxy::state::{CheckStatus, Health, Place, State};
 use proptest::prelude::*;
 
 /// A result the kubelet stores once a threshold is reached.
@@ -282,7 +282,7 @@ proptest! {
         for (step, (index, verdict)) in runs.into_iter().enumerate() {
             let index = index % specs.len();
             let recorded = state
-                .record(index, 0, outcome(verdict), Duration::ZERO)
+                .record(&Place::new(index, index), 0, outcome(verdict), Duration::ZERO)
                 .expect("a run of the current container is kept");
             let want = models[index].observe(verdict);
             prop_assert_eq!(recorded.transition, want.map(|s| health(Some(s))), "transition at step {}", step);
