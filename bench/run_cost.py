@@ -9,10 +9,11 @@ searches for its check.
 
 BINARY runs CHECKS file checks (default 1000) of one existing file, each
 in liveness and readiness, every PERIOD (default 2s), under valgrind's
-callgrind. Once every check has run twice, the runs counted in /metrics
-are read, the counts zeroed (`callgrind_control -z`), and after SECONDS
-(default 20) the instructions are dumped (`callgrind_control -d`) and
-divided by the runs counted meanwhile. The figure includes the idle
+callgrind. Once every check has run twice, the counts are zeroed
+(`callgrind_control -z`), and after SECONDS (default 20) the
+instructions are dumped (`callgrind_control -d`) and divided by the runs
+due meanwhile, CHECKS x SECONDS / PERIOD; the runs counted in /metrics
+around the window confirm that the process kept up. The figure includes the idle
 process's timers and the file check's own work.
 
 With --path, the checks' period is 1h (they stay idle), and the figure is
@@ -104,8 +105,21 @@ def main():
             if m:
                 total = int(m.group(2))
                 break
-    print(f"{binary}: {n} checks, {r1 - r0:.0f} runs in {seconds:.0f} s, "
-          f"{total / (r1 - r0):,.0f} instructions per run")
+    # Each check runs once a period, the checks spread over it: the window
+    # holds N x SECONDS / PERIOD runs if the process kept up, which the
+    # counters confirm (they also count the runs made while /metrics was
+    # being scraped, seconds under callgrind with many checks).
+    expected = n * seconds / parse_seconds(period)
+    if r1 - r0 < expected * 0.98:
+        sys.exit(f"the process fell behind: {r1 - r0:.0f} runs counted, {expected:.0f} due")
+    print(f"{binary}: {n} checks, {expected:.0f} runs due in {seconds:.0f} s ({r1 - r0:.0f} counted "
+          f"around it), {total / expected:,.0f} instructions per run")
+
+
+def parse_seconds(text):
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", text)
+    return float(m.group(1)) * units[m.group(2)]
 
 
 def per_request(proc, port, path, requests, out):
