@@ -149,36 +149,14 @@ impl Bound {
         warn_missing_programs(&config);
         let state = State::new(&config.checks);
         let lifecycle = Lifecycle::new(Drain::new(config.drain.clone(), state.clone()), token);
-        let tracker = TaskTracker::new();
-        let cancel = CancellationToken::new();
-        spawn_until(&tracker, &cancel, check::reap_orphans());
-        let running = engine.spawn(&state, &tracker, &cancel);
-        // The checks run as long as `running` is held: by the reloader,
-        // which replaces their tasks, or here until the end.
-        let (reloads, _running) = match source {
-            Some(source) => {
-                let reloader = reload::Reloader::new(
-                    source,
-                    log,
-                    config.clone(),
-                    state.clone(),
-                    running,
-                    tracker.clone(),
-                    cancel.clone(),
-                );
-                (Some(reloader.spawn(hangups)), None)
-            }
-            None => (None, Some(running)),
-        };
-        // With drain.ports the app's sockets tell when it stops and when a new
-        // container of it starts.
-        let presence = (!config.drain.ports.is_empty()).then(|| lifecycle::app::watch(&config.drain.ports));
-        if let Some(presence) = &presence {
-            let follow = lifecycle::follow_app_restarts(lifecycle.clone(), state.clone(), presence.clone());
-            spawn_until(&tracker, &cancel, follow);
-        }
+        let tasks = Tasks::new(state.clone());
+        tasks.spawn_until(check::reap_orphans());
+        // `_running`, when held here, is held to the end: the checks run as
+        // long as it is.
+        let Checks { reloads, _running } = tasks.checks(engine, &config, source, hangups, log);
+        let presence = tasks.follow_app(&config, &lifecycle);
         let grpc_listen = grpc.map(|(grpc, addr)| {
-            tracker.spawn(server::grpc::serve(grpc, state.clone(), cancel.clone()));
+            tasks.grpc(grpc);
             addr
         });
         tracing::info!(
@@ -200,7 +178,7 @@ impl Bound {
         );
         let shutdown = supervise(&lifecycle, presence, signals);
         let exit = server::serve(listener, endpoints, config.server, cap, shutdown).await;
-        stop(tracker, cancel).await;
+        tasks.stop().await;
         tracing::info!(exit_code = exit.code(), "stopped");
         exit
     }
@@ -221,28 +199,111 @@ async fn supervise(
     (exit, grace)
 }
 
-/// Stops the checks and every task on `tracker`, then the processes the
-/// checks left behind.
-async fn stop(tracker: TaskTracker, cancel: CancellationToken) {
-    cancel.cancel();
-    tracker.close();
-    tracker.wait().await;
-    check::kill_orphans();
+/// Everything that runs beside the HTTP listener, on one tracker until one
+/// cancellation: the checks, the reloader, the app's sockets followed, the
+/// gRPC service, the reaper of orphaned check processes.
+struct Tasks {
+    state: State,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
 }
 
-/// Runs `task` on `tracker` until it ends or `cancel` fires.
-fn spawn_until(
-    tracker: &TaskTracker,
-    cancel: &CancellationToken,
-    task: impl std::future::Future<Output = ()> + Send + 'static,
-) {
-    let cancel = cancel.clone();
-    tracker.spawn(async move {
-        tokio::select! {
-            () = task => {}
-            () = cancel.cancelled() => {}
+/// The checks' tasks and, for a config read from a file, the reloader
+/// that replaces them.
+struct Checks {
+    /// Asks the reloader for a reload.
+    reloads: Option<reload::Reloads>,
+    /// The checks' tasks when no reloader holds them: they stop when this
+    /// is dropped.
+    _running: Option<engine::Running>,
+}
+
+impl Tasks {
+    fn new(state: State) -> Tasks {
+        Tasks {
+            state,
+            tracker: TaskTracker::new(),
+            cancel: CancellationToken::new(),
         }
-    });
+    }
+
+    /// Starts every check of `engine`, and the reloader when the config
+    /// was read from `source` (SIGHUP comes from `hangups`; `log` says who
+    /// owns the log level).
+    fn checks(
+        &self,
+        engine: engine::Engine,
+        config: &config::Config,
+        source: Option<app::Source>,
+        hangups: Option<mpsc::UnboundedReceiver<()>>,
+        log: reload::LogControl,
+    ) -> Checks {
+        let running = engine.spawn(&self.state, &self.tracker, &self.cancel);
+        match source {
+            Some(source) => {
+                let reloader = reload::Reloader::new(
+                    source,
+                    log,
+                    config.clone(),
+                    self.state.clone(),
+                    running,
+                    self.tracker.clone(),
+                    self.cancel.clone(),
+                );
+                Checks {
+                    reloads: Some(reloader.spawn(hangups)),
+                    _running: None,
+                }
+            }
+            None => Checks {
+                reloads: None,
+                _running: Some(running),
+            },
+        }
+    }
+
+    /// With `drain.ports`, follows the app's sockets, which tell when it
+    /// stops and when a new container of it starts; returns its presence.
+    fn follow_app(
+        &self,
+        config: &config::Config,
+        lifecycle: &Lifecycle,
+    ) -> Option<tokio::sync::watch::Receiver<lifecycle::app::Presence>> {
+        let presence =
+            (!config.drain.ports.is_empty()).then(|| lifecycle::app::watch(&config.drain.ports))?;
+        let follow = lifecycle::follow_app_restarts(lifecycle.clone(), self.state.clone(), presence.clone());
+        self.spawn_until(follow);
+        Some(presence)
+    }
+
+    /// Serves the gRPC health service on `listener`.
+    fn grpc(&self, listener: tokio::net::TcpListener) {
+        self.tracker.spawn(server::grpc::serve(
+            listener,
+            self.state.clone(),
+            self.cancel.clone(),
+        ));
+    }
+
+    /// Runs `task` until it ends or the tasks stop.
+    fn spawn_until(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            tokio::select! {
+                () = task => {}
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
+
+    /// Stops the checks and every task, then the processes the checks left
+    /// behind.
+    async fn stop(self) {
+        self.cancel.cancel();
+        self.tracker.close();
+        self.tracker.wait().await;
+        check::kill_orphans();
+    }
 }
 
 /// Warns of each exec check whose program is not there: its runs will be
