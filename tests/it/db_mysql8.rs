@@ -307,6 +307,9 @@ async fn session(mut tcp: TcpStream, script: Script, keys: &Keys, seen: &Seen) -
         } else {
             // MySQL decrypts whatever comes with its private key: a
             // password in clear fails.
+            if full.windows(PASSWORD.len()).any(|w| w == PASSWORD.as_bytes()) {
+                log("password in clear");
+            }
             log("clear text refused");
             denied()
         }
@@ -460,6 +463,28 @@ async fn caching_sha2_password_gives_the_mariadb_clients_verdicts() {
     assert!(
         only_ping_passes(&ran) && server.saw("clear text refused") && !server.saw("tls"),
         "{ran:?}"
+    );
+    assert!(server.saw("password in clear"), "the tools send it in clear");
+    drop(server);
+    // The check gets the same refusal without putting the password on
+    // the wire.
+    let server = Mysql8::start(
+        Script {
+            tls: false,
+            cached: false,
+            default: SHA2,
+        },
+        Arc::clone(&keys),
+    )
+    .await;
+    let ours = MysqlCheck::new(spec(server.port, MysqlCommand::Status, PASSWORD, false))
+        .unwrap()
+        .run(BOUND)
+        .await;
+    assert!(!ours.verdict.is_success(), "{ours:?}");
+    assert!(
+        server.saw("clear text refused") && !server.saw("password in clear"),
+        "{ours:?}"
     );
     let ran = compare("full auth, no TLS, --skip-ssl", server.port, PASSWORD, true).await;
     assert!(all_pass(&ran) && server.saw("full over rsa"), "{ran:?}");

@@ -9,6 +9,8 @@ use crate::check::wire::{self, ReadError, Reader, Stream};
 pub(super) struct Conn {
     /// TCP, or TLS once upgraded.
     pub(super) stream: Stream,
+    /// Whether `stream` is TLS.
+    pub(super) encrypted: bool,
     reader: Reader,
     seq: u8,
 }
@@ -17,6 +19,7 @@ impl Conn {
     pub(super) fn new(stream: Stream) -> Self {
         Conn {
             stream,
+            encrypted: false,
             reader: Reader::new(MAX_PACKET + 4),
             seq: 0,
         }

@@ -370,6 +370,7 @@ impl MysqlCheck {
             .await
             .map_err(|e| failed(describe_io(&e)))?;
         conn.stream = Box::pin(stream);
+        conn.encrypted = true;
         Ok(())
     }
 
@@ -383,7 +384,8 @@ impl MysqlCheck {
     /// - full authentication on a "secure" connection sends the password
     ///   in clear with its NUL. Secure is `use_ssl`, the option (on unless
     ///   `--skip-ssl`), not whether TLS was set up: against a server
-    ///   without TLS the tools send it in clear, and MySQL refuses it;
+    ///   without TLS the tools send it in clear, and MySQL refuses it
+    ///   (this check sends an empty one there, for the same refusal);
     /// - otherwise, with no `--server-public-key` (the MariaDB tools have
     ///   no such flag), the client asks the server for its RSA key
     ///   (`0x02`) and sends the password encrypted with it. (The error
@@ -410,7 +412,15 @@ impl MysqlCheck {
             _ => {}
         }
         if !self.spec.skip_ssl {
-            let mut clear = password.as_bytes().to_vec();
+            // Where TLS was not set up the tools' password would go in
+            // clear to a server that reads the packet as RSA-encrypted and
+            // refuses it (sql/auth/sha2_password.cc): the same refusal
+            // comes for an empty packet, without the password on the wire.
+            let mut clear = if conn.encrypted {
+                password.as_bytes().to_vec()
+            } else {
+                Vec::new()
+            };
             clear.push(0);
             conn.send(&clear).await?;
             return Ok(None);
