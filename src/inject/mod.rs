@@ -220,6 +220,37 @@ impl fmt::Display for Workload {
     }
 }
 
+/// What is wrong with one field of what is being read, named under it
+/// (`httpGet.port` in a probe; empty for the whole). Its text is the
+/// field and the message, which reads as what the field does wrong:
+/// `periodSeconds must be a number, not text`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct FieldError {
+    /// The field, such as `httpGet.port`.
+    pub(crate) field: String,
+    /// What is wrong with it.
+    pub(crate) message: String,
+}
+
+impl FieldError {
+    /// `message` about `field`.
+    pub(crate) fn new(field: String, message: String) -> FieldError {
+        FieldError { field, message }
+    }
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{} {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for FieldError {}
+
 /// What `inject` will not do, and where.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{object}: {field}: {message}")]

@@ -34,6 +34,7 @@ use std::fmt::Write as _;
 
 use serde_yaml_ng::{Mapping, Value};
 
+use super::FieldError;
 use super::exec::{self, Converted};
 use crate::config::{
     DEFAULT_FAILURE_THRESHOLD, DEFAULT_INITIAL_DELAY, DEFAULT_PERIOD, DEFAULT_SUCCESS_THRESHOLD,
@@ -242,7 +243,7 @@ impl Moved {
 
     /// The probe that replaces the original on the app container, asking
     /// the sidecar on `port` (see the module's documentation for the rule).
-    pub(crate) fn rewritten(&self, port: u16, original: &Mapping) -> Result<Value, String> {
+    pub(crate) fn rewritten(&self, port: u16, original: &Mapping) -> Result<Value, DoesNotFit> {
         let t = &self.timing;
         let spacing = t.period.max(t.timeout);
         let (delay, period, failure) = match self.kind {
@@ -250,10 +251,10 @@ impl Moved {
             ProbeKind::Liveness => (t.initial_delay + t.failure * spacing, (t.period / 2).max(1), 2),
             ProbeKind::Readiness => (t.initial_delay + t.success * spacing, (t.period / 2).max(1), 2),
         };
-        let int32 = |n: u64, what: &str| -> Result<Value, String> {
-            i32::try_from(n)
+        let int32 = |value: u64, field: &'static str| -> Result<Value, DoesNotFit> {
+            i32::try_from(value)
                 .map(Value::from)
-                .map_err(|_| format!("the rewritten probe's {what} ({n}) does not fit the API's 32 bits"))
+                .map_err(|_| DoesNotFit { field, value })
         };
         let mut http = Mapping::new();
         http.insert("path".into(), self.endpoint().into());
@@ -274,6 +275,16 @@ impl Moved {
     }
 }
 
+/// A number of the rewritten probe that the API's 32 bits cannot hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the rewritten probe's {field} ({value}) does not fit the API's 32 bits")]
+pub(crate) struct DoesNotFit {
+    /// The probe's field, such as `failureThreshold`.
+    pub(crate) field: &'static str,
+    /// The number.
+    pub(crate) value: u64,
+}
+
 /// What to do with one probe of a container.
 #[derive(Debug)]
 pub(crate) enum Plan {
@@ -292,7 +303,7 @@ pub(crate) fn plan(
     kind: ProbeKind,
     probe: &Mapping,
     shares_processes: bool,
-) -> Result<Plan, (String, String)> {
+) -> Result<Plan, FieldError> {
     let handler = handler_of(probe)?;
     let timing = timing(probe, kind);
     if handler == "exec" {
@@ -300,13 +311,13 @@ pub(crate) fn plan(
         // moved any: its timing is the kubelet's to judge then.
         return Ok(match timing {
             Ok(timing) => plan_exec(container, c, kind, probe, timing, shares_processes),
-            Err((f, m)) => Plan::Keep(format!("{f} {m}")),
+            Err(e) => Plan::Keep(e.to_string()),
         });
     }
     let timing = timing?;
     let body = match probe.get(handler) {
         Some(Value::Mapping(m)) => Body { handler, fields: m },
-        _ => return Err((handler.to_string(), "must be a mapping".into())),
+        _ => return Err(FieldError::new(handler.to_string(), "must be a mapping".into())),
     };
     let handler = match handler {
         "httpGet" => http_get(c, &body)?,
@@ -323,11 +334,11 @@ pub(crate) fn plan(
 
 /// The probe's one handler (`httpGet`, `tcpSocket`, `grpc` or `exec`),
 /// once every field of the probe is one the kubelet knows.
-fn handler_of(probe: &Mapping) -> Result<&'static str, (String, String)> {
+fn handler_of(probe: &Mapping) -> Result<&'static str, FieldError> {
     for key in probe.keys() {
         let name = key.as_str().unwrap_or("");
         if !PROBE_FIELDS.contains(&name) {
-            return Err((
+            return Err(FieldError::new(
                 name.to_string(),
                 "is not a probe field this version knows: its meaning cannot be carried over".into(),
             ));
@@ -338,12 +349,12 @@ fn handler_of(probe: &Mapping) -> Result<&'static str, (String, String)> {
         .filter(|h| probe.get(*h).is_some_and(|v| !v.is_null()))
         .collect();
     match handlers.as_slice() {
-        [] => Err((
+        [] => Err(FieldError::new(
             String::new(),
             "must specify a handler type (httpGet, tcpSocket, grpc or exec)".into(),
         )),
         [one] => Ok(*one),
-        [_, second, ..] => Err((
+        [_, second, ..] => Err(FieldError::new(
             second.to_string(),
             "may not specify more than 1 handler type".into(),
         )),
@@ -415,11 +426,11 @@ impl Body<'_> {
     }
 
     /// Refuses a field other than `known`.
-    fn only(&self, known: &[&str]) -> Result<(), (String, String)> {
+    fn only(&self, known: &[&str]) -> Result<(), FieldError> {
         for key in self.fields.keys() {
             let name = key.as_str().unwrap_or("");
             if !known.contains(&name) {
-                return Err((
+                return Err(FieldError::new(
                     self.at(name),
                     "is not a field this version knows: its meaning cannot be carried over".into(),
                 ));
@@ -429,32 +440,37 @@ impl Body<'_> {
     }
 
     /// A text field, or `None` when absent.
-    fn text(&self, field: &str) -> Result<Option<String>, (String, String)> {
+    fn text(&self, field: &str) -> Result<Option<String>, FieldError> {
         match self.fields.get(field) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err((self.at(field), "must be a string".into())),
+            Some(_) => Err(FieldError::new(self.at(field), "must be a string".into())),
         }
     }
 
     /// `host`, when given and not empty.
-    fn host(&self) -> Result<Option<String>, (String, String)> {
+    fn host(&self) -> Result<Option<String>, FieldError> {
         Ok(self.text("host")?.filter(|h| !h.is_empty()))
     }
 
     /// `port`, resolved against the container `c`'s ports.
-    fn port(&self, c: &Mapping) -> Result<u16, (String, String)> {
-        resolve_port(c, self.fields.get("port")).map_err(|m| (self.at("port"), m))
+    fn port(&self, c: &Mapping) -> Result<u16, FieldError> {
+        resolve_port(c, self.fields.get("port")).map_err(|m| FieldError::new(self.at("port"), m))
     }
 }
 
 /// `httpGet`, read as the kubelet reads it.
-fn http_get(c: &Mapping, body: &Body<'_>) -> Result<Handler, (String, String)> {
+fn http_get(c: &Mapping, body: &Body<'_>) -> Result<Handler, FieldError> {
     body.only(&["path", "port", "host", "scheme", "httpHeaders"])?;
     let https = match body.text("scheme")?.as_deref() {
         None | Some("HTTP") => false,
         Some("HTTPS") => true,
-        Some(other) => return Err((body.at("scheme"), format!("{other:?} is not HTTP or HTTPS"))),
+        Some(other) => {
+            return Err(FieldError::new(
+                body.at("scheme"),
+                format!("{other:?} is not HTTP or HTTPS"),
+            ));
+        }
     };
     // url.Parse keeps a relative path relative; Go's URL.String puts a
     // '/' between the host and it (kubelet-semantics §1.1).
@@ -468,12 +484,13 @@ fn http_get(c: &Mapping, body: &Body<'_>) -> Result<Handler, (String, String)> {
         host: body.host()?,
         port: body.port(c)?,
         path,
-        headers: headers(body.fields.get("httpHeaders")).map_err(|(f, m)| (body.at(&f), m))?,
+        headers: headers(body.fields.get("httpHeaders"))
+            .map_err(|e| FieldError::new(body.at(&e.field), e.message))?,
     })
 }
 
 /// `tcpSocket`.
-fn tcp_socket(c: &Mapping, body: &Body<'_>) -> Result<Handler, (String, String)> {
+fn tcp_socket(c: &Mapping, body: &Body<'_>) -> Result<Handler, FieldError> {
     body.only(&["port", "host"])?;
     Ok(Handler::Tcp {
         host: body.host()?,
@@ -482,7 +499,7 @@ fn tcp_socket(c: &Mapping, body: &Body<'_>) -> Result<Handler, (String, String)>
 }
 
 /// `grpc`: its port is a number, never a name.
-fn grpc(body: &Body<'_>) -> Result<Handler, (String, String)> {
+fn grpc(body: &Body<'_>) -> Result<Handler, FieldError> {
     body.only(&["port", "service"])?;
     let port = match body.fields.get("port") {
         Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()).filter(|p| *p > 0),
@@ -490,24 +507,20 @@ fn grpc(body: &Body<'_>) -> Result<Handler, (String, String)> {
     };
     Ok(Handler::Grpc {
         port: port.ok_or_else(|| {
-            (
-                body.at("port"),
-                "must be a port number from 1 to 65535".to_string(),
-            )
+            FieldError::new(body.at("port"), "must be a port number from 1 to 65535".into())
         })?,
         service: body.text("service")?.unwrap_or_default(),
     })
 }
 
 /// The probe's timing, the kubelet's defaults applied.
-fn timing(probe: &Mapping, kind: ProbeKind) -> Result<Timing, (String, String)> {
-    let err = |f: &str, m: String| (f.to_string(), m);
-    let number = |f: &str| int(probe, f).map_err(|m| err(f, m));
+fn timing(probe: &Mapping, kind: ProbeKind) -> Result<Timing, FieldError> {
+    let number = |f: &str| int(probe, f).map_err(|m| FieldError::new(f.into(), m));
     let or = |n: Option<u64>, default: u64| n.filter(|n| *n > 0).unwrap_or(default);
     let success = number("successThreshold")?;
     if kind != ProbeKind::Readiness && success.is_some_and(|s| s > 1) {
-        return Err(err(
-            "successThreshold",
+        return Err(FieldError::new(
+            "successThreshold".into(),
             "must be 1 for liveness and startup probes (the API rejects it)".into(),
         ));
     }
@@ -569,11 +582,11 @@ fn resolve_port(c: &Mapping, port: Option<&Value>) -> Result<u16, String> {
 
 /// `httpHeaders`, checked: a name given twice (in any letter case) cannot
 /// be carried over, as the check's headers are one value per name.
-fn headers(list: Option<&Value>) -> Result<Vec<(String, String)>, (String, String)> {
+fn headers(list: Option<&Value>) -> Result<Vec<(String, String)>, FieldError> {
     let items = match list {
         None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Sequence(items)) => items,
-        Some(_) => return Err(("httpHeaders".into(), "must be a list".into())),
+        Some(_) => return Err(FieldError::new("httpHeaders".into(), "must be a list".into())),
     };
     let mut out: Vec<(String, String)> = Vec::new();
     for (i, h) in items.iter().enumerate() {
@@ -588,10 +601,10 @@ fn headers(list: Option<&Value>) -> Result<Vec<(String, String)>, (String, Strin
             .as_mapping()
             .is_some_and(|m| m.keys().all(|k| matches!(k.as_str(), Some("name" | "value"))));
         let (Some(name), Some(value), true) = (name, value, known) else {
-            return Err((at, "must be a name and a text value".into()));
+            return Err(FieldError::new(at, "must be a name and a text value".into()));
         };
         if out.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            return Err((
+            return Err(FieldError::new(
                 format!("{at}.name"),
                 format!("{name:?} is given twice: the kubelet sends both, a check sends one"),
             ));
@@ -670,7 +683,7 @@ mod tests {
                 .port(),
             Some(8080)
         );
-        let (field, message) = plan(
+        let FieldError { field, message } = plan(
             "app",
             &map(c),
             ProbeKind::Liveness,
@@ -687,7 +700,7 @@ mod tests {
         let refuse = |probe: &str, kind| {
             plan("app", &map("name: app"), kind, &map(probe), false)
                 .unwrap_err()
-                .0
+                .field
         };
         assert_eq!(refuse("httpGet: {port: 1}\nfoo: 1", ProbeKind::Liveness), "foo");
         assert_eq!(
@@ -741,6 +754,34 @@ mod tests {
             .unwrap(),
             Plan::Keep(_)
         ));
+    }
+
+    #[test]
+    fn an_exec_probe_whose_timing_cannot_be_read_stays_saying_which_field() {
+        let kept = plan(
+            "app",
+            &map("name: app"),
+            ProbeKind::Liveness,
+            &map("exec: {command: [pg_isready]}\nperiodSeconds: \"10\""),
+            false,
+        )
+        .unwrap();
+        let Plan::Keep(why) = kept else {
+            panic!("moved: {kept:?}")
+        };
+        assert_eq!(why, "periodSeconds must be a number, not text");
+    }
+
+    #[test]
+    fn a_rewritten_number_past_32_bits_is_refused_naming_it() {
+        let probe = "httpGet: {port: 8080}\nperiodSeconds: 2147483647\nfailureThreshold: 2147483647";
+        let e = moved("name: app", probe, ProbeKind::Startup)
+            .rewritten(9775, &map(probe))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the rewritten probe's failureThreshold (4611686016279904257) does not fit the API's 32 bits"
+        );
     }
 
     #[test]

@@ -235,18 +235,32 @@ impl Index {
     }
 }
 
+/// Why a record's annotation cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unreadable {
+    /// Not a string.
+    #[error("is not text")]
+    NotText,
+    /// Not a record in JSON.
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+    /// Written by another version of the format.
+    #[error("version {0} is not {VERSION}")]
+    Version(u32),
+}
+
 /// Reads the record in `template`'s annotation, if it has one.
-pub(crate) fn read(template: &Value) -> Option<Result<Record, String>> {
+pub(crate) fn read(template: &Value) -> Option<Result<Record, Unreadable>> {
     let text = template.get("metadata")?.get("annotations")?.get(ANNOTATION)?;
     let parsed = text
         .as_str()
-        .ok_or_else(|| "is not text".to_string())
-        .and_then(|t| serde_json::from_str::<Record>(t).map_err(|e| e.to_string()))
+        .ok_or(Unreadable::NotText)
+        .and_then(|t| Ok(serde_json::from_str::<Record>(t)?))
         .and_then(|r| {
             if r.v == VERSION {
                 Ok(r)
             } else {
-                Err(format!("version {} is not {VERSION}", r.v))
+                Err(Unreadable::Version(r.v))
             }
         });
     Some(parsed)

@@ -132,6 +132,16 @@ fn linkerd(template: &Value, namespace: Option<&Value>) -> (Option<bool>, String
     (None, String::new())
 }
 
+/// A pod that shows two meshes: `--mesh` must choose.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the pod shows two meshes, Istio ({istio}) and Linkerd ({linkerd}): choose with --mesh")]
+pub(crate) struct TwoMeshes {
+    /// Where Istio shows.
+    pub(crate) istio: String,
+    /// Where Linkerd shows.
+    pub(crate) linkerd: String,
+}
+
 /// The mesh of a pod template in `namespace`, and why; an error when it
 /// shows two.
 pub(crate) fn mesh(
@@ -139,7 +149,7 @@ pub(crate) fn mesh(
     namespace: Option<&str>,
     around: &Surroundings,
     choice: MeshChoice,
-) -> Result<(Mesh, String), String> {
+) -> Result<(Mesh, String), TwoMeshes> {
     let ns = around.namespaces.iter().find(|n| {
         namespace.is_some()
             && n.get("metadata")
@@ -176,9 +186,10 @@ pub(crate) fn mesh(
     }
     let ((in_istio, istio_why), (in_linkerd, linkerd_why)) = (istio(template, ns), linkerd(template, ns));
     match (in_istio == Some(true), in_linkerd == Some(true)) {
-        (true, true) => Err(format!(
-            "the pod shows two meshes, Istio ({istio_why}) and Linkerd ({linkerd_why}): choose with --mesh"
-        )),
+        (true, true) => Err(TwoMeshes {
+            istio: istio_why,
+            linkerd: linkerd_why,
+        }),
         (true, false) => Ok((
             Mesh::Istio {
                 proxy_uid: istio_uid(),
@@ -372,7 +383,7 @@ mod tests {
             "metadata:\n  labels: {sidecar.istio.io/inject: \"false\"}\nspec:\n  containers: [{name: app}]\n";
         assert_eq!(auto(out, &[ns]).unwrap().0, Mesh::None, "the pod opts out");
         let both = "metadata:\n  annotations: {linkerd.io/inject: enabled}\nspec:\n  containers: [{name: app}, {name: istio-proxy}]\n";
-        assert!(auto(both, &[]).unwrap_err().contains("--mesh"));
+        assert!(auto(both, &[]).unwrap_err().to_string().contains("--mesh"));
         let chosen = mesh(&value(both), None, &around(&[]), MeshChoice::Istio).unwrap();
         assert_eq!(chosen, (Mesh::Istio { proxy_uid: 1337 }, "istio (--mesh)".into()));
     }

@@ -15,7 +15,7 @@ use serde_yaml_ng::{Mapping, Value};
 use super::probe::{self, Handler, Moved, Plan};
 use super::record::{self, Recorder, lookup};
 use super::serving::{self, Surroundings};
-use super::{Options, Refusal, Sidecar, Workload};
+use super::{FieldError, Options, Refusal, Sidecar, Workload};
 use crate::config::{Config, Mesh, ProbeKind, original_probe_lints};
 
 /// The sidecar container's name.
@@ -284,13 +284,13 @@ fn read_probes(survey: &mut Survey, options: &Options, refuse: &Refuse<'_>) -> R
                 Some(Value::Mapping(m)) => m,
                 Some(_) => return Err(refuse.at(&at(field), "must be a mapping")),
             };
-            let plan = probe::plan(name, c, kind, original, shares_processes).map_err(|(f, message)| {
-                let f = if f.is_empty() {
+            let plan = probe::plan(name, c, kind, original, shares_processes).map_err(|e| {
+                let f = if e.field.is_empty() {
                     field.to_string()
                 } else {
-                    format!("{field}.{f}")
+                    format!("{field}.{}", e.field)
                 };
-                refuse.at(&at(&f), message)
+                refuse.at(&at(&f), e.message)
             })?;
             survey.probes.push(Read {
                 index: i,
@@ -429,7 +429,7 @@ fn drain(
 ) -> Result<Drain, Refusal> {
     let namespace = workload.namespace.as_deref();
     let (mesh, mesh_why) = serving::mesh(template, namespace, around, options.mesh)
-        .map_err(|message| refuse.at("metadata", message))?;
+        .map_err(|e| refuse.at("metadata", e.to_string()))?;
     let (mut ports, mut ports_why) = serving::ports(template, namespace, around, probed);
     let exit_with_app = workload.is_job() && options.sidecar == Sidecar::Classic;
     if exit_with_app && ports.is_empty() {
@@ -609,10 +609,10 @@ fn rewrite_probes(
     let mut rewritten = Vec::with_capacity(changes.taken.len());
     for t in changes.taken {
         let m = &t.moved;
-        let probe = m.rewritten(port, &t.original).map_err(|message| {
+        let probe = m.rewritten(port, &t.original).map_err(|e| {
             refuse.at(
                 &format!("spec.containers[{}].{}", m.container, probe::field(m.kind)),
-                message,
+                e.to_string(),
             )
         })?;
         rewritten.push((t.index, m.container.as_str(), probe::field(m.kind), probe));
@@ -771,11 +771,12 @@ pub fn uninject(template: &mut Value, workload: &Workload) -> Result<Option<Unin
         Some(Ok(r)) => r,
         Some(Err(message)) => return Err(refuse(&record_field, format!("cannot be read: {message}"))),
     };
-    let token = verify(template, &record).map_err(|(field, message)| {
+    let token = verify(template, &record).map_err(|e| {
         refuse(
-            &field,
+            &e.field,
             format!(
-                "{message}: the {} record does not match what inject writes",
+                "{}: the {} record does not match what inject writes",
+                e.message,
                 record::ANNOTATION
             ),
         )
@@ -818,8 +819,9 @@ fn field_name(at: &[String]) -> String {
 }
 
 /// Checks `record` against what [`inject`] writes and against `template`
-/// as it is; returns the preStop hooks' token. An error is (field, why).
-fn verify(template: &Value, record: &record::Record) -> Result<Option<String>, (String, String)> {
+/// as it is; returns the preStop hooks' token. An error names the field
+/// of the pod template.
+fn verify(template: &Value, record: &record::Record) -> Result<Option<String>, FieldError> {
     let absent_or_null = |was: &Option<Value>| matches!(was, None | Some(Value::Null));
     let pod = Written::read(template);
     let lists_sidecar = record.changes.iter().any(|e| {
@@ -831,7 +833,7 @@ fn verify(template: &Value, record: &record::Record) -> Result<Option<String>, (
         )
     });
     if !lists_sidecar || pod.sidecar.is_none() {
-        return Err((
+        return Err(FieldError::new(
             format!("metadata.annotations.{}", record::ANNOTATION),
             "lists no healthproxy sidecar, or the pod has none".into(),
         ));
@@ -841,7 +843,7 @@ fn verify(template: &Value, record: &record::Record) -> Result<Option<String>, (
     for entry in &record.changes {
         let at: Vec<&str> = entry.at.iter().map(String::as_str).collect();
         if !seen.insert(&entry.at) {
-            return Err((field_name(&entry.at), "listed twice".into()));
+            return Err(FieldError::new(field_name(&entry.at), "listed twice".into()));
         }
         let verdict = match at.as_slice() {
             [
@@ -880,7 +882,7 @@ fn verify(template: &Value, record: &record::Record) -> Result<Option<String>, (
             ] if entry.was.is_none() => Ok(()),
             _ => Err("is not a field inject sets, or not to that former value"),
         };
-        verdict.map_err(|why| (field_name(&entry.at), why.to_string()))?;
+        verdict.map_err(|why| FieldError::new(field_name(&entry.at), why.into()))?;
     }
     Ok(token)
 }
