@@ -679,6 +679,19 @@ impl State {
         recorded
     }
 
+    /// Moves a serving pod to draining: `/readyz` fails from now on. True
+    /// when this call did it, false when a drain was under way or done.
+    pub fn begin_drain(&self) -> bool {
+        self.step_drain(|p| {
+            if matches!(p, Phase::Serving(_)) {
+                *p = Phase::Draining;
+                true
+            } else {
+                false
+            }
+        })
+    }
+
     /// A new app container: every check goes back to its initial state
     /// (readiness not ready, liveness healthy, startup not yet), as the
     /// kubelet's workers do for a new container ID (kubelet-semantics

@@ -14,7 +14,7 @@ use std::time::Duration;
 use healthproxy::check::{Outcome, Reason};
 use healthproxy::config::{Config, ProbeKind};
 use healthproxy::server::{Options, Probe, Scope};
-use healthproxy::state::{Snapshot, State};
+use healthproxy::state::{Place, Snapshot, State};
 use libfuzzer_sys::fuzz_target;
 
 const CONFIG: &str = r#"
@@ -74,12 +74,12 @@ static STATES: LazyLock<[State; 3]> = LazyLock::new(|| {
             (4, Outcome::failure(Reason::NotServing, "status: NOT_SERVING")),
         ];
         for (index, outcome) in runs {
-            state.record(index, outcome, Duration::from_millis(7), |_| {});
+            state.record(&Place::new(index, index), 0, outcome, Duration::from_millis(7));
         }
         state
     };
     let draining = busy();
-    draining.set_draining();
+    draining.begin_drain();
     [fresh, busy(), draining]
 });
 

@@ -90,14 +90,7 @@ impl Drain {
     /// Starts the drain, or joins the one under way. Returns at once;
     /// true when this call started it.
     pub(crate) fn start(&self, trigger: &'static str) -> bool {
-        let started = self.inner.state.step_drain(|p| {
-            if matches!(p, Phase::Serving(_)) {
-                *p = Phase::Draining;
-                true
-            } else {
-                false
-            }
-        });
+        let started = self.inner.state.begin_drain();
         if started {
             let inner = Arc::clone(&self.inner);
             tokio::spawn(async move { inner.run(trigger).await });
