@@ -3,7 +3,6 @@
 //! verified against `ca_file` (`--ssl-ca`), and its name against the host
 //! too with `verify_server_cert` (`--ssl-verify-server-cert`).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject as _;
@@ -14,7 +13,7 @@ use tokio_rustls::rustls::{
     self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme, crypto,
 };
 
-use crate::check::http::tls::TlsClient;
+use crate::check::http::tls::{TlsClient, certificates};
 use crate::config::{MysqlSpec, TlsSpec};
 
 /// The TLS settings of a `mysql` check.
@@ -93,20 +92,6 @@ fn build(spec: &MysqlSpec) -> Result<ClientConfig, String> {
     };
     config.resumption = Resumption::disabled();
     Ok(config)
-}
-
-/// The certificates of a PEM file, at least one.
-fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let shown = path.display();
-    let pem = crate::files::read_bounded(path, crate::files::MAX_CA_BYTES)
-        .map_err(|e| format!("{key} {shown}: {e}"))?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{key} {shown}: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("{key} {shown}: no certificate found"));
-    }
-    Ok(certs)
 }
 
 /// webpki's verification, with a certificate for another name accepted
