@@ -544,67 +544,107 @@ pub(crate) fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted
     let base = first.rsplit('/').next().unwrap_or("");
     // Whether a process of the shell or of `timeout` stays beside the
     // command, its command line holding the command's (pgrep matches it).
-    let mut parent_stays = false;
-    let pipeline: Vec<Cmd> = if matches!(base, "sh" | "bash" | "ash" | "dash") {
-        // Options first (`sh -c -e SCRIPT` is `sh -ec SCRIPT`), then the
-        // script; any later argument is `$0`, `$1`...
-        let mut command_mode = false;
-        let mut script = None;
-        for a in &argv[1..] {
-            if a == "--" {
-                continue;
-            }
-            match a.strip_prefix('-').filter(|f| !f.is_empty()) {
-                Some(flags) if flags.chars().all(|c| matches!(c, 'c' | 'e' | 'x' | 'u')) => {
-                    command_mode |= flags.contains('c');
-                }
-                Some(_) => return Err(format!("{base}'s option {a}")),
-                None => {
-                    script = Some(a);
-                    break;
-                }
-            }
+    let (mut pipeline, parent_stays) = if matches!(base, "sh" | "bash" | "ash" | "dash") {
+        match unwrap_shell(base, &argv[1..], ctx, &mut env, &shown)? {
+            Shell::Check(c) => return finish(c, env),
+            Shell::Pipeline(cmds, parent_stays) => (cmds, parent_stays),
         }
-        let script = match script {
-            Some(s) if command_mode => s,
-            Some(file) => return Err(format!("{base} runs the script file {file}")),
-            None => return Err(format!("{base} without -c reads a script")),
-        };
-        let parsed = shell::parse(script).map_err(|e| format!("{e} in the {base} -c script"))?;
-        // `[ "$(echo ruok | nc HOST PORT)" = "imok" ]`.
-        if let [only] = parsed.as_slice()
-            && let Some(c) = tools::comparison(&only.words, ctx, &mut env, &shown)?
-        {
-            return finish(c, env);
-        }
-        let mut cmds = Vec::new();
-        for c in &parsed {
-            let args = c
-                .words
-                .iter()
-                .map(|w| resolve(w, &mut env))
-                .collect::<Result<Vec<_>, _>>()?;
-            cmds.push((Cmd { args }, c.stdout_null));
-        }
-        // Output thrown away matters only where a later command reads it.
-        if cmds.len() > 1 && cmds[..cmds.len() - 1].iter().any(|(_, null)| *null) {
-            return Err("a redirection to /dev/null inside the pipeline".into());
-        }
-        // bash execs a lone simple command without a redirection; dash
-        // and busybox's ash fork it (measured: `sh -c 'pgrep -f X'` always
-        // finds the sh).
-        let redirected = parsed.iter().any(|c| c.stdout_null || c.stderr_moved);
-        parent_stays = cmds.len() > 1 || base != "bash" || redirected;
-        cmds.into_iter().map(|(c, _)| c).collect()
     } else {
-        vec![Cmd {
-            args: argv.iter().map(|a| Arg::text(a)).collect(),
-        }]
+        let args = argv.iter().map(|a| Arg::text(a)).collect();
+        (vec![Cmd { args }], false)
     };
-    let mut pipeline = pipeline;
+    let (timeout, parent_stays) = strip_wrappers(&mut pipeline, parent_stays)?;
+    if parent_stays && pipeline.iter().any(|c| c.name() == "pgrep") {
+        return Err(
+            "pgrep runs beside a shell or timeout whose command line holds its pattern, which it finds: the probe always passes (argv, or sh -c 'exec pgrep ...', carries over)".into(),
+        );
+    }
+    let mut c = build_check(&pipeline, &mut env, ctx, &shown)?;
+    if let Some(n) = timeout {
+        c.timeout = Some(c.timeout.map_or(n, |t| t.min(n)));
+    }
+    finish(c, env)
+}
+
+/// What a `sh -c SCRIPT` holds: a whole check (a `[ ... = ... ]`
+/// comparison), or a pipeline and whether the shell stays beside it.
+enum Shell {
+    Check(Converted),
+    Pipeline(Vec<Cmd>, bool),
+}
+
+/// Unwraps `base` (a shell) run with `args`: its `-c` script, parsed.
+fn unwrap_shell(
+    base: &str,
+    args: &[String],
+    ctx: &Context<'_>,
+    env: &mut Env<'_>,
+    shown: &str,
+) -> Result<Shell, String> {
+    let script = shell_script(base, args)?;
+    let parsed = shell::parse(script).map_err(|e| format!("{e} in the {base} -c script"))?;
+    // `[ "$(echo ruok | nc HOST PORT)" = "imok" ]`.
+    if let [only] = parsed.as_slice()
+        && let Some(c) = tools::comparison(&only.words, ctx, env, shown)?
+    {
+        return Ok(Shell::Check(c));
+    }
+    let mut cmds = Vec::new();
+    for c in &parsed {
+        let args = c
+            .words
+            .iter()
+            .map(|w| resolve(w, env))
+            .collect::<Result<Vec<_>, _>>()?;
+        cmds.push((Cmd { args }, c.stdout_null));
+    }
+    // Output thrown away matters only where a later command reads it.
+    if cmds.len() > 1 && cmds[..cmds.len() - 1].iter().any(|(_, null)| *null) {
+        return Err("a redirection to /dev/null inside the pipeline".into());
+    }
+    // bash execs a lone simple command without a redirection; dash
+    // and busybox's ash fork it (measured: `sh -c 'pgrep -f X'` always
+    // finds the sh).
+    let redirected = parsed.iter().any(|c| c.stdout_null || c.stderr_moved);
+    let parent_stays = cmds.len() > 1 || base != "bash" || redirected;
+    Ok(Shell::Pipeline(
+        cmds.into_iter().map(|(c, _)| c).collect(),
+        parent_stays,
+    ))
+}
+
+/// The script of `base -c SCRIPT`: options first (`sh -c -e SCRIPT` is
+/// `sh -ec SCRIPT`), then the script; any later argument is `$0`, `$1`...
+fn shell_script<'a>(base: &str, args: &'a [String]) -> Result<&'a String, String> {
+    let mut command_mode = false;
+    let mut script = None;
+    for a in args {
+        if a == "--" {
+            continue;
+        }
+        match a.strip_prefix('-').filter(|f| !f.is_empty()) {
+            Some(flags) if flags.chars().all(|c| matches!(c, 'c' | 'e' | 'x' | 'u')) => {
+                command_mode |= flags.contains('c');
+            }
+            Some(_) => return Err(format!("{base}'s option {a}")),
+            None => {
+                script = Some(a);
+                break;
+            }
+        }
+    }
+    match script {
+        Some(s) if command_mode => Ok(s),
+        Some(file) => Err(format!("{base} runs the script file {file}")),
+        None => Err(format!("{base} without -c reads a script")),
+    }
+}
+
+/// Strips `exec` in front of the first command and `timeout N` in front
+/// of any: the pipeline ends no later than its commands. Returns the
+/// shortest timeout and whether a parent process stays beside them.
+fn strip_wrappers(pipeline: &mut [Cmd], mut parent_stays: bool) -> Result<(Option<u64>, bool), String> {
     let pipeline_len = pipeline.len();
-    // `exec` in front of the first command, `timeout N` in front of any:
-    // the pipeline ends no later than its commands.
     let mut timeout = None;
     for (i, first) in pipeline.iter_mut().enumerate() {
         loop {
@@ -632,19 +672,25 @@ pub(crate) fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted
             }
         }
     }
-    if parent_stays && pipeline.iter().any(|c| c.name() == "pgrep") {
-        return Err(
-            "pgrep runs beside a shell or timeout whose command line holds its pattern, which it finds: the probe always passes (argv, or sh -c 'exec pgrep ...', carries over)".into(),
-        );
-    }
-    let mut c = match pipeline.as_slice() {
-        [tool] => tools::tool(tool, None, &mut env, ctx, &shown)?,
+    Ok((timeout, parent_stays))
+}
+
+/// The native check for a pipeline of known shapes: a tool, a tool piped
+/// into grep, or `echo ... | nc HOST PORT | grep ...`.
+fn build_check(
+    pipeline: &[Cmd],
+    env: &mut Env<'_>,
+    ctx: &Context<'_>,
+    shown: &str,
+) -> Result<Converted, String> {
+    match pipeline {
+        [tool] => tools::tool(tool, None, env, ctx, shown),
         [tool, grep] if grep.name() == "grep" => {
             if !tools::KNOWN.contains(&tool.name().as_str()) {
                 return Err(format!("{} is not a command healthproxy knows", tool.name()));
             }
             let g = Grep::parse(grep)?;
-            tools::tool(tool, Some(&g), &mut env, ctx, &shown)?
+            tools::tool(tool, Some(&g), env, ctx, shown)
         }
         [echo, nc, grep]
             if grep.name() == "grep"
@@ -652,18 +698,14 @@ pub(crate) fn convert(command: &[String], ctx: &Context<'_>) -> Result<Converted
                 && matches!(nc.name().as_str(), "nc" | "ncat" | "netcat") =>
         {
             let g = Grep::parse(grep)?;
-            tools::dialogue(echo, nc, Some(&g), ctx, &shown)?
+            tools::dialogue(echo, nc, Some(&g), ctx, shown)
         }
         [_, ..] if pipeline.len() > 1 => {
             let names: Vec<String> = pipeline.iter().map(Cmd::name).collect();
-            return Err(format!("the pipeline {}", names.join(" | ")));
+            Err(format!("the pipeline {}", names.join(" | ")))
         }
-        _ => return Err("no command".into()),
-    };
-    if let Some(n) = timeout {
-        c.timeout = Some(c.timeout.map_or(n, |t| t.min(n)));
+        _ => Err("no command".into()),
     }
-    finish(c, env)
 }
 
 fn finish(mut c: Converted, env: Env<'_>) -> Result<Converted, String> {
