@@ -204,8 +204,39 @@ fn framing(name: Option<&[u8]>) -> Framing {
 
 fn parse(bytes: &[u8], eof: bool) -> Result<Head, Stop> {
     let mut lines = Lines { bytes, pos: 0, eof };
+    let status = status_line(&mut lines)?;
+    no_initial_continuation(&mut lines)?;
+    let from = lines.pos;
+    let scan = scan_fields(&mut lines)?;
+    let block = Block {
+        bytes: &bytes[..lines.pos],
+        from,
+    };
+    let chunked = transfer_encoding(&scan, status.at_least_11, &block)?;
+    content_length(&scan, &block)?;
+    if chunked {
+        trailer_keys(&scan, &block)?;
+    }
+    let ignored_te = scan.te > 0 && !status.at_least_11;
+    let rewrite = (!status.plain || scan.odd || ignored_te).then(|| rewritten(&status, &block));
+    Ok(Head::Accepted {
+        len: block.bytes.len(),
+        rewrite,
+        informational: (100..200).contains(&status.number) && status.number != 101,
+    })
+}
 
-    // ReadResponse: the status line.
+/// What the status line says.
+struct StatusLine<'a> {
+    code: &'a [u8],
+    number: u16,
+    at_least_11: bool,
+    /// Taken as it is by httparse, so the head needs no rewriting for it.
+    plain: bool,
+}
+
+/// `ReadResponse`: the status line, `proto SP+ code [SP reason]`.
+fn status_line<'a>(lines: &mut Lines<'a>) -> Result<StatusLine<'a>, Stop> {
     let line = lines.next()?;
     let Some(space) = line.iter().position(|&b| b == b' ') else {
         return refused(format!("malformed HTTP response {}", quote(line)));
@@ -224,92 +255,141 @@ fn parse(bytes: &[u8], eof: bool) -> Result<Head, Stop> {
     let reason = &status[code.len()..];
     // What httparse takes as it is: HTTP/1.0 or 1.1, one space, three
     // digits, a reason of visible bytes.
-    let plain_status = (proto == b"HTTP/1.1" || proto == b"HTTP/1.0")
+    let plain = (proto == b"HTTP/1.1" || proto == b"HTTP/1.0")
         && status.len() + 9 == line.len()
         && code.iter().all(u8::is_ascii_digit)
         && reason.iter().all(|&b| b == b'\t' || b >= b' ' && b != 0x7f);
+    Ok(StatusLine {
+        code,
+        number,
+        at_least_11,
+        plain,
+    })
+}
 
-    // readMIMEHeader: the first line may not continue a field.
-    if lines.continued()? {
-        let line = lines.next()?;
-        // Read with a limit of 80 bytes ("errorLimit").
-        if line.len() > 80 {
-            return refused("message too large".into());
-        }
-        return refused(format!(
-            "malformed MIME header initial line: {}",
-            String::from_utf8_lossy(line)
-        ));
+/// `readMIMEHeader`: the first line may not continue a field.
+fn no_initial_continuation(lines: &mut Lines<'_>) -> Result<(), Stop> {
+    if !lines.continued()? {
+        return Ok(());
     }
-    let fields_from = lines.pos;
-    let mut rewrite = !plain_status;
-    let (mut te, mut cl, mut trailer) = (0usize, 0usize, false);
-    let (mut te_first, mut cl_first): (Cow<'_, [u8]>, Cow<'_, [u8]>) =
-        (Cow::Borrowed(b""), Cow::Borrowed(b""));
-    let mut cl_differ = false;
-    while let Some(field) = next_field(&mut lines)? {
-        rewrite |= field.folded || field.name.is_none();
+    let line = lines.next()?;
+    // Read with a limit of 80 bytes ("errorLimit").
+    if line.len() > 80 {
+        return refused("message too large".into());
+    }
+    refused(format!(
+        "malformed MIME header initial line: {}",
+        String::from_utf8_lossy(line)
+    ))
+}
+
+/// The framing fields seen while reading the header block.
+struct Scan<'a> {
+    /// A field was folded or has a name Go keeps but no lookup finds.
+    odd: bool,
+    te: usize,
+    te_first: Cow<'a, [u8]>,
+    cl: usize,
+    cl_first: Cow<'a, [u8]>,
+    cl_differ: bool,
+    trailer: bool,
+}
+
+/// `readMIMEHeader`: every field up to the blank line, counting the ones
+/// `readTransfer` looks up.
+fn scan_fields<'a>(lines: &mut Lines<'a>) -> Result<Scan<'a>, Stop> {
+    let mut scan = Scan {
+        odd: false,
+        te: 0,
+        te_first: Cow::Borrowed(b""),
+        cl: 0,
+        cl_first: Cow::Borrowed(b""),
+        cl_differ: false,
+        trailer: false,
+    };
+    while let Some(field) = next_field(lines)? {
+        scan.odd |= field.folded || field.name.is_none();
         match framing(field.name) {
             Framing::TransferEncoding => {
-                te += 1;
-                if te == 1 {
-                    te_first = field.value;
+                scan.te += 1;
+                if scan.te == 1 {
+                    scan.te_first = field.value;
                 }
             }
             Framing::ContentLength => {
-                cl += 1;
-                if cl == 1 {
-                    cl_first = field.value;
-                } else if trim_string(&field.value) != trim_string(&cl_first) {
-                    cl_differ = true;
+                scan.cl += 1;
+                if scan.cl == 1 {
+                    scan.cl_first = field.value;
+                } else if trim_string(&field.value) != trim_string(&scan.cl_first) {
+                    scan.cl_differ = true;
                 }
             }
-            Framing::Trailer => trailer = true,
+            Framing::Trailer => scan.trailer = true,
             Framing::Other => {}
         }
     }
-    let len = lines.pos;
-    let fields = || {
+    Ok(scan)
+}
+
+/// A head read to its blank line; its fields start at `from`.
+struct Block<'a> {
+    bytes: &'a [u8],
+    from: usize,
+}
+
+impl<'a> Block<'a> {
+    fn fields(&self) -> impl Iterator<Item = Field<'a>> {
         let mut lines = Lines {
-            bytes: &bytes[..len],
-            pos: fields_from,
+            bytes: self.bytes,
+            pos: self.from,
             eof: true,
         };
         std::iter::from_fn(move || next_field(&mut lines).ok().flatten())
-    };
-    let values = |which: Framing| {
-        let list: Vec<String> = fields()
+    }
+
+    /// The values of one framing field, as Go prints a `[]string`.
+    fn values(&self, which: Framing) -> String {
+        let list: Vec<String> = self
+            .fields()
             .filter(|f| framing(f.name) == which)
             .map(|f| quote(&f.value))
             .collect();
         format!("[{}]", list.join(" "))
-    };
+    }
+}
 
-    // readTransfer: parseTransferEncoding ignores the field below
-    // HTTP/1.1, and takes exactly one `chunked` field above.
-    let mut chunked = false;
-    if te > 0 && !at_least_11 {
-        rewrite = true;
-    } else if te > 1 {
+/// `readTransfer`: `parseTransferEncoding` ignores the field below
+/// HTTP/1.1, and takes exactly one `chunked` field above. Whether the body
+/// is chunked.
+fn transfer_encoding(scan: &Scan<'_>, at_least_11: bool, block: &Block<'_>) -> Result<bool, Stop> {
+    if scan.te == 0 || !at_least_11 {
+        return Ok(false);
+    }
+    if scan.te > 1 {
         return refused(format!(
             "too many transfer encodings: {}",
-            values(Framing::TransferEncoding)
+            block.values(Framing::TransferEncoding)
         ));
-    } else if te == 1 {
-        if !te_first.eq_ignore_ascii_case(b"chunked") {
-            return refused(format!("unsupported transfer encoding: {}", quote(&te_first)));
-        }
-        chunked = true;
     }
-    // fixLength: equal duplicates, then a number, whatever the status.
-    if cl_differ {
+    if !scan.te_first.eq_ignore_ascii_case(b"chunked") {
+        return refused(format!(
+            "unsupported transfer encoding: {}",
+            quote(&scan.te_first)
+        ));
+    }
+    Ok(true)
+}
+
+/// `fixLength`: equal duplicates, then a number, whatever the status.
+fn content_length(scan: &Scan<'_>, block: &Block<'_>) -> Result<(), Stop> {
+    if scan.cl_differ {
         return refused(format!(
             "http: message cannot contain multiple Content-Length headers; got {}",
-            values(Framing::ContentLength)
+            block.values(Framing::ContentLength)
         ));
     }
-    if cl > 0 {
-        let length = trim_string(&cl_first);
+    if scan.cl > 0 {
+        let length = trim_string(&scan.cl_first);
         if length.is_empty() {
             return refused("invalid empty Content-Length \"\"".into());
         }
@@ -317,44 +397,52 @@ fn parse(bytes: &[u8], eof: bool) -> Result<Head, Stop> {
             return refused(format!("bad Content-Length {}", quote(length)));
         }
     }
-    // fixTrailer: a chunked body's Trailer may not name the framing.
-    if trailer && chunked {
-        for field in fields().filter(|f| framing(f.name) == Framing::Trailer) {
-            for key in field.value.split(|&b| b == b',').map(trim_string) {
-                if key.iter().all(|&b| is_token(b)) {
-                    for bad in ["Transfer-Encoding", "Trailer", "Content-Length"] {
-                        if key.eq_ignore_ascii_case(bad.as_bytes()) {
-                            return refused(format!("bad trailer key {bad:?}"));
-                        }
+    Ok(())
+}
+
+/// `fixTrailer`: a chunked body's Trailer may not name the framing.
+fn trailer_keys(scan: &Scan<'_>, block: &Block<'_>) -> Result<(), Stop> {
+    if !scan.trailer {
+        return Ok(());
+    }
+    for field in block.fields().filter(|f| framing(f.name) == Framing::Trailer) {
+        for key in field.value.split(|&b| b == b',').map(trim_string) {
+            if key.iter().all(|&b| is_token(b)) {
+                for bad in ["Transfer-Encoding", "Trailer", "Content-Length"] {
+                    if key.eq_ignore_ascii_case(bad.as_bytes()) {
+                        return refused(format!("bad trailer key {bad:?}"));
                     }
                 }
             }
         }
     }
+    Ok(())
+}
 
-    let rewrite = rewrite.then(|| {
-        let mut head = Vec::with_capacity(len);
-        head.extend_from_slice(if at_least_11 { b"HTTP/1.1 " } else { b"HTTP/1.0 " });
-        head.extend_from_slice(code);
-        head.extend_from_slice(b"\r\n");
-        for field in fields() {
-            let Some(name) = field.name else { continue };
-            if !at_least_11 && framing(Some(name)) == Framing::TransferEncoding {
-                continue;
-            }
-            head.extend_from_slice(name);
-            head.extend_from_slice(b": ");
-            head.extend_from_slice(&field.value);
-            head.extend_from_slice(b"\r\n");
-        }
-        head.extend_from_slice(b"\r\n");
-        head
+/// The head as httparse can take it: the version Go settled on, the code
+/// without its reason, and the fields Go keeps (below HTTP/1.1 without
+/// Transfer-Encoding), each on one line.
+fn rewritten(status: &StatusLine<'_>, block: &Block<'_>) -> Vec<u8> {
+    let mut head = Vec::with_capacity(block.bytes.len());
+    head.extend_from_slice(if status.at_least_11 {
+        b"HTTP/1.1 "
+    } else {
+        b"HTTP/1.0 "
     });
-    Ok(Head::Accepted {
-        len,
-        rewrite,
-        informational: (100..200).contains(&number) && number != 101,
-    })
+    head.extend_from_slice(status.code);
+    head.extend_from_slice(b"\r\n");
+    for field in block.fields() {
+        let Some(name) = field.name else { continue };
+        if !status.at_least_11 && framing(Some(name)) == Framing::TransferEncoding {
+            continue;
+        }
+        head.extend_from_slice(name);
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(&field.value);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 /// `strconv.Atoi` of a three-byte status code, refused below zero.
