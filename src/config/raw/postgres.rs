@@ -10,7 +10,7 @@ use super::kinds::Site;
 use super::native::credential;
 use super::{Dur, Errors, check_port, expand_host};
 use crate::config::{
-    CheckKind, DEFAULT_POSTGRES_PORT, DEFAULT_POSTGRES_USER, PgAddress, PostgresSpec, SslMode,
+    CheckKind, Credential, DEFAULT_POSTGRES_PORT, DEFAULT_POSTGRES_USER, PgAddress, PostgresSpec, SslMode,
 };
 
 #[derive(Debug, Deserialize)]
@@ -51,104 +51,12 @@ pub(super) fn validate(
     };
     let p = raw.get_ref();
     let before = errors.list.len();
-    let address = match &p.host {
-        None => PgAddress::Tcp(crate::config::Host {
-            name: crate::config::DEFAULT_HOST.into(),
-            from_env: None,
-        }),
-        // libpq: a host that starts with a slash is a socket directory.
-        Some(h) if h.get_ref().starts_with('/') => PgAddress::Socket(PathBuf::from(h.get_ref())),
-        Some(h) => match expand_host(h.get_ref(), site.env) {
-            Ok(host) => PgAddress::Tcp(host),
-            Err(message) => {
-                errors.push(site.at("postgres.host"), h.span(), message);
-                PgAddress::Socket(PathBuf::new())
-            }
-        },
-    };
-    let port = match &p.port {
-        Some(port) => {
-            check_port(port, &site.at("postgres.port"), errors);
-            *port.get_ref()
-        }
-        None => DEFAULT_POSTGRES_PORT,
-    };
-    // `user_env`/`dbname_env`: the variable's value, as if written.
-    let mut from_env = |key: &str, literal: &Option<Spanned<String>>, var: &Option<Spanned<String>>| {
-        let var = var.as_ref()?;
-        if literal.is_some() {
-            errors.push(
-                site.at(&format!("postgres.{key}")),
-                var.span(),
-                format!("give {key} one way only: {key} or {key}_env"),
-            );
-            return None;
-        }
-        match site.env.var(var.get_ref()) {
-            Some(value) => Some(Spanned::new(var.span(), value)),
-            None => {
-                errors.push(
-                    site.at(&format!("postgres.{key}_env")),
-                    var.span(),
-                    format!("the environment variable {} is not set", var.get_ref()),
-                );
-                None
-            }
-        }
-    };
-    let user_value = from_env("user", &p.user, &p.user_env);
-    let dbname_value = from_env("dbname", &p.dbname, &p.dbname_env);
-    let mut text = |key: &str, value: &Option<Spanned<String>>| -> Option<String> {
-        let value = value.as_ref()?;
-        if value.get_ref().is_empty() || value.get_ref().contains('\0') {
-            errors.push(
-                site.at(&format!("postgres.{key}")),
-                value.span(),
-                "must not be empty or hold a NUL byte",
-            );
-        }
-        Some(value.get_ref().clone())
-    };
-    let user = text("user", &p.user)
-        .or_else(|| text("user_env", &user_value))
-        .unwrap_or_else(|| DEFAULT_POSTGRES_USER.to_string());
-    let dbname = text("dbname", &p.dbname)
-        .or_else(|| text("dbname_env", &dbname_value))
-        .unwrap_or_else(|| user.clone());
-    let query = text("query", &p.query);
-    let connect_timeout = p.connect_timeout.as_ref().map(|d| {
-        if d.get_ref().0.is_zero() {
-            errors.push(
-                site.at("postgres.connect_timeout"),
-                d.span(),
-                "must be longer than 0s",
-            );
-        }
-        d.get_ref().0
-    });
-    let password = credential(
-        "postgres",
-        "password",
-        None,
-        p.password_file.as_ref(),
-        p.password_env.as_ref(),
-        &site,
-        errors,
-    );
-    if (password.is_some() || p.passfile.is_some()) && query.is_none() {
-        let key = if p.password_file.is_some() {
-            "password_file"
-        } else if p.password_env.is_some() {
-            "password_env"
-        } else {
-            "passfile"
-        };
-        errors.push(
-            site.at(&format!("postgres.{key}")),
-            span.clone(),
-            "is only used with `query`: without one the check asks as pg_isready does, which never logs in",
-        );
-    }
+    let address = address(p, &site, errors);
+    let port = port(p, &site, errors);
+    let (user, dbname) = login(p, &site, errors);
+    let query = text("query", &p.query, &site, errors);
+    let connect_timeout = connect_timeout(p, &site, errors);
+    let password = password(p, query.is_some(), &span, &site, errors);
     let sslmode = p.sslmode.as_ref().map_or(SslMode::Prefer, |m| *m.get_ref());
     let sslcert = tls_files(p, sslmode, &site, errors);
     (errors.list.len() == before).then(|| {
@@ -166,6 +74,147 @@ pub(super) fn validate(
             query,
         }))
     })
+}
+
+/// `host`: a TCP host (the default, or expanded from the environment) or,
+/// as libpq reads a host that starts with a slash, a socket directory.
+fn address(p: &RawPostgres, site: &Site<'_>, errors: &mut Errors<'_>) -> PgAddress {
+    match &p.host {
+        None => PgAddress::Tcp(crate::config::Host {
+            name: crate::config::DEFAULT_HOST.into(),
+            from_env: None,
+        }),
+        // libpq: a host that starts with a slash is a socket directory.
+        Some(h) if h.get_ref().starts_with('/') => PgAddress::Socket(PathBuf::from(h.get_ref())),
+        Some(h) => match expand_host(h.get_ref(), site.env) {
+            Ok(host) => PgAddress::Tcp(host),
+            Err(message) => {
+                errors.push(site.at("postgres.host"), h.span(), message);
+                PgAddress::Socket(PathBuf::new())
+            }
+        },
+    }
+}
+
+fn port(p: &RawPostgres, site: &Site<'_>, errors: &mut Errors<'_>) -> u16 {
+    match &p.port {
+        Some(port) => {
+            check_port(port, &site.at("postgres.port"), errors);
+            *port.get_ref()
+        }
+        None => DEFAULT_POSTGRES_PORT,
+    }
+}
+
+/// `user` and `dbname`, each written or read from the environment
+/// (`user_env`, `dbname_env`); the database is named after the user
+/// unless given.
+fn login(p: &RawPostgres, site: &Site<'_>, errors: &mut Errors<'_>) -> (String, String) {
+    let user_value = from_env("user", &p.user, &p.user_env, site, errors);
+    let dbname_value = from_env("dbname", &p.dbname, &p.dbname_env, site, errors);
+    let user = text("user", &p.user, site, errors)
+        .or_else(|| text("user_env", &user_value, site, errors))
+        .unwrap_or_else(|| DEFAULT_POSTGRES_USER.to_string());
+    let dbname = text("dbname", &p.dbname, site, errors)
+        .or_else(|| text("dbname_env", &dbname_value, site, errors))
+        .unwrap_or_else(|| user.clone());
+    (user, dbname)
+}
+
+/// `user_env`/`dbname_env`: the variable's value, as if written.
+fn from_env(
+    key: &str,
+    literal: &Option<Spanned<String>>,
+    var: &Option<Spanned<String>>,
+    site: &Site<'_>,
+    errors: &mut Errors<'_>,
+) -> Option<Spanned<String>> {
+    let var = var.as_ref()?;
+    if literal.is_some() {
+        errors.push(
+            site.at(&format!("postgres.{key}")),
+            var.span(),
+            format!("give {key} one way only: {key} or {key}_env"),
+        );
+        return None;
+    }
+    match site.env.var(var.get_ref()) {
+        Some(value) => Some(Spanned::new(var.span(), value)),
+        None => {
+            errors.push(
+                site.at(&format!("postgres.{key}_env")),
+                var.span(),
+                format!("the environment variable {} is not set", var.get_ref()),
+            );
+            None
+        }
+    }
+}
+
+/// A text value, which must be neither empty nor hold a NUL byte.
+fn text(
+    key: &str,
+    value: &Option<Spanned<String>>,
+    site: &Site<'_>,
+    errors: &mut Errors<'_>,
+) -> Option<String> {
+    let value = value.as_ref()?;
+    if value.get_ref().is_empty() || value.get_ref().contains('\0') {
+        errors.push(
+            site.at(&format!("postgres.{key}")),
+            value.span(),
+            "must not be empty or hold a NUL byte",
+        );
+    }
+    Some(value.get_ref().clone())
+}
+
+fn connect_timeout(p: &RawPostgres, site: &Site<'_>, errors: &mut Errors<'_>) -> Option<std::time::Duration> {
+    p.connect_timeout.as_ref().map(|d| {
+        if d.get_ref().0.is_zero() {
+            errors.push(
+                site.at("postgres.connect_timeout"),
+                d.span(),
+                "must be longer than 0s",
+            );
+        }
+        d.get_ref().0
+    })
+}
+
+/// `password_file`/`password_env`, and with `passfile` only beside a
+/// `query`: without one the check never logs in.
+fn password(
+    p: &RawPostgres,
+    has_query: bool,
+    span: &Range<usize>,
+    site: &Site<'_>,
+    errors: &mut Errors<'_>,
+) -> Option<Credential> {
+    let password = credential(
+        "postgres",
+        "password",
+        None,
+        p.password_file.as_ref(),
+        p.password_env.as_ref(),
+        site,
+        errors,
+    );
+    if (password.is_some() || p.passfile.is_some()) && !has_query {
+        let key = if p.password_file.is_some() {
+            "password_file"
+        } else if p.password_env.is_some() {
+            "password_env"
+        } else {
+            "passfile"
+        };
+        errors.push(
+            site.at(&format!("postgres.{key}")),
+            span.clone(),
+            "is only used with `query`: without one the check asks as pg_isready does, which never logs in",
+        );
+    }
+    password
 }
 
 /// Checks `sslrootcert`, `sslcert` and `sslkey` against `sslmode`;
