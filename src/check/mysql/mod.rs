@@ -226,6 +226,18 @@ impl MysqlCheck {
 
     /// Connects and logs in.
     async fn login(&self, user: &str, password: &str) -> Result<Conn, Error> {
+        let mut conn = self.connect().await?;
+        let greeting = self.greeting(&mut conn).await?;
+        let mut response = self.open_response(&mut conn, &greeting).await?;
+        let pending = self
+            .first_answer(&mut conn, &mut response, &greeting, user, password)
+            .await?;
+        self.auth_replies(&mut conn, password, pending).await?;
+        Ok(conn)
+    }
+
+    /// The TCP connection, failing as CR_CONN_HOST_ERROR.
+    async fn connect(&self) -> Result<Conn, Error> {
         let host = &self.spec.host.name;
         let tcp = wire::connect(&self.resolver, &self.spec.host, self.spec.port)
             .await
@@ -236,8 +248,12 @@ impl MysqlCheck {
                     format!("Can't connect to server on '{host}'{errno}: {}", f.message),
                 )
             })?;
-        let mut conn = Conn::new(Box::pin(tcp));
-        let lost = |what: &str| format!("Lost connection to server at '{what}'");
+        Ok(Conn::new(Box::pin(tcp)))
+    }
+
+    /// The server's initial packet: its greeting, or an error that cannot
+    /// be trusted when TLS was wanted.
+    async fn greeting(&self, conn: &mut Conn) -> Result<auth::Greeting, Error> {
         let greeting = conn
             .packet()
             .await
@@ -254,7 +270,12 @@ impl MysqlCheck {
                 error => Err(error),
             };
         }
-        let greeting = auth::parse_greeting(&greeting)?;
+        auth::parse_greeting(&greeting)
+    }
+
+    /// The handshake response's fixed head, after the SSL request and the
+    /// TLS handshake when the check has TLS and the server offers it.
+    async fn open_response(&self, conn: &mut Conn, greeting: &auth::Greeting) -> Result<Vec<u8>, Error> {
         let mut caps = CLIENT_LONG_PASSWORD
             | CLIENT_LONG_FLAG
             | CLIENT_PROTOCOL_41
@@ -266,13 +287,13 @@ impl MysqlCheck {
         if self.spec.database.is_some() {
             caps |= CLIENT_CONNECT_WITH_DB;
         }
-        let mut response = Vec::with_capacity(64 + user.len());
+        let mut response = Vec::with_capacity(64);
         match &self.tls {
             Some(tls) if greeting.caps & CLIENT_SSL != 0 => {
                 caps |= CLIENT_SSL;
                 head(&mut response, caps);
                 conn.send(&response).await?;
-                self.secure(&mut conn, tls).await?;
+                self.secure(conn, tls).await?;
             }
             Some(_) if self.spec.verify_server_cert => {
                 return Err(Error::client(
@@ -282,6 +303,19 @@ impl MysqlCheck {
             }
             _ => head(&mut response, caps),
         }
+        Ok(response)
+    }
+
+    /// Completes and sends the handshake response with its first answer;
+    /// a reply caching_sha2_password already read, if any.
+    async fn first_answer(
+        &self,
+        conn: &mut Conn,
+        response: &mut Vec<u8>,
+        greeting: &auth::Greeting,
+        user: &str,
+        password: &str,
+    ) -> Result<Option<Vec<u8>>, Error> {
         // The first answer is for the method the greeting names, when it
         // is caching_sha2_password; mysql_native_password's otherwise
         // (Connector/C's run_plugin_auth takes the server's method when
@@ -305,13 +339,21 @@ impl MysqlCheck {
         }
         response.extend_from_slice(method.as_bytes());
         response.push(0);
-        conn.send(&response).await?;
-        let mut pending = None;
+        conn.send(response).await?;
         if sha2_first && !password.is_empty() {
-            pending = self
-                .caching_sha2(&mut conn, password, &greeting.data[..20])
-                .await?;
+            return self.caching_sha2(conn, password, &greeting.data[..20]).await;
         }
+        Ok(None)
+    }
+
+    /// The server's answers until OK or error: at most four, following
+    /// AuthSwitchRequests.
+    async fn auth_replies(
+        &self,
+        conn: &mut Conn,
+        password: &str,
+        mut pending: Option<Vec<u8>>,
+    ) -> Result<(), Error> {
         for _ in 0..4 {
             let reply = match pending.take() {
                 Some(reply) => reply,
@@ -321,37 +363,44 @@ impl MysqlCheck {
                     .map_err(|e| conn_lost(e, &lost("reading authorization packet")))?,
             };
             match reply.first() {
-                Some(0x00) => return Ok(conn),
+                Some(0x00) => return Ok(()),
                 Some(0xff) => return Err(server_error(&reply)),
-                Some(0xfe) => {
-                    // AuthSwitchRequest: the plugin's name, then its data.
-                    let rest = &reply[1..];
-                    let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
-                    let name = String::from_utf8_lossy(&rest[..end]).into_owned();
-                    let data = rest.get(end + 1..).unwrap_or_default();
-                    match name.as_str() {
-                        NATIVE => {
-                            let data = data.strip_suffix(&[0]).unwrap_or(data);
-                            conn.send(&auth::native_password(password.as_bytes(), data))
-                                .await?;
-                        }
-                        CACHING_SHA2 => {
-                            conn.send(&sha2_answer(password, data)?).await?;
-                            if !password.is_empty() {
-                                pending = self.caching_sha2(&mut conn, password, &data[..20]).await?;
-                            }
-                        }
-                        _ => {
-                            return Err(Error::Unsupported(format!(
-                                "the server asks for the authentication method {name}, which this check does not speak"
-                            )));
-                        }
-                    }
-                }
+                Some(0xfe) => pending = self.auth_switch(conn, password, &reply[1..]).await?,
                 _ => return Err(Error::client(Reason::Protocol, "Malformed packet")),
             }
         }
         Err(Error::client(Reason::Protocol, "Malformed packet"))
+    }
+
+    /// AuthSwitchRequest: the plugin's name, then its data. Answers with
+    /// the named method; a reply caching_sha2_password already read, if any.
+    async fn auth_switch(
+        &self,
+        conn: &mut Conn,
+        password: &str,
+        rest: &[u8],
+    ) -> Result<Option<Vec<u8>>, Error> {
+        let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+        let name = String::from_utf8_lossy(&rest[..end]).into_owned();
+        let data = rest.get(end + 1..).unwrap_or_default();
+        match name.as_str() {
+            NATIVE => {
+                let data = data.strip_suffix(&[0]).unwrap_or(data);
+                conn.send(&auth::native_password(password.as_bytes(), data))
+                    .await?;
+                Ok(None)
+            }
+            CACHING_SHA2 => {
+                conn.send(&sha2_answer(password, data)?).await?;
+                if password.is_empty() {
+                    return Ok(None);
+                }
+                self.caching_sha2(conn, password, &data[..20]).await
+            }
+            _ => Err(Error::Unsupported(format!(
+                "the server asks for the authentication method {name}, which this check does not speak"
+            ))),
+        }
     }
 
     /// The TLS handshake after the SSL request, as CR_SSL_CONNECTION_ERROR
@@ -484,6 +533,11 @@ fn server_error(p: &[u8]) -> Error {
 }
 
 /// A read that ended early: libmariadb's CR_SERVER_LOST in its words.
+/// CR_SERVER_LOST's words for a read that failed.
+fn lost(what: &str) -> String {
+    format!("Lost connection to server at '{what}'")
+}
+
 fn conn_lost(e: ReadError, what: &str) -> Error {
     match e {
         ReadError::Closed => Error::client(Reason::Other, format!("{what}, system error: 0")),
