@@ -298,25 +298,48 @@ impl ExecCheck {
         let Some((program, args)) = self.spec.command.split_first() else {
             return Outcome::unknown("exec check has an empty command");
         };
-        if let Some(dir) = &self.spec.workdir {
-            match tokio::fs::metadata(dir).await {
-                Ok(meta) if meta.is_dir() => {}
-                Ok(_) => {
-                    return Outcome::unknown(format!(
-                        "cannot run {program:?}: working directory {} is not a directory",
-                        dir.display()
-                    ));
-                }
-                Err(e) => {
-                    return Outcome::unknown(format!(
-                        "cannot run {program:?}: working directory {}: {}",
-                        dir.display(),
-                        describe_io(&e)
-                    ));
-                }
-            }
+        if let Err(outcome) = self.check_workdir(program).await {
+            return outcome;
         }
+        let mut command = self.command(program, args);
+        let (mut child, mut owned) = match Owned::spawn(&mut command) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                return Outcome::unknown(format!("cannot run {program:?}: {}", describe_io(&e)));
+            }
+        };
+        match collect(&mut child, &mut owned, deadline).await {
+            Some((Ok(status), output)) => verdict(&shown, status, &output),
+            Some((Err(e), _)) => Outcome::unknown(format!(
+                "command {shown:?}: cannot wait for it: {}",
+                describe_io(&e)
+            )),
+            None => Outcome::failure(Reason::Timeout, format!("command {shown:?} timed out")),
+        }
+    }
 
+    /// The working directory exists and is a directory.
+    async fn check_workdir(&self, program: &str) -> Result<(), Outcome> {
+        let Some(dir) = &self.spec.workdir else {
+            return Ok(());
+        };
+        match tokio::fs::metadata(dir).await {
+            Ok(meta) if meta.is_dir() => Ok(()),
+            Ok(_) => Err(Outcome::unknown(format!(
+                "cannot run {program:?}: working directory {} is not a directory",
+                dir.display()
+            ))),
+            Err(e) => Err(Outcome::unknown(format!(
+                "cannot run {program:?}: working directory {}: {}",
+                dir.display(),
+                describe_io(&e)
+            ))),
+        }
+    }
+
+    /// The command in a process group of its own, stdin closed, both
+    /// outputs piped.
+    fn command(&self, program: &str, args: &[String]) -> Command {
         let mut command = Command::new(program);
         command
             .args(args)
@@ -329,87 +352,84 @@ impl ExecCheck {
         if let Some(dir) = &self.spec.workdir {
             command.current_dir(dir);
         }
-        let (mut child, mut owned) = match Owned::spawn(&mut command) {
-            Ok(spawned) => spawned,
-            Err(e) => {
-                return Outcome::unknown(format!("cannot run {program:?}: {}", describe_io(&e)));
-            }
-        };
-        let pid = owned.pid;
-        // `process_group(0)`: the child leads a new group whose id is its pid.
-        let mut group = Group::new(Pid::from_raw(pid));
+        command
+    }
+}
 
-        let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
-        let out_pipe = child.stdout.take();
-        let err_pipe = child.stderr.take();
-        let mut pipes =
-            Box::pin(async { tokio::join!(drain(out_pipe, &mut stdout), drain(err_pipe, &mut stderr)) });
-        let mut drained = false;
+/// Waits for the child's exit while draining both pipes, then kills and
+/// reaps what it left in its group. Its status and output (stdout then
+/// stderr, at most [`MAX_OUTPUT`] bytes), or `None` at the deadline, when
+/// the whole group was killed.
+async fn collect(
+    child: &mut Child,
+    owned: &mut Owned,
+    deadline: Instant,
+) -> Option<(std::io::Result<ExitStatus>, Vec<u8>)> {
+    // `process_group(0)`: the child leads a new group whose id is its pid.
+    let mut group = Group::new(Pid::from_raw(owned.pid));
 
-        // Wait for the exit while draining both pipes, so that a chatty
-        // command never blocks on a full pipe.
-        let status = loop {
-            tokio::select! {
-                status = child.wait() => {
-                    owned.reaped = status.is_ok();
-                    break Some(status);
-                }
-                _ = &mut pipes, if !drained => drained = true,
-                _ = tokio::time::sleep_until(deadline) => break None,
-            }
-        };
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let out_pipe = child.stdout.take();
+    let err_pipe = child.stderr.take();
+    let mut pipes =
+        Box::pin(async { tokio::join!(drain(out_pipe, &mut stdout), drain(err_pipe, &mut stderr)) });
+    let mut drained = false;
 
-        let status = match status {
-            Some(status) => {
-                // The leader is reaped; kill what it left behind in its
-                // group before anything else can reuse the id.
-                group.kill();
-                status
+    // Wait for the exit while draining both pipes, so that a chatty
+    // command never blocks on a full pipe.
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => {
+                owned.reaped = status.is_ok();
+                break Some(status);
             }
-            None => {
-                group.kill();
-                let reaped = tokio::time::timeout(KILL_GRACE, child.wait()).await;
-                owned.reaped = matches!(reaped, Ok(Ok(_)));
-                if reaped.is_ok() {
-                    group.reap().await;
-                }
-                return Outcome::failure(Reason::Timeout, format!("command {shown:?} timed out"));
-            }
-        };
-        group.reap().await;
-        if !drained {
-            // Whatever still holds a pipe is outside the group (it left it);
-            // keep what was read by the deadline.
-            let _ = tokio::time::timeout_at(deadline, &mut pipes).await;
+            _ = &mut pipes, if !drained => drained = true,
+            _ = tokio::time::sleep_until(deadline) => break None,
         }
-        drop(pipes);
+    };
 
-        let status = match status {
-            Ok(status) => status,
-            Err(e) => {
-                return Outcome::unknown(format!(
-                    "command {shown:?}: cannot wait for it: {}",
-                    describe_io(&e)
-                ));
-            }
-        };
-        let mut output = stdout;
-        output.extend_from_slice(&stderr);
-        output.truncate(MAX_OUTPUT);
-        let output = String::from_utf8_lossy(&output);
-        let output = output.trim();
-        let said = |text: &str| {
-            if text.is_empty() {
-                describe_exit(&shown, status)
-            } else {
-                text.to_string()
-            }
-        };
-        if status.success() {
-            Outcome::success(said(output))
+    let Some(status) = status else {
+        group.kill();
+        let reaped = tokio::time::timeout(KILL_GRACE, child.wait()).await;
+        owned.reaped = matches!(reaped, Ok(Ok(_)));
+        if reaped.is_ok() {
+            group.reap().await;
+        }
+        return None;
+    };
+    // The leader is reaped; kill what it left behind in its group before
+    // anything else can reuse the id.
+    group.kill();
+    group.reap().await;
+    if !drained {
+        // Whatever still holds a pipe is outside the group (it left it);
+        // keep what was read by the deadline.
+        let _ = tokio::time::timeout_at(deadline, &mut pipes).await;
+    }
+    drop(pipes);
+
+    let mut output = stdout;
+    output.extend_from_slice(&stderr);
+    output.truncate(MAX_OUTPUT);
+    Some((status, output))
+}
+
+/// The verdict of an exited command: its output, trimmed, or a word on
+/// how it ended when it said nothing.
+fn verdict(shown: &str, status: ExitStatus, output: &[u8]) -> Outcome {
+    let output = String::from_utf8_lossy(output);
+    let output = output.trim();
+    let said = |text: &str| {
+        if text.is_empty() {
+            describe_exit(shown, status)
         } else {
-            Outcome::failure(Reason::ExitCode, said(output))
+            text.to_string()
         }
+    };
+    if status.success() {
+        Outcome::success(said(output))
+    } else {
+        Outcome::failure(Reason::ExitCode, said(output))
     }
 }
 
