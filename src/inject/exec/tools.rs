@@ -69,91 +69,117 @@ fn getopt(tool: &str, args: &[Arg], spec: &Spec) -> Result<Vec<Opt>, String> {
             ));
         }
         if let Some(long) = a.strip_prefix("--") {
-            let (name, value) = match &long.0.first() {
-                Some(Piece::Text(t)) => match t.split_once('=') {
-                    Some((n, v)) => {
-                        let mut rest = vec![Piece::Text(v.to_string())];
-                        rest.extend(long.0[1..].iter().cloned());
-                        (n.to_string(), Some(Arg(rest).trimmed()))
-                    }
-                    None if long.0.len() == 1 => (t.clone(), None),
-                    None => return Err(format!("{tool}'s option {}", a.show())),
-                },
-                _ => return Err(format!("{tool}'s option {}", a.show())),
-            };
-            let name = if spec.underscores {
-                name.replace('_', "-")
-            } else {
-                name
-            };
-            if spec.long_val.contains(&name.as_str()) {
-                let value = match value {
-                    Some(v) => v,
-                    None => {
-                        i += 1;
-                        args.get(i - 1)
-                            .cloned()
-                            .ok_or_else(|| format!("{tool}'s --{name} without a value"))?
-                    }
-                };
-                out.push(Opt::Val(name, Some(value)));
-            } else if spec.long_opt.contains(&name.as_str()) {
-                out.push(Opt::Val(name, value));
-            } else if spec.long_flag.contains(&name.as_str()) && value.is_none() {
-                out.push(Opt::Flag(name));
-            } else {
-                return Err(format!("{tool}'s option --{name}"));
-            }
+            out.push(long_option(tool, a, &long, args, &mut i, spec)?);
             continue;
         }
-        // Short options, perhaps several in one argument.
-        let Some(Piece::Text(first)) = a.0.first() else {
-            return Err(format!("{tool}'s option {}", a.show()));
-        };
-        let letters: Vec<char> = first[1..].chars().collect();
-        let mut j = 0;
-        while j < letters.len() {
-            let l = letters[j];
-            let rest = || {
-                let offset: usize = 1 + letters[..=j].iter().map(|c| c.len_utf8()).sum::<usize>();
-                let mut pieces = Vec::new();
-                if offset < first.len() {
-                    pieces.push(Piece::Text(first[offset..].to_string()));
-                }
-                pieces.extend(a.0[1..].iter().cloned());
-                Arg(pieces)
-            };
-            if spec.short_val.contains(l) {
-                let attached = rest();
-                let value = if attached.0.is_empty() {
-                    i += 1;
-                    args.get(i - 1)
-                        .cloned()
-                        .ok_or_else(|| format!("{tool}'s -{l} without a value"))?
-                } else {
-                    attached
-                };
-                out.push(Opt::Val(l.to_string(), Some(value)));
-                break;
-            } else if spec.short_opt.contains(l) {
-                let attached = rest();
-                out.push(Opt::Val(
-                    l.to_string(),
-                    (!attached.0.is_empty()).then_some(attached),
-                ));
-                break;
-            } else if spec.short_flag.contains(l) {
-                out.push(Opt::Flag(l.to_string()));
-            } else {
-                return Err(format!("{tool}'s option -{l}"));
-            }
-            j += 1;
-        }
-        if letters.is_empty() || a.0.len() > 1 && !out.last().is_some_and(|o| matches!(o, Opt::Val(..))) {
-            return Err(format!("{tool}'s option {}", a.show()));
-        }
+        short_options(tool, a, args, &mut i, spec, &mut out)?;
     }
     Ok(out)
+}
+
+/// The long option `a` (`long` without its `--`), its value attached
+/// (`--name=V`) or, where it takes one, the next argument (`args[*i]`).
+fn long_option(
+    tool: &str,
+    a: &Arg,
+    long: &Arg,
+    args: &[Arg],
+    i: &mut usize,
+    spec: &Spec,
+) -> Result<Opt, String> {
+    let (name, value) = match &long.0.first() {
+        Some(Piece::Text(t)) => match t.split_once('=') {
+            Some((n, v)) => {
+                let mut rest = vec![Piece::Text(v.to_string())];
+                rest.extend(long.0[1..].iter().cloned());
+                (n.to_string(), Some(Arg(rest).trimmed()))
+            }
+            None if long.0.len() == 1 => (t.clone(), None),
+            None => return Err(format!("{tool}'s option {}", a.show())),
+        },
+        _ => return Err(format!("{tool}'s option {}", a.show())),
+    };
+    let name = if spec.underscores {
+        name.replace('_', "-")
+    } else {
+        name
+    };
+    if spec.long_val.contains(&name.as_str()) {
+        let value = match value {
+            Some(v) => v,
+            None => {
+                *i += 1;
+                args.get(*i - 1)
+                    .cloned()
+                    .ok_or_else(|| format!("{tool}'s --{name} without a value"))?
+            }
+        };
+        Ok(Opt::Val(name, Some(value)))
+    } else if spec.long_opt.contains(&name.as_str()) {
+        Ok(Opt::Val(name, value))
+    } else if spec.long_flag.contains(&name.as_str()) && value.is_none() {
+        Ok(Opt::Flag(name))
+    } else {
+        Err(format!("{tool}'s option --{name}"))
+    }
+}
+
+/// Short options, perhaps several in one argument `a`; a value is the
+/// rest of `a` or, where the option needs one, the next argument.
+fn short_options(
+    tool: &str,
+    a: &Arg,
+    args: &[Arg],
+    i: &mut usize,
+    spec: &Spec,
+    out: &mut Vec<Opt>,
+) -> Result<(), String> {
+    let Some(Piece::Text(first)) = a.0.first() else {
+        return Err(format!("{tool}'s option {}", a.show()));
+    };
+    let letters: Vec<char> = first[1..].chars().collect();
+    let mut j = 0;
+    while j < letters.len() {
+        let l = letters[j];
+        let rest = || {
+            let offset: usize = 1 + letters[..=j].iter().map(|c| c.len_utf8()).sum::<usize>();
+            let mut pieces = Vec::new();
+            if offset < first.len() {
+                pieces.push(Piece::Text(first[offset..].to_string()));
+            }
+            pieces.extend(a.0[1..].iter().cloned());
+            Arg(pieces)
+        };
+        if spec.short_val.contains(l) {
+            let attached = rest();
+            let value = if attached.0.is_empty() {
+                *i += 1;
+                args.get(*i - 1)
+                    .cloned()
+                    .ok_or_else(|| format!("{tool}'s -{l} without a value"))?
+            } else {
+                attached
+            };
+            out.push(Opt::Val(l.to_string(), Some(value)));
+            break;
+        } else if spec.short_opt.contains(l) {
+            let attached = rest();
+            out.push(Opt::Val(
+                l.to_string(),
+                (!attached.0.is_empty()).then_some(attached),
+            ));
+            break;
+        } else if spec.short_flag.contains(l) {
+            out.push(Opt::Flag(l.to_string()));
+        } else {
+            return Err(format!("{tool}'s option -{l}"));
+        }
+        j += 1;
+    }
+    if letters.is_empty() || a.0.len() > 1 && !out.last().is_some_and(|o| matches!(o, Opt::Val(..))) {
+        return Err(format!("{tool}'s option {}", a.show()));
+    }
+    Ok(())
 }
 
 impl Arg {
