@@ -532,12 +532,12 @@ fn server_error(p: &[u8]) -> Error {
     }
 }
 
-/// A read that ended early: libmariadb's CR_SERVER_LOST in its words.
 /// CR_SERVER_LOST's words for a read that failed.
 fn lost(what: &str) -> String {
     format!("Lost connection to server at '{what}'")
 }
 
+/// A read that ended early: libmariadb's CR_SERVER_LOST in its words.
 fn conn_lost(e: ReadError, what: &str) -> Error {
     match e {
         ReadError::Closed => Error::client(Reason::Other, format!("{what}, system error: 0")),

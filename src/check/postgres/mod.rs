@@ -335,76 +335,16 @@ impl PostgresCheck {
                         .get(..4)
                         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
                         .ok_or_else(|| protocol("invalid authentication request"))?;
+                    if code == 0 {
+                        accepted = true;
+                        continue;
+                    }
                     let data = body[4..].to_vec();
-                    let reply = match code {
-                        0 => {
-                            accepted = true;
-                            continue;
-                        }
-                        3 => {
-                            let password = needed(password)?;
-                            frame::message(b'p', &[password, b"\0"])
-                        }
-                        5 => {
-                            let password = needed(password)?;
-                            let salt: [u8; 4] = data
-                                .get(..4)
-                                .and_then(|s| s.try_into().ok())
-                                .ok_or_else(|| protocol("invalid MD5 authentication request"))?;
-                            let hashed = auth::md5_password(&self.spec.user, password, &salt);
-                            frame::message(b'p', &[hashed.as_bytes(), b"\0"])
-                        }
-                        10 => {
-                            let offered = data
-                                .split(|&b| b == 0)
-                                .any(|m| m == auth::SCRAM_SHA_256.as_bytes());
-                            if !offered {
-                                return Err(protocol(
-                                    "none of the server's SASL authentication mechanisms are supported",
-                                )
-                                .into());
-                            }
-                            needed(password)?;
-                            let (exchange, first) = auth::Scram::start().map_err(protocol)?;
-                            scram = Some(exchange);
-                            frame::message(
-                                b'p',
-                                &[
-                                    auth::SCRAM_SHA_256.as_bytes(),
-                                    b"\0",
-                                    &(first.len() as u32).to_be_bytes(),
-                                    first.as_bytes(),
-                                ],
-                            )
-                        }
-                        11 => {
-                            let exchange = scram
-                                .as_mut()
-                                .ok_or_else(|| protocol("unexpected SASL message"))?;
-                            let password = needed(password)?;
-                            let last = exchange
-                                .client_final(&data, password, &self.keys)
-                                .map_err(|m| Failed::new(Reason::Auth, m))?;
-                            frame::message(b'p', &[last.as_bytes()])
-                        }
-                        12 => {
-                            let exchange = scram
-                                .as_ref()
-                                .ok_or_else(|| protocol("unexpected SASL message"))?;
-                            exchange.verify(&data).map_err(|m| Failed::new(Reason::Auth, m))?;
-                            continue;
-                        }
-                        other => {
-                            return Err(Failed::new(
-                                Reason::Auth,
-                                format!("authentication method {other} not supported"),
-                            )
-                            .into());
-                        }
-                    };
-                    conn.send(&reply)
-                        .await
-                        .map_err(|e| wire_failed(WireError::Io(e)))?;
+                    if let Some(reply) = self.answer(code, &data, password, &mut scram)? {
+                        conn.send(&reply)
+                            .await
+                            .map_err(|e| wire_failed(WireError::Io(e)))?;
+                    }
                 }
                 b'E' => return Err(Login::Server(ServerError::parse(body), !accepted)),
                 b'Z' if accepted => return Ok(()),
@@ -418,6 +358,58 @@ impl PostgresCheck {
                 }
             }
         }
+    }
+
+    /// The answer to one authentication request other than AuthenticationOk
+    /// (code 0); `None` when it needs none.
+    fn answer(
+        &self,
+        code: u32,
+        data: &[u8],
+        password: Option<&[u8]>,
+        scram: &mut Option<auth::Scram>,
+    ) -> Result<Option<Vec<u8>>, Login> {
+        let reply = match code {
+            3 => {
+                let password = needed(password)?;
+                frame::message(b'p', &[password, b"\0"])
+            }
+            5 => {
+                let password = needed(password)?;
+                let salt: [u8; 4] = data
+                    .get(..4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| protocol("invalid MD5 authentication request"))?;
+                let hashed = auth::md5_password(&self.spec.user, password, &salt);
+                frame::message(b'p', &[hashed.as_bytes(), b"\0"])
+            }
+            10 => sasl_start(data, password, scram)?,
+            11 => {
+                let exchange = scram
+                    .as_mut()
+                    .ok_or_else(|| protocol("unexpected SASL message"))?;
+                let password = needed(password)?;
+                let last = exchange
+                    .client_final(data, password, &self.keys)
+                    .map_err(|m| Failed::new(Reason::Auth, m))?;
+                frame::message(b'p', &[last.as_bytes()])
+            }
+            12 => {
+                let exchange = scram
+                    .as_ref()
+                    .ok_or_else(|| protocol("unexpected SASL message"))?;
+                exchange.verify(data).map_err(|m| Failed::new(Reason::Auth, m))?;
+                return Ok(None);
+            }
+            other => {
+                return Err(Failed::new(
+                    Reason::Auth,
+                    format!("authentication method {other} not supported"),
+                )
+                .into());
+            }
+        };
+        Ok(Some(reply))
     }
 
     /// Whether the first connection asks for TLS: `allow` tries without
@@ -522,6 +514,33 @@ impl PostgresCheck {
             .map_err(|e| wire_failed(WireError::Io(e)))?;
         Ok((conn, tls_used))
     }
+}
+
+/// AuthenticationSASL: SCRAM-SHA-256 among the offered mechanisms, and
+/// the SASLInitialResponse that starts it.
+fn sasl_start(
+    data: &[u8],
+    password: Option<&[u8]>,
+    scram: &mut Option<auth::Scram>,
+) -> Result<Vec<u8>, Login> {
+    let offered = data
+        .split(|&b| b == 0)
+        .any(|m| m == auth::SCRAM_SHA_256.as_bytes());
+    if !offered {
+        return Err(protocol("none of the server's SASL authentication mechanisms are supported").into());
+    }
+    needed(password)?;
+    let (exchange, first) = auth::Scram::start().map_err(protocol)?;
+    *scram = Some(exchange);
+    Ok(frame::message(
+        b'p',
+        &[
+            auth::SCRAM_SHA_256.as_bytes(),
+            b"\0",
+            &(first.len() as u32).to_be_bytes(),
+            first.as_bytes(),
+        ],
+    ))
 }
 
 /// The password, or libpq's error when the server asks for one and
