@@ -507,7 +507,35 @@ fn pg_isready(cmd: &Cmd, env: &mut Env<'_>, ctx: &Context<'_>, shown: &str) -> R
 
 /// `psql -c QUERY` (postgres `src/bin/psql/startup.c`).
 fn psql(cmd: &Cmd, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> {
-    let spec = Spec {
+    let mut pg = Pg::default();
+    let args = psql_options(cmd, &mut pg)?;
+    let query = psql_query(args.query)?;
+    psql_positional(args.positional, args.dbname, &mut pg)?;
+    pg.env_defaults(env, "psql")?;
+    if pg.user.is_none() {
+        return Err(
+            "psql without -U (nor PGUSER) logs in as the app container's OS user, which the sidecar does not know".into(),
+        );
+    }
+    let mut c = Converted::new(shown, "postgres");
+    pg.keys(&mut c, "psql", env)?;
+    if let Some(t) = &pg.connect_timeout {
+        let t = seconds("psql", "connect_timeout", t)?;
+        if t > 0 {
+            c.raw("connect_timeout", toml_str(&format!("{t}s")));
+        }
+    }
+    if let Some(pw) = env.tool_var("PGPASSWORD")? {
+        let var = env.var_for(&pw, "password")?;
+        c.text("password_env", &var);
+    }
+    c.text("query", &query);
+    Ok(c)
+}
+
+/// How psql reads its options.
+fn psql_spec() -> Spec {
+    Spec {
         short_val: "cdhpUvoPFR",
         short_flag: "AtqXwnxeb1a",
         long_val: &[
@@ -537,12 +565,23 @@ fn psql(cmd: &Cmd, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> 
             "echo-all",
         ],
         ..Spec::default()
-    };
-    let mut pg = Pg::default();
+    }
+}
+
+/// What psql's options give besides the target: the `-c` query, the
+/// positional arguments and `-d`.
+struct PsqlArgs {
+    query: Option<Arg>,
+    positional: Vec<Arg>,
+    dbname: Option<Arg>,
+}
+
+/// psql's options: the target into `pg`, the rest returned.
+fn psql_options(cmd: &Cmd, pg: &mut Pg) -> Result<PsqlArgs, String> {
     let mut query = None;
     let mut positional = Vec::new();
     let mut dbname = None;
-    for o in getopt("psql", &cmd.args[1..], &spec)? {
+    for o in getopt("psql", &cmd.args[1..], &psql_spec())? {
         match o {
             Opt::Val(n, Some(v)) => match n.as_str() {
                 "c" | "command" => {
@@ -564,6 +603,15 @@ fn psql(cmd: &Cmd, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> 
             Opt::Val(..) => unreachable!("no optional values"),
         }
     }
+    Ok(PsqlArgs {
+        query,
+        positional,
+        dbname,
+    })
+}
+
+/// The `-c` query: one SQL statement, written out.
+fn psql_query(query: Option<Arg>) -> Result<String, String> {
     let query = query.ok_or("psql without -c reads its commands from stdin")?;
     let query = query
         .as_text()
@@ -571,6 +619,11 @@ fn psql(cmd: &Cmd, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> 
     if query.trim_start().starts_with('\\') || query.trim().is_empty() {
         return Err(format!("psql's -c {query:?} is not an SQL statement"));
     }
+    Ok(query)
+}
+
+/// `psql [DBNAME [USER]]`, where no option names them.
+fn psql_positional(positional: Vec<Arg>, mut dbname: Option<Arg>, pg: &mut Pg) -> Result<(), String> {
     let mut positional = positional.into_iter();
     if let Some(d) = positional.next()
         && dbname.is_none()
@@ -588,127 +641,18 @@ fn psql(cmd: &Cmd, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> 
     if let Some(d) = dbname {
         pg.dbname("psql", &d)?;
     }
-    pg.env_defaults(env, "psql")?;
-    if pg.user.is_none() {
-        return Err(
-            "psql without -U (nor PGUSER) logs in as the app container's OS user, which the sidecar does not know".into(),
-        );
-    }
-    let mut c = Converted::new(shown, "postgres");
-    pg.keys(&mut c, "psql", env)?;
-    if let Some(t) = &pg.connect_timeout {
-        let t = seconds("psql", "connect_timeout", t)?;
-        if t > 0 {
-            c.raw("connect_timeout", toml_str(&format!("{t}s")));
-        }
-    }
-    if let Some(pw) = env.tool_var("PGPASSWORD")? {
-        let var = env.var_for(&pw, "password")?;
-        c.text("password_env", &var);
-    }
-    c.text("query", &query);
-    Ok(c)
+    Ok(())
 }
 
 /// `redis-cli [options] ping` (redis `src/redis-cli.c` `parseOptions`:
 /// options end at the first argument that is not one).
 fn redis_cli(cmd: &Cmd, grep: Option<&Grep>, env: &mut Env<'_>, shown: &str) -> Result<Converted, String> {
-    let spec = Spec {
-        short_val: "hpan",
-        short_flag: "ec",
-        long_val: &["user", "pass", "sni"],
-        long_flag: &["tls", "insecure", "no-auth-warning", "raw", "no-raw"],
-        stop_at_first: true,
-        whole_words: true,
-        ..Spec::default()
-    };
+    let mut o = RedisCli::read(cmd)?;
+    o.only_ping()?;
     let mut c = Converted::new(shown, "redis");
-    let (mut host, mut port, mut password, mut user) = (None, None, None, None);
-    let (mut tls, mut insecure, mut errcode, mut sni) = (false, false, false, None);
-    let mut words = Vec::new();
-    for o in getopt("redis-cli", &cmd.args[1..], &spec)? {
-        match o {
-            Opt::Val(n, Some(v)) => match n.as_str() {
-                "h" => host = Some(v),
-                "p" => port = Some(v),
-                "a" | "pass" => password = Some(v),
-                "user" => user = Some(v),
-                "sni" => sni = Some(v),
-                _ => {
-                    if v.as_text().as_deref() != Some("0") {
-                        return Err(format!(
-                            "redis-cli's -n {}: a database other than 0 (the check does not SELECT)",
-                            v.show()
-                        ));
-                    }
-                }
-            },
-            Opt::Flag(f) => match f.as_str() {
-                "tls" => tls = true,
-                "insecure" => insecure = true,
-                "e" => errcode = true,
-                _ => {}
-            },
-            Opt::Pos(p) => words.push(p),
-            Opt::Val(..) => unreachable!("no optional values"),
-        }
-    }
-    match words.as_slice() {
-        [w] if w.as_text().is_some_and(|t| t.eq_ignore_ascii_case("ping")) => {}
-        [] => return Err("redis-cli without a command is interactive".into()),
-        _ => {
-            let shown: Vec<String> = words.iter().map(Arg::show).collect();
-            return Err(format!("redis-cli {}: only PING carries over", shown.join(" ")));
-        }
-    }
-    if let Some(h) = &host {
-        let h = host_of("redis-cli", "-h", h)?;
-        c.host = Some(h.clone());
-        c.text("host", &h);
-    }
-    c.port = Some(match &port {
-        Some(p) => {
-            let p = port_of("redis-cli", "-p", p)?;
-            if p != 6379 {
-                c.raw("port", p.to_string());
-            }
-            p
-        }
-        None => 6379,
-    });
-    if password.is_none() {
-        password = env.tool_var("REDISCLI_AUTH")?;
-    }
-    if let Some(pw) = &password {
-        if pw.is_empty() {
-            return Err("redis-cli's -a with an empty password".into());
-        }
-        // redis-cli sends AUTH only with a password; --user alone is unused.
-        if let Some(u) = &user {
-            match (u.as_text(), u.as_env()) {
-                (Some(t), _) if !t.is_empty() => c.text("user", &t),
-                (_, Some(v)) => c.text("user_env", v),
-                _ => return Err(format!("redis-cli's --user {}", u.show())),
-            }
-        }
-        let var = env.var_for(pw, "password")?;
-        c.text("password_env", &var);
-    }
-    if tls {
-        if !insecure {
-            return Err(
-                "redis-cli --tls verifies the server against the app container's CA files, which the sidecar does not see (--insecure carries over)".into(),
-            );
-        }
-        c.raw("tls", "true".into());
-        c.raw("insecure_skip_verify", "true".into());
-        if let Some(s) = &sni {
-            let s = s.as_text().ok_or("redis-cli's --sni from a variable")?;
-            c.text("server_name", &s);
-        }
-    } else if insecure || sni.is_some() {
-        return Err("redis-cli's --insecure or --sni without --tls".into());
-    }
+    o.target(&mut c)?;
+    o.credentials(&mut c, env)?;
+    o.tls(&mut c)?;
     match grep {
         Some(g) if g.finds("PONG") => c.text("expect", "pong"),
         Some(g) => {
@@ -717,10 +661,144 @@ fn redis_cli(cmd: &Cmd, grep: Option<&Grep>, env: &mut Env<'_>, shown: &str) -> 
                 g.pattern
             ));
         }
-        None if errcode => c.text("expect", "pong"),
+        None if o.errcode => c.text("expect", "pong"),
         None => c.text("expect", "reply"),
     }
     Ok(c)
+}
+
+/// redis-cli's options as read.
+#[derive(Default)]
+struct RedisCli {
+    host: Option<Arg>,
+    port: Option<Arg>,
+    password: Option<Arg>,
+    user: Option<Arg>,
+    tls: bool,
+    insecure: bool,
+    errcode: bool,
+    sni: Option<Arg>,
+    /// The command's words.
+    words: Vec<Arg>,
+}
+
+impl RedisCli {
+    fn read(cmd: &Cmd) -> Result<RedisCli, String> {
+        let spec = Spec {
+            short_val: "hpan",
+            short_flag: "ec",
+            long_val: &["user", "pass", "sni"],
+            long_flag: &["tls", "insecure", "no-auth-warning", "raw", "no-raw"],
+            stop_at_first: true,
+            whole_words: true,
+            ..Spec::default()
+        };
+        let mut r = RedisCli::default();
+        for o in getopt("redis-cli", &cmd.args[1..], &spec)? {
+            match o {
+                Opt::Val(n, Some(v)) => match n.as_str() {
+                    "h" => r.host = Some(v),
+                    "p" => r.port = Some(v),
+                    "a" | "pass" => r.password = Some(v),
+                    "user" => r.user = Some(v),
+                    "sni" => r.sni = Some(v),
+                    _ => {
+                        if v.as_text().as_deref() != Some("0") {
+                            return Err(format!(
+                                "redis-cli's -n {}: a database other than 0 (the check does not SELECT)",
+                                v.show()
+                            ));
+                        }
+                    }
+                },
+                Opt::Flag(f) => match f.as_str() {
+                    "tls" => r.tls = true,
+                    "insecure" => r.insecure = true,
+                    "e" => r.errcode = true,
+                    _ => {}
+                },
+                Opt::Pos(p) => r.words.push(p),
+                Opt::Val(..) => unreachable!("no optional values"),
+            }
+        }
+        Ok(r)
+    }
+
+    fn only_ping(&self) -> Result<(), String> {
+        match self.words.as_slice() {
+            [w] if w.as_text().is_some_and(|t| t.eq_ignore_ascii_case("ping")) => Ok(()),
+            [] => Err("redis-cli without a command is interactive".into()),
+            _ => {
+                let shown: Vec<String> = self.words.iter().map(Arg::show).collect();
+                Err(format!("redis-cli {}: only PING carries over", shown.join(" ")))
+            }
+        }
+    }
+
+    /// `-h` and `-p`.
+    fn target(&self, c: &mut Converted) -> Result<(), String> {
+        if let Some(h) = &self.host {
+            let h = host_of("redis-cli", "-h", h)?;
+            c.host = Some(h.clone());
+            c.text("host", &h);
+        }
+        c.port = Some(match &self.port {
+            Some(p) => {
+                let p = port_of("redis-cli", "-p", p)?;
+                if p != 6379 {
+                    c.raw("port", p.to_string());
+                }
+                p
+            }
+            None => 6379,
+        });
+        Ok(())
+    }
+
+    /// `-a` (or REDISCLI_AUTH) and `--user`, by reference to the
+    /// environment.
+    fn credentials(&mut self, c: &mut Converted, env: &mut Env<'_>) -> Result<(), String> {
+        if self.password.is_none() {
+            self.password = env.tool_var("REDISCLI_AUTH")?;
+        }
+        let Some(pw) = &self.password else {
+            return Ok(());
+        };
+        if pw.is_empty() {
+            return Err("redis-cli's -a with an empty password".into());
+        }
+        // redis-cli sends AUTH only with a password; --user alone is unused.
+        if let Some(u) = &self.user {
+            match (u.as_text(), u.as_env()) {
+                (Some(t), _) if !t.is_empty() => c.text("user", &t),
+                (_, Some(v)) => c.text("user_env", v),
+                _ => return Err(format!("redis-cli's --user {}", u.show())),
+            }
+        }
+        let var = env.var_for(pw, "password")?;
+        c.text("password_env", &var);
+        Ok(())
+    }
+
+    /// `--tls`, which carries over only with `--insecure`, and `--sni`.
+    fn tls(&self, c: &mut Converted) -> Result<(), String> {
+        if self.tls {
+            if !self.insecure {
+                return Err(
+                    "redis-cli --tls verifies the server against the app container's CA files, which the sidecar does not see (--insecure carries over)".into(),
+                );
+            }
+            c.raw("tls", "true".into());
+            c.raw("insecure_skip_verify", "true".into());
+            if let Some(s) = &self.sni {
+                let s = s.as_text().ok_or("redis-cli's --sni from a variable")?;
+                c.text("server_name", &s);
+            }
+        } else if self.insecure || self.sni.is_some() {
+            return Err("redis-cli's --insecure or --sni without --tls".into());
+        }
+        Ok(())
+    }
 }
 
 /// MariaDB's client options shared by mysqladmin and mysql.
