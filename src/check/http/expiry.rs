@@ -77,8 +77,9 @@ fn days_in_month(year: i64, month: i64) -> i64 {
     }
 }
 
-/// One DER element: its tag, its contents and what follows it.
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+/// One DER element (single-byte tags): its tag, its contents and what
+/// follows it. Also the postgres check's reader of certificate names.
+pub(crate) fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, rest) = input.split_first()?;
     let (&first, mut rest) = rest.split_first()?;
     let len = if first < 0x80 {

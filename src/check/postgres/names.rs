@@ -13,6 +13,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use crate::check::http::expiry::tlv;
+
 /// Whether the certificate's names match `host`; libpq's message when
 /// they do not.
 pub(super) fn check(cert: &[u8], host: &str) -> Result<(), String> {
@@ -205,30 +207,6 @@ fn common_name(mut name: &[u8]) -> Option<Option<&[u8]>> {
 fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     let (found, body, rest) = tlv(input)?;
     (found == tag).then_some((body, rest))
-}
-
-/// One DER TLV (single-byte tags, which is all a certificate's names
-/// use): its tag, its body, and what follows it.
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        rest = &rest[n..];
-        len
-    };
-    if rest.len() < len {
-        return None;
-    }
-    Some((tag, &rest[..len], &rest[len..]))
 }
 
 #[cfg(test)]
