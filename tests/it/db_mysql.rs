@@ -180,10 +180,21 @@ async fn compare_tls(
     tls: impl Fn(&mut MysqlSpec),
 ) -> Vec<Ran> {
     let args = format!("--no-defaults --protocol=tcp -h {host} -P {port} -u probe -ps3cret {flags}");
-    let one = |form: String, command: MysqlCommand| {
+    three_forms(state, &args, |command| {
         let mut spec = spec(port, command, Some("probe"), Some("s3cret"));
         spec.host.name = host.to_string();
         tls(&mut spec);
+        spec
+    })
+    .await
+}
+
+/// `mysqladmin ping`, `mysqladmin status` and `mariadb -e 'SELECT 1'`
+/// with `args`, each beside the check `make` gives for its command, all
+/// at once; the tools' results.
+async fn three_forms(state: &str, args: &str, make: impl Fn(MysqlCommand) -> MysqlSpec) -> Vec<Ran> {
+    let one = |form: String, command: MysqlCommand| {
+        let spec = make(command);
         async move {
             let (real, ours) = tokio::join!(sh(&form, &[], BOUND), native(&spec));
             agree(state, &form, &real, &ours);
@@ -236,24 +247,12 @@ async fn compare_ssl(
     if let Some(password) = password {
         args.push_str(&format!(" -p{password}"));
     }
-    let one = |form: String, command: MysqlCommand| {
+    three_forms(state, &args, |command| {
         let mut spec = spec(port, command, user, password);
         spec.skip_ssl = skip_ssl;
-        async move {
-            let (real, ours) = tokio::join!(sh(&form, &[], BOUND), native(&spec));
-            agree(state, &form, &real, &ours);
-            real
-        }
-    };
-    let (ping, status, query) = tokio::join!(
-        one(format!("mysqladmin {args} ping"), MysqlCommand::Ping),
-        one(format!("mysqladmin {args} status"), MysqlCommand::Status),
-        one(
-            format!("mariadb {args} -e 'SELECT 1'"),
-            MysqlCommand::Query("SELECT 1".into())
-        ),
-    );
-    vec![ping, status, query]
+        spec
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
