@@ -121,15 +121,19 @@ impl Mysql8 {
         let port = listener.local_addr().unwrap().port();
         let seen = Seen::default();
         let log = Arc::clone(&seen);
+        // The sessions live in a set the accept task owns: aborting the
+        // task on drop ends them with it.
         let task = tokio::spawn(async move {
+            let mut sessions = tokio::task::JoinSet::new();
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let (keys, log) = (Arc::clone(&keys), Arc::clone(&log));
-                tokio::spawn(async move {
+                sessions.spawn(async move {
                     let _ = session(tcp, script, &keys, &log).await;
                 });
+                while sessions.try_join_next().is_some() {}
             }
         });
         Mysql8 { port, seen, task }
