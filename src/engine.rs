@@ -101,6 +101,10 @@ impl<C: Runnable> Engine<C> {
     }
 }
 
+/// A running check's task: its stop token, and where its worker finds its
+/// check.
+type Task = (CancellationToken, Arc<Place>);
+
 /// How many checks a reload starts before it lets the probes be answered.
 const SPAWN_BATCH: usize = 256;
 
@@ -111,8 +115,10 @@ const SPAWN_BATCH: usize = 256;
 /// process's cancellation fires (the shutdown).
 #[derive(Debug)]
 pub(crate) struct Running {
-    /// Each check's task, told to stop through its token.
-    tasks: Vec<CancellationToken>,
+    /// Each check's task, told to stop through its token, and where its
+    /// worker finds its check: a reload that moves a kept check tells it
+    /// there, so no worker searches the snapshot for its check afterwards.
+    tasks: Vec<Task>,
     state: State,
     tracker: TaskTracker,
     /// The parent of every task's token: a child of the process's.
@@ -136,18 +142,18 @@ impl Running {
     pub(crate) async fn reload<C: Runnable>(&mut self, slots: &[Slot<'_>], engine: Engine<C>) {
         assert_eq!(slots.len(), engine.checks.len(), "one slot per check");
         self.state.reload(slots);
-        let mut old: Vec<Option<CancellationToken>> =
-            std::mem::take(&mut self.tasks).into_iter().map(Some).collect();
-        let mut tasks: Vec<Option<CancellationToken>> = slots
+        let mut old: Vec<Option<Task>> = std::mem::take(&mut self.tasks).into_iter().map(Some).collect();
+        let mut tasks: Vec<Option<Task>> = slots
             .iter()
-            .map(|slot| match *slot {
-                Slot::Keep(at) => old[at].take(),
+            .enumerate()
+            .map(|(to, slot)| match *slot {
+                Slot::Keep(at) => old[at].take().inspect(|(_, place)| place.moved_to(to)),
                 Slot::Change { .. } | Slot::Start(_) => None,
             })
             .collect();
         // Replaced or removed: a run of theirs under way is not counted
         // (the snapshot no longer has their id).
-        for task in old.into_iter().flatten() {
+        for (task, _) in old.into_iter().flatten() {
             task.cancel();
         }
         let wanted: Vec<bool> = tasks.iter().map(Option::is_none).collect();
@@ -179,7 +185,7 @@ impl Running {
         first: usize,
         count: usize,
         wanted: &[bool],
-    ) -> Vec<Option<CancellationToken>> {
+    ) -> Vec<Option<Task>> {
         let found: Vec<Option<(usize, Arc<CheckCounters>)>> = {
             let snapshot = self.state.borrow();
             wanted
@@ -197,8 +203,9 @@ impl Running {
                 tasks.push(None);
                 continue;
             };
+            let place = Arc::new(Place::new(id, first + index));
             let worker = Worker {
-                place: Place::new(id, first + index),
+                place: Arc::clone(&place),
                 phase: phase(first + index, count, config.timing.period),
                 config,
                 check,
@@ -207,7 +214,7 @@ impl Running {
                 slot: Arc::new(Semaphore::new(1)),
             };
             let token = self.cancel.child_token();
-            tasks.push(Some(token.clone()));
+            tasks.push(Some((token.clone(), place)));
             self.tracker.spawn(async move {
                 tokio::select! {
                     () = worker.run() => {}
@@ -234,8 +241,8 @@ fn phase(index: usize, count: usize, period: Duration) -> Duration {
 
 /// The task of one check.
 struct Worker<C> {
-    /// Where its check is in the snapshot.
-    place: Place,
+    /// Where its check is in the snapshot (kept up by [`Running::reload`]).
+    place: Arc<Place>,
     /// Offset of this check's runs within its period (see [`phase`]).
     phase: Duration,
     config: CheckConfig,

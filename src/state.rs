@@ -343,8 +343,8 @@ pub struct Snapshot {
 
 /// Where a check's worker finds its check in the snapshot: its id, and the
 /// position it was last found at, so that recording a run does not search
-/// the checks. A reload that moves the check costs one search, after which
-/// the new position is kept.
+/// the checks. The engine moves it when a reload moves a kept check
+/// ([`Place::moved_to`]); the search is only a fallback.
 #[derive(Debug)]
 pub struct Place {
     id: usize,
@@ -358,6 +358,11 @@ impl Place {
             id,
             at: AtomicUsize::new(at),
         }
+    }
+
+    /// The check has moved to position `at` (a reload kept it there).
+    pub(crate) fn moved_to(&self, at: usize) {
+        self.at.store(at, Relaxed);
     }
 }
 
