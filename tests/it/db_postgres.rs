@@ -810,17 +810,20 @@ async fn sslmodes_that_verify_the_server_as_libpq_does() {
     // fails (no iPAddress name, and the CN is no address); verify-ca
     // does not look at names.
     let data = dir.join("data");
-    let reload = |name: &str| {
+    // Serves certificate `name`, once psql's verify-full to `host` says it
+    // does: refused, or (`refused` false) let in.
+    let reload = |name: &'static str, host: &'static str, refused: bool| {
         use_certificate(&data, dir, name);
         server.sql("SELECT pg_reload_conf()");
+        let (scram, ca) = (&scram, &ca);
+        async move {
+            eventually(Duration::from_secs(30), &format!("{name} served"), || async {
+                (scram(host, "verify-full", ca).psql().0 != 0) == refused
+            })
+            .await;
+        }
     };
-    reload("server-dns");
-    eventually(
-        Duration::from_secs(30),
-        "the DNS-only certificate served",
-        || async { scram("127.0.0.1", "verify-full", &ca).psql().0 != 0 },
-    )
-    .await;
+    reload("server-dns", "127.0.0.1", true).await;
     assert_eq!(scram("127.0.0.1", "verify-full", &ca).verdicts().await, (2, 2));
     let outcome = scram("127.0.0.1", "verify-full", &ca).native(false).await;
     assert!(
@@ -835,23 +838,11 @@ async fn sslmodes_that_verify_the_server_as_libpq_does() {
 
     // No SAN at all, the CN 127.0.0.1: libpq compares the CN (which
     // webpki's own name check never does).
-    reload("server-cn");
-    eventually(
-        Duration::from_secs(30),
-        "the CN-only certificate served",
-        || async { scram("localhost", "verify-full", &ca).psql().0 != 0 },
-    )
-    .await;
+    reload("server-cn", "localhost", true).await;
     assert_eq!(scram("127.0.0.1", "verify-full", &ca).verdicts().await, (0, 0));
     assert_eq!(scram("localhost", "verify-full", &ca).verdicts().await, (2, 2));
 
-    reload("server-ip");
-    eventually(
-        Duration::from_secs(30),
-        "the first certificate served again",
-        || async { scram("localhost", "verify-full", &ca).psql().0 == 0 },
-    )
-    .await;
+    reload("server-ip", "localhost", false).await;
 }
 
 #[tokio::test]
