@@ -37,7 +37,7 @@ pub(crate) struct TlsClient {
 
 /// What identifies one version of a file: a rotation changes at least one
 /// of these (an atomic rename changes the inode, an edit the time or size).
-type Stamp = Option<(SystemTime, u64, u64)>;
+pub(crate) type Stamp = Option<(SystemTime, u64, u64)>;
 
 impl TlsClient {
     /// Loads the files of `spec` once, so that a missing file, a bad PEM or
@@ -93,7 +93,7 @@ pub(crate) fn caused_by_tls(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// The stamps of the CA, certificate and key files, in that order.
-fn stamps(spec: &TlsSpec) -> Vec<Stamp> {
+pub(crate) fn stamps(spec: &TlsSpec) -> Vec<Stamp> {
     [&spec.ca_file, &spec.cert_file, &spec.key_file]
         .into_iter()
         .map(|path| {

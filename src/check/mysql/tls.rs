@@ -3,7 +3,7 @@
 //! verified against `ca_file` (`--ssl-ca`), and its name against the host
 //! too with `verify_server_cert` (`--ssl-verify-server-cert`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -13,7 +13,7 @@ use tokio_rustls::rustls::{
     self, CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme, crypto,
 };
 
-use crate::check::http::tls::{TlsClient, certificates};
+use crate::check::http::tls::{Stamp, TlsClient, certificates, stamps};
 use crate::config::{MysqlSpec, TlsSpec};
 
 /// The TLS settings of a `mysql` check.
@@ -22,9 +22,19 @@ pub(super) enum Tls {
     /// Any certificate (the tools' default), with the client certificate
     /// if one is set; rebuilt when its files rotate.
     Unverified(TlsClient),
-    /// The chain verified against a CA bundle, read at every run (a
-    /// rotated bundle is used from the next run on).
-    Verified(MysqlSpec),
+    /// The chain verified against a CA bundle; rebuilt, as the other
+    /// kinds' settings, when one of its files rotates.
+    Verified(Box<Chain>),
+}
+
+/// The settings of [`Tls::Verified`].
+#[derive(Debug)]
+pub(super) struct Chain {
+    spec: MysqlSpec,
+    /// Its files, for their stamps.
+    files: TlsSpec,
+    /// The settings in use and the state of the files they came from.
+    current: Mutex<(Vec<Stamp>, Arc<ClientConfig>)>,
 }
 
 impl Tls {
@@ -40,16 +50,39 @@ impl Tls {
             };
             return TlsClient::new(tls, &[]).map(Tls::Unverified);
         }
-        build(spec)?;
-        Ok(Tls::Verified(spec.clone()))
+        let files = files(spec);
+        let stamps = stamps(&files);
+        let config = build(spec)?;
+        Ok(Tls::Verified(Box::new(Chain {
+            spec: spec.clone(),
+            files,
+            current: Mutex::new((stamps, Arc::new(config))),
+        })))
     }
 
     /// The settings for the next handshake.
     pub(super) fn config(&self) -> Result<Arc<ClientConfig>, String> {
         match self {
             Tls::Unverified(client) => client.config(),
-            Tls::Verified(spec) => build(spec).map(Arc::new),
+            Tls::Verified(chain) => {
+                let now = stamps(&chain.files);
+                let mut current = chain.current.lock().expect("not poisoned");
+                if current.0 != now {
+                    *current = (now, Arc::new(build(&chain.spec)?));
+                }
+                Ok(Arc::clone(&current.1))
+            }
         }
+    }
+}
+
+/// The files of `spec`, as the stamps of TLS settings read them.
+fn files(spec: &MysqlSpec) -> TlsSpec {
+    TlsSpec {
+        ca_file: spec.ca_file.clone(),
+        cert_file: spec.cert_file.clone(),
+        key_file: spec.key_file.clone(),
+        ..TlsSpec::default()
     }
 }
 
