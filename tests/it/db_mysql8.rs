@@ -411,16 +411,14 @@ fn all_pass(ran: &[(Ran, Outcome)]) -> bool {
 async fn caching_sha2_password_gives_the_mariadb_clients_verdicts() {
     let dir = tempfile::tempdir().unwrap();
     let keys = keys(dir.path());
+    let start = |script| Mysql8::start(script, Arc::clone(&keys));
 
     // Over TLS, the user in the server's cache: the fast path.
-    let server = Mysql8::start(
-        Script {
-            tls: true,
-            cached: true,
-            default: SHA2,
-        },
-        Arc::clone(&keys),
-    )
+    let server = start(Script {
+        tls: true,
+        cached: true,
+        default: SHA2,
+    })
     .await;
     let ran = compare("fast auth over TLS", server.port, PASSWORD, false).await;
     assert!(
@@ -433,14 +431,11 @@ async fn caching_sha2_password_gives_the_mariadb_clients_verdicts() {
     drop(server);
 
     // Over TLS, not cached: the password in clear, inside TLS.
-    let server = Mysql8::start(
-        Script {
-            tls: true,
-            cached: false,
-            default: SHA2,
-        },
-        Arc::clone(&keys),
-    )
+    let server = start(Script {
+        tls: true,
+        cached: false,
+        default: SHA2,
+    })
     .await;
     let ran = compare("full auth over TLS", server.port, PASSWORD, false).await;
     assert!(all_pass(&ran) && server.saw("full over tls"), "{ran:?}");
@@ -454,14 +449,11 @@ async fn caching_sha2_password_gives_the_mariadb_clients_verdicts() {
     // A server without TLS: without --skip-ssl the client still counts
     // the connection as secure and sends the password in clear, which
     // the server refuses; with it, RSA.
-    let server = Mysql8::start(
-        Script {
-            tls: false,
-            cached: false,
-            default: SHA2,
-        },
-        Arc::clone(&keys),
-    )
+    let server = start(Script {
+        tls: false,
+        cached: false,
+        default: SHA2,
+    })
     .await;
     let ran = compare("full auth, no TLS offered", server.port, PASSWORD, false).await;
     assert!(
@@ -472,14 +464,11 @@ async fn caching_sha2_password_gives_the_mariadb_clients_verdicts() {
     drop(server);
     // The check gets the same refusal without putting the password on
     // the wire.
-    let server = Mysql8::start(
-        Script {
-            tls: false,
-            cached: false,
-            default: SHA2,
-        },
-        Arc::clone(&keys),
-    )
+    let server = start(Script {
+        tls: false,
+        cached: false,
+        default: SHA2,
+    })
     .await;
     let ours = MysqlCheck::new(spec(server.port, MysqlCommand::Status, PASSWORD, false))
         .unwrap()
@@ -497,14 +486,11 @@ async fn caching_sha2_password_gives_the_mariadb_clients_verdicts() {
     // A server whose default method is mysql_native_password, for a user
     // of caching_sha2_password: the client begins with the default, and
     // the server switches it.
-    let server = Mysql8::start(
-        Script {
-            tls: true,
-            cached: true,
-            default: "mysql_native_password",
-        },
-        Arc::clone(&keys),
-    )
+    let server = start(Script {
+        tls: true,
+        cached: true,
+        default: "mysql_native_password",
+    })
     .await;
     let ran = compare("switched to caching_sha2_password", server.port, PASSWORD, false).await;
     assert!(
